@@ -1,0 +1,4 @@
+"""Entry point of ``python -m arca``."""
+from arca.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Command line: ``python -m arca <step>``; the only thing the Snakemake rules call.
+
+Every step takes ``--config FILE`` (repeatable, deep-merged in order like Snakemake's
+``--configfile``) and ``--set key.path=value`` overrides. The config is validated before any
+work; a ``ConfigError`` or bad input ends the step with exit code 2 and one message.
+Step implementations live in their modules and are imported lazily so ``--help`` is fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from arca.config import ConfigError, load_config
+
+log = logging.getLogger("arca")
+
+# step -> (module:function, help, extra arguments as (flags, kwargs))
+STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
+    "show-config": ("arca.cli:show_config", "print the resolved config (optionally of one run)", [
+        (("--run",), dict(default=None, help="run id <method>_r<rank>_s<seed>")),
+    ]),
+    "prepare-data": ("arca.data:prepare_data", "write results/<name>/data/{train,test}.jsonl", []),
+    "build-base": ("arca.models:build_base", "write the base model to results/<name>/base/", []),
+    "train": ("arca.train:train_main", "GRPO-train one run (resumes from its last checkpoint)", [
+        (("--run",), dict(required=True, help="run id <method>_r<rank>_s<seed>")),
+    ]),
+    "evaluate": ("arca.evaluate:evaluate_main", "evaluate the base model or one run's adapter", [
+        (("--run",), dict(required=True, help="run id, or 'base' for the base model")),
+    ]),
+    "aggregate": ("arca.report.tables:aggregate_main", "gather runs and evals into results/<name>/tables/", []),
+    "figures": ("arca.report.figures:figures_main", "draw results/<name>/figures/ from the tables", []),
+    "heatmap": ("arca.report.heatmap:heatmap_main", "write the token-credit heat map HTML page", []),
+    "grade": ("arca.grading:grade_main", "grade JSONL {gold, completion} lines from stdin", []),
+    "bench": ("arca.bench:bench_main", "benchmark the training step of each credit method (and TRL)", [
+        (("--steps",), dict(type=int, default=None, help="timed steps per method")),
+        (("--no-trl",), dict(action="store_true", help="skip the TRL peer")),
+        (("--lengths",), dict(default=None, help="comma-separated completion lengths to scale over")),
+    ]),
+    "gpu-smoke": ("arca.smoke:smoke_main", "a few steps of every credit method on the small model; prints timings", [
+        (("--steps",), dict(type=int, default=3)),
+    ]),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m arca", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="step", metavar="<step>", required=True)
+    for name, (_, help_text, extra) in STEPS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", action="append", default=None, metavar="FILE",
+                       help="config YAML (repeatable; later files override earlier ones)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                       help="override one config key, e.g. --set train.lr=1e-4")
+        for flags, kwargs in extra:
+            p.add_argument(*flags, **kwargs)
+    return parser
+
+
+def show_config(cfg, args) -> None:
+    from arca.config import dump_config
+
+    print(dump_config(cfg.for_run(args.run) if args.run else cfg), end="")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from arca.io import setup_logging
+
+    setup_logging(args.verbose)
+    target, _, _ = STEPS[args.step]
+    module_name, func_name = target.split(":")
+    try:
+        cfg = load_config(args.config or [], args.overrides)
+        func = getattr(importlib.import_module(module_name), func_name)
+        func(cfg, args)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
