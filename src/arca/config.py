@@ -255,9 +255,17 @@ class Config:
 
     def run_hash(self, run_id: str) -> str:
         """Fingerprint of everything that determines one run's training (not eval or report keys)."""
-        raw = to_dict(self.for_run(run_id))
-        relevant = {k: raw[k] for k in ("model", "lora", "data", "rollout", "train", "credit", "device")}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        return training_hash(self.for_run(run_id))
+
+
+TRAINING_SECTIONS = ("device", "model", "lora", "data", "rollout", "train", "credit")
+
+
+def training_hash(cfg: Config) -> str:
+    """sha256 prefix of the sections that determine a training run's result."""
+    raw = to_dict(cfg)
+    relevant = {k: raw[k] for k in TRAINING_SECTIONS}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 RUN_ID_RE = re.compile(r"^(?P<label>[A-Za-z0-9_\-]+?)_r(?P<rank>\d+)_s(?P<seed>\d+)$")

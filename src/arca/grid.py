@@ -1,0 +1,295 @@
+"""The experiment grid as the Snakefile sees it: run ids, wildcard patterns and target paths.
+
+The Snakefile and ``workflow/rules/*.smk`` only declare rules; every decision they need (which
+runs exist, which files a step writes, which config files to hand to ``python -m arca``, whether a
+job asks for a GPU) is made here, in plain tested Python, from Snakemake's merged ``config`` dict
+or from a ``Config``. All paths are strings relative to the working directory unless
+``paths.results`` is absolute, exactly as the steps themselves compute them from ``cfg.out_dir``.
+
+How the config reaches the Python steps: Snakemake merges ``configfile:`` (configs/default.yaml)
+first, then every ``--configfile`` in command-line order, then ``--config key=value``.
+``config_files(workflow)`` returns the files in that same order (``workflow.configfiles`` lists
+the command-line files first and the ``configfile:`` files after them, so it is reordered here)
+and ``config_args`` turns them, plus the ``--config`` values as ``--set key=json``, into the
+argument string every rule passes to ``python -m arca``. ``arca.config.load_config`` merges them
+exactly like Snakemake did, so the step sees the same config the DAG was planned from.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from arca.config import Config, ConfigError, from_dict, to_dict
+
+BASE = "base"  # the evaluation target that means "the base model, no adapter"
+
+TABLES = {
+    "performance": ("csv", "md", "tex"),
+    "concentration": ("csv", "md", "tex"),
+    "paired": ("csv", "md"),
+    "paper_comparison": ("md",),
+    "runs": ("csv",),
+    "curves": ("csv",),
+}
+FIGURES = ("gini_bars", "concentration_curves", "reward_curves", "accuracy", "lorenz", "accuracy_vs_params")
+FIGURE_FORMATS = ("png", "pdf")
+
+
+# ----------------------------------------------------------------------------- config
+def as_config(config: Mapping[str, Any] | Config) -> Config:
+    """A validated ``Config`` from Snakemake's merged ``config`` dict (or a ``Config`` as is).
+
+    Keys the YAML files leave out take the dataclass defaults, as in ``load_config``.
+    """
+    if isinstance(config, Config):
+        return config
+    return from_dict(json.loads(json.dumps(dict(config))), source="snakemake config")
+
+
+def config_files(workflow: Any) -> list[str]:
+    """The config files Snakemake merged, in merge order (``configfile:`` first, then CLI).
+
+    ``workflow.configfiles`` holds the ``--configfile`` paths (made absolute by Snakemake) followed
+    by the paths of ``configfile:`` directives that existed; ``workflow.overwrite_configfiles``
+    holds only the former. With ``--replace-workflow-config`` Snakemake drops the directive's
+    content, so its files are dropped here too.
+    """
+    cli = [str(p) for p in (workflow.overwrite_configfiles or [])]
+    every = [str(p) for p in workflow.configfiles]
+    directive = every[len(cli):]
+    if getattr(workflow.config_settings, "replace_workflow_config", False):
+        directive = []
+    return [_short_path(p) for p in directive + cli]
+
+
+def _short_path(path: str) -> str:
+    """Relative to the working directory when inside it: keeps shell commands and logs readable."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(p)
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.extend(_flatten(value, f"{path}."))
+        else:
+            out.append((path, value))
+    return out
+
+
+def config_args(files: Iterable[str], overrides: Mapping[str, Any] | None = None) -> str:
+    """``--config F1 --config F2 ... --set k=v`` for ``python -m arca``, shell-quoted.
+
+    ``overrides`` is Snakemake's ``--config`` dict; nested dicts merge key by key in Snakemake, so
+    they become one dotted ``--set`` per leaf. Values are written as JSON, which the CLI parses as
+    YAML, so lists and strings keep their types.
+    """
+    parts = []
+    for f in files:
+        parts += ["--config", f]
+    for key, value in _flatten(overrides or {}):
+        parts += ["--set", f"{key}={json.dumps(value)}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+# ----------------------------------------------------------------------------- the grid
+def run_ids(config: Mapping[str, Any] | Config) -> list[str]:
+    return as_config(config).run_ids()
+
+
+def eval_targets(config: Mapping[str, Any] | Config) -> list[str]:
+    """What ``evaluate`` runs on: the base model and every training run."""
+    return [BASE, *run_ids(config)]
+
+
+def _alternation(names: Iterable[str]) -> str:
+    # An explicit list, not a generic pattern: a path like runs/x/adapter can only match a real run.
+    return "|".join(re.escape(n) for n in names)
+
+
+def run_regex(config: Mapping[str, Any] | Config) -> str:
+    """Wildcard constraint of ``{run}`` in training rules."""
+    return _alternation(run_ids(config))
+
+
+def eval_regex(config: Mapping[str, Any] | Config) -> str:
+    """Wildcard constraint of ``{target}`` in evaluation rules (``base`` or a run id)."""
+    return _alternation(eval_targets(config))
+
+
+def run_hash(config: Mapping[str, Any] | Config, run_id: str) -> str:
+    """The training fingerprint of one run; a train param so that only changed cells rerun."""
+    return as_config(config).run_hash(run_id)
+
+
+def eval_hash(config: Mapping[str, Any] | Config) -> str:
+    """Fingerprint of the settings every evaluation depends on beyond its input files."""
+    cfg = as_config(config)
+    raw = to_dict(cfg)
+    relevant = {
+        "eval": raw["eval"],
+        "device": raw["device"],
+        "chat_template": raw["model"]["chat_template"],
+        "max_prompt_tokens": raw["data"]["max_prompt_tokens"],
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def heatmap_run(config: Mapping[str, Any] | Config) -> str:
+    """The run whose rollouts the credit heat map shows: ``sweep.heatmap_run``, else the first
+    ARCA run, else the first run."""
+    cfg = as_config(config)
+    ids = cfg.run_ids()
+    if cfg.sweep.heatmap_run:
+        if cfg.sweep.heatmap_run not in ids:
+            raise ConfigError(f"key 'sweep.heatmap_run' names {cfg.sweep.heatmap_run!r}, which is not in the sweep {ids}")
+        return cfg.sweep.heatmap_run
+    for run in ids:
+        if cfg.for_run(run).credit.method == "arca":
+            return run
+    return ids[0]
+
+
+def uses_gpu(config: Mapping[str, Any] | Config) -> bool:
+    cfg = as_config(config)
+    return cfg.resources.gpu or cfg.device == "cuda"
+
+
+def gpu(config: Mapping[str, Any] | Config) -> dict[str, int]:
+    """``{"gpu": 1}`` for jobs that run a model when the config targets a GPU, else nothing.
+
+    ``gpu`` is the resource name the SLURM executor plugin (v2) turns into ``--gpus=1``; locally it
+    lets ``--resources gpu=N`` cap how many model jobs share the GPUs.
+    """
+    return {"gpu": 1} if uses_gpu(config) else {}
+
+
+# ----------------------------------------------------------------------------- paths
+def _p(cfg: Config, *parts: str) -> str:
+    return str(Path(cfg.out_dir, *parts))
+
+
+def data_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    cfg = as_config(config)
+    out = {"train": _p(cfg, "data", "train.jsonl"), "test": _p(cfg, "data", "test.jsonl")}
+    if "math500" in cfg.eval.protocols and cfg.data.source == "math":
+        out["math500"] = _p(cfg, "data", "math500.jsonl")
+    return out
+
+
+def base_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    """A pretrained-here model learns from the training problems; downloaded ones need nothing."""
+    cfg = as_config(config)
+    return {"train": data_outputs(cfg)["train"]} if cfg.model.source == "pretrain" else {}
+
+
+def base_output(config: Mapping[str, Any] | Config) -> str:
+    return _p(as_config(config), "base")
+
+
+def train_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    cfg = as_config(config)
+    return {"base": base_output(cfg), "train": data_outputs(cfg)["train"]}
+
+
+def train_outputs(config: Mapping[str, Any] | Config, run: str = "{run}") -> dict[str, str]:
+    """Declared outputs of one run. ``config.yaml`` and ``checkpoints/`` beside them are left
+    undeclared on purpose: Snakemake deletes declared outputs of a failed job, and the
+    checkpoints must survive it so the rerun resumes."""
+    cfg = as_config(config)
+    return {
+        "adapter": _p(cfg, "runs", run, "adapter"),
+        "metrics": _p(cfg, "runs", run, "metrics.jsonl"),
+        "final_weights": _p(cfg, "runs", run, "final_weights.json"),
+    }
+
+
+def eval_outputs(config: Mapping[str, Any] | Config, target: str = "{target}") -> dict[str, str]:
+    cfg = as_config(config)
+    return {"summary": _p(cfg, "eval", target, "summary.json"), "samples": _p(cfg, "eval", target, "samples.jsonl")}
+
+
+def eval_inputs(config: Mapping[str, Any] | Config, target: str) -> dict[str, str]:
+    """Base model and test data, plus the run's adapter unless ``target`` is ``base``."""
+    cfg = as_config(config)
+    data = data_outputs(cfg)
+    out = {"base": base_output(cfg), "test": data["test"]}
+    if "math500" in data:
+        out["math500"] = data["math500"]
+    if target != BASE:
+        out["adapter"] = train_outputs(cfg, target)["adapter"]
+    return out
+
+
+def aggregate_inputs(config: Mapping[str, Any] | Config) -> dict[str, list[str]]:
+    cfg = as_config(config)
+    runs = cfg.run_ids()
+    return {
+        "metrics": [train_outputs(cfg, r)["metrics"] for r in runs],
+        "final_weights": [train_outputs(cfg, r)["final_weights"] for r in runs],
+        "summaries": [eval_outputs(cfg, t)["summary"] for t in eval_targets(cfg)],
+        "samples": [eval_outputs(cfg, t)["samples"] for t in eval_targets(cfg)],
+    }
+
+
+def table_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    """``{"performance_csv": ".../tables/performance.csv", ...}``."""
+    cfg = as_config(config)
+    return {f"{name}_{ext}": _p(cfg, "tables", f"{name}.{ext}") for name, exts in TABLES.items() for ext in exts}
+
+
+def figure_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    """``{"gini_bars_png": ".../figures/gini_bars.png", ...}``."""
+    cfg = as_config(config)
+    return {f"{name}_{ext}": _p(cfg, "figures", f"{name}.{ext}") for name in FIGURES for ext in FIGURE_FORMATS}
+
+
+def figure_inputs(config: Mapping[str, Any] | Config) -> dict[str, Any]:
+    """Tables, plus each run's final weights (the Lorenz curves need whole weight vectors)."""
+    cfg = as_config(config)
+    return {**table_outputs(cfg), "final_weights": aggregate_inputs(cfg)["final_weights"]}
+
+
+def heatmap_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    cfg = as_config(config)
+    return {
+        "base": base_output(cfg),
+        "adapter": train_outputs(cfg, heatmap_run(cfg))["adapter"],
+        "test": data_outputs(cfg)["test"],
+    }
+
+
+def heatmap_output(config: Mapping[str, Any] | Config) -> str:
+    return _p(as_config(config), "figures", "credit_heatmap.html")
+
+
+def bench_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    return train_inputs(config)
+
+
+def bench_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    cfg = as_config(config)
+    return {"json": _p(cfg, "bench", "summary.json"), "md": _p(cfg, "bench", "summary.md")}
+
+
+def log(config: Mapping[str, Any] | Config, rule: str, name: str = "") -> str:
+    """``results/<name>/logs/<rule>/<name or rule>.log``; ``name`` may hold a wildcard."""
+    return _p(as_config(config), "logs", rule, f"{name or rule}.log")
+
+
+def all_targets(config: Mapping[str, Any] | Config) -> list[str]:
+    """What ``rule all`` asks for: every table, every figure and the credit heat map."""
+    cfg = as_config(config)
+    return [*table_outputs(cfg).values(), *figure_outputs(cfg).values(), heatmap_output(cfg)]
+

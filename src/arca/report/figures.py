@@ -1,0 +1,244 @@
+"""``python -m arca figures``: draw ``<out_dir>/figures/*.{png,pdf}`` from the tables.
+
+Reads only what ``aggregate`` wrote (``tables/runs.csv``, ``tables/curves.csv`` and, for the
+confidence intervals, ``tables/performance.csv``) plus each run's ``final_weights.json``, so a
+figure can be redrawn without touching the evaluations. Figures:
+
+- ``gini_bars``             Gini per (label, rank), seeds as points, the middle band shaded
+- ``concentration_curves``  Gini and EffN/T over training steps (mean over seeds)
+- ``reward_curves``         smoothed train reward over steps (mean over seeds)
+- ``accuracy``              greedy accuracy and pass@k with 95% CIs, base model dashed
+- ``lorenz``                Lorenz curves of the last step's token weights
+- ``accuracy_vs_params``    ARCA's greedy accuracy against trainable parameters (log x)
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from arca.config import Config
+from arca.report.style import (
+    MIDDLE_BAND_COLOR, apply_style, cell_name, color_for, plt, rank_style, save_figure,
+)
+from arca.report.tables import BASE, MIDDLE_BAND, REFERENCE_METHOD
+
+log = logging.getLogger(__name__)
+
+FIGURES = ("gini_bars", "concentration_curves", "reward_curves", "accuracy", "lorenz", "accuracy_vs_params")
+LORENZ_GRID = np.linspace(0.0, 1.0, 201)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"figures: missing table {path} (run `python -m arca aggregate` first)")
+    return pd.read_csv(path)
+
+
+def _cells(df: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """(label, method, rank) of the trained cells, in the order the table lists them."""
+    df = df[df["label"] != BASE].dropna(subset=["rank"])
+    seen = dict.fromkeys((r.label, r.method, int(r.rank)) for r in df.itertuples())
+    return list(seen)
+
+
+def _ranks_of(cells, label: str) -> list[int]:
+    return sorted(r for lab, _, r in cells if lab == label)
+
+
+def _legend_right(fig, ax) -> None:
+    """Legend outside the axes on the right, so it can never cover data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper")
+
+
+# ----------------------------------------------------------------------------- figures
+def gini_bars(runs: pd.DataFrame, out: Path) -> list[Path]:
+    cells = _cells(runs)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.75 * len(cells) + 2.5), 3.6), layout="constrained")
+    lo, hi = MIDDLE_BAND
+    ax.axhspan(lo, hi, color=MIDDLE_BAND_COLOR, alpha=0.6, zorder=0, label=f"middle regime ({lo:.2f}-{hi:.2f})")
+    rng = np.random.default_rng(0)  # jitter of the seed points only; fixed so redraws are identical
+    for i, (label, method, rank) in enumerate(cells):
+        g = runs[(runs["label"] == label) & (runs["rank"] == rank)]["gini"].dropna()
+        ax.bar(i, g.mean() if len(g) else 0.0, width=0.7, color=color_for(label, method), alpha=0.85, zorder=2)
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(g)), g, s=14, color="black", zorder=3,
+                   label="one seed" if i == 0 else None)
+    ax.set_xticks(range(len(cells)), [f"{lab}\nr{rk}" for lab, _, rk in cells],
+                  rotation=30 if len(cells) > 6 else 0, ha="right" if len(cells) > 6 else "center")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlim(-0.6, len(cells) - 0.4)
+    ax.set_ylabel("Gini of token weights\n(0 = uniform, 1 = one token)")
+    ax.set_title("Token-weight concentration, averaged over training")
+    ax.grid(axis="x", visible=False)
+    _legend_right(fig, ax)
+    return save_figure(fig, out, "gini_bars")
+
+
+def _mean_curve(curves: pd.DataFrame, label: str, rank: int, col: str) -> pd.Series:
+    sub = curves[(curves["label"] == label) & (curves["rank"] == rank)]
+    return pd.to_numeric(sub[col], errors="coerce").groupby(sub["step"]).mean().sort_index()
+
+
+def concentration_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
+    cells = _cells(curves)
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), sharex=True, layout="constrained")
+    panels = (("gini", "Gini of token weights", (0, 1.02)), ("eff_ratio", "EffN/T (effective tokens / tokens)", (0, 1.05)))
+    for ax, (col, ylabel, ylim) in zip(axes, panels):
+        for label, method, rank in cells:
+            ls, _ = rank_style(rank, _ranks_of(cells, label))
+            s = _mean_curve(curves, label, rank, col)
+            ax.plot(s.index, s.values, ls=ls, lw=1.5, color=color_for(label, method), label=cell_name(label, rank))
+        ax.set_ylim(*ylim)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+    if "gini" in curves:
+        lo, hi = MIDDLE_BAND
+        axes[0].axhspan(lo, hi, color=MIDDLE_BAND_COLOR, alpha=0.5, zorder=0)
+    fig.suptitle("Concentration over training (mean over seeds)")
+    _legend_right(fig, axes[0])
+    return save_figure(fig, out, "concentration_curves")
+
+
+def reward_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
+    cells = _cells(curves)
+    n_steps = int(curves["step"].max()) if len(curves) else 1
+    window = max(1, round(n_steps / 10))
+    fig, ax = plt.subplots(figsize=(7.0, 3.6), layout="constrained")
+    for label, method, rank in cells:
+        ls, _ = rank_style(rank, _ranks_of(cells, label))
+        s = _mean_curve(curves, label, rank, "reward_mean")
+        smooth = s.rolling(window, min_periods=1).mean()
+        ax.plot(smooth.index, smooth.values, ls=ls, lw=1.6, color=color_for(label, method), label=cell_name(label, rank))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("train reward (fraction correct)")
+    ax.set_title(f"Train reward, mean over seeds, trailing mean of {window} step{'s' if window > 1 else ''}")
+    _legend_right(fig, ax)
+    return save_figure(fig, out, "reward_curves")
+
+
+def accuracy(perf: pd.DataFrame, out: Path) -> list[Path]:
+    k = int(perf["k"].iloc[0]) if "k" in perf and len(perf) else 1
+    protocol = perf["protocol"].iloc[0] if "protocol" in perf and len(perf) else ""
+    grader = perf["grader"].iloc[0] if "grader" in perf and len(perf) else ""
+    cells = perf[perf["label"] != BASE].reset_index(drop=True)
+    base = perf[perf["label"] == BASE]
+    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 0.9 * len(cells) + 3.0), 3.8), sharey=True, layout="constrained")
+    for ax, (col, title) in zip(axes, (("greedy", "greedy accuracy"), ("pass_at_k", f"pass@{k} (T=1, top-p 0.95)"))):
+        x = np.arange(len(cells))
+        err = np.vstack([cells[col] - cells[f"{col}_lo"], cells[f"{col}_hi"] - cells[col]]).clip(min=0)
+        colors = [color_for(r.label, r.method) for r in cells.itertuples()]
+        ax.bar(x, cells[col], width=0.7, color=colors, alpha=0.85, zorder=2)
+        ax.errorbar(x, cells[col], yerr=err, fmt="none", ecolor="black", capsize=3, lw=1, zorder=3, label="95% CI")
+        if len(base) and np.isfinite(base[col].iloc[0]):
+            ax.axhline(base[col].iloc[0], color=color_for(BASE), ls="--", lw=1.2, zorder=4, label="base model")
+        ax.set_xticks(x, [f"{r.label}\nr{int(r.rank)}" for r in cells.itertuples()],
+                      rotation=30 if len(cells) > 5 else 0, ha="right" if len(cells) > 5 else "center")
+        ax.set_title(title)
+        ax.grid(axis="x", visible=False)
+        ax.set_xlim(-0.6, len(cells) - 0.4)
+    axes[0].set_ylabel("accuracy (fraction of problems)")
+    axes[0].set_ylim(0, 1.0)
+    fig.suptitle(f"Test accuracy, protocol {protocol}, grader {grader}")
+    _legend_right(fig, axes[0])
+    return save_figure(fig, out, "accuracy")
+
+
+def lorenz_curve(weights) -> np.ndarray:
+    """Lorenz curve of one sequence's weights on ``LORENZ_GRID``: share of credit held by the
+    lowest-weighted fraction x of its tokens (the diagonal for uniform weights)."""
+    w = np.sort(np.asarray(weights, dtype=float))
+    total = w.sum()
+    if w.size == 0 or total <= 0:
+        return LORENZ_GRID.copy()
+    x = np.arange(w.size + 1) / w.size
+    y = np.concatenate([[0.0], np.cumsum(w) / total])
+    return np.interp(LORENZ_GRID, x, y)
+
+
+def read_final_weights(path: Path) -> list[list[float]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"figures: missing {path} (written by `python -m arca train`)")
+    return json.loads(path.read_text(encoding="utf-8"))["weights"]
+
+
+def lorenz(runs: pd.DataFrame, cfg: Config, out: Path) -> list[Path]:
+    cells = _cells(runs)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls=":", label="equality (uniform)")
+    for label, method, rank in cells:
+        seqs = []
+        for run in runs[(runs["label"] == label) & (runs["rank"] == rank)]["run"]:
+            seqs += [w for w in read_final_weights(cfg.run_dir(run) / "final_weights.json") if len(w) > 1]
+        if not seqs:
+            continue
+        ls, _ = rank_style(rank, _ranks_of(cells, label))
+        curve = np.mean([lorenz_curve(w) for w in seqs], axis=0)
+        ax.plot(LORENZ_GRID, curve, ls=ls, lw=1.6, color=color_for(label, method), label=cell_name(label, rank))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("fraction of completion tokens\n(sorted by weight, ascending)")
+    ax.set_ylabel("cumulative share of credit")
+    ax.set_title("Lorenz curves of the last step's token weights")
+    _legend_right(fig, ax)
+    return save_figure(fig, out, "lorenz")
+
+
+def accuracy_vs_params(perf: pd.DataFrame, out: Path) -> list[Path]:
+    cells = perf[perf["label"] != BASE]
+    arca = cells[cells["label"] == "arca"]
+    if arca.empty:
+        arca = cells[cells["method"] == "arca"]
+    arca = arca.dropna(subset=["trainable_params"]).sort_values("rank")
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
+
+    def point(rows, marker, label, ls):
+        x = rows["trainable_params"].astype(float).to_numpy()
+        y = rows["greedy"].to_numpy(dtype=float)
+        err = np.vstack([y - rows["greedy_lo"], rows["greedy_hi"] - y]).clip(min=0)
+        color = color_for(rows["label"].iloc[0], rows["method"].iloc[0])
+        ax.errorbar(x, y, yerr=err, fmt=marker, ls=ls, color=color, capsize=3, ms=7, label=label)
+        for xi, yi, rk in zip(x, y, rows["rank"]):
+            ax.annotate(f"r={int(rk)}", (xi, yi), textcoords="offset points", xytext=(8, -4), fontsize=8, color=color)
+
+    if not arca.empty:
+        point(arca, "o", "ARCA (95% CI)", "-")
+    ref = cells[cells["method"] == REFERENCE_METHOD].dropna(subset=["trainable_params"])
+    if not ref.empty:
+        top = ref.sort_values(["rank"]).iloc[[-1]]
+        point(top, "*", f"{top['label'].iloc[0]} (reference)", "none")
+    if arca.empty and ref.empty:
+        ax.text(0.5, 0.5, "no trainable-parameter counts in the tables", transform=ax.transAxes, ha="center")
+    else:
+        ax.set_xscale("log")
+        ax.margins(x=0.25)
+    ax.set_xlabel("trainable parameters (count, log scale)")
+    ax.set_ylabel("greedy accuracy (fraction of problems)")
+    ax.set_title("Accuracy against adapter size")
+    _legend_right(fig, ax)
+    return save_figure(fig, out, "accuracy_vs_params")
+
+
+# ----------------------------------------------------------------------------- the step
+def figures_main(cfg: Config, args=None) -> list[Path]:
+    """Draw every figure of ``FIGURES`` into ``<out_dir>/figures/``; returns the files written."""
+    apply_style()
+    tables = cfg.out_dir / "tables"
+    runs = _read_csv(tables / "runs.csv")
+    curves = _read_csv(tables / "curves.csv")
+    perf = _read_csv(tables / "performance.csv")
+    out = cfg.out_dir / "figures"
+    paths = []
+    paths += gini_bars(runs, out)
+    paths += concentration_curves(curves, out)
+    paths += reward_curves(curves, out)
+    paths += accuracy(perf, out)
+    paths += lorenz(runs, cfg, out)
+    paths += accuracy_vs_params(perf, out)
+    log.info("wrote %d figure files to %s", len(paths), out)
+    return paths

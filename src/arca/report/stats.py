@@ -1,0 +1,166 @@
+"""Statistics for the report: the unbiased pass@k estimator and bootstrap confidence intervals.
+
+Accuracy is a mean over problems and seeds, and both are samples: the problems from a larger
+pool, the seeds from all possible training runs. The intervals therefore resample both levels
+(a hierarchical bootstrap): each replicate draws seeds with replacement, then problems with
+replacement, and takes the mean over the drawn seed x problem block. The problems of one
+replicate are shared by all its seeds because every seed is evaluated on the same problems (a
+crossed design); drawing them separately per seed would understate the problem variance.
+
+Paired differences (a method against ``uniform``) resample the same problems for both arms, and
+the same seed indices when both arms have the same number of seeds, so that problem difficulty
+cancels out of the difference.
+
+All randomness comes from ``numpy.random.Generator`` with a fixed seed: the tables are
+byte-for-byte reproducible.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_REPLICATES = 2000
+DEFAULT_SEED = 0
+# Bound the [replicates, seeds, problems] gather so a large test set cannot exhaust memory.
+_MAX_CHUNK_ELEMENTS = 4_000_000
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
+
+    Evaluated as the product 1 - prod_{i=n-c+1}^{n} (1 - k / i), which never forms the large
+    binomials (Chen et al., 2021 give the same identity).
+    """
+    if n < 1 or k < 1 or not 0 <= c <= n:
+        raise ValueError(f"pass_at_k needs n >= 1, k >= 1 and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    if k > n:
+        raise ValueError(f"pass_at_k needs k <= n (k={k} samples asked, only n={n} drawn)")
+    if n - c < k:
+        # Every k-subset contains a correct sample.
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with a (1 - alpha) bootstrap interval and its sample sizes."""
+
+    mean: float
+    lo: float
+    hi: float
+    n_seeds: int = 0
+    n_problems: int = 0
+
+    def fmt(self, digits: int = 3, ci_digits: int = 2) -> str:
+        """``0.620 [0.55, 0.69]``; ``-`` for a missing value."""
+        if not np.isfinite(self.mean):
+            return "-"
+        if not (np.isfinite(self.lo) and np.isfinite(self.hi)):
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} [{self.lo:.{ci_digits}f}, {self.hi:.{ci_digits}f}]"
+
+    def contains(self, value: float) -> bool:
+        return bool(self.lo <= value <= self.hi)
+
+
+NAN_ESTIMATE = Estimate(math.nan, math.nan, math.nan)
+
+
+def _as_matrix(scores) -> np.ndarray:
+    """Scores as a float [S, P] matrix (a 1-D input is one seed); NaN marks a missing cell."""
+    a = np.asarray(scores, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"scores must be a non-empty [seeds, problems] array, got shape {a.shape}")
+    return a
+
+
+def _chunks(n_boot: int, per_replicate: int):
+    size = max(1, _MAX_CHUNK_ELEMENTS // max(1, per_replicate))
+    for start in range(0, n_boot, size):
+        yield min(size, n_boot - start)
+
+
+def _block_means(a: np.ndarray, seed_idx: np.ndarray, prob_idx: np.ndarray) -> np.ndarray:
+    """Mean of a[seed_idx[b]][:, prob_idx[b]] for each replicate b, ignoring NaN cells."""
+    block = a[seed_idx[:, :, None], prob_idx[:, None, :]]  # [B, S, P]
+    with warnings.catch_warnings():
+        # An all-NaN replicate (a metric that was never logged) is NaN, not an error.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(block.reshape(block.shape[0], -1), axis=1)  # [B]
+
+
+def _interval(reps: np.ndarray, alpha: float) -> tuple[float, float]:
+    reps = reps[np.isfinite(reps)]
+    if reps.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_mean_ci(
+    scores,
+    n_boot: int = DEFAULT_REPLICATES,
+    alpha: float = 0.05,
+    seed: int = DEFAULT_SEED,
+) -> Estimate:
+    """Mean of a [seeds, problems] score matrix with a hierarchical percentile bootstrap CI.
+
+    Each replicate resamples seeds (rows) with replacement, then problems (columns) with
+    replacement, and averages the block. Pass per-seed values as shape [S, 1] to bootstrap over
+    seeds only. With one seed and one problem the interval collapses to the point.
+    """
+    a = _as_matrix(scores)
+    n_seeds, n_problems = a.shape
+    if not np.isfinite(a).any():
+        return Estimate(math.nan, math.nan, math.nan, n_seeds, n_problems)
+    mean = float(np.nanmean(a))
+    rng = np.random.default_rng(seed)
+    reps = []
+    for b in _chunks(n_boot, n_seeds * n_problems):
+        seed_idx = rng.integers(0, n_seeds, size=(b, n_seeds))
+        prob_idx = rng.integers(0, n_problems, size=(b, n_problems))
+        reps.append(_block_means(a, seed_idx, prob_idx))
+    lo, hi = _interval(np.concatenate(reps), alpha)
+    return Estimate(mean, lo, hi, n_seeds, n_problems)
+
+
+def paired_difference(
+    method_scores,
+    reference_scores,
+    n_boot: int = DEFAULT_REPLICATES,
+    alpha: float = 0.05,
+    seed: int = DEFAULT_SEED,
+) -> Estimate:
+    """mean(method) - mean(reference) on the same problems, with a paired bootstrap CI.
+
+    Both matrices are [seeds, problems] with the same problem columns in the same order. Each
+    replicate draws one problem resample used by both arms; seeds are drawn as shared indices
+    when both arms have the same number of seeds (seed i of one arm paired with seed i of the
+    other), and independently otherwise.
+    """
+    a = _as_matrix(method_scores)
+    b = _as_matrix(reference_scores)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"paired_difference needs the same problems in both arms, got {a.shape[1]} and {b.shape[1]}")
+    n_problems = a.shape[1]
+    paired_seeds = a.shape[0] == b.shape[0]
+    if not (np.isfinite(a).any() and np.isfinite(b).any()):
+        return Estimate(math.nan, math.nan, math.nan, min(a.shape[0], b.shape[0]), n_problems)
+    diff = float(np.nanmean(a) - np.nanmean(b))
+    rng = np.random.default_rng(seed)
+    reps = []
+    for nb in _chunks(n_boot, (a.shape[0] + b.shape[0]) * n_problems):
+        prob_idx = rng.integers(0, n_problems, size=(nb, n_problems))
+        seed_a = rng.integers(0, a.shape[0], size=(nb, a.shape[0]))
+        seed_b = seed_a if paired_seeds else rng.integers(0, b.shape[0], size=(nb, b.shape[0]))
+        reps.append(_block_means(a, seed_a, prob_idx) - _block_means(b, seed_b, prob_idx))
+    lo, hi = _interval(np.concatenate(reps), alpha)
+    return Estimate(diff, lo, hi, min(a.shape[0], b.shape[0]), n_problems)

@@ -1,0 +1,140 @@
+"""Rollouts: one ``Generator`` interface, a Transformers ``generate`` backend (default, CPU and
+GPU) and a vLLM backend (GPU extra, in ``arca.vllm_backend``).
+
+A generator samples ``n`` completions per prompt and returns them as a ``Rollouts`` batch in
+prompt-major order (the n samples of prompt i are rows i*n .. i*n+n-1): prompts left-padded,
+completions right-padded, and a completion mask that is 1 on real completion tokens up to and
+including the first EOS and 0 after it and on padding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class Rollouts:
+    prompt_ids: torch.Tensor  # [N, P] left-padded
+    prompt_mask: torch.Tensor  # [N, P] 1 on real prompt tokens
+    completion_ids: torch.Tensor  # [N, T] right-padded with pad_token_id
+    completion_mask: torch.Tensor  # [N, T] float, 1 up to and including the first EOS
+    texts: list[str]  # decoded completions (up to the first EOS, special tokens dropped)
+
+    def __len__(self) -> int:
+        return self.completion_ids.shape[0]
+
+    def select(self, idx: slice | list[int]) -> "Rollouts":
+        """Rows ``idx`` as a new batch (used for micro-batches)."""
+        texts = self.texts[idx] if isinstance(idx, slice) else [self.texts[i] for i in idx]
+        return Rollouts(self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx], self.completion_mask[idx], texts)
+
+
+class Generator(Protocol):
+    def generate(
+        self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
+        greedy: bool = False, seed: int | None = None,
+    ) -> Rollouts: ...
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int | None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """1 on generated tokens up to and including the first EOS, 0 after it. [N, T] float."""
+    is_eos = torch.zeros_like(completion_ids, dtype=torch.bool)
+    for e in eos_ids:
+        is_eos |= completion_ids == e
+    # number of EOS strictly before t; a token is kept while none has appeared yet
+    eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()  # [N, T]
+    mask = eos_before == 0
+    if lengths is not None:  # per-row generated length (other rows' padding)
+        mask &= torch.arange(completion_ids.shape[1], device=completion_ids.device)[None, :] < lengths[:, None]
+    return mask.float()
+
+
+def pad_right(rows: list[torch.Tensor], pad_value: float | int) -> torch.Tensor:
+    width = max((r.shape[-1] for r in rows), default=0)
+    return torch.stack([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=pad_value) for r in rows]) if rows else torch.empty(0, 0)
+
+
+def eos_token_ids(tokenizer, model=None) -> set[int]:
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen_cfg = getattr(model, "generation_config", None)
+    eos = getattr(gen_cfg, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.update(int(e) for e in eos)
+    return ids
+
+
+class TransformersGenerator:
+    """Sampling with ``model.generate`` (KV cache on), in batches of ``batch_size`` completions.
+
+    Top-k is disabled (``top_k=0``) so that sampling is exactly temperature + top-p, as the
+    paper states and as the vLLM backend does.
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 64, max_prompt_tokens: int = 512):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
+        self.eos_ids = eos_token_ids(tokenizer, model)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids and mask [N, P] (left padding keeps generation contiguous)."""
+        side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"
+        try:
+            enc = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
+                                 max_length=self.max_prompt_tokens, add_special_tokens=False)
+        finally:
+            self.tokenizer.padding_side = side
+        return enc["input_ids"], enc["attention_mask"]
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
+                 greedy: bool = False, seed: int | None = None) -> Rollouts:
+        if seed is not None:
+            torch.manual_seed(seed)
+        was_training = self.model.training
+        self.model.eval()  # sampling in eval mode (no LoRA dropout), as in the author's code
+        device = next(self.model.parameters()).device
+        try:
+            ids, am = self.encode_prompts([p for p in prompts for _ in range(n)])  # [N, P]
+            outs = []
+            for start in range(0, ids.shape[0], self.batch_size):
+                b_ids = ids[start:start + self.batch_size].to(device)
+                b_am = am[start:start + self.batch_size].to(device)
+                kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+                out = self.model.generate(
+                    input_ids=b_ids, attention_mask=b_am, max_new_tokens=max_new_tokens,
+                    pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids), use_cache=True, **kwargs,
+                )
+                outs.extend(out[:, ids.shape[1]:].cpu())  # completion part of every row
+        finally:
+            self.model.train(was_training)
+        comp = pad_right(outs, self.pad_id).long()  # [N, T]
+        if comp.shape[1] == 0:  # nothing generated at all
+            comp = torch.full((ids.shape[0], 1), self.pad_id, dtype=torch.long)
+        mask = completion_mask(comp, self.eos_ids, self.pad_id)
+        return Rollouts(ids, am, comp, mask, self.decode(comp, mask))
+
+    def decode(self, comp: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        texts = []
+        for row, m in zip(comp, mask):
+            toks = [int(t) for t, keep in zip(row, m) if keep > 0 and int(t) not in self.eos_ids]
+            texts.append(self.tokenizer.decode(toks, skip_special_tokens=True))
+        return texts
+
+
+def make_generator(cfg, model, tokenizer) -> Generator:
+    """The backend named by ``cfg.rollout.backend``."""
+    if cfg.rollout.backend == "vllm":
+        from arca.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(cfg, model, tokenizer)
+    return TransformersGenerator(model, tokenizer, cfg.rollout.batch_size, cfg.data.max_prompt_tokens)

@@ -1,0 +1,379 @@
+"""The GRPO training loop with LoRA and token-level credit (``python -m arca train --run R``).
+
+One optimizer step (DESIGN.md "One training step"):
+  1. sample K completions per prompt, adapter on, model in eval mode;
+  2. grade them -> rewards -> group-normalized advantages;
+  3. per micro-batch: at most ONE no-grad adapter-off pass (reference log-probs and base final
+     hidden states), only if the credit method needs either; then the gradient pass, adapter on,
+     giving log-probs (with grad) and, detached, entropies and the adapted final hidden states;
+  4. credit method -> token weights -> loss -> backward; clip, AdamW step, LR schedule;
+  5. diagnostics over the whole step, one JSON line in ``metrics.jsonl``.
+
+A run folder ``runs/<run>/`` holds ``config.yaml`` (resolved), ``checkpoints/step_XXXXXX/``
+(adapter, optimizer, scheduler, RNG states, data position, metrics so far) while training, and
+at the end ``adapter/``, ``metrics.jsonl`` and ``final_weights.json``, each renamed into place
+only when complete. Started again on the same folder, training resumes from the last
+checkpoint and ends identical to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from arca import credit as credit_lib
+from arca.config import Config, dump_config, parse_run_id, training_hash
+from arca.diagnostics import effective_token_ratio, gini, nanmean
+from arca.grpo import group_advantages, weighted_pg_loss
+from arca.io import atomic_path, write_json, write_jsonl, write_text
+from arca.rollout import Rollouts
+
+log = logging.getLogger(__name__)
+
+# Counts adapter-off forward passes; tests use it to check the one-pass guarantee.
+PASS_COUNTER = {"reference": 0}
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN or inf appeared in a training forward/backward pass."""
+
+
+# ----------------------------------------------------------------------------- scoring
+class _TokenLogProb(torch.autograd.Function):
+    """log softmax(logits)[target] without keeping a full-vocabulary fp32 tensor.
+
+    Forward keeps only the logits (already alive as lm_head's output) and the log-sum-exp [N];
+    backward recomputes the softmax chunk by chunk: d/dlogits = g * (onehot(y) - softmax).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+        lse = torch.cat([torch.logsumexp(c.float(), dim=-1) for c in logits.split(chunk)])  # [N]
+        picked = logits.gather(1, targets[:, None]).squeeze(1).float()  # [N]
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.chunk = chunk
+        return picked - lse
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, targets, lse = ctx.saved_tensors
+        out = torch.empty_like(logits)
+        for s in range(0, logits.shape[0], ctx.chunk):
+            e = s + ctx.chunk
+            g = -torch.exp(logits[s:e].float() - lse[s:e, None]) * grad[s:e, None]  # [c, V]
+            g.scatter_add_(1, targets[s:e, None], grad[s:e, None].float())
+            out[s:e] = g.to(logits.dtype)
+        return out, None, None
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """log pi(targets) from logits [B, T, V] and targets [B, T] -> [B, T] float32 (differentiable)."""
+    B, T, V = logits.shape
+    return _TokenLogProb.apply(logits.reshape(B * T, V), targets.reshape(B * T), chunk).view(B, T)
+
+
+@torch.no_grad()
+def token_entropies(logits: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Entropy of each predictive distribution, [B, T, V] -> [B, T] float32, chunked, no grad."""
+    B, T, V = logits.shape
+    flat = logits.detach().reshape(B * T, V)
+    out = []
+    for c in flat.split(chunk):
+        lp = torch.log_softmax(c.float(), dim=-1)  # [c, V]
+        out.append(-(lp.exp() * lp).sum(dim=-1))
+    return torch.cat(out).view(B, T)
+
+
+def _backbone_and_head(model):
+    """The decoder stack (returns normed final hidden states) and the lm_head of a causal LM."""
+    from arca.models import backbone, lm_head
+
+    return backbone(model), lm_head(model)
+
+
+def _sequence(r: Rollouts, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Prompt+completion ids without the last token, attention mask, position ids; and P."""
+    ids = torch.cat([r.prompt_ids, r.completion_ids], dim=1)[:, :-1].to(device)  # [B, P+T-1]
+    am = torch.cat([r.prompt_mask.float(), r.completion_mask], dim=1)[:, :-1].to(device)  # [B, P+T-1]
+    # Left padding: positions count real tokens only, exactly as generate() numbered them.
+    pos = (am.long().cumsum(dim=1) - 1).clamp(min=0)  # [B, P+T-1]
+    return ids, am.long(), pos, r.prompt_ids.shape[1]
+
+
+def _final_hidden(model, r: Rollouts) -> torch.Tensor:
+    """Final hidden states (after the last norm) at the positions predicting y_1..y_T: [B, T, H]."""
+    device = next(model.parameters()).device
+    ids, am, pos, P = _sequence(r, device)
+    body, _ = _backbone_and_head(model)
+    h = body(input_ids=ids, attention_mask=am, position_ids=pos, use_cache=False).last_hidden_state  # [B, P+T-1, H]
+    return h[:, P - 1:, :]  # position P-1+t-1 predicts y_t
+
+
+@dataclass
+class Scores:
+    logprobs: torch.Tensor  # [B, T] with grad when computed in the gradient pass
+    entropies: torch.Tensor | None = None  # [B, T]
+    hidden: torch.Tensor | None = None  # [B, T, H] detached
+
+
+def policy_scores(model, r: Rollouts, want_entropies: bool, want_hidden: bool, chunk: int = 1024) -> Scores:
+    """Gradient pass, adapter on: log-probs (with grad) plus detached entropies / hidden states."""
+    h = _final_hidden(model, r)  # [B, T, H]
+    _, head = _backbone_and_head(model)
+    logits = head(h)  # [B, T, V]
+    targets = r.completion_ids.to(logits.device)  # [B, T]
+    lp = token_logprobs(logits, targets, chunk)  # [B, T]
+    return Scores(lp, token_entropies(logits, chunk) if want_entropies else None, h.detach() if want_hidden else None)
+
+
+@torch.no_grad()
+def reference_scores(model, r: Rollouts, want_logprobs: bool, chunk: int = 1024) -> Scores:
+    """The single adapter-off pass: reference log-probs and base final hidden states."""
+    PASS_COUNTER["reference"] += 1
+    with model.disable_adapter():
+        h = _final_hidden(model, r)  # [B, T, H]
+        lp = None
+        if want_logprobs:
+            _, head = _backbone_and_head(model)
+            lp = token_logprobs(head(h), r.completion_ids.to(h.device), chunk)  # [B, T]
+    return Scores(lp, None, h)
+
+
+def credit_inputs_for_rollouts(model, rollouts: Rollouts, needs: frozenset[str] | None = None, seed: int = 0) -> credit_lib.CreditInputs:
+    """Every per-token input a credit method may need, without gradient (heat maps, analysis)."""
+    needs = frozenset({credit_lib.ENTROPIES, credit_lib.REF_LOGPROBS, credit_lib.HIDDEN}) if needs is None else needs
+    with torch.no_grad():
+        ref = reference_scores(model, rollouts, credit_lib.REF_LOGPROBS in needs) if needs & credit_lib.NEEDS_REFERENCE_PASS else None
+        pol = policy_scores(model, rollouts, credit_lib.ENTROPIES in needs, credit_lib.HIDDEN in needs)
+    return _inputs(rollouts, pol, ref, seed)
+
+
+def _inputs(r: Rollouts, pol: Scores, ref: Scores | None, seed: int) -> credit_lib.CreditInputs:
+    return credit_lib.CreditInputs(
+        mask=r.completion_mask.to(pol.logprobs.device),
+        logprobs=pol.logprobs.detach(),
+        entropies=pol.entropies,
+        ref_logprobs=ref.logprobs if ref is not None else None,
+        hidden=pol.hidden,
+        base_hidden=ref.hidden if ref is not None else None,
+        seed=seed,
+    )
+
+
+# ----------------------------------------------------------------------------- schedule & state
+def lr_lambda(cfg: Config):
+    """Linear warm-up over ``warmup_steps``, then cosine to ``min_lr_ratio`` at ``steps``."""
+    warm, total, floor = cfg.train.warmup_steps, cfg.train.steps, cfg.train.min_lr_ratio
+
+    def f(step: int) -> float:
+        if warm > 0 and step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+@dataclass
+class RunState:
+    step: int = 0  # optimizer steps done
+    metrics: list[dict] = field(default_factory=list)
+    last_weights: list[list[float]] = field(default_factory=list)  # masked weights of the last step
+
+
+def _checkpoint_dirs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("step_*"))
+
+
+def save_checkpoint(run_dir: Path, model, opt, sched, state: RunState, data_gen: torch.Generator, run_hash: str, keep: int = 2) -> None:
+    """Adapter + trainer state in ``checkpoints/step_XXXXXX/``, renamed into place when complete."""
+    with atomic_path(run_dir / "checkpoints" / f"step_{state.step:06d}") as tmp:
+        model.save_pretrained(tmp / "adapter")
+        torch.save({
+            "step": state.step, "metrics": state.metrics, "last_weights": state.last_weights, "run_hash": run_hash,
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "torch_rng": torch.get_rng_state(), "data_rng": data_gen.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }, tmp / "trainer_state.pt")
+    for old in _checkpoint_dirs(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(run_dir: Path, model, opt, sched, data_gen: torch.Generator, run_hash: str) -> RunState | None:
+    """Restore the last checkpoint of this exact run config, or None to start fresh."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    ckpts = _checkpoint_dirs(run_dir)
+    if not ckpts:
+        return None
+    last = ckpts[-1]
+    st = torch.load(last / "trainer_state.pt", weights_only=False)
+    if st["run_hash"] != run_hash:
+        log.warning("checkpoint %s belongs to another config (hash %s != %s): starting fresh", last, st["run_hash"], run_hash)
+        shutil.rmtree(run_dir / "checkpoints")
+        return None
+    set_peft_model_state_dict(model, load_file(str(last / "adapter" / "adapter_model.safetensors")))
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    torch.set_rng_state(st["torch_rng"])
+    data_gen.set_state(st["data_rng"])
+    if st["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda_rng"])
+    log.info("resuming from %s (step %d)", last, st["step"])
+    return RunState(step=st["step"], metrics=st["metrics"], last_weights=st["last_weights"])
+
+
+# ----------------------------------------------------------------------------- one step
+def _check_finite(t: torch.Tensor, mask: torch.Tensor, what: str, step: int) -> None:
+    if not torch.isfinite(t[mask > 0]).all():
+        raise NonFiniteError(f"step {step}: non-finite {what} in the training forward pass; stopping (last checkpoint kept)")
+
+
+def train_step(cfg: Config, model, tok, generator, opt, sched, problems: list[dict], step: int, seed: int) -> tuple[dict, list[list[float]]]:
+    """One optimizer step on ``problems`` (prompts_per_step records).
+
+    Returns the step's metrics and the masked token weights of every sequence.
+    """
+    from arca.grading import gold_answer, grade_paper
+    from arca.prompts import build_prompt
+
+    method = credit_lib.REGISTRY[cfg.credit.method]
+    K = cfg.rollout.k
+    t0 = time.perf_counter()
+    r = generator.generate([build_prompt(p["problem"]) for p in problems], K, cfg.rollout.temperature,
+                           cfg.rollout.top_p, cfg.rollout.max_new_tokens)
+    t_gen = time.perf_counter() - t0
+    golds = [gold_answer(p["answer"]) for p in problems for _ in range(K)]
+    rewards = torch.tensor([float(grade_paper(c, g)) for c, g in zip(r.texts, golds)])  # [N]
+    adv = group_advantages(rewards, K)  # [N]
+
+    t1 = time.perf_counter()
+    model.train()  # scoring passes in train mode: LoRA dropout active, as in the author's code
+    opt.zero_grad(set_to_none=True)
+    N, mb = len(r), cfg.train.micro_batch_prompts * K
+    need_ref = method.needs_reference_pass
+    loss_total, all_w, all_m, fallbacks, surprisal, residual = 0.0, [], [], [], [], []
+    for s in range(0, N, mb):
+        part = r.select(slice(s, s + mb))
+        ref = reference_scores(model, part, credit_lib.REF_LOGPROBS in method.needs) if need_ref else None
+        pol = policy_scores(model, part, credit_lib.ENTROPIES in method.needs, credit_lib.HIDDEN in method.needs)
+        mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
+        _check_finite(pol.logprobs.detach(), mask, "log-probs", step)
+        inputs = _inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s)
+        w, fb = credit_lib.token_weights(cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [b, T], [b]
+        loss = weighted_pg_loss(pol.logprobs, w, mask, adv[s:s + mb].to(w.device), n_total=N)
+        _check_finite(loss.detach().view(1), torch.ones(1), "loss", step)
+        loss.backward()
+        loss_total += float(loss.detach())
+        all_w.append(w.detach().cpu()); all_m.append(mask.cpu()); fallbacks.append(fb.cpu())
+        surprisal.append((-pol.logprobs.detach() * mask).sum().cpu() / mask.sum().clamp(min=1).cpu())
+        if credit_lib.HIDDEN in method.needs:
+            res = credit_lib.arca_signal(inputs)[mask > 0]  # residual norms of real tokens
+            residual.append(res.cpu())
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip)
+    if not torch.isfinite(grad_norm):
+        raise NonFiniteError(f"step {step}: non-finite gradient norm; stopping (last checkpoint kept)")
+    lr = sched.get_last_lr()[0]
+    opt.step()
+    sched.step()
+    t_upd = time.perf_counter() - t1
+
+    W = _pad_cat(all_w); M = _pad_cat(all_m)  # [N, T]
+    res = torch.cat(residual) if residual else None
+    metrics = {
+        "step": step + 1,
+        "loss": loss_total,
+        "reward_mean": float(rewards.mean()),
+        "reward_std": float(rewards.std(unbiased=True)) if N > 1 else 0.0,
+        "lr": lr,
+        "grad_norm": float(grad_norm),
+        "gen_seconds": t_gen,
+        "update_seconds": t_upd,
+        "step_seconds": time.perf_counter() - t0,
+        "completion_len_mean": float(M.sum(dim=1).mean()),
+        "surprisal_mean": float(torch.stack(surprisal).mean()),
+        "gini": nanmean(gini(W, M)),
+        "eff_ratio": nanmean(effective_token_ratio(W, M)),
+        "fallback_frac": float(torch.cat(fallbacks).float().mean()),
+        "residual_mean": float(res.mean()) if res is not None and res.numel() else None,
+        "residual_max": float(res.max()) if res is not None and res.numel() else None,
+    }
+    return metrics, [[float(x) for x in w[m > 0]] for w, m in zip(W, M)]
+
+
+def _pad_cat(rows: list[torch.Tensor]) -> torch.Tensor:
+    width = max(r.shape[1] for r in rows)
+    return torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[1])) for r in rows])
+
+
+# ----------------------------------------------------------------------------- the loop
+TIMING_KEYS = ("gen_seconds", "update_seconds", "step_seconds")
+
+
+def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after: int | None = None) -> RunState:
+    """Train one run (``cfg`` already resolved for it); ``stop_after`` ends early (tests)."""
+    from arca.data import read_records
+    from arca.models import count_trainable, load_policy, resolve_device
+    from arca.rollout import make_generator
+
+    run_dir = Path(run_dir or cfg.run_dir(run_id))
+    label, rank, seed = parse_run_id(run_id)
+    run_hash = training_hash(cfg)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    records = read_records(cfg.data_dir / "train.jsonl")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", dump_config(cfg))
+
+    torch.manual_seed(cfg.train.seed)
+    model, tok = load_policy(cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    data_gen = torch.Generator().manual_seed(cfg.train.seed)
+    state = load_checkpoint(run_dir, model, opt, sched, data_gen, run_hash) or RunState()
+    generator = make_generator(cfg, model, tok)
+    identity = {"run": run_id, "label": label, "method": cfg.credit.method, "rank": cfg.lora.rank, "seed": cfg.train.seed}
+
+    bar = tqdm(total=cfg.train.steps, initial=state.step, desc=run_id, unit="step", dynamic_ncols=True)
+    while state.step < cfg.train.steps:
+        # prompts drawn with replacement from a seeded generator whose state is checkpointed
+        idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=data_gen).tolist()
+        m, state.last_weights = train_step(cfg, model, tok, generator, opt, sched, [records[i] for i in idx], state.step, cfg.train.seed)
+        state.metrics.append({**m, **identity})
+        state.step += 1
+        bar.update(1)
+        bar.set_postfix(reward=f"{m['reward_mean']:.3f}", gini=f"{m['gini'] or 0:.2f}", s_per_step=f"{m['step_seconds']:.2f}")
+        if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps:
+            save_checkpoint(run_dir, model, opt, sched, state, data_gen, run_hash)
+        if stop_after is not None and state.step >= stop_after:
+            break
+    bar.close()
+    if state.step >= cfg.train.steps:
+        _finish(run_dir, model, state, identity, count_trainable(model))
+    return state
+
+
+def _finish(run_dir: Path, model, state: RunState, identity: dict, n_trainable: int) -> None:
+    """Final outputs, each renamed into place when complete; then the checkpoints go."""
+    write_json(run_dir / "final_weights.json",
+               {**identity, "step": state.step, "trainable_params": n_trainable, "weights": state.last_weights})
+    write_jsonl(run_dir / "metrics.jsonl", state.metrics)
+    with atomic_path(run_dir / "adapter") as tmp:
+        model.save_pretrained(tmp)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
+def train_main(cfg: Config, args) -> None:
+    """CLI step: train (or resume) the run ``args.run`` of the sweep."""
+    run_cfg = cfg.for_run(args.run)
+    train_run(run_cfg, args.run)

@@ -1,0 +1,68 @@
+"""environment.yml and pyproject.toml must pin the same packages at the same versions."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _pyproject_reqs() -> dict[str, str]:
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(meta["dependencies"])
+    for extra in ("test", "bench"):
+        reqs += meta["optional-dependencies"][extra]
+    return {_name(r): r.replace(" ", "") for r in reqs}
+
+
+def _conda_pip_reqs() -> dict[str, str]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    return {_name(r): r.replace(" ", "") for r in pip if not r.startswith("-e")}
+
+
+def test_environment_matches_pyproject():
+    py, conda = _pyproject_reqs(), _conda_pip_reqs()
+    assert py == conda, f"differ: only in pyproject {set(py.items()) - set(conda.items())}, only in environment.yml {set(conda.items()) - set(py.items())}"
+
+
+def test_environment_python_matches_requires_python():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    py = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    major, minor = py.split("=")[1].split(".")[:2]
+    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert spec.startswith(">=")
+    lo = tuple(int(x) for x in spec[2:].split("."))
+    assert (int(major), int(minor)) >= lo
+
+
+def test_torch_is_a_range_not_a_cuda_pin():
+    # A hard torch pin in the package metadata would pull a CUDA wheel on CPU machines.
+    assert _pyproject_reqs()["torch"].startswith("torch>=")
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```(?:bash|sh)\n(.*?)\n```", text, flags=re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = _readme_commands()
+    test_cmd = next(c for c in commands if "pytest" in c)
+    assert test_cmd.strip() in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_gives_exactly_two_commands_main_and_tests():
+    commands = [c for c in _readme_commands() if "pip install" in c]
+    assert len(commands) == 2
+    assert any("snakemake --cores all" in c for c in commands)
+    assert any("pytest" in c for c in commands)
+    for c in commands:  # CPU torch from the local wheel, in the same pip call as the package
+        assert "pip install torch==2.13.0 -e ." in c or "pip install torch==2.13.0 -e '." in c
