@@ -250,6 +250,7 @@ def _perturb_lora_b(model, seed: int = 0) -> None:
 def test_wrap_lora_freezes_base_and_starts_at_base(built):
     base, tok = models.load_base_model(built)
     policy, _ = models.load_policy(built)
+    assert not policy.training
     trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
     assert trainable and all("lora_A" in n or "lora_B" in n for n in trainable)
     assert all(not p.requires_grad for n, p in policy.named_parameters() if "lora_" not in n)
@@ -294,7 +295,7 @@ def test_adapter_save_and_load(built, tmp_path):
         expected = policy(input_ids=ids, attention_mask=mask).logits
     for trainable in (True, False):
         loaded, _ = models.load_policy(built, adapter_dir=tmp_path / "adapter", is_trainable=trainable)
-        loaded.eval()
+        assert not loaded.training
         with torch.no_grad():
             torch.testing.assert_close(loaded(input_ids=ids, attention_mask=mask).logits, expected, rtol=0, atol=1e-6)
         assert (models.count_trainable(loaded) > 0) == trainable

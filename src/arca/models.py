@@ -23,6 +23,7 @@ the LM head; what ARCA compares with the adapter on and off) and the head mappin
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.metadata
 import json
@@ -329,11 +330,26 @@ def file_sha256(path: Path, cache_root: Path) -> str:
 
 
 def load_gguf(path: Path):
-    """Tokenizer and float32 model from a GGUF file (transformers dequantizes the tensors)."""
+    """Tokenizer and float32 model from a GGUF file (transformers dequantizes the tensors).
+
+    transformers marks a GGUF-loaded model as quantized and refuses to save it (or to train it),
+    even when every weight was dequantized to a plain float tensor. So the weights are moved into
+    a fresh model of the same architecture built from the config without ``quantization_config``.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    packed = [n for n, p in loaded.named_parameters() if not p.is_floating_point()]
+    if packed:
+        raise ValueError(f"{path}: weights left in quantized blocks ({packed[:3]}...); cannot materialize them")
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = copy.deepcopy(loaded.generation_config)
+    model.eval()
     return model, tok
 
 
@@ -481,22 +497,34 @@ def peft_lora_config(lora: LoraConfig):
 
 
 def wrap_lora(model, lora: LoraConfig):
-    """A fresh LoRA adapter on ``model``: base frozen, A random, B zero (so the policy starts at the base)."""
+    """A fresh LoRA adapter on ``model``: base frozen, A random, B zero (so the policy starts at the base).
+
+    Returned in eval mode (peft leaves it in train mode, with LoRA dropout active); callers switch
+    to ``.train()`` for the passes that should see dropout.
+    """
     from peft import get_peft_model
 
     model.requires_grad_(False)
-    return get_peft_model(model, peft_lora_config(lora))
+    policy = get_peft_model(model, peft_lora_config(lora))
+    policy.eval()
+    return policy
 
 
 def load_policy(cfg: Config, adapter_dir: str | Path | None = None, is_trainable: bool = True,
                 device: str | torch.device | None = None):
-    """``(peft_model, tokenizer)``: the base model plus a fresh adapter or the one saved in ``adapter_dir``."""
+    """``(peft_model, tokenizer)``: the base model plus a fresh adapter or the one saved in ``adapter_dir``.
+
+    The model comes back in eval mode; only the LoRA parameters can require gradients (and none
+    when a saved adapter is loaded with ``is_trainable=False``).
+    """
     from peft import PeftModel
 
     model, tok = load_base_model(cfg, device)
     if adapter_dir is None:
         return wrap_lora(model, cfg.lora), tok
-    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable), tok
+    policy = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+    policy.eval()
+    return policy, tok
 
 
 def unwrap(model):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from arca.config import Config
 from arca.report.style import (
@@ -49,6 +50,17 @@ def _ranks_of(cells, label: str) -> list[int]:
     return sorted(r for lab, _, r in cells if lab == label)
 
 
+def _cell_ticks(ax, labels: list[str]) -> None:
+    """Cell names under the bars, slanted when they would otherwise run into each other."""
+    crowded = len(labels) > 4 or max((len(x) for x in labels), default=0) > 10
+    ax.set_xticks(range(len(labels)), labels, rotation=35 if crowded else 0, ha="right" if crowded else "center",
+                  rotation_mode="anchor" if crowded else "default")
+
+
+def _integer_steps(ax) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _legend_right(fig, ax) -> None:
     """Legend outside the axes on the right, so it can never cover data."""
     handles, labels = ax.get_legend_handles_labels()
@@ -68,8 +80,7 @@ def gini_bars(runs: pd.DataFrame, out: Path) -> list[Path]:
         ax.bar(i, g.mean() if len(g) else 0.0, width=0.7, color=color_for(label, method), alpha=0.85, zorder=2)
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(g)), g, s=14, color="black", zorder=3,
                    label="one seed" if i == 0 else None)
-    ax.set_xticks(range(len(cells)), [f"{lab}\nr{rk}" for lab, _, rk in cells],
-                  rotation=30 if len(cells) > 6 else 0, ha="right" if len(cells) > 6 else "center")
+    _cell_ticks(ax, [f"{lab} r{rk}" for lab, _, rk in cells])
     ax.set_ylim(0, 1.05)
     ax.set_xlim(-0.6, len(cells) - 0.4)
     ax.set_ylabel("Gini of token weights\n(0 = uniform, 1 = one token)")
@@ -94,6 +105,7 @@ def concentration_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
             s = _mean_curve(curves, label, rank, col)
             ax.plot(s.index, s.values, ls=ls, lw=1.5, color=color_for(label, method), label=cell_name(label, rank))
         ax.set_ylim(*ylim)
+        _integer_steps(ax)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)
     if "gini" in curves:
@@ -114,6 +126,7 @@ def reward_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
         s = _mean_curve(curves, label, rank, "reward_mean")
         smooth = s.rolling(window, min_periods=1).mean()
         ax.plot(smooth.index, smooth.values, ls=ls, lw=1.6, color=color_for(label, method), label=cell_name(label, rank))
+    _integer_steps(ax)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("train reward (fraction correct)")
     ax.set_title(f"Train reward, mean over seeds, trailing mean of {window} step{'s' if window > 1 else ''}")
@@ -136,13 +149,12 @@ def accuracy(perf: pd.DataFrame, out: Path) -> list[Path]:
         ax.errorbar(x, cells[col], yerr=err, fmt="none", ecolor="black", capsize=3, lw=1, zorder=3, label="95% CI")
         if len(base) and np.isfinite(base[col].iloc[0]):
             ax.axhline(base[col].iloc[0], color=color_for(BASE), ls="--", lw=1.2, zorder=4, label="base model")
-        ax.set_xticks(x, [f"{r.label}\nr{int(r.rank)}" for r in cells.itertuples()],
-                      rotation=30 if len(cells) > 5 else 0, ha="right" if len(cells) > 5 else "center")
+        _cell_ticks(ax, [f"{r.label} r{int(r.rank)}" for r in cells.itertuples()])
         ax.set_title(title)
         ax.grid(axis="x", visible=False)
         ax.set_xlim(-0.6, len(cells) - 0.4)
     axes[0].set_ylabel("accuracy (fraction of problems)")
-    axes[0].set_ylim(0, 1.0)
+    axes[0].set_ylim(0, 1.05)
     fig.suptitle(f"Test accuracy, protocol {protocol}, grader {grader}")
     _legend_right(fig, axes[0])
     return save_figure(fig, out, "accuracy")
@@ -169,7 +181,7 @@ def read_final_weights(path: Path) -> list[list[float]]:
 def lorenz(runs: pd.DataFrame, cfg: Config, out: Path) -> list[Path]:
     cells = _cells(runs)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
-    ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls=":", label="equality (uniform)")
+    ax.plot([0, 1], [0, 1], color="black", lw=0.9, ls=":", zorder=5, label="equality (uniform)")
     for label, method, rank in cells:
         seqs = []
         for run in runs[(runs["label"] == label) & (runs["rank"] == rank)]["run"]:
@@ -204,14 +216,22 @@ def accuracy_vs_params(perf: pd.DataFrame, out: Path) -> list[Path]:
         color = color_for(rows["label"].iloc[0], rows["method"].iloc[0])
         ax.errorbar(x, y, yerr=err, fmt=marker, ls=ls, color=color, capsize=3, ms=7, label=label)
         for xi, yi, rk in zip(x, y, rows["rank"]):
-            ax.annotate(f"r={int(rk)}", (xi, yi), textcoords="offset points", xytext=(8, -4), fontsize=8, color=color)
+            # A white box keeps the rank readable where it crosses the reference line or band.
+            ax.annotate(f"r={int(rk)}", (xi, yi), textcoords="offset points", xytext=(7, 6), fontsize=8, color=color,
+                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
 
     if not arca.empty:
         point(arca, "o", "ARCA (95% CI)", "-")
     ref = cells[cells["method"] == REFERENCE_METHOD].dropna(subset=["trainable_params"])
     if not ref.empty:
-        top = ref.sort_values(["rank"]).iloc[[-1]]
-        point(top, "*", f"{top['label'].iloc[0]} (reference)", "none")
+        top = ref.sort_values(["rank"]).iloc[-1]
+        color = color_for(top["label"], top["method"])
+        name = f"{top['label']} r{int(top['rank'])} (reference)"
+        # A band across the plot: it shares its x with ARCA at the same rank, where a second
+        # error bar would sit on top of ARCA's.
+        ax.axhspan(top["greedy_lo"], top["greedy_hi"], color=color, alpha=0.12, lw=0, label=f"{name}, 95% CI")
+        ax.axhline(top["greedy"], color=color, ls=":", lw=1.2)
+        ax.plot([float(top["trainable_params"])], [top["greedy"]], marker="*", ms=12, ls="none", color=color, label=name)
     if arca.empty and ref.empty:
         ax.text(0.5, 0.5, "no trainable-parameter counts in the tables", transform=ax.transAxes, ha="center")
     else:

@@ -6,6 +6,8 @@ pool, the seeds from all possible training runs. The intervals therefore resampl
 replacement, and takes the mean over the drawn seed x problem block. The problems of one
 replicate are shared by all its seeds because every seed is evaluated on the same problems (a
 crossed design); drawing them separately per seed would understate the problem variance.
+Resampling both levels counts the seed x problem residual twice, so the intervals err on the
+wide (conservative) side, never the narrow one.
 
 Paired differences (a method against ``uniform``) resample the same problems for both arms, and
 the same seed indices when both arms have the same number of seeds, so that problem difficulty

@@ -142,7 +142,8 @@ def _check_against_summary(rec: RunRecord, protocol: str, grader: str) -> None:
             log.warning("run %s: %s from samples.jsonl is %.4f but summary.json says %.4f", rec.run, name, ours, reported)
 
 
-def load_eval(cfg: Config, run: str, protocol: str | None = None) -> tuple[dict, pd.DataFrame, str, str]:
+def load_eval(cfg: Config, run: str) -> tuple[dict, pd.DataFrame, str, str]:
+    """A run's summary and per-problem scores on the primary protocol, with that protocol and grader."""
     eval_dir = cfg.eval_dir(run)
     summary = read_summary(eval_dir / "summary.json")
     proto, grader = primary_protocol(cfg, summary)
@@ -470,7 +471,7 @@ def paper_comparison(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFram
 
 # ----------------------------------------------------------------------------- the step
 def _csv(df: pd.DataFrame) -> str:
-    return df.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    return df.to_csv(index=False, float_format="%.8g", lineterminator="\n")
 
 
 def aggregate_main(cfg: Config, args=None) -> None:

@@ -1,0 +1,51 @@
+# ARCA reproduction: the DAG at a glance. Declarations only; every decision is in src/arca/grid.py.
+#   snakemake --cores all                                  # configs/default.yaml
+#   snakemake --cores all --configfile configs/smoke.yaml  # any file in configs/, layered on it
+#   snakemake --profile workflow/profiles/slurm --configfile configs/paper.yaml
+#   snakemake --report results/<name>/report.html          # after a run
+from snakemake.utils import min_version, validate
+
+from arca import grid
+
+min_version("9.0")
+
+
+configfile: "configs/default.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+# The resolved, type-checked config the rules read; errors name the offending key.
+CFG = grid.as_config(config)
+# The same config files, in Snakemake's merge order, plus --config values as --set: every rule
+# hands them to `python -m arca`. A global, not a param, so that adding a config file does not by
+# itself rerun jobs; what a training run depends on is its run_hash param.
+CONFIG_ARGS = grid.config_args(grid.config_files(workflow), workflow.config_settings.config)
+# {"gpu": 1} on model jobs when the config targets a GPU, else {}.
+GPU = grid.gpu(CFG)
+
+
+report: "workflow/report/workflow.rst"
+
+
+# Cheap jobs stay on the submitting host under a cluster executor (the data step may also need
+# the network, which compute nodes often lack).
+localrules:
+    all,
+    prepare_data,
+    aggregate,
+    figures,
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/base.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/bench.smk"
+
+
+rule all:
+    input:
+        grid.all_targets(CFG),
+    default_target: True

@@ -1,0 +1,68 @@
+"""Problems for training and evaluation, in one normalized record schema.
+
+A record is ``{"id": str, "problem": str, "solution": str, "answer": str, "level": int 1-5,
+"subject": str}``. Sources: MATH (``arca.data.math``: a Hub id or a local JSONL/Parquet file in
+MATH-lighteval or MATH-500 format) or generated arithmetic problems (``arca.data.generated``).
+
+``prepare_data`` is the ``prepare-data`` step: it writes ``<results>/<name>/data/train.jsonl``,
+``test.jsonl`` (and ``math500.jsonl`` when the ``math500`` protocol is on) plus the resolved
+``config.yaml``; later steps read them back with ``read_records``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from arca.config import dump_config
+from arca.data.generated import generate_disjoint, generate_problems, make_splits
+from arca.data.math import FIELDS, first_n, load_math, random_subset, read_records, validate_record
+from arca.io import write_jsonl, write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FIELDS", "Record", "first_n", "generate_disjoint", "generate_problems", "load_math",
+    "make_splits", "prepare_data", "random_subset", "read_records", "validate_record",
+]
+
+
+@dataclass(frozen=True)
+class Record:
+    """Typed view of a record dict (``Record(**d)``; ``.to_dict()`` back)."""
+
+    id: str
+    problem: str
+    solution: str
+    answer: str
+    level: int
+    subject: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def prepare_data(cfg, args=None) -> None:
+    """Write the train/test (and MATH-500) records and the resolved config to ``cfg.data_dir``."""
+    out = cfg.data_dir
+    splits: dict[str, list[dict]] = {}
+    if cfg.data.source == "generated":
+        splits["train"], splits["test"] = make_splits(cfg.data)
+    else:
+        for name, ref, split, key in _math_sources(cfg):
+            records, skipped = load_math(ref, split, key=key)
+            if not records:
+                raise ValueError(f"key '{key}': {ref} has no usable problems ({skipped} skipped)")
+            log.info("%s: %d problems from %s (%d skipped: no answer)", name, len(records), ref, skipped)
+            splits[name] = records
+    for name, records in splits.items():
+        write_jsonl(out / f"{name}.jsonl", records)
+        log.info("wrote %d %s problems to %s", len(records), name, out / f"{name}.jsonl")
+    write_text(out / "config.yaml", dump_config(cfg))
+
+
+def _math_sources(cfg) -> list[tuple[str, str, str, str]]:
+    """(output name, reference, split, config key) for each MATH file to prepare."""
+    sources = [("train", cfg.data.train, "train", "data.train"), ("test", cfg.data.test, "test", "data.test")]
+    if "math500" in cfg.eval.protocols:
+        sources.append(("math500", cfg.data.math500, "test", "data.math500"))
+    return sources

@@ -1,0 +1,173 @@
+"""``python -m arca heatmap``: where each credit method puts its weight, token by token.
+
+``heatmap_main`` loads the heat-map run's adapter, samples a few held-out completions and
+computes the weights every registered credit method would give their tokens, all on the same
+rollouts, so the methods are compared on identical text. ``render_heatmap`` (pure, no model)
+turns that into one self-contained HTML page: inline CSS, no scripts, no external assets.
+
+Each token is shaded by its weight relative to the largest weight in its row, so a row's
+pattern is readable whatever its scale (a uniform row is evenly pale-to-full, a concentrated
+row shows a few dark tokens); the exact weight is in each token's ``title`` (hover text).
+"""
+from __future__ import annotations
+
+import html
+import logging
+import math
+from pathlib import Path
+
+from arca.config import Config, parse_run_id
+from arca.io import write_text
+
+log = logging.getLogger(__name__)
+
+N_ROLLOUTS = 4  # held-out problems shown; enough to see a pattern, small enough to read
+HEATMAP_FILE = Path("figures") / "credit_heatmap.html"  # relative to cfg.out_dir
+SHADE_RGB = (214, 39, 40)  # one hue for every method, so rows are comparable at a glance
+NEWLINE_MARK = "\u21b5"  # ↵
+LEGEND_STOPS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.3em; } h2 { font-size: 1.05em; margin-top: 1.8em; }
+.prompt { background: #f6f6f6; border-left: 3px solid #999; padding: 0.5em 0.8em; white-space: pre-wrap; font-size: 0.9em; }
+table.credit { border-collapse: collapse; width: 100%; margin-top: 0.5em; }
+table.credit th, table.credit td { border-top: 1px solid #ddd; padding: 0.35em 0.5em; vertical-align: top; text-align: left; }
+th.method { white-space: nowrap; font-weight: 600; width: 11em; }
+td.gini { white-space: nowrap; font-variant-numeric: tabular-nums; width: 6em; }
+td.tokens { font-family: Menlo, Consolas, monospace; font-size: 0.85em; line-height: 1.9; white-space: pre-wrap; word-break: break-all; }
+span.tok { border-radius: 2px; padding: 0.1em 0; }
+.legend { display: flex; align-items: center; gap: 0.4em; margin: 0.8em 0; font-size: 0.85em; }
+.legend .swatch { display: inline-block; width: 3.2em; height: 1.2em; border: 1px solid #ccc; text-align: center; line-height: 1.2em; }
+"""
+
+
+def shade(intensity: float) -> str:
+    """CSS background for a weight at ``intensity`` in [0, 1] of its row's maximum."""
+    a = min(1.0, max(0.0, intensity))
+    r, g, b = SHADE_RGB
+    return f"rgba({r}, {g}, {b}, {a:.3f})"
+
+
+def show_token(token: str) -> str:
+    """HTML text of a token: escaped, newlines visible as ↵, an empty token as a thin mark."""
+    text = token.replace("\r\n", "\n").replace("\n", NEWLINE_MARK)
+    return html.escape(text, quote=True) if text else "&#8203;"
+
+
+def _token_spans(tokens: list[str], weights: list[float], method: str) -> str:
+    finite = [w for w in weights if math.isfinite(w)]
+    top = max(finite) if finite else 0.0
+    spans = []
+    for t, (tok, w) in enumerate(zip(tokens, weights)):
+        rel = w / top if top > 0 and math.isfinite(w) else 0.0
+        color = "#fff" if rel > 0.6 else "#222"  # keep the text readable on dark shading
+        title = html.escape(f"{method}: w = {w!r} (token {t + 1} of {len(tokens)}, {rel:.2f} of row max)", quote=True)
+        spans.append(f'<span class="tok" style="background: {shade(rel)}; color: {color}" title="{title}">{show_token(tok)}</span>')
+    return "".join(spans)
+
+
+def legend_html() -> str:
+    stops = "".join(
+        f'<span class="swatch" style="background: {shade(s)}; color: {"#fff" if s > 0.6 else "#222"}">{s:.2f}</span>'
+        for s in LEGEND_STOPS
+    )
+    return (f'<div class="legend"><span>token weight / largest weight in its row:</span>{stops}'
+            "<span>(hover a token for its exact weight)</span></div>")
+
+
+def _rollout_html(i: int, r: dict) -> str:
+    tokens = [str(t) for t in r["tokens"]]
+    gini = r.get("gini", {})
+    rows = []
+    for method, weights in r["weights"].items():
+        weights = [float(w) for w in weights]
+        if len(weights) != len(tokens):
+            raise ValueError(f"rollout {i}: method {method!r} has {len(weights)} weights for {len(tokens)} tokens")
+        g = gini.get(method)
+        g_txt = f"{float(g):.3f}" if g is not None and math.isfinite(float(g)) else "-"
+        rows.append(
+            f'<tr class="method-row" data-method="{html.escape(method, quote=True)}">'
+            f'<th class="method">{html.escape(method)}</th><td class="gini">Gini {g_txt}</td>'
+            f'<td class="tokens">{_token_spans(tokens, weights, method)}</td></tr>'
+        )
+    reward = r.get("reward")
+    reward_txt = f"reward {float(reward):g}" if reward is not None else "reward not graded"
+    return (
+        f'<section class="rollout" id="rollout-{i}">\n<h2>Rollout {i + 1} ({reward_txt}, {len(tokens)} tokens)</h2>\n'
+        f'<div class="prompt">{html.escape(str(r["prompt"]))}</div>\n'
+        '<table class="credit"><thead><tr><th>credit method</th><th>Gini</th><th>completion tokens</th></tr></thead>\n'
+        f'<tbody>\n{chr(10).join(rows)}\n</tbody></table>\n</section>'
+    )
+
+
+def render_heatmap(rollouts: list[dict], title: str = "Token credit by method") -> str:
+    """A self-contained HTML page shading every completion token by each method's weight.
+
+    Each rollout is ``{"prompt": str, "tokens": [str], "weights": {method: [float per token]},
+    "gini": {method: float}, "reward": float}``. Rows keep the order of ``weights``.
+    """
+    body = "\n".join(_rollout_html(i, r) for i, r in enumerate(rollouts))
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1>\n"
+        "<p>Each row shades the completion tokens by the weight one credit method gives them (weights of a "
+        f"row sum to 1). {NEWLINE_MARK} marks a newline. Gini: 0 = uniform, near 1 = all weight on one token.</p>\n"
+        f"{legend_html()}\n{body}\n</body>\n</html>\n"
+    )
+
+
+def heatmap_run(cfg: Config) -> str:
+    """``sweep.heatmap_run``, or the first run of an ``arca`` cell, or the first run."""
+    if cfg.sweep.heatmap_run:
+        return cfg.sweep.heatmap_run
+    runs = cfg.run_ids()
+    arca = [r for r in runs if cfg.for_run(r).credit.method == "arca"]
+    return (arca or runs)[0]
+
+
+def heatmap_main(cfg: Config, args=None) -> Path:
+    """Sample held-out completions with the heat-map run's adapter; weigh them by every method."""
+    from arca.credit import REGISTRY, token_weights
+    from arca.data import read_records
+    from arca.diagnostics import gini
+    from arca.grading import gold_answer, grade_paper
+    from arca.models import load_policy
+    from arca.prompts import build_prompt
+    from arca.rollout import TransformersGenerator
+    from arca.train import credit_inputs_for_rollouts
+
+    run = heatmap_run(cfg)
+    parse_run_id(run)
+    rcfg = cfg.for_run(run)
+    adapter = cfg.run_dir(run) / "adapter"
+    if not adapter.is_dir():
+        raise FileNotFoundError(f"heatmap: missing adapter {adapter} (train run {run} first)")
+    problems = read_records(cfg.data_dir / "test.jsonl")[:N_ROLLOUTS]
+    model, tok = load_policy(rcfg, adapter, is_trainable=False)
+    model.eval()
+    gen = TransformersGenerator(model, tok, rcfg.rollout.batch_size, rcfg.data.max_prompt_tokens)
+    ro = gen.generate([build_prompt(p["problem"]) for p in problems], 1, rcfg.rollout.temperature,
+                      rcfg.rollout.top_p, rcfg.rollout.max_new_tokens, greedy=False, seed=0)
+    inputs = credit_inputs_for_rollouts(model, ro, seed=0)
+    mask = inputs.mask  # [N, T]
+    per_method = {}
+    for method in REGISTRY:
+        w, _ = token_weights(method, inputs, rcfg.credit.sharpen, rcfg.credit.eps)  # [N, T]
+        per_method[method] = (w.float().cpu(), gini(w, mask).float().cpu())  # [N, T], [N]
+    rollouts = []
+    for i, p in enumerate(problems):
+        keep = mask[i].cpu() > 0  # [T]
+        ids = ro.completion_ids[i].cpu()[keep].tolist()
+        rollouts.append({
+            "prompt": p["problem"],
+            "tokens": [tok.decode([t]) for t in ids],
+            "weights": {m: w[i][keep].tolist() for m, (w, _) in per_method.items()},
+            "gini": {m: float(g[i]) for m, (_, g) in per_method.items()},
+            "reward": float(grade_paper(ro.texts[i], gold_answer(p["answer"]))),
+        })
+    path = cfg.out_dir / HEATMAP_FILE
+    write_text(path, render_heatmap(rollouts, title=f"Token credit by method, rollouts of run {run}"))
+    log.info("wrote %s", path)
+    return path

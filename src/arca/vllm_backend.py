@@ -1,0 +1,265 @@
+"""vLLM rollout backend (``rollout.backend: vllm``; the ``gpu`` extra, GPU machines only).
+
+``VLLMGenerator`` implements the same ``Generator.generate`` as ``arca.rollout.TransformersGenerator``
+with the same sampling: temperature + top-p with top-k disabled (``top_k=-1`` in vLLM, ``0`` in
+transformers), ``n`` samples per prompt, ``max_new_tokens`` new tokens, greedy = temperature 0,
+prompts truncated to ``data.max_prompt_tokens`` tokens (keeping their start, as the tokenizer's
+right-side truncation does), sampling stops at the same EOS ids. It returns the same ``Rollouts``:
+prompt-major rows, left-padded prompts, right-padded completions, and the mask of
+``arca.rollout.completion_mask`` (1 up to and including the first EOS).
+
+How the current adapter reaches vLLM: LoRA requests, not merged-weight sync.
+The vLLM engine is created once on the frozen base folder (``cfg.base_dir``) with
+``enable_lora=True``. Before each ``generate`` whose adapter has changed (once per training
+step), the training loop's peft adapter is saved to a fresh folder and passed as
+``LoRARequest(name, int_id, path)`` with an ``int_id`` that increases every time, so vLLM treats
+it as a new adapter and loads it instead of reusing its cached copy of the previous step.
+Why: the alternative (merge the adapter into the base weights and copy all of them into the
+engine every step) moves the whole 1.7B-parameter base (3.4 GB in bf16) per step, and needs an
+engine-internal weight-loading hook; the adapter is small (4-70M parameters, a few MB to a few
+hundred MB) and vLLM keeps the base weights untouched in GPU memory. The cost: vLLM's LoRA
+kernels make each decoding step somewhat slower than a merged model would be.
+
+EOS handling: the EOS ids are passed as ``stop_token_ids``; vLLM may or may not include the stop
+token in ``token_ids``; either way the mask ends at the first EOS (or covers every generated
+token when none is present), and the EOS itself is never in the decoded text.
+
+Everything that does not need vLLM (sampling settings, requests, parsing of outputs, rank
+rounding, adapter folders) is a plain function or method tested without vLLM installed; the
+code that calls vLLM is the few lines of ``VLLMGenerator._engine`` and ``VLLMGenerator.generate``.
+vLLM is imported inside functions, so this module imports without it.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from arca.io import atomic_path
+from arca.rollout import Rollouts, completion_mask, eos_token_ids, pad_right
+
+log = logging.getLogger(__name__)
+
+# The ranks vLLM's LoRA kernels accept for ``max_lora_rank`` (vllm.config.lora.MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+INSTALL_HINT = (
+    "rollout.backend 'vllm' needs the vllm package, which is not installed; on a GPU machine run "
+    "`pip install -e '.[gpu]'` (the `gpu` extra), or set rollout.backend=transformers"
+)
+
+
+# ----------------------------------------------------------------------------- plain functions
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest rank vLLM supports that is >= ``rank`` (e.g. 4 -> 8, 64 -> 64)."""
+    for r in VLLM_LORA_RANKS:
+        if r >= rank:
+            return r
+    raise ValueError(f"key 'lora.rank' is {rank}, above the largest rank vLLM supports ({VLLM_LORA_RANKS[-1]})")
+
+
+def sampling_params_kwargs(n: int, temperature: float, top_p: float, max_new_tokens: int, greedy: bool = False,
+                           seed: int | None = None, stop_token_ids: Sequence[int] | None = None) -> dict:
+    """Keyword arguments of ``vllm.SamplingParams`` equal to the transformers backend's settings.
+
+    Sampling: temperature, top-p, top-k off (-1). Greedy: temperature 0 and ONE sample per prompt
+    (every greedy sample is the same; ``parse_outputs`` repeats it ``n`` times, which also avoids
+    vLLM versions that refuse n > 1 with greedy decoding).
+    """
+    kw: dict[str, Any] = dict(max_tokens=int(max_new_tokens), detokenize=False)
+    if greedy:
+        kw.update(n=1, temperature=0.0, top_p=1.0, top_k=-1)
+    else:
+        kw.update(n=int(n), temperature=float(temperature), top_p=float(top_p), top_k=-1)
+    if seed is not None:
+        kw["seed"] = int(seed)
+    if stop_token_ids:
+        kw["stop_token_ids"] = sorted(int(t) for t in stop_token_ids)
+    return kw
+
+
+def build_requests(prompt_token_ids: list[list[int]]) -> list[dict]:
+    """One vLLM ``TokensPrompt``-style dict per prompt: ``{"prompt_token_ids": [...]}``."""
+    return [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompt_token_ids]
+
+
+def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
+    """Token ids of each prompt (truncated like the transformers backend) and the left-padded batch.
+
+    Returns ``(ids per prompt, prompt_ids [M, P], prompt_mask [M, P])``.
+    """
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_prompt_tokens, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    ids, am = enc["input_ids"], enc["attention_mask"]  # [M, P]
+    lists = [row[m.bool()].tolist() for row, m in zip(ids, am)]
+    return lists, ids, am
+
+
+def decode_completions(tokenizer, comp: torch.Tensor, mask: torch.Tensor, eos_ids: set[int]) -> list[str]:
+    """Texts of the masked completion tokens, EOS and special tokens dropped (as the transformers backend)."""
+    texts = []
+    for row, m in zip(comp, mask):
+        toks = [int(t) for t, keep in zip(row, m) if keep > 0 and int(t) not in eos_ids]
+        texts.append(tokenizer.decode(toks, skip_special_tokens=True))
+    return texts
+
+
+def parse_outputs(outputs: Sequence[Any], n: int, eos_ids: set[int], pad_id: int, prompt_ids: torch.Tensor,
+                  prompt_mask: torch.Tensor, tokenizer) -> Rollouts:
+    """vLLM ``RequestOutput``s (one per prompt, in prompt order) -> a ``Rollouts`` batch.
+
+    ``outputs[i].outputs[j].token_ids`` is sample j of prompt i; row ``i * n + j`` of the batch.
+    ``prompt_ids`` / ``prompt_mask`` are per prompt ([M, P], left-padded) and are repeated n times.
+    A request with a single output (greedy) is repeated n times. Completions are right-padded
+    with ``pad_id``; the mask is 1 up to and including the first EOS.
+    """
+    if len(outputs) != prompt_ids.shape[0]:
+        raise ValueError(f"vLLM returned {len(outputs)} request outputs for {prompt_ids.shape[0]} prompts")
+    rows: list[torch.Tensor] = []
+    for i, req in enumerate(outputs):
+        samples = list(req.outputs)
+        if len(samples) == 1 and n > 1:
+            samples = samples * n
+        if len(samples) != n:
+            raise ValueError(f"vLLM returned {len(samples)} completions for prompt {i}, expected {n}")
+        rows.extend(torch.tensor(list(s.token_ids), dtype=torch.long) for s in samples)
+    N = len(rows)
+    comp = pad_right(rows, pad_id).long() if rows else torch.empty(0, 0, dtype=torch.long)  # [N, T]
+    if comp.shape[1] == 0:  # nothing generated at all
+        comp = torch.full((N, 1), pad_id, dtype=torch.long)
+    lengths = torch.tensor([r.shape[0] for r in rows], dtype=torch.long)  # [N]
+    # pad_id may equal an EOS id, so padding is excluded by length, not by value
+    mask = completion_mask(comp, eos_ids, pad_id, lengths)  # [N, T]
+    p_ids = prompt_ids.repeat_interleave(n, dim=0)  # [N, P]
+    p_mask = prompt_mask.repeat_interleave(n, dim=0)  # [N, P]
+    return Rollouts(p_ids, p_mask, comp, mask, decode_completions(tokenizer, comp, mask, eos_ids))
+
+
+def max_model_len(cfg, model=None) -> int:
+    """Longest sequence the engine must hold: the prompt limit plus the longest generation asked for."""
+    need = cfg.data.max_prompt_tokens + max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return min(need, int(limit)) if limit else need
+
+
+def _adapter_version(model) -> tuple[int, ...] | None:
+    """A value that changes whenever a LoRA weight is changed in place (optimizer step, checkpoint load).
+
+    ``Tensor._version`` counts in-place modifications; a peft model's LoRA parameters are only
+    ever changed in place. None for a model without an adapter.
+    """
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        return None
+    return tuple(p._version for name, p in model.named_parameters() if "lora_" in name)
+
+
+# ----------------------------------------------------------------------------- the generator
+class AdapterSync:
+    """Saves the policy's adapter to a new folder when it changed and names it with a new LoRA id.
+
+    Folders are ``<root>/step_<id>``, written under a temporary name and renamed when complete;
+    only the latest ``keep`` are kept (vLLM has loaded an adapter by the time ``generate`` returns).
+    """
+
+    def __init__(self, root: str | Path | None = None, keep: int = 2, name: str = "policy"):
+        self._owned = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="arca-vllm-lora-")) if root is None else Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.keep, self.name = keep, name
+        self._ids = itertools.count(1)
+        self._version: tuple[int, ...] | None = None
+        self.current: tuple[str, int, str] | None = None  # (name, int id, path) of the last save
+        if self._owned:
+            self._finalizer = weakref.finalize(self, shutil.rmtree, self.root, True)
+
+    def request_args(self, model) -> tuple[str, int, str] | None:
+        """``(lora_name, lora_int_id, lora_path)`` of the model's current adapter; None without one."""
+        version = _adapter_version(model)
+        if version is None:
+            return None
+        if self.current is None or version != self._version:
+            int_id = next(self._ids)
+            path = self.root / f"step_{int_id:06d}"
+            with atomic_path(path) as tmp:
+                model.save_pretrained(str(tmp))
+            self.current, self._version = (f"{self.name}_{int_id}", int_id, str(path)), version
+            for old in sorted(self.root.glob("step_*"))[:-self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        return self.current
+
+    def close(self) -> None:
+        if self._owned:
+            self._finalizer()
+
+
+def _import_vllm():
+    try:
+        import vllm  # noqa: F401
+        from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
+    except ImportError as e:
+        raise ImportError(f"{INSTALL_HINT} ({e})") from e
+    return LLM, SamplingParams, LoRARequest
+
+
+class VLLMGenerator:
+    """``Generator`` on a vLLM engine over ``cfg.base_dir``; the policy's adapter goes in as a LoRA request.
+
+    ``model`` is the training loop's peft model (its adapter is what gets sampled); ``tokenizer``
+    encodes prompts and decodes completions, so vLLM never needs to tokenize.
+    """
+
+    def __init__(self, cfg, model, tokenizer, adapter_root: str | Path | None = None):
+        self._vllm = _import_vllm()  # fail here, with the install hint, not at the first step
+        self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
+        self.max_prompt_tokens = cfg.data.max_prompt_tokens
+        self.eos_ids = eos_token_ids(tokenizer, model)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.sync = AdapterSync(adapter_root)
+        self._llm = None
+
+    def use_model(self, model) -> None:
+        """Sample from another policy on the same base (e.g. a fresh adapter) without a new engine."""
+        self.model = model
+
+    def engine_kwargs(self) -> dict:
+        """Arguments of ``vllm.LLM``: the base folder, LoRA on, memory share, dtype, seed."""
+        cfg = self.cfg
+        return dict(
+            model=str(cfg.base_dir), enable_lora=True, max_lora_rank=vllm_lora_rank(cfg.lora.rank), max_loras=1,
+            gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization, dtype=cfg.model.dtype,
+            seed=cfg.train.seed, max_model_len=max_model_len(cfg, self.model), skip_tokenizer_init=True,
+        )
+
+    def _engine(self):
+        if self._llm is None:
+            LLM, _, _ = self._vllm
+            self._llm = LLM(**self.engine_kwargs())
+        return self._llm
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
+                 greedy: bool = False, seed: int | None = None) -> Rollouts:
+        _, SamplingParams, LoRARequest = self._vllm
+        lists, p_ids, p_mask = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
+        params = SamplingParams(**sampling_params_kwargs(n, temperature, top_p, max_new_tokens, greedy, seed, self.eos_ids))
+        lora = self.sync.request_args(self.model)
+        outputs = self._engine().generate(build_requests(lists), params, use_tqdm=False,
+                                          lora_request=LoRARequest(*lora) if lora else None)
+        return parse_outputs(outputs, n, self.eos_ids, self.pad_id, p_ids, p_mask, self.tokenizer)
+
+    def close(self) -> None:
+        self.sync.close()

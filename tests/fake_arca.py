@@ -1,0 +1,91 @@
+"""Stand-in for ``python -m arca <step>`` in workflow tests: writes each step's declared outputs.
+
+tests/test_workflow.py puts a ``python`` shim on PATH that runs this file, so Snakemake executes
+the real Snakefile end to end in seconds without training anything. The outputs come from
+``arca.grid`` fed with the config the step was given, so the test also checks that the arguments
+each rule passes resolve to the config Snakemake planned with. Every call is appended to the file
+named by ``FAKE_ARCA_CALLS`` as ``<step> <run>``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+from arca import grid
+from arca.config import load_config
+
+
+def _png() -> bytes:
+    """A valid 1x1 white PNG: the report embeds figures and should get a real image."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\xff\xff")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def _write(path: str) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.suffix == ".png":
+        p.write_bytes(_png())
+    elif p.suffix == ".csv":
+        p.write_text("method,value\nuniform,0\n")
+    else:
+        p.write_text("fake\n")
+
+
+def _write_dir(path: str) -> None:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    Path(path, "fake.txt").write_text("fake\n")
+
+
+def main(argv: list[str]) -> int:
+    if argv[:2] != ["-m", "arca"]:
+        raise SystemExit(f"fake python: unexpected arguments {argv}")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("step")
+    parser.add_argument("--config", action="append", default=[])
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--run", default="")
+    args = parser.parse_args(argv[2:])
+    cfg = load_config(args.config, args.overrides)
+    step, run = args.step, args.run
+    if step == "prepare-data":
+        files, dirs = list(grid.data_outputs(cfg).values()), []
+    elif step == "build-base":
+        files, dirs = [], [grid.base_output(cfg)]
+    elif step == "train":
+        cfg.for_run(run)  # an unknown run id fails as the real step would
+        out = grid.train_outputs(cfg, run)
+        files, dirs = [out["metrics"], out["final_weights"]], [out["adapter"]]
+        # Undeclared siblings, as the real step writes them.
+        dirs.append(str(Path(out["adapter"]).parent / "checkpoints"))
+    elif step == "evaluate":
+        files, dirs = list(grid.eval_outputs(cfg, run).values()), []
+    elif step == "aggregate":
+        files, dirs = list(grid.table_outputs(cfg).values()), []
+    elif step == "figures":
+        files, dirs = list(grid.figure_outputs(cfg).values()), []
+    elif step == "heatmap":
+        files, dirs = [grid.heatmap_output(cfg)], []
+    elif step == "bench":
+        files, dirs = list(grid.bench_outputs(cfg).values()), []
+    else:
+        raise SystemExit(f"fake python: unknown step {step}")
+    for d in dirs:
+        _write_dir(d)
+    for f in files:
+        _write(f)
+    with open(os.environ["FAKE_ARCA_CALLS"], "a", encoding="utf-8") as log:
+        log.write(f"{step} {run}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,310 @@
+"""Credit methods (arca.credit) against hand-computed examples, alignment, masking and the registry."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from arca import credit
+from arca.credit import REGISTRY, CreditInputs, normalize, token_weights
+from arca.diagnostics import effective_token_ratio, gini
+
+EPS = 1e-8
+
+
+def t(rows, dtype=torch.float32):
+    return torch.tensor(rows, dtype=dtype)
+
+
+def full_inputs(B=3, T=6, H=5, seed=0, mask=None, requires_grad=False):
+    """A batch with every input a method may need, random but reproducible."""
+    g = torch.Generator().manual_seed(seed)
+    if mask is None:
+        lengths = [T - (i % T) for i in range(B)]  # T, T-1, ...
+        mask = torch.stack([(torch.arange(T) < n).float() for n in lengths])
+    logprobs = -torch.rand(B, T, generator=g) * 3 - 0.01
+    ref = -torch.rand(B, T, generator=g) * 3 - 0.01
+    ent = torch.rand(B, T, generator=g) * 4
+    hid = torch.randn(B, T, H, generator=g)
+    base = torch.randn(B, T, H, generator=g)
+    if requires_grad:
+        for x in (logprobs, ref, ent, hid, base):
+            x.requires_grad_(True)
+    return CreditInputs(mask=mask, logprobs=logprobs, entropies=ent, ref_logprobs=ref, hidden=hid, base_hidden=base, seed=3)
+
+
+# ----------------------------------------------------------------------------- hand-computed examples
+def test_surprisal_hand_example_s2():
+    # logprobs [-1, -2, -0.5] -> alpha (1, 2, 0.5); s = 2:
+    # scores ((1+1e-8)^2, (2+1e-8)^2, (0.5+1e-8)^2) ~ (1, 4, 0.25), sum 5.25
+    x = CreditInputs(mask=t([[1, 1, 1]]), logprobs=t([[-1.0, -2.0, -0.5]]))
+    w, fb = token_weights("surprisal", x, sharpen=2.0)
+    expected = t([[1.0, 4.0, 0.25]]) / 5.25
+    torch.testing.assert_close(w, expected, rtol=1e-6, atol=1e-7)
+    assert not fb.any()
+
+
+def test_surprisal_hand_example_s1():
+    # s = 1: scores (1, 2, 0.5) (+1e-8 each), sum 3.5 -> (2/7, 4/7, 1/7)
+    x = CreditInputs(mask=t([[1, 1, 1]]), logprobs=t([[-1.0, -2.0, -0.5]]))
+    w, _ = token_weights("surprisal", x, sharpen=1.0)
+    torch.testing.assert_close(w, t([[2 / 7, 4 / 7, 1 / 7]]), rtol=1e-6, atol=1e-7)
+
+
+def test_sharpen_changes_concentration():
+    x = CreditInputs(mask=t([[1, 1, 1]]), logprobs=t([[-1.0, -2.0, -0.5]]))
+    w1, _ = token_weights("surprisal", x, sharpen=1.0)
+    w2, _ = token_weights("surprisal", x, sharpen=2.0)
+    # squaring moves mass toward the largest signal: 4/7 -> 4/5.25, and away from the smallest
+    assert w2[0, 1] > w1[0, 1]
+    assert w2[0, 2] < w1[0, 2]
+    assert float(gini(w2, x.mask)[0]) > float(gini(w1, x.mask)[0])
+    assert float(effective_token_ratio(w2, x.mask)[0]) < float(effective_token_ratio(w1, x.mask)[0])
+
+
+def test_exact_eps_arithmetic_tiny_signal():
+    # alpha (0, 1e-8) with s = 1: scores (1e-8, 2e-8), sum 3e-8 > eps -> (1/3, 2/3), no fall-back.
+    # With s = 2: scores (1e-16, 4e-16), sum 5e-16 <= eps -> uniform fall-back (1/2, 1/2).
+    x = CreditInputs(mask=t([[1, 1]], torch.float64), logprobs=t([[0.0, -1e-8]], torch.float64))
+    w1, fb1 = token_weights("surprisal", x, sharpen=1.0)
+    torch.testing.assert_close(w1, t([[1 / 3, 2 / 3]], torch.float64), rtol=1e-9, atol=1e-12)
+    assert not fb1.any()
+    w2, fb2 = token_weights("surprisal", x, sharpen=2.0)
+    torch.testing.assert_close(w2, t([[0.5, 0.5]], torch.float64))
+    assert fb2.tolist() == [True]
+
+
+@pytest.mark.parametrize("sharpen", [1.0, 2.0, 3.0])
+def test_uniform_is_one_over_T_over_mask(sharpen):
+    mask = t([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]])
+    x = CreditInputs(mask=mask, logprobs=-torch.rand(4, 4))
+    w, fb = token_weights("uniform", x, sharpen=sharpen)
+    expected = t([[0.25] * 4, [0.5, 0.5, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]])
+    torch.testing.assert_close(w, expected)
+    assert not fb.any()  # uniform is never a fall-back
+
+
+def test_entropy_reduction_hand_example():
+    # H = (3, 1, 2, 0.5); alpha = (max(0,3-1), max(0,1-2), max(0,2-0.5), last -> 0) = (2, 0, 1.5, 0)
+    # s = 2: ((2+e)^2, e^2, (1.5+e)^2, e^2) ~ (4, 0, 2.25, 0) / 6.25
+    x = CreditInputs(mask=t([[1, 1, 1, 1]]), logprobs=torch.zeros(1, 4), entropies=t([[3.0, 1.0, 2.0, 0.5]]))
+    alpha = credit.entropy_reduction_signal(x)
+    torch.testing.assert_close(alpha, t([[2.0, 0.0, 1.5, 0.0]]))
+    w, _ = token_weights("entropy_reduction", x, sharpen=2.0)
+    torch.testing.assert_close(w, t([[4.0, 0.0, 2.25, 0.0]]) / 6.25, rtol=1e-6, atol=1e-7)
+
+
+def test_entropy_reduction_last_real_token_of_padded_row_gets_zero():
+    # Row 0: real tokens 0..2, padding at 3 with a huge (garbage) entropy at 3 and a small one at 2.
+    # The last REAL token (index 2) must get 0, not max(0, H_2 - H_3) and not H_2 - 0.
+    # alpha = (max(0, 5-1), max(0, 1-4), 0, *) = (4, 0, 0, *)
+    x = CreditInputs(
+        mask=t([[1, 1, 1, 0], [1, 1, 1, 1]]),
+        logprobs=torch.zeros(2, 4),
+        entropies=t([[5.0, 1.0, 4.0, -100.0], [1.0, 2.0, 3.0, 9.0]]),
+    )
+    alpha = credit.entropy_reduction_signal(x)
+    assert alpha[0, 2] == 0.0
+    assert alpha[0, 0] == 4.0 and alpha[0, 1] == 0.0
+    # Row 1: entropies increase: every alpha 0 -> all scores eps^2 -> fall-back to uniform
+    assert torch.all(alpha[1] == 0)
+    w, fb = token_weights("entropy_reduction", x)
+    # row 0: scores ((4+e)^2, e^2, e^2) -> ~ (1, 0, 0) on the mask, 0 on padding
+    torch.testing.assert_close(w[0], t([1.0, 0.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(w[1], t([0.25] * 4))
+    assert fb.tolist() == [False, True]
+
+
+def test_entropy_reduction_last_token_rule_single_token():
+    x = CreditInputs(mask=t([[1, 0, 0]]), logprobs=torch.zeros(1, 3), entropies=t([[7.0, 0.0, 0.0]]))
+    assert credit.entropy_reduction_signal(x)[0, 0] == 0.0
+    w, fb = token_weights("entropy_reduction", x)
+    torch.testing.assert_close(w, t([[1.0, 0.0, 0.0]]))
+    assert fb.tolist() == [True]
+
+
+def test_divergence_hand_example():
+    # logprobs (-1, -2, -3), ref (-1.5, -2, -1): alpha = (0.5, 0, 2)
+    # s = 2: (0.25, ~0, 4) / 4.25
+    x = CreditInputs(mask=t([[1, 1, 1]]), logprobs=t([[-1.0, -2.0, -3.0]]), ref_logprobs=t([[-1.5, -2.0, -1.0]]))
+    torch.testing.assert_close(credit.divergence_signal(x), t([[0.5, 0.0, 2.0]]))
+    w, _ = token_weights("divergence", x, sharpen=2.0)
+    torch.testing.assert_close(w, t([[0.25, 0.0, 4.0]]) / 4.25, rtol=1e-6, atol=1e-7)
+    w1, _ = token_weights("divergence", x, sharpen=1.0)
+    torch.testing.assert_close(w1, t([[0.5, 0.0, 2.0]]) / 2.5, rtol=1e-6, atol=1e-7)
+
+
+def test_arca_hand_example():
+    # h - h_base per position: (3, 4) -> 5; (0, 0) -> 0; (1, 0) -> 1 (the L2 norm over H)
+    # s = 2: (25, ~0, 1) / 26
+    h = t([[[3.0, 4.0], [1.0, 1.0], [2.0, 0.0]]])
+    hb = t([[[0.0, 0.0], [1.0, 1.0], [1.0, 0.0]]])
+    x = CreditInputs(mask=t([[1, 1, 1]]), logprobs=torch.zeros(1, 3), hidden=h, base_hidden=hb)
+    torch.testing.assert_close(credit.arca_signal(x), t([[5.0, 0.0, 1.0]]))
+    w, fb = token_weights("arca", x)
+    torch.testing.assert_close(w, t([[25.0, 0.0, 1.0]]) / 26.0, rtol=1e-6, atol=1e-7)
+    assert not fb.any()
+
+
+# ----------------------------------------------------------------------------- masking and alignment
+@pytest.mark.parametrize("method", sorted(REGISTRY))
+def test_masked_positions_zero_and_do_not_affect_others(method):
+    x = full_inputs(B=2, T=5, seed=1, mask=t([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))
+    w, _ = token_weights(method, x)
+    assert torch.all(w[0, 3:] == 0)
+    # change every input at the masked positions of row 0 only: weights must not move
+    y = full_inputs(B=2, T=5, seed=1, mask=x.mask.clone())
+    y.logprobs[0, 3:] = t([-50.0, -0.001])
+    y.ref_logprobs[0, 3:] = t([0.0, -40.0])
+    y.entropies[0, 3:] = t([100.0, 0.0])
+    y.hidden[0, 3:] += 1000.0
+    y.base_hidden[0, 3:] -= 7.0
+    w2, _ = token_weights(method, y)
+    torch.testing.assert_close(w2, w, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["surprisal", "divergence", "arca"])
+def test_alignment_weight_of_y_t_uses_index_t(method):
+    # A large signal placed at index 2 must give the largest weight to index 2 (no shift by one).
+    T = 5
+    x = CreditInputs(
+        mask=torch.ones(1, T),
+        logprobs=torch.full((1, T), -0.1),
+        ref_logprobs=torch.full((1, T), -0.1),
+        hidden=torch.zeros(1, T, 3),
+        base_hidden=torch.zeros(1, T, 3),
+    )
+    x.logprobs[0, 2] = -5.0  # surprisal 5 and divergence 4.9 at index 2
+    x.hidden[0, 2, 0] = 5.0  # residual 5 at index 2
+    x.hidden[0, :, 1] = 0.1 if method == "arca" else 0.0  # small residual elsewhere
+    w, _ = token_weights(method, x)
+    assert int(w.argmax()) == 2
+    assert float(w[0, 2]) > 0.9
+
+
+def test_alignment_entropy_reduction():
+    # H_t at index t: a drop between index 1 and 2 -> alpha at index 1 only
+    x = CreditInputs(mask=torch.ones(1, 4), logprobs=torch.zeros(1, 4), entropies=t([[1.0, 3.0, 0.5, 0.5]]))
+    torch.testing.assert_close(credit.entropy_reduction_signal(x), t([[0.0, 2.5, 0.0, 0.0]]))
+
+
+# ----------------------------------------------------------------------------- zero signal, fall-back
+def test_divergence_and_arca_zero_at_identity_fall_back_to_uniform():
+    x = full_inputs(B=3, T=4, seed=2, mask=t([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]]))
+    x.ref_logprobs = x.logprobs.clone()
+    x.base_hidden = x.hidden.clone()
+    uniform = t([[0.25] * 4, [0.5, 0.5, 0, 0], [0, 0, 0, 0]])
+    for method in ("divergence", "arca", "arca_permuted"):
+        alpha = REGISTRY[method].signal(x)
+        assert torch.all(alpha == 0), method
+        w, fb = token_weights(method, x)
+        torch.testing.assert_close(w, uniform, rtol=0, atol=1e-7)
+        assert fb.tolist() == [True, True, False], method  # an empty mask is no fall-back
+
+
+def test_normalize_fallback_flag_and_rows():
+    alpha = t([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = t([[1, 1, 0], [1, 1, 1], [0, 0, 0]])
+    w, fb = normalize(alpha, mask)
+    torch.testing.assert_close(w[0], t([0.5, 0.5, 0.0]))
+    torch.testing.assert_close(w[1], t([1.0, 0.0, 0.0]), atol=1e-7, rtol=0)
+    torch.testing.assert_close(w[2], t([0.0, 0.0, 0.0]))
+    assert fb.tolist() == [True, False, False]
+    assert fb.dtype == torch.bool
+
+
+# ----------------------------------------------------------------------------- arca_permuted
+def _permuted(x, seed):
+    x2 = CreditInputs(**{**x.__dict__, "seed": seed})
+    return token_weights("arca_permuted", x2)[0]
+
+
+def test_arca_permuted_same_multiset_and_diagnostics():
+    x = full_inputs(B=4, T=12, H=6, seed=5, mask=torch.stack([(torch.arange(12) < n).float() for n in (12, 9, 5, 1)]))
+    w_arca, _ = token_weights("arca", x)
+    w_perm = _permuted(x, 11)
+    for b in range(4):
+        m = x.mask[b] > 0
+        torch.testing.assert_close(torch.sort(w_perm[b][m]).values, torch.sort(w_arca[b][m]).values)
+        assert torch.all(w_perm[b][~m] == 0)
+    torch.testing.assert_close(gini(w_perm, x.mask), gini(w_arca, x.mask), equal_nan=True)
+    torch.testing.assert_close(effective_token_ratio(w_perm, x.mask), effective_token_ratio(w_arca, x.mask))
+    # positional information is gone: with 12 distinct values the long row is (almost surely) moved
+    assert not torch.equal(w_perm[0], w_arca[0])
+
+
+def test_arca_permuted_deterministic_per_seed():
+    x = full_inputs(B=2, T=10, seed=6, mask=torch.ones(2, 10))
+    a = _permuted(x, 7)
+    b = _permuted(x, 7)
+    c = _permuted(x, 8)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_arca_permuted_signal_keeps_masked_alpha():
+    x = full_inputs(B=1, T=6, seed=7, mask=t([[1, 1, 1, 1, 0, 0]]))
+    alpha = credit.arca_signal(x)
+    perm = credit.arca_permuted_signal(x)
+    torch.testing.assert_close(perm[0, 4:], alpha[0, 4:])  # masked positions untouched
+    torch.testing.assert_close(torch.sort(perm[0, :4]).values, torch.sort(alpha[0, :4]).values)
+
+
+# ----------------------------------------------------------------------------- registry
+def test_registry_contents_and_reference_pass():
+    assert set(credit.PAPER_METHODS) <= set(REGISTRY)
+    assert {"uniform", "surprisal", "entropy_reduction", "divergence", "arca", "arca_permuted"} <= set(REGISTRY)
+    ref = {name for name, m in REGISTRY.items() if m.needs_reference_pass}
+    assert ref == {"divergence", "arca", "arca_permuted"}
+    assert REGISTRY["entropy_reduction"].needs == frozenset({credit.ENTROPIES})
+    assert REGISTRY["uniform"].needs == frozenset()
+    assert REGISTRY["surprisal"].needs == frozenset()
+
+
+@pytest.mark.parametrize("method", sorted(REGISTRY))
+@pytest.mark.parametrize("sharpen", [1.0, 2.0])
+def test_every_method_shape_sum_detached(method, sharpen):
+    x = full_inputs(B=4, T=7, seed=8, requires_grad=True)
+    w, fb = token_weights(method, x, sharpen=sharpen)
+    assert w.shape == (4, 7)
+    assert fb.shape == (4,)
+    assert not w.requires_grad and w.grad_fn is None
+    assert torch.all(w >= 0) and torch.all(torch.isfinite(w))
+    torch.testing.assert_close((w * x.mask).sum(1), torch.ones(4), atol=1e-6, rtol=0)
+    assert torch.all(w[x.mask == 0] == 0)
+
+
+@pytest.mark.parametrize("method,missing", [
+    ("entropy_reduction", "entropies"),
+    ("divergence", "ref_logprobs"),
+    ("arca", "hidden"),
+    ("arca", "base_hidden"),
+    ("arca_permuted", "hidden"),
+    ("arca_permuted", "base_hidden"),
+])
+def test_missing_input_raises_value_error_naming_it(method, missing):
+    x = full_inputs(B=2, T=3)
+    setattr(x, missing, None)
+    with pytest.raises(ValueError) as err:
+        token_weights(method, x)
+    need = "hidden" if missing == "base_hidden" else missing
+    assert need in str(err.value)
+    assert method.split("_permuted")[0] in str(err.value)  # the permuted control reports via arca
+
+
+def test_unknown_method_raises():
+    with pytest.raises(ValueError, match="unknown credit method"):
+        token_weights("nope", full_inputs())
+
+
+def test_custom_registered_method_is_used():
+    REGISTRY["_test_prob"] = credit.CreditMethod(lambda x: x.logprobs.exp(), frozenset(), "p")
+    try:
+        # p = (e^-1, e^-2); s = 1 -> proportional to p
+        x = CreditInputs(mask=t([[1, 1]]), logprobs=t([[-1.0, -2.0]]))
+        w, _ = token_weights("_test_prob", x, sharpen=1.0)
+        p = torch.tensor([math.exp(-1), math.exp(-2)])
+        torch.testing.assert_close(w[0], p / p.sum(), rtol=1e-6, atol=1e-7)
+    finally:
+        del REGISTRY["_test_prob"]

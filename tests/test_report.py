@@ -1,0 +1,402 @@
+"""Tests of arca.report: estimators, aggregation into tables, figures and the heat-map page.
+
+The aggregation tests write a tiny sweep of hand-made producer files (metrics.jsonl,
+final_weights.json, summary.json, samples.jsonl) of exactly the contracted shape, and check
+the tables against numbers computed here independently of the module.
+"""
+from __future__ import annotations
+
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from arca.config import from_dict
+from arca.report.heatmap import NEWLINE_MARK, render_heatmap
+from arca.report.stats import Estimate, bootstrap_mean_ci, paired_difference, pass_at_k
+from arca.report.tables import PAPER_REPORTED, aggregate_main, match_paper_ranks
+
+
+# ----------------------------------------------------------------------------- pass@k
+@pytest.mark.parametrize("n,c,k,expected", [
+    (4, 1, 1, 0.25),
+    (4, 1, 4, 1.0),
+    (4, 0, 2, 0.0),
+    (10, 0, 1, 0.0),
+    (5, 2, 2, 1 - math.comb(3, 2) / math.comb(5, 2)),  # 0.7
+    (4, 4, 1, 1.0),
+])
+def test_pass_at_k_hand_cases(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_matches_binomial_formula():
+    for n in range(1, 12):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                exact = 1 - math.comb(n - c, k) / math.comb(n, k)
+                assert pass_at_k(n, c, k) == pytest.approx(exact, abs=1e-12), (n, c, k)
+
+
+def test_pass_at_k_rejects_bad_input():
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+
+
+# ----------------------------------------------------------------------------- bootstrap
+def test_estimate_format():
+    assert Estimate(0.62, 0.551, 0.689).fmt() == "0.620 [0.55, 0.69]"
+    assert Estimate(float("nan"), 0, 0).fmt() == "-"
+
+
+def test_bootstrap_covers_mean_one_seed():
+    rng = np.random.default_rng(123)
+    p, hits, reps = 0.6, 0, 200
+    for i in range(reps):
+        x = rng.random(80) < p
+        est = bootstrap_mean_ci(x.astype(float), n_boot=400, seed=i)
+        hits += est.contains(p)
+        assert est.lo <= est.mean <= est.hi
+    assert 0.88 <= hits / reps <= 0.99
+
+
+def test_bootstrap_covers_mean_seeds_and_problems():
+    """Problems of random difficulty, graded over several seeds: cover the population mean."""
+    rng = np.random.default_rng(7)
+    a, b = 2.0, 1.5
+    true_mean, hits, reps = a / (a + b), 0, 200
+    for i in range(reps):
+        difficulty = rng.beta(a, b, size=60)  # [P] per-problem success probability
+        x = rng.random((3, 60)) < difficulty[None, :]  # [S, P]
+        hits += bootstrap_mean_ci(x.astype(float), n_boot=400, seed=i).contains(true_mean)
+    assert 0.88 <= hits / reps <= 0.99
+
+
+def test_bootstrap_is_deterministic_and_shrinks_with_more_problems():
+    rng = np.random.default_rng(0)
+    small = (rng.random((2, 20)) < 0.5).astype(float)
+    large = (rng.random((2, 500)) < 0.5).astype(float)
+    assert bootstrap_mean_ci(small) == bootstrap_mean_ci(small)
+    e_small, e_large = bootstrap_mean_ci(small), bootstrap_mean_ci(large)
+    assert (e_large.hi - e_large.lo) < (e_small.hi - e_small.lo)
+    assert e_small.n_seeds == 2 and e_small.n_problems == 20
+
+
+def test_paired_difference_sign_and_interval():
+    rng = np.random.default_rng(3)
+    ref = (rng.random((2, 40)) < 0.5).astype(float)
+    better = ref.copy()
+    wrong = np.flatnonzero(ref[0] == 0)[:8]
+    better[:, wrong] = 1.0  # fix 8 problems for both seeds
+    expected = better.mean() - ref.mean()
+    up = paired_difference(better, ref, n_boot=1000)
+    assert up.mean == pytest.approx(expected)
+    assert up.mean > 0 and up.lo > 0 and up.lo <= up.mean <= up.hi
+    down = paired_difference(ref, better, n_boot=1000)
+    assert down.mean == pytest.approx(-expected) and down.hi < 0
+    same = paired_difference(ref, ref, n_boot=200)
+    assert same.mean == 0 and same.lo == 0 and same.hi == 0
+
+
+def test_paired_difference_is_tighter_than_unpaired_noise():
+    """Pairing removes problem difficulty: a constant shift has a narrow interval."""
+    rng = np.random.default_rng(5)
+    ref = (rng.random((1, 200)) < 0.5).astype(float)
+    method = ref.copy()
+    method[0, np.flatnonzero(ref[0] == 0)[:10]] = 1
+    paired = paired_difference(method, ref, n_boot=1000)
+    solo = bootstrap_mean_ci(method, n_boot=1000)
+    assert (paired.hi - paired.lo) < 0.5 * (solo.hi - solo.lo)
+
+
+def test_paired_difference_needs_same_problems():
+    with pytest.raises(ValueError):
+        paired_difference(np.ones((1, 3)), np.ones((1, 4)))
+
+
+# ----------------------------------------------------------------------------- a tiny sweep
+PROBLEMS = [f"p{j}" for j in range(6)]
+N_SAMPLES, K = 4, 2
+SEEDS = [1, 2]
+# (label, method, rank): per-seed greedy correctness, per-problem correct-sample counts, and the
+# per-step gini / eff_ratio / reward of seed 1 (seed 2 adds 0.02 to each).
+SPEC = {
+    ("uniform", "uniform", 8): ([1, 1, 1, 0, 0, 0], [4, 2, 1, 0, 0, 3], (0.0, 1.0, 0.30)),
+    ("surprisal", "surprisal", 8): ([1, 0, 0, 0, 0, 0], [3, 1, 0, 0, 0, 1], (0.90, 0.08, 0.20)),
+    ("arca", "arca", 2): ([1, 1, 0, 0, 0, 0], [4, 1, 1, 0, 1, 2], (0.35, 0.50, 0.25)),
+    ("arca", "arca", 8): ([1, 1, 1, 1, 0, 0], [4, 3, 2, 1, 0, 4], (0.45, 0.40, 0.35)),
+    ("arca_permuted", "arca_permuted", 8): ([0, 1, 1, 0, 0, 1], [2, 2, 2, 2, 2, 2], (0.45, 0.40, 0.28)),
+}
+BASE_GREEDY, BASE_COUNTS = [1, 0, 0, 0, 0, 0], [2, 0, 0, 0, 1, 0]
+STEPS = 3
+
+
+def _greedy_of(spec_greedy, seed):
+    # Seed 2 gets problem p3 right in addition (so seeds differ).
+    g = list(spec_greedy)
+    if seed == 2:
+        g[3] = 1
+    return g
+
+
+def _step_values(base, seed):
+    return [base + 0.01 * step + (0.02 if seed == 2 else 0.0) for step in range(STEPS)]
+
+
+def _write_eval(eval_dir: Path, identity: dict, greedy, counts, trainable):
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for pid, g, c in zip(PROBLEMS, greedy, counts):
+        common = dict(protocol="generated", problem_id=pid, level=1 + int(pid[1:]) % 5, subject="arithmetic", gold="1")
+        samples.append({**common, "mode": "greedy", "sample": 0, "completion": "x <a&b>", "answer": "1" if g else "2",
+                        "paper": bool(g), "math_verify": bool(g)})
+        for s in range(N_SAMPLES):
+            ok = s < c
+            samples.append({**common, "mode": "sample", "sample": s, "completion": "y", "answer": None if not ok else "1",
+                            "paper": ok, "math_verify": ok})
+    (eval_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
+    greedy_acc = float(np.mean(greedy))
+    pak = float(np.mean([pass_at_k(N_SAMPLES, c, K) for c in counts]))
+    summary = {
+        **identity, "trainable_params": trainable, "config_hash": "abc",
+        "protocols": {"generated": {
+            "n_problems": len(PROBLEMS), "primary_grader": "paper",
+            "greedy": {"paper": greedy_acc, "math_verify": greedy_acc},
+            "pass_at_k": {"k": K, "paper": pak, "math_verify": pak},
+            "pass_at_1": {"paper": float(np.mean(counts)) / N_SAMPLES, "math_verify": float(np.mean(counts)) / N_SAMPLES},
+            "agreement": 1.0,
+            "by_level": {"1": {"n": 2, "greedy": 0.5, "pass_at_k": 0.5}},
+            "by_subject": {"arithmetic": {"n": 6, "greedy": greedy_acc, "pass_at_k": pak}},
+        }},
+    }
+    (eval_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def make_sweep(root: Path):
+    cfg = from_dict({
+        "name": "tiny",
+        "paths": {"results": str(root)},
+        "eval": {"protocols": ["generated"], "pass_k": K},
+        "sweep": {
+            "cells": [{"method": m, "ranks": sorted({r for (lab, mm, r) in SPEC if lab == label}), "label": label}
+                      for label, m in dict.fromkeys((lab, mm) for (lab, mm, _) in SPEC)],
+            "seeds": SEEDS,
+        },
+    }, source="test")
+    for (label, method, rank), (greedy, counts, (gini, eff, reward)) in SPEC.items():
+        for seed in SEEDS:
+            run = f"{label}_r{rank}_s{seed}"
+            run_dir = cfg.run_dir(run)
+            run_dir.mkdir(parents=True)
+            is_arca = method.startswith("arca")
+            lines = []
+            for step, (g, e, r) in enumerate(zip(_step_values(gini, seed), _step_values(eff, seed), _step_values(reward, seed)), 1):
+                lines.append({
+                    "step": step, "run": run, "label": label, "method": method, "rank": rank, "seed": seed,
+                    "loss": 0.1, "reward_mean": r, "reward_std": 0.4, "lr": 1e-4, "grad_norm": 1.0,
+                    "gen_seconds": 0.5, "update_seconds": 0.2, "step_seconds": 0.7, "completion_len_mean": 20.0,
+                    "surprisal_mean": 1.5, "gini": g, "eff_ratio": e, "fallback_frac": 0.0,
+                    "residual_mean": 0.3 if is_arca else None, "residual_max": 0.9 if is_arca else None,
+                })
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+            conc = {"uniform": [0.25] * 4, "surprisal": [0.97, 0.01, 0.01, 0.01]}.get(method, [0.4, 0.3, 0.2, 0.1])
+            weights = [conc, list(reversed(conc)), [1.0]]
+            (run_dir / "final_weights.json").write_text(json.dumps({"run": run, "method": method, "step": STEPS, "weights": weights}))
+            _write_eval(cfg.eval_dir(run), {"run": run, "label": label, "method": method, "rank": rank, "seed": seed},
+                        _greedy_of(greedy, seed), counts, trainable=1000 * rank)
+    _write_eval(cfg.eval_dir("base"), {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
+                BASE_GREEDY, BASE_COUNTS, trainable=None)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    cfg = make_sweep(tmp_path_factory.mktemp("results"))
+    aggregate_main(cfg, None)
+    return cfg
+
+
+def _row(df, label, rank=None):
+    hit = df[(df["label"] == label) & ((df["rank"] == rank) if rank is not None else df["rank"].isna())]
+    assert len(hit) == 1, (label, rank)
+    return hit.iloc[0]
+
+
+def test_performance_numbers(sweep):
+    perf = pd.read_csv(sweep.out_dir / "tables" / "performance.csv")
+    assert len(perf) == len(SPEC) + 1
+    for (label, _, rank), (greedy, counts, (_, _, reward)) in SPEC.items():
+        row = _row(perf, label, rank)
+        exp_greedy = np.mean([_greedy_of(greedy, s) for s in SEEDS])
+        exp_pak = np.mean([1 - math.comb(N_SAMPLES - c, K) / math.comb(N_SAMPLES, K) for c in counts])
+        exp_reward = np.mean([np.mean(_step_values(reward, s)) for s in SEEDS])
+        assert row["greedy"] == pytest.approx(exp_greedy, abs=1e-6)
+        assert row["pass_at_k"] == pytest.approx(exp_pak, abs=1e-6)
+        assert row["train_reward"] == pytest.approx(exp_reward, abs=1e-6)
+        assert row["greedy_lo"] <= row["greedy"] <= row["greedy_hi"]
+        assert row["n_seeds"] == len(SEEDS) and row["trainable_params"] == 1000 * rank
+    # Hand check of one cell: uniform greedy = (3 + 4) / 12, pass@2 = (1 + 5/6 + 1/2 + 0 + 0 + 1) / 6.
+    uni = _row(perf, "uniform", 8)
+    assert uni["greedy"] == pytest.approx(7 / 12, abs=1e-6)
+    assert uni["pass_at_k"] == pytest.approx((1 + 5 / 6 + 0.5 + 1) / 6, abs=1e-6)
+    base = _row(perf, "base")
+    assert base["greedy"] == pytest.approx(1 / 6, abs=1e-6)
+    md = (sweep.out_dir / "tables" / "performance.md").read_text()
+    assert "| uniform | 8 | 0.583 [" in md and "pass@2" in md
+    tex = (sweep.out_dir / "tables" / "performance.tex").read_text()
+    assert r"arca\_permuted" in tex and r"\toprule" in tex
+
+
+def test_concentration_numbers(sweep):
+    conc = pd.read_csv(sweep.out_dir / "tables" / "concentration.csv")
+    assert len(conc) == len(SPEC)
+    for (label, _, rank), (_, _, (gini, eff, _)) in SPEC.items():
+        row = _row(conc, label, rank)
+        assert row["gini"] == pytest.approx(np.mean([_step_values(gini, s) for s in SEEDS]), abs=1e-6)
+        assert row["eff_ratio"] == pytest.approx(np.mean([_step_values(eff, s) for s in SEEDS]), abs=1e-6)
+        # Two seeds 0.02 apart: the seed bootstrap interval spans exactly the two seed means.
+        assert row["gini_hi"] - row["gini_lo"] == pytest.approx(0.02, abs=1e-6)
+
+
+def test_runs_and_curves(sweep):
+    tables = sweep.out_dir / "tables"
+    runs = pd.read_csv(tables / "runs.csv")
+    assert set(runs["run"]) == set(sweep.run_ids()) | {"base"}
+    r = runs[runs["run"] == "surprisal_r8_s2"].iloc[0]
+    assert r["greedy"] == pytest.approx(2 / 6) and r["gini"] == pytest.approx(np.mean(_step_values(0.9, 2)))
+    assert r["trainable_params"] == 8000 and r["steps"] == STEPS
+    curves = pd.read_csv(tables / "curves.csv")
+    assert len(curves) == len(sweep.run_ids()) * STEPS
+    assert list(curves.columns[:6]) == ["step", "run", "label", "method", "rank", "seed"]
+
+
+def test_paired_and_comparison(sweep):
+    tables = sweep.out_dir / "tables"
+    paired = pd.read_csv(tables / "paired.csv")
+    assert set(paired["label"]) == {"surprisal", "arca", "arca_permuted"}
+    assert (paired["reference"] == "uniform_r8").all()
+    sur = _row(paired, "surprisal", 8)
+    assert sur["diff"] == pytest.approx(np.mean([_greedy_of(SPEC[("surprisal", "surprisal", 8)][0], s) for s in SEEDS]) - 7 / 12, abs=1e-6)
+    assert sur["diff"] < 0 and sur["diff_lo"] <= sur["diff"] <= sur["diff_hi"]
+    text = (tables / "paper_comparison.md").read_text()
+    # The paper's numbers appear, our arca ranks 2/8 map onto the paper's 16/64.
+    assert "0.620" in text and "0.941" in text
+    assert "| arca | 64 | 8 |" in text and "| arca | 16 | 2 |" in text and "| arca | 4 | - |" in text
+    assert "(i) Output-distribution baselines concentrated (Gini > 0.60): holds" in text
+    assert "(ii) ARCA in the middle regime (Gini in 0.25-0.60): holds" in text
+    assert "(iii) ARCA's accuracy competitive with uniform" in text and "holds (best ARCA r8" in text
+    assert "arca_permuted" in text  # cells beyond the paper's are listed
+
+
+def test_match_paper_ranks():
+    assert match_paper_ranks([2, 4, 8], [4, 16, 64]) == {4: 2, 16: 4, 64: 8}
+    assert match_paper_ranks([8], [4, 16, 64]) == {64: 8}
+    assert match_paper_ranks([4, 8], [64]) == {64: 8}
+    assert ("arca", 64) in PAPER_REPORTED and PAPER_REPORTED[("uniform", 64)]["greedy"] == 0.620
+
+
+def test_missing_input_names_the_path(tmp_path):
+    cfg = make_sweep(tmp_path)
+    missing = cfg.eval_dir("arca_r2_s1") / "samples.jsonl"
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match="arca_r2_s1/samples.jsonl"):
+        aggregate_main(cfg, None)
+
+
+# ----------------------------------------------------------------------------- figures
+def test_figures_written(sweep):
+    from arca.report.figures import FIGURES, figures_main
+
+    paths = figures_main(sweep, None)
+    for name in FIGURES:
+        for ext in ("png", "pdf"):
+            p = sweep.out_dir / "figures" / f"{name}.{ext}"
+            assert p in paths and p.is_file() and p.stat().st_size > 1000, p
+    assert (sweep.out_dir / "figures" / "gini_bars.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list((sweep.out_dir / "figures").glob(".*tmp*"))  # no temporaries left behind
+
+
+def test_lorenz_curve_shape():
+    from arca.report.figures import LORENZ_GRID, lorenz_curve
+
+    flat = lorenz_curve([0.25] * 4)
+    assert np.allclose(flat, LORENZ_GRID)
+    peaked = lorenz_curve([0.97, 0.01, 0.01, 0.01])
+    assert peaked[-1] == pytest.approx(1.0) and peaked[0] == 0.0
+    assert np.all(peaked <= LORENZ_GRID + 1e-12) and peaked[len(peaked) // 2] < 0.1
+
+
+# ----------------------------------------------------------------------------- heat map
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows, self.tokens, self.legend, self.scripts, self.sections = [], [], False, 0, 0
+        self._in_tok, self._text = False, ""
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        cls = a.get("class", "")
+        if tag == "tr" and cls == "method-row":
+            self.rows.append(a["data-method"])
+        if tag == "section":
+            self.sections += 1
+        if tag == "div" and cls == "legend":
+            self.legend = True
+        if tag in ("script", "link", "img"):
+            self.scripts += 1
+        if tag == "span" and cls == "tok":
+            self._in_tok, self._text = True, ""
+            self.tokens.append({"title": a["title"], "style": a["style"], "text": None})
+
+    def handle_data(self, data):
+        if self._in_tok:
+            self._text += data
+
+    def handle_endtag(self, tag):
+        if tag == "span" and self._in_tok:
+            self.tokens[-1]["text"] = self._text
+            self._in_tok = False
+
+
+def _rollout(tokens, prompt="What is 1 < 2 & 3?"):
+    n = len(tokens)
+    return {
+        "prompt": prompt,
+        "tokens": tokens,
+        "weights": {"uniform": [1 / n] * n, "arca": [0.7] + [0.3 / (n - 1)] * (n - 1), "surprisal": [0.0] * (n - 1) + [1.0]},
+        "gini": {"uniform": 0.0, "arca": 0.5, "surprisal": 0.75},
+        "reward": 1.0,
+    }
+
+
+def test_render_heatmap_structure_and_escaping():
+    tokens = ["<b>", " &", "x\ny", "  ", "</td>"]
+    page = render_heatmap([_rollout(tokens), _rollout(["a", "b"], prompt="second")])
+    p = _Collector()
+    p.feed(page)
+    assert p.sections == 2
+    assert p.rows == ["uniform", "arca", "surprisal"] * 2
+    assert p.legend and p.scripts == 0
+    # Tokens come back as text, never as markup: 5 + 2 tokens for each of 3 methods.
+    assert len(p.tokens) == 3 * (5 + 2)
+    texts = [t["text"] for t in p.tokens[:5]]
+    assert texts == ["<b>", " &", f"x{NEWLINE_MARK}y", "  ", "</td>"]
+    assert "<b>" not in page and "&lt;b&gt;" in page and "1 &lt; 2 &amp; 3" in page
+    # Exact weight in the title; shading relative to the row max (arca's first token is darkest).
+    arca_first = p.tokens[5]
+    assert "w = 0.7" in arca_first["title"] and "rgba(214, 39, 40, 1.000)" in arca_first["style"]
+    assert "rgba(214, 39, 40, 0.000)" in p.tokens[10]["style"]  # surprisal's zero weight is unshaded
+    assert "Gini 0.500" in page
+
+
+def test_render_heatmap_rejects_length_mismatch():
+    bad = _rollout(["a", "b", "c"])
+    bad["weights"]["arca"] = [1.0]
+    with pytest.raises(ValueError, match="arca"):
+        render_heatmap([bad])

@@ -1,0 +1,300 @@
+"""Scoring passes of arca.train: token log-probs / entropies, alignment with left-padded prompts,
+and the adapter-off reference pass of a peft LoRA model at init (B = 0) and after B changes."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from arca import credit
+from arca.rollout import Rollouts
+from arca.train import (
+    PASS_COUNTER,
+    _final_hidden,
+    _sequence,
+    credit_inputs_for_rollouts,
+    policy_scores,
+    reference_scores,
+    token_entropies,
+    token_logprobs,
+)
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+VOCAB = 20
+PAD = 0
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+# ----------------------------------------------------------------------------- token_logprobs
+def _ref_logprobs(logits, targets):
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1024])
+def test_token_logprobs_value_and_grad_match_log_softmax(chunk):
+    g = torch.Generator().manual_seed(0)
+    B, T, V = 3, 5, 11
+    logits = (torch.randn(B, T, V, generator=g) * 3).requires_grad_(True)
+    targets = torch.randint(0, V, (B, T), generator=g)
+    up = torch.randn(B, T, generator=g)  # arbitrary upstream gradient
+
+    lp = token_logprobs(logits, targets, chunk)
+    assert lp.shape == (B, T) and lp.dtype == torch.float32
+    (g_fast,) = torch.autograd.grad((lp * up).sum(), logits)
+
+    logits2 = logits.detach().clone().requires_grad_(True)
+    ref = _ref_logprobs(logits2, targets)
+    (g_ref,) = torch.autograd.grad((ref * up).sum(), logits2)
+    torch.testing.assert_close(lp, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_token_logprobs_gradcheck_float64():
+    # The function computes in float32 (its documented output dtype) even for float64 logits,
+    # so finite differences need a step (1e-3) well above float32 rounding of the forward.
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 6, (2, 3), generator=g)
+    assert torch.autograd.gradcheck(lambda x: token_logprobs(x, targets, 2), (logits,), eps=1e-3, atol=1e-3, rtol=1e-3)
+    # and the analytic backward agrees with float64 autograd of log_softmax to float32 precision
+    lp = token_logprobs(logits, targets, 4)
+    (g_fast,) = torch.autograd.grad(lp.sum(), logits)
+    assert g_fast.dtype == torch.float64
+    l2 = logits.detach().clone().requires_grad_(True)
+    ref = torch.log_softmax(l2, -1).gather(-1, targets[..., None]).squeeze(-1)
+    (g_ref,) = torch.autograd.grad(ref.sum(), l2)
+    torch.testing.assert_close(g_fast, g_ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(lp.double(), ref.detach(), rtol=0, atol=1e-6)
+
+
+def test_token_logprobs_bfloat16_logits():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 4, 9, generator=g).to(torch.bfloat16).requires_grad_(True)
+    targets = torch.randint(0, 9, (2, 4), generator=g)
+    lp = token_logprobs(logits, targets, 3)
+    assert lp.dtype == torch.float32
+    torch.testing.assert_close(lp, _ref_logprobs(logits.detach(), targets), rtol=1e-5, atol=1e-5)
+    (gr,) = torch.autograd.grad(lp.sum(), logits)
+    assert gr.dtype == torch.bfloat16
+    l2 = logits.detach().float().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(_ref_logprobs(l2, targets).sum(), l2)
+    torch.testing.assert_close(gr.float(), g_ref, rtol=0, atol=1e-2)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1024])
+def test_token_entropies_match_direct(chunk):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 4, 13, generator=g) * 2
+    logits[0, 0] = 0.0  # uniform: entropy log(13)
+    logits[1, 1] = torch.tensor([50.0] + [0.0] * 12)  # nearly one-hot: entropy ~ 0
+    p = torch.softmax(logits, -1)
+    direct = -(p * torch.log(p)).sum(-1)
+    ent = token_entropies(logits, chunk)
+    assert ent.shape == (3, 4) and ent.dtype == torch.float32
+    torch.testing.assert_close(ent, direct, rtol=1e-5, atol=1e-6)
+    assert float(ent[0, 0]) == pytest.approx(torch.log(torch.tensor(13.0)).item(), rel=1e-6)
+    assert 0 <= float(ent[1, 1]) < 1e-12
+    assert not token_entropies(logits.requires_grad_(True), chunk).requires_grad
+
+
+# ----------------------------------------------------------------------------- a tiny real causal LM
+def tiny_model(seed=0, attn="sdpa"):
+    torch.manual_seed(seed)
+    cfg = transformers.Qwen3Config(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=16, intermediate_size=64, max_position_embeddings=64, pad_token_id=PAD, eos_token_id=1,
+        bos_token_id=2, tie_word_embeddings=False,
+    )
+    cfg._attn_implementation = attn
+    model = transformers.Qwen3ForCausalLM(cfg)
+    model.eval()
+    return model
+
+
+# (prompt, completion, number of real completion tokens)
+ROWS = [
+    ([5, 6, 7, 8, 9], [10, 11, 12, 1], 4),  # longest prompt, completion ends with EOS
+    ([4, 3], [13, 14, 15, 16], 4),  # short prompt (3 left pads), full completion
+    ([7, 8, 9], [17, 1, PAD, PAD], 2),  # EOS then padding
+    ([11], [18, PAD, PAD, PAD], 1),  # one-token prompt, one-token completion
+]
+
+
+def make_rollouts(rows=ROWS) -> Rollouts:
+    P = max(len(p) for p, _, _ in rows)
+    T = max(len(c) for _, c, _ in rows)
+    pid, pm, cid, cm = [], [], [], []
+    for p, c, n in rows:
+        pid.append([PAD] * (P - len(p)) + p)  # left padding
+        pm.append([0] * (P - len(p)) + [1] * len(p))
+        cid.append(c + [PAD] * (T - len(c)))
+        cm.append([1.0] * n + [0.0] * (T - n))
+    return Rollouts(torch.tensor(pid), torch.tensor(pm), torch.tensor(cid), torch.tensor(cm), ["x"] * len(rows))
+
+
+def slow_row_logprobs(model, prompt, completion, n):
+    """Unpadded prompt+completion alone; logits at position len(prompt)-1+t-1 predict y_t."""
+    ids = torch.tensor([prompt + completion[:n]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0]  # [L, V]
+    lp = torch.log_softmax(logits.float(), -1)
+    out = []
+    for t in range(1, n + 1):
+        pos = len(prompt) - 1 + t - 1
+        out.append(lp[pos, completion[t - 1]])
+    return torch.stack(out), logits
+
+
+def slow_row_hidden(model, prompt, completion, n):
+    ids = torch.tensor([prompt + completion[:n]])
+    with torch.no_grad():
+        h = model.model(input_ids=ids).last_hidden_state[0]  # [L, H], after the final norm
+    return h[len(prompt) - 1: len(prompt) - 1 + n]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_policy_scores_left_padded_match_unpadded_reference(attn):
+    model = tiny_model(attn=attn)
+    r = make_rollouts()
+    s = policy_scores(model, r, want_entropies=True, want_hidden=True)
+    T = r.completion_ids.shape[1]
+    assert s.logprobs.shape == (len(ROWS), T)
+    assert s.entropies.shape == (len(ROWS), T)
+    assert s.hidden.shape == (len(ROWS), T, 32)
+    for i, (p, c, n) in enumerate(ROWS):
+        ref, logits = slow_row_logprobs(model, p, c, n)
+        torch.testing.assert_close(s.logprobs[i, :n].detach(), ref, rtol=1e-5, atol=1e-5)
+        # entropies at the same positions
+        pos = torch.arange(len(p) - 1, len(p) - 1 + n)
+        lpv = torch.log_softmax(logits[pos].float(), -1)
+        torch.testing.assert_close(s.entropies[i, :n], -(lpv.exp() * lpv).sum(-1), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(s.hidden[i, :n], slow_row_hidden(model, p, c, n), rtol=1e-5, atol=1e-5)
+    assert torch.all(torch.isfinite(s.logprobs))  # also on padded positions (masked later)
+
+
+def test_sequence_ids_mask_and_left_padded_position_ids():
+    # RoPE attention is invariant to a constant shift of a row's positions, so the model-level check
+    # above cannot see whether left padding is skipped in the position ids; check them directly.
+    r = make_rollouts()
+    ids, am, pos, P = _sequence(r, torch.device("cpu"))
+    assert P == 5
+    assert ids.shape == am.shape == pos.shape == (4, 5 + 4 - 1)  # the last completion token is not input
+    # row 1: prompt [4, 3] after 3 pads, completion 13 14 15 (16 dropped as it predicts nothing)
+    assert ids[1].tolist() == [PAD, PAD, PAD, 4, 3, 13, 14, 15]
+    assert am[1].tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert pos[1, 3:].tolist() == [0, 1, 2, 3, 4]  # the first real token is position 0
+    # row 0: no padding, positions 0..7
+    assert pos[0].tolist() == list(range(8))
+    # row 3: prompt [11] after 4 pads; completion y_1 = 18 real, the rest padding (masked)
+    assert am[3].tolist() == [0, 0, 0, 0, 1, 1, 0, 0]
+    assert pos[3, 4:6].tolist() == [0, 1]
+
+
+def test_final_hidden_alignment_and_shift_detects_misalignment():
+    model = tiny_model(seed=1)
+    r = make_rollouts()
+    h = _final_hidden(model, r)
+    p, c, n = ROWS[1]
+    ref = slow_row_hidden(model, p, c, n)
+    torch.testing.assert_close(h[1, :n].detach(), ref, rtol=1e-5, atol=1e-5)
+    # the reference itself distinguishes a one-position shift (the check has teeth)
+    ids = torch.tensor([p + c[:n]])
+    with torch.no_grad():
+        full = model.model(input_ids=ids).last_hidden_state[0]
+    assert not torch.allclose(full[len(p): len(p) + n], ref, atol=1e-3)
+
+
+def test_policy_scores_gradient_flows_to_parameters():
+    model = tiny_model(seed=2)
+    model.train()
+    r = make_rollouts()
+    s = policy_scores(model, r, want_entropies=False, want_hidden=False)
+    assert s.entropies is None and s.hidden is None
+    assert s.logprobs.requires_grad
+    (s.logprobs * r.completion_mask).sum().backward()
+    assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- peft LoRA
+def lora_model(seed=0):
+    base = tiny_model(seed=seed)
+    plain = copy.deepcopy(base)
+    model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, lora_dropout=0.0))
+    return model, plain
+
+
+def _lora_b_params(model):
+    return [p for n, p in model.named_parameters() if "lora_B" in n]
+
+
+def test_lora_at_init_reference_equals_policy_and_falls_back_to_uniform():
+    model, _ = lora_model()
+    assert len(_lora_b_params(model)) == 2 * 7  # 7 projections in each of 2 layers
+    r = make_rollouts()
+    before = PASS_COUNTER["reference"]
+    x = credit_inputs_for_rollouts(model, r)
+    assert PASS_COUNTER["reference"] == before + 1  # a single adapter-off pass
+    assert torch.equal(x.ref_logprobs, x.logprobs)
+    assert torch.equal(x.hidden, x.base_hidden)
+    assert x.entropies is not None
+    assert not x.logprobs.requires_grad
+    uniform = r.completion_mask / r.completion_mask.sum(1, keepdim=True)
+    for method in ("divergence", "arca", "arca_permuted"):
+        assert torch.all(credit.REGISTRY[method].signal(x) == 0)
+        w, fb = credit.token_weights(method, x)
+        torch.testing.assert_close(w, uniform, rtol=0, atol=1e-7)
+        assert fb.all(), method
+
+
+def test_lora_nonzero_b_adapter_off_equals_base_model():
+    model, plain = lora_model(seed=3)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in _lora_b_params(model):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    model.eval()
+    r = make_rollouts()
+    ids = torch.cat([r.prompt_ids, r.completion_ids], 1)
+    am = torch.cat([r.prompt_mask, r.completion_mask.long()], 1)
+    with torch.no_grad():
+        base_logits = plain(input_ids=ids, attention_mask=am).logits
+        on_logits = model(input_ids=ids, attention_mask=am).logits
+        with model.disable_adapter():
+            off_logits = model(input_ids=ids, attention_mask=am).logits
+        on_again = model(input_ids=ids, attention_mask=am).logits  # the adapter is back on
+    torch.testing.assert_close(off_logits, base_logits, rtol=0, atol=1e-6)
+    assert (on_logits - base_logits).abs().max() > 1e-2
+    torch.testing.assert_close(on_again, on_logits)
+
+    # the credit inputs now carry a real residual; it matches a direct computation
+    x = credit_inputs_for_rollouts(model, r)
+    m = r.completion_mask > 0
+    assert (x.ref_logprobs - x.logprobs)[m].abs().max() > 1e-3
+    alpha = credit.arca_signal(x)
+    assert torch.all(alpha[m] > 0)
+    for i, (p, c, n) in enumerate(ROWS):
+        torch.testing.assert_close(x.base_hidden[i, :n], slow_row_hidden(plain, p, c, n), rtol=1e-5, atol=1e-5)
+        ref_lp, _ = slow_row_logprobs(plain, p, c, n)
+        torch.testing.assert_close(x.ref_logprobs[i, :n], ref_lp, rtol=1e-5, atol=1e-5)
+        pol_lp, _ = slow_row_logprobs(model, p, c, n)
+        torch.testing.assert_close(x.logprobs[i, :n], pol_lp, rtol=1e-5, atol=1e-5)
+    w, fb = credit.token_weights("arca", x)
+    assert not fb.any()
+    torch.testing.assert_close((w * r.completion_mask).sum(1), torch.ones(len(ROWS)), rtol=0, atol=1e-6)
+
+
+def test_reference_scores_only_hidden_when_no_logprobs_needed():
+    model, _ = lora_model(seed=4)
+    r = make_rollouts()
+    s = reference_scores(model, r, want_logprobs=False)
+    assert s.logprobs is None
+    assert s.hidden.shape == (len(ROWS), r.completion_ids.shape[1], 32)
+    x = credit_inputs_for_rollouts(model, r, needs=frozenset({credit.HIDDEN}))
+    assert x.ref_logprobs is None and x.entropies is None and x.hidden is not None
+    before = PASS_COUNTER["reference"]
+    x2 = credit_inputs_for_rollouts(model, r, needs=frozenset({credit.ENTROPIES}))
+    assert PASS_COUNTER["reference"] == before  # no adapter-off pass when not needed
+    assert x2.base_hidden is None and x2.entropies is not None

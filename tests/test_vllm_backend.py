@@ -1,0 +1,248 @@
+"""The vLLM backend without vLLM: request building, output parsing, adapter sync, and the thin
+engine-calling code driven by a stand-in ``vllm`` module shaped like the real one."""
+from __future__ import annotations
+
+import sys
+import types
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from arca.config import load_config
+from arca.models import char_tokenizer, pretrain_model, wrap_lora
+from arca.rollout import TransformersGenerator, completion_mask
+from arca import vllm_backend as vb
+
+ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyz.,\n\\{}:"
+
+
+# ----------------------------------------------------------------------------- stand-ins for vLLM outputs
+@dataclass
+class CompletionOutput:  # vllm.outputs.CompletionOutput, the fields we read
+    index: int
+    token_ids: list[int]
+    text: str = ""
+
+
+@dataclass
+class RequestOutput:  # vllm.outputs.RequestOutput, the fields we read
+    request_id: str
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return char_tokenizer([ALPHABET])
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    return load_config("configs/smoke.yaml", [f"paths.results={tmp_path}"])
+
+
+def tiny_policy(cfg, tok):
+    torch.manual_seed(0)
+    return wrap_lora(pretrain_model(cfg, len(tok), tok), cfg.lora)
+
+
+# ----------------------------------------------------------------------------- sampling settings
+class RecordingModel(torch.nn.Module):
+    """Stands in for a causal LM: records ``generate`` kwargs and returns prompt + 2 tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.generation_config = None
+        self.calls = []
+
+    def generate(self, input_ids, attention_mask, **kw):
+        self.calls.append(kw)
+        return torch.cat([input_ids, torch.full((input_ids.shape[0], 2), 5)], dim=1)
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_sampling_kwargs_match_transformers_backend(tok, greedy):
+    model = RecordingModel()
+    gen = TransformersGenerator(model, tok)
+    gen.generate(["1+1="], n=3, temperature=0.7, top_p=0.9, max_new_tokens=11, greedy=greedy)
+    hf = model.calls[0]
+    kw = vb.sampling_params_kwargs(3, 0.7, 0.9, 11, greedy, seed=None, stop_token_ids=gen.eos_ids)
+    assert kw["max_tokens"] == hf["max_new_tokens"] == 11
+    assert kw["stop_token_ids"] == hf["eos_token_id"] == [tok.eos_token_id]
+    assert kw["top_k"] == -1  # vLLM's "top-k off"; transformers' is 0 (or unset for greedy)
+    if greedy:
+        assert hf["do_sample"] is False
+        assert kw["temperature"] == 0.0 and kw["n"] == 1  # one greedy sample, repeated by parse_outputs
+    else:
+        assert hf["do_sample"] is True and hf["top_k"] == 0
+        assert (kw["temperature"], kw["top_p"], kw["n"]) == (hf["temperature"], hf["top_p"], 3)
+    assert "seed" not in kw
+    assert vb.sampling_params_kwargs(2, 1.0, 0.95, 8, seed=7)["seed"] == 7
+
+
+def test_lora_rank_rounds_up_to_a_supported_rank():
+    assert [vb.vllm_lora_rank(r) for r in (1, 2, 4, 8, 9, 16, 64, 65, 512)] == [1, 8, 8, 8, 16, 16, 64, 128, 512]
+    with pytest.raises(ValueError, match="lora.rank"):
+        vb.vllm_lora_rank(513)
+
+
+# ----------------------------------------------------------------------------- requests and outputs
+def test_build_requests_are_token_prompts():
+    reqs = vb.build_requests([[4, 5, 6], [7]])
+    assert reqs == [{"prompt_token_ids": [4, 5, 6]}, {"prompt_token_ids": [7]}]
+    assert all(type(t) is int for r in reqs for t in r["prompt_token_ids"])
+
+
+def test_encode_prompts_truncates_like_transformers_backend(tok):
+    prompts = ["1+2=3 and more text", "7"]
+    lists, ids, am = vb.encode_prompts(tok, prompts, max_prompt_tokens=5)
+    hf_ids, hf_am = TransformersGenerator(RecordingModel(), tok, max_prompt_tokens=5).encode_prompts(prompts)
+    assert torch.equal(ids, hf_ids) and torch.equal(am, hf_am)
+    assert lists[0] == tok("1+2=3", add_special_tokens=False)["input_ids"] and lists[1] == tok("7", add_special_tokens=False)["input_ids"]
+    assert ids[1, :4].tolist() == [tok.pad_token_id] * 4  # left padding
+
+
+def test_parse_outputs_order_padding_mask_and_texts(tok):
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    _, p_ids, p_mask = vb.encode_prompts(tok, ["ab", "c"], 512)
+    outs = [
+        RequestOutput("0", enc("ab"), [CompletionOutput(0, enc("12") + [eos]), CompletionOutput(1, enc("345"))]),
+        RequestOutput("1", enc("c"), [CompletionOutput(0, [eos]), CompletionOutput(1, enc("6") + [eos] + enc("7"))]),
+    ]
+    r = vb.parse_outputs(outs, 2, {eos}, pad, p_ids, p_mask, tok)
+    assert len(r) == 4
+    assert r.texts == ["12", "345", "", "6"]  # prompt-major, EOS and what follows it dropped
+    assert r.completion_ids.shape == (4, 3)
+    assert r.completion_ids[2].tolist() == [eos, pad, pad]  # right-padded
+    assert r.completion_mask.tolist() == [[1, 1, 1], [1, 1, 1], [1, 0, 0], [1, 1, 0]]
+    assert torch.equal(r.completion_mask, completion_mask(r.completion_ids, {eos}, pad, torch.tensor([3, 3, 1, 3])))
+    assert torch.equal(r.prompt_ids, p_ids.repeat_interleave(2, dim=0))
+    assert torch.equal(r.prompt_mask, p_mask.repeat_interleave(2, dim=0))
+
+
+def test_parse_outputs_pad_equal_to_eos_and_greedy_repeat(tok):
+    eos = tok.eos_token_id
+    _, p_ids, p_mask = vb.encode_prompts(tok, ["a"], 512)
+    # pad id == eos id (tokenizers without a pad token): padding must not count as generated
+    r = vb.parse_outputs([RequestOutput("0", [5], [CompletionOutput(0, [6])])], 3, {eos}, eos, p_ids, p_mask, tok)
+    assert len(r) == 3 and r.completion_mask.tolist() == [[1.0]] * 3  # one greedy sample -> n rows
+    outs = [RequestOutput("0", [5], [CompletionOutput(0, [6, 7]), CompletionOutput(1, [6])])]
+    r = vb.parse_outputs(outs, 2, {eos}, eos, p_ids, p_mask, tok)
+    assert r.completion_mask.tolist() == [[1, 1], [1, 0]]
+    with pytest.raises(ValueError, match="expected 3"):
+        vb.parse_outputs(outs, 3, {eos}, eos, p_ids, p_mask, tok)
+
+
+def test_parse_outputs_nothing_generated(tok):
+    _, p_ids, p_mask = vb.encode_prompts(tok, ["a"], 512)
+    r = vb.parse_outputs([RequestOutput("0", [5], [CompletionOutput(0, []), CompletionOutput(1, [])])], 2,
+                         {tok.eos_token_id}, tok.pad_token_id, p_ids, p_mask, tok)
+    assert r.completion_ids.shape == (2, 1) and r.completion_mask.sum() == 0 and r.texts == ["", ""]
+
+
+# ----------------------------------------------------------------------------- adapter sync
+def _sgd_step(model):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+
+
+def test_adapter_saved_where_the_request_points_and_ids_increment(cfg, tok, tmp_path):
+    model = tiny_policy(cfg, tok)
+    sync = vb.AdapterSync(tmp_path / "lora", keep=2)
+    name1, id1, path1 = sync.request_args(model)
+    assert sync.request_args(model) == (name1, id1, path1)  # unchanged adapter: same request, no re-save
+    _sgd_step(model)
+    name2, id2, path2 = sync.request_args(model)
+    assert id2 == id1 + 1 and name2 != name1 and path2 != path1
+    saved = load_file(f"{path2}/adapter_model.safetensors")
+    lora = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
+    assert saved and lora
+    for key, value in lora.items():  # the saved B matrices are the current (stepped) ones
+        match = [v for k, v in saved.items() if k.replace(".weight", "") in key]
+        assert match and torch.equal(match[0], value)
+    for _ in range(2):
+        _sgd_step(model)
+        last = sync.request_args(model)
+    assert last[1] == id2 + 2
+    assert sorted(p.name for p in (tmp_path / "lora").iterdir()) == ["step_000003", "step_000004"]  # keep=2, no temp left
+    assert sync.request_args(pretrain_model(cfg, len(tok), tok)) is None  # no adapter -> no LoRA request
+
+
+def test_owned_adapter_folder_is_removed_on_close(cfg, tok):
+    sync = vb.AdapterSync()
+    sync.request_args(tiny_policy(cfg, tok))
+    root = sync.root
+    assert any(root.iterdir())
+    sync.close()
+    assert not root.exists()
+
+
+# ----------------------------------------------------------------------------- the engine-calling code
+def test_missing_vllm_gives_install_hint(cfg, tok, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"gpu.*extra"):
+        vb.VLLMGenerator(cfg, tiny_policy(cfg, tok), tok)
+
+
+@pytest.fixture()
+def fake_vllm(monkeypatch):
+    """A stand-in ``vllm`` package recording what the generator passes to it."""
+    calls = {"llm": [], "generate": []}
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    class LoRARequest:
+        def __init__(self, lora_name, lora_int_id, lora_path):
+            self.lora_name, self.lora_int_id, self.lora_path = lora_name, lora_int_id, lora_path
+
+    class LLM:
+        def __init__(self, **kw):
+            calls["llm"].append(kw)
+
+        def generate(self, prompts, params, use_tqdm=True, lora_request=None):
+            calls["generate"].append((prompts, params, lora_request))
+            n = params.kw["n"]
+            return [RequestOutput(str(i), p["prompt_token_ids"], [CompletionOutput(j, [10 + j, 11, 1]) for j in range(n)])
+                    for i, p in enumerate(prompts)]
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = LLM, SamplingParams
+    lora_pkg, request = types.ModuleType("vllm.lora"), types.ModuleType("vllm.lora.request")
+    request.LoRARequest = LoRARequest
+    lora_pkg.request = request
+    vllm.lora = lora_pkg
+    for name, mod in (("vllm", vllm), ("vllm.lora", lora_pkg), ("vllm.lora.request", request)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    return calls
+
+
+def test_generator_with_stand_in_vllm(cfg, tok, fake_vllm, tmp_path):
+    cfg.model.dtype = "bfloat16"
+    model = tiny_policy(cfg, tok)
+    gen = vb.VLLMGenerator(cfg, model, tok, adapter_root=tmp_path / "lora")
+    r = gen.generate(["1+1=", "2+2="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5)
+    _sgd_step(model)
+    gen.generate(["3+3="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5)
+    (llm_kw,) = fake_vllm["llm"]  # one engine for every step
+    assert llm_kw["model"] == str(cfg.base_dir) and llm_kw["enable_lora"] is True
+    assert llm_kw["max_lora_rank"] == 8 and cfg.lora.rank == 4  # rounded up to a vLLM rank
+    assert llm_kw["gpu_memory_utilization"] == cfg.rollout.vllm_gpu_memory_utilization
+    assert (llm_kw["dtype"], llm_kw["seed"]) == ("bfloat16", cfg.train.seed)
+    (p1, s1, l1), (p2, s2, l2) = fake_vllm["generate"]
+    assert p1[0]["prompt_token_ids"] == tok("1+1=", add_special_tokens=False)["input_ids"]
+    assert s1.kw == vb.sampling_params_kwargs(2, 1.0, 0.95, 5, stop_token_ids=gen.eos_ids)
+    assert (l1.lora_int_id, l2.lora_int_id) == (1, 2)  # a new id after the optimizer step: vLLM reloads
+    assert (tmp_path / "lora" / "step_000002" / "adapter_model.safetensors").is_file()
+    assert l2.lora_path == str(tmp_path / "lora" / "step_000002")
+    assert len(r) == 4 and r.completion_ids[:, 0].tolist() == [10, 11, 10, 11]
+    assert r.completion_mask.tolist() == [[1, 1, 1]] * 4  # EOS id 1 included
+    gen.close()

@@ -1,0 +1,17 @@
+# The base model as an HF folder: pretrained here, downloaded from the Hub, or converted from GGUF.
+
+
+rule build_base:
+    input:
+        **grid.base_inputs(CFG),
+    output:
+        directory(grid.base_output(CFG)),
+    log:
+        grid.log(CFG, "build_base"),
+    threads: CFG.resources.train_threads
+    resources:
+        mem_mb=CFG.resources.train_mem_mb,
+        runtime=CFG.resources.runtime_min,
+        **GPU,
+    shell:
+        "python -m arca build-base {CONFIG_ARGS} > {log} 2>&1"

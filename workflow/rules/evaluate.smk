@@ -1,0 +1,22 @@
+# Greedy accuracy and pass@k of the base model ("base") and of every run's adapter.
+
+
+rule evaluate:
+    input:
+        unpack(lambda wildcards: grid.eval_inputs(CFG, wildcards.target)),
+    output:
+        **grid.eval_outputs(CFG),
+    log:
+        grid.log(CFG, "evaluate", "{target}"),
+    params:
+        # Evaluation settings that are not input files: changing them reruns every evaluation.
+        eval_hash=grid.eval_hash(CFG),
+    wildcard_constraints:
+        target=grid.eval_regex(CFG),
+    threads: CFG.resources.train_threads
+    resources:
+        mem_mb=CFG.resources.eval_mem_mb,
+        runtime=CFG.resources.runtime_min,
+        **GPU,
+    shell:
+        "python -m arca evaluate {CONFIG_ARGS} --run {wildcards.target} > {log} 2>&1"

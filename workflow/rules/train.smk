@@ -1,0 +1,26 @@
+# One GRPO training run per sweep cell (method x rank x seed). runs/<run>/checkpoints/ and
+# runs/<run>/config.yaml are written beside the outputs but not declared: Snakemake deletes the
+# declared outputs of a failed job, and the checkpoints must survive for the rerun to resume.
+
+
+rule train:
+    input:
+        **grid.train_inputs(CFG),
+    output:
+        adapter=directory(grid.train_outputs(CFG)["adapter"]),
+        metrics=grid.train_outputs(CFG)["metrics"],
+        final_weights=grid.train_outputs(CFG)["final_weights"],
+    log:
+        grid.log(CFG, "train", "{run}"),
+    params:
+        # Fingerprint of this run's resolved settings: editing one cell reruns only that cell.
+        run_hash=lambda wildcards: grid.run_hash(CFG, wildcards.run),
+    wildcard_constraints:
+        run=grid.run_regex(CFG),
+    threads: CFG.resources.train_threads
+    resources:
+        mem_mb=CFG.resources.train_mem_mb,
+        runtime=CFG.resources.runtime_min,
+        **GPU,
+    shell:
+        "python -m arca train {CONFIG_ARGS} --run {wildcards.run} > {log} 2>&1"
