@@ -65,6 +65,14 @@ def show_config(cfg, args) -> None:
     print(dump_config(cfg.for_run(args.run) if args.run else cfg), end="")
 
 
+def default_config_files() -> list[str]:
+    """Without ``--config``: ``configs/default.yaml`` of the working directory if it exists, else none."""
+    from pathlib import Path
+
+    default = Path("configs") / "default.yaml"
+    return [str(default)] if default.is_file() else []
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from arca.io import setup_logging
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     target, _, _ = STEPS[args.step]
     module_name, func_name = target.split(":")
     try:
-        cfg = load_config(args.config or [], args.overrides)
+        cfg = load_config(args.config or default_config_files(), args.overrides)
         func = getattr(importlib.import_module(module_name), func_name)
         func(cfg, args)
     except (ConfigError, ValueError, FileNotFoundError) as e:

@@ -103,6 +103,7 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 48
+    min_new_tokens: int = 0  # > 0 forces at least this many tokens (EOS suppressed): fixed-length benchmarks
     batch_size: int = 64  # completions generated per generate() call
     vllm_gpu_memory_utilization: float = 0.35
 
@@ -429,6 +430,8 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(r.temperature > 0, source, "rollout.temperature", f"must be > 0, got {r.temperature}")
     _check(0 < r.top_p <= 1, source, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
     _check(r.max_new_tokens > 0, source, "rollout.max_new_tokens", f"must be > 0, got {r.max_new_tokens}")
+    _check(0 <= r.min_new_tokens <= r.max_new_tokens, source, "rollout.min_new_tokens",
+           f"must be in [0, rollout.max_new_tokens ({r.max_new_tokens})], got {r.min_new_tokens}")
     _check(r.batch_size > 0, source, "rollout.batch_size", f"must be > 0, got {r.batch_size}")
 
     t = cfg.train

@@ -33,5 +33,8 @@ def weighted_pg_loss(
     micro-batch losses add up to the step's mean (gradient accumulation).
     """
     n = n_total if n_total is not None else logprobs.shape[0]
-    per_seq = (weights.detach() * logprobs * mask).sum(dim=1)  # [B]
+    # where() rather than a product: a non-finite log-prob on a masked-out position must not
+    # turn the loss into NaN (0 * inf = NaN).
+    lp = torch.where(mask > 0, logprobs, torch.zeros_like(logprobs))  # [B, T]
+    per_seq = (weights.detach() * lp * mask).sum(dim=1)  # [B]
     return -(advantages.detach() * per_seq).sum() / n

@@ -374,7 +374,10 @@ def materialize_gguf(cfg: Config) -> Path:
     with atomic_path(folder) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        write_json(tmp / GGUF_MARKER, {"gguf_file": str(path), "sha256": sha, "seconds": time.perf_counter() - start})
+        write_json(tmp / GGUF_MARKER, {
+            "gguf_file": str(path), "sha256": sha, "model_type": model.config.model_type,
+            "n_params": count_params(model), "seconds": time.perf_counter() - start,
+        })
     return folder
 
 
@@ -425,13 +428,12 @@ def _write_base(cfg: Config, tmp: Path) -> dict:
             raise ConfigError(f"key 'model.name_or_path' must be a Hugging Face model folder, got {m.name_or_path}")
         model, tok = _from_pretrained(m.name_or_path)
     elif m.source == "gguf":
+        # The cache folder already is a finished model folder: link it instead of re-saving 0.5 GB.
         cached = materialize_gguf(cfg)
         _link_or_copy_tree(cached, tmp)
         marker = json.loads((cached / GGUF_MARKER).read_text(encoding="utf-8"))
-        info.update(gguf_file=marker["gguf_file"], sha256=marker["sha256"], cache=str(cached))
-        from transformers import AutoConfig
-
-        info.update(model_type=AutoConfig.from_pretrained(cached).model_type)
+        info.update(marker, cache=str(cached))
+        info.pop("seconds", None)
         return info
     else:
         raise ConfigError(f"key 'model.source' must be pretrain, hub, local or gguf, got {m.source!r}")
@@ -450,10 +452,6 @@ def build_base(cfg: Config, args: Any = None) -> Path:
     with atomic_path(cfg.base_dir) as tmp:
         tmp.mkdir(parents=True)
         info = _write_base(cfg, tmp)
-        if "n_params" not in info:
-            from transformers import AutoModelForCausalLM
-
-            info["n_params"] = count_params(AutoModelForCausalLM.from_pretrained(tmp))
         info["build_seconds"] = time.perf_counter() - start
         (tmp / "config_arca.yaml").write_text(dump_config(cfg), encoding="utf-8")
         write_json(tmp / "info.json", info)

@@ -97,7 +97,8 @@ class TransformersGenerator:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-                 greedy: bool = False, seed: int | None = None) -> Rollouts:
+                 greedy: bool = False, seed: int | None = None, min_new_tokens: int = 0) -> Rollouts:
+        """``min_new_tokens`` > 0 suppresses EOS until that many tokens exist (fixed-length benchmarks)."""
         if seed is not None:
             torch.manual_seed(seed)
         was_training = self.model.training
@@ -110,6 +111,8 @@ class TransformersGenerator:
                 b_ids = ids[start:start + self.batch_size].to(device)
                 b_am = am[start:start + self.batch_size].to(device)
                 kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+                if min_new_tokens > 0:
+                    kwargs["min_new_tokens"] = min_new_tokens
                 out = self.model.generate(
                     input_ids=b_ids, attention_mask=b_am, max_new_tokens=max_new_tokens,
                     pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids), use_cache=True, **kwargs,

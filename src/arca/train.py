@@ -248,8 +248,9 @@ def train_step(cfg: Config, model, tok, generator, opt, sched, problems: list[di
     method = credit_lib.REGISTRY[cfg.credit.method]
     K = cfg.rollout.k
     t0 = time.perf_counter()
+    fixed = {"min_new_tokens": cfg.rollout.min_new_tokens} if cfg.rollout.min_new_tokens > 0 else {}
     r = generator.generate([build_prompt(p["problem"]) for p in problems], K, cfg.rollout.temperature,
-                           cfg.rollout.top_p, cfg.rollout.max_new_tokens)
+                           cfg.rollout.top_p, cfg.rollout.max_new_tokens, **fixed)
     t_gen = time.perf_counter() - t0
     golds = [gold_answer(p["answer"]) for p in problems for _ in range(K)]
     rewards = torch.tensor([float(grade_paper(c, g)) for c, g in zip(r.texts, golds)])  # [N]

@@ -1,0 +1,462 @@
+"""Training-step benchmark (``python -m arca bench``): every paper credit method, and TRL's GRPOTrainer.
+
+What is measured, on the config's model and batch shape (``train.prompts_per_step`` prompts x
+``rollout.k`` completions of exactly ``rollout.max_new_tokens`` tokens, LoRA at the sweep's top rank):
+
+1. **Methods.** Each method of ``arca.credit.PAPER_METHODS`` gets its own fresh policy, AdamW and
+   schedule and runs ``train_step``: one untimed warm-up step, then ``--steps`` timed steps,
+   interleaved round-robin (step 1 of every method, then step 2, ...) so that drifting machine
+   load hits every method alike. Every method sees the same prompts at the same step, and the
+   completion length is forced (``rollout.min_new_tokens = max_new_tokens``: EOS is suppressed),
+   so every method does the same generation and scoring work. Per step: generation, update and
+   whole-step seconds (``train_step``'s own clocks), completion tokens per second, peak memory
+   (CUDA ``max_memory_allocated``; on CPU the peak RSS seen by a background sampler) and the
+   adapter-off passes (``arca.train.PASS_COUNTER``).
+2. **TRL peer.** ``trl.GRPOTrainer`` on the same base folder, LoRA config, prompts, K, lengths
+   (forced the same way), sampling settings, learning rate and reward (our paper grader), with
+   ``beta = 0`` and ``loss_type = "grpo"`` (sequence mean = our ``uniform``), fp32 and no gradient
+   checkpointing like ours. Its steps are timed by a ``TrainerCallback`` (construction excluded);
+   blocks of our ``uniform`` steps run inside that callback between TRL blocks (ours N, TRL N,
+   repeated ``R`` times), so both see the same machine state.
+3. **Length scaling.** ``uniform`` and ``arca`` at each of ``--lengths`` completion lengths.
+
+Writes ``<out_dir>/bench/summary.json`` and ``summary.md`` and prints the table.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import statistics
+import threading
+import time
+from typing import Any
+
+import torch
+
+from arca import credit as credit_lib
+from arca.config import Config, from_dict, to_dict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STEPS = 5
+DEFAULT_LENGTHS = "64,128,256"
+DEFAULT_BLOCKS = 3  # R: ours-N / TRL-N blocks
+LENGTH_STEPS = 2  # timed steps per method and length (after one warm-up)
+
+# What TRL's GRPOTrainer does differently from our train_step (both directions); goes into the output.
+DIFFERENCES_FROM_TRL = [
+    "TRL computes per-token entropies in every loss pass (for its `entropy` metric); we compute them only "
+    "for entropy_reduction.",
+    "TRL's loss carries the PPO-style importance ratio exp(logp - old_logp) with clipping; with one "
+    "generation per optimizer step and num_iterations = 1 old_logp is the detached logp, so TRL runs no "
+    "extra old-log-prob pass here, but the ratio/clip arithmetic remains. Ours is plain on-policy REINFORCE.",
+    "TRL's group advantage divides by (std + 1e-4) with the unbiased std; ours by max(std, 1e-8) "
+    "(PAPER.md): same work, slightly different values.",
+    "TRL generates with the model in train mode (LoRA dropout active while sampling); we sample in eval mode.",
+    "TRL tokenizes prompts, pads/unpads completions to Python lists and rebuilds tensors each step, and "
+    "gathers metrics (accelerate gather, reward/length statistics); we keep tensors from generate().",
+    "TRL scores with its fused LM head (chunked log-prob + entropy, no full logits); we run the head on "
+    "the completion positions only and take chunked log-probs with a custom backward.",
+    "TRL passes no position_ids (they follow from the attention mask inside the model); we pass the "
+    "positions generate() used, explicitly.",
+    "Both run fixed-length completions here (min_new_tokens = max_new_tokens, EOS suppressed).",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _median(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return float(statistics.median(xs)) if xs else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return float(a / b) if a is not None and b else None
+
+
+def parse_lengths(text: str | None) -> list[int]:
+    """``"64,128,256"`` -> [64, 128, 256]; each must be a positive integer."""
+    out = []
+    for part in (text or DEFAULT_LENGTHS).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) <= 0:
+            raise ValueError(f"--lengths: {part!r} is not a positive integer")
+        out.append(int(part))
+    if not out:
+        raise ValueError("--lengths names no length")
+    return out
+
+
+def top_rank(cfg: Config) -> int:
+    """The largest LoRA rank of the sweep (the rank of the baselines in the paper design)."""
+    return max(r for cell in cfg.sweep.cells for r in cell.ranks)
+
+
+def bench_config(cfg: Config, method: str, rank: int, length: int) -> Config:
+    """``cfg`` with this method, LoRA rank and a forced completion length."""
+    raw = to_dict(cfg)
+    raw["credit"]["method"] = method
+    raw["lora"]["rank"] = rank
+    raw["rollout"]["max_new_tokens"] = length
+    raw["rollout"]["min_new_tokens"] = length
+    return from_dict(raw, source="bench")
+
+
+def ensure_inputs(cfg: Config) -> None:
+    """Build the data and the base model first when they are missing."""
+    from arca.data import prepare_data
+    from arca.models import build_base
+
+    if not (cfg.data_dir / "train.jsonl").is_file():
+        log.info("bench: %s is missing; running prepare-data first", cfg.data_dir / "train.jsonl")
+        prepare_data(cfg)
+    if not (cfg.base_dir / "config.json").is_file():
+        log.info("bench: no base model in %s; running build-base first (this may take minutes)", cfg.base_dir)
+        build_base(cfg)
+
+
+class PeakMemory:
+    """Peak memory of a block in MB: CUDA ``max_memory_allocated``, or on CPU the process's peak RSS
+    sampled every ``interval`` seconds by a background thread (psutil)."""
+
+    def __init__(self, device: torch.device, interval: float = 0.005):
+        self.device, self.interval = device, interval
+        self.peak_mb: float | None = None
+        self.start_mb: float | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start_mb = torch.cuda.memory_allocated(self.device) / 2**20
+            return self
+        import psutil
+
+        self._proc = psutil.Process(os.getpid())
+        self._peak = self._proc.memory_info().rss
+        self.start_mb = self._peak / 2**20
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, self._proc.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self._peak, self._proc.memory_info().rss) / 2**20
+
+
+# ----------------------------------------------------------------------------- our trainer
+class OurRunner:
+    """One method's fresh policy, optimizer and schedule, stepping through ``train_step``."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        from arca.models import load_policy
+        from arca.rollout import make_generator
+        from arca.train import lr_lambda
+
+        self.cfg, self.device = cfg, device
+        torch.manual_seed(cfg.train.seed)
+        self.model, self.tok = load_policy(cfg)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
+        self.generator = make_generator(cfg, self.model, self.tok)
+        self.steps_done = 0
+
+    def step(self, problems: list[dict], seed: int) -> dict:
+        from arca.train import PASS_COUNTER, train_step
+
+        torch.manual_seed(seed)  # every method samples from the same RNG state at the same step
+        passes = PASS_COUNTER["reference"]
+        with PeakMemory(self.device) as mem:
+            m, _ = train_step(self.cfg, self.model, self.tok, self.generator, self.opt, self.sched, problems,
+                              self.steps_done, self.cfg.train.seed)
+        self.steps_done += 1
+        tokens = m["completion_len_mean"] * len(problems) * self.cfg.rollout.k
+        return {
+            "gen_seconds": m["gen_seconds"], "update_seconds": m["update_seconds"], "step_seconds": m["step_seconds"],
+            "tokens": tokens, "tokens_per_second": tokens / m["step_seconds"],
+            "peak_mem_mb": mem.peak_mb, "mem_start_mb": mem.start_mb,
+            "reference_passes": PASS_COUNTER["reference"] - passes, "threads": torch.get_num_threads(),
+        }
+
+
+def _summarize(rows: list[dict]) -> dict:
+    keys = ("gen_seconds", "update_seconds", "step_seconds", "tokens_per_second", "peak_mem_mb", "reference_passes")
+    return {k: _median([r.get(k) for r in rows]) for k in keys} | {"n": len(rows)}
+
+
+# ----------------------------------------------------------------------------- TRL peer
+def _trl_reward():
+    from arca.grading import gold_answer, grade_paper
+
+    def paper_reward(prompts, completions, answer, **kwargs) -> list[float]:
+        return [float(grade_paper(c, gold_answer(a))) for c, a in zip(completions, answer)]
+
+    return paper_reward
+
+
+def run_trl(cfg: Config, device: torch.device, step_problems: list[list[dict]], steps: int, blocks: int,
+            between_blocks) -> list[dict]:
+    """``1 + blocks * steps`` TRL GRPO steps (the first is a warm-up, dropped); after the warm-up and
+    after every block but the last, ``between_blocks(i)`` runs (our block i). Returns the timed steps."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from arca.models import finish_tokenizer, peft_lora_config, torch_dtype
+    from arca.prompts import build_prompt
+
+    total = 1 + blocks * steps
+    P, K, L = cfg.train.prompts_per_step, cfg.rollout.k, cfg.rollout.max_new_tokens
+    # shuffle off: TRL's step i takes dataset rows i*P .. i*P+P-1, the same prompts as our step i
+    rows = [{"prompt": build_prompt(p["problem"]), "answer": p["answer"]} for probs in step_problems[:total] for p in probs]
+    ds = datasets.Dataset.from_list(rows)
+    tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
+    torch.manual_seed(cfg.train.seed)
+    model = AutoModelForCausalLM.from_pretrained(cfg.base_dir, dtype=torch_dtype(cfg.model.dtype),
+                                                 attn_implementation=cfg.model.attn_implementation)
+    args = GRPOConfig(
+        output_dir=str(cfg.out_dir / "bench" / "trl_out"),
+        per_device_train_batch_size=P * K, gradient_accumulation_steps=1, num_generations=K,
+        max_completion_length=L, generation_kwargs={"min_new_tokens": L},
+        temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=0,
+        beta=0.0, loss_type="grpo", num_iterations=1, scale_rewards="group",
+        learning_rate=cfg.train.lr, weight_decay=cfg.train.weight_decay, max_grad_norm=cfg.train.grad_clip,
+        lr_scheduler_type="cosine", warmup_steps=cfg.train.warmup_steps, max_steps=total,
+        use_cpu=device.type == "cpu", bf16=False, fp16=False, gradient_checkpointing=False,
+        report_to="none", save_strategy="no", logging_strategy="no", log_completions=False,
+        shuffle_dataset=False, dataloader_num_workers=0, seed=cfg.train.seed, disable_tqdm=True,
+    )
+    timed: list[dict] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            self.mem = PeakMemory(device).__enter__()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            dt = time.perf_counter() - self.t0
+            self.mem.__exit__(None, None, None)
+            lengths = getattr(trainer, "_metrics", {}).get("train", {}).get("completions/mean_length") or []
+            tokens = P * K * (float(lengths[-1]) if lengths else L)
+            timed.append({"gen_seconds": trainer_gen[0], "update_seconds": dt - trainer_gen[0], "step_seconds": dt,
+                          "tokens": tokens, "tokens_per_second": tokens / dt, "peak_mem_mb": self.mem.peak_mb,
+                          "mem_start_mb": self.mem.start_mb, "threads": torch.get_num_threads(),
+                          "global_step": state.global_step})
+            trainer_gen[0] = 0.0
+            done = state.global_step
+            if done < total and (done - 1) % steps == 0:
+                between_blocks((done - 1) // steps)
+
+    trainer_gen = [0.0]
+    trainer = GRPOTrainer(model=model, reward_funcs=[_trl_reward()], args=args, train_dataset=ds,
+                          processing_class=tok, peft_config=peft_lora_config(cfg.lora), callbacks=[StepTimer()])
+    inner = trainer._generate_single_turn
+
+    def timed_generate(*a, **kw):  # the sampling part of TRL's step
+        t = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            trainer_gen[0] += time.perf_counter() - t
+
+    trainer._generate_single_turn = timed_generate
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    trainer.train()
+    return timed[1:]
+
+
+# ----------------------------------------------------------------------------- the step
+def machine_info(device: torch.device) -> dict:
+    import importlib.metadata as md
+
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
+        "platform": platform.platform(), "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    for pkg in ("torch", "transformers", "peft", "trl"):
+        try:
+            info[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            info[pkg] = None
+    return info
+
+
+def _problems_per_step(cfg: Config, n_steps: int) -> list[list[dict]]:
+    from arca.data import read_records
+
+    records = read_records(cfg.data_dir / "train.jsonl")
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    return [[records[i] for i in torch.randint(len(records), (cfg.train.prompts_per_step,), generator=gen).tolist()]
+            for _ in range(n_steps)]
+
+
+def _interleaved(runners: dict[str, OurRunner], problems: list[list[dict]], steps: int, seed0: int) -> dict[str, list[dict]]:
+    """One warm-up then ``steps`` timed steps of every runner, round-robin."""
+    raw: dict[str, list[dict]] = {name: [] for name in runners}
+    for i in range(steps + 1):
+        for name, runner in runners.items():
+            row = runner.step(problems[i], seed0 + i)
+            if i > 0:
+                raw[name].append(row)
+            log.info("bench %s step %d%s: %.2f s (gen %.2f, update %.2f)", name, i, " (warm-up)" if i == 0 else "",
+                     row["step_seconds"], row["gen_seconds"], row["update_seconds"])
+    return raw
+
+
+def bench(cfg: Config, steps: int = DEFAULT_STEPS, lengths: list[int] | None = None, trl: bool = True,
+          blocks: int = DEFAULT_BLOCKS, methods: tuple[str, ...] = credit_lib.PAPER_METHODS) -> dict:
+    """Run the whole benchmark; returns the summary (also written to ``<out_dir>/bench/``)."""
+    from arca.io import write_json, write_text
+    from arca.models import resolve_device
+
+    if steps < 1 or blocks < 1:
+        raise ValueError("--steps and the number of TRL blocks must be >= 1")
+    lengths = lengths or parse_lengths(None)
+    ensure_inputs(cfg)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    rank, L = top_rank(cfg), cfg.rollout.max_new_tokens
+    n_needed = max(steps + 1, 1 + blocks * steps, LENGTH_STEPS + 1)
+    problems = _problems_per_step(cfg, n_needed)
+    t_start = time.perf_counter()
+
+    # 1. every method, round-robin
+    runners = {m: OurRunner(bench_config(cfg, m, rank, L), device) for m in methods}
+    raw_methods = _interleaved(runners, problems, steps, seed0=cfg.train.seed)
+    medians = {m: _summarize(rows) for m, rows in raw_methods.items()}
+    base = medians.get("uniform", {})
+    ratio = {m: _ratio(v["step_seconds"], base.get("step_seconds")) for m, v in medians.items()}
+    upd_ratio = {m: _ratio(v["update_seconds"], base.get("update_seconds")) for m, v in medians.items()}
+
+    # 2. TRL peer, in blocks interleaved with our uniform
+    trl_out: dict[str, Any] | None = None
+    if trl:
+        ours_rows: list[dict] = []
+        uni = OurRunner(bench_config(cfg, "uniform", rank, L), device)
+        uni.step(problems[0], cfg.train.seed)  # warm-up
+
+        def our_block(b: int) -> None:
+            for j in range(steps):
+                i = 1 + b * steps + j
+                ours_rows.append(uni.step(problems[i], cfg.train.seed + i))
+
+        trl_rows = run_trl(bench_config(cfg, "uniform", rank, L), device, problems, steps, blocks, our_block)
+        if device.type == "cpu":
+            torch.set_num_threads(cfg.train.threads)
+        ours_m, trl_m = _summarize(ours_rows), _summarize(trl_rows)
+        trl_out = {
+            "ours_uniform": ours_m, "trl": trl_m,
+            "ratio_vs_trl": _ratio(ours_m["step_seconds"], trl_m["step_seconds"]),
+            "gen_ratio_vs_trl": _ratio(ours_m["gen_seconds"], trl_m["gen_seconds"]),
+            "update_ratio_vs_trl": _ratio(ours_m["update_seconds"], trl_m["update_seconds"]),
+            "raw": {"ours_uniform": ours_rows, "trl": trl_rows},
+        }
+        del uni
+
+    # 3. length scaling
+    scaling: dict[str, dict[str, dict]] = {}
+    for length in lengths:
+        rs = {m: OurRunner(bench_config(cfg, m, rank, length), device) for m in ("uniform", "arca") if m in methods}
+        raw_len = _interleaved(rs, problems, LENGTH_STEPS, seed0=cfg.train.seed)
+        scaling[str(length)] = {m: _summarize(rows) for m, rows in raw_len.items()}
+        del rs
+
+    summary = {
+        "ratio_vs_uniform": ratio,
+        "update_ratio_vs_uniform": upd_ratio,
+        "ratio_vs_trl": trl_out["ratio_vs_trl"] if trl_out else None,
+        "medians": medians,
+        "trl": {k: v for k, v in trl_out.items() if k != "raw"} if trl_out else None,
+        "length_scaling": scaling,
+        "raw": {"methods": raw_methods, "trl": trl_out["raw"] if trl_out else None},
+        "machine": machine_info(device),
+        "settings": {
+            "config": cfg.name, "steps": steps, "warmup_steps": 1, "trl_blocks": blocks, "lengths": lengths,
+            "prompts_per_step": cfg.train.prompts_per_step, "k": cfg.rollout.k, "completions_per_step":
+            cfg.train.prompts_per_step * cfg.rollout.k, "max_new_tokens": L, "min_new_tokens": L,
+            "micro_batch_prompts": cfg.train.micro_batch_prompts, "lora_rank": rank, "dtype": cfg.model.dtype,
+            "threads": cfg.train.threads, "methods": list(methods), "trl": trl,
+        },
+        "differences_from_trl": DIFFERENCES_FROM_TRL,
+        "seconds": time.perf_counter() - t_start,
+    }
+    out = cfg.out_dir / "bench"
+    write_json(out / "summary.json", summary)
+    table = format_table(summary)
+    write_text(out / "summary.md", table)
+    return summary
+
+
+def _f(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def format_table(s: dict) -> str:
+    """The Markdown tables of a summary."""
+    st = s["settings"]
+    lines = [
+        f"Training step, config `{st['config']}`: {st['prompts_per_step']} prompts x K={st['k']} = "
+        f"{st['completions_per_step']} completions of exactly {st['max_new_tokens']} tokens, LoRA rank "
+        f"{st['lora_rank']}, {st['dtype']}, device {s['machine']['device']}, {st['threads']} thread(s); "
+        f"medians of {st['steps']} interleaved steps after 1 warm-up.",
+        "",
+        "| method | generation s | update s | step s | tokens/s | peak mem MB | adapter-off passes | step x uniform | update x uniform |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m, v in s["medians"].items():
+        lines.append(f"| {m} | {_f(v['gen_seconds'])} | {_f(v['update_seconds'])} | {_f(v['step_seconds'])} | "
+                     f"{_f(v['tokens_per_second'], '{:.0f}')} | {_f(v['peak_mem_mb'], '{:.0f}')} | "
+                     f"{_f(v['reference_passes'], '{:.0f}')} | {_f(s['ratio_vs_uniform'].get(m))} | "
+                     f"{_f(s['update_ratio_vs_uniform'].get(m))} |")
+    if s.get("trl"):
+        t = s["trl"]
+        lines += [
+            "",
+            f"Against TRL {s['machine'].get('trl')} `GRPOTrainer` (beta 0, loss_type grpo, same model/LoRA/prompts/"
+            f"lengths), {st['trl_blocks']} blocks of {st['steps']} steps each, interleaved:",
+            "",
+            "| trainer | generation s | update s | step s | tokens/s | peak mem MB |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, v in (("ours (uniform)", t["ours_uniform"]), ("TRL GRPOTrainer", t["trl"])):
+            lines.append(f"| {name} | {_f(v['gen_seconds'])} | {_f(v['update_seconds'])} | {_f(v['step_seconds'])} | "
+                         f"{_f(v['tokens_per_second'], '{:.0f}')} | {_f(v['peak_mem_mb'], '{:.0f}')} |")
+        lines += ["", f"ours / TRL, whole step: **{_f(t['ratio_vs_trl'])}** (generation {_f(t['gen_ratio_vs_trl'])}, "
+                      f"rest of the step {_f(t['update_ratio_vs_trl'])})"]
+    if s.get("length_scaling"):
+        lines += ["", "Length scaling (median step seconds / peak memory MB):", "",
+                  "| completion tokens | uniform step s | arca step s | arca x uniform | uniform peak MB | arca peak MB |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for length, v in s["length_scaling"].items():
+            u, a = v.get("uniform", {}), v.get("arca", {})
+            lines.append(f"| {length} | {_f(u.get('step_seconds'))} | {_f(a.get('step_seconds'))} | "
+                         f"{_f(_ratio(a.get('step_seconds'), u.get('step_seconds')))} | "
+                         f"{_f(u.get('peak_mem_mb'), '{:.0f}')} | {_f(a.get('peak_mem_mb'), '{:.0f}')} |")
+    return "\n".join(lines) + "\n"
+
+
+def bench_main(cfg: Config, args) -> dict:
+    """CLI step ``bench`` (``--steps``, ``--no-trl``, ``--lengths``)."""
+    steps = getattr(args, "steps", None) or DEFAULT_STEPS
+    lengths = parse_lengths(getattr(args, "lengths", None))
+    summary = bench(cfg, steps=steps, lengths=lengths, trl=not getattr(args, "no_trl", False))
+    print(format_table(summary), end="")
+    return summary

@@ -1,0 +1,231 @@
+"""The one-pass guarantee of ``train_step`` and the ``bench`` step (arca.bench).
+
+The pass count is checked three independent ways: ``PASS_COUNTER``, a wrapper counting entries
+into ``model.disable_adapter()``, and a forward pre-hook on the decoder stack counting every
+forward call (adapter on or off). A second adapter-off pass added anywhere would change the
+second and third counts even if it bypassed ``reference_scores``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from arca import credit  # noqa: E402
+from arca.config import Config, from_dict, to_dict  # noqa: E402
+from arca.rollout import Rollouts  # noqa: E402
+from arca.train import PASS_COUNTER, lr_lambda, train_step  # noqa: E402
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+VOCAB, PAD, EOS = 24, 0, 1
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _cfg(method: str, prompts: int, micro: int, k: int = 2, **extra) -> Config:
+    raw = to_dict(Config())
+    raw["device"] = "cpu"
+    raw["credit"]["method"] = method
+    raw["rollout"]["k"] = k
+    raw["rollout"]["max_new_tokens"] = 5
+    raw["train"]["prompts_per_step"] = prompts
+    raw["train"]["micro_batch_prompts"] = micro
+    for key, value in extra.items():
+        section, name = key.split("__")
+        raw[section][name] = value
+    return from_dict(raw, source="test")
+
+
+def _lora_model(seed: int = 0):
+    torch.manual_seed(seed)
+    config = transformers.Qwen3Config(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=16, intermediate_size=64, max_position_embeddings=64, pad_token_id=PAD, eos_token_id=EOS,
+        bos_token_id=2, tie_word_embeddings=False,
+    )
+    base = transformers.Qwen3ForCausalLM(config)
+    model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_dropout=0.0))
+    with torch.no_grad():  # B != 0 so that the adapter changes the model
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    model.eval()
+    return model
+
+
+class FakeGenerator:
+    """Fixed random rollouts (left-padded prompts, some completions ending early), half of them correct."""
+
+    def __init__(self, seed: int = 0):
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def generate(self, prompts, n, temperature, top_p, max_new_tokens, **kw) -> Rollouts:
+        N, P, T = len(prompts) * n, 4, max_new_tokens
+        prompt_ids = torch.randint(3, VOCAB, (N, P), generator=self.gen)
+        prompt_mask = torch.ones(N, P, dtype=torch.long)
+        prompt_ids[0, 0], prompt_mask[0, 0] = PAD, 0  # one left pad
+        comp = torch.randint(3, VOCAB, (N, T), generator=self.gen)
+        mask = torch.ones(N, T)
+        comp[1, 2], mask[1, 3:] = EOS, 0.0  # one completion stops early
+        comp[1, 3:] = PAD
+        texts = [r"\boxed{1}" if i % 2 == 0 else r"\boxed{2}" for i in range(N)]
+        return Rollouts(prompt_ids, prompt_mask, comp, mask, texts)
+
+
+class PassCounter:
+    """Counts adapter-off contexts and decoder forward calls (inside one and in all)."""
+
+    def __init__(self, model):
+        self.model, self.disabled, self.off_forwards, self.forwards = model, 0, 0, 0
+        self._inside = False
+        inner = model.disable_adapter
+
+        @contextlib.contextmanager
+        def counting_disable_adapter():
+            self.disabled += 1
+            self._inside = True
+            try:
+                with inner():
+                    yield
+            finally:
+                self._inside = False
+
+        model.disable_adapter = counting_disable_adapter
+        decoder = model.get_base_model().get_decoder()
+        self.handle = decoder.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        self.forwards += 1
+        # an adapter-off pass: inside disable_adapter, or with every LoRA layer disabled
+        if self._inside or all(getattr(m, "disable_adapters", False) for m in self.model.modules() if hasattr(m, "lora_A")):
+            self.off_forwards += 1
+
+
+def _one_step(method: str, prompts: int, micro: int) -> tuple[PassCounter, int]:
+    cfg = _cfg(method, prompts, micro)
+    model = _lora_model()
+    counter = PassCounter(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    problems = [{"problem": f"p{i}", "answer": "1"} for i in range(prompts)]
+    before = PASS_COUNTER["reference"]
+    metrics, _ = train_step(cfg, model, None, FakeGenerator(), opt, sched, problems, 0, 0)
+    assert metrics["reward_std"] > 0  # non-zero advantages: a real gradient step
+    return counter, PASS_COUNTER["reference"] - before
+
+
+NO_REFERENCE = ("uniform", "surprisal", "entropy_reduction")
+ONE_REFERENCE = ("divergence", "arca")
+
+
+def test_method_groups_cover_the_paper_methods():
+    assert set(NO_REFERENCE) | set(ONE_REFERENCE) == set(credit.PAPER_METHODS)
+    for m in NO_REFERENCE:
+        assert not credit.REGISTRY[m].needs_reference_pass
+    for m in ONE_REFERENCE:
+        assert credit.REGISTRY[m].needs_reference_pass
+
+
+@pytest.mark.parametrize("method", NO_REFERENCE)
+@pytest.mark.parametrize("prompts,micro", [(4, 2), (4, 4)])
+def test_no_adapter_off_pass_without_reference_needs(method, prompts, micro):
+    counter, passes = _one_step(method, prompts, micro)
+    n_micro = prompts // micro
+    assert passes == 0
+    assert counter.disabled == 0 and counter.off_forwards == 0
+    assert counter.forwards == n_micro  # only the gradient pass of each micro-batch
+
+
+@pytest.mark.parametrize("method", ONE_REFERENCE)
+@pytest.mark.parametrize("prompts,micro", [(4, 2), (4, 4)])
+def test_exactly_one_adapter_off_pass_per_micro_batch(method, prompts, micro):
+    counter, passes = _one_step(method, prompts, micro)
+    n_micro = prompts // micro
+    assert passes == n_micro
+    assert counter.disabled == n_micro and counter.off_forwards == n_micro
+    assert counter.forwards == 2 * n_micro  # one adapter-off pass + one gradient pass each
+    if micro == prompts:
+        assert passes == 1  # one per step when the step is one micro-batch
+
+
+def test_min_new_tokens_is_validated():
+    from arca.config import ConfigError
+
+    assert _cfg("uniform", 2, 2, rollout__min_new_tokens=5).rollout.min_new_tokens == 5
+    with pytest.raises(ConfigError, match="rollout.min_new_tokens"):
+        _cfg("uniform", 2, 2, rollout__min_new_tokens=6)
+    with pytest.raises(ConfigError, match="rollout.min_new_tokens"):
+        _cfg("uniform", 2, 2, rollout__min_new_tokens=-1)
+
+
+# ----------------------------------------------------------------------------- bench
+def _tiny_bench_cfg(results) -> Config:
+    raw = to_dict(Config())
+    raw["name"] = "tinybench"
+    raw["device"] = "cpu"
+    raw["paths"] = {"results": str(results), "cache": str(results / "cache")}
+    raw["model"]["pretrain"].update({
+        "hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64,
+        "steps": 3, "batch_size": 4, "seq_len": 160, "warmup_steps": 1,
+    })
+    raw["data"].update({"n_train": 40, "n_test": 8})
+    raw["rollout"].update({"k": 2, "max_new_tokens": 6})
+    raw["train"].update({"prompts_per_step": 2, "micro_batch_prompts": 2, "threads": 1})
+    raw["sweep"]["cells"] = [{"method": "uniform", "ranks": [2]}, {"method": "arca", "ranks": [2, 4]}]
+    raw["sweep"]["seeds"] = [1]
+    return from_dict(raw, source="test")
+
+
+REQUIRED_KEYS = {"ratio_vs_uniform", "update_ratio_vs_uniform", "ratio_vs_trl", "raw", "medians",
+                 "length_scaling", "machine", "settings"}
+
+
+def test_bench_main_tiny_no_trl(tmp_path, capsys):
+    import argparse
+
+    from arca.bench import bench_main
+
+    cfg = _tiny_bench_cfg(tmp_path)
+    bench_main(cfg, argparse.Namespace(steps=1, no_trl=True, lengths="8"))
+    assert (cfg.data_dir / "train.jsonl").is_file() and (cfg.base_dir / "config.json").is_file()  # built first
+    summary = json.loads((cfg.out_dir / "bench" / "summary.json").read_text())
+    assert REQUIRED_KEYS <= set(summary)
+    assert set(summary["ratio_vs_uniform"]) == set(credit.PAPER_METHODS)
+    assert summary["ratio_vs_uniform"]["uniform"] == pytest.approx(1.0)
+    assert summary["update_ratio_vs_uniform"]["uniform"] == pytest.approx(1.0)
+    assert summary["ratio_vs_trl"] is None
+    assert summary["settings"]["lora_rank"] == 4  # the sweep's top rank
+    assert summary["machine"]["cpu_count"] >= 1 and summary["machine"]["device"] == "cpu"
+    for m, rows in summary["raw"]["methods"].items():
+        assert len(rows) == 1
+        row = rows[0]
+        assert row["tokens"] == 2 * 2 * 6  # forced length: every completion has max_new_tokens tokens
+        assert row["reference_passes"] == (1 if credit.REGISTRY[m].needs_reference_pass else 0)
+        assert row["peak_mem_mb"] > 0 and row["step_seconds"] >= row["update_seconds"]
+    assert set(summary["length_scaling"]) == {"8"}
+    assert set(summary["length_scaling"]["8"]) == {"uniform", "arca"}
+    md = (cfg.out_dir / "bench" / "summary.md").read_text()
+    assert "| arca |" in md and "Length scaling" in md
+    assert "| arca |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_trl_peer_tiny(tmp_path):
+    pytest.importorskip("trl")
+    pytest.importorskip("datasets")
+    from arca.bench import bench
+
+    cfg = _tiny_bench_cfg(tmp_path)
+    summary = bench(cfg, steps=1, lengths=[4], trl=True, blocks=1, methods=("uniform",))
+    assert summary["ratio_vs_trl"] is not None and summary["ratio_vs_trl"] > 0
+    raw = summary["raw"]["trl"]
+    assert len(raw["trl"]) == 1 and len(raw["ours_uniform"]) == 1
+    assert raw["trl"][0]["tokens"] == 2 * 2 * 6
+    assert json.loads((cfg.out_dir / "bench" / "summary.json").read_text())["trl"]["trl"]["n"] == 1
