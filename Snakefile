@@ -1,6 +1,8 @@
 # ARCA reproduction: the DAG at a glance. Declarations only; every decision is in src/arca/grid.py.
 #   snakemake --cores all                                  # configs/default.yaml
 #   snakemake --cores all --configfile configs/smoke.yaml  # any file in configs/, layered on it
+#   snakemake --cores all --configfile configs/smoke.yaml my.yaml  # several: ONE --configfile flag
+#     (a second `--configfile` flag replaces the first instead of adding to it)
 #   snakemake --profile workflow/profiles/slurm --configfile configs/paper.yaml
 #   snakemake --report results/<name>/report.html          # after a run
 from snakemake.utils import min_version, validate

@@ -49,7 +49,7 @@ def make_cfg(results: Path, name: str = "tiny", **model_overrides) -> Config:
     raw["model"]["pretrain"].update(TINY_PRETRAIN)
     raw["model"].update(model_overrides)
     raw["lora"]["rank"] = 4
-    raw["train"]["threads"] = 2
+    raw["train"]["threads"] = 1
     return from_dict(raw, source="test")
 
 

@@ -269,6 +269,8 @@ def test_grid_gpu_resources():
     assert grid.gpu(load_config(REPO / "configs" / "paper.yaml")) == {"gpu": 1}
     assert grid.gpu(load_config(REPO / "configs" / "default.yaml", ["device=cuda"])) == {"gpu": 1}
     assert grid.gpu(load_config(REPO / "configs" / "default.yaml", ["resources.gpu=true"])) == {"gpu": 1}
+    assert grid.base_gpu(load_config(REPO / "configs" / "paper.yaml")) == {}, "a Hub download needs no GPU"
+    assert grid.base_gpu(load_config(REPO / "configs" / "default.yaml", ["device=cuda"])) == {"gpu": 1}
 
 
 def test_grid_run_hash_changes_only_the_edited_cell():

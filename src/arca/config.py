@@ -329,6 +329,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if tp is Any:
         return value
     if tp is float:
+        if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: key '{key}' must be a number, got {type(value).__name__} {value!r}")
         return float(value)
@@ -537,6 +539,7 @@ def load_config(paths: list[str | Path] | str | Path | None = None, overrides: l
             raise ConfigError(f"--set {ov!r}: expected key.path=value")
         key, text = ov.split("=", 1)
         _set_dotted(merged, key.strip(), _parse_scalar(text), source="--set")
+    if overrides:
         source = f"{source} (with --set)"
     return from_dict(merged, source=source)
 

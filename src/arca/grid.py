@@ -175,6 +175,12 @@ def gpu(config: Mapping[str, Any] | Config) -> dict[str, int]:
     return {"gpu": 1} if uses_gpu(config) else {}
 
 
+def base_gpu(config: Mapping[str, Any] | Config) -> dict[str, int]:
+    """Only pretraining uses the GPU in ``build-base``; downloading or converting a model does not."""
+    cfg = as_config(config)
+    return gpu(cfg) if cfg.model.source == "pretrain" else {}
+
+
 # ----------------------------------------------------------------------------- paths
 def _p(cfg: Config, *parts: str) -> str:
     return str(Path(cfg.out_dir, *parts))

