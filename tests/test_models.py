@@ -83,11 +83,37 @@ def test_char_tokenizer_round_trip():
     for text in texts + ["  double  spaces \n\n and\ttabs? no, tabs are absent", "\\boxed{12}\n"]:
         text = "".join(ch for ch in text if ch in tok.get_vocab())
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        assert len(ids) == len(text)  # one token per character
+        plain = text
+        for phrase in models.tokenizer_phrases():
+            plain = plain.replace(phrase, "\x00")
+        assert len(ids) == len(plain)  # one token per character, one per phrase
         assert tok.decode(ids) == text
     ids = tok("1 2", add_special_tokens=False)["input_ids"] + [tok.eos_token_id, tok.pad_token_id]
     assert tok.decode(ids, skip_special_tokens=True) == "1 2"
     assert tok("1~2", add_special_tokens=False)["input_ids"][1] == tok.unk_token_id
+    # the paper's prompt costs one token plus the problem's characters
+    prefix_ids = tok(build_prompt("1+2"), add_special_tokens=False)["input_ids"]
+    assert len(prefix_ids) == 1 + len("1+2\n")
+    assert tok(r"\boxed{7}", add_special_tokens=False)["input_ids"] == tok.convert_tokens_to_ids([r"\boxed{", "7", "}"])
+
+
+def test_encode_examples_masks_prompt_and_warns_on_truncation(caplog):
+    pairs = [("ab\n", "c d"), ("abcdefgh\n", "x"), ("a\n", "b")]
+    tok = models.char_tokenizer([p + s for p, s in pairs])
+    with caplog.at_level("WARNING", logger="arca.models"):
+        examples = models.encode_examples(pairs, tok, seq_len=6)
+    assert "cuts 2 of 3 examples (1 dropped" in caplog.text
+    assert [n for _, n in examples] == [3, 2]
+    ids, n_prompt = examples[1]
+    assert tok.decode(ids) == "a\nb" + models.EOS and n_prompt == 2
+    input_ids, labels = models.collate(examples, tok.pad_token_id)  # [2, 6]
+    assert input_ids.shape == (2, 6) and (input_ids[1, 4:] == tok.pad_token_id).all()
+    assert labels[0].tolist() == [-100] * 3 + ids_of(tok, "c d")
+    assert labels[1].tolist() == [-100] * 2 + ids_of(tok, "b") + [tok.eos_token_id] + [-100] * 2
+
+
+def ids_of(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
 
 
 # ---------------------------------------------------------------------------- pretrain build

@@ -178,6 +178,10 @@ def test_kill_minus_9_then_rerun_equals_uninterrupted(results, tmp_path):
     run = "divergence_r4_s1"
     full = tmp_path / "full"
     killed = tmp_path / "killed"
+    for root in (full, killed):  # share the module's data and base model
+        (root / "smoke").mkdir(parents=True)
+        for part in ("data", "base"):
+            (root / "smoke" / part).symlink_to(results / "smoke" / part)
     p = _cli(results, run, "train.steps=6", f"paths.results={full}")
     assert p.wait(timeout=300) == 0, p.stdout.read()
 

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config or default_config_files(), args.overrides)
         func = getattr(importlib.import_module(module_name), func_name)
         func(cfg, args)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

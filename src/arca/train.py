@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 PASS_COUNTER = {"reference": 0}
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(FloatingPointError):
     """A NaN or inf appeared in a training forward/backward pass."""
 
 
@@ -267,11 +267,11 @@ def train_step(cfg: Config, model, tok, generator, opt, sched, problems: list[di
         ref = reference_scores(model, part, credit_lib.REF_LOGPROBS in method.needs) if need_ref else None
         pol = policy_scores(model, part, credit_lib.ENTROPIES in method.needs, credit_lib.HIDDEN in method.needs)
         mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
-        _check_finite(pol.logprobs.detach(), mask, "log-probs", step)
+        _check_finite(pol.logprobs.detach(), mask, "log-probs", step + 1)
         inputs = _inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s)
         w, fb = credit_lib.token_weights(cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [b, T], [b]
         loss = weighted_pg_loss(pol.logprobs, w, mask, adv[s:s + mb].to(w.device), n_total=N)
-        _check_finite(loss.detach().view(1), torch.ones(1), "loss", step)
+        _check_finite(loss.detach().view(1), torch.ones(1), "loss", step + 1)
         loss.backward()
         loss_total += float(loss.detach())
         all_w.append(w.detach().cpu()); all_m.append(mask.cpu()); fallbacks.append(fb.cpu())
@@ -281,7 +281,7 @@ def train_step(cfg: Config, model, tok, generator, opt, sched, problems: list[di
             residual.append(res.cpu())
     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip)
     if not torch.isfinite(grad_norm):
-        raise NonFiniteError(f"step {step}: non-finite gradient norm; stopping (last checkpoint kept)")
+        raise NonFiniteError(f"step {step + 1}: non-finite gradient norm; stopping (last checkpoint kept)")
     lr = sched.get_last_lr()[0]
     opt.step()
     sched.step()
