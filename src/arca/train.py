@@ -133,7 +133,7 @@ def policy_scores(model, r: Rollouts, want_entropies: bool, want_hidden: bool, c
     return Scores(lp, token_entropies(logits, chunk) if want_entropies else None, h.detach() if want_hidden else None)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # cheaper than no_grad; its outputs only feed detached credit signals
 def reference_scores(model, r: Rollouts, want_logprobs: bool, chunk: int = 1024) -> Scores:
     """The single adapter-off pass: reference log-probs and base final hidden states."""
     PASS_COUNTER["reference"] += 1
