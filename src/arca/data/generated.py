@@ -48,7 +48,7 @@ def _boxed(steps: str, answer: str) -> str:
 
 # ----------------------------------------------------------------------------- level 1
 def _level1(rng: random.Random) -> Problem:
-    a, b = rng.randint(1, 20), rng.randint(1, 20)
+    a, b = rng.randint(1, 15), rng.randint(1, 15)
     if rng.random() < 0.5:
         expr, r = f"{a}+{b}", a + b
         shown = f"{a} + {b}"
@@ -62,7 +62,7 @@ def _level1(rng: random.Random) -> Problem:
 
 # ----------------------------------------------------------------------------- level 2
 def _level2(rng: random.Random) -> Problem:
-    a, b, c = (rng.randint(2, 12) for _ in range(3))
+    a, b, c = (rng.randint(2, 7) for _ in range(3))
     form = rng.randrange(4)
     if form == 0:  # multiplication binds tighter
         expr, mid, r = f"{a}+{b}*{c}", f"{a}+{b * c}", a + b * c
@@ -72,8 +72,8 @@ def _level2(rng: random.Random) -> Problem:
     elif form == 2:
         expr, mid, r = f"({a}+{b})*{c}", f"{a + b}*{c}", (a + b) * c
     else:
-        d = rng.randint(2, 9)
-        a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(2, 9)
+        d = rng.randint(2, 6)
+        a, b, c = rng.randint(2, 6), rng.randint(2, 6), rng.randint(2, 6)
         expr, mid, r = f"{a}*{b}+{c}*{d}", f"{a * b}+{c * d}", a * b + c * d
     shown = expr.replace("+", " + ").replace("-", " - ").replace("*", " * ")
     text = rng.choice(["What is {e}?", "Compute {e}.", "Evaluate {e}."]).format(e=shown)
@@ -85,21 +85,21 @@ def _level3(rng: random.Random) -> Problem:
     name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
     form = rng.randrange(4)
     if form == 0:
-        a, b, c = rng.randint(2, 30), rng.randint(2, 6), rng.randint(2, 9)
+        a, b, c = rng.randint(2, 20), rng.randint(2, 5), rng.randint(2, 6)
         text = f"{name} has {a} {item} and buys {b} packs of {c}. How many {item} now?"
         steps, r = f"{a}+{b}*{c}={a}+{b * c}={a + b * c}", a + b * c
     elif form == 1:
-        b, c = rng.randint(2, 6), rng.randint(2, 6)
-        a = b * c + rng.randint(1, 20)
+        b, c = rng.randint(2, 5), rng.randint(2, 5)
+        a = b * c + rng.randint(1, 12)
         text = f"{name} has {a} {item} and gives {b} to each of {c} friends. How many are left?"
         steps, r = f"{a}-{b}*{c}={a}-{b * c}={a - b * c}", a - b * c
     elif form == 2:
-        a, b = rng.randint(2, 6), rng.randint(2, 9)
-        c = a * b + rng.randint(1, 30)
+        a, b = rng.randint(2, 5), rng.randint(2, 6)
+        c = a * b + rng.randint(1, 15)
         text = f"{name} buys {a} {item} at {b} dollars each and pays {c} dollars. What is the change?"
         steps, r = f"{c}-{a}*{b}={c}-{a * b}={c - a * b}", c - a * b
     else:
-        b, q, c = rng.randint(2, 6), rng.randint(2, 9), rng.randint(1, 9)
+        b, q, c = rng.randint(2, 5), rng.randint(2, 6), rng.randint(1, 6)
         a = b * q
         text = f"{a} {item} are shared by {b} kids. Each kid then gets {c} more. How many does each have?"
         steps, r = f"{a}/{b}+{c}={q}+{c}={q + c}", q + c
@@ -113,7 +113,7 @@ def _frac_latex(x: Fraction) -> str:
 
 def _level4(rng: random.Random) -> Problem:
     # Fractions are kept as (numerator, denominator) as written: Fraction would reduce them.
-    b, d = rng.randint(2, 9), rng.randint(2, 9)
+    b, d = rng.randint(2, 6), rng.randint(2, 6)
     a, c = rng.randint(1, b - 1), rng.randint(1, d - 1)
     op = rng.choice("+-*")
     if op == "-" and Fraction(a, b) < Fraction(c, d):
@@ -149,17 +149,17 @@ def _signed(v: int) -> str:
 
 
 def _level5(rng: random.Random) -> Problem:
-    x = rng.randint(-9, 12)
-    a = rng.randint(2, 9)
+    x = rng.randint(-6, 9)
+    a = rng.randint(2, 6)
     form = rng.randrange(3)
     if form == 0:  # a x + b = c
-        b = rng.choice([i for i in range(-20, 21) if i != 0])
+        b = rng.choice([i for i in range(-12, 13) if i != 0])
         c = a * x + b
         text = f"Solve for x: {a}x {_signed(b)} = {c}."
         rhs = f"{c}-{b}" if b > 0 else f"{c}+{-b}"
         steps = f"{a}x={rhs}={a * x}, x={a * x}/{a}={x}"
     elif form == 1:  # a (x + b) = c
-        b = rng.choice([i for i in range(-9, 10) if i != 0])
+        b = rng.choice([i for i in range(-6, 7) if i != 0])
         c = a * (x + b)
         inner = f"x+{b}" if b > 0 else f"x-{-b}"
         text = f"Solve for x: {a}(x {_signed(b)}) = {c}."
@@ -167,7 +167,7 @@ def _level5(rng: random.Random) -> Problem:
         steps = f"{inner}={c}/{a}={x + b}, x={back}={x}"
     else:  # a x + b = e x + f, a > e
         e = rng.randint(1, a - 1)
-        b = rng.randint(1, 20)
+        b = rng.randint(1, 12)
         f = (a - e) * x + b
         ex = "x" if e == 1 else f"{e}x"
         text = f"Solve for x: {a}x + {b} = {ex} {_signed(f)}."
