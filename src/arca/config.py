@@ -35,19 +35,20 @@ class ConfigError(ValueError):
 class PretrainConfig:
     """The small Qwen3 model that ``build-base`` pretrains itself (``model.source: pretrain``)."""
 
-    hidden_size: int = 192
+    hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 576
+    intermediate_size: int = 384
     max_position_embeddings: int = 512
-    steps: int = 1500
+    steps: int = 900
     batch_size: int = 32
-    seq_len: int = 160
-    lr: float = 3e-3
+    seq_len: int = 208
+    lr: float = 5e-3
     warmup_steps: int = 50
     weight_decay: float = 0.01
     seed: int = 0
+    threads: int = 2  # torch threads while pretraining (the only job running at that point)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class DataConfig:
     train: str = "DigitalLearningGmbH/MATH-lighteval"  # Hub id or local .jsonl/.parquet (math)
     test: str = "DigitalLearningGmbH/MATH-lighteval"
     math500: str = "HuggingFaceH4/MATH-500"
-    n_train: int = 5000  # generated: number of train problems
+    n_train: int = 10000  # generated: number of train problems
     n_test: int = 200  # generated: number of test problems
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     seed: int = 1234
@@ -112,15 +113,15 @@ class RolloutConfig:
 class TrainConfig:
     """GRPO optimisation (PAPER.md: AdamW, warm-up then cosine, grad clip 1.0)."""
 
-    steps: int = 80
+    steps: int = 50
     prompts_per_step: int = 8
     micro_batch_prompts: int = 8  # prompts per gradient micro-batch (accumulation = ratio)
-    lr: float = 3e-4
+    lr: float = 5e-4
     weight_decay: float = 0.0
-    warmup_steps: int = 10
+    warmup_steps: int = 5
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
-    checkpoint_every: int = 20
+    checkpoint_every: int = 10
     seed: int = 1337
     threads: int = 1  # torch intra-op threads on CPU
 
@@ -405,7 +406,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
             source, "model.name_or_path", f"is a local path ({m.name_or_path}); use model.source: local",
         )
     p = m.pretrain
-    for k in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "steps", "batch_size", "seq_len"):
+    for k in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "steps", "batch_size", "seq_len", "threads"):
         _check(getattr(p, k) > 0, source, f"model.pretrain.{k}", f"must be > 0, got {getattr(p, k)}")
     _check(p.hidden_size % p.num_heads == 0, source, "model.pretrain.hidden_size", "must be divisible by model.pretrain.num_heads")
     _check(p.num_heads % p.num_kv_heads == 0, source, "model.pretrain.num_heads", "must be divisible by model.pretrain.num_kv_heads")

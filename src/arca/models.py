@@ -271,7 +271,7 @@ def pretrain(cfg: Config, out_dir: Path) -> tuple[Any, Any, dict]:
     if not examples:
         raise ValueError(f"every prompt of {train_file} is longer than model.pretrain.seq_len={p.seq_len}")
 
-    torch.set_num_threads(cfg.train.threads or 2)
+    torch.set_num_threads(p.threads)
     torch.manual_seed(p.seed)
     model = pretrain_model(cfg, len(tok), tok)
     model.train()

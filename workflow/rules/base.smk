@@ -8,7 +8,7 @@ rule build_base:
         directory(grid.base_output(CFG)),
     log:
         grid.log(CFG, "build_base"),
-    threads: CFG.resources.train_threads
+    threads: CFG.model.pretrain.threads
     resources:
         mem_mb=CFG.resources.train_mem_mb,
         runtime=CFG.resources.runtime_min,
