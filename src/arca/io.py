@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -82,8 +81,3 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-
-
-def tmp_dir_near(path: str | Path) -> Path:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=Path(path).parent, prefix=f".{Path(path).name}."))

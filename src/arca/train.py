@@ -17,7 +17,6 @@ checkpoint and ends identical to an uninterrupted run.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -256,6 +255,8 @@ def train_step(cfg: Config, model, tok, generator, opt, sched, problems: list[di
     rewards = torch.tensor([float(grade_paper(c, g)) for c, g in zip(r.texts, golds)])  # [N]
     adv = group_advantages(rewards, K)  # [N]
 
+    if torch.cuda.is_available():  # hand the generation's KV cache back before the update
+        torch.cuda.empty_cache()
     t1 = time.perf_counter()
     model.train()  # scoring passes in train mode: LoRA dropout active, as in the author's code
     opt.zero_grad(set_to_none=True)
@@ -271,7 +272,8 @@ def train_step(cfg: Config, model, tok, generator, opt, sched, problems: list[di
         inputs = _inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s)
         w, fb = credit_lib.token_weights(cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [b, T], [b]
         loss = weighted_pg_loss(pol.logprobs, w, mask, adv[s:s + mb].to(w.device), n_total=N)
-        _check_finite(loss.detach().view(1), torch.ones(1), "loss", step + 1)
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteError(f"step {step + 1}: non-finite loss; stopping (last checkpoint kept)")
         loss.backward()
         loss_total += float(loss.detach())
         all_w.append(w.detach().cpu()); all_m.append(mask.cpu()); fallbacks.append(fb.cpu())
