@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-from arca import credit  # noqa: E402
-from arca.config import Config, from_dict, to_dict  # noqa: E402
-from arca.rollout import Rollouts  # noqa: E402
-from arca.train import PASS_COUNTER, lr_lambda, train_step  # noqa: E402
+from arca import credit
+from arca.config import Config, from_dict, to_dict
+from arca.rollout import Rollouts
+from arca.train import PASS_COUNTER, lr_lambda, train_step
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -116,7 +111,7 @@ def _one_step(method: str, prompts: int, micro: int) -> tuple[PassCounter, int]:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     problems = [{"problem": f"p{i}", "answer": "1"} for i in range(prompts)]
     before = PASS_COUNTER["reference"]
-    metrics, _ = train_step(cfg, model, None, FakeGenerator(), opt, sched, problems, 0, 0)
+    metrics, _ = train_step(cfg, model, FakeGenerator(), opt, sched, problems, 0, 0)
     assert metrics["reward_std"] > 0  # non-zero advantages: a real gradient step
     return counter, PASS_COUNTER["reference"] - before
 

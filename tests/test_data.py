@@ -2,9 +2,6 @@
 generator (determinism, disjoint splits, compact and correct solutions) and ``prepare_data``."""
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
 import json
 import logging
 import re

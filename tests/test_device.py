@@ -93,7 +93,7 @@ def test_bf16_train_step_on_cpu(tiny_base, method):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tiny_base))
     problems = generate_problems(tiny_base.train.prompts_per_step, seed=0, levels=[1])
-    m, weights = train_step(tiny_base, model, tok, make_generator(tiny_base, model, tok), opt, sched, problems, 0, 1)
+    m, weights = train_step(tiny_base, model, make_generator(tiny_base, model, tok), opt, sched, problems, 0, 1)
     for key in ("loss", "reward_mean", "grad_norm", "gini", "eff_ratio", "surprisal_mean"):
         assert m[key] is not None and math.isfinite(m[key]), (key, m[key])
     assert len(weights) == tiny_base.train.prompts_per_step * tiny_base.rollout.k

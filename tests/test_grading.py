@@ -1,9 +1,6 @@
 r"""Extraction, the paper's normalization and grader, and Math-Verify in timed worker processes."""
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
 import json
 import signal
 import subprocess

@@ -6,19 +6,15 @@ non-slow tests stay within seconds. The slow test materializes the real SmolLM2-
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-from arca import models  # noqa: E402
-from arca.config import Config, ConfigError, from_dict, to_dict  # noqa: E402
-from arca.prompts import build_prompt  # noqa: E402
+from arca import models
+from arca.config import Config, ConfigError, from_dict, to_dict
+from arca.prompts import build_prompt
 
 TINY_PRETRAIN = {
     "hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64,

@@ -1,9 +1,4 @@
 """The prompt template is the paper's, byte for byte."""
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
 import pytest
 
 from arca.prompts import PROMPT_TEMPLATE, build_prompt

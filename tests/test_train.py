@@ -17,12 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-from arca import credit, models, train  # noqa: E402
-from arca.config import load_config  # noqa: E402
-from arca.data import prepare_data  # noqa: E402
+from arca import credit, models, train
+from arca.config import load_config
+from arca.data import prepare_data
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"

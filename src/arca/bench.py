@@ -181,7 +181,7 @@ class OurRunner:
         torch.manual_seed(seed)  # every method samples from the same RNG state at the same step
         passes = PASS_COUNTER["reference"]
         with PeakMemory(self.device) as mem:
-            m, _ = train_step(self.cfg, self.model, self.tok, self.generator, self.opt, self.sched, problems,
+            m, _ = train_step(self.cfg, self.model, self.generator, self.opt, self.sched, problems,
                               self.steps_done, self.cfg.train.seed)
         self.steps_done += 1
         tokens = m["completion_len_mean"] * len(problems) * self.cfg.rollout.k

@@ -118,7 +118,7 @@ def run_method(cfg: Config, method: str, records: list[dict], steps: int, device
     metrics = []
     for step in range(steps):
         idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=data_gen).tolist()
-        m, _ = train_step(cfg, model, tok, generator, opt, sched, [records[i] for i in idx], step, cfg.train.seed)
+        m, _ = train_step(cfg, model, generator, opt, sched, [records[i] for i in idx], step, cfg.train.seed)
         metrics.append(m)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -236,7 +236,7 @@ def _check_finite(t: torch.Tensor, mask: torch.Tensor, what: str, step: int) -> 
         raise NonFiniteError(f"step {step}: non-finite {what} in the training forward pass; stopping (last checkpoint kept)")
 
 
-def train_step(cfg: Config, model, tok, generator, opt, sched, problems: list[dict], step: int, seed: int) -> tuple[dict, list[list[float]]]:
+def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], step: int, seed: int) -> tuple[dict, list[list[float]]]:
     """One optimizer step on ``problems`` (prompts_per_step records).
 
     Returns the step's metrics and the masked token weights of every sequence.
@@ -351,7 +351,7 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
     while state.step < cfg.train.steps:
         # prompts drawn with replacement from a seeded generator whose state is checkpointed
         idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=data_gen).tolist()
-        m, state.last_weights = train_step(cfg, model, tok, generator, opt, sched, [records[i] for i in idx], state.step, cfg.train.seed)
+        m, state.last_weights = train_step(cfg, model, generator, opt, sched, [records[i] for i in idx], state.step, cfg.train.seed)
         state.metrics.append({**m, **identity})
         state.step += 1
         bar.update(1)
