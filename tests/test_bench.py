@@ -150,6 +150,81 @@ def test_exactly_one_adapter_off_pass_per_micro_batch(method, prompts, micro):
         assert passes == 1  # one per step when the step is one micro-batch
 
 
+def test_arca_layers_needs_no_extra_pass():
+    for prompts, micro in [(4, 2), (4, 4)]:
+        before = PASS_COUNTER["entropy"]
+        counter, passes = _one_step("arca_layers", prompts, micro)
+        assert passes == 0 and PASS_COUNTER["entropy"] == before
+        assert counter.disabled == 0 and counter.off_forwards == 0
+        assert counter.forwards == prompts // micro  # the gradient passes alone
+
+
+@pytest.mark.parametrize("prompts,micro,extra", [(4, 4, 0), (4, 2, 2), (4, 1, 4)])
+def test_entropy_top20_extra_pass_only_with_several_micro_batches(prompts, micro, extra):
+    before = PASS_COUNTER["entropy"]
+    counter, passes = _one_step("entropy_top20", prompts, micro)
+    n_micro = prompts // micro
+    assert passes == 0 and counter.off_forwards == 0
+    assert PASS_COUNTER["entropy"] - before == extra
+    assert counter.forwards == n_micro + extra
+
+
+def _step_weights(method: str, prompts: int, micro: int, **extra) -> tuple[dict, list[list[float]]]:
+    cfg = _cfg(method, prompts, micro, **extra)
+    model = _lora_model()
+    model.train()  # lora_dropout is 0: every pass is deterministic
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    problems = [{"problem": f"p{i}", "answer": "1"} for i in range(prompts)]
+    return train_step(cfg, model, FakeGenerator(), opt, sched, problems, 0, 0)
+
+
+def test_entropy_top20_threshold_spans_the_whole_step():
+    # the same rollouts in one micro-batch or in four give the same weights: the threshold is the
+    # step's, not each micro-batch's (with per-micro-batch thresholds every micro-batch would
+    # select its own top tokens and the weights would differ)
+    _, w_one = _step_weights("entropy_top20", 4, 4)
+    _, w_four = _step_weights("entropy_top20", 4, 1)
+    assert w_one == w_four
+    n_selected = sum(sum(1 for v in row if v > 1e-6) for row in w_one)
+    n_tokens = sum(len(row) for row in w_one)
+    # ~20% of the step's tokens (rows with none fall back to uniform and add their length)
+    assert 0.1 * n_tokens < n_selected < 0.8 * n_tokens
+    # per-micro-batch thresholds really would differ here (the test has teeth)
+    cfg = _cfg("entropy_top20", 4, 1)
+    model = _lora_model()
+    r = FakeGenerator().generate([f"p{i}" for i in range(4)], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
+    from arca.train import credit_inputs_for_rollouts
+    per_mb = []
+    for s in range(0, len(r), cfg.rollout.k):
+        x = credit_inputs_for_rollouts(model, r.select(slice(s, s + cfg.rollout.k)), needs=frozenset({credit.ENTROPIES}))
+        w, _ = credit.token_weights("entropy_top20", x)
+        per_mb += [[float(v) for v in row[m > 0]] for row, m in zip(w, x.mask)]
+    assert per_mb != w_one
+
+
+def test_mean_one_loss_keeps_the_token_sum_scale():
+    # uniform: sum_to_one gives -(1/N) sum_i A_i mean_t lp_it, mean_one -(1/N) sum_i A_i sum_t lp_it
+    cfg = _cfg("uniform", 2, 2)
+    model = _lora_model()
+    model.train()
+    r = FakeGenerator().generate(["p0", "p1"], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
+    from arca.grpo import group_advantages
+    from arca.train import policy_scores
+    with torch.no_grad():
+        lp = policy_scores(model, r, False, False).logprobs * r.completion_mask  # [N, T]
+    adv = group_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0]), cfg.rollout.k)  # texts alternate right/wrong
+    n = r.completion_mask.sum(1)
+    m_sum, _ = _step_weights("uniform", 2, 2)
+    m_mean, _ = _step_weights("uniform", 2, 2, credit__normalization="mean_one")
+    assert m_sum["loss"] == pytest.approx(float(-(adv * lp.sum(1) / n).sum() / 4), abs=1e-6)
+    assert m_mean["loss"] == pytest.approx(float(-(adv * lp.sum(1)).sum() / 4), abs=1e-6)
+    # diagnostics read the sum-to-one weights either way
+    assert m_mean["gini"] == pytest.approx(m_sum["gini"], abs=1e-12)
+    assert m_mean["eff_ratio"] == pytest.approx(1.0)
+    assert abs(m_mean["loss"]) > 2 * abs(m_sum["loss"])  # the scales really differ (5 tokens)
+
+
 def test_min_new_tokens_is_validated():
     from arca.config import ConfigError
 

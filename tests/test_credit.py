@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from arca import credit
-from arca.credit import REGISTRY, CreditInputs, normalize, token_weights
+from arca.credit import REGISTRY, CreditInputs, loss_weights, normalize, token_weights
 from arca.diagnostics import effective_token_ratio, gini
 
 EPS = 1e-8
@@ -28,10 +28,12 @@ def full_inputs(B=3, T=6, H=5, seed=0, mask=None, requires_grad=False):
     ent = torch.rand(B, T, generator=g) * 4
     hid = torch.randn(B, T, H, generator=g)
     base = torch.randn(B, T, H, generator=g)
+    delta = torch.randn(B, T, H, generator=g)
     if requires_grad:
-        for x in (logprobs, ref, ent, hid, base):
+        for x in (logprobs, ref, ent, hid, base, delta):
             x.requires_grad_(True)
-    return CreditInputs(mask=mask, logprobs=logprobs, entropies=ent, ref_logprobs=ref, hidden=hid, base_hidden=base, seed=3)
+    return CreditInputs(mask=mask, logprobs=logprobs, entropies=ent, ref_logprobs=ref, hidden=hid, base_hidden=base,
+                        lora_delta=delta, seed=3)
 
 
 # ----------------------------------------------------------------------------- hand-computed examples
@@ -160,6 +162,7 @@ def test_masked_positions_zero_and_do_not_affect_others(method):
     y.entropies[0, 3:] = t([100.0, 0.0])
     y.hidden[0, 3:] += 1000.0
     y.base_hidden[0, 3:] -= 7.0
+    y.lora_delta[0, 3:] *= 100.0
     w2, _ = token_weights(method, y)
     torch.testing.assert_close(w2, w, rtol=0, atol=0)
 
@@ -256,7 +259,9 @@ def test_registry_contents_and_reference_pass():
     assert set(credit.PAPER_METHODS) <= set(REGISTRY)
     assert {"uniform", "surprisal", "entropy_reduction", "divergence", "arca", "arca_permuted"} <= set(REGISTRY)
     ref = {name for name, m in REGISTRY.items() if m.needs_reference_pass}
-    assert ref == {"divergence", "arca", "arca_permuted"}
+    assert ref == {"divergence", "arca", "arca_permuted"}  # arca_layers: zero extra passes
+    assert REGISTRY["arca_layers"].needs == frozenset({credit.LORA_DELTA})
+    assert REGISTRY["entropy_top20"].needs == frozenset({credit.ENTROPIES, credit.STEP_ENTROPIES})
     assert REGISTRY["entropy_reduction"].needs == frozenset({credit.ENTROPIES})
     assert REGISTRY["uniform"].needs == frozenset()
     assert REGISTRY["surprisal"].needs == frozenset()
@@ -282,6 +287,8 @@ def test_every_method_shape_sum_detached(method, sharpen):
     ("arca", "base_hidden"),
     ("arca_permuted", "hidden"),
     ("arca_permuted", "base_hidden"),
+    ("entropy_top20", "entropies"),
+    ("arca_layers", "lora_delta"),
 ])
 def test_missing_input_raises_value_error_naming_it(method, missing):
     x = full_inputs(B=2, T=3)
@@ -308,3 +315,90 @@ def test_custom_registered_method_is_used():
         torch.testing.assert_close(w[0], p / p.sum(), rtol=1e-6, atol=1e-7)
     finally:
         del REGISTRY["_test_prob"]
+
+
+# ----------------------------------------------------------------------------- permuted control: exact diagnostics
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_arca_permuted_has_exactly_arcas_gini_and_effn_per_sequence(seed):
+    lengths = (16, 11, 7, 3, 2)
+    x = full_inputs(B=5, T=16, H=8, seed=20 + seed, mask=torch.stack([(torch.arange(16) < n).float() for n in lengths]))
+    x.hidden, x.base_hidden = x.hidden.double(), x.base_hidden.double()
+    x.mask = x.mask.double()
+    w_arca, _ = token_weights("arca", x)
+    w_perm = _permuted(x, 100 + seed)
+    g_a, g_p = gini(w_arca, x.mask), gini(w_perm, x.mask)
+    e_a, e_p = effective_token_ratio(w_arca, x.mask), effective_token_ratio(w_perm, x.mask)
+    assert torch.equal(g_a, g_p)  # the same multiset sorted: bit-identical
+    torch.testing.assert_close(e_p, e_a, rtol=1e-14, atol=0)  # only the summation order differs
+    assert g_a.min() > 0.01  # non-trivial weights in every row, so the equality is not 0 == 0
+
+
+# ----------------------------------------------------------------------------- entropy_top20
+def test_entropy_top20_hand_case_selects_top_fifth_of_the_batch():
+    ent = t([[0.1, 0.5, 0.3, 0.7, 0.0, 0.0], [0.9, 0.2, 1.0, 0.4, 0.6, 0.8]])
+    mask = t([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]])  # 0.7 (row 0, index 3) is padding
+    x = CreditInputs(mask=mask, logprobs=torch.zeros(2, 6), entropies=ent)
+    alpha = credit.entropy_top20_signal(x)
+    # real entropies: .1 .5 .3 | .9 .2 1. .4 .6 .8 (9 tokens): q(0.8) at position 6.4 of the sorted
+    # list (.1 .2 .3 .4 .5 .6 .8 .9 1.) = .8 + .4 * (.9 - .8) = .84 -> tokens .9 and 1.0
+    torch.testing.assert_close(alpha, t([[0, 0, 0, 0, 0, 0], [1, 0, 1, 0, 0, 0]]))
+    w, fb = token_weights("entropy_top20", x)
+    torch.testing.assert_close(w[1], t([0.5, 0, 0.5, 0, 0, 0]), atol=1e-7, rtol=0)
+    # row 0 has none of the batch's top tokens: uniform fall-back over its 3 real tokens
+    torch.testing.assert_close(w[0], t([1 / 3, 1 / 3, 1 / 3, 0, 0, 0]))
+    assert fb.tolist() == [True, False]
+
+
+def test_entropy_top20_count_matches_slow_reference():
+    g = torch.Generator().manual_seed(4)
+    for n_rows, T in [(3, 10), (5, 7), (1, 20)]:
+        ent = torch.rand(n_rows, T, generator=g) * 3
+        mask = (torch.rand(n_rows, T, generator=g) > 0.2).float()
+        mask[:, 0] = 1.0
+        x = CreditInputs(mask=mask, logprobs=torch.zeros(n_rows, T), entropies=ent)
+        alpha = credit.entropy_top20_signal(x)
+        real = sorted(float(v) for v in ent[mask > 0])
+        n = len(real)
+        k = 1 + math.floor(0.2 * (n - 1) + 1e-12)  # distinct values: the k highest are selected
+        chosen = sorted(float(v) for v in ent[(alpha > 0)])
+        assert chosen == real[n - k:]
+
+
+def test_entropy_top20_uses_the_step_wide_threshold_when_given():
+    # Alone this batch would select its own top token; with the step's entropies (all larger) none.
+    x = CreditInputs(mask=torch.ones(1, 5), logprobs=torch.zeros(1, 5), entropies=t([[0.1, 0.2, 0.3, 0.4, 0.5]]))
+    assert credit.entropy_top20_signal(x).sum() == 1
+    x.step_entropies = torch.cat([x.entropies.flatten(), torch.full((20,), 9.0)])
+    assert credit.entropy_top20_signal(x).sum() == 0
+    w, fb = token_weights("entropy_top20", x)
+    torch.testing.assert_close(w, torch.full((1, 5), 0.2))
+    assert fb.tolist() == [True]
+
+
+# ----------------------------------------------------------------------------- arca_layers
+def test_arca_layers_hand_example():
+    # summed deltas (3, 4) -> 5 and (0, 1) -> 1; s = 2: scores 25, 1 -> (25/26, 1/26)
+    x = CreditInputs(mask=t([[1, 1]]), logprobs=torch.zeros(1, 2), lora_delta=t([[[3.0, 4.0], [0.0, 1.0]]]))
+    torch.testing.assert_close(credit.arca_layers_signal(x), t([[5.0, 1.0]]))
+    w, _ = token_weights("arca_layers", x)
+    torch.testing.assert_close(w, t([[25.0, 1.0]]) / 26.0)
+
+
+# ----------------------------------------------------------------------------- normalization
+def test_mean_one_weights_average_one_over_the_mask():
+    x = full_inputs(B=4, T=7, seed=9, mask=t([[1] * 7, [1, 1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0], [0] * 7]))
+    for method in sorted(REGISTRY):
+        w, _ = token_weights(method, x)
+        wl = loss_weights(w, x.mask, "mean_one")
+        n = x.mask.sum(1)
+        torch.testing.assert_close((wl * x.mask).sum(1)[:3] / n[:3], torch.ones(3), rtol=1e-6, atol=1e-6)
+        assert torch.all(wl[3] == 0) and torch.all(wl[x.mask == 0] == 0)
+        torch.testing.assert_close(wl, w * n[:, None])  # the same shape of credit, rescaled per row
+        assert loss_weights(w, x.mask, "sum_to_one") is w
+    w, _ = token_weights("uniform", x)
+    torch.testing.assert_close(loss_weights(w, x.mask, "mean_one"), x.mask)  # uniform -> w_t = 1
+
+
+def test_unknown_normalization_raises():
+    with pytest.raises(ValueError, match="unknown credit normalization 'l2'"):
+        loss_weights(torch.ones(1, 2), torch.ones(1, 2), "l2")

@@ -298,3 +298,68 @@ def test_reference_scores_only_hidden_when_no_logprobs_needed():
     x2 = credit_inputs_for_rollouts(model, r, needs=frozenset({credit.ENTROPIES}))
     assert PASS_COUNTER["reference"] == before  # no adapter-off pass when not needed
     assert x2.base_hidden is None and x2.entropies is not None
+
+
+# ----------------------------------------------------------------------------- arca_layers: LoRA deltas by hooks
+def test_lora_delta_equals_hand_computed_sum_over_residual_writers():
+    """Sum over layers of (alpha/r) B A x for o_proj and down_proj only, x captured at their inputs."""
+    model, _ = lora_model(seed=5)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in _lora_b_params(model):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    model.train()  # as in training; lora_dropout is 0 here so the pass is deterministic
+    r = make_rollouts()
+
+    # capture each residual writer's input x [B, L, in] with pre-hooks on the LoRA-wrapped layers
+    inputs, handles = {}, []
+    for name, mod in model.named_modules():
+        if name.endswith(("self_attn.o_proj", "mlp.down_proj")) and hasattr(mod, "lora_A"):
+            handles.append(mod.register_forward_pre_hook(lambda m, a, name=name: inputs.__setitem__(name, (m, a[0].detach()))))
+    s = policy_scores(model, r, want_entropies=False, want_hidden=False, want_lora_delta=True)
+    for h in handles:
+        h.remove()
+    assert len(inputs) == 2 * 2  # o_proj and down_proj in each of 2 layers
+
+    _, _, _, P = _sequence(r, torch.device("cpu"))
+    expected = 0
+    for name, (mod, x) in inputs.items():
+        A, B = mod.lora_A["default"].weight, mod.lora_B["default"].weight  # [r, in], [out, r]
+        expected = expected + (8 / 4) * x @ A.T @ B.T  # [B, L, out]: scaling = lora_alpha / r = 2
+    expected = expected[:, P - 1:, :]  # positions predicting y_1..y_T
+    assert s.lora_delta.shape == (len(ROWS), r.completion_ids.shape[1], 32)
+    assert not s.lora_delta.requires_grad and s.logprobs.requires_grad  # same pass, gradient intact
+    torch.testing.assert_close(s.lora_delta, expected.detach(), rtol=1e-5, atol=1e-6)
+
+    # with every target's delta included (q_proj also maps 32 -> 32) the sum would differ: the
+    # check can tell residual writers from the rest
+    q = [m for n, m in model.named_modules() if n.endswith("self_attn.q_proj") and hasattr(m, "lora_A")]
+    assert q and float(q[0].lora_B["default"].weight.detach().abs().sum()) > 0
+
+    x = credit_inputs_for_rollouts(model, r, needs=frozenset({credit.LORA_DELTA}))
+    torch.testing.assert_close(x.lora_delta, s.lora_delta)
+    alpha = credit.arca_layers_signal(x)
+    m = r.completion_mask > 0
+    torch.testing.assert_close(alpha[m], torch.linalg.vector_norm(expected.detach(), dim=-1)[m], rtol=1e-5, atol=1e-6)
+
+
+def test_lora_delta_zero_at_init_and_no_reference_pass():
+    model, _ = lora_model(seed=6)
+    r = make_rollouts()
+    before = dict(PASS_COUNTER)
+    x = credit_inputs_for_rollouts(model, r, needs=frozenset({credit.LORA_DELTA}))
+    assert PASS_COUNTER == before  # no adapter-off pass, no extra pass
+    assert torch.all(x.lora_delta == 0)
+    w, fb = credit.token_weights("arca_layers", x)
+    torch.testing.assert_close(w, r.completion_mask / r.completion_mask.sum(1, keepdim=True), rtol=0, atol=1e-7)
+    assert fb.all()
+
+
+def test_lora_delta_needs_a_residual_writer():
+    from arca.config import ConfigError
+    from arca.models import LoraDeltaSum
+
+    base = tiny_model(seed=7)
+    model = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    with pytest.raises(ConfigError, match="residual-stream writer"):
+        LoraDeltaSum(model)

@@ -133,6 +133,8 @@ class CreditConfig:
     method: str = "uniform"
     sharpen: float = 2.0  # exponent s of (alpha + eps)^s; the author's code uses 2.0
     eps: float = 1e-8
+    # sum_to_one: weights sum to 1 per sequence (the paper); mean_one: they average 1 over the mask
+    normalization: str = "sum_to_one"
 
 
 @dataclass
@@ -389,7 +391,8 @@ def require_hub(ref: str, key: str) -> None:
 
 def validate(cfg: Config, source: str = "<config>") -> None:
     """Value checks that types alone cannot express. Raises ``ConfigError``."""
-    from arca.credit import REGISTRY  # late import: credit imports torch
+    from arca.credit import LORA_DELTA, NORMALIZATIONS, REGISTRY  # late import: credit imports torch
+    from arca.models import RESIDUAL_WRITERS
 
     _check(bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", cfg.name)), source, "name", f"must be a simple folder name, got {cfg.name!r}")
     _check(cfg.device in ("auto", "cpu", "cuda"), source, "device", f"must be auto, cpu or cuda, got {cfg.device!r}")
@@ -453,6 +456,12 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(cfg.credit.method in REGISTRY, source, "credit.method", f"names an unknown credit method {cfg.credit.method!r} (known: {sorted(REGISTRY)})")
     _check(cfg.credit.sharpen > 0, source, "credit.sharpen", f"must be > 0, got {cfg.credit.sharpen}")
     _check(cfg.credit.eps > 0, source, "credit.eps", f"must be > 0, got {cfg.credit.eps}")
+    _check(cfg.credit.normalization in NORMALIZATIONS, source, "credit.normalization",
+           f"must be one of {list(NORMALIZATIONS)}, got {cfg.credit.normalization!r}")
+    if LORA_DELTA in REGISTRY[cfg.credit.method].needs:
+        _check(bool(set(cfg.lora.target_modules) & set(RESIDUAL_WRITERS)), source, "lora.target_modules",
+               f"must include a residual-stream writer {list(RESIDUAL_WRITERS)} for credit method "
+               f"{cfg.credit.method!r} (it sums their LoRA outputs), got {cfg.lora.target_modules}")
 
     e = cfg.eval
     for i, proto in enumerate(e.protocols):

@@ -16,9 +16,15 @@ To add a method, write one function and register it::
         return x.logprobs.exp()
     REGISTRY["my_method"] = CreditMethod(my_signal, needs=frozenset(), doc="p(y_t)")
 
-``needs`` may hold ``"entropies"``, ``"ref_logprobs"`` and ``"hidden"`` (adapted and base final
-hidden states); the training loop computes only what the method asks for, and runs the single
-adapter-off pass only when ``ref_logprobs`` or ``hidden`` is needed.
+``needs`` may hold ``"entropies"``, ``"step_entropies"`` (the entropies of every real token of
+the optimizer step, for batch-level thresholds), ``"ref_logprobs"``, ``"hidden"`` (adapted and
+base final hidden states) and ``"lora_delta"`` (the summed LoRA outputs into the residual stream,
+collected by hooks in the gradient pass); the training loop computes only what the method asks
+for, and runs the single adapter-off pass only when ``ref_logprobs`` or ``hidden`` is needed.
+
+The loss may use the weights as they are (``sum_to_one``, the paper) or scaled by the masked
+length so that they average 1 over the mask (``mean_one``, see ``loss_weights``); diagnostics
+always read the sum-to-one weights.
 """
 from __future__ import annotations
 
@@ -28,8 +34,10 @@ from typing import Callable
 import torch
 
 ENTROPIES = "entropies"
+STEP_ENTROPIES = "step_entropies"
 REF_LOGPROBS = "ref_logprobs"
 HIDDEN = "hidden"
+LORA_DELTA = "lora_delta"
 # What needs the adapter-off (reference) forward pass.
 NEEDS_REFERENCE_PASS = frozenset({REF_LOGPROBS, HIDDEN})
 
@@ -48,6 +56,10 @@ class CreditInputs:
     ref_logprobs: torch.Tensor | None = None  # [B, T] log pi_ref(y_t), adapter off
     hidden: torch.Tensor | None = None  # [B, T, H] final hidden state (input to lm_head), adapter on
     base_hidden: torch.Tensor | None = None  # [B, T, H] the same, adapter off
+    # [B, T, H] sum over layers of the LoRA outputs added to the residual stream (o_proj, down_proj)
+    lora_delta: torch.Tensor | None = None
+    # [M] entropies of every real token of the optimizer step (all micro-batches); None = this batch's
+    step_entropies: torch.Tensor | None = None
     seed: int = 0  # for methods with randomness (the permutation control)
 
 
@@ -113,6 +125,41 @@ def arca_permuted_signal(x: CreditInputs) -> torch.Tensor:
     return out
 
 
+# Fraction of the step's tokens that entropy_top20 keeps (the "forking tokens" of the 80/20 rule).
+TOP_ENTROPY_FRACTION = 0.2
+
+
+def entropy_top20_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = 1[H_t >= tau], tau = the 80th percentile of H over the real tokens of the step.
+
+    The "forking tokens" baseline: within the optimizer step's whole batch (``step_entropies``,
+    or this batch's masked entropies when that is not given), the tokens whose policy entropy is
+    in the top 20% get weight and the rest none; after normalization the selected tokens of a
+    sequence share its weight equally, and a sequence with none of them falls back to uniform.
+    tau is ``torch.quantile`` (linear interpolation), so of n distinct entropies the
+    1 + floor(0.2 * (n - 1)) highest are selected (2 of 10; ties at tau are all kept).
+    """
+    h = _require(x.entropies, ENTROPIES, "entropy_top20")  # [B, T]
+    pool = x.step_entropies if x.step_entropies is not None else h[x.mask > 0]  # [M]
+    if pool.numel() == 0:
+        return torch.zeros_like(h)
+    tau = torch.quantile(pool.detach().double().cpu(), 1.0 - TOP_ENTROPY_FRACTION)
+    return ((h.double() >= tau.to(h.device)) & (x.mask > 0)).to(h.dtype)  # [B, T]
+
+
+def arca_layers_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = || sum_l Delta_l(x_t) ||_2, Delta_l = (lora_alpha / r) B_l A_l x_l: zero extra passes.
+
+    The sum runs over the LoRA modules that write into the residual stream (every layer's
+    attention output projection and MLP down projection), read at the position that predicts y_t
+    from forward hooks in the gradient pass itself. It is ARCA's residual to first order: the
+    adapted minus base final hidden state, without propagating each delta through later layers
+    and the final norm.
+    """
+    d = _require(x.lora_delta, LORA_DELTA, "arca_layers")  # [B, T, H]
+    return torch.linalg.vector_norm(d.float(), dim=-1)  # [B, T]
+
+
 @dataclass(frozen=True)
 class CreditMethod:
     """A registered credit method: its signal function and the inputs it needs."""
@@ -133,6 +180,8 @@ REGISTRY: dict[str, CreditMethod] = {
     "divergence": CreditMethod(divergence_signal, frozenset({REF_LOGPROBS}), "|log pi(y_t) - log pi_ref(y_t)|"),
     "arca": CreditMethod(arca_signal, frozenset({HIDDEN}), "||h_adapted_t - h_base_t||_2"),
     "arca_permuted": CreditMethod(arca_permuted_signal, frozenset({HIDDEN}), "ARCA's alpha permuted within each sequence"),
+    "entropy_top20": CreditMethod(entropy_top20_signal, frozenset({ENTROPIES, STEP_ENTROPIES}), "1[H_t in the step's top 20%]"),
+    "arca_layers": CreditMethod(arca_layers_signal, frozenset({LORA_DELTA}), "||sum_l (alpha/r) B_l A_l x_l||_2 over residual writers"),
 }
 
 # The methods of the paper (the rest are controls this project adds).
@@ -154,6 +203,25 @@ def normalize(alpha: torch.Tensor, mask: torch.Tensor, sharpen: float = 2.0, eps
     fallback = (total <= eps).squeeze(1) & (n.squeeze(1) > 0)  # [B]
     w = torch.where(total > eps, score / total.clamp(min=eps), m / n.clamp(min=1.0))  # [B, T]
     return w.to(alpha.dtype if alpha.is_floating_point() else torch.float32), fallback
+
+
+NORMALIZATIONS = ("sum_to_one", "mean_one")
+
+
+def loss_weights(weights: torch.Tensor, mask: torch.Tensor, normalization: str = "sum_to_one") -> torch.Tensor:
+    """The weights the loss multiplies log-probs by, from sum-to-one weights [B, T].
+
+    ``sum_to_one`` (the paper): unchanged, so every sequence's token weights sum to 1 and the
+    update is length-normalized. ``mean_one``: times the masked length T_i, so the weights average
+    1 over the mask and the loss keeps the token-sum scale of the usual GRPO objective
+    (uniform then gives w_t = 1). Returns [B, T].
+    """
+    if normalization == "sum_to_one":
+        return weights
+    if normalization == "mean_one":
+        n = (mask > 0).sum(dim=1, keepdim=True).to(weights.dtype)  # [B, 1]
+        return weights * n  # [B, T]
+    raise ValueError(f"unknown credit normalization {normalization!r} (known: {list(NORMALIZATIONS)})")
 
 
 def token_weights(method: str, inputs: CreditInputs, sharpen: float = 2.0, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:

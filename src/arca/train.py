@@ -5,8 +5,11 @@ One optimizer step (DESIGN.md "One training step"):
   2. grade them -> rewards -> group-normalized advantages;
   3. per micro-batch: at most ONE no-grad adapter-off pass (reference log-probs and base final
      hidden states), only if the credit method needs either; then the gradient pass, adapter on,
-     giving log-probs (with grad) and, detached, entropies and the adapted final hidden states;
-  4. credit method -> token weights -> loss -> backward; clip, AdamW step, LR schedule;
+     giving log-probs (with grad) and, detached, entropies, the adapted final hidden states and
+     (hooks) the summed LoRA residual deltas; a method that needs the entropies of the whole
+     step (entropy_top20) with several micro-batches first gets them from one no-grad pass each;
+  4. credit method -> token weights (-> ``mean_one`` scaling) -> loss -> backward; clip, AdamW
+     step, LR schedule;
   5. diagnostics over the whole step, one JSON line in ``metrics.jsonl``.
 
 A run folder ``runs/<run>/`` holds ``config.yaml`` (resolved), ``checkpoints/step_XXXXXX/``
@@ -36,8 +39,9 @@ from arca.rollout import Rollouts
 
 log = logging.getLogger(__name__)
 
-# Counts adapter-off forward passes; tests use it to check the one-pass guarantee.
-PASS_COUNTER = {"reference": 0}
+# Counts extra forward passes (adapter-off reference passes; adapter-on no-grad entropy passes
+# before the gradient passes); tests use it to check the one-pass and zero-pass guarantees.
+PASS_COUNTER = {"reference": 0, "entropy": 0}
 
 
 class NonFiniteError(FloatingPointError):
@@ -106,12 +110,14 @@ def _sequence(r: Rollouts, device) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return ids, am.long(), pos, r.prompt_ids.shape[1]
 
 
-def _final_hidden(model, r: Rollouts) -> torch.Tensor:
+def _final_hidden(model, r: Rollouts, deltas=None) -> torch.Tensor:
     """Final hidden states (after the last norm) at the positions predicting y_1..y_T: [B, T, H]."""
     device = next(model.parameters()).device
     ids, am, pos, P = _sequence(r, device)
     body, _ = _backbone_and_head(model)
     h = body(input_ids=ids, attention_mask=am, position_ids=pos, use_cache=False).last_hidden_state  # [B, P+T-1, H]
+    if deltas is not None and deltas.total is not None:
+        deltas.total = deltas.total[:, P - 1:, :]  # [B, T, H], aligned like h
     return h[:, P - 1:, :]  # position P-1+t-1 predicts y_t
 
 
@@ -120,16 +126,45 @@ class Scores:
     logprobs: torch.Tensor  # [B, T] with grad when computed in the gradient pass
     entropies: torch.Tensor | None = None  # [B, T]
     hidden: torch.Tensor | None = None  # [B, T, H] detached
+    lora_delta: torch.Tensor | None = None  # [B, T, H] detached, summed LoRA residual deltas
 
 
-def policy_scores(model, r: Rollouts, want_entropies: bool, want_hidden: bool, chunk: int = 1024) -> Scores:
-    """Gradient pass, adapter on: log-probs (with grad) plus detached entropies / hidden states."""
-    h = _final_hidden(model, r)  # [B, T, H]
+def policy_scores(model, r: Rollouts, want_entropies: bool, want_hidden: bool, chunk: int = 1024,
+                  want_lora_delta: bool = False) -> Scores:
+    """Gradient pass, adapter on: log-probs (with grad) plus detached entropies / hidden states.
+
+    ``want_lora_delta`` collects the summed LoRA residual deltas with hooks in this same pass.
+    """
+    from arca.models import LoraDeltaSum
+
+    if want_lora_delta:
+        with LoraDeltaSum(model) as deltas:
+            h = _final_hidden(model, r, deltas)  # [B, T, H]
+        delta = deltas.total if deltas.total is not None else torch.zeros_like(h, dtype=torch.float32)
+    else:
+        h, delta = _final_hidden(model, r), None  # [B, T, H]
     _, head = _backbone_and_head(model)
     logits = head(h)  # [B, T, V]
     targets = r.completion_ids.to(logits.device)  # [B, T]
     lp = token_logprobs(logits, targets, chunk)  # [B, T]
-    return Scores(lp, token_entropies(logits, chunk) if want_entropies else None, h.detach() if want_hidden else None)
+    return Scores(lp, token_entropies(logits, chunk) if want_entropies else None, h.detach() if want_hidden else None, delta)
+
+
+@torch.no_grad()
+def step_entropies(model, r: Rollouts, mb: int, chunk: int = 1024) -> torch.Tensor:
+    """Entropies of every real completion token of the step [M], adapter on, one no-grad pass per micro-batch.
+
+    Only for methods with a step-wide statistic when the step has several micro-batches (with
+    one, the gradient pass's own entropies are the same set and no extra pass runs).
+    """
+    _, head = _backbone_and_head(model)
+    out = []
+    for s in range(0, len(r), mb):
+        part = r.select(slice(s, s + mb))
+        PASS_COUNTER["entropy"] += 1
+        ent = token_entropies(head(_final_hidden(model, part)), chunk)  # [b, T]
+        out.append(ent[part.completion_mask.to(ent.device) > 0])
+    return torch.cat(out)  # [M]
 
 
 @torch.inference_mode()  # cheaper than no_grad; its outputs only feed detached credit signals
@@ -145,16 +180,24 @@ def reference_scores(model, r: Rollouts, want_logprobs: bool, chunk: int = 1024)
     return Scores(lp, None, h)
 
 
+ALL_NEEDS = frozenset({credit_lib.ENTROPIES, credit_lib.STEP_ENTROPIES, credit_lib.REF_LOGPROBS,
+                       credit_lib.HIDDEN, credit_lib.LORA_DELTA})
+
+
 def credit_inputs_for_rollouts(model, rollouts: Rollouts, needs: frozenset[str] | None = None, seed: int = 0) -> credit_lib.CreditInputs:
-    """Every per-token input a credit method may need, without gradient (heat maps, analysis)."""
-    needs = frozenset({credit_lib.ENTROPIES, credit_lib.REF_LOGPROBS, credit_lib.HIDDEN}) if needs is None else needs
+    """Every per-token input a credit method may need, without gradient (heat maps, analysis).
+
+    The rollouts count as one step: step-wide statistics are taken over all of them.
+    """
+    needs = ALL_NEEDS if needs is None else needs
     with torch.no_grad():
         ref = reference_scores(model, rollouts, credit_lib.REF_LOGPROBS in needs) if needs & credit_lib.NEEDS_REFERENCE_PASS else None
-        pol = policy_scores(model, rollouts, credit_lib.ENTROPIES in needs, credit_lib.HIDDEN in needs)
+        pol = policy_scores(model, rollouts, bool(needs & {credit_lib.ENTROPIES, credit_lib.STEP_ENTROPIES}),
+                            credit_lib.HIDDEN in needs, want_lora_delta=credit_lib.LORA_DELTA in needs)
     return _inputs(rollouts, pol, ref, seed)
 
 
-def _inputs(r: Rollouts, pol: Scores, ref: Scores | None, seed: int) -> credit_lib.CreditInputs:
+def _inputs(r: Rollouts, pol: Scores, ref: Scores | None, seed: int, step_ents: torch.Tensor | None = None) -> credit_lib.CreditInputs:
     return credit_lib.CreditInputs(
         mask=r.completion_mask.to(pol.logprobs.device),
         logprobs=pol.logprobs.detach(),
@@ -162,6 +205,8 @@ def _inputs(r: Rollouts, pol: Scores, ref: Scores | None, seed: int) -> credit_l
         ref_logprobs=ref.logprobs if ref is not None else None,
         hidden=pol.hidden,
         base_hidden=ref.hidden if ref is not None else None,
+        lora_delta=pol.lora_delta,
+        step_entropies=step_ents,
         seed=seed,
     )
 
@@ -262,16 +307,21 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
     opt.zero_grad(set_to_none=True)
     N, mb = len(r), cfg.train.micro_batch_prompts * K
     need_ref = method.needs_reference_pass
+    need_ent = bool(method.needs & {credit_lib.ENTROPIES, credit_lib.STEP_ENTROPIES})
+    # A step-wide statistic over several micro-batches needs every entropy before the first loss.
+    step_ents = step_entropies(model, r, mb) if credit_lib.STEP_ENTROPIES in method.needs and N > mb else None
     loss_total, all_w, all_m, fallbacks, surprisal, residual = 0.0, [], [], [], [], []
     for s in range(0, N, mb):
         part = r.select(slice(s, s + mb))
         ref = reference_scores(model, part, credit_lib.REF_LOGPROBS in method.needs) if need_ref else None
-        pol = policy_scores(model, part, credit_lib.ENTROPIES in method.needs, credit_lib.HIDDEN in method.needs)
+        pol = policy_scores(model, part, need_ent, credit_lib.HIDDEN in method.needs,
+                            want_lora_delta=credit_lib.LORA_DELTA in method.needs)
         mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
         _check_finite(pol.logprobs.detach(), mask, "log-probs", step + 1)
-        inputs = _inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s)
+        inputs = _inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents)
         w, fb = credit_lib.token_weights(cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [b, T], [b]
-        loss = weighted_pg_loss(pol.logprobs, w, mask, adv[s:s + mb].to(w.device), n_total=N)
+        w_loss = credit_lib.loss_weights(w, mask, cfg.credit.normalization)  # [b, T]
+        loss = weighted_pg_loss(pol.logprobs, w_loss, mask, adv[s:s + mb].to(w.device), n_total=N)
         if not torch.isfinite(loss.detach()):
             raise NonFiniteError(f"step {step + 1}: non-finite loss; stopping (last checkpoint kept)")
         loss.backward()
@@ -281,6 +331,8 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
         if credit_lib.HIDDEN in method.needs:
             res = credit_lib.arca_signal(inputs)[mask > 0]  # residual norms of real tokens
             residual.append(res.cpu())
+        elif credit_lib.LORA_DELTA in method.needs:
+            residual.append(credit_lib.arca_layers_signal(inputs)[mask > 0].cpu())
     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip)
     if not torch.isfinite(grad_norm):
         raise NonFiniteError(f"step {step + 1}: non-finite gradient norm; stopping (last checkpoint kept)")
