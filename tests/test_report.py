@@ -184,7 +184,8 @@ def make_sweep(root: Path):
         "paths": {"results": str(root)},
         "eval": {"protocols": ["generated"], "pass_k": K},
         "sweep": {
-            "cells": [{"method": m, "ranks": sorted({r for (lab, mm, r) in SPEC if lab == label}), "label": label}
+            "cells": [{"method": m, "ranks": sorted({r for (lab, mm, r) in SPEC if lab == label}), "label": label,
+                       "compare": ["arca"] if label == "arca_permuted" else []}
                       for label, m in dict.fromkeys((lab, mm) for (lab, mm, _) in SPEC)],
             "seeds": SEEDS,
         },
@@ -280,7 +281,15 @@ def test_paired_and_comparison(sweep):
     tables = sweep.out_dir / "tables"
     paired = pd.read_csv(tables / "paired.csv")
     assert set(paired["label"]) == {"surprisal", "arca", "arca_permuted"}
-    assert (paired["reference"] == "uniform_r8").all()
+    vs_uni = paired[paired["vs_uniform"]]
+    assert len(vs_uni) == 4 and (vs_uni["reference"] == "uniform_r8").all()
+    # the ablation pair from the cell's `compare`: arca_permuted r8 minus arca r8, on the same problems
+    abl = paired[~paired["vs_uniform"]]
+    assert len(abl) == 1 and abl.iloc[0]["label"] == "arca_permuted" and abl.iloc[0]["reference"] == "arca_r8"
+    perm_mean = np.mean([_greedy_of(SPEC[("arca_permuted", "arca_permuted", 8)][0], s) for s in SEEDS])
+    arca_mean = np.mean([_greedy_of(SPEC[("arca", "arca", 8)][0], s) for s in SEEDS])
+    assert abl.iloc[0]["diff"] == pytest.approx(perm_mean - arca_mean, abs=1e-6)
+    assert "Ablation pairs" in (tables / "paper_comparison.md").read_text()
     sur = _row(paired, "surprisal", 8)
     assert sur["diff"] == pytest.approx(np.mean([_greedy_of(SPEC[("surprisal", "surprisal", 8)][0], s) for s in SEEDS]) - 7 / 12, abs=1e-6)
     assert sur["diff"] < 0 and sur["diff_lo"] <= sur["diff"] <= sur["diff_hi"]
@@ -400,3 +409,14 @@ def test_render_heatmap_rejects_length_mismatch():
     bad["weights"]["arca"] = [1.0]
     with pytest.raises(ValueError, match="arca"):
         render_heatmap([bad])
+
+
+def test_compare_must_name_another_cell(tmp_path):
+    from arca.config import ConfigError
+
+    cells = [{"method": "uniform", "ranks": [8]}, {"method": "arca_permuted", "ranks": [8], "compare": ["arcaa"]}]
+    with pytest.raises(ConfigError, match=r"sweep\.cells\[1\]\.compare\[0\].*'arcaa'"):
+        from_dict({"paths": {"results": str(tmp_path)}, "sweep": {"cells": cells, "seeds": [1]}}, source="test")
+    cells[1]["compare"] = ["arca_permuted"]  # itself
+    with pytest.raises(ConfigError, match=r"sweep\.cells\[1\]\.compare\[0\]"):
+        from_dict({"paths": {"results": str(tmp_path)}, "sweep": {"cells": cells, "seeds": [1]}}, source="test")

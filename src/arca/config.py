@@ -160,6 +160,9 @@ class SweepCell:
     ranks: list[int] = field(default_factory=lambda: [8])
     label: str = ""  # run-id prefix; defaults to the method (e.g. "arca_s1" for an ablation)
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted key -> value for these cells
+    # labels of other cells to pair this one against in the report, besides uniform (ablations:
+    # e.g. arca_permuted against arca); report-only, it does not change any run
+    compare: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -482,6 +485,10 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         labels.add(cell.name)
         for key in cell.overrides:
             _check(key.split(".")[0] in {f.name for f in dataclasses.fields(Config)}, source, f"sweep.cells[{i}].overrides", f"has an unknown key {key!r}")
+    for i, cell in enumerate(s.cells):
+        for j, other in enumerate(cell.compare):
+            _check(other in labels and other != cell.name, source, f"sweep.cells[{i}].compare[{j}]",
+                   f"must name another cell of the sweep (labels: {sorted(labels)}), got {other!r}")
 
 
 # ----------------------------------------------------------------------------- loading

@@ -8,7 +8,8 @@ Outputs (each written atomically):
 - ``curves.csv``         every metrics line of every run
 - ``performance.*``      the paper's Table 2 layout per (label, rank), mean and 95% CI
 - ``concentration.*``    the paper's Table 3 layout: Gini and EffN/T averaged over training
-- ``paired.*``           each cell minus ``uniform`` (at uniform's top rank) on the same problems
+- ``paired.*``           each cell minus ``uniform`` (at uniform's top rank) on the same problems,
+                         and minus every cell its sweep entry names in ``compare`` (ablations)
 - ``paper_comparison.md`` our rows beside the paper's reported numbers, one line per claim
 
 Accuracies come from the per-problem grades in ``samples.jsonl`` (the primary protocol is the
@@ -214,6 +215,7 @@ class Cell:
     method: str
     rank: int
     runs: list[RunRecord]
+    compare: list[str] = field(default_factory=list)  # labels to pair against besides uniform
 
     def matrix(self, column: str, problems: list[str] | None = None) -> np.ndarray:
         """[seeds, problems] scores, seeds in sorted order, NaN where a problem is missing."""
@@ -242,7 +244,7 @@ def group_cells(cfg: Config, runs: list[RunRecord]) -> list[Cell]:
         for rank in c.ranks:
             recs = by_key.get((c.name, rank), [])
             if recs:
-                cells.append(Cell(c.name, c.method, rank, recs))
+                cells.append(Cell(c.name, c.method, rank, recs, list(c.compare)))
     return cells
 
 
@@ -296,25 +298,40 @@ def reference_cell(cells: list[Cell]) -> Cell | None:
     return max(ref, key=lambda c: (c.label == REFERENCE_METHOD, c.rank))
 
 
+def compare_cell(cells: list[Cell], label: str, rank: int) -> Cell | None:
+    """The cell ``label`` at ``rank``, or at its top rank when it was not run at ``rank``."""
+    same = [c for c in cells if c.label == label]
+    exact = [c for c in same if c.rank == rank]
+    return (exact or sorted(same, key=lambda c: c.rank)[-1:] or [None])[0]
+
+
 def paired_table(cells: list[Cell], protocol: str, grader: str) -> pd.DataFrame:
-    """Greedy-accuracy difference of every other cell minus the reference cell, paired."""
+    """Greedy-accuracy difference of every cell minus uniform, and minus each cell in its ``compare``, paired.
+
+    Rows against uniform come first for every cell (``vs_uniform`` True), then the ablation pairs.
+    """
     ref = reference_cell(cells)
-    cols = ["label", "method", "rank", "reference", "protocol", "grader", "n_seeds", "n_problems", "diff", "diff_lo", "diff_hi"]
-    if ref is None:
-        return pd.DataFrame(columns=cols)
-    rows = []
+    cols = ["label", "method", "rank", "reference", "vs_uniform", "protocol", "grader", "n_seeds", "n_problems",
+            "diff", "diff_lo", "diff_hi"]
+    pairs = [(cell, ref, True) for cell in cells if ref is not None and cell is not ref]
     for cell in cells:
-        if cell is ref:
-            continue
-        problems = sorted(set.intersection(*(set(r.scores.index) for r in cell.runs + ref.runs)))
+        for label in cell.compare:
+            other = compare_cell(cells, label, cell.rank)
+            if other is None:
+                log.warning("%s_r%d: no runs of the cell %r to compare with", cell.label, cell.rank, label)
+            elif other is not ref:
+                pairs.append((cell, other, False))
+    rows = []
+    for cell, other, vs_uniform in pairs:
+        problems = sorted(set.intersection(*(set(r.scores.index) for r in cell.runs + other.runs)))
         if not problems:
-            log.warning("no common problems between %s_r%d and the reference", cell.label, cell.rank)
+            log.warning("no common problems between %s_r%d and %s_r%d", cell.label, cell.rank, other.label, other.rank)
             continue
-        est = paired_difference(cell.matrix("greedy", problems), ref.matrix("greedy", problems))
+        est = paired_difference(cell.matrix("greedy", problems), other.matrix("greedy", problems))
         rows.append({
-            "label": cell.label, "method": cell.method, "rank": cell.rank, "reference": f"{ref.label}_r{ref.rank}",
-            "protocol": protocol, "grader": grader, "n_seeds": est.n_seeds, "n_problems": est.n_problems,
-            **_ci_columns("diff", est),
+            "label": cell.label, "method": cell.method, "rank": cell.rank, "reference": f"{other.label}_r{other.rank}",
+            "vs_uniform": vs_uniform, "protocol": protocol, "grader": grader, "n_seeds": est.n_seeds,
+            "n_problems": est.n_problems, **_ci_columns("diff", est),
         })
     return pd.DataFrame(rows, columns=cols)
 
@@ -390,6 +407,8 @@ def match_paper_ranks(our_ranks: list[int], paper_ranks: list[int]) -> dict[int,
 
 def _lookup(df: pd.DataFrame, label: str, rank: int) -> pd.Series | None:
     hit = df[(df["label"] == label) & (df["rank"] == rank)]
+    if "vs_uniform" in hit.columns:  # the paired table: the row against uniform
+        hit = hit[hit["vs_uniform"].astype(bool)]
     return None if hit.empty else hit.iloc[0]
 
 
@@ -466,6 +485,10 @@ def paper_comparison(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFram
     if not extra.empty:
         headers, rows = performance_rows(extra)
         parts += ["## Cells the paper does not have\n", markdown_table(headers, rows)]
+    ablation = paired[~paired["vs_uniform"].astype(bool)] if not paired.empty else paired
+    if not ablation.empty:
+        headers, rows = paired_rows(ablation)
+        parts += ["## Ablation pairs (each cell minus the cell it is compared with)\n", markdown_table(headers, rows)]
     return "\n".join(parts)
 
 
