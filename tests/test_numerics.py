@@ -51,6 +51,7 @@ def batches(draw, values=hostile):
         ref_logprobs=tensor(B, T),
         hidden=tensor(B, T, H),
         base_hidden=tensor(B, T, H),
+        lora_delta=tensor(B, T, H),
         seed=draw(st.integers(0, 2**31 - 1)),
     )
 
@@ -109,12 +110,14 @@ def test_every_special_value_everywhere(method, value):
     mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     full = torch.full((B, T), value)
     x = CreditInputs(mask=mask, logprobs=full, entropies=full.clone(), ref_logprobs=full.clone(),
-                     hidden=torch.full((B, T, H), value), base_hidden=torch.zeros(B, T, H))
+                     hidden=torch.full((B, T, H), value), base_hidden=torch.zeros(B, T, H),
+                     lora_delta=torch.full((B, T, H), value))
     w, fb = token_weights(method, x)
     check_weights(w, fb, mask)
     check_diagnostics(w, mask)
     x1 = CreditInputs(mask=torch.ones(1, 1), logprobs=torch.full((1, 1), value), entropies=torch.full((1, 1), value),
-                      ref_logprobs=torch.zeros(1, 1), hidden=torch.full((1, 1, 1), value), base_hidden=torch.zeros(1, 1, 1))
+                      ref_logprobs=torch.zeros(1, 1), hidden=torch.full((1, 1, 1), value), base_hidden=torch.zeros(1, 1, 1),
+                      lora_delta=torch.full((1, 1, 1), value))
     w1, _ = token_weights(method, x1)
     assert w1.tolist() == [[1.0]]  # T = 1: all weight on the one token
 
