@@ -299,3 +299,13 @@ def test_bench_trl_peer_tiny(tmp_path):
     assert len(raw["trl"]) == 1 and len(raw["ours_uniform"]) == 1
     assert raw["trl"][0]["tokens"] == 2 * 2 * 6
     assert json.loads((cfg.out_dir / "bench" / "summary.json").read_text())["trl"]["trl"]["n"] == 1
+
+
+def test_parse_methods():
+    from arca.bench import parse_methods
+
+    assert parse_methods(None) == credit.PAPER_METHODS
+    assert parse_methods("arca_layers, entropy_top20") == ("uniform", "arca_layers", "entropy_top20")
+    assert parse_methods("arca,uniform") == ("uniform", "arca")
+    with pytest.raises(ValueError, match="unknown credit method.*'magic'"):
+        parse_methods("arca,magic")

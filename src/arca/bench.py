@@ -3,7 +3,7 @@
 What is measured, on the config's model and batch shape (``train.prompts_per_step`` prompts x
 ``rollout.k`` completions of exactly ``rollout.max_new_tokens`` tokens, LoRA at the sweep's top rank):
 
-1. **Methods.** Each method of ``arca.credit.PAPER_METHODS`` gets its own fresh policy, AdamW and
+1. **Methods.** Each method of ``arca.credit.PAPER_METHODS`` (or of ``--methods``) gets its own fresh policy, AdamW and
    schedule and runs ``train_step``: one untimed warm-up step, then ``--steps`` timed steps,
    interleaved round-robin (step 1 of every method, then step 2, ...) so that drifting machine
    load hits every method alike. Every method sees the same prompts at the same step, and the
@@ -460,10 +460,22 @@ def format_table(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_methods(text: str | None) -> tuple[str, ...]:
+    """``--methods a,b`` -> registry names (``uniform`` first, the reference of every ratio)."""
+    if not text:
+        return credit_lib.PAPER_METHODS
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in credit_lib.REGISTRY]
+    if unknown or not names:
+        raise ValueError(f"--methods: unknown credit method(s) {unknown} (known: {sorted(credit_lib.REGISTRY)})")
+    return tuple(dict.fromkeys(["uniform", *names]))
+
+
 def bench_main(cfg: Config, args) -> dict:
-    """CLI step ``bench`` (``--steps``, ``--no-trl``, ``--lengths``)."""
+    """CLI step ``bench`` (``--steps``, ``--no-trl``, ``--lengths``, ``--methods``)."""
     steps = getattr(args, "steps", None) or DEFAULT_STEPS
     lengths = parse_lengths(getattr(args, "lengths", None))
-    summary = bench(cfg, steps=steps, lengths=lengths, trl=not getattr(args, "no_trl", False))
+    methods = parse_methods(getattr(args, "methods", None))
+    summary = bench(cfg, steps=steps, lengths=lengths, trl=not getattr(args, "no_trl", False), methods=methods)
     print(format_table(summary), end="")
     return summary

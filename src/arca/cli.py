@@ -37,6 +37,7 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--steps",), dict(type=int, default=None, help="timed steps per method")),
         (("--no-trl",), dict(action="store_true", help="skip the TRL peer")),
         (("--lengths",), dict(default=None, help="comma-separated completion lengths to scale over")),
+        (("--methods",), dict(default=None, help="comma-separated credit methods (default: the paper's five)")),
     ]),
     "gpu-smoke": ("arca.smoke:smoke_main", "a few steps of every credit method on the small model; prints timings", [
         (("--steps",), dict(type=int, default=3)),
