@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from arca.config import from_dict
-from arca.report.heatmap import NEWLINE_MARK, render_heatmap
+from arca.report.heatmap import NEWLINE_MARK, agreement, rank_correlation, render_heatmap
 from arca.report.stats import Estimate, bootstrap_mean_ci, paired_difference, pass_at_k
 from arca.report.tables import PAPER_REPORTED, aggregate_main, match_paper_ranks
 
@@ -420,3 +420,25 @@ def test_compare_must_name_another_cell(tmp_path):
     cells[1]["compare"] = ["arca_permuted"]  # itself
     with pytest.raises(ConfigError, match=r"sweep\.cells\[1\]\.compare\[0\]"):
         from_dict({"paths": {"results": str(tmp_path)}, "sweep": {"cells": cells, "seeds": [1]}}, source="test")
+
+
+def test_rank_correlation_hand_cases():
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties get average ranks: a = ranks (1, 2.5, 2.5, 4), b = (1, 2, 3, 4); rho = cov / (sd sd)
+    a, b = np.array([1, 2.5, 2.5, 4]), np.array([1, 2, 3, 4.0])
+    assert rank_correlation([0.1, 0.5, 0.5, 0.9], [1, 2, 3, 4]) == pytest.approx(np.corrcoef(a, b)[0, 1])
+    assert math.isnan(rank_correlation([0.25] * 4, [1, 2, 3, 4]))  # uniform weights: undefined
+    with pytest.raises(ValueError, match="lengths differ"):
+        rank_correlation([1, 2], [1, 2, 3])
+
+
+def test_heatmap_agreement_with_arca():
+    r1 = {"weights": {"arca": [0.1, 0.2, 0.7], "uniform": [1 / 3] * 3, "surprisal": [0.7, 0.2, 0.1], "arca_layers": [0.2, 0.3, 0.5]}}
+    r2 = {"weights": {"arca": [0.5, 0.3, 0.2], "uniform": [1 / 3] * 3, "surprisal": [0.2, 0.3, 0.5], "arca_layers": [0.6, 0.1, 0.3]}}
+    agree = agreement([r1, r2])
+    assert agree["surprisal"] == (pytest.approx(-1.0), 2)
+    assert agree["arca_layers"][0] == pytest.approx((1.0 + 0.5) / 2) and agree["arca_layers"][1] == 2
+    assert math.isnan(agree["uniform"][0]) and agree["uniform"][1] == 0
+    page = render_heatmap([{**_rollout(["a", "b", "c"]), "weights": r1["weights"]}])
+    assert 'class="agreement"' in page and 'data-method="surprisal"' in page and "-1.00" in page

@@ -8,6 +8,9 @@ turns that into one self-contained HTML page: inline CSS, no scripts, no externa
 Each token is shaded by its weight relative to the largest weight in its row, so a row's
 pattern is readable whatever its scale (a uniform row is evenly pale-to-full, a concentrated
 row shows a few dark tokens); the exact weight is in each token's ``title`` (hover text).
+Above the rollouts, a small table gives each method's rank agreement with ARCA on them
+(Spearman correlation of the per-token weights within a rollout, averaged over rollouts), which
+says for instance how closely ``arca_layers`` ranks tokens like ``arca``.
 """
 from __future__ import annotations
 
@@ -16,12 +19,15 @@ import logging
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from arca.config import Config, parse_run_id
 from arca.io import write_text
 
 log = logging.getLogger(__name__)
 
 N_ROLLOUTS = 4  # held-out problems shown; enough to see a pattern, small enough to read
+N_AGREEMENT = 32  # held-out rollouts the agreement table averages over (the first N_ROLLOUTS are shown)
 HEATMAP_FILE = Path("figures") / "credit_heatmap.html"  # relative to cfg.out_dir
 SHADE_RGB = (214, 39, 40)  # one hue for every method, so rows are comparable at a glance
 NEWLINE_MARK = "\u21b5"  # ↵
@@ -31,6 +37,9 @@ _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.05em; margin-top: 1.8em; }
 .prompt { background: #f6f6f6; border-left: 3px solid #999; padding: 0.5em 0.8em; white-space: pre-wrap; font-size: 0.9em; }
+table.agreement { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+table.agreement th, table.agreement td { border-top: 1px solid #ddd; padding: 0.2em 0.8em; text-align: left; }
+.agreement-note { font-size: 0.9em; margin-bottom: 0.2em; }
 table.credit { border-collapse: collapse; width: 100%; margin-top: 0.5em; }
 table.credit th, table.credit td { border-top: 1px solid #ddd; padding: 0.35em 0.5em; vertical-align: top; text-align: left; }
 th.method { white-space: nowrap; font-weight: 600; width: 11em; }
@@ -67,6 +76,49 @@ def _token_spans(tokens: list[str], weights: list[float], method: str) -> str:
     return "".join(spans)
 
 
+def rank_correlation(a: list[float], b: list[float]) -> float:
+    """Spearman's rho of two equal-length lists (average ranks for ties); NaN if either is constant."""
+    if len(a) != len(b):
+        raise ValueError(f"rank_correlation: lengths differ ({len(a)} != {len(b)})")
+    ra = pd.Series(a, dtype=float).rank(method="average")
+    rb = pd.Series(b, dtype=float).rank(method="average")
+    if len(a) < 2 or ra.nunique() < 2 or rb.nunique() < 2:
+        return float("nan")
+    return float(ra.corr(rb))  # Pearson correlation of the ranks
+
+
+def agreement(rollouts: list[dict], reference: str = "arca") -> dict[str, tuple[float, int]]:
+    """method -> (mean Spearman rho with ``reference`` over the rollouts where it is defined, count)."""
+    out: dict[str, list[float]] = {}
+    for r in rollouts:
+        ref = r["weights"].get(reference)
+        if ref is None:
+            continue
+        for method, w in r["weights"].items():
+            if method != reference:
+                rho = rank_correlation([float(x) for x in w], [float(x) for x in ref])
+                out.setdefault(method, [])
+                if math.isfinite(rho):
+                    out[method].append(rho)
+    return {m: (sum(v) / len(v) if v else float("nan"), len(v)) for m, v in out.items()}
+
+
+def _agreement_html(rollouts: list[dict], reference: str = "arca") -> str:
+    agree = agreement(rollouts, reference)
+    if not agree:
+        return ""
+    n = sum(1 for r in rollouts if reference in r["weights"])
+    rows = "".join(
+        f'<tr class="agreement-row" data-method="{html.escape(m, quote=True)}"><th>{html.escape(m)}</th>'
+        f'<td>{"-" if not math.isfinite(rho) else f"{rho:+.2f}"}</td><td>{n}</td></tr>'
+        for m, (rho, n) in agree.items()
+    )
+    return (f'<p class="agreement-note">Rank agreement with {html.escape(reference)} over {n} held-out '
+            "rollouts: Spearman rho of the per-token weights within a rollout, averaged over the rollouts where "
+            'both vary (uniform never varies).</p><table class="agreement">'
+            f"<thead><tr><th>credit method</th><th>rho</th><th>rollouts</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
 def legend_html() -> str:
     stops = "".join(
         f'<span class="swatch" style="background: {shade(s)}; color: {"#fff" if s > 0.6 else "#222"}">{s:.2f}</span>'
@@ -101,11 +153,12 @@ def _rollout_html(i: int, r: dict) -> str:
     )
 
 
-def render_heatmap(rollouts: list[dict], title: str = "Token credit by method") -> str:
+def render_heatmap(rollouts: list[dict], title: str = "Token credit by method", agreement_over: list[dict] | None = None) -> str:
     """A self-contained HTML page shading every completion token by each method's weight.
 
     Each rollout is ``{"prompt": str, "tokens": [str], "weights": {method: [float per token]},
-    "gini": {method: float}, "reward": float}``. Rows keep the order of ``weights``.
+    "gini": {method: float}, "reward": float}``. Rows keep the order of ``weights``. The agreement
+    table is computed over ``agreement_over`` (default: the rollouts shown).
     """
     body = "\n".join(_rollout_html(i, r) for i, r in enumerate(rollouts))
     return (
@@ -114,7 +167,7 @@ def render_heatmap(rollouts: list[dict], title: str = "Token credit by method") 
         f"<h1>{html.escape(title)}</h1>\n"
         "<p>Each row shades the completion tokens by the weight one credit method gives them (weights of a "
         f"row sum to 1). {NEWLINE_MARK} marks a newline. Gini: 0 = uniform, near 1 = all weight on one token.</p>\n"
-        f"{legend_html()}\n{body}\n</body>\n</html>\n"
+        f"{_agreement_html(agreement_over if agreement_over is not None else rollouts)}\n{legend_html()}\n{body}\n</body>\n</html>\n"
     )
 
 
@@ -144,7 +197,7 @@ def heatmap_main(cfg: Config, args=None) -> Path:
     adapter = cfg.run_dir(run) / "adapter"
     if not adapter.is_dir():
         raise FileNotFoundError(f"heatmap: missing adapter {adapter} (train run {run} first)")
-    problems = read_records(cfg.data_dir / "test.jsonl")[:N_ROLLOUTS]
+    problems = read_records(cfg.data_dir / "test.jsonl")[:N_AGREEMENT]
     model, tok = load_policy(rcfg, adapter, is_trainable=False)
     model.eval()
     gen = TransformersGenerator(model, tok, rcfg.rollout.batch_size, rcfg.data.max_prompt_tokens)
@@ -168,6 +221,9 @@ def heatmap_main(cfg: Config, args=None) -> Path:
             "reward": float(grade_paper(ro.texts[i], gold_answer(p["answer"]))),
         })
     path = cfg.out_dir / HEATMAP_FILE
-    write_text(path, render_heatmap(rollouts, title=f"Token credit by method, rollouts of run {run}"))
+    write_text(path, render_heatmap(rollouts[:N_ROLLOUTS], title=f"Token credit by method, rollouts of run {run}",
+                                    agreement_over=rollouts))
+    for method, (rho, n) in agreement(rollouts).items():
+        log.info("rank agreement with arca: %s rho %.3f over %d rollouts", method, rho, n)
     log.info("wrote %s", path)
     return path
