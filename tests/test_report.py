@@ -200,7 +200,7 @@ def make_sweep(root: Path):
             for step, (g, e, r) in enumerate(zip(_step_values(gini, seed), _step_values(eff, seed), _step_values(reward, seed)), 1):
                 lines.append({
                     "step": step, "run": run, "label": label, "method": method, "rank": rank, "seed": seed,
-                    "loss": 0.1, "reward_mean": r, "reward_std": 0.4, "lr": 1e-4, "grad_norm": 1.0,
+                    "loss": 0.1, "reward_mean": r, "reward_std": 0.4, "lr": 1e-4, "grad_norm": 0.5 + 0.4 * step,
                     "gen_seconds": 0.5, "update_seconds": 0.2, "step_seconds": 0.7, "completion_len_mean": 20.0,
                     "surprisal_mean": 1.5, "gini": g, "eff_ratio": e, "fallback_frac": 0.0,
                     "residual_mean": 0.3 if is_arca else None, "residual_max": 0.9 if is_arca else None,
@@ -263,6 +263,8 @@ def test_concentration_numbers(sweep):
         assert row["eff_ratio"] == pytest.approx(np.mean([_step_values(eff, s) for s in SEEDS]), abs=1e-6)
         # Two seeds 0.02 apart: the seed bootstrap interval spans exactly the two seed means.
         assert row["gini_hi"] - row["gini_lo"] == pytest.approx(0.02, abs=1e-6)
+        # grad norms 0.9, 1.3, 1.7 against train.grad_clip 1.0: clipping acted on 2 of 3 steps
+        assert row["clipped_frac"] == pytest.approx(2 / 3)
 
 
 def test_runs_and_curves(sweep):

@@ -78,6 +78,14 @@ class RunRecord:
     summary: dict
     scores: pd.DataFrame  # index problem_id (str); columns greedy, pass_at_k (primary protocol)
     metrics: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty for the base model
+    grad_clip: float | None = None  # the run's train.grad_clip (None for the base model)
+
+    def clipped_frac(self) -> float:
+        """Fraction of optimizer steps whose gradient norm (before clipping) exceeded ``grad_clip``."""
+        if self.grad_clip is None or "grad_norm" not in self.metrics.columns:
+            return math.nan
+        g = pd.to_numeric(self.metrics["grad_norm"], errors="coerce").dropna()
+        return float((g > self.grad_clip).mean()) if len(g) else math.nan
 
 
 def _require(path: Path) -> Path:
@@ -162,7 +170,7 @@ def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int
         metrics = read_metrics(cfg.run_dir(run) / "metrics.jsonl")
         summary, scores, proto, grader = load_eval(cfg, run)
         method = summary.get("method") or str(metrics["method"].iloc[0])
-        runs.append(RunRecord(run, label, method, rank, seed, summary, scores, metrics))
+        runs.append(RunRecord(run, label, method, rank, seed, summary, scores, metrics, cfg.for_run(run).train.grad_clip))
     summary, scores, proto, grader = load_eval(cfg, BASE)
     base = RunRecord(BASE, BASE, BASE, None, None, summary, scores)
     k = int(summary["protocols"][proto].get("pass_at_k", {}).get("k", cfg.eval.pass_k))
@@ -286,6 +294,8 @@ def concentration_table(cells: list[Cell]) -> pd.DataFrame:
             **_ci_columns("gini", bootstrap_mean_ci(cell.per_seed("gini"))),
             **_ci_columns("eff_ratio", bootstrap_mean_ci(cell.per_seed("eff_ratio"))),
             "fallback_frac": float(pd.Series(cell.per_seed("fallback_frac").ravel()).mean()),
+            # how often gradient clipping acted (it matters for the mean_one normalization ablation)
+            "clipped_frac": float(np.nanmean([r.clipped_frac() for r in cell.runs])) if cell.runs else math.nan,
         })
     return pd.DataFrame(rows)
 
