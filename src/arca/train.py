@@ -155,7 +155,9 @@ def step_entropies(model, r: Rollouts, mb: int, chunk: int = 1024) -> torch.Tens
     """Entropies of every real completion token of the step [M], adapter on, one no-grad pass per micro-batch.
 
     Only for methods with a step-wide statistic when the step has several micro-batches (with
-    one, the gradient pass's own entropies are the same set and no extra pass runs).
+    one, the gradient pass's own entropies are the same set and no extra pass runs). It runs in
+    the model's current (train) mode, so with LoRA dropout > 0 its entropies are a different
+    dropout draw from the gradient pass's; the threshold they give is still the step's.
     """
     _, head = _backbone_and_head(model)
     out = []
