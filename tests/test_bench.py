@@ -103,15 +103,19 @@ class PassCounter:
             self.off_forwards += 1
 
 
-def _one_step(method: str, prompts: int, micro: int) -> tuple[PassCounter, int]:
-    cfg = _cfg(method, prompts, micro)
-    model = _lora_model()
-    counter = PassCounter(model)
+def _train_step(cfg: Config, model) -> tuple[dict, list[list[float]]]:
+    """One ``train_step`` of ``model`` on FakeGenerator rollouts (lora_dropout 0: deterministic)."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    problems = [{"problem": f"p{i}", "answer": "1"} for i in range(prompts)]
+    problems = [{"problem": f"p{i}", "answer": "1"} for i in range(cfg.train.prompts_per_step)]
+    return train_step(cfg, model, FakeGenerator(), opt, sched, problems, 0, 0)
+
+
+def _one_step(method: str, prompts: int, micro: int) -> tuple[PassCounter, int]:
+    model = _lora_model()
+    counter = PassCounter(model)
     before = PASS_COUNTER["reference"]
-    metrics, _ = train_step(cfg, model, FakeGenerator(), opt, sched, problems, 0, 0)
+    metrics, _ = _train_step(_cfg(method, prompts, micro), model)
     assert metrics["reward_std"] > 0  # non-zero advantages: a real gradient step
     return counter, PASS_COUNTER["reference"] - before
 
@@ -170,13 +174,7 @@ def test_entropy_top20_extra_pass_only_with_several_micro_batches(prompts, micro
 
 
 def _step_weights(method: str, prompts: int, micro: int, **extra) -> tuple[dict, list[list[float]]]:
-    cfg = _cfg(method, prompts, micro, **extra)
-    model = _lora_model()
-    model.train()  # lora_dropout is 0: every pass is deterministic
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    problems = [{"problem": f"p{i}", "answer": "1"} for i in range(prompts)]
-    return train_step(cfg, model, FakeGenerator(), opt, sched, problems, 0, 0)
+    return _train_step(_cfg(method, prompts, micro, **extra), _lora_model())
 
 
 def test_entropy_top20_threshold_spans_the_whole_step():

@@ -230,6 +230,14 @@ def _lora_b_params(model):
     return [p for n, p in model.named_parameters() if "lora_B" in n]
 
 
+def _randomize_lora_b(model, seed: int, scale: float) -> None:
+    """B != 0, so that the adapter changes the model."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in _lora_b_params(model):
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
 def test_lora_at_init_reference_equals_policy_and_falls_back_to_uniform():
     model, _ = lora_model()
     assert len(_lora_b_params(model)) == 2 * 7  # 7 projections in each of 2 layers
@@ -251,10 +259,7 @@ def test_lora_at_init_reference_equals_policy_and_falls_back_to_uniform():
 
 def test_lora_nonzero_b_adapter_off_equals_base_model():
     model, plain = lora_model(seed=3)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in _lora_b_params(model):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    _randomize_lora_b(model, seed=0, scale=0.5)
     model.eval()
     r = make_rollouts()
     ids = torch.cat([r.prompt_ids, r.completion_ids], 1)
@@ -304,10 +309,7 @@ def test_reference_scores_only_hidden_when_no_logprobs_needed():
 def test_lora_delta_equals_hand_computed_sum_over_residual_writers():
     """Sum over layers of (alpha/r) B A x for o_proj and down_proj only, x captured at their inputs."""
     model, _ = lora_model(seed=5)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in _lora_b_params(model):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    _randomize_lora_b(model, seed=1, scale=0.3)
     model.train()  # as in training; lora_dropout is 0 here so the pass is deterministic
     r = make_rollouts()
 

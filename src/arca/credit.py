@@ -40,6 +40,8 @@ HIDDEN = "hidden"
 LORA_DELTA = "lora_delta"
 # What needs the adapter-off (reference) forward pass.
 NEEDS_REFERENCE_PASS = frozenset({REF_LOGPROBS, HIDDEN})
+# What needs the policy entropies of the gradient pass.
+NEEDS_ENTROPIES = frozenset({ENTROPIES, STEP_ENTROPIES})
 
 
 @dataclass

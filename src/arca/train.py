@@ -110,14 +110,12 @@ def _sequence(r: Rollouts, device) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return ids, am.long(), pos, r.prompt_ids.shape[1]
 
 
-def _final_hidden(model, r: Rollouts, deltas=None) -> torch.Tensor:
+def _final_hidden(model, r: Rollouts) -> torch.Tensor:
     """Final hidden states (after the last norm) at the positions predicting y_1..y_T: [B, T, H]."""
     device = next(model.parameters()).device
     ids, am, pos, P = _sequence(r, device)
     body, _ = _backbone_and_head(model)
     h = body(input_ids=ids, attention_mask=am, position_ids=pos, use_cache=False).last_hidden_state  # [B, P+T-1, H]
-    if deltas is not None and deltas.total is not None:
-        deltas.total = deltas.total[:, P - 1:, :]  # [B, T, H], aligned like h
     return h[:, P - 1:, :]  # position P-1+t-1 predicts y_t
 
 
@@ -137,12 +135,15 @@ def policy_scores(model, r: Rollouts, want_entropies: bool, want_hidden: bool, c
     """
     from arca.models import LoraDeltaSum
 
+    delta = None
     if want_lora_delta:
         with LoraDeltaSum(model) as deltas:
-            h = _final_hidden(model, r, deltas)  # [B, T, H]
-        delta = deltas.total if deltas.total is not None else torch.zeros_like(h, dtype=torch.float32)
+            h = _final_hidden(model, r)  # [B, T, H]
+        P = r.prompt_ids.shape[1]
+        # [B, P+T-1, H] -> [B, T, H], the positions of h; no hooked layer ran (none active) -> zeros
+        delta = deltas.total[:, P - 1:, :] if deltas.total is not None else torch.zeros_like(h, dtype=torch.float32)
     else:
-        h, delta = _final_hidden(model, r), None  # [B, T, H]
+        h = _final_hidden(model, r)  # [B, T, H]
     _, head = _backbone_and_head(model)
     logits = head(h)  # [B, T, V]
     targets = r.completion_ids.to(logits.device)  # [B, T]
@@ -194,7 +195,7 @@ def credit_inputs_for_rollouts(model, rollouts: Rollouts, needs: frozenset[str] 
     needs = ALL_NEEDS if needs is None else needs
     with torch.no_grad():
         ref = reference_scores(model, rollouts, credit_lib.REF_LOGPROBS in needs) if needs & credit_lib.NEEDS_REFERENCE_PASS else None
-        pol = policy_scores(model, rollouts, bool(needs & {credit_lib.ENTROPIES, credit_lib.STEP_ENTROPIES}),
+        pol = policy_scores(model, rollouts, bool(needs & credit_lib.NEEDS_ENTROPIES),
                             credit_lib.HIDDEN in needs, want_lora_delta=credit_lib.LORA_DELTA in needs)
     return _inputs(rollouts, pol, ref, seed)
 
@@ -309,7 +310,7 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
     opt.zero_grad(set_to_none=True)
     N, mb = len(r), cfg.train.micro_batch_prompts * K
     need_ref = method.needs_reference_pass
-    need_ent = bool(method.needs & {credit_lib.ENTROPIES, credit_lib.STEP_ENTROPIES})
+    need_ent = bool(method.needs & credit_lib.NEEDS_ENTROPIES)
     # A step-wide statistic over several micro-batches needs every entropy before the first loss.
     step_ents = step_entropies(model, r, mb) if credit_lib.STEP_ENTROPIES in method.needs and N > mb else None
     loss_total, all_w, all_m, fallbacks, surprisal, residual = 0.0, [], [], [], [], []
