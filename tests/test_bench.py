@@ -15,7 +15,7 @@ import torch
 from arca import credit
 from arca.config import Config, from_dict, to_dict
 from arca.rollout import Rollouts
-from arca.train import PASS_COUNTER, lr_lambda, train_step
+from arca.train import PASS_COUNTER, lr_scheduler, train_step
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -106,7 +106,7 @@ class PassCounter:
 def _train_step(cfg: Config, model) -> tuple[dict, list[list[float]]]:
     """One ``train_step`` of ``model`` on FakeGenerator rollouts (lora_dropout 0: deterministic)."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    sched = lr_scheduler(cfg, opt)
     problems = [{"problem": f"p{i}", "answer": "1"} for i in range(cfg.train.prompts_per_step)]
     return train_step(cfg, model, FakeGenerator(), opt, sched, problems, 0, 0)
 

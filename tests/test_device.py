@@ -81,7 +81,7 @@ def test_bf16_train_step_on_cpu(tiny_base, method):
     """One GRPO step in bf16 on CPU (generation, scoring, adapter-off pass, update) gives finite metrics."""
     from arca.data import generate_problems
     from arca.rollout import make_generator
-    from arca.train import lr_lambda, train_step
+    from arca.train import lr_scheduler, train_step
 
     tiny_base.model.dtype = "bfloat16"
     tiny_base.credit.method = method
@@ -91,7 +91,7 @@ def test_bf16_train_step_on_cpu(tiny_base, method):
     assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tiny_base))
+    sched = lr_scheduler(tiny_base, opt)
     problems = generate_problems(tiny_base.train.prompts_per_step, seed=0, levels=[1])
     m, weights = train_step(tiny_base, model, make_generator(tiny_base, model, tok), opt, sched, problems, 0, 1)
     for key in ("loss", "reward_mean", "grad_norm", "gini", "eff_ratio", "surprisal_mean"):

@@ -137,6 +137,11 @@ def test_pretrain_build_writes_loadable_base(built):
     first, last = sum(r["loss"] for r in curve[:3]) / 3, sum(r["loss"] for r in curve[-3:]) / 3
     assert last < first - 0.5, (first, last)
     assert info["final_loss"] == curve[-1]["loss"]
+    # the library's cosine with warm-up, logged as the rate each step used: lr * s / 4 for s < 4 (the
+    # first step at 0), then lr * 0.5 * (1 + cos(pi * (s - 4) / 36)): lr / 2 at s = 22
+    lr = TINY_PRETRAIN["lr"]
+    assert [r["lr"] for r in curve[:5]] == pytest.approx([0.0, lr / 4, lr / 2, 3 * lr / 4, lr])
+    assert curve[22]["lr"] == pytest.approx(lr / 2)
 
 
 def test_pretrain_is_deterministic(tmp_path):

@@ -132,11 +132,48 @@ def test_two_steps_train_lora_only(method, results, toy_reward, captured, tmp_pa
     assert not (tmp_path / "run" / "checkpoints").exists()  # cleaned up after a complete run
 
 
-def test_lr_schedule_warmup_then_cosine(results):
+def _lr_curve(cfg, n: int, sched=None) -> list[float]:
+    """Learning rate of optimizer steps 1..n under ``train.lr_scheduler`` (base lr 1: the multiplier)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = train.lr_scheduler(cfg, opt) if sched is None else sched
+    out = []
+    for _ in range(n):
+        out.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_lr_schedule_is_the_librarys_cosine_with_warmup(results):
+    # W = 4, S = 20: s / W for s = 0..3 (the first step has lr 0), then 0.5 (1 + cos(pi (s - 4) / 16))
     cfg = run_cfg(results, "uniform_r4_s1", "train.steps=20", "train.warmup_steps=4")
-    f = train.lr_lambda(cfg)
-    assert [f(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert f(4) == pytest.approx(1.0) and f(12) == pytest.approx(0.5) and f(20) == pytest.approx(0.0)
+    curve = _lr_curve(cfg, 21)
+    assert curve[:5] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    assert curve[12] == pytest.approx(0.5) and curve[20] == pytest.approx(0.0, abs=1e-12)
+    assert curve[8] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    # min_lr_ratio f = 0.2: f + (1 - f) * cosine -> 0.6 half-way, 0.2 at the end; warm-up unchanged
+    floor = _lr_curve(run_cfg(results, "uniform_r4_s1", "train.steps=20", "train.warmup_steps=4",
+                              "train.min_lr_ratio=0.2"), 21)
+    assert floor[:4] == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    assert floor[12] == pytest.approx(0.6) and floor[20] == pytest.approx(0.2)
+    # no warm-up: the first step runs at the full rate
+    assert _lr_curve(run_cfg(results, "uniform_r4_s1", "train.steps=20", "train.warmup_steps=0"), 1) == [1.0]
+
+
+def test_lr_scheduler_state_survives_a_checkpoint_round_trip(results, tmp_path):
+    import io
+
+    cfg = run_cfg(results, "uniform_r4_s1", "train.steps=20", "train.warmup_steps=4")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = train.lr_scheduler(cfg, opt)
+    first = _lr_curve(cfg, 7, sched)
+    buf = io.BytesIO()
+    torch.save({"scheduler": sched.state_dict()}, buf)  # as save_checkpoint stores it
+    buf.seek(0)
+    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    resumed = train.lr_scheduler(cfg, opt2)
+    resumed.load_state_dict(torch.load(buf, weights_only=False)["scheduler"])
+    assert first + _lr_curve(cfg, 13, resumed) == pytest.approx(_lr_curve(cfg, 20))
 
 
 # ----------------------------------------------------------------------------- resume & determinism
@@ -149,6 +186,7 @@ def test_resume_in_process_equals_uninterrupted(results, toy_reward, tmp_path):
     assert (tmp_path / "split" / "checkpoints" / "step_000002").is_dir()
     train.train_run(cfg, run, run_dir=tmp_path / "split")  # resumes at step 2
     assert metrics(tmp_path / "split") == metrics(tmp_path / "full")
+    assert metrics(tmp_path / "full")[0]["lr"] == 0.0  # warm-up (smoke: 10 steps) starts at lr 0
     a, b = adapter_tensors(tmp_path / "full" / "adapter"), adapter_tensors(tmp_path / "split" / "adapter")
     assert a.keys() == b.keys()
     assert any(torch.count_nonzero(v) for k, v in a.items() if "lora_B" in k)  # it did learn

@@ -28,7 +28,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -240,14 +239,6 @@ def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator):
         order = order[batch_size:]
 
 
-def _cosine_with_warmup(step: int, warmup: int, total: int) -> float:
-    """Learning-rate multiplier: linear warm-up to 1, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def _adamw(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only; norm gains are left undecayed."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
@@ -262,6 +253,7 @@ def pretrain(cfg: Config, out_dir: Path) -> tuple[Any, Any, dict]:
     Returns ``(model, tokenizer, info)`` with info holding the initial and final loss and seconds.
     """
     from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
 
     p = cfg.model.pretrain
     train_file = cfg.data_dir / "train.jsonl"
@@ -280,7 +272,9 @@ def pretrain(cfg: Config, out_dir: Path) -> tuple[Any, Any, dict]:
     model = pretrain_model(cfg, len(tok), tok)
     model.train()
     opt = _adamw(model, p.lr, p.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_with_warmup(s, p.warmup_steps, p.steps))
+    # The library's schedule, the same as GRPO training: lr * s / warmup for step s < warmup (the
+    # first step has lr 0), then cosine to 0 at the last step.
+    sched = get_cosine_schedule_with_warmup(opt, p.warmup_steps, p.steps)
     gen = torch.Generator().manual_seed(p.seed)
 
     losses: list[float] = []
@@ -293,10 +287,11 @@ def pretrain(cfg: Config, out_dir: Path) -> tuple[Any, Any, dict]:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), PRETRAIN_GRAD_CLIP)
+            lr = sched.get_last_lr()[0]  # the rate this step uses (logged before the scheduler moves on)
             opt.step()
             sched.step()
             losses.append(loss.item())
-            row = {"step": step, "loss": losses[-1], "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - start}
+            row = {"step": step, "loss": losses[-1], "lr": lr, "seconds": time.perf_counter() - start}
             curve.write(json.dumps(row) + "\n")
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     model.eval()

@@ -96,14 +96,14 @@ def run_method(cfg: Config, method: str, records: list[dict], steps: int, device
     """``steps`` GRPO steps of ``method`` with a fresh adapter; its table row."""
     from arca.models import load_policy
     from arca.rollout import make_generator
-    from arca.train import lr_lambda, train_step
+    from arca.train import lr_scheduler, train_step
 
     cfg = with_keys(cfg, credit__method=method)
     torch.manual_seed(cfg.train.seed)
     model, tok = load_policy(cfg)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr,
                             weight_decay=cfg.train.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    sched = lr_scheduler(cfg, opt)
     generator = shared.get("generator")
     if generator is not None and hasattr(generator, "use_model"):  # one vLLM engine for every method
         generator.use_model(model)

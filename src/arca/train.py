@@ -21,7 +21,6 @@ checkpoint and ends identical to an uninterrupted run.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -215,17 +214,25 @@ def _inputs(r: Rollouts, pol: Scores, ref: Scores | None, seed: int, step_ents: 
 
 
 # ----------------------------------------------------------------------------- schedule & state
-def lr_lambda(cfg: Config):
-    """Linear warm-up over ``warmup_steps``, then cosine to ``min_lr_ratio`` at ``steps``."""
-    warm, total, floor = cfg.train.warmup_steps, cfg.train.steps, cfg.train.min_lr_ratio
+def lr_scheduler(cfg: Config, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    """The library's cosine schedule with linear warm-up (transformers), as in the author's code.
 
-    def f(step: int) -> float:
-        if warm > 0 and step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, total - warm)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    Learning-rate multiplier at optimizer step s = 0, 1, ... (W = ``train.warmup_steps``,
+    S = ``train.steps``, f = ``train.min_lr_ratio``):
 
-    return f
+        s / W                                                  for s < W  (the first step has lr 0)
+        f + (1 - f) * 0.5 * (1 + cos(pi * (s - W) / (S - W)))  for s >= W
+
+    f = 0 is ``get_cosine_schedule_with_warmup`` (the paper's "cosine to 0"); f > 0 the library's
+    min-lr variant. Both are a ``LambdaLR`` over a ``functools.partial``, whose state dict
+    (checkpoints) holds only the step counters.
+    """
+    from transformers import get_cosine_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup
+
+    t = cfg.train
+    if t.min_lr_ratio == 0:
+        return get_cosine_schedule_with_warmup(opt, t.warmup_steps, t.steps)
+    return get_cosine_with_min_lr_schedule_with_warmup(opt, t.warmup_steps, t.steps, min_lr_rate=t.min_lr_ratio)
 
 
 @dataclass
@@ -396,7 +403,7 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
     model, tok = load_policy(cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    sched = lr_scheduler(cfg, opt)
     data_gen = torch.Generator().manual_seed(cfg.train.seed)
     state = load_checkpoint(run_dir, model, opt, sched, data_gen, run_hash) or RunState()
     generator = make_generator(cfg, model, tok)
