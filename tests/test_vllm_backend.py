@@ -63,22 +63,27 @@ class RecordingModel(torch.nn.Module):
         return torch.cat([input_ids, torch.full((input_ids.shape[0], 2), 5)], dim=1)
 
 
+@pytest.mark.parametrize("top_k", [0, 50])
 @pytest.mark.parametrize("greedy", [False, True])
-def test_sampling_kwargs_match_transformers_backend(tok, greedy):
+def test_sampling_kwargs_match_transformers_backend(tok, greedy, top_k):
     model = RecordingModel()
     gen = TransformersGenerator(model, tok)
-    gen.generate(["1+1="], n=3, temperature=0.7, top_p=0.9, max_new_tokens=11, greedy=greedy)
+    gen.generate(["1+1="], n=3, temperature=0.7, top_p=0.9, max_new_tokens=11, greedy=greedy, top_k=top_k)
     hf = model.calls[0]
-    kw = vb.sampling_params_kwargs(3, 0.7, 0.9, 11, greedy, seed=None, stop_token_ids=gen.eos_ids)
+    kw = vb.sampling_params_kwargs(3, 0.7, 0.9, 11, greedy, seed=None, stop_token_ids=gen.eos_ids, top_k=top_k)
     assert kw["max_tokens"] == hf["max_new_tokens"] == 11
     assert kw["stop_token_ids"] == hf["eos_token_id"] == [tok.eos_token_id]
-    assert kw["top_k"] == -1  # vLLM's "top-k off"; transformers' is 0 (or unset for greedy)
     if greedy:
-        assert hf["do_sample"] is False
+        assert hf["do_sample"] is False and "top_k" not in hf
         assert kw["temperature"] == 0.0 and kw["n"] == 1  # one greedy sample, repeated by parse_outputs
+        assert kw["top_k"] == -1
     else:
-        assert hf["do_sample"] is True and hf["top_k"] == 0
+        assert hf["do_sample"] is True
         assert (kw["temperature"], kw["top_p"], kw["n"]) == (hf["temperature"], hf["top_p"], 3)
+        # the same filter in both: k tokens, or none ("off" is 0 in transformers, -1 in vLLM; both
+        # backends always pass it, since transformers' default would be 50 and vLLM's off)
+        assert hf["top_k"] == top_k
+        assert kw["top_k"] == (top_k if top_k > 0 else -1)
     assert "seed" not in kw
     assert vb.sampling_params_kwargs(2, 1.0, 0.95, 8, seed=7)["seed"] == 7
 
@@ -229,7 +234,7 @@ def test_generator_with_stand_in_vllm(cfg, tok, fake_vllm, tmp_path):
     cfg.model.dtype = "bfloat16"
     model = tiny_policy(cfg, tok)
     gen = vb.VLLMGenerator(cfg, model, tok, adapter_root=tmp_path / "lora")
-    r = gen.generate(["1+1=", "2+2="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5)
+    r = gen.generate(["1+1=", "2+2="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5, top_k=50)
     _sgd_step(model)
     gen.generate(["3+3="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5)
     (llm_kw,) = fake_vllm["llm"]  # one engine for every step
@@ -239,7 +244,8 @@ def test_generator_with_stand_in_vllm(cfg, tok, fake_vllm, tmp_path):
     assert (llm_kw["dtype"], llm_kw["seed"]) == ("bfloat16", cfg.train.seed)
     (p1, s1, l1), (p2, s2, l2) = fake_vllm["generate"]
     assert p1[0]["prompt_token_ids"] == tok("1+1=", add_special_tokens=False)["input_ids"]
-    assert s1.kw == vb.sampling_params_kwargs(2, 1.0, 0.95, 5, stop_token_ids=gen.eos_ids)
+    assert s1.kw == vb.sampling_params_kwargs(2, 1.0, 0.95, 5, stop_token_ids=gen.eos_ids, top_k=50)
+    assert (s1.kw["top_k"], s2.kw["top_k"]) == (50, -1)  # passed through; the default is off
     assert (l1.lora_int_id, l2.lora_int_id) == (1, 2)  # a new id after the optimizer step: vLLM reloads
     assert (tmp_path / "lora" / "step_000002" / "adapter_model.safetensors").is_file()
     assert l2.lora_path == str(tmp_path / "lora" / "step_000002")

@@ -103,6 +103,9 @@ class RolloutConfig:
     k: int = 4
     temperature: float = 1.0
     top_p: float = 0.95
+    # keep the k most likely tokens before top-p; 0 = off. 50 is transformers' default, which the
+    # author's generate() call (temperature and top-p only) inherited
+    top_k: int = 50
     max_new_tokens: int = 48
     min_new_tokens: int = 0  # > 0 forces at least this many tokens (EOS suppressed): fixed-length benchmarks
     batch_size: int = 64  # completions generated per generate() call
@@ -146,6 +149,7 @@ class EvalConfig:
     pass_k: int = 4
     temperature: float = 1.0
     top_p: float = 0.95
+    top_k: int = 50  # as rollout.top_k, for the pass@k samples (greedy ignores it)
     max_new_tokens: int = 48
     batch_size: int = 64
     grader_timeout: float = 5.0
@@ -438,6 +442,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(r.k >= 2, source, "rollout.k", f"(group size K) must be >= 2 for group-normalized advantages, got {r.k}")
     _check(r.temperature > 0, source, "rollout.temperature", f"must be > 0, got {r.temperature}")
     _check(0 < r.top_p <= 1, source, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
+    _check(r.top_k >= 0, source, "rollout.top_k", f"must be >= 0 (0 = off), got {r.top_k}")
     _check(r.max_new_tokens > 0, source, "rollout.max_new_tokens", f"must be > 0, got {r.max_new_tokens}")
     _check(0 <= r.min_new_tokens <= r.max_new_tokens, source, "rollout.min_new_tokens",
            f"must be in [0, rollout.max_new_tokens ({r.max_new_tokens})], got {r.min_new_tokens}")
@@ -471,6 +476,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         _check(proto in ("generated", "paper200", "math500"), source, f"eval.protocols[{i}]", f"must be generated, paper200 or math500, got {proto!r}")
     _check(e.n_problems > 0, source, "eval.n_problems", f"must be > 0, got {e.n_problems}")
     _check(e.pass_k >= 1, source, "eval.pass_k", f"must be >= 1, got {e.pass_k}")
+    _check(e.top_k >= 0, source, "eval.top_k", f"must be >= 0 (0 = off), got {e.top_k}")
     _check(e.grader_timeout > 0, source, "eval.grader_timeout", f"must be > 0, got {e.grader_timeout}")
 
     s = cfg.sweep

@@ -6,7 +6,7 @@ Protocols (``eval.protocols``):
   - ``math500``: MATH-500; primary grader Math-Verify.
   - ``generated``: the generated test split, first ``eval.n_problems``; primary grader string match.
 Each protocol measures greedy accuracy and, from ``eval.pass_k`` samples at ``eval.temperature`` /
-``eval.top_p``, the unbiased pass@k and pass@1. Every completion is graded by BOTH graders.
+``eval.top_k`` / ``eval.top_p``, the unbiased pass@k and pass@1. Every completion is graded by BOTH graders.
 
 Writes ``eval/<run>/samples.jsonl`` (one line per graded completion) and ``eval/<run>/summary.json``
 (overall, per level, per subject, grader agreement), each renamed into place when complete.
@@ -86,7 +86,8 @@ def evaluate_protocol(cfg: Config, generator, protocol: str, grader) -> list[dic
     prompts = [build_prompt(p["problem"]) for p in problems]
     e = cfg.eval
     greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)
-    sampled = generator.generate(prompts, e.pass_k, e.temperature, e.top_p, e.max_new_tokens, seed=EVAL_SEED)
+    sampled = generator.generate(prompts, e.pass_k, e.temperature, e.top_p, e.max_new_tokens, seed=EVAL_SEED,
+                                 top_k=e.top_k)
     items = [(p, "greedy", 0, t) for p, t in zip(problems, greedy.texts)]
     items += [(problems[i // e.pass_k], "sample", i % e.pass_k, t) for i, t in enumerate(sampled.texts)]
     verdicts = grader([it[0]["answer"] for it in items], [it[3] for it in items])

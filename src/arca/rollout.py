@@ -34,7 +34,7 @@ class Rollouts:
 class Generator(Protocol):
     def generate(
         self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-        greedy: bool = False, seed: int | None = None,
+        greedy: bool = False, seed: int | None = None, top_k: int = 0,
     ) -> Rollouts: ...
 
 
@@ -72,8 +72,9 @@ def eos_token_ids(tokenizer, model=None) -> set[int]:
 class TransformersGenerator:
     """Sampling with ``model.generate`` (KV cache on), in batches of ``batch_size`` completions.
 
-    Top-k is disabled (``top_k=0``) so that sampling is exactly temperature + top-p, as the
-    paper states and as the vLLM backend does.
+    Sampling is temperature, then top-k (``top_k`` > 0; 0 = off), then top-p, every setting passed
+    explicitly so that no generation config of the model adds its own (the vLLM backend applies the
+    same three). Greedy ignores them.
     """
 
     def __init__(self, model, tokenizer, batch_size: int = 64, max_prompt_tokens: int = 512):
@@ -97,7 +98,7 @@ class TransformersGenerator:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-                 greedy: bool = False, seed: int | None = None, min_new_tokens: int = 0) -> Rollouts:
+                 greedy: bool = False, seed: int | None = None, top_k: int = 0, min_new_tokens: int = 0) -> Rollouts:
         """``min_new_tokens`` > 0 suppresses EOS until that many tokens exist (fixed-length benchmarks)."""
         if seed is not None:
             torch.manual_seed(seed)
@@ -110,7 +111,8 @@ class TransformersGenerator:
             for start in range(0, ids.shape[0], self.batch_size):
                 b_ids = ids[start:start + self.batch_size].to(device)
                 b_am = am[start:start + self.batch_size].to(device)
-                kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+                # transformers reads top_k=0 as "no top-k filter"
+                kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
                 if min_new_tokens > 0:
                     kwargs["min_new_tokens"] = min_new_tokens
                 out = self.model.generate(

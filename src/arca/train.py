@@ -304,7 +304,7 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
     t0 = time.perf_counter()
     fixed = {"min_new_tokens": cfg.rollout.min_new_tokens} if cfg.rollout.min_new_tokens > 0 else {}
     r = generator.generate([build_prompt(p["problem"]) for p in problems], K, cfg.rollout.temperature,
-                           cfg.rollout.top_p, cfg.rollout.max_new_tokens, **fixed)
+                           cfg.rollout.top_p, cfg.rollout.max_new_tokens, top_k=cfg.rollout.top_k, **fixed)
     t_gen = time.perf_counter() - t0
     golds = [gold_answer(p["answer"]) for p in problems for _ in range(K)]
     rewards = torch.tensor([float(grade_paper(c, g)) for c, g in zip(r.texts, golds)])  # [N]

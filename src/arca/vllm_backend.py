@@ -1,8 +1,9 @@
 """vLLM rollout backend (``rollout.backend: vllm``; the ``gpu`` extra, GPU machines only).
 
 ``VLLMGenerator`` implements the same ``Generator.generate`` as ``arca.rollout.TransformersGenerator``
-with the same sampling: temperature + top-p with top-k disabled (``top_k=-1`` in vLLM, ``0`` in
-transformers), ``n`` samples per prompt, ``max_new_tokens`` new tokens, greedy = temperature 0,
+with the same sampling: temperature, top-k (``rollout.top_k``; "off" is ``-1`` in vLLM, ``0`` in
+transformers; vLLM's own default is off, transformers' is 50, so it is always passed) and top-p,
+``n`` samples per prompt, ``max_new_tokens`` new tokens, greedy = temperature 0,
 prompts truncated to ``data.max_prompt_tokens`` tokens (keeping their start, as the tokenizer's
 right-side truncation does), sampling stops at the same EOS ids. It returns the same ``Rollouts``:
 prompt-major rows, left-padded prompts, right-padded completions, and the mask of
@@ -65,10 +66,10 @@ def vllm_lora_rank(rank: int) -> int:
 
 
 def sampling_params_kwargs(n: int, temperature: float, top_p: float, max_new_tokens: int, greedy: bool = False,
-                           seed: int | None = None, stop_token_ids: Sequence[int] | None = None) -> dict:
+                           seed: int | None = None, stop_token_ids: Sequence[int] | None = None, top_k: int = 0) -> dict:
     """Keyword arguments of ``vllm.SamplingParams`` equal to the transformers backend's settings.
 
-    Sampling: temperature, top-p, top-k off (-1). Greedy: temperature 0 and ONE sample per prompt
+    Sampling: temperature, top-k (``top_k`` > 0, else off: -1), top-p. Greedy: temperature 0 and ONE sample per prompt
     (every greedy sample is the same; ``parse_outputs`` repeats it ``n`` times, which also avoids
     vLLM versions that refuse n > 1 with greedy decoding).
     """
@@ -76,7 +77,7 @@ def sampling_params_kwargs(n: int, temperature: float, top_p: float, max_new_tok
     if greedy:
         kw.update(n=1, temperature=0.0, top_p=1.0, top_k=-1)
     else:
-        kw.update(n=int(n), temperature=float(temperature), top_p=float(top_p), top_k=-1)
+        kw.update(n=int(n), temperature=float(temperature), top_p=float(top_p), top_k=int(top_k) if top_k > 0 else -1)
     if seed is not None:
         kw["seed"] = int(seed)
     if stop_token_ids:
@@ -252,10 +253,11 @@ class VLLMGenerator:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-                 greedy: bool = False, seed: int | None = None) -> Rollouts:
+                 greedy: bool = False, seed: int | None = None, top_k: int = 0) -> Rollouts:
         _, SamplingParams, LoRARequest = self._vllm
         lists, p_ids, p_mask = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
-        params = SamplingParams(**sampling_params_kwargs(n, temperature, top_p, max_new_tokens, greedy, seed, self.eos_ids))
+        params = SamplingParams(**sampling_params_kwargs(n, temperature, top_p, max_new_tokens, greedy, seed,
+                                                         self.eos_ids, top_k))
         lora = self.sync.request_args(self.model)
         outputs = self._engine().generate(build_requests(lists), params, use_tqdm=False,
                                           lora_request=LoRARequest(*lora) if lora else None)

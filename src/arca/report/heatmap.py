@@ -202,7 +202,8 @@ def heatmap_main(cfg: Config, args=None) -> Path:
     model.eval()
     gen = TransformersGenerator(model, tok, rcfg.rollout.batch_size, rcfg.data.max_prompt_tokens)
     ro = gen.generate([build_prompt(p["problem"]) for p in problems], 1, rcfg.rollout.temperature,
-                      rcfg.rollout.top_p, rcfg.rollout.max_new_tokens, greedy=False, seed=0)
+                      rcfg.rollout.top_p, rcfg.rollout.max_new_tokens, greedy=False, seed=0,
+                      top_k=rcfg.rollout.top_k)
     inputs = credit_inputs_for_rollouts(model, ro, seed=0)
     mask = inputs.mask  # [N, T]
     per_method = {}

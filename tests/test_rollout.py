@@ -1,0 +1,79 @@
+"""Rollouts (arca.rollout): the sampling settings every caller passes, and the completion mask."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from arca.config import load_config
+from arca.models import char_tokenizer, pretrain_model
+from arca.rollout import Rollouts, TransformersGenerator
+
+ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyz.,\n\\{}:"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return char_tokenizer([ALPHABET])
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    return load_config("configs/smoke.yaml", [f"paths.results={tmp_path}"])
+
+
+class RecordingGenerator:
+    """A ``Generator`` that records its keyword arguments and returns fixed rollouts."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def generate(self, prompts, n, temperature, top_p, max_new_tokens, **kw) -> Rollouts:
+        self.calls.append({"n": n, "temperature": temperature, "top_p": top_p, **kw})
+        N = len(prompts) * n
+        comp = torch.full((N, 2), 5)
+        return Rollouts(torch.ones(N, 1, dtype=torch.long), torch.ones(N, 1, dtype=torch.long), comp,
+                        torch.ones(N, 2), [r"\boxed{1}"] * N)
+
+
+# ----------------------------------------------------------------------------- top-k
+def test_top_k_one_samples_the_greedy_completion(cfg, tok):
+    # top-k = 1 leaves one token at every step: sampling must give the greedy completion, whatever the
+    # seed; with top-k off the same seeds sample something else from this untrained, flat model.
+    torch.manual_seed(0)
+    gen = TransformersGenerator(pretrain_model(cfg, len(tok), tok), tok)
+    prompts = ["1+2=", "7*3="]
+    greedy = gen.generate(prompts, 1, 1.0, 1.0, 12, greedy=True)
+    for seed in (1, 2):
+        top1 = gen.generate(prompts, 1, 1.0, 1.0, 12, seed=seed, top_k=1)
+        assert torch.equal(top1.completion_ids, greedy.completion_ids)
+        free = gen.generate(prompts, 1, 1.0, 1.0, 12, seed=seed, top_k=0)
+        assert not torch.equal(free.completion_ids, greedy.completion_ids)
+
+
+def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path, monkeypatch):
+    import arca.grading
+    from arca.evaluate import evaluate_protocol
+    from arca.models import wrap_lora
+    from arca.train import lr_scheduler, train_step
+
+    tok = char_tokenizer([ALPHABET])
+    monkeypatch.setattr(arca.grading, "grade_paper", lambda completion, gold: True)
+    cfg.rollout.top_k, cfg.eval.top_k = 7, 11
+    torch.manual_seed(0)
+    model = wrap_lora(pretrain_model(cfg, len(tok), tok), cfg.lora)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    gen = RecordingGenerator()
+    problems = [{"problem": "1+1", "answer": "2"}] * cfg.train.prompts_per_step
+    train_step(cfg, model, gen, opt, lr_scheduler(cfg, opt), problems, 0, 0)
+    assert gen.calls[-1]["top_k"] == 7 and gen.calls[-1]["top_p"] == cfg.rollout.top_p
+
+    cfg.data_dir.mkdir(parents=True)
+    rec = {"id": "t/0", "problem": "1+1", "solution": r"\boxed{2}", "answer": "2", "level": 1, "subject": "s"}
+    (cfg.data_dir / "test.jsonl").write_text(json.dumps(rec) + "\n")
+    gen.calls.clear()
+    evaluate_protocol(cfg, gen, "generated", lambda golds, comps: [{"answer": None, "paper": False,
+                                                                    "math_verify": False}] * len(golds))
+    sampled = [c for c in gen.calls if not c.get("greedy")]
+    assert [c["top_k"] for c in sampled] == [11] and sampled[0]["top_p"] == cfg.eval.top_p
