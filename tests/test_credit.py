@@ -97,33 +97,40 @@ def test_entropy_reduction_hand_example():
     torch.testing.assert_close(w, t([[4.0, 0.0, 2.25, 0.0]]) / 6.25, rtol=1e-6, atol=1e-7)
 
 
-def test_entropy_reduction_last_real_token_of_padded_row_gets_zero():
-    # Row 0: real tokens 0..2, padding at 3 with a huge (garbage) entropy at 3 and a small one at 2.
-    # The last REAL token (index 2) must get 0, not max(0, H_2 - H_3) and not H_2 - 0.
-    # alpha = (max(0, 5-1), max(0, 1-4), 0, *) = (4, 0, 0, *)
+def test_entropy_reduction_last_real_token_uses_the_masked_column_after_it():
+    # The author's rule (PAPER.md, Notation): y_T keeps max(0, H_T - H_{T+1}), H_{T+1} being the
+    # entropy at the masked column after it (the EOS that the mask leaves out when pad == EOS);
+    # only the last column of the padded batch has no H_{t+1} and gets 0.
+    # Row 0: real tokens 0..2, H = (5, 1, 4 | 0.5): alpha = (4, 0, max(0, 4 - 0.5) = 3.5, 0)
+    # Row 1: the same tokens but H_{T+1} = 6 > H_T: alpha = (4, 0, 0, *)
+    # Row 2: every column real, entropies increase: alpha = 0 -> uniform fall-back
     x = CreditInputs(
-        mask=t([[1, 1, 1, 0], [1, 1, 1, 1]]),
-        logprobs=torch.zeros(2, 4),
-        entropies=t([[5.0, 1.0, 4.0, -100.0], [1.0, 2.0, 3.0, 9.0]]),
+        mask=t([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1]]),
+        logprobs=torch.zeros(3, 4),
+        entropies=t([[5.0, 1.0, 4.0, 0.5], [5.0, 1.0, 4.0, 6.0], [1.0, 2.0, 3.0, 9.0]]),
     )
     alpha = credit.entropy_reduction_signal(x)
-    assert alpha[0, 2] == 0.0
-    assert alpha[0, 0] == 4.0 and alpha[0, 1] == 0.0
-    # Row 1: entropies increase: every alpha 0 -> all scores eps^2 -> fall-back to uniform
-    assert torch.all(alpha[1] == 0)
+    torch.testing.assert_close(alpha[:2, :3], t([[4.0, 0.0, 3.5], [4.0, 0.0, 0.0]]))
+    assert torch.all(alpha[:, 3] == 0) and torch.all(alpha[2] == 0)
     w, fb = token_weights("entropy_reduction", x)
-    # row 0: scores ((4+e)^2, e^2, e^2) -> ~ (1, 0, 0) on the mask, 0 on padding
-    torch.testing.assert_close(w[0], t([1.0, 0.0, 0.0, 0.0]), atol=1e-6, rtol=0)
-    torch.testing.assert_close(w[1], t([0.25] * 4))
-    assert fb.tolist() == [False, True]
+    # s = 2: row 0 scores ((4+e)^2, e^2, (3.5+e)^2) ~ (16, 0, 12.25) / 28.25; row 1 ~ (1, 0, 0)
+    torch.testing.assert_close(w[0], t([16.0, 0.0, 12.25, 0.0]) / 28.25, atol=1e-6, rtol=0)
+    torch.testing.assert_close(w[1], t([1.0, 0.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(w[2], t([0.25] * 4))
+    assert fb.tolist() == [False, False, True]
 
 
-def test_entropy_reduction_last_token_rule_single_token():
-    x = CreditInputs(mask=t([[1, 0, 0]]), logprobs=torch.zeros(1, 3), entropies=t([[7.0, 0.0, 0.0]]))
-    assert credit.entropy_reduction_signal(x)[0, 0] == 0.0
+def test_entropy_reduction_single_token_rows():
+    # One real token followed by a masked column: alpha = max(0, 7 - 2) = 5, weight 1, no fall-back.
+    x = CreditInputs(mask=t([[1, 0, 0]]), logprobs=torch.zeros(1, 3), entropies=t([[7.0, 2.0, 0.0]]))
+    assert credit.entropy_reduction_signal(x)[0, 0] == 5.0
     w, fb = token_weights("entropy_reduction", x)
     torch.testing.assert_close(w, t([[1.0, 0.0, 0.0]]))
-    assert fb.tolist() == [True]
+    assert fb.tolist() == [False]
+    # A one-column batch: nothing follows the token, alpha = 0 and the row falls back to uniform.
+    y = CreditInputs(mask=t([[1]]), logprobs=torch.zeros(1, 1), entropies=t([[7.0]]))
+    assert credit.entropy_reduction_signal(y)[0, 0] == 0.0
+    assert token_weights("entropy_reduction", y)[1].tolist() == [True]
 
 
 def test_divergence_hand_example():
@@ -159,7 +166,11 @@ def test_masked_positions_zero_and_do_not_affect_others(method):
     y = full_inputs(B=2, T=5, seed=1, mask=x.mask.clone())
     y.logprobs[0, 3:] = t([-50.0, -0.001])
     y.ref_logprobs[0, 3:] = t([0.0, -40.0])
-    y.entropies[0, 3:] = t([100.0, 0.0])
+    # for entropy_reduction the first masked column holds H_{T+1} of the last real token (see
+    # test_entropy_reduction_last_real_token_uses_the_masked_column_after_it), so it stays
+    y.entropies[0, 4:] = 0.0
+    if method != "entropy_reduction":
+        y.entropies[0, 3] = 100.0
     y.hidden[0, 3:] += 1000.0
     y.base_hidden[0, 3:] -= 7.0
     y.lora_delta[0, 3:] *= 100.0

@@ -77,3 +77,73 @@ def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path, monkeypa
                                                                     "math_verify": False}] * len(golds))
     sampled = [c for c in gen.calls if not c.get("greedy")]
     assert [c["top_k"] for c in sampled] == [11] and sampled[0]["top_p"] == cfg.eval.top_p
+
+
+# ----------------------------------------------------------------------------- the completion mask
+PAD0, EOS1 = 0, 1
+
+
+@pytest.mark.parametrize("rule, expected", [
+    # the author's: token != pad, then 0 after the first EOS; with pad == EOS the EOS itself is out
+    ("author", [[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]]),
+    # up to and including the first EOS
+    ("through_eos", [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
+])
+def test_completion_mask_pad_equal_to_eos(rule, expected):
+    from arca.rollout import completion_mask
+
+    comp = torch.tensor([[5, 6, EOS1, EOS1], [5, EOS1, EOS1, EOS1], [5, 6, 7, 8], [EOS1, EOS1, EOS1, EOS1]])
+    assert completion_mask(comp, {EOS1}, EOS1, rule=rule).tolist() == expected
+
+
+@pytest.mark.parametrize("rule, expected", [
+    # pad (0) != EOS (1), as in the pretrained-here model: the author's rule keeps the EOS, and drops a
+    # generated pad token wherever it is (row 1)
+    ("author", [[1, 1, 1, 0], [1, 0, 1, 1], [1, 0, 0, 0]]),
+    ("through_eos", [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
+])
+def test_completion_mask_pad_distinct_from_eos(rule, expected):
+    from arca.rollout import completion_mask
+
+    comp = torch.tensor([[5, 6, EOS1, PAD0], [5, PAD0, 6, EOS1], [EOS1, PAD0, PAD0, PAD0]])
+    assert completion_mask(comp, {EOS1}, PAD0, rule=rule).tolist() == expected
+
+
+def test_completion_mask_default_is_the_authors_and_unknown_rule_fails():
+    from arca.rollout import completion_mask
+
+    comp = torch.tensor([[5, EOS1, EOS1]])
+    assert completion_mask(comp, {EOS1}, EOS1).tolist() == [[1, 0, 0]]
+    with pytest.raises(ValueError, match="through_eos"):
+        completion_mask(comp, {EOS1}, EOS1, rule="before_eos")
+
+
+class FixedModel(torch.nn.Module):
+    """Stands in for a causal LM whose ``generate`` appends fixed completions to the prompts."""
+
+    def __init__(self, completions: list[list[int]]):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.generation_config = None
+        self.completions = torch.tensor(completions)
+
+    def generate(self, input_ids, attention_mask, **kw):
+        return torch.cat([input_ids, self.completions[: input_ids.shape[0]]], dim=1)
+
+
+@pytest.mark.parametrize("rule, expected", [("author", [[1, 1, 0, 0], [1, 1, 1, 1]]),
+                                            ("through_eos", [[1, 1, 1, 0], [1, 1, 1, 1]])])
+def test_generator_mask_follows_the_config(cfg, rule, expected):
+    from transformers import PreTrainedTokenizerFast
+
+    from arca.rollout import make_generator
+
+    tok = char_tokenizer([ALPHABET])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token="<eos>", pad_token="<eos>")
+    assert tok.pad_token_id == tok.eos_token_id == EOS1  # as Qwen3-1.7B-Base
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    cfg.rollout.completion_mask = rule
+    gen = make_generator(cfg, FixedModel([enc("12") + [EOS1, EOS1], enc("3456")]), tok)
+    r = gen.generate(["a", "b"], 1, 1.0, 1.0, 4)
+    assert r.completion_mask.tolist() == expected
+    assert r.texts == ["12", "3456"]  # the EOS is never in the text

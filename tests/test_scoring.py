@@ -175,6 +175,43 @@ def test_policy_scores_left_padded_match_unpadded_reference(attn):
     assert torch.all(torch.isfinite(s.logprobs))  # also on padded positions (masked later)
 
 
+def _slow_entropies(model, prompt, tokens):
+    """Entropies of the distributions after each prefix prompt + tokens[:t], t = 0..len(tokens), unpadded."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1:]  # [n + 1, V]
+    lp = torch.log_softmax(logits.float(), -1)
+    return -(lp.exp() * lp).sum(-1)  # [n + 1]: H_1 .. H_{n+1}
+
+
+def test_entropy_at_the_masked_eos_column_predicts_the_eos():
+    # pad == EOS (as Qwen3-1.7B-Base): the author's mask leaves the EOS out, yet its column's entropy
+    # is H_{T+1}, the distribution that predicted the EOS, read at y_T; entropy_reduction gives the
+    # last real token max(0, H_T - H_{T+1}) from it. Only a row filling the last column gets 0 there.
+    from arca.rollout import completion_mask
+
+    eos = 1
+    model = tiny_model(seed=3)
+    rows = [([5, 6, 7], [10, 11, eos, eos]), ([4], [12, eos, eos, eos]), ([8, 9], [13, 14, 15, 16])]
+    P, T = 3, 4
+    pid = torch.tensor([[PAD] * (P - len(p)) + p for p, _ in rows])
+    pm = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p, _ in rows])
+    cid = torch.tensor([c for _, c in rows])
+    mask = completion_mask(cid, {eos}, eos, rule="author")  # [3, 4]
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]]
+    x = credit_inputs_for_rollouts(model, Rollouts(pid, pm, cid, mask, ["x"] * 3), needs=frozenset({credit.ENTROPIES}))
+    alpha = credit.entropy_reduction_signal(x)  # [3, 4]
+    last = []
+    for i, ((p, c), n) in enumerate(zip(rows, (2, 1, 4))):
+        h = _slow_entropies(model, p, c[:n])  # H_1 .. H_{n+1}
+        torch.testing.assert_close(x.entropies[i, :min(n + 1, T)], h[:min(n + 1, T)], rtol=1e-5, atol=1e-5)
+        expected = torch.clamp(h[:n] - h[1:n + 1], min=0.0)  # alpha_1 .. alpha_n, alpha_n from H_{n+1}
+        if n == T:
+            expected[-1] = 0.0  # y_T in the last column: no H_{T+1} in the batch
+        torch.testing.assert_close(alpha[i, :n], expected, rtol=1e-5, atol=1e-5)
+        last.append(float(expected[-1]))
+    assert max(last[:2]) > 0  # the masked-EOS entropy does change a weight here
+
+
 def test_sequence_ids_mask_and_left_padded_position_ids():
     # RoPE attention is invariant to a constant shift of a row's positions, so the model-level check
     # above cannot see whether left padding is skipped in the position ids; check them directly.

@@ -24,6 +24,8 @@ class CompletionOutput:  # vllm.outputs.CompletionOutput, the fields we read
     index: int
     token_ids: list[int]
     text: str = ""
+    finish_reason: str | None = None  # "stop" or "length"
+    stop_reason: int | str | None = None
 
 
 @dataclass
@@ -140,6 +142,21 @@ def test_parse_outputs_pad_equal_to_eos_and_greedy_repeat(tok):
     assert r.completion_mask.tolist() == [[1, 1], [1, 0]]
     with pytest.raises(ValueError, match="expected 3"):
         vb.parse_outputs(outs, 3, {eos}, eos, p_ids, p_mask, tok)
+
+
+@pytest.mark.parametrize("rule, expected", [("author", [[1, 0], [1, 0], [1, 1]]),
+                                            ("through_eos", [[1, 1], [1, 1], [1, 1]])])
+def test_parse_outputs_mask_rule_and_a_dropped_stop_token(tok, rule, expected):
+    eos = tok.eos_token_id
+    _, p_ids, p_mask = vb.encode_prompts(tok, ["a"], 512)
+    # pad == EOS (as Qwen3): sample 0 returns its EOS, sample 1 stopped on it but vLLM left it out
+    # (it is put back, so both rows are [6, EOS], as generate() gives), sample 2 hit the length limit
+    outs = [RequestOutput("0", [5], [CompletionOutput(0, [6, eos], finish_reason="stop", stop_reason=eos),
+                                     CompletionOutput(1, [6], finish_reason="stop"),
+                                     CompletionOutput(2, [6, 7], finish_reason="length")])]
+    r = vb.parse_outputs(outs, 3, {eos}, eos, p_ids, p_mask, tok, rule)
+    assert r.completion_ids.tolist() == [[6, eos], [6, eos], [6, 7]]
+    assert r.completion_mask.tolist() == expected
 
 
 def test_parse_outputs_nothing_generated(tok):

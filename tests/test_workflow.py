@@ -174,6 +174,7 @@ def test_paper_config_matches_paper_md():
     r = cfg.rollout
     assert (r.temperature, r.top_p, r.max_new_tokens, r.backend) == (1.0, 0.95, 512, "transformers")
     assert r.top_k == cfg.eval.top_k == 50  # transformers' default, which the author's generate() call kept
+    assert r.completion_mask == "author"  # token != pad, then 0 after the first EOS: Qwen3's EOS is never trained
     assert cfg.data.max_prompt_tokens == 512 and cfg.data.source == "math"
     assert cfg.data.train == cfg.data.test == "DigitalLearningGmbH/MATH-lighteval"
     assert cfg.eval.protocols == ["paper200", "math500"] and cfg.eval.pass_k == 4 and cfg.eval.n_problems == 200

@@ -108,6 +108,9 @@ class RolloutConfig:
     top_k: int = 50
     max_new_tokens: int = 48
     min_new_tokens: int = 0  # > 0 forces at least this many tokens (EOS suppressed): fixed-length benchmarks
+    # author: token != pad, then 0 after the first EOS (the EOS is out when pad == EOS, as for
+    # Qwen3 and SmolLM2; in for the pretrained-here model); through_eos: up to and including it
+    completion_mask: str = "author"
     batch_size: int = 64  # completions generated per generate() call
     vllm_gpu_memory_utilization: float = 0.35
 
@@ -400,6 +403,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     """Value checks that types alone cannot express. Raises ``ConfigError``."""
     from arca.credit import LORA_DELTA, NORMALIZATIONS, REGISTRY  # late import: credit imports torch
     from arca.models import RESIDUAL_WRITERS
+    from arca.rollout import MASK_RULES
 
     _check(bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", cfg.name)), source, "name", f"must be a simple folder name, got {cfg.name!r}")
     _check(cfg.device in ("auto", "cpu", "cuda"), source, "device", f"must be auto, cpu or cuda, got {cfg.device!r}")
@@ -447,6 +451,8 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(0 <= r.min_new_tokens <= r.max_new_tokens, source, "rollout.min_new_tokens",
            f"must be in [0, rollout.max_new_tokens ({r.max_new_tokens})], got {r.min_new_tokens}")
     _check(r.batch_size > 0, source, "rollout.batch_size", f"must be > 0, got {r.batch_size}")
+    _check(r.completion_mask in MASK_RULES, source, "rollout.completion_mask",
+           f"must be one of {list(MASK_RULES)}, got {r.completion_mask!r}")
 
     t = cfg.train
     _check(t.steps > 0, source, "train.steps", f"must be > 0, got {t.steps}")

@@ -52,7 +52,7 @@ class CreditInputs:
     predicts y_t (the position of y_{t-1}; the last prompt token for t = 1). All are detached.
     """
 
-    mask: torch.Tensor  # [B, T] 1.0 on real completion tokens, 0.0 on padding / after EOS
+    mask: torch.Tensor  # [B, T] 1.0 on real completion tokens (arca.rollout.completion_mask), else 0.0
     logprobs: torch.Tensor  # [B, T] log pi_theta(y_t), adapter on
     entropies: torch.Tensor | None = None  # [B, T] H_t of pi_theta(. | y_<t)
     ref_logprobs: torch.Tensor | None = None  # [B, T] log pi_ref(y_t), adapter off
@@ -82,17 +82,18 @@ def surprisal_signal(x: CreditInputs) -> torch.Tensor:
 
 
 def entropy_reduction_signal(x: CreditInputs) -> torch.Tensor:
-    """alpha_t = max(0, H_t - H_{t+1}); 0 for the last completion token.
+    """alpha_t = max(0, H_t - H_{t+1}); 0 only in the last column of the padded batch.
 
-    H_t is the entropy of the distribution that predicts y_t. "Last" is the last token inside
-    the mask, so a padded row's last real token also gets 0.
+    H_t is the entropy of the distribution that predicts y_t. The last real token y_T keeps
+    max(0, H_T - H_{T+1}) as in the author's code (PAPER.md, Notation): H_{T+1} belongs to the
+    masked column after it (the EOS the author's mask leaves out, or padding) and is read at the
+    position of y_T, a real token, so it is well defined. Masked columns get values too; the mask
+    removes them in ``token_weights``.
     """
     h = _require(x.entropies, ENTROPIES, "entropy_reduction")  # [B, T]
-    h_next = torch.zeros_like(h)
-    h_next[:, :-1] = h[:, 1:]  # [B, T] H_{t+1}
-    has_next = torch.zeros_like(x.mask)
-    has_next[:, :-1] = x.mask[:, 1:]  # [B, T] 1 where y_{t+1} is a real token
-    return torch.clamp(h - h_next, min=0.0) * has_next  # [B, T]
+    alpha = torch.zeros_like(h)
+    alpha[:, :-1] = torch.clamp(h[:, :-1] - h[:, 1:], min=0.0)  # [B, T-1] max(0, H_t - H_{t+1})
+    return alpha  # [B, T]
 
 
 def divergence_signal(x: CreditInputs) -> torch.Tensor:

@@ -3,8 +3,9 @@ GPU) and a vLLM backend (GPU extra, in ``arca.vllm_backend``).
 
 A generator samples ``n`` completions per prompt and returns them as a ``Rollouts`` batch in
 prompt-major order (the n samples of prompt i are rows i*n .. i*n+n-1): prompts left-padded,
-completions right-padded, and a completion mask that is 1 on real completion tokens up to and
-including the first EOS and 0 after it and on padding.
+completions right-padded, and the completion mask m of ``completion_mask`` under the rule
+``rollout.completion_mask``. That one mask is what every consumer reads: the attention mask of
+the scoring passes, the credit weights, the loss, Gini and EffN/T, the decoded texts.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class Rollouts:
     prompt_ids: torch.Tensor  # [N, P] left-padded
     prompt_mask: torch.Tensor  # [N, P] 1 on real prompt tokens
     completion_ids: torch.Tensor  # [N, T] right-padded with pad_token_id
-    completion_mask: torch.Tensor  # [N, T] float, 1 up to and including the first EOS
+    completion_mask: torch.Tensor  # [N, T] float, m_t of ``completion_mask`` (rule: rollout.completion_mask)
     texts: list[str]  # decoded completions (up to the first EOS, special tokens dropped)
 
     def __len__(self) -> int:
@@ -38,14 +39,34 @@ class Generator(Protocol):
     ) -> Rollouts: ...
 
 
-def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int | None, lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """1 on generated tokens up to and including the first EOS, 0 after it. [N, T] float."""
+# Values of ``rollout.completion_mask``; the first is the paper's.
+MASK_RULES = ("author", "through_eos")
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int | None,
+                    lengths: torch.Tensor | None = None, rule: str = "author") -> torch.Tensor:
+    """The completion mask m [N, T] (float) of generated tokens y_1..y_T under ``rule``.
+
+    ``author`` (the author's code, PAPER.md "Notation"): m_t = [y_t != pad] * [no EOS in y_1..y_{t-1}],
+    i.e. ``token != pad``, then 0 from the position after the first EOS on. Where pad and EOS are
+    the same token (Qwen3-1.7B-Base, SmolLM2) the EOS itself is 0: never scored, weighted or
+    trained. Where they differ (the pretrained-here model: ``<pad>`` 0, ``<eos>`` 1) the EOS is 1,
+    and a generated pad token is 0 wherever it occurs.
+    ``through_eos``: m_t = [no EOS in y_1..y_{t-1}], every generated token up to and including the
+    first EOS, whatever the pad id (the EOS is trained for every model).
+    ``lengths`` [N], the generated length of each row, also sets the padding beyond it to 0 (for
+    padding that cannot be told apart by value). A row without EOS keeps every generated token.
+    """
+    if rule not in MASK_RULES:
+        raise ValueError(f"unknown completion-mask rule {rule!r} (known: {list(MASK_RULES)})")
     is_eos = torch.zeros_like(completion_ids, dtype=torch.bool)
     for e in eos_ids:
         is_eos |= completion_ids == e
     # number of EOS strictly before t; a token is kept while none has appeared yet
     eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()  # [N, T]
-    mask = eos_before == 0
+    mask = eos_before == 0  # [N, T]
+    if rule == "author" and pad_id is not None:
+        mask &= completion_ids != pad_id
     if lengths is not None:  # per-row generated length (other rows' padding)
         mask &= torch.arange(completion_ids.shape[1], device=completion_ids.device)[None, :] < lengths[:, None]
     return mask.float()
@@ -77,11 +98,12 @@ class TransformersGenerator:
     same three). Greedy ignores them.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, max_prompt_tokens: int = 512):
+    def __init__(self, model, tokenizer, batch_size: int = 64, max_prompt_tokens: int = 512, mask_rule: str = "author"):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
+        self.mask_rule = mask_rule
         self.eos_ids = eos_token_ids(tokenizer, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
 
@@ -125,7 +147,7 @@ class TransformersGenerator:
         comp = pad_right(outs, self.pad_id).long()  # [N, T]
         if comp.shape[1] == 0:  # nothing generated at all
             comp = torch.full((ids.shape[0], 1), self.pad_id, dtype=torch.long)
-        mask = completion_mask(comp, self.eos_ids, self.pad_id)
+        mask = completion_mask(comp, self.eos_ids, self.pad_id, rule=self.mask_rule)  # [N, T]
         return Rollouts(ids, am, comp, mask, self.decode(comp, mask))
 
     def decode(self, comp: torch.Tensor, mask: torch.Tensor) -> list[str]:
@@ -142,4 +164,5 @@ def make_generator(cfg, model, tokenizer) -> Generator:
         from arca.vllm_backend import VLLMGenerator
 
         return VLLMGenerator(cfg, model, tokenizer)
-    return TransformersGenerator(model, tokenizer, cfg.rollout.batch_size, cfg.data.max_prompt_tokens)
+    return TransformersGenerator(model, tokenizer, cfg.rollout.batch_size, cfg.data.max_prompt_tokens,
+                                 cfg.rollout.completion_mask)

@@ -7,7 +7,7 @@ transformers; vLLM's own default is off, transformers' is 50, so it is always pa
 prompts truncated to ``data.max_prompt_tokens`` tokens (keeping their start, as the tokenizer's
 right-side truncation does), sampling stops at the same EOS ids. It returns the same ``Rollouts``:
 prompt-major rows, left-padded prompts, right-padded completions, and the mask of
-``arca.rollout.completion_mask`` (1 up to and including the first EOS).
+``arca.rollout.completion_mask`` under the same rule (``rollout.completion_mask``).
 
 How the current adapter reaches vLLM: LoRA requests, not merged-weight sync.
 The vLLM engine is created once on the frozen base folder (``cfg.base_dir``) with
@@ -21,9 +21,11 @@ engine-internal weight-loading hook; the adapter is small (4-70M parameters, a f
 hundred MB) and vLLM keeps the base weights untouched in GPU memory. The cost: vLLM's LoRA
 kernels make each decoding step somewhat slower than a merged model would be.
 
-EOS handling: the EOS ids are passed as ``stop_token_ids``; vLLM may or may not include the stop
-token in ``token_ids``; either way the mask ends at the first EOS (or covers every generated
-token when none is present), and the EOS itself is never in the decoded text.
+EOS handling: the EOS ids are passed as ``stop_token_ids``. vLLM may or may not include the stop
+token in ``token_ids``; a sample that finished on a stop token but does not end with one gets the
+EOS id put back (``completion_tokens``), so that its row holds the same tokens as ``generate``
+returns: the mask rule sees the EOS, and the column after the last real token (whose entropy is
+``entropy_reduction``'s H_{T+1}) exists. The EOS itself is never in the decoded text.
 
 Everything that does not need vLLM (sampling settings, requests, parsing of outputs, rank
 rounding, adapter folders) is a plain function or method tested without vLLM installed; the
@@ -116,14 +118,28 @@ def decode_completions(tokenizer, comp: torch.Tensor, mask: torch.Tensor, eos_id
     return texts
 
 
+def completion_tokens(sample: Any, eos_ids: set[int]) -> list[int]:
+    """Token ids of one vLLM ``CompletionOutput``, ending with the EOS id when it stopped on one.
+
+    A sample with ``finish_reason == "stop"`` whose ``token_ids`` lack the stop token gets it
+    appended: its ``stop_reason`` when that is one of ``eos_ids``, else the smallest EOS id (any EOS
+    id gives the same mask). Samples cut at the length limit are left as they are.
+    """
+    ids = [int(t) for t in sample.token_ids]
+    if getattr(sample, "finish_reason", None) == "stop" and eos_ids and (not ids or ids[-1] not in eos_ids):
+        stop = getattr(sample, "stop_reason", None)
+        ids.append(int(stop) if isinstance(stop, int) and stop in eos_ids else min(eos_ids))
+    return ids
+
+
 def parse_outputs(outputs: Sequence[Any], n: int, eos_ids: set[int], pad_id: int, prompt_ids: torch.Tensor,
-                  prompt_mask: torch.Tensor, tokenizer) -> Rollouts:
+                  prompt_mask: torch.Tensor, tokenizer, mask_rule: str = "author") -> Rollouts:
     """vLLM ``RequestOutput``s (one per prompt, in prompt order) -> a ``Rollouts`` batch.
 
     ``outputs[i].outputs[j].token_ids`` is sample j of prompt i; row ``i * n + j`` of the batch.
     ``prompt_ids`` / ``prompt_mask`` are per prompt ([M, P], left-padded) and are repeated n times.
     A request with a single output (greedy) is repeated n times. Completions are right-padded
-    with ``pad_id``; the mask is 1 up to and including the first EOS.
+    with ``pad_id``; the mask is ``arca.rollout.completion_mask`` under ``mask_rule``.
     """
     if len(outputs) != prompt_ids.shape[0]:
         raise ValueError(f"vLLM returned {len(outputs)} request outputs for {prompt_ids.shape[0]} prompts")
@@ -134,14 +150,14 @@ def parse_outputs(outputs: Sequence[Any], n: int, eos_ids: set[int], pad_id: int
             samples = samples * n
         if len(samples) != n:
             raise ValueError(f"vLLM returned {len(samples)} completions for prompt {i}, expected {n}")
-        rows.extend(torch.tensor(list(s.token_ids), dtype=torch.long) for s in samples)
+        rows.extend(torch.tensor(completion_tokens(s, eos_ids), dtype=torch.long) for s in samples)
     N = len(rows)
     comp = pad_right(rows, pad_id).long() if rows else torch.empty(0, 0, dtype=torch.long)  # [N, T]
     if comp.shape[1] == 0:  # nothing generated at all
         comp = torch.full((N, 1), pad_id, dtype=torch.long)
     lengths = torch.tensor([r.shape[0] for r in rows], dtype=torch.long)  # [N]
     # pad_id may equal an EOS id, so padding is excluded by length, not by value
-    mask = completion_mask(comp, eos_ids, pad_id, lengths)  # [N, T]
+    mask = completion_mask(comp, eos_ids, pad_id, lengths, rule=mask_rule)  # [N, T]
     p_ids = prompt_ids.repeat_interleave(n, dim=0)  # [N, P]
     p_mask = prompt_mask.repeat_interleave(n, dim=0)  # [N, P]
     return Rollouts(p_ids, p_mask, comp, mask, decode_completions(tokenizer, comp, mask, eos_ids))
@@ -261,7 +277,8 @@ class VLLMGenerator:
         lora = self.sync.request_args(self.model)
         outputs = self._engine().generate(build_requests(lists), params, use_tqdm=False,
                                           lora_request=LoRARequest(*lora) if lora else None)
-        return parse_outputs(outputs, n, self.eos_ids, self.pad_id, p_ids, p_mask, self.tokenizer)
+        return parse_outputs(outputs, n, self.eos_ids, self.pad_id, p_ids, p_mask, self.tokenizer,
+                             self.cfg.rollout.completion_mask)
 
     def close(self) -> None:
         self.sync.close()

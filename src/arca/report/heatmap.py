@@ -200,7 +200,8 @@ def heatmap_main(cfg: Config, args=None) -> Path:
     problems = read_records(cfg.data_dir / "test.jsonl")[:N_AGREEMENT]
     model, tok = load_policy(rcfg, adapter, is_trainable=False)
     model.eval()
-    gen = TransformersGenerator(model, tok, rcfg.rollout.batch_size, rcfg.data.max_prompt_tokens)
+    gen = TransformersGenerator(model, tok, rcfg.rollout.batch_size, rcfg.data.max_prompt_tokens,
+                                rcfg.rollout.completion_mask)
     ro = gen.generate([build_prompt(p["problem"]) for p in problems], 1, rcfg.rollout.temperature,
                       rcfg.rollout.top_p, rcfg.rollout.max_new_tokens, greedy=False, seed=0,
                       top_k=rcfg.rollout.top_k)
