@@ -101,6 +101,9 @@ def bench_config(cfg: Config, method: str, rank: int, length: int) -> Config:
     raw["lora"]["rank"] = rank
     raw["rollout"]["max_new_tokens"] = length
     raw["rollout"]["min_new_tokens"] = length
+    # Every forced token is computed, so every one counts: the author's mask would drop a generated
+    # pad token (pad != EOS in the pretrained-here model) and undercount the work, as TRL does not.
+    raw["rollout"]["completion_mask"] = "through_eos"
     return from_dict(raw, source="bench")
 
 
