@@ -1,8 +1,23 @@
 r"""Answer extraction and the two graders: the paper's string match and Math-Verify.
 
-Paper grader (PAPER.md, "reward / grader"): take the last ``\boxed{...}`` of the completion and
-of the gold solution, apply a light normalization, compare strings; no box scores 0. It is pure
-Python, linear in the input length and never raises, so the training loop uses it as the reward.
+Paper grader (PAPER.md, "The string grader"): the author's extraction and normalization, and
+nothing more. It is pure Python, linear in the input length and never raises, so the training
+loop uses it as the reward.
+
+  1. Extraction (``extract_boxed``), the same for completion and gold: find the LAST occurrence
+     of the 7 characters ``\boxed{``; from there count braces (depth starts at 1, every ``{``
+     +1, every ``}`` -1, escaped or not); the answer is the text before depth reaches 0, and
+     there is none if the text ends first (a completion truncated inside its last box). Nothing
+     else is a box: not ``\fbox{5}``, not ``\boxed 5``, not ``\boxed {5}``; a later ``\boxed``
+     without a brace does not hide an earlier complete box.
+  2. Normalization (``normalize_answer``): strip; collapse whitespace runs to one space; strip
+     trailing ``.``; remove ``\left`` and ``\right``; remove ``\,`` ``\;`` ``\!``; remove the 5
+     characters ``\text`` (its braces stay: ``10\text{ in}`` -> ``10{ in}``); ``\dfrac`` and
+     ``\tfrac`` -> ``\frac``; strip. Plain substring operations, in this order; no lower-casing.
+  3. Reward 1 when both answers exist and the normalized strings are equal, else 0.
+
+Equivalent forms that differ as strings (``0.5`` vs ``\frac{1}{2}``, ``\text{(A)}`` vs ``(A)``)
+score 0 here; accepting them is Math-Verify's job.
 
 Math-Verify grader (``math_verify.parse`` then ``math_verify.verify(gold, pred)``, gold first):
 it accepts equivalent forms that string match rejects (``0.5`` vs ``\frac{1}{2}``, ``3,000`` vs
@@ -13,15 +28,8 @@ An item that times out, crashes its worker or raises scores False. Math-Verify's
 signal-based timeouts are switched off in the worker (they only work in a main thread), so the
 parent's clock is the only one that matters.
 
-Extraction rules (``extract_boxed``):
-  * the LAST ``\boxed`` or ``\fbox`` command in the text decides (a longer command name such as
-    ``\boxedfoo`` is not a box);
-  * ``\boxed{...}`` returns the braced content, with nested braces balanced; ``\{`` and ``\}``
-    are escaped characters and do not count;
-  * ``\boxed 5`` (no brace) returns the next token, up to whitespace or ``$``;
-  * if the last box is unbalanced (its closing brace is missing, e.g. a completion truncated at
-    the token limit) there is NO answer: ``None``. An earlier complete box is not used, because
-    the model's final answer is the one that was cut off.
+A gold answer that is empty (a problem whose reference solution has no ``\boxed{...}``, kept in
+the evaluation set) scores 0 under both graders.
 """
 from __future__ import annotations
 
@@ -43,141 +51,78 @@ from typing import Any, Iterable, Sequence
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- extraction
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
-# One token of a braced group: an escaped character (skipped as a unit) or a brace.
-_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.S)
-_SPACE_TOKEN = re.compile(r"[^\s$]+")
-
-
-def _is_letter(c: str) -> bool:
-    return c.isascii() and c.isalpha()
-
-
-def _last_box_end_of_name(text: str) -> int:
-    """Index just after the name of the last box command in ``text``, or -1 if there is none.
-
-    Each command's ``rfind`` result is cached and only recomputed when it is consumed, so the
-    search is linear even with many look-alike command names.
-    """
-    pos = {cmd: text.rfind(cmd) for cmd in _BOX_COMMANDS}
-    while True:
-        cmd = max(pos, key=pos.get)
-        start = pos[cmd]
-        if start < 0:
-            return -1
-        after = start + len(cmd)
-        if after < len(text) and _is_letter(text[after]):
-            # e.g. "\boxedfoo": a different macro; look further left for this command.
-            pos[cmd] = text.rfind(cmd, 0, start)
-            continue
-        return after
+BOX_OPEN = "\\boxed{"  # the only thing that opens an answer
+_BRACE = re.compile(r"[{}]")
 
 
 def extract_boxed(text: Any) -> str | None:
-    r"""Content of the last ``\boxed{...}`` / ``\fbox{...}`` / ``\boxed 5`` in ``text``, or None.
+    r"""The author's extraction: the content of the last ``\boxed{...}`` in ``text``, or None.
 
-    Never raises (a non-str gives None) and never recurses, so 5,000-deep nesting is fine.
+    Last occurrence of ``\boxed{``, then depth counting from 1 over every ``{`` / ``}`` until 0;
+    None when there is no ``\boxed{`` or the text ends before the box closes. Never raises (a
+    non-str gives None), never recurses, linear time.
     """
     if not isinstance(text, str):
         return None
-    i = _last_box_end_of_name(text)
-    if i < 0:
+    start = text.rfind(BOX_OPEN)
+    if start < 0:
         return None
-    n = len(text)
-    j = i
-    while j < n and text[j].isspace():
-        j += 1
-    if j >= n:
-        return None
-    if text[j] != "{":
-        # "\boxed 5" form: TeX takes the next token as the argument.
-        m = _SPACE_TOKEN.match(text, j)
-        return m.group(0) if m else None
-    depth = 0
-    for m in _BRACE_TOKEN.finditer(text, j):
-        tok = m.group(0)
-        if tok == "{":
-            depth += 1
-        elif tok == "}":
-            depth -= 1
-            if depth == 0:
-                return text[j + 1 : m.start()]
-    return None  # unbalanced: no answer (see module docstring)
+    begin = start + len(BOX_OPEN)
+    depth = 1
+    for m in _BRACE.finditer(text, begin):
+        depth += 1 if m.group(0) == "{" else -1
+        if depth == 0:
+            return text[begin : m.start()]
+    return None  # unbalanced: no answer
 
 
 def gold_answer(gold: Any) -> str:
-    r"""The gold answer of a reference: its last ``\boxed{}`` if it has one, else the stripped text."""
+    r"""The gold answer of a reference: a bare answer as it is (stripped), or a solution's box.
+
+    A reference holding ``\boxed{`` is a solution: its ``extract_boxed`` content, or "" (no gold)
+    when that box never closes. "" (also for a non-str) is the empty gold, which scores 0.
+    """
     if not isinstance(gold, str):
         return ""
-    boxed = extract_boxed(gold)
-    return boxed if boxed is not None else gold.strip()
+    if BOX_OPEN in gold:
+        return extract_boxed(gold) or ""
+    return gold.strip()
 
 
 # ----------------------------------------------------------------------------- normalization
-_FRAC_RE = re.compile(r"\\[dt]frac(?![A-Za-z])")
-_DROP_RE = re.compile(r"\\left(?![A-Za-z])|\\right(?![A-Za-z])|\\[,;!]")
-# \text{ (with its brace), a bare \text, any other escaped character, or a brace.
-_TEXT_TOKEN = re.compile(r"\\text(?![A-Za-z])\s*\{|\\text(?![A-Za-z])|\\.|[{}]", re.S)
 _WS_RE = re.compile(r"\s+")
-
-
-def _drop_text(s: str) -> str:
-    r"""Remove every ``\text`` command word, keeping its content: ``5\text{ cm}`` -> ``5 cm``.
-
-    The braces that belong to ``\text`` go with it (otherwise ``\text{(A)}`` would never match a
-    gold ``(A)``); all other braces stay. One left-to-right pass with a stack, no recursion.
-    """
-    out: list[str] = []
-    stack: list[bool] = []  # True for a brace opened by \text
-    last = 0
-    for m in _TEXT_TOKEN.finditer(s):
-        out.append(s[last : m.start()])
-        last = m.end()
-        tok = m.group(0)
-        if tok.startswith("\\text"):
-            if tok.endswith("{"):
-                stack.append(True)
-        elif tok == "{":
-            stack.append(False)
-            out.append(tok)
-        elif tok == "}":
-            if not (stack and stack.pop()):
-                out.append(tok)
-        else:
-            out.append(tok)
-    out.append(s[last:])
-    return "".join(out)
+# Removed as plain substrings, in this order (so "\textbf" loses its "\text" too, as in the author's code).
+_REMOVED = ("\\left", "\\right", "\\,", "\\;", "\\!", "\\text")
 
 
 def normalize_answer(s: Any) -> str:
-    r"""The paper's light normalization, and nothing else.
+    r"""The author's light normalization, in the author's order, and nothing else.
 
-    ``\dfrac``/``\tfrac`` -> ``\frac``; drop ``\left`` ``\right`` ``\,`` ``\;`` ``\!``; drop
-    ``\text`` (keeping its braced content, see ``_drop_text``); collapse whitespace runs to one
-    space and strip; drop trailing ``.``. A non-str gives "".
+    strip; whitespace runs -> one space; strip trailing ``.``; remove ``\left`` ``\right`` ``\,``
+    ``\;`` ``\!`` and ``\text`` (the 5 characters only: its braces stay); ``\dfrac`` / ``\tfrac``
+    -> ``\frac``; strip. A non-str gives "".
     """
     if not isinstance(s, str):
         return ""
-    s = _FRAC_RE.sub(r"\\frac", s)
-    s = _DROP_RE.sub("", s)
-    s = _drop_text(s)
-    s = _WS_RE.sub(" ", s).strip()
-    # Spaces go with the dots so that "5 ." and "5. ." both end as "5".
-    return s.rstrip(". ")
+    s = _WS_RE.sub(" ", s.strip())
+    s = s.rstrip(".")
+    for piece in _REMOVED:
+        s = s.replace(piece, "")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    return s.strip()
 
 
 def grade_paper(completion: Any, gold_answer: Any) -> bool:
     r"""The paper's reward: normalized last box of ``completion`` == normalized gold answer.
 
-    ``gold_answer`` may be a bare answer or a full reference solution (its last box is used).
-    No box, or an empty one, is wrong; never raises.
+    ``gold_answer`` may be a bare answer or a full reference solution (its last box is used, see
+    ``gold_answer``). No box in the completion, or an empty gold, is wrong; never raises.
     """
     pred = extract_boxed(completion)
-    if pred is None:
+    gold = _gold_of(gold_answer)
+    if pred is None or gold == "":
         return False
-    p = normalize_answer(pred)
-    g = normalize_answer(_gold_of(gold_answer))
-    return p != "" and p == g
+    return normalize_answer(pred) == normalize_answer(gold)
 
 
 _gold_of = gold_answer  # grade_paper's parameter shadows the function name
@@ -396,14 +341,15 @@ class MathVerifyGrader:
     def grade_many(self, pairs: Sequence[tuple[str, str]], timeout: float | None = None) -> list[bool]:
         """Grade ``(gold, completion)`` pairs; one bool per pair, in order. Never hangs.
 
-        A pair that is not two strings scores False without reaching a worker.
+        A pair that is not two strings, or whose gold is empty (no recoverable gold answer), scores
+        False without reaching a worker.
         """
         limit = self.timeout if timeout is None else float(timeout)
         pairs = list(pairs)
         results = [False] * len(pairs)
         todo = deque(i for i, p in enumerate(pairs)
                      if isinstance(p, (tuple, list)) and len(p) == 2
-                     and isinstance(p[0], str) and isinstance(p[1], str))
+                     and isinstance(p[0], str) and isinstance(p[1], str) and p[0].strip())
         if not todo:
             return results
         backstop = int(math.ceil(limit)) * 4 + 10
