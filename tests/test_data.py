@@ -64,9 +64,9 @@ def _check_records(records):
 
 
 def test_load_lighteval_jsonl():
-    records, skipped = load_math(str(LIGHTEVAL), "test")
+    records, no_gold = load_math(str(LIGHTEVAL), "test")
     rows = _lines(LIGHTEVAL)
-    assert skipped == 0 and len(records) == len(rows)
+    assert no_gold == 0 and len(records) == len(rows)
     _check_records(records)
     assert [r["id"] for r in records] == [f"test/{i}" for i in range(len(rows))]
     assert records[0]["answer"] == "5"
@@ -80,8 +80,8 @@ def test_load_lighteval_jsonl():
 
 def test_load_math500_jsonl_matches_lighteval():
     a, _ = load_math(str(LIGHTEVAL), "test")
-    b, skipped = load_math(str(MATH500), "test")
-    assert skipped == 0
+    b, no_gold = load_math(str(MATH500), "test")
+    assert no_gold == 0
     _check_records(b)
     assert b[0]["id"] == "test/algebra/100.json"  # unique_id wins
     strip = lambda rs: [{k: v for k, v in r.items() if k != "id"} for r in rs]  # noqa: E731
@@ -95,9 +95,9 @@ def test_load_parquet(tmp_path, source):
 
     path = tmp_path / (source.stem + ".parquet")
     pq.write_table(pa.Table.from_pylist(_lines(source)), path)
-    from_parquet, skipped = load_math(str(path), "test")
+    from_parquet, no_gold = load_math(str(path), "test")
     from_jsonl, _ = load_math(str(source), "test")
-    assert skipped == 0
+    assert no_gold == 0
     assert from_parquet == from_jsonl
 
 
@@ -150,19 +150,23 @@ def test_wrong_type_and_level(tmp_path):
         load_math(str(path), "test")
 
 
-def test_no_boxed_answer_is_a_counted_skip(tmp_path, caplog):
+def test_rows_without_gold_or_level_are_kept_in_order_and_counted(tmp_path, caplog):
     rows = _lines(LIGHTEVAL)
     rows[5]["solution"] = "We give up."
     rows[6]["solution"] = r"Unbalanced \boxed{35"
-    rows[7]["level"] = "Level ?"  # occurs in the real MATH train split
-    path = _write_lines(tmp_path / "skip.jsonl", rows)
+    rows[7]["level"] = "Level ?"  # occurs in the real MATH data
+    rows[8]["solution"] = r"So the answer is \fbox{35}."  # not a box for the author's extraction
+    rows[9]["solution"] = r"So the answer is \boxed {35}."  # nor is this
+    path = _write_lines(tmp_path / "keep.jsonl", rows)
     with caplog.at_level(logging.WARNING, logger="arca.data.math"):
-        records, skipped = load_math(str(path), "train")
-    assert skipped == 3
-    assert len(records) == len(rows) - 3
-    assert "train/5" not in {r["id"] for r in records}
-    assert "train/8" in {r["id"] for r in records}  # ids do not shift past a skipped row
-    assert any("skipped 3" in rec.getMessage() and str(path) in rec.getMessage() for rec in caplog.records)
+        records, no_gold = load_math(str(path), "train")
+    assert no_gold == 4
+    assert [r["id"] for r in records] == [f"train/{i}" for i in range(len(rows))]  # every row, in order
+    assert [i for i, r in enumerate(records) if r["answer"] == ""] == [5, 6, 8, 9]
+    assert records[7]["level"] is None and records[7]["answer"] == extract_boxed(rows[7]["solution"])
+    assert any("4 of" in rec.getMessage() and str(path) in rec.getMessage() for rec in caplog.records)
+    out = _write_lines(tmp_path / "records.jsonl", records)
+    assert read_records(out) == records  # the normalized file accepts them
 
 
 def test_non_utf8_bytes(tmp_path):
@@ -386,6 +390,15 @@ def test_prepare_data_math(tmp_path):
     assert not list(out.glob(".*tmp*"))  # atomic writes left nothing behind
 
 
+def test_prepare_data_math_without_any_gold_is_an_error(tmp_path):
+    rows = [dict(r, solution="No box.") for r in _lines(LIGHTEVAL)]
+    bad = _write_lines(tmp_path / "nogold.jsonl", rows)
+    cfg = load_config(overrides=[f"paths.results={tmp_path}", "name=m", "data.source=math",
+                                 f"data.train={LIGHTEVAL}", f"data.test={bad}", "eval.protocols=[paper200]"])
+    with pytest.raises(ValueError, match="data.test.*no row with a recoverable gold answer"):
+        prepare_data(cfg, None)
+
+
 def test_prepare_data_cli_offline_hub_error(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     proc = subprocess.run(
@@ -404,7 +417,7 @@ def test_read_records_validates(tmp_path):
     path = _write_lines(tmp_path / "r.jsonl", good)
     assert read_records(path) == good
     for i, (key, value, msg) in enumerate([
-        ("level", 6, "level"), ("level", "3", "level"), ("answer", "", "answer"),
+        ("level", 6, "level"), ("level", "3", "level"), ("answer", None, "answer"),
         ("problem", None, "problem"), ("id", good[0]["id"], "duplicate"),
     ]):
         rows = [dict(r) for r in good]

@@ -1,9 +1,11 @@
 """Evaluation of the base model or a trained adapter (``python -m arca evaluate --run R|base``).
 
 Protocols (``eval.protocols``):
-  - ``paper200``: the first ``eval.n_problems`` (200) MATH test problems in dataset order; primary
-    grader the paper's string match.
-  - ``math500``: MATH-500; primary grader Math-Verify.
+  - ``paper200``: the first ``eval.n_problems`` (200) MATH test problems: raw rows 0-199 of the
+    test split in dataset order, none skipped; primary grader the paper's string match.
+  - ``math500``: MATH-500, all 500 rows; primary grader Math-Verify.
+A problem whose gold answer could not be recovered stays in (it scores 0 under both graders, as in
+the author's evaluation); ``n_no_gold`` in the summary counts them, and a warning names the number.
   - ``generated``: the generated test split, first ``eval.n_problems``; primary grader string match.
 Each protocol measures greedy accuracy and, from ``eval.pass_k`` samples at ``eval.temperature`` /
 ``eval.top_k`` / ``eval.top_p``, the unbiased pass@k and pass@1. Every completion is graded by BOTH graders.
@@ -30,7 +32,7 @@ EVAL_SEED = 20260529  # fixed sampling seed: every model is evaluated on the sam
 
 
 def protocol_problems(cfg: Config, protocol: str) -> list[dict]:
-    """The problems of one protocol, in order."""
+    """The problems of one protocol, in dataset order, none skipped (``arca.data.math``)."""
     from arca.data import read_records
 
     if protocol == "math500":
@@ -45,7 +47,7 @@ def summarize(rows: list[dict], pass_k: int, primary: str) -> dict:
     by_problem: dict[str, dict] = defaultdict(lambda: {"greedy": {}, "samples": []})
     for r in rows:
         p = by_problem[r["problem_id"]]
-        p["level"], p["subject"] = r["level"], r["subject"]
+        p["level"], p["subject"], p["gold"] = r["level"], r["subject"], r["gold"]
         if r["mode"] == "greedy":
             p["greedy"] = r
         else:
@@ -63,14 +65,15 @@ def summarize(rows: list[dict], pass_k: int, primary: str) -> dict:
         return greedy, mean(pk), mean(p1)
 
     problems = list(by_problem.values())
-    out = {"n_problems": len(problems), "primary_grader": primary, "greedy": {}, "pass_at_k": {"k": pass_k}, "pass_at_1": {}}
+    n_no_gold = sum(not p["gold"] for p in problems)  # kept in every measure, always wrong
+    out = {"n_problems": len(problems), "n_no_gold": n_no_gold, "primary_grader": primary, "greedy": {}, "pass_at_k": {"k": pass_k}, "pass_at_1": {}}
     for g in GRADERS:
         out["greedy"][g], out["pass_at_k"][g], out["pass_at_1"][g] = measures(problems, g)
     out["agreement"] = sum(r["paper"] == r["math_verify"] for r in rows) / max(1, len(rows))
     for key, field in (("by_level", "level"), ("by_subject", "subject")):
         groups: dict[str, list] = defaultdict(list)
         for p in problems:
-            groups[str(p[field])].append(p)
+            groups["unknown" if p[field] is None else str(p[field])].append(p)
         out[key] = {}
         for name in sorted(groups):
             greedy, pk, _ = measures(groups[name], primary)
@@ -83,6 +86,10 @@ def evaluate_protocol(cfg: Config, generator, protocol: str, grader) -> list[dic
     from arca.prompts import build_prompt
 
     problems = protocol_problems(cfg, protocol)
+    no_gold = sum(not p["answer"] for p in problems)
+    if no_gold:
+        log.warning("%s: %d of %d problems have no recoverable gold answer; they stay in and score 0",
+                    protocol, no_gold, len(problems))
     prompts = [build_prompt(p["problem"]) for p in problems]
     e = cfg.eval
     greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)

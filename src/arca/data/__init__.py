@@ -1,7 +1,8 @@
 """Problems for training and evaluation, in one normalized record schema.
 
 A record is ``{"id": str, "problem": str, "solution": str, "answer": str, "level": int 1-5,
-"subject": str}``. Sources: MATH (``arca.data.math``: a Hub id or a local JSONL/Parquet file in
+"subject": str}``; a MATH row keeps its place even without a gold answer (``answer`` "", it scores
+0) or a known level (``level`` None). Sources: MATH (``arca.data.math``: a Hub id or a local JSONL/Parquet file in
 MATH-lighteval or MATH-500 format) or generated arithmetic problems (``arca.data.generated``).
 
 ``prepare_data`` is the ``prepare-data`` step: it writes ``<results>/<name>/data/train.jsonl``,
@@ -15,13 +16,13 @@ from dataclasses import asdict, dataclass
 
 from arca.config import dump_config
 from arca.data.generated import generate_disjoint, generate_problems, make_splits
-from arca.data.math import FIELDS, first_n, load_math, random_subset, read_records, validate_record
+from arca.data.math import FIELDS, count_no_gold, first_n, load_math, random_subset, read_records, validate_record
 from arca.io import write_jsonl, write_text
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FIELDS", "Record", "first_n", "generate_disjoint", "generate_problems", "load_math",
+    "FIELDS", "Record", "count_no_gold", "first_n", "generate_disjoint", "generate_problems", "load_math",
     "make_splits", "prepare_data", "random_subset", "read_records", "validate_record",
 ]
 
@@ -33,8 +34,8 @@ class Record:
     id: str
     problem: str
     solution: str
-    answer: str
-    level: int
+    answer: str  # "" when the gold answer could not be recovered
+    level: int | None  # None when unknown
     subject: str
 
     def to_dict(self) -> dict:
@@ -49,10 +50,11 @@ def prepare_data(cfg, args=None) -> None:
         splits["train"], splits["test"] = make_splits(cfg.data)
     else:
         for name, ref, split, key in _math_sources(cfg):
-            records, skipped = load_math(ref, split, key=key)
-            if not records:
-                raise ValueError(f"key '{key}': {ref} has no usable problems ({skipped} skipped)")
-            log.info("%s: %d problems from %s (%d skipped: no answer)", name, len(records), ref, skipped)
+            records, no_gold = load_math(ref, split, key=key)
+            if no_gold == len(records):
+                raise ValueError(f"key '{key}': {ref} has no row with a recoverable gold answer ({no_gold} rows)")
+            log.info("%s: %d problems from %s (%d without a gold answer: kept, they score 0)",
+                     name, len(records), ref, no_gold)
             splits[name] = records
     for name, records in splits.items():
         write_jsonl(out / f"{name}.jsonl", records)

@@ -7,14 +7,18 @@ Two source formats are understood, told apart per row by their columns:
 * MATH-500 (``HuggingFaceH4/MATH-500``): ``problem``, ``solution``, ``answer``, ``subject``,
   ``level`` as an int, ``unique_id``.
 
-Each becomes ``{"id", "problem", "solution", "answer", "level" (1-5), "subject"}``. The gold answer
-is the ``answer`` field when present and non-empty, else the last balanced ``\boxed{}`` of the
-solution. Rows without a recoverable answer, or with an unknown level (MATH train has a few
-``"Level ?"``), are skipped, counted and reported with a warning. Anything else that is wrong with
-the data raises ``ValueError("<file>:<line>: ...")``: an empty file, a malformed JSON line, a
-missing or mistyped field, bytes that are not UTF-8, a repeated id. The id is ``unique_id`` when
-present, else ``"<split>/<row index>"`` (row index counted over all rows, skipped ones included,
-so ids do not move when a row is skipped).
+Each becomes ``{"id", "problem", "solution", "answer", "level" (1-5 or None), "subject"}``. The
+gold answer is the ``answer`` field when present and non-empty, else the content of the
+solution's last ``\boxed{...}`` by the paper grader's extraction (``arca.grading.extract_boxed``).
+
+No row is ever skipped, so "the first 200 test problems" are raw rows 0-199 in dataset order, as
+in the author's evaluation, and MATH-500 has all 500. A row whose gold answer cannot be recovered
+(no ``answer`` field and no complete ``\boxed{`` in its solution) is kept with ``answer: ""``: it
+always scores 0 under both graders, as in the author's code, and is counted and reported with a
+warning. An unknown level (MATH has a few ``"Level ?"``) is kept as ``level: None``. Anything else
+that is wrong with the data raises ``ValueError("<file>:<line>: ...")``: an empty file, a
+malformed JSON line, a missing or mistyped field, bytes that are not UTF-8, a repeated id. The id
+is ``unique_id`` when present, else ``"<split>/<row index>"``.
 """
 from __future__ import annotations
 
@@ -34,10 +38,6 @@ FIELDS = ("id", "problem", "solution", "answer", "level", "subject")
 _LEVEL_RE = re.compile(r"^\s*Level\s+([1-5])\s*$")
 
 
-class _Skip(Exception):
-    """A row that is valid data but has no usable answer or level: counted, not fatal."""
-
-
 def _get_str(row: dict, key: str, where: str) -> str:
     if key not in row or row[key] is None:
         raise ValueError(f"{where}: missing required field '{key}'")
@@ -47,7 +47,7 @@ def _get_str(row: dict, key: str, where: str) -> str:
     return value
 
 
-def _level(value: Any, where: str) -> int:
+def _level(value: Any, where: str) -> int | None:
     if isinstance(value, bool):
         raise ValueError(f"{where}: field 'level' must be an int 1-5 or 'Level N', got {value!r}")
     if isinstance(value, int):
@@ -59,12 +59,12 @@ def _level(value: Any, where: str) -> int:
         if m:
             return int(m.group(1))
         if value.strip().startswith("Level"):
-            raise _Skip(f"unknown level {value!r}")  # MATH's "Level ?"
+            return None  # MATH's "Level ?": kept, its level unknown
     raise ValueError(f"{where}: field 'level' must be an int 1-5 or 'Level N', got {value!r}")
 
 
 def normalize_row(row: Any, index: int, split: str, where: str) -> dict:
-    """One source row (either format) -> a normalized record. Raises ``ValueError`` or ``_Skip``."""
+    """One source row (either format) -> a normalized record (``answer`` "" when none). Raises ``ValueError``."""
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
     problem = _get_str(row, "problem", where)
@@ -79,9 +79,7 @@ def normalize_row(row: Any, index: int, split: str, where: str) -> dict:
         raise ValueError(f"{where}: field 'answer' must be a string, got {type(answer).__name__}")
     answer = (answer or "").strip()
     if not answer:
-        answer = (extract_boxed(solution) or "").strip()
-        if not answer:
-            raise _Skip("no answer field and no balanced \\boxed{} in the solution")
+        answer = (extract_boxed(solution) or "").strip()  # "" when there is none: kept, scores 0
     if "unique_id" in row and row["unique_id"] is not None:
         rid = _get_str(row, "unique_id", where)
     else:
@@ -91,28 +89,35 @@ def normalize_row(row: Any, index: int, split: str, where: str) -> dict:
 
 
 def _normalize_rows(rows: Iterable[tuple[str, Any]], split: str, source: str) -> tuple[list[dict], int]:
-    """``(where, row)`` pairs -> records; skips counted; duplicate ids are an error."""
+    """``(where, row)`` pairs -> one record per row, in order; ``(records, n_no_gold)``.
+
+    Duplicate ids are an error; rows without a gold answer or level are kept and counted.
+    """
     records: list[dict] = []
     first_seen: dict[str, str] = {}
-    skipped = 0
-    n_rows = 0
     for index, (where, row) in enumerate(rows):
-        n_rows += 1
-        try:
-            rec = normalize_row(row, index, split, where)
-        except _Skip as e:
-            skipped += 1
-            log.debug("%s: skipped: %s", where, e)
-            continue
+        rec = normalize_row(row, index, split, where)
         if rec["id"] in first_seen:
             raise ValueError(f"{where}: duplicate id {rec['id']!r} (first at {first_seen[rec['id']]})")
         first_seen[rec["id"]] = where
+        if not rec["answer"]:
+            log.debug("%s: no recoverable gold answer (kept; it scores 0)", where)
         records.append(rec)
-    if n_rows == 0:
+    if not records:
         raise ValueError(f"{source}:1: empty file (no records)")
-    if skipped:
-        log.warning("%s: skipped %d of %d rows with no recoverable answer or level", source, skipped, n_rows)
-    return records, skipped
+    no_gold = count_no_gold(records)
+    if no_gold:
+        log.warning("%s: %d of %d rows have no recoverable gold answer; kept in order, they always score 0",
+                    source, no_gold, len(records))
+    no_level = sum(r["level"] is None for r in records)
+    if no_level:
+        log.warning("%s: %d of %d rows have an unknown level; kept", source, no_level, len(records))
+    return records, no_gold
+
+
+def count_no_gold(records: Iterable[dict]) -> int:
+    """Number of records without a gold answer (``answer`` ""): kept, they score 0."""
+    return sum(not r["answer"] for r in records)
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
@@ -154,7 +159,7 @@ def _iter_hub(ref: str, split: str) -> Iterator[tuple[str, Any]]:
 
 
 def load_math(ref: str, split: str, key: str | None = None) -> tuple[list[dict], int]:
-    """Load MATH-format problems: ``(records, n_skipped)``.
+    """Load MATH-format problems, one record per row in order: ``(records, n_no_gold)``.
 
     ``ref`` is a local ``.jsonl``/``.parquet`` file or a Hub dataset id; ``key`` names the config
     key it came from (default ``data.<split>``) so that an offline Hub id gives a clear error.
@@ -208,11 +213,9 @@ def validate_record(rec: Any, where: str) -> dict:
     for k in ("id", "problem", "solution", "answer", "subject"):
         if not isinstance(rec[k], str):
             raise ValueError(f"{where}: field '{k}' must be a string, got {type(rec[k]).__name__}")
-    if not rec["answer"].strip():
-        raise ValueError(f"{where}: field 'answer' is empty")
-    lv = rec["level"]
-    if isinstance(lv, bool) or not isinstance(lv, int) or not 1 <= lv <= 5:
-        raise ValueError(f"{where}: field 'level' must be an int 1-5, got {lv!r}")
+    lv = rec["level"]  # None: unknown (MATH's "Level ?"); an empty answer: no gold, scores 0
+    if lv is not None and (isinstance(lv, bool) or not isinstance(lv, int) or not 1 <= lv <= 5):
+        raise ValueError(f"{where}: field 'level' must be an int 1-5 or null, got {lv!r}")
     return rec
 
 
