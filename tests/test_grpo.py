@@ -56,9 +56,18 @@ def test_not_divisible_raises(n, k):
 
 
 def test_advantage_std_floor():
-    # a tiny spread is divided by max(std, 1e-8) and stays finite
-    a = group_advantages(torch.tensor([0.0, 0.0, 0.0, 1e-12], dtype=torch.float64), 4)
-    assert torch.all(torch.isfinite(a))
+    # A_i = (R_i - mean) / max(std, 1e-8). Rewards (0, 0, 0, 1e-8): mean 2.5e-9, unbiased std
+    # sqrt((3 * 2.5e-9^2 + 7.5e-9^2) / 3) = 5e-9 < 1e-8, so the divisor is 1e-8:
+    # A = (-0.25, -0.25, -0.25, 0.75). Dividing by the tiny std itself would give (-0.5, ..., 1.5),
+    # by std + 1e-8 = 1.5e-8 it would give (-1/6, ..., 0.5).
+    a = group_advantages(torch.tensor([0.0, 0.0, 0.0, 1e-8]), 4)
+    torch.testing.assert_close(a, torch.tensor([-0.25, -0.25, -0.25, 0.75]), rtol=1e-5, atol=0)
+    # Above the floor the std itself is used: (0, 0, 0, 4e-8) has std 2e-8 -> (-0.5, -0.5, -0.5, 1.5).
+    b = group_advantages(torch.tensor([0.0, 0.0, 0.0, 4e-8]), 4)
+    torch.testing.assert_close(b, torch.tensor([-0.5, -0.5, -0.5, 1.5]), rtol=1e-5, atol=0)
+    # A far smaller spread stays finite (it is divided by 1e-8, not by ~5e-13).
+    c = group_advantages(torch.tensor([0.0, 0.0, 0.0, 1e-12], dtype=torch.float64), 4)
+    torch.testing.assert_close(c, torch.tensor([-2.5e-5, -2.5e-5, -2.5e-5, 7.5e-5]), rtol=1e-4, atol=0)
 
 
 # ----------------------------------------------------------------------------- loss
