@@ -66,7 +66,8 @@ def summarize(rows: list[dict], pass_k: int, primary: str) -> dict:
 
     problems = list(by_problem.values())
     n_no_gold = sum(not p["gold"] for p in problems)  # kept in every measure, always wrong
-    out = {"n_problems": len(problems), "n_no_gold": n_no_gold, "primary_grader": primary, "greedy": {}, "pass_at_k": {"k": pass_k}, "pass_at_1": {}}
+    out = {"n_problems": len(problems), "n_no_gold": n_no_gold, "primary_grader": primary, "greedy": {},
+           "pass_at_k": {"k": pass_k}, "pass_at_1": {}}
     for g in GRADERS:
         out["greedy"][g], out["pass_at_k"][g], out["pass_at_1"][g] = measures(problems, g)
     out["agreement"] = sum(r["paper"] == r["math_verify"] for r in rows) / max(1, len(rows))

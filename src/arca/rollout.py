@@ -134,7 +134,8 @@ class TransformersGenerator:
                 b_ids = ids[start:start + self.batch_size].to(device)
                 b_am = am[start:start + self.batch_size].to(device)
                 # transformers reads top_k=0 as "no top-k filter"
-                kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
+                kwargs = (dict(do_sample=False) if greedy
+                          else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k))
                 if min_new_tokens > 0:
                     kwargs["min_new_tokens"] = min_new_tokens
                 out = self.model.generate(

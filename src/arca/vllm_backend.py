@@ -68,7 +68,8 @@ def vllm_lora_rank(rank: int) -> int:
 
 
 def sampling_params_kwargs(n: int, temperature: float, top_p: float, max_new_tokens: int, greedy: bool = False,
-                           seed: int | None = None, stop_token_ids: Sequence[int] | None = None, top_k: int = 0) -> dict:
+                           seed: int | None = None, stop_token_ids: Sequence[int] | None = None,
+                           top_k: int = 0) -> dict:
     """Keyword arguments of ``vllm.SamplingParams`` equal to the transformers backend's settings.
 
     Sampling: temperature, top-k (``top_k`` > 0, else off: -1), top-p. Greedy: temperature 0 and ONE sample per prompt
