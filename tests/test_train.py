@@ -134,12 +134,12 @@ def test_two_steps_train_lora_only(method, results, toy_reward, captured, tmp_pa
 
 def _lr_curve(cfg, n: int, sched=None) -> list[float]:
     """Learning rate of optimizer steps 1..n under ``train.lr_scheduler`` (base lr 1: the multiplier)."""
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = train.lr_scheduler(cfg, opt) if sched is None else sched
+    if sched is None:
+        sched = train.lr_scheduler(cfg, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
     out = []
     for _ in range(n):
         out.append(sched.get_last_lr()[0])
-        opt.step()
+        sched.optimizer.step()
         sched.step()
     return out
 
