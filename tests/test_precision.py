@@ -70,6 +70,13 @@ def test_oracle_weights_hand_case():
     assert credit.REGISTRY["oracle"].needs == frozenset({credit.LABELS})
 
 
+def test_anti_oracle_leaves_out_exactly_the_decisive_tokens():
+    mask = torch.tensor([[1, 1, 1, 1, 0]], dtype=torch.float32)
+    dec = torch.tensor([[0, 1, 0, 0, 0]], dtype=torch.float32)
+    w, _ = credit.token_weights("anti_oracle", credit.CreditInputs(mask=mask, logprobs=torch.zeros(1, 5), decisive=dec))
+    assert torch.allclose(w[0], torch.tensor([1 / 3, 0.0, 1 / 3, 1 / 3, 0.0]), atol=1e-12)
+
+
 def test_oracle_without_labels_is_a_clear_error():
     x = credit.CreditInputs(mask=torch.ones(1, 3), logprobs=torch.zeros(1, 3))
     try:

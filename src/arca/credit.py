@@ -176,6 +176,16 @@ def oracle_signal(x: CreditInputs) -> torch.Tensor:
     return d.to(x.mask.dtype) * (x.mask > 0)  # [B, T]
 
 
+def anti_oracle_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = 1 on every real token except the labelled decisive ones (0 there): the oracle's complement.
+
+    A control: uniform credit with the decisive tokens left out. If learning runs through the
+    decision, this should learn far more slowly than uniform. Unlabelled rows are plain uniform.
+    """
+    d = _require(x.decisive, LABELS, "anti_oracle")  # [B, T]
+    return (1.0 - d.to(x.mask.dtype)) * (x.mask > 0)  # [B, T]
+
+
 @dataclass(frozen=True)
 class CreditMethod:
     """A registered credit method: its signal function and the inputs it needs."""
@@ -199,6 +209,7 @@ REGISTRY: dict[str, CreditMethod] = {
     "entropy_top20": CreditMethod(entropy_top20_signal, frozenset({ENTROPIES, STEP_ENTROPIES}), "1[H_t in the step's top 20%]"),
     "arca_layers": CreditMethod(arca_layers_signal, frozenset({LORA_DELTA}), "||sum_l (alpha/r) B_l A_l x_l||_2 over residual writers"),
     "oracle": CreditMethod(oracle_signal, frozenset({LABELS}), "1[y_t is a labelled decisive fork token]"),
+    "anti_oracle": CreditMethod(anti_oracle_signal, frozenset({LABELS}), "1[y_t is not a labelled decisive token]"),
 }
 
 # The methods of the paper (the rest are controls this project adds).

@@ -368,7 +368,7 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
     rewards = torch.tensor([float(grade_paper(c, g)) for c, g in zip(r.texts, golds)])  # [N]
     # the null control trains on shuffled rewards; metrics report the true ones
     adv = group_advantages(shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards, K)  # [N]
-    labels = rollout_labels(generator.tokenizer, r, problems, K)
+    labels = rollout_labels(generator.tokenizer, r, problems, K) if any(p.get("branches") for p in problems) else None
     if credit_lib.LABELS in method.needs and labels is None:
         raise ValueError(f"credit method '{cfg.credit.method}' needs the planted forks' labels, but these problems "
                          "have none: set data.forks.p_bug > 0 (generated data)")

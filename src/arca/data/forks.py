@@ -30,25 +30,30 @@ Families (``subject`` of the record) and their levels:
 ======================  =====  ==============================  ================================
 family                  level  correct                          bug
 ======================  =====  ==============================  ================================
-none                    1      a+b, a*b (unforked)              -
+none                    1      a+b, a*b                         - (no decision)
 precedence_add          2      a+b*c = a+(bc)                   (a+b)*c
 precedence_sub          2      a-b*c = a-(bc)                   (a-b)*c
 subtract_from           2      "subtract b from a": a-b         b-a (order mentioned)
 more_diff               3      "how many more": a-b             a+b
-in_all                  3      "in all": a+b                    a-b
+in_all                  3      "in all": a+b                    a-b, never planted (twin)
 fewer_than              3      "b fewer than": a-b              a+b
-more_than               3      "b more than": a+b               a-b
+more_than               3      "b more than": a+b               a-b, never planted (twin)
 half                    4      half of n, plus b: n/2           n*2
 each                    4      a bags of b each: a*b            a+b
 share                   4      n shared by b: n/b               n-b
 cross_plus              5      x + a = c: x = c-a               x = c+a
-cross_minus             5      x - a = c: x = c+a               x = c-a
+cross_minus             5      x - a = c: x = c+a               x = c-a, never planted (twin)
 ======================  =====  ==============================  ================================
 
-The pairs ``more_diff``/``in_all``, ``fewer_than``/``more_than`` and ``cross_plus``/``cross_minus``
-ask for opposite operations at the same place, so what is correct follows from the wording, not
-from a constant flip. ``none`` has twice the weight of a forked family, so about 86% of problems
-are forked and no family holds more than about 8% of them.
+The twins make three decisions depend on the wording rather than on a constant flip: the same
+slot of the same equation takes ``-`` after "how many more", "fewer than" and "x + a = c" but
+``+`` after "in all", "more than" and "x - a = c", so pushing one family towards ``-`` must not
+drag its twin along. A twin's decision is labelled like any other (its wrong operation is a
+branch), but pretraining never plants its bug: it is "forked" only once RL drags it. (Twins that were forked too, with the opposite bug, made the two wordings
+carry almost the same operation statistics in pretraining, 60/40 against 40/60; a 1M-parameter
+model then barely told them apart and GRPO learnt one constant operation for both.) ``none`` and
+the twins have half the weight of a planted family: about 82% of problems carry a planted bug
+and no family holds more than about 9% of them.
 """
 from __future__ import annotations
 
@@ -79,6 +84,7 @@ class Fork:
     options: tuple[str, ...]
     probs: tuple[float, ...] = ()
     correct: str | None = None
+    planted: bool = True  # False: a decision pretraining always takes correctly (the twins)
 
     @property
     def decisive(self) -> bool:
@@ -105,8 +111,8 @@ def _op(a: object, op: str, b: object) -> str:
     return f"{a}{op}{b}"
 
 
-def _decide(bug: str, ok: str = "ok") -> Fork:
-    return Fork("decision", (ok, bug), correct=ok)
+def _decide(bug: str, ok: str = "ok", planted: bool = True) -> Fork:
+    return Fork("decision", (ok, bug), correct=ok, planted=planted)
 
 
 def _connector() -> Fork:
@@ -148,7 +154,7 @@ def _expression(rng: random.Random, expr: str) -> str:
 
 
 def _precedence_add(rng: random.Random) -> Task:
-    a, b, c = rng.randint(2, 9), rng.randint(2, 4), rng.randint(2, 4)
+    a, b, c = rng.randint(2, 9), rng.randint(2, 3), rng.randint(2, 3)
     text = _expression(rng, f"{a} + {b} * {c}")
 
     def render(ch: dict) -> tuple[str, str]:
@@ -173,8 +179,8 @@ def _precedence_sub(rng: random.Random) -> Task:
 
 
 def _subtract_from(rng: random.Random) -> Task:
-    b = rng.randint(2, 9)
-    a = b + rng.randint(1, 9)
+    a = rng.randint(3, 9)
+    b = rng.randint(2, a - 1)
     p = rng.choice(_NAMES)
     text = rng.choice(["Subtract {b} from {a}.", "{p} subtracts {b} from {a}. What is the result?",
                        "{p} takes {b} away from {a}. What is left?"]).format(a=a, b=b, p=p)
@@ -192,13 +198,14 @@ def _two_people(rng: random.Random) -> tuple[str, str, str, int, int]:
     return p, q, rng.choice(_ITEMS), a, rng.randint(2, a - 1)
 
 
-def _add_or_sub(family: str, a: int, b: int, correct_op: str, bug: str, text: str) -> Task:
+def _add_or_sub(family: str, a: int, b: int, correct_op: str, bug: str, text: str, planted: bool = True) -> Task:
+    """``a op b``; ``planted=False`` is a twin: pretraining always takes the correct operation."""
     def render(ch: dict) -> tuple[str, str]:
         op = correct_op if ch["decision"] == "ok" else ("+" if correct_op == "-" else "-")
         r = a + b if op == "+" else a - b
         return f"{a}{op}{b}={r}", str(r)
 
-    return Task(family, 3, text, (_decide(bug), _connector()), render)
+    return Task(family, 3, text, (_decide(bug, planted=planted), _connector()), render)
 
 
 def _more_diff(rng: random.Random) -> Task:
@@ -210,7 +217,7 @@ def _more_diff(rng: random.Random) -> Task:
 def _in_all(rng: random.Random) -> Task:
     p, q, item, a, b = _two_people(rng)
     text = f"{p} has {a} {item}. {q} has {b} {item}. How many do they have in all?"
-    return _add_or_sub("in_all", a, b, "+", "subtracts", text)
+    return _add_or_sub("in_all", a, b, "+", "subtracts", text, planted=False)
 
 
 def _fewer_than(rng: random.Random) -> Task:
@@ -222,7 +229,7 @@ def _fewer_than(rng: random.Random) -> Task:
 def _more_than(rng: random.Random) -> Task:
     p, q, item, a, b = _two_people(rng)
     text = f"{p} has {a} {item}. {q} has {b} more than {p}. How many does {q} have?"
-    return _add_or_sub("more_than", a, b, "+", "reads_fewer", text)
+    return _add_or_sub("more_than", a, b, "+", "reads_fewer", text, planted=False)
 
 
 def _half(rng: random.Random) -> Task:
@@ -273,8 +280,8 @@ def _share(rng: random.Random) -> Task:
 
 
 def _cross(family: str, sign: str, rng: random.Random) -> Task:
-    a, x = rng.randint(2, 9), rng.randint(1, 9)
-    c = x + a if sign == "+" else rng.randint(2, 9)
+    a = rng.randint(2, 8)
+    c = a + rng.randint(1, 9 - a) if sign == "+" else rng.randint(2, 9)
     lhs = rng.choice(["x {s} {a}", "{a} {s} x"] if sign == "+" else ["x {s} {a}"]).format(s=sign, a=a)
     p = rng.choice(_NAMES)
     text = rng.choice(["Solve for x: {l} = {c}.", "{p} knows that {l} = {c}. What is x?"]).format(l=lhs, c=c, p=p)
@@ -285,23 +292,24 @@ def _cross(family: str, sign: str, rng: random.Random) -> Task:
         v = c - a if op == "-" else c + a
         return f"x={c}{op}{a}={v}", str(v)
 
-    return Task(family, 5, text, (_decide("keeps_sign"), _connector()), render)
+    # x - a = c is the twin of x + a = c: the same decision, never taken wrongly in pretraining
+    return Task(family, 5, text, (_decide("keeps_sign", planted=sign == "+"), _connector()), render)
 
 
-FAMILIES: dict[str, tuple[Callable[[random.Random], Task], int]] = {
-    "none": (_none, 2),
+FAMILIES: dict[str, tuple[Callable[[random.Random], Task], float]] = {
+    "none": (_none, 0.5),
     "precedence_add": (_precedence_add, 1),
     "precedence_sub": (_precedence_sub, 1),
     "subtract_from": (_subtract_from, 1),
     "more_diff": (_more_diff, 1),
-    "in_all": (_in_all, 1),
+    "in_all": (_in_all, 0.5),
     "fewer_than": (_fewer_than, 1),
-    "more_than": (_more_than, 1),
+    "more_than": (_more_than, 0.5),
     "half": (_half, 1),
     "each": (_each, 1),
     "share": (_share, 1),
     "cross_plus": (lambda rng: _cross("cross_plus", "+", rng), 1),
-    "cross_minus": (lambda rng: _cross("cross_minus", "-", rng), 1),
+    "cross_minus": (lambda rng: _cross("cross_minus", "-", rng), 0.5),
 }
 
 
@@ -346,7 +354,7 @@ def sample_choices(task: Task, rng: random.Random, p_bug: float) -> dict:
     for f in task.forks:
         if f.decisive:
             bug = next(o for o in f.options if o != f.correct)
-            choices[f.name] = bug if rng.random() < p_bug else f.correct
+            choices[f.name] = bug if f.planted and rng.random() < p_bug else f.correct
         else:
             choices[f.name] = rng.choices(f.options, weights=f.probs)[0]
     return choices
@@ -374,7 +382,8 @@ def task_record(rid: str, task: Task, choices: dict) -> dict:
     _, answer = task.text({**choices, **{f.name: f.correct for f in task.forks if f.decisive}})
     return {
         "id": rid, "problem": task.problem, "solution": solution, "answer": answer, "level": task.level,
-        "subject": task.family, "fork": "" if task.family == "none" else task.family, "branches": branches(task),
+        "subject": task.family, "fork": task.family if any(f.decisive and f.planted for f in task.forks) else "",
+        "branches": branches(task),
     }
 
 
@@ -387,9 +396,11 @@ def generate_forked(n: int, seed: int | str, p_bug: float, families: list[str] |
     rng = random.Random(seed)
     families = check_families(families or list(FAMILIES))
     seen = set(exclude) if exclude is not None else None
+    # A held-out set gets exact family quotas (shuffled), so no family's share drifts by chance.
+    plan = _quotas(n, families, rng) if seen is not None else None
     out: list[dict] = []
     while len(out) < n:
-        family = draw_family(rng, families)  # first, so held-out shares follow the family weights
+        family = plan[len(out)] if plan else draw_family(rng, families)
         for _ in range(_MAX_TRIES):
             task = FAMILIES[family][0](rng)
             if _bug_hits_answer(task):
@@ -406,6 +417,18 @@ def generate_forked(n: int, seed: int | str, p_bug: float, families: list[str] |
 
 
 _MAX_TRIES = 20_000
+
+
+def _quotas(n: int, families: list[str], rng: random.Random) -> list[str]:
+    """``n`` family names in proportion to their weights (largest remainder), in random order."""
+    w = [FAMILIES[f][1] for f in families]
+    exact = [n * x / sum(w) for x in w]
+    counts = [int(e) for e in exact]
+    for i in sorted(range(len(w)), key=lambda i: exact[i] - counts[i], reverse=True)[: n - sum(counts)]:
+        counts[i] += 1
+    plan = [f for f, c in zip(families, counts) for _ in range(c)]
+    rng.shuffle(plan)
+    return plan
 
 
 def _bug_hits_answer(task: Task) -> bool:
