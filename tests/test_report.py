@@ -206,6 +206,7 @@ def make_sweep(root: Path):
                     "residual_mean": 0.3 if is_arca else None, "residual_max": 0.9 if is_arca else None,
                 })
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+            (run_dir / "curve.jsonl").write_text("")  # eval.every 0: no learning curve
             conc = {"uniform": [0.25] * 4, "surprisal": [0.97, 0.01, 0.01, 0.01]}.get(method, [0.4, 0.3, 0.2, 0.1])
             weights = [conc, list(reversed(conc)), [1.0]]
             (run_dir / "final_weights.json").write_text(json.dumps({"run": run, "method": method, "step": STEPS, "weights": weights}))

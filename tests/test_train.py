@@ -357,3 +357,51 @@ def test_two_arca_steps_on_smollm2(tmp_path, toy_reward):
     assert rows[1]["residual_max"] is not None and rows[1]["residual_max"] > 0
     tensors = adapter_tensors(tmp_path / "run" / "adapter")
     assert any(torch.count_nonzero(v) for k, v in tensors.items() if "lora_B" in k)
+
+
+# ----------------------------------------------------------------------------- planted forks
+PRECISION_KEYS = {"labeled_frac", "labeled_frac_forked", "decisive_share", "decisive_share_uniform",
+                  "decisive_share_pos", "decisive_share_neg", "decisive_auroc", "distractor_share"}
+
+
+def test_learning_curve_leaves_training_untouched(results, toy_reward, tmp_path):
+    run = "uniform_r4_s1"
+    train.train_run(run_cfg(results, run, "eval.every=0"), run, run_dir=tmp_path / "plain")
+    train.train_run(run_cfg(results, run, "eval.every=2", "eval.curve_problems=5"), run, run_dir=tmp_path / "curve")
+    # the curve's sampling runs on a saved-and-restored RNG: the same rollouts, the same adapter
+    assert metrics(tmp_path / "plain") == metrics(tmp_path / "curve")
+    a, b = adapter_tensors(tmp_path / "plain" / "adapter"), adapter_tensors(tmp_path / "curve" / "adapter")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    curve = [json.loads(x) for x in (tmp_path / "curve" / "curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [0, 2, 4]
+    assert all(c["n"] == 5 and len(c["greedy_correct"]) == 5 and c["greedy"] == sum(c["greedy_correct"]) / 5 for c in curve)
+    assert (tmp_path / "plain" / "curve.jsonl").read_text() == ""
+    # the smoke corpus has planted forks: every step logs its labels and credit precision
+    assert all(PRECISION_KEYS <= r.keys() for r in metrics(tmp_path / "plain"))
+
+
+def test_resume_keeps_the_learning_curve(results, toy_reward, tmp_path):
+    run = "uniform_r4_s1"
+    cfg = run_cfg(results, run, "eval.every=1", "eval.curve_problems=4")
+    train.train_run(cfg, run, run_dir=tmp_path / "full")
+    train.train_run(cfg, run, run_dir=tmp_path / "split", stop_after=2)
+    train.train_run(cfg, run, run_dir=tmp_path / "split")
+    assert (tmp_path / "full" / "curve.jsonl").read_text() == (tmp_path / "split" / "curve.jsonl").read_text()
+
+
+def test_null_control_reports_true_rewards_but_trains_on_shuffled_ones(results, toy_reward, tmp_path):
+    run = "uniform_r4_s1"
+    train.train_run(run_cfg(results, run, "train.steps=1"), run, run_dir=tmp_path / "real")
+    train.train_run(run_cfg(results, run, "train.steps=1", "train.shuffle_rewards=true"), run, run_dir=tmp_path / "null")
+    real, null = metrics(tmp_path / "real"), metrics(tmp_path / "null")
+    assert real[0]["reward_mean"] == null[0]["reward_mean"]  # same samples, same true rewards
+    a, b = adapter_tensors(tmp_path / "real" / "adapter"), adapter_tensors(tmp_path / "null" / "adapter")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # a different update
+
+
+def test_oracle_without_forks_fails_with_a_clear_error(tmp_path):
+    cfg = load_config([SMOKE], overrides(tmp_path, "data.forks.p_bug=0", "credit.method=oracle", "train.steps=1"))
+    prepare_data(cfg)
+    models.build_base(cfg)
+    with pytest.raises(ValueError, match="data.forks.p_bug"):
+        train.train_run(cfg, "oracle_r4_s1", run_dir=tmp_path / "run")

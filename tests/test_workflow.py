@@ -349,7 +349,7 @@ def test_python_steps_get_the_config_snakemake_planned_with(tmp_path):
     assert proc.returncode == 0, proc.log[-4000:]
     cmds = shell_commands(proc.log)
     steps = {c[3] for c in cmds}
-    assert steps == {"prepare-data", "build-base", "train", "evaluate", "aggregate", "figures", "heatmap"}
+    assert steps == {"prepare-data", "build-base", "train", "evaluate", "probe-rollouts", "aggregate", "figures", "heatmap"}
     smoke = load_config([REPO / "configs" / "smoke.yaml", ov])
     for cmd in cmds:
         # default.yaml (the Snakefile's configfile:) first, then the --configfiles in order.

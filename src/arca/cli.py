@@ -29,6 +29,7 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
     "evaluate": ("arca.evaluate:evaluate_main", "evaluate the base model or one run's adapter", [
         (("--run",), dict(required=True, help="run id, or 'base' for the base model")),
     ]),
+    "probe-rollouts": ("arca.evaluate:probe_main", "sample the fixed held-out rollouts of the credit-precision probe", []),
     "aggregate": ("arca.report.tables:aggregate_main", "gather runs and evals into results/<name>/tables/", []),
     "figures": ("arca.report.figures:figures_main", "draw results/<name>/figures/ from the tables", []),
     "heatmap": ("arca.report.heatmap:heatmap_main", "write the token-credit heat map HTML page", []),

@@ -81,6 +81,23 @@ class LoraConfig:
 
 
 @dataclass
+class ForksConfig:
+    """Planted procedure forks in the generated corpus (``arca.data.forks``).
+
+    ``p_bug`` is the probability that a pretraining solution takes a decisive fork's buggy branch.
+    0 keeps the original clean corpus of levels 1-5 (``arca.data.generated``), byte for byte;
+    > 0 switches the generated data to the forked task families. Test and RL golds are always
+    the correct answers.
+    """
+
+    p_bug: float = 0.0
+    families: list[str] = field(default_factory=lambda: [
+        "none", "precedence_add", "precedence_sub", "subtract_from", "more_diff", "in_all", "fewer_than",
+        "more_than", "half", "each", "share", "cross_plus", "cross_minus",
+    ])
+
+
+@dataclass
 class DataConfig:
     """Training and test problems: generated arithmetic (offline) or MATH (Hub id or local file)."""
 
@@ -93,6 +110,7 @@ class DataConfig:
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     seed: int = 1234
     max_prompt_tokens: int = 512
+    forks: ForksConfig = field(default_factory=ForksConfig)
 
 
 @dataclass
@@ -130,6 +148,9 @@ class TrainConfig:
     checkpoint_every: int = 10
     seed: int = 1337
     threads: int = 1  # torch intra-op threads on CPU
+    # Null control: rewards shuffled among the step's completions before the advantages, so the
+    # update keeps its size and noise but carries no information about which answer was right.
+    shuffle_rewards: bool = False
 
 
 @dataclass
@@ -157,6 +178,13 @@ class EvalConfig:
     batch_size: int = 64
     grader_timeout: float = 5.0
     grader_workers: int = 1
+    # Learning curves: greedy and one T=1 sample on the first ``curve_problems`` test problems,
+    # at step 0 and every ``every`` optimizer steps of training (0 = no curve).
+    every: int = 0
+    curve_problems: int = 100
+    # Credit precision on a fixed set of held-out rollouts: the base model's K samples on the first
+    # ``probe_problems`` test problems, scored by every run's final model (0 = off).
+    probe_problems: int = 0
 
 
 @dataclass
@@ -435,6 +463,8 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     if d.source == "generated":
         _check(d.n_train > 0 and d.n_test > 0, source, "data.n_train", "and data.n_test must be > 0")
         _check(bool(d.levels) and all(1 <= lv <= 5 for lv in d.levels), source, "data.levels", f"must be levels in 1..5, got {d.levels}")
+        _check(0.0 <= d.forks.p_bug <= 1.0, source, "data.forks.p_bug", f"must be in [0, 1], got {d.forks.p_bug}")
+        _check(bool(d.forks.families), source, "data.forks.families", "must not be empty")
     else:
         for k in ("train", "test"):
             v = getattr(d, k)
@@ -484,6 +514,9 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(e.pass_k >= 1, source, "eval.pass_k", f"must be >= 1, got {e.pass_k}")
     _check(e.top_k >= 0, source, "eval.top_k", f"must be >= 0 (0 = off), got {e.top_k}")
     _check(e.grader_timeout > 0, source, "eval.grader_timeout", f"must be > 0, got {e.grader_timeout}")
+    _check(e.every >= 0, source, "eval.every", f"must be >= 0 (0 = no learning curve), got {e.every}")
+    _check(e.curve_problems > 0, source, "eval.curve_problems", f"must be > 0, got {e.curve_problems}")
+    _check(e.probe_problems >= 0, source, "eval.probe_problems", f"must be >= 0 (0 = off), got {e.probe_problems}")
 
     s = cfg.sweep
     _check(len(s.cells) > 0, source, "sweep.cells", "must not be empty")

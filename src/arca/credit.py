@@ -16,7 +16,7 @@ To add a method, write one function and register it::
         return x.logprobs.exp()
     REGISTRY["my_method"] = CreditMethod(my_signal, needs=frozenset(), doc="p(y_t)")
 
-``needs`` may hold ``"entropies"``, ``"step_entropies"`` (the entropies of every real token of
+``needs`` may hold ``"labels"`` (the planted forks' decisive tokens, for the oracle), ``"entropies"``, ``"step_entropies"`` (the entropies of every real token of
 the optimizer step, for batch-level thresholds), ``"ref_logprobs"``, ``"hidden"`` (adapted and
 base final hidden states) and ``"lora_delta"`` (the summed LoRA outputs into the residual stream,
 collected by hooks in the gradient pass); the training loop computes only what the method asks
@@ -38,6 +38,7 @@ STEP_ENTROPIES = "step_entropies"
 REF_LOGPROBS = "ref_logprobs"
 HIDDEN = "hidden"
 LORA_DELTA = "lora_delta"
+LABELS = "labels"  # the planted forks' decisive tokens (arca.labels); only the oracle reads them
 # What needs the adapter-off (reference) forward pass.
 NEEDS_REFERENCE_PASS = frozenset({REF_LOGPROBS, HIDDEN})
 # What needs the policy entropies of the gradient pass.
@@ -62,6 +63,8 @@ class CreditInputs:
     lora_delta: torch.Tensor | None = None
     # [M] entropies of every real token of the optimizer step (all micro-batches); None = this batch's
     step_entropies: torch.Tensor | None = None
+    # [B, T] 1.0 on the labelled decisive fork tokens of aligned completions (planted-fork corpus)
+    decisive: torch.Tensor | None = None
     seed: int = 0  # for methods with randomness (the permutation control)
 
 
@@ -163,6 +166,27 @@ def arca_layers_signal(x: CreditInputs) -> torch.Tensor:
     return torch.linalg.vector_norm(d.float(), dim=-1)  # [B, T]
 
 
+def oracle_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = 1 on the labelled decisive fork tokens, 0 elsewhere: the ceiling of token credit.
+
+    Only meaningful on the planted-fork corpus, where the generator knows which token decided each
+    completion's outcome (``arca.labels``). A row with no labelled token (unforked problem, or a
+    completion that cannot be aligned) has a signal sum of ~0 and falls back to uniform.
+    """
+    d = _require(x.decisive, LABELS, "oracle")  # [B, T]
+    return d.to(x.mask.dtype) * (x.mask > 0)  # [B, T]
+
+
+def anti_oracle_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = 1 on every real token except the labelled decisive ones (0 there): the oracle's complement.
+
+    A control: uniform credit with the decisive tokens left out. If learning runs through the
+    decision, this should learn far more slowly than uniform. Unlabelled rows are plain uniform.
+    """
+    d = _require(x.decisive, LABELS, "anti_oracle")  # [B, T]
+    return (1.0 - d.to(x.mask.dtype)) * (x.mask > 0)  # [B, T]
+
+
 @dataclass(frozen=True)
 class CreditMethod:
     """A registered credit method: its signal function and the inputs it needs."""
@@ -185,6 +209,8 @@ REGISTRY: dict[str, CreditMethod] = {
     "arca_permuted": CreditMethod(arca_permuted_signal, frozenset({HIDDEN}), "ARCA's alpha permuted within each sequence"),
     "entropy_top20": CreditMethod(entropy_top20_signal, frozenset({ENTROPIES, STEP_ENTROPIES}), "1[H_t in the step's top 20%]"),
     "arca_layers": CreditMethod(arca_layers_signal, frozenset({LORA_DELTA}), "||sum_l (alpha/r) B_l A_l x_l||_2 over residual writers"),
+    "oracle": CreditMethod(oracle_signal, frozenset({LABELS}), "1[y_t is a labelled decisive fork token]"),
+    "anti_oracle": CreditMethod(anti_oracle_signal, frozenset({LABELS}), "1[y_t is not a labelled decisive token]"),
 }
 
 # The methods of the paper (the rest are controls this project adds).

@@ -48,3 +48,68 @@ def nanmean(x: torch.Tensor) -> float | None:
     """Mean over the finite entries, or None when there are none (JSON null)."""
     x = x[torch.isfinite(x)]
     return float(x.mean()) if x.numel() else None
+
+
+# ----------------------------------------------------------------------------- credit precision
+# Against the planted forks' labels (``arca.labels``): how much of a sequence's credit lands on
+# the tokens that decided its outcome. ``labels`` is a [B, T] 0/1 mask of decisive (or distractor)
+# tokens; rows are the aligned completions of a step, the weights sum to 1 over each row's mask.
+def label_share(weights: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of a row's weight on its labelled tokens: sum_t w_t l_t m_t / sum_t w_t m_t. [B] float64.
+
+    Rows with no labelled token or no weight are NaN (skipped by ``nanmean``).
+    """
+    m = (mask > 0).to(torch.float64)  # [B, T]
+    lab = (labels > 0).to(torch.float64) * m  # [B, T]
+    w = weights.detach().to(torch.float64) * m  # [B, T]
+    total = w.sum(dim=1)  # [B]
+    share = (w * lab).sum(dim=1) / total.clamp(min=1e-300)  # [B]
+    ok = (lab.sum(dim=1) > 0) & (total > 0)
+    return torch.where(ok, share, torch.full_like(share, float("nan")))
+
+
+def uniform_label_share(mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """What uniform weights give: (number of labelled tokens) / T per row. [B] float64, NaN as above."""
+    return label_share(torch.ones_like(mask, dtype=torch.float64), mask, labels)
+
+
+def label_auroc(weights: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per row, the probability that a labelled token outweighs an unlabelled one (ties count 1/2).
+
+    AUROC of the weights as a score separating the labelled from the other real tokens of the
+    same sequence (within a row, so that sequence length does not enter): uniform gives 0.5,
+    all weight on the labelled tokens 1.0. Rows without both kinds of token are NaN. [B] float64.
+    """
+    m = mask > 0  # [B, T]
+    pos = (labels > 0) & m  # [B, T]
+    neg = ~(labels > 0) & m  # [B, T]
+    w = weights.detach().to(torch.float64)  # [B, T]
+    diff = w[:, :, None] - w[:, None, :]  # [B, T, T]: w_i - w_j
+    score = (diff > 0).to(torch.float64) + 0.5 * (diff == 0).to(torch.float64)  # [B, T, T]
+    pair = pos[:, :, None] & neg[:, None, :]  # [B, T, T]: i labelled, j not
+    n_pairs = pair.sum(dim=(1, 2)).to(torch.float64)  # [B]
+    auc = (score * pair).sum(dim=(1, 2)) / n_pairs.clamp(min=1)  # [B]
+    return torch.where(n_pairs > 0, auc, torch.full_like(auc, float("nan")))
+
+
+def credit_precision(weights: torch.Tensor, mask: torch.Tensor, decisive: torch.Tensor, distractor: torch.Tensor,
+                     advantages: torch.Tensor, aligned: torch.Tensor) -> dict[str, float | None]:
+    """The credit-precision metrics of one batch of aligned completions (means over rows, None if none).
+
+    ``decisive_share`` / ``distractor_share``: weight on the decisive / distractor fork tokens;
+    ``*_uniform``: the same rows under uniform weights (the reference the report divides by);
+    ``_pos`` / ``_neg``: rows with positive / negative advantage; ``decisive_auroc``: within-row
+    AUROC of the weights for decisive against all other tokens.
+    """
+    keep = aligned.bool()  # [B]
+    W, M, D, X, A = weights[keep], mask[keep], decisive[keep], distractor[keep], advantages[keep].to(torch.float64)
+    dec, dec_u = label_share(W, M, D), uniform_label_share(M, D)  # [b]
+    dis, dis_u = label_share(W, M, X), uniform_label_share(M, X)  # [b]
+    pos, neg = A > 0, A < 0
+    return {
+        "decisive_share": nanmean(dec), "decisive_share_uniform": nanmean(dec_u),
+        "decisive_share_pos": nanmean(dec[pos]), "decisive_share_pos_uniform": nanmean(dec_u[pos]),
+        "decisive_share_neg": nanmean(dec[neg]), "decisive_share_neg_uniform": nanmean(dec_u[neg]),
+        "decisive_auroc": nanmean(label_auroc(W, M, D)),
+        "distractor_share": nanmean(dis), "distractor_share_uniform": nanmean(dis_u),
+    }

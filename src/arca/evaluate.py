@@ -22,13 +22,179 @@ from pathlib import Path
 import torch
 
 from arca.config import Config, parse_run_id, training_hash
-from arca.io import write_json, write_jsonl
+from arca.io import read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
 PRIMARY_GRADER = {"paper200": "paper", "generated": "paper", "math500": "math_verify"}
 GRADERS = ("paper", "math_verify")
 EVAL_SEED = 20260529  # fixed sampling seed: every model is evaluated on the same random stream
+
+
+CURVE_SEED = 20261203  # the learning curve's sampling seed, the same at every point and in every run
+
+
+def curve_point(cfg: Config, generator, problems: list[dict], step: int) -> dict:
+    """Held-out accuracy at one point of training: greedy and one sample at ``eval.temperature``.
+
+    Graded with the paper's string grader. The global RNG is saved and restored around the
+    sampling, so evaluating a curve leaves the training run's random stream untouched.
+    """
+    from arca.grading import gold_answer, grade_paper
+    from arca.prompts import build_prompt
+
+    e = cfg.eval
+    prompts = [build_prompt(p["problem"]) for p in problems]
+    golds = [gold_answer(p["answer"]) for p in problems]
+    with torch.random.fork_rng(devices=[]):
+        greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)
+        sampled = generator.generate(prompts, 1, e.temperature, e.top_p, e.max_new_tokens, seed=CURVE_SEED)
+    g_ok = [int(grade_paper(t, g)) for t, g in zip(greedy.texts, golds)]
+    s_ok = [int(grade_paper(t, g)) for t, g in zip(sampled.texts, golds)]
+    n = max(1, len(problems))
+    # per-problem verdicts (in the order of the test split) let the report pair runs problem by problem
+    return {"step": step, "greedy": sum(g_ok) / n, "sampled": sum(s_ok) / n, "n": len(problems),
+            "greedy_correct": g_ok, "sampled_correct": s_ok}
+
+
+# ----------------------------------------------------------------------------- credit-precision probe
+PROBE_SEED = 20260601  # the fixed held-out rollouts: the base model's samples under this seed
+
+
+def probe_problems(cfg: Config) -> list[dict]:
+    """The held-out problems of the probe: the first ``eval.probe_problems`` of the test split."""
+    from arca.data import read_records
+
+    return read_records(cfg.data_dir / "test.jsonl")[: cfg.eval.probe_problems]
+
+
+def sample_probe(cfg: Config, generator, problems: list[dict]) -> list[dict]:
+    """K samples per problem (``rollout.k``, eval temperature and top-p, fixed seed), graded.
+
+    Each row keeps the completion's token ids up to its last masked-in or EOS token and the mask,
+    so a later step rebuilds exactly the batch that was sampled.
+    """
+    from arca.grading import gold_answer, grade_paper
+    from arca.prompts import build_prompt
+
+    e, k = cfg.eval, cfg.rollout.k
+    r = generator.generate([build_prompt(p["problem"]) for p in problems], k, e.temperature, e.top_p,
+                           e.max_new_tokens, seed=PROBE_SEED)
+    rows = []
+    for i, (ids, m, text) in enumerate(zip(r.completion_ids.tolist(), r.completion_mask.tolist(), r.texts)):
+        p = problems[i // k]
+        keep = max((t for t, v in enumerate(m) if v > 0), default=-1) + 2  # one column past the mask (the EOS)
+        rows.append({"problem_id": p["id"], "sample": i % k, "completion_ids": ids[:keep], "mask": m[:keep],
+                     "text": text, "reward": float(grade_paper(text, gold_answer(p["answer"])))})
+    return rows
+
+
+def probe_batch(rows: list[dict], problems: list[dict], tokenizer, pad_id: int, max_prompt_tokens: int):
+    """The probe's rows as a ``Rollouts`` batch (prompts re-encoded, completions as sampled)."""
+    from arca.prompts import build_prompt
+    from arca.rollout import Rollouts, pad_right
+
+    by_id = {p["id"]: p for p in problems}
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer([build_prompt(by_id[r["problem_id"]]["problem"]) for r in rows], return_tensors="pt",
+                        padding=True, truncation=True, max_length=max_prompt_tokens, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    comp = pad_right([torch.tensor(r["completion_ids"]) for r in rows], pad_id).long()  # [N, T]
+    mask = pad_right([torch.tensor(r["mask"], dtype=torch.float32) for r in rows], 0.0).float()  # [N, T]
+    return Rollouts(enc["input_ids"], enc["attention_mask"], comp, mask, [r["text"] for r in rows])
+
+
+def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: list[dict]) -> dict[str, dict]:
+    """Credit precision of every registered method on the probe rollouts, under ``model`` (no gradient).
+
+    All methods see the same rollouts, labels and advantages (the group advantages of the probe's
+    rewards); the model is in eval mode, so no dropout enters the signals.
+    """
+    from arca import credit as credit_lib
+    from arca.diagnostics import credit_precision
+    from arca.grpo import group_advantages
+    from arca.train import credit_inputs_for_rollouts, rollout_labels
+
+    by_id = {p["id"]: p for p in problems}
+    ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batch = probe_batch(rows, problems, tokenizer, pad_id, cfg.data.max_prompt_tokens)
+    labels = rollout_labels(tokenizer, batch, ordered, cfg.rollout.k)
+    if labels is None:
+        return {}
+    adv = group_advantages(torch.tensor([r["reward"] for r in rows]), cfg.rollout.k)  # [N]
+    was_training = model.training
+    model.eval()
+    try:
+        inputs = credit_inputs_for_rollouts(model, batch, seed=PROBE_SEED)
+    finally:
+        model.train(was_training)
+    inputs.decisive = labels.decisive.to(inputs.mask.device)
+    out = {"labeled_frac": float(labels.aligned.float().mean()), "n_rollouts": len(rows), "methods": {}}
+    for name in credit_lib.REGISTRY:
+        w, _ = credit_lib.token_weights(name, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [N, T]
+        out["methods"][name] = credit_precision(w.cpu(), batch.completion_mask, labels.decisive, labels.distractor,
+                                                adv, labels.aligned)
+    return out
+
+
+def probe_main(cfg: Config, args) -> None:
+    """CLI step: sample the probe's fixed held-out rollouts from the base model."""
+    from arca.grid import probe_output
+    from arca.models import load_base_model, resolve_device
+    from arca.rollout import make_generator
+
+    model, tok = load_base_model(cfg)
+    if resolve_device(cfg.device).type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    rows = sample_probe(cfg, make_generator(cfg, model, tok), probe_problems(cfg))
+    write_jsonl(Path(probe_output(cfg)), rows)
+    log.info("probe: %d rollouts of %d problems, mean reward %.3f", len(rows), cfg.eval.probe_problems,
+             sum(r["reward"] for r in rows) / max(1, len(rows)))
+
+
+def fork_summary(rows: list[dict], problems: list[dict]) -> dict:
+    """How the model handles the planted forks, from its graded completions (empty without forks).
+
+    ``correct_branch``: share of aligned completions of forked problems that take the correct
+    branch; ``execution``: share of aligned completions whose answer is the one their own branch
+    reaches (the arithmetic given the decision), also split by the branch taken; ``labeled``:
+    share of completions that align with a branch at all.
+    """
+    from arca.grading import grade_paper
+    from arca.labels import align
+
+    by_id = {p["id"]: p for p in problems}
+    if not any(p.get("branches") for p in problems):
+        return {}
+    out = {}
+    for mode in ("greedy", "sample"):
+        n = labeled = forked = on_correct = 0
+        exe = {True: [0, 0], False: [0, 0]}  # branch correct -> [executed right, aligned]
+        for r in rows:
+            if r["mode"] != mode:
+                continue
+            branches = by_id[r["problem_id"]].get("branches") or []
+            n += 1
+            a = align(r["completion"], branches)
+            if a is None:
+                continue
+            labeled += 1
+            if any(b["decisive"] for b in branches):
+                forked += 1
+                on_correct += a.correct
+            exe[a.correct][1] += 1
+            exe[a.correct][0] += a.answer is not None and bool(grade_paper(r["completion"], a.answer))
+        ratio = lambda x, y: x / y if y else None  # noqa: E731
+        out[mode] = {
+            "n": n, "labeled": ratio(labeled, n), "correct_branch": ratio(on_correct, forked),
+            "execution": ratio(exe[True][0] + exe[False][0], exe[True][1] + exe[False][1]),
+            "execution_correct_branch": ratio(*exe[True]), "execution_bug_branch": ratio(*exe[False]),
+        }
+    return out
 
 
 def protocol_problems(cfg: Config, protocol: str) -> list[dict]:
@@ -138,11 +304,17 @@ def evaluate_main(cfg: Config, args) -> None:
     for protocol in cfg.eval.protocols:
         prows = evaluate_protocol(cfg, generator, protocol, grader)
         protocols[protocol] = summarize(prows, cfg.eval.pass_k, PRIMARY_GRADER[protocol])
+        protocols[protocol]["forks"] = fork_summary(prows, protocol_problems(cfg, protocol))
         rows += prows
         s = protocols[protocol]
         log.info("%s %s: greedy %.3f pass@%d %.3f (primary grader %s)", run, protocol,
                  s["greedy"][s["primary_grader"]], cfg.eval.pass_k, s["pass_at_k"][s["primary_grader"]], s["primary_grader"])
+    precision = {}
+    if run != "base" and cfg.eval.probe_problems > 0:
+        from arca.grid import probe_output
+
+        precision = probe_precision(run_cfg, model, tok, read_jsonl(probe_output(cfg)), probe_problems(cfg))
     out = Path(cfg.eval_dir(run))
     write_jsonl(out / "samples.jsonl", rows)
-    write_json(out / "summary.json", {**identity, "trainable_params": trainable,
-                                      "config_hash": training_hash(run_cfg), "protocols": protocols})
+    write_json(out / "summary.json", {**identity, "trainable_params": trainable, "config_hash": training_hash(run_cfg),
+                                      "protocols": protocols, "credit_precision": precision})

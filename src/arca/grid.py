@@ -34,8 +34,12 @@ TABLES = {
     "paper_comparison": ("md",),
     "runs": ("csv",),
     "curves": ("csv",),
+    "credit_precision": ("csv", "md"),
+    "learning_curves": ("csv",),
+    "sample_efficiency": ("csv", "md"),
 }
-FIGURES = ("gini_bars", "concentration_curves", "reward_curves", "accuracy", "lorenz", "accuracy_vs_params")
+FIGURES = ("gini_bars", "concentration_curves", "reward_curves", "accuracy", "lorenz", "accuracy_vs_params",
+           "credit_precision", "learning_curves")
 FIGURE_FORMATS = ("png", "pdf")
 
 
@@ -206,7 +210,8 @@ def base_output(config: Mapping[str, Any] | Config) -> str:
 
 def train_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
     cfg = as_config(config)
-    return {"base": base_output(cfg), "train": data_outputs(cfg)["train"]}
+    data = data_outputs(cfg)
+    return {"base": base_output(cfg), "train": data["train"], "test": data["test"]}
 
 
 def train_outputs(config: Mapping[str, Any] | Config, run: str = "{run}") -> dict[str, str]:
@@ -218,6 +223,7 @@ def train_outputs(config: Mapping[str, Any] | Config, run: str = "{run}") -> dic
         "adapter": _p(cfg, "runs", run, "adapter"),
         "metrics": _p(cfg, "runs", run, "metrics.jsonl"),
         "final_weights": _p(cfg, "runs", run, "final_weights.json"),
+        "curve": _p(cfg, "runs", run, "curve.jsonl"),
     }
 
 
@@ -235,7 +241,19 @@ def eval_inputs(config: Mapping[str, Any] | Config, target: str) -> dict[str, st
         out["math500"] = data["math500"]
     if target != BASE:
         out["adapter"] = train_outputs(cfg, target)["adapter"]
+        if cfg.eval.probe_problems > 0:
+            out["probe"] = probe_output(cfg)
     return out
+
+
+def probe_output(config: Mapping[str, Any] | Config) -> str:
+    """The fixed held-out rollouts every run's credit precision is measured on (base model samples)."""
+    return _p(as_config(config), "eval", "probe_rollouts.jsonl")
+
+
+def probe_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    cfg = as_config(config)
+    return {"base": base_output(cfg), "test": data_outputs(cfg)["test"]}
 
 
 def aggregate_inputs(config: Mapping[str, Any] | Config) -> dict[str, list[str]]:
@@ -244,6 +262,7 @@ def aggregate_inputs(config: Mapping[str, Any] | Config) -> dict[str, list[str]]
     return {
         "metrics": [train_outputs(cfg, r)["metrics"] for r in runs],
         "final_weights": [train_outputs(cfg, r)["final_weights"] for r in runs],
+        "curves": [train_outputs(cfg, r)["curve"] for r in runs],
         "summaries": [eval_outputs(cfg, t)["summary"] for t in eval_targets(cfg)],
         "samples": [eval_outputs(cfg, t)["samples"] for t in eval_targets(cfg)],
     }

@@ -31,9 +31,10 @@ from tqdm import tqdm
 
 from arca import credit as credit_lib
 from arca.config import Config, dump_config, parse_run_id, training_hash
-from arca.diagnostics import effective_token_ratio, gini, nanmean
+from arca.diagnostics import credit_precision, effective_token_ratio, gini, nanmean
 from arca.grpo import group_advantages, weighted_pg_loss
 from arca.io import atomic_path, write_json, write_jsonl, write_text
+from arca.labels import TokenLabels, label_batch
 from arca.rollout import Rollouts
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,8 @@ def credit_inputs_for_rollouts(model, rollouts: Rollouts, needs: frozenset[str] 
     return _inputs(rollouts, pol, ref, seed)
 
 
-def _inputs(r: Rollouts, pol: Scores, ref: Scores | None, seed: int, step_ents: torch.Tensor | None = None) -> credit_lib.CreditInputs:
+def _inputs(r: Rollouts, pol: Scores, ref: Scores | None, seed: int, step_ents: torch.Tensor | None = None,
+            decisive: torch.Tensor | None = None) -> credit_lib.CreditInputs:
     return credit_lib.CreditInputs(
         mask=r.completion_mask.to(pol.logprobs.device),
         logprobs=pol.logprobs.detach(),
@@ -209,6 +211,7 @@ def _inputs(r: Rollouts, pol: Scores, ref: Scores | None, seed: int, step_ents: 
         base_hidden=ref.hidden if ref is not None else None,
         lora_delta=pol.lora_delta,
         step_entropies=step_ents,
+        decisive=decisive.to(pol.logprobs.device) if decisive is not None else None,
         seed=seed,
     )
 
@@ -240,6 +243,7 @@ class RunState:
     step: int = 0  # optimizer steps done
     metrics: list[dict] = field(default_factory=list)
     last_weights: list[list[float]] = field(default_factory=list)  # masked weights of the last step
+    curve: list[dict] = field(default_factory=list)  # held-out accuracy at step 0 and every eval.every steps
 
 
 def _checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -251,7 +255,8 @@ def save_checkpoint(run_dir: Path, model, opt, sched, state: RunState, data_gen:
     with atomic_path(run_dir / "checkpoints" / f"step_{state.step:06d}") as tmp:
         model.save_pretrained(tmp / "adapter")
         torch.save({
-            "step": state.step, "metrics": state.metrics, "last_weights": state.last_weights, "run_hash": run_hash,
+            "step": state.step, "metrics": state.metrics, "last_weights": state.last_weights, "curve": state.curve,
+            "run_hash": run_hash,
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "torch_rng": torch.get_rng_state(), "data_rng": data_gen.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -282,7 +287,67 @@ def load_checkpoint(run_dir: Path, model, opt, sched, data_gen: torch.Generator,
     if st["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda_rng"])
     log.info("resuming from %s (step %d)", last, st["step"])
-    return RunState(step=st["step"], metrics=st["metrics"], last_weights=st["last_weights"])
+    return RunState(step=st["step"], metrics=st["metrics"], last_weights=st["last_weights"], curve=st.get("curve", []))
+
+
+# ----------------------------------------------------------------------------- labels
+def completion_pieces(tokenizer, r: Rollouts) -> list[list[str]]:
+    """The decoded text of every real completion token of each row (special tokens decode to "").
+
+    One token at a time, which is exact for the character-level tokenizer; where the pieces do not
+    add up to the row's text (a subword tokenizer merging across tokens), each token's piece is
+    taken as the growth of the decoded prefix instead.
+    """
+    out = []
+    for ids, m, text in zip(r.completion_ids.tolist(), r.completion_mask.tolist(), r.texts):
+        real = [i for i, keep in zip(ids, m) if keep > 0]
+        pieces = [tokenizer.decode([i], skip_special_tokens=True) for i in real]
+        if "".join(pieces) != text:
+            prefixes = [tokenizer.decode(real[: t + 1], skip_special_tokens=True) for t in range(len(real))]
+            pieces = [p[len(q):] for p, q in zip(prefixes, [""] + prefixes[:-1])]
+        out.append(pieces)
+    return out
+
+
+@dataclass
+class BatchLabels:
+    """Token labels of a batch of rollouts as tensors (rows without labels are all 0)."""
+
+    decisive: torch.Tensor  # [N, T]
+    distractor: torch.Tensor  # [N, T]
+    aligned: torch.Tensor  # [N] bool
+    forked: torch.Tensor  # [N] bool
+
+    def select(self, sl: slice) -> "BatchLabels":
+        return BatchLabels(self.decisive[sl], self.distractor[sl], self.aligned[sl], self.forked[sl])
+
+
+def rollout_labels(tokenizer, r: Rollouts, problems: list[dict], k: int) -> BatchLabels | None:
+    """Labels of the planted forks for rollouts of ``problems`` (K rows each), or None without forks."""
+    if not any(p.get("branches") for p in problems):
+        return None
+    rows = [p for p in problems for _ in range(k)]
+    lab: TokenLabels = label_batch(completion_pieces(tokenizer, r), r.texts, rows, r.completion_ids.shape[1])
+    return BatchLabels(torch.tensor(lab.decisive, dtype=torch.float32), torch.tensor(lab.distractor, dtype=torch.float32),
+                       torch.tensor(lab.aligned), torch.tensor(lab.forked))
+
+
+def label_metrics(labels: BatchLabels | None, W: torch.Tensor, M: torch.Tensor, adv: torch.Tensor) -> dict:
+    """Alignment rates and credit precision of a step's weights (empty without labels)."""
+    if labels is None:
+        return {}
+    forked = labels.forked
+    return {
+        "labeled_frac": float(labels.aligned.float().mean()),
+        "labeled_frac_forked": float(labels.aligned[forked].float().mean()) if forked.any() else None,
+        **credit_precision(W, M, labels.decisive[:, : W.shape[1]], labels.distractor[:, : W.shape[1]], adv, labels.aligned),
+    }
+
+
+def shuffled_rewards(rewards: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """The null control: the step's rewards permuted among its completions (seeded by run and step)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return rewards[torch.randperm(rewards.numel(), generator=gen)]
 
 
 # ----------------------------------------------------------------------------- one step
@@ -308,7 +373,12 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
     t_gen = time.perf_counter() - t0
     golds = [gold_answer(p["answer"]) for p in problems for _ in range(K)]
     rewards = torch.tensor([float(grade_paper(c, g)) for c, g in zip(r.texts, golds)])  # [N]
-    adv = group_advantages(rewards, K)  # [N]
+    # the null control trains on shuffled rewards; metrics report the true ones
+    adv = group_advantages(shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards, K)  # [N]
+    labels = rollout_labels(generator.tokenizer, r, problems, K) if any(p.get("branches") for p in problems) else None
+    if credit_lib.LABELS in method.needs and labels is None:
+        raise ValueError(f"credit method '{cfg.credit.method}' needs the planted forks' labels, but these problems "
+                         "have none: set data.forks.p_bug > 0 (generated data)")
 
     if torch.cuda.is_available():  # hand the generation's KV cache back before the update
         torch.cuda.empty_cache()
@@ -328,7 +398,8 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
                             want_lora_delta=credit_lib.LORA_DELTA in method.needs)
         mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
         _check_finite(pol.logprobs.detach(), mask, "log-probs", step + 1)
-        inputs = _inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents)
+        dec = labels.decisive[s:s + mb] if labels is not None and credit_lib.LABELS in method.needs else None
+        inputs = _inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents, decisive=dec)
         w, fb = credit_lib.token_weights(cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [b, T], [b]
         w_loss = credit_lib.loss_weights(w, mask, cfg.credit.normalization)  # [b, T]
         loss = weighted_pg_loss(pol.logprobs, w_loss, mask, adv[s:s + mb].to(w.device), n_total=N)
@@ -370,6 +441,7 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
         "fallback_frac": float(torch.cat(fallbacks).float().mean()),
         "residual_mean": float(res.mean()) if res is not None and res.numel() else None,
         "residual_max": float(res.max()) if res is not None and res.numel() else None,
+        **label_metrics(labels, W, M, adv),
     }
     return metrics, [[float(x) for x in w[m > 0]] for w, m in zip(W, M)]
 
@@ -386,6 +458,7 @@ TIMING_KEYS = ("gen_seconds", "update_seconds", "step_seconds")
 def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after: int | None = None) -> RunState:
     """Train one run (``cfg`` already resolved for it); ``stop_after`` ends early (tests)."""
     from arca.data import read_records
+    from arca.evaluate import curve_point
     from arca.models import count_trainable, load_policy, resolve_device
     from arca.rollout import make_generator
 
@@ -408,6 +481,10 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
     state = load_checkpoint(run_dir, model, opt, sched, data_gen, run_hash) or RunState()
     generator = make_generator(cfg, model, tok)
     identity = {"run": run_id, "label": label, "method": cfg.credit.method, "rank": cfg.lora.rank, "seed": cfg.train.seed}
+    every = cfg.eval.every
+    curve_set = read_records(cfg.data_dir / "test.jsonl")[: cfg.eval.curve_problems] if every > 0 else []
+    if every > 0 and state.step == 0:
+        state.curve = [{**curve_point(cfg, generator, curve_set, 0), **identity}]
 
     bar = tqdm(total=cfg.train.steps, initial=state.step, desc=run_id, unit="step", dynamic_ncols=True)
     while state.step < cfg.train.steps:
@@ -416,6 +493,8 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
         m, state.last_weights = train_step(cfg, model, generator, opt, sched, [records[i] for i in idx], state.step, cfg.train.seed)
         state.metrics.append({**m, **identity})
         state.step += 1
+        if every > 0 and (state.step % every == 0 or state.step == cfg.train.steps):
+            state.curve.append({**curve_point(cfg, generator, curve_set, state.step), **identity})
         bar.update(1)
         bar.set_postfix(reward=f"{m['reward_mean']:.3f}", gini=f"{m['gini'] or 0:.2f}", s_per_step=f"{m['step_seconds']:.2f}")
         if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps:
@@ -433,6 +512,7 @@ def _finish(run_dir: Path, model, state: RunState, identity: dict, n_trainable: 
     write_json(run_dir / "final_weights.json",
                {**identity, "step": state.step, "trainable_params": n_trainable, "weights": state.last_weights})
     write_jsonl(run_dir / "metrics.jsonl", state.metrics)
+    write_jsonl(run_dir / "curve.jsonl", state.curve)
     with atomic_path(run_dir / "adapter") as tmp:
         model.save_pretrained(tmp)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)

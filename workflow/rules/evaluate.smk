@@ -20,3 +20,20 @@ rule evaluate:
         **GPU,
     shell:
         "python -m arca evaluate {CONFIG_ARGS} --run {wildcards.target} > {log} 2>&1"
+
+
+# The fixed held-out rollouts of the credit-precision probe: the base model's samples, once.
+rule probe_rollouts:
+    input:
+        **grid.probe_inputs(CFG),
+    output:
+        grid.probe_output(CFG),
+    log:
+        grid.log(CFG, "probe_rollouts"),
+    threads: CFG.resources.train_threads
+    resources:
+        mem_mb=CFG.resources.eval_mem_mb,
+        runtime=CFG.resources.runtime_min,
+        **GPU,
+    shell:
+        "python -m arca probe-rollouts {CONFIG_ARGS} > {log} 2>&1"

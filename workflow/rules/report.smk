@@ -26,6 +26,21 @@ rule aggregate:
             caption="../report/runs.rst",
             category="Tables",
         ),
+        credit_precision_csv=report(
+            grid.table_outputs(CFG)["credit_precision_csv"],
+            caption="../report/credit_precision_table.rst",
+            category="Tables",
+        ),
+        sample_efficiency_csv=report(
+            grid.table_outputs(CFG)["sample_efficiency_csv"],
+            caption="../report/sample_efficiency.rst",
+            category="Tables",
+        ),
+        learning_curves_csv=report(
+            grid.table_outputs(CFG)["learning_curves_csv"],
+            caption="../report/learning_curves_table.rst",
+            category="Tables",
+        ),
         curves_csv=grid.table_outputs(CFG)["curves_csv"],
         performance_md=grid.table_outputs(CFG)["performance_md"],
         performance_tex=grid.table_outputs(CFG)["performance_tex"],
@@ -33,6 +48,8 @@ rule aggregate:
         concentration_tex=grid.table_outputs(CFG)["concentration_tex"],
         paired_md=grid.table_outputs(CFG)["paired_md"],
         paper_comparison_md=grid.table_outputs(CFG)["paper_comparison_md"],
+        credit_precision_md=grid.table_outputs(CFG)["credit_precision_md"],
+        sample_efficiency_md=grid.table_outputs(CFG)["sample_efficiency_md"],
     log:
         grid.log(CFG, "aggregate"),
     threads: 1
@@ -83,6 +100,18 @@ rule figures:
             category="Figures",
             subcategory="Performance",
         ),
+        credit_precision_png=report(
+            grid.figure_outputs(CFG)["credit_precision_png"],
+            caption="../report/credit_precision.rst",
+            category="Figures",
+            subcategory="Token credit",
+        ),
+        learning_curves_png=report(
+            grid.figure_outputs(CFG)["learning_curves_png"],
+            caption="../report/learning_curves.rst",
+            category="Figures",
+            subcategory="Performance",
+        ),
         # The PDFs are the same figures for papers; the report shows the PNGs.
         gini_bars_pdf=grid.figure_outputs(CFG)["gini_bars_pdf"],
         concentration_curves_pdf=grid.figure_outputs(CFG)["concentration_curves_pdf"],
@@ -90,6 +119,8 @@ rule figures:
         reward_curves_pdf=grid.figure_outputs(CFG)["reward_curves_pdf"],
         accuracy_pdf=grid.figure_outputs(CFG)["accuracy_pdf"],
         accuracy_vs_params_pdf=grid.figure_outputs(CFG)["accuracy_vs_params_pdf"],
+        credit_precision_pdf=grid.figure_outputs(CFG)["credit_precision_pdf"],
+        learning_curves_pdf=grid.figure_outputs(CFG)["learning_curves_pdf"],
     log:
         grid.log(CFG, "figures"),
     threads: 1

@@ -10,6 +10,7 @@ rule train:
         adapter=directory(grid.train_outputs(CFG)["adapter"]),
         metrics=grid.train_outputs(CFG)["metrics"],
         final_weights=grid.train_outputs(CFG)["final_weights"],
+        curve=grid.train_outputs(CFG)["curve"],
     log:
         grid.log(CFG, "train", "{run}"),
     params:

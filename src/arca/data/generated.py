@@ -31,6 +31,8 @@ from fractions import Fraction
 from math import lcm
 from typing import Callable
 
+from arca.data.forks import generate_forked
+
 SUBJECTS = {1: "Arithmetic", 2: "Arithmetic", 3: "Prealgebra", 4: "Fractions", 5: "Algebra"}
 MAX_SOLUTION_CHARS = 64
 TARGET_SOLUTION_CHARS = 48  # the default rollout.max_new_tokens (characters for the char model)
@@ -239,8 +241,17 @@ def make_splits(data_cfg) -> tuple[list[dict], list[dict]]:
     """(train, test) from ``cfg.data``: test texts are distinct and absent from train.
 
     The test set comes from its own seed stream (``"<seed>:test"``), so changing ``n_train``
-    changes which test problems are rejected but not how they are drawn.
+    changes which test problems are rejected but not how they are drawn. With
+    ``data.forks.p_bug > 0`` the problems are the planted-fork families of ``arca.data.forks``
+    (train solutions take the bug with probability p_bug; test solutions are correct); with 0 they
+    are the clean levels 1-5 of this module, unchanged.
     """
+    forks = data_cfg.forks
+    if forks.p_bug > 0:
+        train = generate_forked(data_cfg.n_train, data_cfg.seed, forks.p_bug, forks.families, id_prefix="train")
+        test = generate_forked(data_cfg.n_test, f"{data_cfg.seed}:test", 0.0, forks.families, id_prefix="test",
+                               exclude={r["problem"] for r in train})
+        return train, test
     train = generate_problems(data_cfg.n_train, data_cfg.seed, data_cfg.levels, id_prefix="train")
     test = generate_disjoint(data_cfg.n_test, f"{data_cfg.seed}:test", data_cfg.levels,
                              exclude={r["problem"] for r in train}, id_prefix="test")

@@ -11,6 +11,14 @@ row shows a few dark tokens); the exact weight is in each token's ``title`` (hov
 Above the rollouts, a small table gives each method's rank agreement with ARCA on them
 (Spearman correlation of the per-token weights within a rollout, averaged over rollouts), which
 says for instance how closely ``arca_layers`` ranks tokens like ``arca``.
+
+On the planted-fork corpus every shown completion is aligned with its test record's branches
+(``arca.labels.align``); the decisive fork tokens get a solid frame and the distractor fork
+tokens a dashed one, in every row, so one sees at a glance whether a method's dark tokens are the
+ones that decided the outcome. A completion that cannot be aligned (or a record without
+branches) shows no frames, never guessed ones. The rollouts with a framed decisive token are
+shown first. The label-reading methods (``oracle``) get the same labels as in training, and are
+left out on a corpus without forks.
 """
 from __future__ import annotations
 
@@ -23,11 +31,12 @@ import pandas as pd
 
 from arca.config import Config, parse_run_id
 from arca.io import write_text
+from arca.labels import align, token_flags
 
 log = logging.getLogger(__name__)
 
 N_ROLLOUTS = 4  # held-out problems shown; enough to see a pattern, small enough to read
-N_AGREEMENT = 32  # held-out rollouts the agreement table averages over (the first N_ROLLOUTS are shown)
+N_AGREEMENT = 32  # held-out rollouts the agreement table averages over (N_ROLLOUTS of them are shown)
 HEATMAP_FILE = Path("figures") / "credit_heatmap.html"  # relative to cfg.out_dir
 SHADE_RGB = (214, 39, 40)  # one hue for every method, so rows are comparable at a glance
 NEWLINE_MARK = "\u21b5"  # ↵
@@ -46,6 +55,9 @@ th.method { white-space: nowrap; font-weight: 600; width: 11em; }
 td.gini { white-space: nowrap; font-variant-numeric: tabular-nums; width: 6em; }
 td.tokens { font-family: Menlo, Consolas, monospace; font-size: 0.85em; line-height: 1.9; white-space: pre-wrap; word-break: break-all; }
 span.tok { border-radius: 2px; padding: 0.1em 0; }
+span.tok.decisive { border: 2px solid #111; }
+span.tok.distractor { border: 1.5px dashed #555; }
+.forks { font-size: 0.85em; margin: 0.3em 0; color: #444; }
 .legend { display: flex; align-items: center; gap: 0.4em; margin: 0.8em 0; font-size: 0.85em; }
 .legend .swatch { display: inline-block; width: 3.2em; height: 1.2em; border: 1px solid #ccc; text-align: center; line-height: 1.2em; }
 """
@@ -64,15 +76,43 @@ def show_token(token: str) -> str:
     return html.escape(text, quote=True) if text else "&#8203;"
 
 
-def _token_spans(tokens: list[str], weights: list[float], method: str) -> str:
+def fork_marks(tokens: list[str], completion: str, branches: list[dict] | None) -> dict | None:
+    """Decisive and distractor flags (0/1 per token) of one completion, or None when it has no labels.
+
+    ``completion`` is the decoded text whose characters the labels index, ``tokens`` its decoded
+    pieces, one per shown token (their concatenation is ``completion``), as in training's
+    ``arca.labels.label_batch``.
+    """
+    a = align(completion, branches or [])
+    if a is None:
+        return None
+    return {"decisive": token_flags(tokens, a.decisive), "distractor": token_flags(tokens, a.distractor),
+            "correct": a.correct}
+
+
+def pick_shown(rollouts: list[dict], n: int) -> list[dict]:
+    """The ``n`` rollouts to show: those with a framed decisive token first (they show where each method
+    puts the credit that mattered), then the rest, each group in its original order."""
+    framed = [bool(r.get("marks") and any(r["marks"]["decisive"])) for r in rollouts]
+    return ([r for r, f in zip(rollouts, framed) if f] + [r for r, f in zip(rollouts, framed) if not f])[:n]
+
+
+def _token_spans(tokens: list[str], weights: list[float], method: str, marks: dict | None = None) -> str:
     finite = [w for w in weights if math.isfinite(w)]
     top = max(finite) if finite else 0.0
+    decisive = (marks or {}).get("decisive") or [0] * len(tokens)
+    distractor = (marks or {}).get("distractor") or [0] * len(tokens)
     spans = []
     for t, (tok, w) in enumerate(zip(tokens, weights)):
         rel = w / top if top > 0 and math.isfinite(w) else 0.0
         color = "#fff" if rel > 0.6 else "#222"  # keep the text readable on dark shading
-        title = html.escape(f"{method}: w = {w!r} (token {t + 1} of {len(tokens)}, {rel:.2f} of row max)", quote=True)
-        spans.append(f'<span class="tok" style="background: {shade(rel)}; color: {color}" title="{title}">{show_token(tok)}</span>')
+        # A decisive token that is also a distractor of another branch is shown as decisive.
+        kind = " decisive" if decisive[t] else (" distractor" if distractor[t] else "")
+        note = kind and f", {kind.strip()} fork token"
+        title = html.escape(f"{method}: w = {w!r} (token {t + 1} of {len(tokens)}, {rel:.2f} of row max{note})",
+                            quote=True)
+        spans.append(f'<span class="tok{kind}" style="background: {shade(rel)}; color: {color}" title="{title}">'
+                     f"{show_token(tok)}</span>")
     return "".join(spans)
 
 
@@ -125,12 +165,32 @@ def legend_html() -> str:
         for s in LEGEND_STOPS
     )
     return (f'<div class="legend"><span>token weight / largest weight in its row:</span>{stops}'
-            "<span>(hover a token for its exact weight)</span></div>")
+            "<span>(hover a token for its exact weight)</span></div>\n"
+            '<div class="legend"><span>planted forks:</span><span class="tok decisive">&nbsp;decisive&nbsp;</span>'
+            '<span>the token where the correct and the buggy procedure first differ;</span>'
+            '<span class="tok distractor">&nbsp;distractor&nbsp;</span><span>a fork that changes nothing '
+            "(unmarked rollouts could not be aligned with a branch)</span></div>")
+
+
+def _forks_note(r: dict) -> str:
+    if "marks" not in r:
+        return ""
+    m = r["marks"]
+    if m is None:
+        text = "fork labels: none (the completion could not be aligned with a branch of its problem)"
+    else:
+        n_dec, n_dis = sum(m["decisive"]), sum(m["distractor"])
+        branch = "the correct branch" if m["correct"] else "a buggy branch"
+        text = f"fork labels: follows {branch}; {n_dec} decisive and {n_dis} distractor token(s) framed"
+    return f'<p class="forks">{html.escape(text)}</p>\n'
 
 
 def _rollout_html(i: int, r: dict) -> str:
     tokens = [str(t) for t in r["tokens"]]
     gini = r.get("gini", {})
+    marks = r.get("marks")
+    if marks is not None and any(len(marks[k]) != len(tokens) for k in ("decisive", "distractor")):
+        raise ValueError(f"rollout {i}: fork marks do not have one flag per token ({len(tokens)} tokens)")
     rows = []
     for method, weights in r["weights"].items():
         weights = [float(w) for w in weights]
@@ -141,13 +201,13 @@ def _rollout_html(i: int, r: dict) -> str:
         rows.append(
             f'<tr class="method-row" data-method="{html.escape(method, quote=True)}">'
             f'<th class="method">{html.escape(method)}</th><td class="gini">Gini {g_txt}</td>'
-            f'<td class="tokens">{_token_spans(tokens, weights, method)}</td></tr>'
+            f'<td class="tokens">{_token_spans(tokens, weights, method, marks)}</td></tr>'
         )
     reward = r.get("reward")
     reward_txt = f"reward {float(reward):g}" if reward is not None else "reward not graded"
     return (
         f'<section class="rollout" id="rollout-{i}">\n<h2>Rollout {i + 1} ({reward_txt}, {len(tokens)} tokens)</h2>\n'
-        f'<div class="prompt">{html.escape(str(r["prompt"]))}</div>\n'
+        f'<div class="prompt">{html.escape(str(r["prompt"]))}</div>\n{_forks_note(r)}'
         '<table class="credit"><thead><tr><th>credit method</th><th>Gini</th><th>completion tokens</th></tr></thead>\n'
         f'<tbody>\n{chr(10).join(rows)}\n</tbody></table>\n</section>'
     )
@@ -157,8 +217,10 @@ def render_heatmap(rollouts: list[dict], title: str = "Token credit by method", 
     """A self-contained HTML page shading every completion token by each method's weight.
 
     Each rollout is ``{"prompt": str, "tokens": [str], "weights": {method: [float per token]},
-    "gini": {method: float}, "reward": float}``. Rows keep the order of ``weights``. The agreement
-    table is computed over ``agreement_over`` (default: the rollouts shown).
+    "gini": {method: float}, "reward": float}`` and, on a corpus with planted forks, ``"marks"``:
+    ``fork_marks``'s result (None = not aligned; the key is absent when the record has no
+    branches). Rows keep the order of ``weights``. The agreement table is computed over
+    ``agreement_over`` (default: the rollouts shown).
     """
     body = "\n".join(_rollout_html(i, r) for i, r in enumerate(rollouts))
     return (
@@ -182,14 +244,14 @@ def heatmap_run(cfg: Config) -> str:
 
 def heatmap_main(cfg: Config, args=None) -> Path:
     """Sample held-out completions with the heat-map run's adapter; weigh them by every method."""
-    from arca.credit import REGISTRY, token_weights
+    from arca.credit import LABELS, REGISTRY, token_weights
     from arca.data import read_records
     from arca.diagnostics import gini
     from arca.grading import gold_answer, grade_paper
     from arca.models import load_policy
     from arca.prompts import build_prompt
     from arca.rollout import TransformersGenerator
-    from arca.train import credit_inputs_for_rollouts
+    from arca.train import completion_pieces, credit_inputs_for_rollouts, rollout_labels
 
     run = heatmap_run(cfg)
     parse_run_id(run)
@@ -206,25 +268,35 @@ def heatmap_main(cfg: Config, args=None) -> Path:
                       rcfg.rollout.top_p, rcfg.rollout.max_new_tokens, greedy=False, seed=0,
                       top_k=rcfg.rollout.top_k)
     inputs = credit_inputs_for_rollouts(model, ro, seed=0)
+    labels = rollout_labels(tok, ro, problems, 1)  # None on a corpus without planted forks
+    if labels is not None:
+        inputs.decisive = labels.decisive.to(inputs.mask.device)  # [N, T], what the oracle methods read
     mask = inputs.mask  # [N, T]
     per_method = {}
-    for method in REGISTRY:
+    for method, spec in REGISTRY.items():
+        if LABELS in spec.needs and inputs.decisive is None:
+            continue  # no fork labels here: the label-reading methods (the oracle) have nothing to weigh
         w, _ = token_weights(method, inputs, rcfg.credit.sharpen, rcfg.credit.eps)  # [N, T]
         per_method[method] = (w.float().cpu(), gini(w, mask).float().cpu())  # [N, T], [N]
+    # The labels index characters of the decoded text; training maps them to tokens through these pieces.
+    pieces = completion_pieces(tok, ro)  # [N][real tokens of row i]
     rollouts = []
     for i, p in enumerate(problems):
         keep = mask[i].cpu() > 0  # [T]
         ids = ro.completion_ids[i].cpu()[keep].tolist()
+        tokens = [tok.decode([t]) for t in ids]
         rollouts.append({
             "prompt": p["problem"],
-            "tokens": [tok.decode([t]) for t in ids],
+            "tokens": tokens,
             "weights": {m: w[i][keep].tolist() for m, (w, _) in per_method.items()},
             "gini": {m: float(g[i]) for m, (_, g) in per_method.items()},
             "reward": float(grade_paper(ro.texts[i], gold_answer(p["answer"]))),
+            **({"marks": fork_marks(pieces[i], ro.texts[i], p["branches"])} if p.get("branches") else {}),
         })
     path = cfg.out_dir / HEATMAP_FILE
-    write_text(path, render_heatmap(rollouts[:N_ROLLOUTS], title=f"Token credit by method, rollouts of run {run}",
-                                    agreement_over=rollouts))
+    page = render_heatmap(pick_shown(rollouts, N_ROLLOUTS), title=f"Token credit by method, rollouts of run {run}",
+                          agreement_over=rollouts)
+    write_text(path, page)
     for method, (rho, n) in agreement(rollouts).items():
         log.info("rank agreement with arca: %s rho %.3f over %d rollouts", method, rho, n)
     log.info("wrote %s", path)

@@ -166,3 +166,106 @@ def paired_difference(
         reps.append(_block_means(a, seed_a, prob_idx) - _block_means(b, seed_b, prob_idx))
     lo, hi = _interval(np.concatenate(reps), alpha)
     return Estimate(diff, lo, hi, min(a.shape[0], b.shape[0]), n_problems)
+
+
+# ----------------------------------------------------------------------------- general statistics
+# Power of a comparison: a true difference of (z_{1-alpha/2} + z_{power}) standard errors is
+# detected with the given power by a two-sided test at level alpha (80% power, 5% two-sided).
+Z_TWO_SIDED_5 = 1.96
+Z_POWER_80 = 0.84
+
+
+def min_detectable_difference(se: float) -> float:
+    """(z_0.975 + z_0.80) x SE: the smallest true difference a two-sided 5% test finds 80% of the time."""
+    return (Z_TWO_SIDED_5 + Z_POWER_80) * se if np.isfinite(se) else math.nan
+
+
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """A paired difference with its percentile interval, the bootstrap SE and the replicates behind them."""
+
+    estimate: Estimate
+    se: float  # standard deviation of the finite replicates
+    finite_frac: float  # share of replicates where the statistic was defined in both arms
+
+    @property
+    def mdd(self) -> float:
+        return min_detectable_difference(self.se)
+
+
+def _nanmean_block(block: np.ndarray) -> np.ndarray:
+    """[B, S, P, ...] -> [B]: the mean of each replicate's block, NaN cells skipped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(block.reshape(block.shape[0], -1), axis=1)
+
+
+def paired_bootstrap(
+    method_scores,
+    reference_scores,
+    statistic=None,
+    n_boot: int = DEFAULT_REPLICATES,
+    alpha: float = 0.05,
+    seed: int = DEFAULT_SEED,
+) -> PairedBootstrap:
+    """statistic(method) - statistic(reference) with the paired bootstrap of ``paired_difference``.
+
+    Both arrays are [S, P, ...] (seeds, problems, then anything the statistic reads, e.g. curve
+    steps) with the same seeds (row i of one arm is the same training seed as row i of the
+    other) and the same problem columns. ``statistic`` maps a batch of resampled blocks
+    [B, S, P, ...] to [B] values (NaN where undefined); the default, the block mean, makes the
+    point estimate and the interval those of ``paired_difference`` on the same 2-D input (same
+    draws), and adds the SE that the minimum detectable difference needs.
+    """
+    stat = statistic or _nanmean_block
+    a = np.asarray(method_scores, dtype=np.float64)
+    b = np.asarray(reference_scores, dtype=np.float64)
+    if a.ndim < 2 or a.shape != b.shape or 0 in a.shape:
+        raise ValueError(f"paired_bootstrap needs two non-empty [seeds, problems, ...] arrays of one shape, "
+                         f"got {a.shape} and {b.shape}")
+    n_seeds, n_problems = a.shape[:2]
+    point = float(stat(a[None])[0] - stat(b[None])[0])
+    rng = np.random.default_rng(seed)
+    reps = []
+    # Per replicate the gather holds both arms' [S, P, ...] blocks; the draw order (problems, seeds
+    # of arm a, seeds of arm b) is that of ``paired_difference``.
+    for nb in _chunks(n_boot, 2 * a.size):
+        prob_idx = rng.integers(0, n_problems, size=(nb, n_problems))
+        seed_idx = rng.integers(0, n_seeds, size=(nb, n_seeds))
+        block_a = a[seed_idx[:, :, None], prob_idx[:, None, :]]  # [B, S, P, ...]
+        block_b = b[seed_idx[:, :, None], prob_idx[:, None, :]]  # [B, S, P, ...]
+        reps.append(stat(block_a) - stat(block_b))
+    reps = np.concatenate(reps)
+    finite = reps[np.isfinite(reps)]
+    lo, hi = _interval(reps, alpha)
+    se = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+    return PairedBootstrap(Estimate(point, lo, hi, n_seeds, n_problems), se, finite.size / reps.size)
+
+
+def bootstrap_ratio_ci(
+    numerator,
+    denominator,
+    n_boot: int = DEFAULT_REPLICATES,
+    alpha: float = 0.05,
+    seed: int = DEFAULT_SEED,
+) -> Estimate:
+    """mean(numerator) / mean(denominator) over seeds, with a percentile bootstrap over seeds.
+
+    Both are [S] per-seed values of the same seeds (NaN = the seed has no value; such seeds are
+    dropped from both). Each replicate draws the same seed indices for both means, so a seed's
+    numerator stays with its denominator. With one seed the interval collapses to the point.
+    """
+    num = np.asarray(numerator, dtype=np.float64).ravel()
+    den = np.asarray(denominator, dtype=np.float64).ravel()
+    if num.shape != den.shape:
+        raise ValueError(f"bootstrap_ratio_ci needs per-seed values of the same seeds, got {num.shape} and {den.shape}")
+    keep = np.isfinite(num) & np.isfinite(den)
+    num, den = num[keep], den[keep]
+    if num.size == 0 or den.mean() == 0:
+        return Estimate(math.nan, math.nan, math.nan, int(num.size), 0)
+    point = float(num.mean() / den.mean())
+    idx = np.random.default_rng(seed).integers(0, num.size, size=(n_boot, num.size))  # [B, S]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reps = num[idx].mean(axis=1) / den[idx].mean(axis=1)  # [B]
+    lo, hi = _interval(reps, alpha)
+    return Estimate(point, lo, hi, int(num.size), 0)

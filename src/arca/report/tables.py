@@ -1,7 +1,8 @@
 """``python -m arca aggregate``: gather every run and evaluation into ``<out_dir>/tables/``.
 
 Inputs, per run of ``cfg.run_ids()`` (and ``eval/base`` for the base model):
-``runs/<run>/metrics.jsonl``, ``eval/<run>/summary.json`` and ``eval/<run>/samples.jsonl``.
+``runs/<run>/metrics.jsonl``, ``runs/<run>/curve.jsonl`` (empty when ``eval.every`` is 0),
+``eval/<run>/summary.json`` and ``eval/<run>/samples.jsonl``.
 Outputs (each written atomically):
 
 - ``runs.csv``           one row per run (and the base model): identity, accuracies, training averages
@@ -11,6 +12,11 @@ Outputs (each written atomically):
 - ``paired.*``           each cell minus ``uniform`` (at uniform's top rank) on the same problems,
                          and minus every cell its sweep entry names in ``compare`` (ablations)
 - ``paper_comparison.md`` our rows beside the paper's reported numbers, one line per claim
+- ``credit_precision.*`` how much weight each method puts on the planted decisive fork tokens,
+                         relative to uniform weights: during training and on the held-out probe
+- ``learning_curves.csv`` held-out greedy and sampled accuracy at every curve step of every run
+- ``sample_efficiency.*`` area under the held-out learning curve, final accuracy and steps to a
+                         threshold, each paired against ``uniform`` with its minimum detectable difference
 
 Accuracies come from the per-problem grades in ``samples.jsonl`` (the primary protocol is the
 first of ``cfg.eval.protocols``, graded by its primary grader) so that intervals can resample
@@ -29,7 +35,9 @@ import pandas as pd
 
 from arca.config import Config, parse_run_id
 from arca.io import read_jsonl, write_text
-from arca.report.stats import NAN_ESTIMATE, Estimate, bootstrap_mean_ci, paired_difference, pass_at_k
+from arca.report.stats import (
+    NAN_ESTIMATE, Estimate, bootstrap_mean_ci, bootstrap_ratio_ci, paired_bootstrap, paired_difference, pass_at_k,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,7 @@ class RunRecord:
     scores: pd.DataFrame  # index problem_id (str); columns greedy, pass_at_k (primary protocol)
     metrics: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty for the base model
     grad_clip: float | None = None  # the run's train.grad_clip (None for the base model)
+    curve: list[dict] = field(default_factory=list)  # curve.jsonl rows, by step (empty for the base model)
 
     def clipped_frac(self) -> float:
         """Fraction of optimizer steps whose gradient norm (before clipping) exceeded ``grad_clip``."""
@@ -109,6 +118,11 @@ def read_metrics(path: Path) -> pd.DataFrame:
     # Keep the contract's column order first; extra keys a producer adds are kept after it.
     cols = [c for c in METRIC_COLUMNS if c in df.columns] + [c for c in df.columns if c not in METRIC_COLUMNS]
     return df[cols].sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def read_curve(path: Path) -> list[dict]:
+    """The held-out learning curve of one run, sorted by step (empty when ``eval.every`` is 0)."""
+    return sorted(read_jsonl(_require(path)), key=lambda r: r["step"])
 
 
 def primary_protocol(cfg: Config, summary: dict) -> tuple[str, str]:
@@ -170,7 +184,9 @@ def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int
         metrics = read_metrics(cfg.run_dir(run) / "metrics.jsonl")
         summary, scores, proto, grader = load_eval(cfg, run)
         method = summary.get("method") or str(metrics["method"].iloc[0])
-        runs.append(RunRecord(run, label, method, rank, seed, summary, scores, metrics, cfg.for_run(run).train.grad_clip))
+        curve = read_curve(cfg.run_dir(run) / "curve.jsonl")
+        runs.append(RunRecord(run, label, method, rank, seed, summary, scores, metrics,
+                              cfg.for_run(run).train.grad_clip, curve))
     summary, scores, proto, grader = load_eval(cfg, BASE)
     base = RunRecord(BASE, BASE, BASE, None, None, summary, scores)
     k = int(summary["protocols"][proto].get("pass_at_k", {}).get("k", cfg.eval.pass_k))
@@ -502,9 +518,412 @@ def paper_comparison(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFram
     return "\n".join(parts)
 
 
+# ----------------------------------------------------------------------------- credit precision
+# Ratio column -> (a share of the weight on labelled tokens, the same rows' share under uniform
+# weights), as logged in metrics.jsonl and in summary.json's credit_precision. A ratio of 1 is
+# what uniform weights give; the oracle's ratio is the most a method can reach.
+PRECISION_RATIOS = {
+    "decisive_ratio": ("decisive_share", "decisive_share_uniform"),
+    "decisive_ratio_pos": ("decisive_share_pos", "decisive_share_pos_uniform"),
+    "decisive_ratio_neg": ("decisive_share_neg", "decisive_share_neg_uniform"),
+    "distractor_ratio": ("distractor_share", "distractor_share_uniform"),
+}
+PRECISION_SOURCES = ("train", "probe")
+ORACLE_METHOD = "oracle"
+
+
+def _num(value) -> float:
+    """A JSON number or null as a float (NaN for null)."""
+    return math.nan if value is None else float(value)
+
+
+def _nanmean(values) -> float:
+    a = np.asarray(values, dtype=float)
+    return float(np.nanmean(a)) if np.isfinite(a).any() else math.nan
+
+
+def _joint_step_means(metrics: pd.DataFrame, num: str, den: str) -> tuple[float, float]:
+    """Means of two metrics over the steps where both are logged (they are computed on the same rows)."""
+    if num not in metrics.columns or den not in metrics.columns:
+        return math.nan, math.nan
+    a, b = pd.to_numeric(metrics[num], errors="coerce"), pd.to_numeric(metrics[den], errors="coerce")
+    ok = a.notna() & b.notna()
+    return (float(a[ok].mean()), float(b[ok].mean())) if ok.any() else (math.nan, math.nan)
+
+
+def precision_values(rec: RunRecord, source: str, method: str) -> dict[str, float]:
+    """One run's credit-precision numbers: ``source`` "train" = means over its training steps (its own
+    method); "probe" = ``method``'s weights under the run's final model on the held-out probe."""
+    if source == "train":
+        out = {}
+        for num, den in PRECISION_RATIOS.values():
+            out[num], out[den] = _joint_step_means(rec.metrics, num, den)
+        return {**out, "decisive_auroc": _train_mean(rec.metrics, "decisive_auroc"),
+                "labeled_frac": _train_mean(rec.metrics, "labeled_frac")}
+    probe = rec.summary.get("credit_precision") or {}
+    values = (probe.get("methods") or {}).get(method) or {}
+    keys = [k for pair in PRECISION_RATIOS.values() for k in pair] + ["decisive_auroc"]
+    labeled = _num(probe.get("labeled_frac")) if values else math.nan
+    return {**{k: _num(values.get(k)) for k in keys}, "labeled_frac": labeled}
+
+
+def _per_seed(runs: list[RunRecord], source: str, method: str, key: str) -> np.ndarray:
+    """[S] one precision number per seed, seeds in sorted order."""
+    return np.array([precision_values(r, source, method)[key] for r in sorted(runs, key=lambda r: r.seed)], dtype=float)
+
+
+def precision_columns(runs: list[RunRecord], source: str, method: str) -> dict:
+    """The ``<source>_*`` columns of one cell: each ratio = mean over seeds of the share / mean over
+    seeds of uniform's share on the same rows (bootstrap over seeds), the within-row AUROC (mean,
+    bootstrap over seeds), the decisive shares themselves and the fraction of rollouts aligned."""
+    def col(key):
+        return _per_seed(runs, source, method, key)
+
+    out = {f"{source}_decisive_share": _nanmean(col("decisive_share")),
+           f"{source}_decisive_share_uniform": _nanmean(col("decisive_share_uniform"))}
+    for name, (num, den) in PRECISION_RATIOS.items():
+        out.update(_ci_columns(f"{source}_{name}", bootstrap_ratio_ci(col(num), col(den))))
+    out.update(_ci_columns(f"{source}_decisive_auroc", bootstrap_mean_ci(col("decisive_auroc")[:, None])))
+    out[f"{source}_labeled_frac"] = _nanmean(col("labeled_frac"))
+    return out
+
+
+def probe_methods(runs: list[RunRecord]) -> list[str]:
+    """Every credit method the runs' probes scored, in the order the evaluator wrote them (the registry's)."""
+    names = {}
+    for r in runs:
+        names.update(dict.fromkeys(((r.summary.get("credit_precision") or {}).get("methods") or {})))
+    return list(names)
+
+
+def _precision_names() -> list[str]:
+    names = []
+    for src in PRECISION_SOURCES:
+        names += [f"{src}_decisive_share", f"{src}_decisive_share_uniform"]
+        for metric in [*PRECISION_RATIOS, "decisive_auroc"]:
+            names += [f"{src}_{metric}", f"{src}_{metric}_lo", f"{src}_{metric}_hi"]
+        names.append(f"{src}_labeled_frac")
+    return names
+
+
+PRECISION_COLUMNS = ["block", "label", "method", "rank", "n_seeds", "models", *_precision_names(),
+                     "probe_vs_oracle", "probe_vs_oracle_lo", "probe_vs_oracle_hi"]
+
+
+def credit_precision_table(cells: list[Cell]) -> pd.DataFrame:
+    """Block ``sweep``: one row per cell, its own method, in training and on the probe under its final
+    models. Block ``probe_all``: every method the probe scored, under the final models of the uniform
+    cell, with its decisive share relative to the oracle's on the same seeds."""
+    rows = []
+    for cell in cells:
+        rows.append({"block": "sweep", "label": cell.label, "method": cell.method, "rank": cell.rank,
+                     "n_seeds": len(cell.runs), "models": f"{cell.label}_r{cell.rank}",
+                     **precision_columns(cell.runs, "train", cell.method),
+                     **precision_columns(cell.runs, "probe", cell.method)})
+    ref = reference_cell(cells)
+    methods = probe_methods(ref.runs) if ref is not None else []
+    if ref is not None and methods:
+        oracle = _per_seed(ref.runs, "probe", ORACLE_METHOD, "decisive_share")  # [S]
+        for method in methods:
+            share = _per_seed(ref.runs, "probe", method, "decisive_share")  # [S]
+            rows.append({"block": "probe_all", "label": method, "method": method, "rank": ref.rank,
+                         "n_seeds": len(ref.runs), "models": f"{ref.label}_r{ref.rank}",
+                         **precision_columns(ref.runs, "probe", method),
+                         **_ci_columns("probe_vs_oracle", bootstrap_ratio_ci(share, oracle))})
+    df = pd.DataFrame(rows, columns=PRECISION_COLUMNS)
+    df["rank"] = df["rank"].astype("Int64")
+    return df
+
+
+def _fmt_ratio(row, prefix: str) -> str:
+    return _est(row, prefix).fmt(digits=2, ci_digits=2)
+
+
+def _fmt_num(value, digits: int = 3) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _precision_cells(row, src: str) -> list[str]:
+    return [_fmt_ratio(row, f"{src}_decisive_ratio"), _fmt_ratio(row, f"{src}_decisive_ratio_pos"),
+            _fmt_ratio(row, f"{src}_decisive_ratio_neg"), _est(row, f"{src}_decisive_auroc").fmt(),
+            _fmt_ratio(row, f"{src}_distractor_ratio"), _fmt_num(row[f"{src}_labeled_frac"], 2)]
+
+
+PRECISION_HEADERS = ["decisive x uniform", "advantage > 0", "advantage < 0", "decisive AUROC", "distractor x uniform",
+                     "labelled"]
+
+
+def credit_precision_markdown(df: pd.DataFrame) -> str:
+    sweep, every = df[df["block"] == "sweep"], df[df["block"] == "probe_all"]
+    parts = [
+        "# Credit precision on the planted forks\n",
+        "x uniform: the mean share of a completion's token weight on its decisive (or distractor) fork tokens, "
+        "divided by the mean share uniform weights give the same completions (number of labelled tokens / T); "
+        "1 = no better than uniform. advantage > 0 / < 0: only completions with that sign of advantage. "
+        "Decisive AUROC: probability that a decisive token outweighs another token of the same completion "
+        "(0.5 = uniform). Labelled: fraction of rollouts aligned with a branch of their problem. "
+        "Mean over seeds [95% bootstrap interval over seeds].\n",
+    ]
+    numbers = df[[c for c in df.columns if c.endswith(("_ratio", "_auroc"))]].to_numpy(dtype=float)
+    if not np.isfinite(numbers).any():
+        parts.append("No planted-fork labels in this experiment (no `branches` in the test records, or no "
+                     "aligned rollouts), so there is nothing to measure: every column is empty.\n")
+    rows = [[r["label"], _fmt_rank(r["rank"]), str(r["n_seeds"]), *_precision_cells(r, "train")]
+            for _, r in sweep.iterrows()]
+    parts += ["## During training (each cell's own method, means over its training steps)\n",
+              markdown_table(["method", "r", "seeds", *PRECISION_HEADERS], rows)]
+    rows = [[r["label"], _fmt_rank(r["rank"]), str(r["n_seeds"]), *_precision_cells(r, "probe")]
+            for _, r in sweep.iterrows()]
+    parts += ["## Held-out probe (each cell's own method under the cell's final models, the same rollouts for all)\n",
+              markdown_table(["method", "r", "seeds", *PRECISION_HEADERS], rows)]
+    if not every.empty:
+        models, n = every["models"].iloc[0], int(every["n_seeds"].iloc[0])
+        rows = [[r["method"], _fmt_num(r["probe_decisive_share"]), *_precision_cells(r, "probe")[:5],
+                 _fmt_ratio(r, "probe_vs_oracle")] for _, r in every.iterrows()]
+        parts += [f"## Every credit method on the held-out probe, under the final models of {models} "
+                  f"({n} seed{'s' if n != 1 else ''})\n",
+                  "x oracle: the method's decisive share divided by the oracle's (all weight on the decisive "
+                  "tokens).\n",
+                  markdown_table(["method", "decisive share", *PRECISION_HEADERS[:5], "x oracle"], rows)]
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- learning curves
+LEARNING_CURVE_COLUMNS = ["label", "method", "rank", "seed", "run", "step", "greedy", "sampled", "n"]
+# Steps to threshold: the first curve step where greedy accuracy reaches the base model's plus this
+# fraction of uniform's mean final gain.
+THRESHOLD_FRACTION = 0.5
+_TOL = 1e-9  # accuracies are k / n; the threshold may equal one exactly
+
+
+def learning_curves_table(runs: list[RunRecord]) -> pd.DataFrame:
+    """Long format: one row per (run, curve step), the held-out greedy and sampled accuracy."""
+    rows = [{"label": r.label, "method": r.method, "rank": r.rank, "seed": r.seed, "run": r.run, "step": p["step"],
+             "greedy": p["greedy"], "sampled": p["sampled"], "n": p.get("n")} for r in runs for p in r.curve]
+    return pd.DataFrame(rows, columns=LEARNING_CURVE_COLUMNS)
+
+
+@dataclass
+class CellCurves:
+    """Per-problem held-out verdicts of one cell's seeds at the curve steps they all have."""
+
+    seeds: list[int]
+    steps: np.ndarray  # [N]
+    greedy: np.ndarray  # [S, P, N] 0/1
+    sampled: np.ndarray  # [S, P, N] 0/1
+
+
+def cell_curves(cell: Cell) -> CellCurves | None:
+    """The cell's curves as arrays, or None when a seed has no curve (``eval.every`` 0)."""
+    runs = sorted(cell.runs, key=lambda r: r.seed)
+    if not all(r.curve for r in runs):
+        return None
+    by_step = [{p["step"]: p for p in r.curve} for r in runs]
+    steps = sorted(set.intersection(*(set(b) for b in by_step)))
+    if not steps:
+        return None
+
+    def verdicts(key: str) -> np.ndarray:
+        lists = [[b[s].get(key) for s in steps] for b in by_step]  # [S][N] lists of P verdicts
+        sizes = {len(v) if isinstance(v, list) else -1 for seed in lists for v in seed}
+        if len(sizes) != 1 or -1 in sizes:
+            raise ValueError(f"curves of {cell.label}_r{cell.rank}: {key!r} must be one list of the same length "
+                             f"at every step of every seed (found lengths {sorted(sizes)})")
+        return np.asarray(lists, dtype=float).transpose(0, 2, 1)  # [S, N, P] -> [S, P, N]
+
+    return CellCurves([r.seed for r in runs], np.asarray(steps, dtype=float), verdicts("greedy_correct"),
+                      verdicts("sampled_correct"))
+
+
+def curve_auc(y: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """[..., N] -> [...]: trapezoid area under y over ``steps`` divided by the step span, i.e. the
+    mean accuracy over training (the value itself for a one-point curve)."""
+    if len(steps) == 1:
+        return y[..., 0]
+    return ((y[..., 1:] + y[..., :-1]) / 2 * np.diff(steps)).sum(axis=-1) / (steps[-1] - steps[0])
+
+
+def first_step_reaching(curves: np.ndarray, steps: np.ndarray, threshold: float) -> np.ndarray:
+    """[B, N] accuracy curves -> [B]: the first step whose accuracy reaches ``threshold`` (NaN: never)."""
+    reached = curves >= threshold - _TOL  # [B, N]; a NaN threshold is never reached
+    return np.where(reached.any(axis=-1), steps[reached.argmax(axis=-1)], np.nan)
+
+
+def _steps_statistic(steps: np.ndarray, threshold: float):
+    """The bootstrap statistic of steps to threshold: [B, S, P, N] verdicts -> [B] first step."""
+    def stat(block: np.ndarray) -> np.ndarray:
+        curve = block.reshape(block.shape[0], -1, block.shape[-1]).mean(axis=1)  # [B, N]
+        return first_step_reaching(curve, steps, threshold)
+    return stat
+
+
+def _paired_columns(prefix: str, pb) -> dict:
+    """Difference, interval and MDD; all empty when the difference itself is undefined (a curve that
+    never reaches the threshold), where the replicates that happen to reach it would mislead."""
+    if not np.isfinite(pb.estimate.mean):
+        return {**_ci_columns(f"{prefix}_diff", NAN_ESTIMATE), f"{prefix}_mdd": math.nan}
+    return {**_ci_columns(f"{prefix}_diff", pb.estimate), f"{prefix}_mdd": pb.mdd}
+
+
+def _threshold(cells: list[Cell], curves: dict, ref: Cell | None) -> tuple[float, float]:
+    """(base accuracy at step 0 over every run, threshold = base + THRESHOLD_FRACTION x uniform's mean
+    final gain); the threshold is NaN when uniform gained nothing (any step would "reach" it)."""
+    step0 = [p["greedy"] for c in cells for r in c.runs for p in r.curve if p["step"] == 0]
+    base = float(np.mean(step0)) if step0 else math.nan
+    ref_curves = curves.get(id(ref)) if ref is not None else None
+    if ref_curves is None or not np.isfinite(base):
+        return base, math.nan
+    gain = float(ref_curves.greedy[..., -1].mean()) - base
+    return base, base + THRESHOLD_FRACTION * gain if gain > 0 else math.nan
+
+
+def _pair_arrays(c: CellCurves, r: CellCurves) -> tuple[CellCurves, CellCurves] | None:
+    """Both cells restricted to their common seeds, in the same order; None when they cannot be paired."""
+    common = [s for s in c.seeds if s in r.seeds]
+    if not common or not np.array_equal(c.steps, r.steps) or c.greedy.shape[1] != r.greedy.shape[1]:
+        return None
+
+    def pick(x: CellCurves) -> CellCurves:
+        rows = [x.seeds.index(s) for s in common]
+        return CellCurves(common, x.steps, x.greedy[rows], x.sampled[rows])
+
+    return pick(c), pick(r)
+
+
+SAMPLE_EFFICIENCY_COLUMNS = [
+    "label", "method", "rank", "reference", "n_seeds", "n_paired_seeds", "n_problems", "first_step", "last_step",
+    *[c for m in ("auc_greedy", "auc_sampled", "final_greedy") for c in (m, f"{m}_lo", f"{m}_hi")],
+    "auc_greedy_seed_sd", "auc_greedy_seed_min", "auc_greedy_seed_max", "base_greedy", "threshold",
+    "steps_to_threshold",
+    *[c for m in ("auc_greedy", "auc_sampled", "final_greedy", "steps_to_threshold")
+      for c in (f"{m}_diff", f"{m}_diff_lo", f"{m}_diff_hi", f"{m}_mdd")],
+    "steps_to_threshold_boot_frac",
+]
+
+
+def _efficiency_columns(c: CellCurves, threshold: float) -> dict:
+    """One cell's AUCs and final accuracy (bootstrap over seeds and problems), its seed spread and its
+    steps to threshold (on the mean curve over seeds and problems)."""
+    auc = curve_auc(c.greedy, c.steps)  # [S, P]
+    seed_auc = auc.mean(axis=1)  # [S]
+    mean_curve = c.greedy.mean(axis=(0, 1))  # [N]
+    return {
+        "n_problems": c.greedy.shape[1], "first_step": c.steps[0], "last_step": c.steps[-1],
+        **_ci_columns("auc_greedy", bootstrap_mean_ci(auc)),
+        **_ci_columns("auc_sampled", bootstrap_mean_ci(curve_auc(c.sampled, c.steps))),
+        **_ci_columns("final_greedy", bootstrap_mean_ci(c.greedy[..., -1])),
+        "auc_greedy_seed_sd": float(seed_auc.std(ddof=1)) if len(seed_auc) > 1 else math.nan,
+        "auc_greedy_seed_min": float(seed_auc.min()), "auc_greedy_seed_max": float(seed_auc.max()),
+        "steps_to_threshold": float(first_step_reaching(mean_curve[None], c.steps, threshold)[0]),
+    }
+
+
+def _paired_efficiency(a: CellCurves, b: CellCurves, threshold: float) -> dict:
+    """Cell ``a`` minus reference ``b`` on the same seeds and problems: per (seed, problem) AUCs and
+    final verdicts, and steps to threshold recomputed on every replicate's mean curves."""
+    steps_pb = paired_bootstrap(a.greedy, b.greedy, _steps_statistic(a.steps, threshold))
+    return {
+        "n_paired_seeds": len(a.seeds),
+        **_paired_columns("auc_greedy", paired_bootstrap(curve_auc(a.greedy, a.steps), curve_auc(b.greedy, b.steps))),
+        **_paired_columns("auc_sampled",
+                          paired_bootstrap(curve_auc(a.sampled, a.steps), curve_auc(b.sampled, b.steps))),
+        **_paired_columns("final_greedy", paired_bootstrap(a.greedy[..., -1], b.greedy[..., -1])),
+        **_paired_columns("steps_to_threshold", steps_pb),
+        "steps_to_threshold_boot_frac": steps_pb.finite_frac,
+    }
+
+
+def sample_efficiency_table(cells: list[Cell]) -> pd.DataFrame:
+    """Per cell: held-out curve AUC, final accuracy and steps to threshold, each paired against uniform."""
+    ref = reference_cell(cells)
+    curves = {id(c): cell_curves(c) for c in cells}
+    base, threshold = _threshold(cells, curves, ref)
+    ref_curves = curves.get(id(ref)) if ref is not None else None
+    rows = []
+    for cell in cells:
+        row = {"label": cell.label, "method": cell.method, "rank": cell.rank, "n_seeds": len(cell.runs),
+               "reference": f"{ref.label}_r{ref.rank}" if ref is not None else None,
+               "base_greedy": base, "threshold": threshold}
+        c = curves[id(cell)]
+        if c is not None:
+            row.update(_efficiency_columns(c, threshold))
+        if c is not None and ref_curves is not None and cell is not ref:
+            pair = _pair_arrays(c, ref_curves)
+            if pair is None:
+                log.warning("%s_r%d: its curves cannot be paired with %s (seeds, steps or problems differ)",
+                            cell.label, cell.rank, row["reference"])
+            else:
+                row.update(_paired_efficiency(*pair, threshold))
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=SAMPLE_EFFICIENCY_COLUMNS)
+    for col in ("rank", "n_paired_seeds", "n_problems"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def _fmt_steps(value) -> str:
+    return "not reached" if value is None or not np.isfinite(value) else f"{value:g}"
+
+
+def _fmt_diff(row, prefix: str, digits: int = 3) -> str:
+    return _est(row, f"{prefix}_diff").fmt(digits=digits, ci_digits=digits - 1 if digits > 1 else 0)
+
+
+def sample_efficiency_markdown(df: pd.DataFrame) -> str:
+    parts = ["# Sample efficiency on held-out problems\n"]
+    have = df.dropna(subset=["auc_greedy"])
+    if have.empty:
+        return "\n".join(parts + ["No learning curves in this experiment (`eval.every` is 0): nothing to report.\n"])
+    first = have.iloc[0]
+    ref = df["reference"].dropna().iloc[0] if df["reference"].notna().any() else None
+    parts.append(
+        f"Held-out greedy accuracy and one T=1 sample per problem on {int(first['n_problems'])} test problems, "
+        f"at curve steps {first['first_step']:g} to {first['last_step']:g}. AUC = trapezoid area under the curve "
+        "divided by the step span (the mean accuracy over training). Final = greedy accuracy at the last curve step. "
+        "Mean [95% bootstrap interval over seeds and problems]. "
+        + (f"minus {ref}: the cell minus {ref} on the same seeds and problems (paired bootstrap over seeds and "
+           "problems); MDD = (1.96 + 0.84) x the bootstrap standard error of that difference, the smallest true "
+           "difference found with 80% power by a two-sided 5% test.\n"
+           if ref else "No uniform cell: no differences.\n"))
+    rows = [[r["label"], _fmt_rank(r["rank"]), str(r["n_seeds"]), _est(r, "auc_greedy").fmt(),
+             _fmt_diff(r, "auc_greedy"), _fmt_num(r["auc_greedy_mdd"]), _est(r, "auc_sampled").fmt(),
+             _fmt_diff(r, "auc_sampled"), _fmt_num(r["auc_sampled_mdd"])] for _, r in df.iterrows()]
+    minus = f"minus {ref}" if ref else "minus uniform"
+    parts += ["## Area under the held-out learning curve\n",
+              markdown_table(["method", "r", "seeds", "AUC greedy", minus, "MDD", "AUC sampled", minus, "MDD"], rows)]
+    rows = [[r["label"], _fmt_rank(r["rank"]), _est(r, "final_greedy").fmt(), _fmt_diff(r, "final_greedy"),
+             _fmt_num(r["final_greedy_mdd"]), _fmt_steps(r["steps_to_threshold"]),
+             _fmt_diff(r, "steps_to_threshold", 1),
+             _fmt_num(r["steps_to_threshold_mdd"], 1)] for _, r in df.iterrows()]
+    parts += ["## Final accuracy and steps to threshold\n",
+              markdown_table(["method", "r", "final greedy", minus, "MDD", "steps to threshold", minus, "MDD"], rows)]
+    thr = first["threshold"]
+    notes = [f"Base model (curve step 0): greedy accuracy {_fmt_num(first['base_greedy'])}."]
+    if np.isfinite(thr):
+        notes.append(f"Threshold: {thr:.3f} = base + {THRESHOLD_FRACTION:g} x {ref}'s mean final gain. The steps "
+                     "difference and its interval use the bootstrap replicates where both cells reach the threshold "
+                     "(their share is `steps_to_threshold_boot_frac` in the CSV).")
+    else:
+        notes.append(f"No threshold: {ref or 'uniform'} did not gain accuracy over the base model by its last "
+                     "curve step.")
+    uni = df[df["reference"].notna() & (df["label"] + "_r" + df["rank"].astype(str) == df["reference"])]
+    if not uni.empty and np.isfinite(uni.iloc[0]["auc_greedy"]):
+        u = uni.iloc[0]
+        notes.append(f"Seed-to-seed spread of {ref}'s greedy AUC: sd {_fmt_num(u['auc_greedy_seed_sd'])}, "
+                     f"min {_fmt_num(u['auc_greedy_seed_min'])}, max {_fmt_num(u['auc_greedy_seed_max'])} "
+                     f"over {u['n_seeds']} seed{'s' if u['n_seeds'] != 1 else ''}.")
+    return "\n".join(parts + ["\n".join(notes) + "\n"])
+
+
 # ----------------------------------------------------------------------------- the step
 def _csv(df: pd.DataFrame) -> str:
     return df.to_csv(index=False, float_format="%.8g", lineterminator="\n")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A table this step wrote. Only empty cells are missing values: pandas would otherwise read the
+    label of the null-control cell, ``null`` (and ``NA``, ``None``, ...), as NaN and lose the cell."""
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
 def aggregate_main(cfg: Config, args=None) -> None:
@@ -535,4 +954,11 @@ def aggregate_main(cfg: Config, args=None) -> None:
     note = "" if not paired.empty else "No uniform cell in the sweep: nothing to pair against.\n"
     write_text(out / "paired.md", note + markdown_table(headers, rows))
     write_text(out / "paper_comparison.md", paper_comparison(perf, conc, paired, protocol, grader, k, len(cfg.sweep.seeds)))
+    precision = credit_precision_table(cells)
+    write_text(out / "credit_precision.csv", _csv(precision))
+    write_text(out / "credit_precision.md", credit_precision_markdown(precision))
+    write_text(out / "learning_curves.csv", _csv(learning_curves_table(runs)))
+    efficiency = sample_efficiency_table(cells)
+    write_text(out / "sample_efficiency.csv", _csv(efficiency))
+    write_text(out / "sample_efficiency.md", sample_efficiency_markdown(efficiency))
     log.info("wrote %d cells (%d runs) to %s", len(cells), len(runs), out)

@@ -1,0 +1,112 @@
+"""Labels of the planted forks on sampled completions: which tokens decided the outcome.
+
+Every record of the forked corpus (``arca.data.forks``) lists its canonical branches, each with
+the character positions of its decisive fork tokens (where the correct and the buggy procedure
+first differ) and of its harmless distractor fork tokens. A sampled completion is *aligned* with
+a branch as follows:
+
+1. L = the length of the longest common prefix of the completion with any branch; the
+   candidates are the branches reaching L.
+2. A candidate's labels are its fork positions inside the common prefix (position < L): the
+   completion wrote exactly the branch's text up to and including those tokens.
+3. The completion is aligned when every candidate gives the same labels, and (forked problems)
+   every decisive fork token of the candidates lies inside the prefix, so the decision was taken
+   in a recognizable way; an unforked problem needs L >= 1. Anything else (a slip before the
+   decision, a third procedure, an ambiguous tie) gets no label, never a guessed one, and is
+   counted.
+
+Character positions become token positions through each token's character span in the decoded
+completion, so this works for the character-level tokenizer and for subword tokenizers alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Alignment:
+    correct: bool  # the branch's decisive choices are all the correct ones
+    answer: str | None  # the answer the branch reaches (None when the candidates' answers differ)
+    decisive: tuple[int, ...]  # character positions in the completion
+    distractor: tuple[int, ...]
+
+
+def _lcp(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def align(completion: str, branches: list[dict]) -> Alignment | None:
+    """The labels of ``completion`` against its problem's ``branches``, or None when it cannot be aligned."""
+    if not branches:
+        return None
+    lcps = [_lcp(completion, b["text"]) for b in branches]
+    best = max(lcps)
+    cands = [b for b, n in zip(branches, lcps) if n == best]
+    labels = {(tuple(i for i in b["decisive"] if i < best), tuple(i for i in b["distractor"] if i < best)) for b in cands}
+    if len(labels) != 1 or len({b["correct"] for b in cands}) != 1:
+        return None
+    decisive, distractor = labels.pop()
+    forked = any(b["decisive"] for b in cands)
+    if forked and any(i >= best for b in cands for i in b["decisive"]):
+        return None  # the completion left every branch before (or at) its decisive token
+    if not forked and best == 0:
+        return None
+    answers = {b["answer"] for b in cands}
+    return Alignment(cands[0]["correct"], answers.pop() if len(answers) == 1 else None, decisive, distractor)
+
+
+def token_starts(token_texts: list[str]) -> list[int]:
+    """Character offset where each token starts in the concatenated text."""
+    starts, pos = [], 0
+    for t in token_texts:
+        starts.append(pos)
+        pos += len(t)
+    return starts
+
+
+def token_flags(token_texts: list[str], char_positions: tuple[int, ...] | list[int]) -> list[int]:
+    """1 for each token whose character span holds one of ``char_positions``, else 0."""
+    flags = [0] * len(token_texts)
+    starts = token_starts(token_texts)
+    for c in char_positions:
+        for t, (s, piece) in enumerate(zip(starts, token_texts)):
+            if s <= c < s + len(piece):
+                flags[t] = 1
+                break
+    return flags
+
+
+@dataclass
+class TokenLabels:
+    """Per-row token labels of a batch (lists, the caller makes tensors)."""
+
+    decisive: list[list[int]]  # [N][T] 1 on decisive fork tokens
+    distractor: list[list[int]]  # [N][T] 1 on distractor fork tokens
+    aligned: list[bool]  # [N] the row got labels
+    forked: list[bool]  # [N] the row's problem has a decisive fork
+    correct_branch: list[bool | None]  # [N] the aligned branch is the correct one (None: unaligned)
+
+
+def label_batch(token_texts: list[list[str]], texts: list[str], problems: list[dict], width: int) -> TokenLabels:
+    """Labels for N completions (``problems[i]`` is row i's record); rows padded to ``width`` tokens.
+
+    ``token_texts[i]`` are the decoded pieces of row i's real tokens (their concatenation is
+    ``texts[i]``); records without ``branches`` (the clean corpus, MATH) give unaligned rows.
+    """
+    out = TokenLabels([], [], [], [], [])
+    for pieces, text, prob in zip(token_texts, texts, problems):
+        branches = prob.get("branches") or []
+        a = align(text, branches)
+        pad = [0] * (width - len(pieces))
+        dec = token_flags(pieces, a.decisive) + pad if a else [0] * width
+        dis = token_flags(pieces, a.distractor) + pad if a else [0] * width
+        out.decisive.append(dec[:width])
+        out.distractor.append(dis[:width])
+        out.aligned.append(a is not None)
+        out.forked.append(any(b["decisive"] for b in branches))
+        out.correct_branch.append(a.correct if a else None)
+    return out
