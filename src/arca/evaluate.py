@@ -48,7 +48,8 @@ def curve_point(cfg: Config, generator, problems: list[dict], step: int) -> dict
     golds = [gold_answer(p["answer"]) for p in problems]
     with torch.random.fork_rng(devices=[]):
         greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)
-        sampled = generator.generate(prompts, 1, e.temperature, e.top_p, e.max_new_tokens, seed=CURVE_SEED)
+        sampled = generator.generate(prompts, 1, e.temperature, e.top_p, e.max_new_tokens, seed=CURVE_SEED,
+                                     top_k=e.top_k)
     g_ok = [int(grade_paper(t, g)) for t, g in zip(greedy.texts, golds)]
     s_ok = [int(grade_paper(t, g)) for t, g in zip(sampled.texts, golds)]
     n = max(1, len(problems))
@@ -79,7 +80,7 @@ def sample_probe(cfg: Config, generator, problems: list[dict]) -> list[dict]:
 
     e, k = cfg.eval, cfg.rollout.k
     r = generator.generate([build_prompt(p["problem"]) for p in problems], k, e.temperature, e.top_p,
-                           e.max_new_tokens, seed=PROBE_SEED)
+                           e.max_new_tokens, seed=PROBE_SEED, top_k=e.top_k)
     rows = []
     for i, (ids, m, text) in enumerate(zip(r.completion_ids.tolist(), r.completion_mask.tolist(), r.texts)):
         p = problems[i // k]
