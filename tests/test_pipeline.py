@@ -47,12 +47,21 @@ def test_smoke_dag_end_to_end(tmp_path):
     for name in ("performance", "concentration"):
         for ext in ("csv", "md", "tex"):
             assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0
-    for fig in ("gini_bars", "concentration_curves", "reward_curves", "accuracy", "lorenz", "accuracy_vs_params"):
+    for fig in ("gini_bars", "concentration_curves", "reward_curves", "accuracy", "lorenz", "accuracy_vs_params",
+                "credit_precision", "learning_curves"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
         assert (out / "figures" / f"{fig}.pdf").stat().st_size > 1000
     with open(out / "tables" / "performance.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} >= {"base", "uniform", "surprisal", "entropy_reduction", "divergence", "arca"}
+    assert {r["method"] for r in rows} >= {"base", "uniform", "surprisal", "entropy_reduction", "divergence", "arca", "oracle"}
+    # the smoke corpus has planted forks: the new tables exist and every run has a learning curve
+    for name in ("credit_precision.csv", "credit_precision.md", "sample_efficiency.csv", "learning_curves.csv"):
+        assert (out / "tables" / name).stat().st_size > 0
+    with open(out / "tables" / "learning_curves.csv") as f:
+        steps = sorted({int(r["step"]) for r in csv.DictReader(f)})
+    assert steps == [0, 2, 4]  # eval.every: 2 over 4 steps
+    probe = [json.loads(x) for x in (out / "eval" / "probe_rollouts.jsonl").read_text().splitlines()]
+    assert len(probe) == 4 * 4  # eval.probe_problems x rollout.k
 
     # the heat map holds one row per registered method for each rollout
     class Rows(HTMLParser):
