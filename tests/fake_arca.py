@@ -63,11 +63,13 @@ def main(argv: list[str]) -> int:
     elif step == "train":
         cfg.for_run(run)  # an unknown run id fails as the real step would
         out = grid.train_outputs(cfg, run)
-        files, dirs = [out["metrics"], out["final_weights"]], [out["adapter"]]
+        files, dirs = [out["metrics"], out["final_weights"], out["curve"]], [out["adapter"]]
         # Undeclared siblings, as the real step writes them.
         dirs.append(str(Path(out["adapter"]).parent / "checkpoints"))
     elif step == "evaluate":
         files, dirs = list(grid.eval_outputs(cfg, run).values()), []
+    elif step == "probe-rollouts":
+        files, dirs = [grid.probe_output(cfg)], []
     elif step == "aggregate":
         files, dirs = list(grid.table_outputs(cfg).values()), []
     elif step == "figures":

@@ -29,11 +29,12 @@ def full_inputs(B=3, T=6, H=5, seed=0, mask=None, requires_grad=False):
     hid = torch.randn(B, T, H, generator=g)
     base = torch.randn(B, T, H, generator=g)
     delta = torch.randn(B, T, H, generator=g)
+    decisive = (torch.rand(B, T, generator=g) > 0.8).float()  # labelled decisive tokens (oracle methods)
     if requires_grad:
         for x in (logprobs, ref, ent, hid, base, delta):
             x.requires_grad_(True)
     return CreditInputs(mask=mask, logprobs=logprobs, entropies=ent, ref_logprobs=ref, hidden=hid, base_hidden=base,
-                        lora_delta=delta, seed=3)
+                        lora_delta=delta, decisive=decisive, seed=3)
 
 
 # ----------------------------------------------------------------------------- hand-computed examples

@@ -52,6 +52,7 @@ def batches(draw, values=hostile):
         hidden=tensor(B, T, H),
         base_hidden=tensor(B, T, H),
         lora_delta=tensor(B, T, H),
+        decisive=torch.tensor(draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=B * T, max_size=B * T))).view(B, T),
         seed=draw(st.integers(0, 2**31 - 1)),
     )
 
@@ -111,13 +112,13 @@ def test_every_special_value_everywhere(method, value):
     full = torch.full((B, T), value)
     x = CreditInputs(mask=mask, logprobs=full, entropies=full.clone(), ref_logprobs=full.clone(),
                      hidden=torch.full((B, T, H), value), base_hidden=torch.zeros(B, T, H),
-                     lora_delta=torch.full((B, T, H), value))
+                     lora_delta=torch.full((B, T, H), value), decisive=torch.eye(B, T))
     w, fb = token_weights(method, x)
     check_weights(w, fb, mask)
     check_diagnostics(w, mask)
     x1 = CreditInputs(mask=torch.ones(1, 1), logprobs=torch.full((1, 1), value), entropies=torch.full((1, 1), value),
                       ref_logprobs=torch.zeros(1, 1), hidden=torch.full((1, 1, 1), value), base_hidden=torch.zeros(1, 1, 1),
-                      lora_delta=torch.full((1, 1, 1), value))
+                      lora_delta=torch.full((1, 1, 1), value), decisive=torch.ones(1, 1))
     w1, _ = token_weights(method, x1)
     assert w1.tolist() == [[1.0]]  # T = 1: all weight on the one token
 

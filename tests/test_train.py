@@ -391,8 +391,9 @@ def test_resume_keeps_the_learning_curve(results, toy_reward, tmp_path):
 
 def test_null_control_reports_true_rewards_but_trains_on_shuffled_ones(results, toy_reward, tmp_path):
     run = "uniform_r4_s1"
-    train.train_run(run_cfg(results, run, "train.steps=1"), run, run_dir=tmp_path / "real")
-    train.train_run(run_cfg(results, run, "train.steps=1", "train.shuffle_rewards=true"), run, run_dir=tmp_path / "null")
+    one = ("train.steps=1", "train.warmup_steps=0")  # no warm-up: the first step has the full lr
+    train.train_run(run_cfg(results, run, *one), run, run_dir=tmp_path / "real")
+    train.train_run(run_cfg(results, run, *one, "train.shuffle_rewards=true"), run, run_dir=tmp_path / "null")
     real, null = metrics(tmp_path / "real"), metrics(tmp_path / "null")
     assert real[0]["reward_mean"] == null[0]["reward_mean"]  # same samples, same true rewards
     a, b = adapter_tensors(tmp_path / "real" / "adapter"), adapter_tensors(tmp_path / "null" / "adapter")

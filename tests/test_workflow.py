@@ -198,7 +198,8 @@ def test_smoke_config_is_small():
 def test_grid_run_ids_and_regexes():
     cfg = load_config(REPO / "configs" / "default.yaml")
     ids = grid.run_ids(cfg)
-    assert ids[0] == "uniform_r8_s1" and "arca_r2_s2" in ids and len(ids) == 7 * len(cfg.sweep.seeds)
+    assert ids[0] == "uniform_r8_s1" and "arca_r2_s2" in ids and len(ids) == 9 * len(cfg.sweep.seeds)
+    assert "oracle_r8_s1" in ids and "null_r8_s3" in ids
     assert grid.eval_targets(cfg) == ["base", *ids]
     run_re, eval_re = re.compile(grid.run_regex(cfg)), re.compile(grid.eval_regex(cfg))
     for run in ids:
@@ -223,16 +224,20 @@ def test_grid_paths():
         "adapter": "/r/default/runs/arca_r2_s1/adapter",
         "metrics": "/r/default/runs/arca_r2_s1/metrics.jsonl",
         "final_weights": "/r/default/runs/arca_r2_s1/final_weights.json",
+        "curve": "/r/default/runs/arca_r2_s1/curve.jsonl",
     }
     assert grid.eval_outputs(cfg, "base") == {
         "summary": "/r/default/eval/base/summary.json", "samples": "/r/default/eval/base/samples.jsonl",
     }
     assert "adapter" not in grid.eval_inputs(cfg, "base")
     assert grid.eval_inputs(cfg, "arca_r2_s1")["adapter"] == "/r/default/runs/arca_r2_s1/adapter"
+    # every run's credit precision is read on the one set of base-model probe rollouts
+    assert grid.eval_inputs(cfg, "arca_r2_s1")["probe"] == grid.probe_output(cfg) == "/r/default/eval/probe_rollouts.jsonl"
+    assert "probe" not in grid.eval_inputs(cfg, "base")
     assert grid.log(cfg, "train", "{run}") == "/r/default/logs/train/{run}.log"
     assert grid.bench_outputs(cfg) == {"json": "/r/default/bench/summary.json", "md": "/r/default/bench/summary.md"}
     targets = grid.all_targets(cfg)
-    assert len(targets) == 11 + 12 + 1
+    assert len(targets) == 16 + 16 + 1  # table files, figure files (png + pdf), the heat map
     assert "/r/default/tables/paired.md" in targets and "/r/default/figures/lorenz.pdf" in targets
     assert targets[-1] == "/r/default/figures/credit_heatmap.html"
     assert not any("bench" in t for t in targets), "bench stays outside `all`"
