@@ -208,28 +208,19 @@ def _add_or_sub(family: str, a: int, b: int, correct_op: str, bug: str, text: st
     return Task(family, 3, text, (_decide(bug, planted=planted), _connector()), render)
 
 
-def _more_diff(rng: random.Random) -> Task:
+# "a has ..., b has ..." problems: family -> (question, correct operation, bug name, planted)
+_TWO_PEOPLE = {
+    "more_diff": ("{p} has {a} {i}. {q} has {b} {i}. How many more does {p} have?", "-", "adds", True),
+    "in_all": ("{p} has {a} {i}. {q} has {b} {i}. How many do they have in all?", "+", "subtracts", False),
+    "fewer_than": ("{p} has {a} {i}. {q} has {b} fewer than {p}. How many does {q} have?", "-", "reads_more", True),
+    "more_than": ("{p} has {a} {i}. {q} has {b} more than {p}. How many does {q} have?", "+", "reads_fewer", False),
+}
+
+
+def _two_people_task(family: str, rng: random.Random) -> Task:
+    template, op, bug, planted = _TWO_PEOPLE[family]
     p, q, item, a, b = _two_people(rng)
-    text = f"{p} has {a} {item}. {q} has {b} {item}. How many more does {p} have?"
-    return _add_or_sub("more_diff", a, b, "-", "adds", text)
-
-
-def _in_all(rng: random.Random) -> Task:
-    p, q, item, a, b = _two_people(rng)
-    text = f"{p} has {a} {item}. {q} has {b} {item}. How many do they have in all?"
-    return _add_or_sub("in_all", a, b, "+", "subtracts", text, planted=False)
-
-
-def _fewer_than(rng: random.Random) -> Task:
-    p, q, item, a, b = _two_people(rng)
-    text = f"{p} has {a} {item}. {q} has {b} fewer than {p}. How many does {q} have?"
-    return _add_or_sub("fewer_than", a, b, "-", "reads_more", text)
-
-
-def _more_than(rng: random.Random) -> Task:
-    p, q, item, a, b = _two_people(rng)
-    text = f"{p} has {a} {item}. {q} has {b} more than {p}. How many does {q} have?"
-    return _add_or_sub("more_than", a, b, "+", "reads_fewer", text, planted=False)
+    return _add_or_sub(family, a, b, op, bug, template.format(p=p, q=q, i=item, a=a, b=b), planted=planted)
 
 
 def _half(rng: random.Random) -> Task:
@@ -301,10 +292,10 @@ FAMILIES: dict[str, tuple[Callable[[random.Random], Task], float]] = {
     "precedence_add": (_precedence_add, 1),
     "precedence_sub": (_precedence_sub, 1),
     "subtract_from": (_subtract_from, 1),
-    "more_diff": (_more_diff, 1),
-    "in_all": (_in_all, 0.5),
-    "fewer_than": (_fewer_than, 1),
-    "more_than": (_more_than, 0.5),
+    "more_diff": (lambda rng: _two_people_task("more_diff", rng), 1),
+    "in_all": (lambda rng: _two_people_task("in_all", rng), 0.5),
+    "fewer_than": (lambda rng: _two_people_task("fewer_than", rng), 1),
+    "more_than": (lambda rng: _two_people_task("more_than", rng), 0.5),
     "half": (_half, 1),
     "each": (_each, 1),
     "share": (_share, 1),
