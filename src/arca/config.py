@@ -130,6 +130,9 @@ class RolloutConfig:
     # Qwen3 and SmolLM2; in for the pretrained-here model); through_eos: up to and including it
     completion_mask: str = "author"
     batch_size: int = 64  # completions generated per generate() call
+    # transformers backend: lean (arca.decode, the same tokens as generate without its per-token
+    # overhead) | generate (model.generate)
+    decoder: str = "lean"
     vllm_gpu_memory_utilization: float = 0.35
 
 
@@ -431,7 +434,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     """Value checks that types alone cannot express. Raises ``ConfigError``."""
     from arca.credit import LORA_DELTA, NORMALIZATIONS, REGISTRY  # late import: credit imports torch
     from arca.models import RESIDUAL_WRITERS
-    from arca.rollout import MASK_RULES
+    from arca.rollout import DECODERS, MASK_RULES
 
     _check(bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", cfg.name)), source, "name", f"must be a simple folder name, got {cfg.name!r}")
     _check(cfg.device in ("auto", "cpu", "cuda"), source, "device", f"must be auto, cpu or cuda, got {cfg.device!r}")
@@ -481,6 +484,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(0 <= r.min_new_tokens <= r.max_new_tokens, source, "rollout.min_new_tokens",
            f"must be in [0, rollout.max_new_tokens ({r.max_new_tokens})], got {r.min_new_tokens}")
     _check(r.batch_size > 0, source, "rollout.batch_size", f"must be > 0, got {r.batch_size}")
+    _check(r.decoder in DECODERS, source, "rollout.decoder", f"must be one of {list(DECODERS)}, got {r.decoder!r}")
     _check(r.completion_mask in MASK_RULES, source, "rollout.completion_mask",
            f"must be one of {list(MASK_RULES)}, got {r.completion_mask!r}")
 

@@ -1,5 +1,8 @@
-"""Rollouts: one ``Generator`` interface, a Transformers ``generate`` backend (default, CPU and
-GPU) and a vLLM backend (GPU extra, in ``arca.vllm_backend``).
+"""Rollouts: one ``Generator`` interface, a Transformers backend (default, CPU and GPU) and a vLLM
+backend (GPU extra, in ``arca.vllm_backend``).
+
+The Transformers backend decodes with ``rollout.decoder``: ``lean`` (default; ``arca.decode``, the
+same tokens as ``generate`` without its per-token overhead) or ``generate`` (``model.generate``).
 
 A generator samples ``n`` completions per prompt and returns them as a ``Rollouts`` batch in
 prompt-major order (the n samples of prompt i are rows i*n .. i*n+n-1): prompts left-padded,
@@ -41,6 +44,8 @@ class Generator(Protocol):
 
 # Values of ``rollout.completion_mask``; the first is the paper's.
 MASK_RULES = ("author", "through_eos")
+# Values of ``rollout.decoder`` (Transformers backend); the first is the default.
+DECODERS = ("lean", "generate")
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int | None,
@@ -91,21 +96,33 @@ def eos_token_ids(tokenizer, model=None) -> set[int]:
 
 
 class TransformersGenerator:
-    """Sampling with ``model.generate`` (KV cache on), in batches of ``batch_size`` completions.
+    """Sampling with the model's weights in this process, in batches of ``batch_size`` completions.
 
-    Sampling is temperature, then top-k (``top_k`` > 0; 0 = off), then top-p, every setting passed
-    explicitly so that no generation config of the model adds its own (the vLLM backend applies the
-    same three). Greedy ignores them.
+    ``decoder`` ``lean`` runs ``arca.decode.LeanDecoder`` (KV cache preallocated, prompt run once
+    per distinct prompt, no per-token framework overhead); ``generate`` calls ``model.generate``
+    (KV cache on). Both give the same tokens for the same batches and seed. Sampling is
+    temperature, then top-k (``top_k`` > 0; 0 = off), then top-p, every setting passed explicitly
+    so that no generation config of the model adds its own (the vLLM backend applies the same
+    three). Greedy ignores them.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, max_prompt_tokens: int = 512, mask_rule: str = "author"):
+    def __init__(self, model, tokenizer, batch_size: int = 64, max_prompt_tokens: int = 512, mask_rule: str = "author",
+                 decoder: str = "lean"):
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown rollout.decoder {decoder!r} (known: {list(DECODERS)})")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
         self.mask_rule = mask_rule
+        self.decoder = decoder
         self.eos_ids = eos_token_ids(tokenizer, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.lean = None
+        if decoder == "lean":
+            from arca.decode import LeanDecoder
+
+            self.lean = LeanDecoder(model)
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids and mask [N, P] (left padding keeps generation contiguous)."""
@@ -133,6 +150,12 @@ class TransformersGenerator:
             for start in range(0, ids.shape[0], self.batch_size):
                 b_ids = ids[start:start + self.batch_size].to(device)
                 b_am = am[start:start + self.batch_size].to(device)
+                if self.lean is not None:
+                    comp = self.lean.generate(b_ids, b_am, max_new_tokens, sorted(self.eos_ids), self.pad_id, greedy=greedy,
+                                              temperature=temperature, top_k=top_k, top_p=top_p,
+                                              min_new_tokens=min_new_tokens)  # [b, T]
+                    outs.extend(comp.cpu())
+                    continue
                 # transformers reads top_k=0 as "no top-k filter"
                 kwargs = (dict(do_sample=False) if greedy
                           else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k))
@@ -166,4 +189,4 @@ def make_generator(cfg, model, tokenizer) -> Generator:
 
         return VLLMGenerator(cfg, model, tokenizer)
     return TransformersGenerator(model, tokenizer, cfg.rollout.batch_size, cfg.data.max_prompt_tokens,
-                                 cfg.rollout.completion_mask)
+                                 cfg.rollout.completion_mask, cfg.rollout.decoder)

@@ -1,0 +1,299 @@
+"""Lean batched decoding (``rollout.decoder: lean``): ``generate``'s sampling without its per-token overhead.
+
+For the small models of this benchmark almost all of ``model.generate``'s time is per-token
+Python and framework work (logits processors, stopping criteria, input preparation, attention-mask
+building, peft's module dispatch), not arithmetic. ``LeanDecoder`` runs the same computation as a
+plain loop over the decoder's weights:
+
+- **Same arithmetic, op for op.** Every projection is ``F.linear(x, W)`` plus, per active LoRA
+  adapter, ``F.linear(F.linear(x, A), B) * scaling`` (peft's ``Linear.forward``; eval mode, so no
+  dropout); RMSNorm, rotary embedding (the model's own module), the attention call (transformers'
+  own ``sdpa_attention_forward`` with the same boolean mask, or none when no row is padded) and
+  the residual stream follow the Llama/Qwen3 modeling code. Position ids are ``cumsum(mask) - 1``
+  (0 on left padding), then one more per step; the logits of the last position are read in fp32.
+- **Same sampling.** Each step applies, in ``generate``'s order: EOS at ``-inf`` while fewer than
+  ``min_new_tokens`` tokens exist (greedy too), then for sampling temperature, top-k, top-p
+  (``min_tokens_to_keep`` 1); then ``argmax`` or ``torch.multinomial(softmax(scores), 1)`` over
+  the whole batch, finished rows included, so the global RNG advances exactly as in ``generate``.
+  A row stops at its first EOS and is padded with ``pad_id`` after it; the loop ends when every
+  row has stopped or ``max_new_tokens`` exist.
+- **Less work.** The KV cache is preallocated (``[B, kv_heads, P + max_new_tokens, D]`` per layer)
+  and read as a view of the current length; the prompt is run once per distinct prompt and its
+  cache copied to the K rows that share it (the K samples of a GRPO group).
+
+So on the same machine the output equals ``model.generate``'s token for token, greedy and sampled
+under the same seed (``tests/test_decode.py`` checks it with and without a LoRA adapter, with left
+padding, min_new_tokens, every filter, and Llama and Qwen3 blocks). Supported: Llama and Qwen3
+decoder-only models (the pretrained-here model, SmolLM2, Qwen3-1.7B-Base) with SDPA attention, full
+attention in every layer, plain LoRA adapters, and no generation-config processor beyond the ones
+above; anything else is refused at construction with a message naming ``rollout.decoder``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen3")
+
+# Generation-config fields that would make ``generate`` add a logits processor we do not apply,
+# with the value that means "off".
+_OFF_PROCESSORS = {
+    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None, "sequence_bias": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
+    "suppress_tokens": None, "begin_suppress_tokens": None, "min_length": 0, "min_p": None,
+    "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "top_h": None, "guidance_scale": None,
+    "exponential_decay_length_penalty": None, "remove_invalid_values": False, "renormalize_logits": False,
+    "watermarking_config": None,
+}
+
+
+class UnsupportedModelError(ValueError):
+    """The model is outside what the lean decoder reproduces exactly."""
+
+
+def _unsupported(why: str) -> UnsupportedModelError:
+    return UnsupportedModelError(f"rollout.decoder: lean cannot decode this model ({why}); "
+                                 "set rollout.decoder: generate")
+
+
+# ----------------------------------------------------------------------------- sampling
+def process_scores(logits: torch.Tensor, n_generated: int, greedy: bool, temperature: float, top_k: int,
+                   top_p: float, min_new_tokens: int, eos_mask: torch.Tensor) -> torch.Tensor:
+    """``generate``'s logits processors, in its order, on next-token logits [B, V] (float32).
+
+    EOS suppression while ``n_generated < min_new_tokens`` (also when greedy); then, for sampling
+    only, temperature (when != 1), top-k (when > 0) and top-p (when < 1), each masking with -inf
+    and keeping at least one token. ``eos_mask`` [V] is True on the EOS ids.
+    """
+    scores = logits
+    if n_generated < min_new_tokens:
+        scores = torch.where(eos_mask, -math.inf, scores)  # [B, V]
+    if greedy:
+        return scores
+    if temperature != 1.0:
+        scores = scores / temperature
+    if top_k:
+        k = min(top_k, scores.shape[-1])
+        kth = torch.topk(scores, k)[0][..., -1, None]  # [B, 1] the k-th largest score
+        scores = scores.masked_fill(scores < kth, -math.inf)
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=False)  # [B, V] ascending
+        cum = sorted_scores.softmax(dim=-1).cumsum(dim=-1)  # [B, V]
+        drop = cum <= (1 - top_p)  # the least likely tokens whose mass stays within 1 - top_p
+        drop[..., -1:] = 0  # the most likely token always stays
+        scores = scores.masked_fill(drop.scatter(1, order, drop), -math.inf)
+    return scores
+
+
+def next_tokens(scores: torch.Tensor, greedy: bool) -> torch.Tensor:
+    """Argmax, or one multinomial draw per row of softmax(scores): [B, V] -> [B]."""
+    if greedy:
+        return torch.argmax(scores, dim=-1)
+    return torch.multinomial(F.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+
+
+# ----------------------------------------------------------------------------- weights
+@dataclass
+class Projection:
+    """A linear layer as it computes now: base weight and bias, plus (A, B, scaling) per active LoRA adapter."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    loras: list[tuple[torch.Tensor, torch.Tensor, float]]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight, self.bias)
+        for a, b, scaling in self.loras:  # exactly peft's vanilla-LoRA forward in eval mode
+            out = out + F.linear(F.linear(x, a), b) * scaling
+        return out
+
+
+def projection(module: torch.nn.Module) -> Projection:
+    """The ``Projection`` of an ``nn.Linear`` or a peft LoRA ``Linear``, read at call time.
+
+    Reading it per ``generate`` call picks up the current weights and adapter state
+    (``disable_adapter()``, merged adapters, the active adapters).
+    """
+    from peft.tuners.lora import LoraLayer
+
+    if isinstance(module, torch.nn.Linear):
+        return Projection(module.weight, module.bias, [])
+    if not isinstance(module, LoraLayer) or not isinstance(module.base_layer, torch.nn.Linear):
+        raise _unsupported(f"layer type {type(module).__name__}")
+    base = module.base_layer
+    if module.disable_adapters or module.merged:
+        if module.disable_adapters and module.merged:
+            raise _unsupported("an adapter is merged into the weights and disabled")
+        return Projection(base.weight, base.bias, [])
+    loras = []
+    for name in module.active_adapters:
+        if name not in module.lora_A.keys():
+            continue
+        if name in module.lora_variant or getattr(module, "fan_in_fan_out", False):
+            raise _unsupported(f"LoRA variant or fan_in_fan_out on adapter {name!r}")
+        a, b = module.lora_A[name], module.lora_B[name]
+        if a.bias is not None or b.bias is not None or a.weight.dtype != base.weight.dtype:
+            raise _unsupported(f"LoRA bias or dtype cast on adapter {name!r}")
+        loras.append((a.weight, b.weight, module.scaling[name]))
+    return Projection(base.weight, base.bias, loras)
+
+
+@dataclass
+class Block:
+    """One decoder layer's weights for the current call."""
+
+    attn: torch.nn.Module  # the attention module (its settings feed transformers' SDPA call)
+    ln1: torch.Tensor
+    ln2: torch.Tensor
+    q: Projection
+    k: Projection
+    v: Projection
+    o: Projection
+    q_norm: torch.Tensor | None  # Qwen3 normalizes q and k per head; Llama does not
+    k_norm: torch.Tensor | None
+    gate: Projection
+    up: Projection
+    down: Projection
+    act: torch.nn.Module
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Llama/Qwen3 RMSNorm, op for op: normalize in fp32, scale in the input dtype."""
+    dtype = x.dtype
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x [B, heads, S, D] with cos/sin [B, S, D] (rotate_half convention)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [B, 1, S, D]
+    half = x.shape[-1] // 2
+    return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
+
+
+# ----------------------------------------------------------------------------- the decoder
+class LeanDecoder:
+    """Batched decoding of a (peft-wrapped) Llama/Qwen3 causal LM, equal to its ``generate``."""
+
+    def __init__(self, model):
+        from arca.models import unwrap
+
+        self.model = model
+        self.lm = unwrap(model)
+        cfg = self.lm.config
+        if getattr(cfg, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+            raise _unsupported(f"model type {getattr(cfg, 'model_type', type(self.lm).__name__)!r}, "
+                               f"supported: {list(SUPPORTED_MODEL_TYPES)}")
+        if getattr(cfg, "_attn_implementation", None) != "sdpa":
+            raise _unsupported(f"attention implementation {getattr(cfg, '_attn_implementation', None)!r}, needs 'sdpa'")
+        if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+            raise _unsupported("sliding-window layers")
+        gen_cfg = getattr(self.lm, "generation_config", None)
+        for key, off in _OFF_PROCESSORS.items():
+            value = getattr(gen_cfg, key, off)
+            if value is not None and value != off:
+                raise _unsupported(f"generation_config.{key} = {value!r} adds a logits processor")
+        self.eps = cfg.rms_norm_eps
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+    def blocks(self) -> list[Block]:
+        out = []
+        for layer in self.lm.model.layers:
+            at, mlp = layer.self_attn, layer.mlp
+            qn, kn = getattr(at, "q_norm", None), getattr(at, "k_norm", None)
+            out.append(Block(
+                at, layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
+                projection(at.q_proj), projection(at.k_proj), projection(at.v_proj), projection(at.o_proj),
+                qn.weight if qn is not None else None, kn.weight if kn is not None else None,
+                projection(mlp.gate_proj), projection(mlp.up_proj), projection(mlp.down_proj), mlp.act_fn))
+        return out
+
+    def _forward(self, blocks: list[Block], ids: torch.Tensor, pos: torch.Tensor, start: int,
+                 cache: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor | None) -> torch.Tensor:
+        """Run tokens ``ids`` [B, S] at cache positions start..start+S-1; returns last-position logits [B, V] fp32.
+
+        Writes their keys and values into ``cache`` and attends over the first start+S entries;
+        ``mask`` is the [B, 1, S, start+S] boolean mask (True = attend) or None (causal, no padding).
+        """
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        lm = self.lm
+        h = lm.model.embed_tokens(ids)  # [B, S, H]
+        cos, sin = lm.model.rotary_emb(h, pos)  # [B, S, D] each
+        B, S = ids.shape
+        end = start + S
+        shape = (B, S, -1, self.head_dim)
+        for blk, (kc, vc) in zip(blocks, cache):
+            x = rms_norm(h, blk.ln1, self.eps)
+            q = blk.q(x).view(shape)
+            k = blk.k(x).view(shape)
+            if blk.q_norm is not None:
+                q, k = rms_norm(q, blk.q_norm, self.eps), rms_norm(k, blk.k_norm, self.eps)
+            q, k = rotate(q.transpose(1, 2), cos, sin), rotate(k.transpose(1, 2), cos, sin)  # [B, heads, S, D]
+            kc[:, :, start:end] = k
+            vc[:, :, start:end] = blk.v(x).view(shape).transpose(1, 2)
+            a, _ = sdpa_attention_forward(blk.attn, q, kc[:, :, :end], vc[:, :, :end], mask, dropout=0.0,
+                                          scaling=blk.attn.scaling)  # [B, S, heads, D]
+            h = h + blk.o(a.reshape(B, S, -1).contiguous())
+            x = rms_norm(h, blk.ln2, self.eps)
+            h = h + blk.down(blk.act(blk.gate(x)) * blk.up(x))
+        h = rms_norm(h, lm.model.norm.weight, self.eps)  # [B, S, H]
+        head = lm.lm_head
+        return F.linear(h[:, -1:, :], head.weight, head.bias)[:, -1].to(torch.float32)  # [B, V]
+
+    @torch.no_grad()
+    def generate(self, ids: torch.Tensor, am: torch.Tensor, max_new_tokens: int, eos_ids: list[int], pad_id: int,
+                 greedy: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 min_new_tokens: int = 0) -> torch.Tensor:
+        """Completions [B, T] (T <= max_new_tokens) of left-padded prompts ``ids`` / ``am`` [B, P].
+
+        Row b holds its tokens up to and including its first EOS, then ``pad_id``; T is the step at
+        which the last row stopped. The model must be in eval mode.
+        """
+        B, P = ids.shape
+        device = ids.device
+        blocks = self.blocks()
+        padded = not bool((am == 1).all())  # generate() drops an all-ones mask: causal SDPA, no mask
+        # the prompt runs once per distinct (ids, mask) row; its cache is then copied to every row sharing it
+        uniq, inverse = torch.unique(torch.cat([ids, am], dim=1), dim=0, return_inverse=True)  # [U, 2P], [B]
+        if len(uniq) == B:  # nothing shared: keep the batch as it is
+            uniq, inverse = torch.cat([ids, am], dim=1), None
+        u_ids, u_am = uniq[:, :P], uniq[:, P:]  # [U, P]
+        pos0 = (u_am.long().cumsum(-1) - 1).masked_fill(u_am == 0, 0)  # [U, P]
+        mask = None
+        if padded:
+            causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()  # [P, P]
+            mask = causal[None, None] & u_am.bool()[:, None, None, :]  # [U, 1, P, P]
+        L = P + max_new_tokens
+        kv_heads = self.lm.config.num_key_value_heads
+        dtype = self.lm.model.embed_tokens.weight.dtype
+        cache = [tuple(torch.empty(len(uniq), kv_heads, L, self.head_dim, dtype=dtype, device=device) for _ in "kv")
+                 for _ in blocks]
+        logits = self._forward(blocks, u_ids, pos0, 0, cache, mask)  # [U, V]
+        if inverse is not None:
+            logits, pos0 = logits[inverse], pos0[inverse]  # [B, V], [B, P]
+            cache = [(kc[inverse], vc[inverse]) for kc, vc in cache]
+        pos = pos0[:, -1:]  # [B, 1]
+        full_mask = torch.cat([am.bool(), torch.ones(B, max_new_tokens, dtype=torch.bool, device=device)], 1)  # [B, L]
+
+        eos = torch.tensor(sorted(eos_ids), device=device)
+        eos_mask = torch.isin(torch.arange(logits.shape[-1], device=device), eos)  # [V]
+        out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)  # [B, max_new]
+        unfinished = torch.ones(B, dtype=torch.long, device=device)
+        steps = 0
+        while True:
+            scores = process_scores(logits, steps, greedy, temperature, top_k, top_p, min_new_tokens, eos_mask)
+            tok = next_tokens(scores, greedy) * unfinished + pad_id * (1 - unfinished)  # [B]
+            out[:, steps] = tok
+            steps += 1
+            unfinished = unfinished & ~torch.isin(tok, eos)
+            if steps >= max_new_tokens or unfinished.max() == 0:
+                break
+            pos = pos + 1
+            step_mask = full_mask[:, None, None, :P + steps] if padded else None  # [B, 1, 1, P+steps]
+            logits = self._forward(blocks, tok[:, None], pos, P + steps - 1, cache, step_mask)
+        return out[:, :steps]
