@@ -105,9 +105,19 @@ class Projection:
     loras: list[tuple[torch.Tensor, torch.Tensor, float]]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., K] -> [..., N]: ``base(x) + sum over adapters of B(A(x)) * scaling``, peft's order."""
         out = F.linear(x, self.weight, self.bias)
-        for a, b, scaling in self.loras:  # exactly peft's vanilla-LoRA forward in eval mode
-            out = out + F.linear(F.linear(x, a), b) * scaling
+        if not self.loras:
+            return out
+        flat_x, flat = x.reshape(-1, x.shape[-1]), out.view(-1, out.shape[-1])  # [M, K], [M, N]
+        for a, b, scaling in self.loras:
+            h = F.linear(flat_x, a)  # [M, r]
+            if math.frexp(scaling)[0] == 0.5:
+                # a power of two scales exactly, so one fused multiply-add rounds as peft's
+                # ``out + (h @ B^T) * scaling`` does (the default: lora_alpha = 2 * rank)
+                flat.addmm_(h, b.t(), alpha=scaling)
+            else:
+                flat.add_(F.linear(h, b) * scaling)
         return out
 
 
@@ -152,8 +162,7 @@ class Block:
     k: Projection
     v: Projection
     o: Projection
-    q_norm: torch.Tensor | None  # Qwen3 normalizes q and k per head; Llama does not
-    k_norm: torch.Tensor | None
+    qk_norm: torch.Tensor | None  # [heads + kv_heads, D]: Qwen3's q and k norm weights per head; Llama has none
     gate: Projection
     up: Projection
     down: Projection
@@ -168,11 +177,27 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * h.to(dtype)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of x [B, heads, S, D] with cos/sin [B, S, D] (rotate_half convention)."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [B, 1, S, D]
-    half = x.shape[-1] // 2
-    return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
+def rotary_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cos, sign-folded sin [B, S, 1, D] and the half-swap index [D] for ``rotate``.
+
+    transformers' rotary embedding is ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) =
+    cat(-x2, x1)``. Since ``(-a) * b == a * (-b)`` exactly, the sign moves onto sin once per step
+    and rotate_half becomes one gather: the same values with fewer kernels per layer.
+    """
+    half = cos.shape[-1] // 2
+    swap = torch.cat([torch.arange(half, 2 * half), torch.arange(half)]).to(cos.device)  # [D]
+    signed_sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)  # [B, S, D]
+    return cos.unsqueeze(2), signed_sin.unsqueeze(2), swap
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x [B, S, heads, D] (tables from ``rotary_tables``)."""
+    return (x * cos) + (x[..., swap] * signed_sin)
+
+
+def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean attention mask (True = attend) as SDPA turns it into an additive one: 0 or -inf."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, -math.inf)
 
 
 # ----------------------------------------------------------------------------- the decoder
@@ -199,16 +224,18 @@ class LeanDecoder:
                 raise _unsupported(f"generation_config.{key} = {value!r} adds a logits processor")
         self.eps = cfg.rms_norm_eps
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
 
     def blocks(self) -> list[Block]:
         out = []
         for layer in self.lm.model.layers:
             at, mlp = layer.self_attn, layer.mlp
-            qn, kn = getattr(at, "q_norm", None), getattr(at, "k_norm", None)
+            qk_norm = None
+            if getattr(at, "q_norm", None) is not None:
+                qk_norm = torch.cat([at.q_norm.weight.expand(self.n_heads, -1), at.k_norm.weight.expand(self.n_kv, -1)])
             out.append(Block(
                 at, layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
-                projection(at.q_proj), projection(at.k_proj), projection(at.v_proj), projection(at.o_proj),
-                qn.weight if qn is not None else None, kn.weight if kn is not None else None,
+                projection(at.q_proj), projection(at.k_proj), projection(at.v_proj), projection(at.o_proj), qk_norm,
                 projection(mlp.gate_proj), projection(mlp.up_proj), projection(mlp.down_proj), mlp.act_fn))
         return out
 
@@ -217,28 +244,28 @@ class LeanDecoder:
         """Run tokens ``ids`` [B, S] at cache positions start..start+S-1; returns last-position logits [B, V] fp32.
 
         Writes their keys and values into ``cache`` and attends over the first start+S entries;
-        ``mask`` is the [B, 1, S, start+S] boolean mask (True = attend) or None (causal, no padding).
+        ``mask`` is the [B, 1, S, start+S] additive mask (0 or -inf, see ``additive``) or None (causal, no padding).
         """
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         lm = self.lm
         h = lm.model.embed_tokens(ids)  # [B, S, H]
-        cos, sin = lm.model.rotary_emb(h, pos)  # [B, S, D] each
+        cos, sin, swap = rotary_tables(*lm.model.rotary_emb(h, pos))  # [B, S, 1, D] x 2, [D]
         B, S = ids.shape
         end = start + S
-        shape = (B, S, -1, self.head_dim)
+        n_q = self.n_heads
         for blk, (kc, vc) in zip(blocks, cache):
             x = rms_norm(h, blk.ln1, self.eps)
-            q = blk.q(x).view(shape)
-            k = blk.k(x).view(shape)
-            if blk.q_norm is not None:
-                q, k = rms_norm(q, blk.q_norm, self.eps), rms_norm(k, blk.k_norm, self.eps)
-            q, k = rotate(q.transpose(1, 2), cos, sin), rotate(k.transpose(1, 2), cos, sin)  # [B, heads, S, D]
-            kc[:, :, start:end] = k
-            vc[:, :, start:end] = blk.v(x).view(shape).transpose(1, 2)
-            a, _ = sdpa_attention_forward(blk.attn, q, kc[:, :, :end], vc[:, :, :end], mask, dropout=0.0,
-                                          scaling=blk.attn.scaling)  # [B, S, heads, D]
-            h = h + blk.o(a.reshape(B, S, -1).contiguous())
+            # q and k side by side [B, S, heads + kv_heads, D]: one per-head norm and one rotation for both
+            qk = torch.cat([blk.q(x).view(B, S, n_q, -1), blk.k(x).view(B, S, -1, self.head_dim)], dim=2)
+            if blk.qk_norm is not None:
+                qk = rms_norm(qk, blk.qk_norm, self.eps)
+            qk = rotate(qk, cos, sin, swap)
+            kc[:, :, start:end] = qk[:, :, n_q:].transpose(1, 2)
+            vc[:, :, start:end] = blk.v(x).view(B, S, -1, self.head_dim).transpose(1, 2)
+            a, _ = sdpa_attention_forward(blk.attn, qk[:, :, :n_q].transpose(1, 2), kc[:, :, :end], vc[:, :, :end],
+                                          mask, dropout=0.0, scaling=blk.attn.scaling)  # [B, S, heads, D]
+            h = h + blk.o(a.reshape(B, S, -1))
             x = rms_norm(h, blk.ln2, self.eps)
             h = h + blk.down(blk.act(blk.gate(x)) * blk.up(x))
         h = rms_norm(h, lm.model.norm.weight, self.eps)  # [B, S, H]
@@ -264,21 +291,20 @@ class LeanDecoder:
             uniq, inverse = torch.cat([ids, am], dim=1), None
         u_ids, u_am = uniq[:, :P], uniq[:, P:]  # [U, P]
         pos0 = (u_am.long().cumsum(-1) - 1).masked_fill(u_am == 0, 0)  # [U, P]
+        dtype = self.lm.model.embed_tokens.weight.dtype
         mask = None
         if padded:
             causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()  # [P, P]
-            mask = causal[None, None] & u_am.bool()[:, None, None, :]  # [U, 1, P, P]
+            mask = additive(causal[None, None] & u_am.bool()[:, None, None, :], dtype)  # [U, 1, P, P]
         L = P + max_new_tokens
-        kv_heads = self.lm.config.num_key_value_heads
-        dtype = self.lm.model.embed_tokens.weight.dtype
-        cache = [tuple(torch.empty(len(uniq), kv_heads, L, self.head_dim, dtype=dtype, device=device) for _ in "kv")
+        cache = [tuple(torch.empty(len(uniq), self.n_kv, L, self.head_dim, dtype=dtype, device=device) for _ in "kv")
                  for _ in blocks]
         logits = self._forward(blocks, u_ids, pos0, 0, cache, mask)  # [U, V]
         if inverse is not None:
             logits, pos0 = logits[inverse], pos0[inverse]  # [B, V], [B, P]
             cache = [(kc[inverse], vc[inverse]) for kc, vc in cache]
         pos = pos0[:, -1:]  # [B, 1]
-        full_mask = torch.cat([am.bool(), torch.ones(B, max_new_tokens, dtype=torch.bool, device=device)], 1)  # [B, L]
+        full_mask = additive(torch.cat([am.bool(), am.new_ones(B, max_new_tokens, dtype=torch.bool)], 1), dtype)  # [B, L]
 
         eos = torch.tensor(sorted(eos_ids), device=device)
         eos_mask = torch.isin(torch.arange(logits.shape[-1], device=device), eos)  # [V]
