@@ -143,6 +143,7 @@ def test_generator_mask_follows_the_config(cfg, rule, expected):
     assert tok.pad_token_id == tok.eos_token_id == EOS1  # as Qwen3-1.7B-Base
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     cfg.rollout.completion_mask = rule
+    cfg.rollout.decoder = "generate"  # FixedModel stands in for model.generate
     gen = make_generator(cfg, FixedModel([enc("12") + [EOS1, EOS1], enc("3456")]), tok)
     r = gen.generate(["a", "b"], 1, 1.0, 1.0, 4)
     assert r.completion_mask.tolist() == expected

@@ -69,7 +69,7 @@ class RecordingModel(torch.nn.Module):
 @pytest.mark.parametrize("greedy", [False, True])
 def test_sampling_kwargs_match_transformers_backend(tok, greedy, top_k):
     model = RecordingModel()
-    gen = TransformersGenerator(model, tok)
+    gen = TransformersGenerator(model, tok, decoder="generate")
     gen.generate(["1+1="], n=3, temperature=0.7, top_p=0.9, max_new_tokens=11, greedy=greedy, top_k=top_k)
     hf = model.calls[0]
     kw = vb.sampling_params_kwargs(3, 0.7, 0.9, 11, greedy, seed=None, stop_token_ids=gen.eos_ids, top_k=top_k)
@@ -106,7 +106,7 @@ def test_build_requests_are_token_prompts():
 def test_encode_prompts_truncates_like_transformers_backend(tok):
     prompts = ["1+2=3 and more text", "7"]
     lists, ids, am = vb.encode_prompts(tok, prompts, max_prompt_tokens=5)
-    hf_ids, hf_am = TransformersGenerator(RecordingModel(), tok, max_prompt_tokens=5).encode_prompts(prompts)
+    hf_ids, hf_am = TransformersGenerator(RecordingModel(), tok, max_prompt_tokens=5, decoder="generate").encode_prompts(prompts)
     assert torch.equal(ids, hf_ids) and torch.equal(am, hf_am)
     assert lists[0] == tok("1+2=3", add_special_tokens=False)["input_ids"] and lists[1] == tok("7", add_special_tokens=False)["input_ids"]
     assert ids[1, :4].tolist() == [tok.pad_token_id] * 4  # left padding

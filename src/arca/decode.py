@@ -177,22 +177,22 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * h.to(dtype)
 
 
-def rotary_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """cos, sign-folded sin [B, S, 1, D] and the half-swap index [D] for ``rotate``.
+def rotary_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sign-folded sin [B, S, 1, D] for ``rotate``.
 
     transformers' rotary embedding is ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) =
     cat(-x2, x1)``. Since ``(-a) * b == a * (-b)`` exactly, the sign moves onto sin once per step
-    and rotate_half becomes one gather: the same values with fewer kernels per layer.
+    and every layer's rotation saves a negation: the same values with fewer kernels.
     """
     half = cos.shape[-1] // 2
-    swap = torch.cat([torch.arange(half, 2 * half), torch.arange(half)]).to(cos.device)  # [D]
     signed_sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)  # [B, S, D]
-    return cos.unsqueeze(2), signed_sin.unsqueeze(2), swap
+    return cos.unsqueeze(2), signed_sin.unsqueeze(2)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
+def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding of x [B, S, heads, D] (tables from ``rotary_tables``)."""
-    return (x * cos) + (x[..., swap] * signed_sin)
+    half = x.shape[-1] // 2
+    return (x * cos) + (torch.cat((x[..., half:], x[..., :half]), dim=-1) * signed_sin)
 
 
 def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -209,7 +209,7 @@ class LeanDecoder:
 
         self.model = model
         self.lm = unwrap(model)
-        cfg = self.lm.config
+        cfg = getattr(self.lm, "config", None)
         if getattr(cfg, "model_type", None) not in SUPPORTED_MODEL_TYPES:
             raise _unsupported(f"model type {getattr(cfg, 'model_type', type(self.lm).__name__)!r}, "
                                f"supported: {list(SUPPORTED_MODEL_TYPES)}")
@@ -250,7 +250,7 @@ class LeanDecoder:
 
         lm = self.lm
         h = lm.model.embed_tokens(ids)  # [B, S, H]
-        cos, sin, swap = rotary_tables(*lm.model.rotary_emb(h, pos))  # [B, S, 1, D] x 2, [D]
+        cos, sin = rotary_tables(*lm.model.rotary_emb(h, pos))  # [B, S, 1, D] each
         B, S = ids.shape
         end = start + S
         n_q = self.n_heads
@@ -260,7 +260,7 @@ class LeanDecoder:
             qk = torch.cat([blk.q(x).view(B, S, n_q, -1), blk.k(x).view(B, S, -1, self.head_dim)], dim=2)
             if blk.qk_norm is not None:
                 qk = rms_norm(qk, blk.qk_norm, self.eps)
-            qk = rotate(qk, cos, sin, swap)
+            qk = rotate(qk, cos, sin)
             kc[:, :, start:end] = qk[:, :, n_q:].transpose(1, 2)
             vc[:, :, start:end] = blk.v(x).view(B, S, -1, self.head_dim).transpose(1, 2)
             a, _ = sdpa_attention_forward(blk.attn, qk[:, :, :n_q].transpose(1, 2), kc[:, :, :end], vc[:, :, :end],
@@ -310,8 +310,11 @@ class LeanDecoder:
         eos_mask = torch.isin(torch.arange(logits.shape[-1], device=device), eos)  # [V]
         out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)  # [B, max_new]
         unfinished = torch.ones(B, dtype=torch.long, device=device)
+        rows = torch.arange(B, device=device)  # the batch rows still run through the model (sorted)
         steps = 0
         while True:
+            # every row is sampled, finished ones too (their draws are thrown away), so the RNG
+            # advances exactly as in generate()
             scores = process_scores(logits, steps, greedy, temperature, top_k, top_p, min_new_tokens, eos_mask)
             tok = next_tokens(scores, greedy) * unfinished + pad_id * (1 - unfinished)  # [B]
             out[:, steps] = tok
@@ -319,7 +322,30 @@ class LeanDecoder:
             unfinished = unfinished & ~torch.isin(tok, eos)
             if steps >= max_new_tokens or unfinished.max() == 0:
                 break
+            if len(rows) > MIN_ROWS and int(unfinished.sum()) <= len(rows) // 2:
+                keep = compact_rows(rows, unfinished.nonzero().squeeze(1))  # positions in ``rows`` to keep
+                rows, pos, full_mask = rows[keep], pos[keep], full_mask[keep]
+                cache = [(kc[keep], vc[keep]) for kc, vc in cache]
             pos = pos + 1
-            step_mask = full_mask[:, None, None, :P + steps] if padded else None  # [B, 1, 1, P+steps]
-            logits = self._forward(blocks, tok[:, None], pos, P + steps - 1, cache, step_mask)
+            step_mask = full_mask[:, None, None, :P + steps] if padded else None  # [R, 1, 1, P+steps]
+            new = self._forward(blocks, tok[rows, None], pos, P + steps - 1, cache, step_mask)  # [R, V]
+            if len(rows) == B:
+                logits = new
+            else:  # stopped rows keep their last logits: only their (discarded) draws read them
+                logits[rows] = new
         return out[:, :steps]
+
+
+# Rows that have stopped are dropped from the model's batch, but it keeps at least this many: MKL
+# rounds a GEMM row the same whatever the number of rows from 4 up (not below), and the attention
+# treats every row on its own, so the rows still running get exactly generate()'s values.
+MIN_ROWS = 8
+
+
+def compact_rows(rows: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+    """Positions in ``rows`` (sorted batch rows) to keep: every row in ``live``, topped up to MIN_ROWS."""
+    is_live = torch.isin(rows, live)  # [R]
+    keep = is_live.nonzero().squeeze(1)
+    if len(keep) < MIN_ROWS:  # fill with stopped rows so that the batch does not shrink below MIN_ROWS
+        keep = torch.cat([keep, (~is_live).nonzero().squeeze(1)[: MIN_ROWS - len(keep)]]).sort().values
+    return keep

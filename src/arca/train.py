@@ -20,6 +20,7 @@ checkpoint and ends identical to an uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -351,6 +352,33 @@ def shuffled_rewards(rewards: torch.Tensor, seed: int, step: int) -> torch.Tenso
 
 
 # ----------------------------------------------------------------------------- one step
+class PhaseClock:
+    """Seconds spent in named phases of the update (forward, backward, reference, optimizer).
+
+    On CUDA each phase starts and ends with a synchronize, so it is timed by its own kernels and
+    not by those queued before it.
+    """
+
+    def __init__(self, device: torch.device):
+        self.sync = device.type == "cuda"
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        if self.sync:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.sync:
+                torch.cuda.synchronize()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+UPDATE_PHASES = ("forward", "backward", "reference", "optimizer")
+
+
 def _check_finite(t: torch.Tensor, mask: torch.Tensor, what: str, step: int) -> None:
     if not torch.isfinite(t[mask > 0]).all():
         raise NonFiniteError(f"step {step}: non-finite {what} in the training forward pass; stopping (last checkpoint kept)")
@@ -383,29 +411,38 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
     if torch.cuda.is_available():  # hand the generation's KV cache back before the update
         torch.cuda.empty_cache()
     t1 = time.perf_counter()
+    clock = PhaseClock(next(model.parameters()).device)
     model.train()  # scoring passes in train mode: LoRA dropout active, as in the author's code
     opt.zero_grad(set_to_none=True)
     N, mb = len(r), cfg.train.micro_batch_prompts * K
     need_ref = method.needs_reference_pass
     need_ent = bool(method.needs & credit_lib.NEEDS_ENTROPIES)
     # A step-wide statistic over several micro-batches needs every entropy before the first loss.
-    step_ents = step_entropies(model, r, mb) if credit_lib.STEP_ENTROPIES in method.needs and N > mb else None
+    step_ents = None
+    if credit_lib.STEP_ENTROPIES in method.needs and N > mb:
+        with clock.phase("forward"):
+            step_ents = step_entropies(model, r, mb)
     loss_total, all_w, all_m, fallbacks, surprisal, residual = 0.0, [], [], [], [], []
     for s in range(0, N, mb):
         part = r.select(slice(s, s + mb))
-        ref = reference_scores(model, part, credit_lib.REF_LOGPROBS in method.needs) if need_ref else None
-        pol = policy_scores(model, part, need_ent, credit_lib.HIDDEN in method.needs,
-                            want_lora_delta=credit_lib.LORA_DELTA in method.needs)
-        mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
-        _check_finite(pol.logprobs.detach(), mask, "log-probs", step + 1)
-        dec = labels.decisive[s:s + mb] if labels is not None and credit_lib.LABELS in method.needs else None
-        inputs = _inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents, decisive=dec)
-        w, fb = credit_lib.token_weights(cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [b, T], [b]
-        w_loss = credit_lib.loss_weights(w, mask, cfg.credit.normalization)  # [b, T]
-        loss = weighted_pg_loss(pol.logprobs, w_loss, mask, adv[s:s + mb].to(w.device), n_total=N)
+        ref = None
+        if need_ref:
+            with clock.phase("reference"):
+                ref = reference_scores(model, part, credit_lib.REF_LOGPROBS in method.needs)
+        with clock.phase("forward"):
+            pol = policy_scores(model, part, need_ent, credit_lib.HIDDEN in method.needs,
+                                want_lora_delta=credit_lib.LORA_DELTA in method.needs)
+            mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
+            _check_finite(pol.logprobs.detach(), mask, "log-probs", step + 1)
+            dec = labels.decisive[s:s + mb] if labels is not None and credit_lib.LABELS in method.needs else None
+            inputs = _inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents, decisive=dec)
+            w, fb = credit_lib.token_weights(cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [b, T], [b]
+            w_loss = credit_lib.loss_weights(w, mask, cfg.credit.normalization)  # [b, T]
+            loss = weighted_pg_loss(pol.logprobs, w_loss, mask, adv[s:s + mb].to(w.device), n_total=N)
         if not torch.isfinite(loss.detach()):
             raise NonFiniteError(f"step {step + 1}: non-finite loss; stopping (last checkpoint kept)")
-        loss.backward()
+        with clock.phase("backward"):
+            loss.backward()
         loss_total += float(loss.detach())
         all_w.append(w.detach().cpu()); all_m.append(mask.cpu()); fallbacks.append(fb.cpu())
         surprisal.append((-pol.logprobs.detach() * mask).sum().cpu() / mask.sum().clamp(min=1).cpu())
@@ -414,12 +451,13 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
             residual.append(res.cpu())
         elif credit_lib.LORA_DELTA in method.needs:
             residual.append(credit_lib.arca_layers_signal(inputs)[mask > 0].cpu())
-    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip)
-    if not torch.isfinite(grad_norm):
-        raise NonFiniteError(f"step {step + 1}: non-finite gradient norm; stopping (last checkpoint kept)")
-    lr = sched.get_last_lr()[0]
-    opt.step()
-    sched.step()
+    with clock.phase("optimizer"):
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip)
+        if not torch.isfinite(grad_norm):
+            raise NonFiniteError(f"step {step + 1}: non-finite gradient norm; stopping (last checkpoint kept)")
+        lr = sched.get_last_lr()[0]
+        opt.step()
+        sched.step()
     t_upd = time.perf_counter() - t1
 
     W = _pad_cat(all_w); M = _pad_cat(all_m)  # [N, T]
@@ -434,6 +472,7 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
         "gen_seconds": t_gen,
         "update_seconds": t_upd,
         "step_seconds": time.perf_counter() - t0,
+        **{f"{phase}_seconds": clock.seconds.get(phase, 0.0) for phase in UPDATE_PHASES},
         "completion_len_mean": float(M.sum(dim=1).mean()),
         "surprisal_mean": float(torch.stack(surprisal).mean()),
         "gini": nanmean(gini(W, M)),
@@ -452,7 +491,7 @@ def _pad_cat(rows: list[torch.Tensor]) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- the loop
-TIMING_KEYS = ("gen_seconds", "update_seconds", "step_seconds")
+TIMING_KEYS = ("gen_seconds", "update_seconds", "step_seconds", *(f"{phase}_seconds" for phase in UPDATE_PHASES))
 
 
 def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after: int | None = None) -> RunState:
