@@ -151,6 +151,17 @@ def test_lean_decoder_without_padding_and_in_uneven_batches(request, arch):
     assert_same(*run_both(model, tok, PROMPTS, 4, "paper_sampling", batch_size=3))
 
 
+def test_stopped_rows_leave_the_batch_with_the_same_tokens(qwen3, monkeypatch):
+    import arca.decode as dec
+
+    model, tok = qwen3
+    kept, compact = [], dec.compact_rows
+    monkeypatch.setattr(dec, "compact_rows", lambda rows, live: kept.append(len(live)) or compact(rows, live))
+    assert_same(*run_both(model, tok, PROMPTS * 3, 4, "paper_sampling"))  # 60 rows
+    assert_same(*run_both(model, tok, PROMPTS * 4, 1, "greedy"))
+    assert kept and min(kept) < dec.MIN_ROWS  # the batch shrank, down to its floor of MIN_ROWS rows
+
+
 def test_the_adapter_changes_the_tokens(qwen3):
     # otherwise the adapter-on cases above would not test the LoRA arithmetic
     model, tok = qwen3
@@ -240,3 +251,40 @@ def test_config_rejects_an_unknown_decoder(tmp_path):
         load_config("configs/smoke.yaml", [f"paths.results={tmp_path}", "rollout.decoder=vllm"])
     with pytest.raises(ValueError, match="rollout.decoder"):
         TransformersGenerator(None, char_tokenizer(["1"]), decoder="fast")
+
+
+# ----------------------------------------------------------------------------- the reference pass
+@pytest.mark.parametrize("arch", ["qwen3", "llama"])
+@pytest.mark.parametrize("max_new_tokens, forced", [(8, False), (32, False), (32, True), (70, True)])
+def test_shared_prompt_reference_pass_equals_the_full_pass(request, arch, max_new_tokens, forced):
+    from arca.train import _final_hidden, _shared_prompt_hidden
+
+    model, tok = request.getfixturevalue(arch)
+    prompts = [build_prompt("1" * (40 + 3 * i) + "+2") for i in range(4)]  # 40+ tokens: a shared block exists
+    gen = TransformersGenerator(model, tok, decoder="lean")
+    r = gen.generate(prompts, 4, 1.0, 0.95, max_new_tokens, seed=3, top_k=50,
+                     min_new_tokens=max_new_tokens if forced else 0)
+    model.train()  # as in the update: train mode, adapter off, no gradient
+    try:
+        with torch.inference_mode(), model.disable_adapter():
+            full = _final_hidden(model, r)  # [B, T, H]
+            shared = _shared_prompt_hidden(model, r)
+    finally:
+        model.eval()
+    assert shared is not None and torch.equal(shared, full)
+
+
+def test_shared_prefix_follows_the_attention_query_blocks():
+    from arca.decode import flash_query_block, shared_prefix_length
+
+    def blocks(start, n):
+        b = min(flash_query_block(n), n)
+        return [(start + i, min(start + i + b, start + n)) for i in range(0, n, b)]
+
+    for prompt_len in range(1, 260, 7):
+        for seq_len in range(prompt_len + 1, prompt_len + 600, 13):
+            q0 = shared_prefix_length(prompt_len, seq_len)
+            assert 0 <= q0 < prompt_len
+            if q0:  # the two passes cut the queries exactly as the full pass
+                assert blocks(0, q0) + blocks(q0, seq_len - q0) == blocks(0, seq_len)
+    assert shared_prefix_length(68, 115) == 64  # the default model's training step

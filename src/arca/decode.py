@@ -239,12 +239,14 @@ class LeanDecoder:
                 projection(mlp.gate_proj), projection(mlp.up_proj), projection(mlp.down_proj), mlp.act_fn))
         return out
 
-    def _forward(self, blocks: list[Block], ids: torch.Tensor, pos: torch.Tensor, start: int,
-                 cache: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor | None) -> torch.Tensor:
-        """Run tokens ``ids`` [B, S] at cache positions start..start+S-1; returns last-position logits [B, V] fp32.
+    def _hidden(self, blocks: list[Block], ids: torch.Tensor, pos: torch.Tensor, start: int,
+                cache: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor | None,
+                kv_end: int | None = None) -> torch.Tensor:
+        """Final hidden states [B, S, H] (after the last norm) of tokens ``ids`` [B, S] at positions ``pos``.
 
-        Writes their keys and values into ``cache`` and attends over the first start+S entries;
-        ``mask`` is the [B, 1, S, start+S] additive mask (0 or -inf, see ``additive``) or None (causal, no padding).
+        Their keys and values go into ``cache`` at start..start+S-1, and they attend over the first
+        ``kv_end`` (default start+S) entries; ``mask`` is the [B, 1, S, kv_end] additive mask (0 or
+        -inf, see ``additive``) or None (causal, no padding).
         """
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -253,6 +255,7 @@ class LeanDecoder:
         cos, sin = rotary_tables(*lm.model.rotary_emb(h, pos))  # [B, S, 1, D] each
         B, S = ids.shape
         end = start + S
+        kv_end = end if kv_end is None else kv_end
         n_q = self.n_heads
         for blk, (kc, vc) in zip(blocks, cache):
             x = rms_norm(h, blk.ln1, self.eps)
@@ -263,14 +266,58 @@ class LeanDecoder:
             qk = rotate(qk, cos, sin)
             kc[:, :, start:end] = qk[:, :, n_q:].transpose(1, 2)
             vc[:, :, start:end] = blk.v(x).view(B, S, -1, self.head_dim).transpose(1, 2)
-            a, _ = sdpa_attention_forward(blk.attn, qk[:, :, :n_q].transpose(1, 2), kc[:, :, :end], vc[:, :, :end],
-                                          mask, dropout=0.0, scaling=blk.attn.scaling)  # [B, S, heads, D]
+            a, _ = sdpa_attention_forward(blk.attn, qk[:, :, :n_q].transpose(1, 2), kc[:, :, :kv_end],
+                                          vc[:, :, :kv_end], mask, dropout=0.0, scaling=blk.attn.scaling)  # [B, S, heads, D]
             h = h + blk.o(a.reshape(B, S, -1))
             x = rms_norm(h, blk.ln2, self.eps)
             h = h + blk.down(blk.act(blk.gate(x)) * blk.up(x))
-        h = rms_norm(h, lm.model.norm.weight, self.eps)  # [B, S, H]
-        head = lm.lm_head
+        return rms_norm(h, lm.model.norm.weight, self.eps)  # [B, S, H]
+
+    def _forward(self, blocks: list[Block], ids: torch.Tensor, pos: torch.Tensor, start: int,
+                 cache: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor | None) -> torch.Tensor:
+        """``_hidden``, then the logits of the last position [B, V] in fp32 (generate()'s ``logits_to_keep=1``)."""
+        h = self._hidden(blocks, ids, pos, start, cache, mask)
+        head = self.lm.lm_head
         return F.linear(h[:, -1:, :], head.weight, head.bias)[:, -1].to(torch.float32)  # [B, V]
+
+    def _cache(self, rows: int, length: int, like: torch.Tensor, n_blocks: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [tuple(like.new_zeros(rows, self.n_kv, length, self.head_dim) for _ in "kv") for _ in range(n_blocks)]
+
+    @torch.no_grad()
+    def final_hidden(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                     completion_mask: torch.Tensor) -> torch.Tensor | None:
+        """Final hidden states [B, T, H] at the positions predicting y_1..y_T, equal to the full-sequence pass.
+
+        The full pass (``arca.train._final_hidden``) runs prompt + completion [B, S = P+T-1] with the
+        attention mask (prompt mask, completion mask) and positions cumsum(mask) - 1. Here the first
+        Q0 <= P-1 positions run once per distinct prompt (their keys cached, the later slots masked
+        as causality masks them there), the rest once per row over all S key slots. Q0 is a multiple
+        of the query block of PyTorch's CPU flash attention for S queries, so every query falls in a
+        block of the same size as in the full pass and gets the same rounding. Returns None where
+        that cannot be arranged, on GPU, and where the full pass would take another attention path
+        (no masked slot, or a single query): the caller then runs the full pass.
+        """
+        P, T = prompt_ids.shape[1], completion_ids.shape[1]
+        S = P + T - 1
+        am = torch.cat([prompt_mask.float(), completion_mask.float()], dim=1)[:, :-1].long()  # [B, S]
+        q0 = shared_prefix_length(P, S)
+        if prompt_ids.device.type != "cpu" or q0 == 0 or bool((am == 1).all()):
+            return None
+        ids = torch.cat([prompt_ids, completion_ids], dim=1)[:, :-1]  # [B, S]
+        pos = (am.cumsum(dim=1) - 1).clamp(min=0)  # [B, S]
+        blocks = self.blocks()
+        dtype = self.lm.model.embed_tokens.weight.dtype
+        causal = torch.ones(S, S, dtype=torch.bool, device=ids.device).tril()  # [S, S]
+        uniq, inverse = torch.unique(torch.cat([ids[:, :q0], am[:, :q0]], dim=1), dim=0, return_inverse=True)  # [U, 2 q0]
+        u_am = torch.cat([uniq[:, q0:].bool(), am.new_zeros(len(uniq), S - q0, dtype=torch.bool)], dim=1)  # [U, S]
+        u_pos = (uniq[:, q0:].cumsum(dim=1) - 1).clamp(min=0)  # [U, q0]
+        cache = self._cache(len(uniq), S, self.lm.model.embed_tokens.weight, len(blocks))
+        self._hidden(blocks, uniq[:, :q0], u_pos, 0, cache, additive(causal[None, None, :q0] & u_am[:, None, None], dtype),
+                     kv_end=S)  # fills the shared keys and values of positions 0..q0-1
+        cache = [(kc[inverse], vc[inverse]) for kc, vc in cache]
+        mask = additive(causal[None, None, q0:] & am.bool()[:, None, None], dtype)  # [B, 1, S-q0, S]
+        h = self._hidden(blocks, ids[:, q0:], pos[:, q0:], q0, cache, mask)  # [B, S-q0, H]
+        return h[:, P - 1 - q0:]  # [B, T, H]
 
     @torch.no_grad()
     def generate(self, ids: torch.Tensor, am: torch.Tensor, max_new_tokens: int, eos_ids: list[int], pad_id: int,
@@ -297,8 +344,7 @@ class LeanDecoder:
             causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()  # [P, P]
             mask = additive(causal[None, None] & u_am.bool()[:, None, None, :], dtype)  # [U, 1, P, P]
         L = P + max_new_tokens
-        cache = [tuple(torch.empty(len(uniq), self.n_kv, L, self.head_dim, dtype=dtype, device=device) for _ in "kv")
-                 for _ in blocks]
+        cache = self._cache(len(uniq), L, self.lm.model.embed_tokens.weight, len(blocks))
         logits = self._forward(blocks, u_ids, pos0, 0, cache, mask)  # [U, V]
         if inverse is not None:
             logits, pos0 = logits[inverse], pos0[inverse]  # [B, V], [B, P]
@@ -334,6 +380,29 @@ class LeanDecoder:
             else:  # stopped rows keep their last logits: only their (discarded) draws read them
                 logits[rows] = new
         return out[:, :steps]
+
+
+def flash_query_block(n_queries: int) -> int:
+    """Query block size of PyTorch's CPU flash attention for ``n_queries`` queries (its dispatch rule)."""
+    return 256 if n_queries >= 768 else 64 if n_queries >= 192 else 32
+
+
+def shared_prefix_length(prompt_len: int, seq_len: int) -> int:
+    """Q0: how many leading positions ``final_hidden`` runs once per prompt; 0 = none.
+
+    The full pass cuts its ``seq_len`` queries into blocks of b = ``flash_query_block(seq_len)``.
+    Q0 is the largest multiple of b below the prompt's last position for which the first pass (Q0
+    queries) and the second (the other seq_len - Q0) cut theirs into the same blocks.
+    """
+    b = min(flash_query_block(seq_len), seq_len)
+    q0 = (prompt_len - 1) // b * b
+    while q0 > 0:
+        rest = seq_len - q0
+        b_rest = min(flash_query_block(rest), rest)  # a whole block of b, or the full pass's (shorter) last one
+        if min(flash_query_block(q0), q0) == b and (b_rest == b or b_rest == rest <= b):
+            return q0
+        q0 -= b
+    return 0
 
 
 # Rows that have stopped are dropped from the model's batch, but it keeps at least this many: MKL

@@ -171,12 +171,32 @@ def step_entropies(model, r: Rollouts, mb: int, chunk: int = 1024) -> torch.Tens
     return torch.cat(out)  # [M]
 
 
+def _shared_prompt_hidden(model, r: Rollouts) -> torch.Tensor | None:
+    """``_final_hidden`` with the prompt run once per distinct prompt (no gradient; None if not possible).
+
+    ``arca.decode.LeanDecoder.final_hidden`` gives the same values bit for bit on CPU (tested)
+    with about 40% less work when K completions share each prompt; it declines other models and
+    shapes, and the full pass runs instead.
+    """
+    from arca.decode import LeanDecoder, UnsupportedModelError
+
+    try:
+        lean = LeanDecoder(model)
+    except UnsupportedModelError:
+        return None
+    device = next(model.parameters()).device
+    return lean.final_hidden(r.prompt_ids.to(device), r.prompt_mask.to(device), r.completion_ids.to(device),
+                             r.completion_mask.to(device))
+
+
 @torch.inference_mode()  # cheaper than no_grad; its outputs only feed detached credit signals
 def reference_scores(model, r: Rollouts, want_logprobs: bool, chunk: int = 1024) -> Scores:
     """The single adapter-off pass: reference log-probs and base final hidden states."""
     PASS_COUNTER["reference"] += 1
     with model.disable_adapter():
-        h = _final_hidden(model, r)  # [B, T, H]
+        h = _shared_prompt_hidden(model, r)
+        if h is None:
+            h = _final_hidden(model, r)  # [B, T, H]
         lp = None
         if want_logprobs:
             _, head = _backbone_and_head(model)
