@@ -18,7 +18,14 @@ What is measured, on the config's model and batch shape (``train.prompts_per_ste
    checkpointing like ours. Its steps are timed by a ``TrainerCallback`` (construction excluded);
    blocks of our ``uniform`` steps run inside that callback between TRL blocks (ours N, TRL N,
    repeated ``R`` times), so both see the same machine state.
-3. **Length scaling.** ``uniform`` and ``arca`` at each of ``--lengths`` completion lengths.
+3. **Sampling, lean against generate.** The step's sampling on one policy with
+   ``rollout.decoder: lean`` and ``generate``, alternating which goes first, on the same prompts
+   and seeds; completion tokens per second of each, and whether their tokens were identical.
+4. **Where the time goes.** The update split into forward, backward, the adapter-off reference
+   pass and the optimizer (``train_step``'s phase clocks); a FLOP count of each part of a step
+   (``step_flops``) against the matmul throughput measured in the same run, at the model's own
+   shapes and at 1024 x 1024 x 1024.
+5. **Length scaling.** ``uniform`` and ``arca`` at each of ``--lengths`` completion lengths.
 
 Writes ``<out_dir>/bench/summary.json`` and ``summary.md`` and prints the table.
 """
@@ -36,10 +43,12 @@ import torch
 
 from arca import credit as credit_lib
 from arca.config import Config, from_dict, to_dict
+from arca.train import UPDATE_PHASES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 5
+PHASE_KEYS = tuple(f"{phase}_seconds" for phase in UPDATE_PHASES)  # the update's parts
 DEFAULT_LENGTHS = "64,128,256"
 DEFAULT_BLOCKS = 3  # R: ours-N / TRL-N blocks
 LENGTH_STEPS = 2  # timed steps per method and length (after one warm-up)
@@ -190,6 +199,7 @@ class OurRunner:
         tokens = m["completion_len_mean"] * len(problems) * self.cfg.rollout.k
         return {
             "gen_seconds": m["gen_seconds"], "update_seconds": m["update_seconds"], "step_seconds": m["step_seconds"],
+            **{k: m[k] for k in PHASE_KEYS},
             "tokens": tokens, "tokens_per_second": tokens / m["step_seconds"],
             "peak_mem_mb": mem.peak_mb, "mem_start_mb": mem.start_mb,
             "reference_passes": PASS_COUNTER["reference"] - passes, "threads": torch.get_num_threads(),
@@ -197,7 +207,8 @@ class OurRunner:
 
 
 def _summarize(rows: list[dict]) -> dict:
-    keys = ("gen_seconds", "update_seconds", "step_seconds", "tokens_per_second", "peak_mem_mb", "reference_passes")
+    keys = ("gen_seconds", "update_seconds", "step_seconds", *PHASE_KEYS, "tokens_per_second", "peak_mem_mb",
+            "reference_passes")
     out = {k: _median([r.get(k) for r in rows]) for k in keys} | {"n": len(rows)}
     # growth over the memory in use when the step began (on CPU the process RSS also holds the other
     # methods' models and the allocator's cache, so the growth is the more telling number there)
@@ -288,6 +299,139 @@ def run_trl(cfg: Config, device: torch.device, step_problems: list[list[dict]], 
     return timed[1:]
 
 
+# ----------------------------------------------------------------------------- sampling: lean vs generate
+def compare_decoders(cfg: Config, device: torch.device, step_problems: list[list[dict]], reps: int) -> dict:
+    """The step's sampling with ``rollout.decoder`` lean and generate on one fresh policy, interleaved.
+
+    One untimed round, then ``reps`` rounds; the decoder that goes first alternates. Both get the
+    same prompts and seed in a round, so their tokens should be identical (``identical``).
+    """
+    from arca.models import load_policy
+    from arca.prompts import build_prompt
+    from arca.rollout import TransformersGenerator
+
+    torch.manual_seed(cfg.train.seed)
+    model, tok = load_policy(cfg)
+    r = cfg.rollout
+    gens = {d: TransformersGenerator(model, tok, r.batch_size, cfg.data.max_prompt_tokens, r.completion_mask, d)
+            for d in ("generate", "lean")}
+    seconds: dict[str, list[float]] = {d: [] for d in gens}
+    tokens: list[float] = []
+    identical = True
+    for i in range(reps + 1):
+        prompts = [build_prompt(p["problem"]) for p in step_problems[i]]
+        out = {}
+        for d in (("generate", "lean") if i % 2 else ("lean", "generate")):
+            t0 = time.perf_counter()
+            out[d] = gens[d].generate(prompts, r.k, r.temperature, r.top_p, r.max_new_tokens, seed=cfg.train.seed + i,
+                                      top_k=r.top_k, min_new_tokens=r.min_new_tokens)
+            if i > 0:
+                seconds[d].append(time.perf_counter() - t0)
+        identical &= torch.equal(out["generate"].completion_ids, out["lean"].completion_ids)
+        if i > 0:
+            tokens.append(float(out["lean"].completion_mask.sum()))
+    med = {d: _median(v) for d, v in seconds.items()}
+    tok_med = _median(tokens)
+    return {"seconds": med, "tokens_per_second": {d: tok_med / v for d, v in med.items()},
+            "speedup": _ratio(med["generate"], med["lean"]), "identical": bool(identical), "reps": reps,
+            "raw": seconds}
+
+
+# ----------------------------------------------------------------------------- FLOPs and the hardware
+def matmul_gflops(device: torch.device, m: int, k: int, n: int, reps: int = 5) -> float:
+    """Measured float32 GFLOP/s of an [m, k] x [k, n] matmul on ``device`` (best of ``reps`` timed runs)."""
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    best = float("inf")
+    for i in range(reps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i > 0:  # the first run warms up
+            best = min(best, time.perf_counter() - t0)
+    return 2 * m * k * n / best / 1e9
+
+
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def step_flops(mc, rank: int, targets: list[str], n: int, u: int, p: int, t: int, q0: int) -> dict[str, float]:
+    """Arithmetic of one step in FLOPs (2 per multiply-add) for a Llama/Qwen3 config ``mc``.
+
+    ``n`` completions of ``t`` tokens after prompts ``p`` tokens wide, ``u`` distinct prompts, the
+    reference pass sharing the first ``q0`` positions per prompt. Per token: the projections
+    (2 * in * out each, LoRA 2 * rank * (in + out) on ``targets``), attention 4 * heads * head_dim
+    per key attended (QK and PV, causal), the LM head 2 * hidden * vocab where logits are taken.
+    Sampling (lean decoder): the prompt once per distinct prompt, then t - 1 steps of n rows.
+    Forward: the gradient pass over the n x (p + t - 1) sequence, head on the t completion
+    positions. Backward: input gradients of every matmul (base weights are frozen) plus the LoRA
+    weight gradients, attention twice its forward. Reference: the adapter-off pass, no LoRA and
+    no head (ARCA). Masked padding counts as work, as the kernels do it.
+    """
+    hd = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
+    h, i, layers, v = mc.hidden_size, mc.intermediate_size, mc.num_hidden_layers, mc.vocab_size
+    shapes = {"q_proj": (h, mc.num_attention_heads * hd), "k_proj": (h, mc.num_key_value_heads * hd),
+              "v_proj": (h, mc.num_key_value_heads * hd), "o_proj": (mc.num_attention_heads * hd, h),
+              "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    base = 2 * layers * sum(a * b for a, b in shapes.values())  # per token
+    lora = 2 * layers * sum(rank * (a + b) for name, (a, b) in shapes.items() if name in targets)
+    per_key = 4 * layers * mc.num_attention_heads * hd
+    head = 2 * h * v
+    s = p + t - 1
+
+    def causal_keys(first: int, last: int) -> int:  # keys attended by the queries at positions first..last-1
+        return sum(q + 1 for q in range(first, last))
+
+    sampling = (u * p * (base + lora) + u * causal_keys(0, p) * per_key + n * (t - 1) * (base + lora)
+                + n * causal_keys(p, s) * per_key + (u + n * (t - 1)) * head)
+    attention = n * causal_keys(0, s) * per_key
+    forward = n * s * (base + lora) + attention + n * t * head
+    backward = n * s * (base + 2 * lora) + 2 * attention + n * t * head
+    reference = (u * q0 + n * (s - q0)) * base + (u * causal_keys(0, q0) + n * causal_keys(q0, s)) * per_key
+    return {"sampling": float(sampling), "forward": float(forward), "backward": float(backward),
+            "reference": float(reference)}
+
+
+def hardware_summary(cfg: Config, device: torch.device, medians: dict, step_problems: list[list[dict]],
+                     sampling_seconds: float | None = None) -> dict:
+    """FLOPs of each part of a step, their measured seconds and the matmul throughput of this machine.
+
+    Sampling is timed by ``sampling_seconds`` (the lean decoder alone) when given, else by uniform's
+    generation time; forward and backward by uniform's steps, the reference pass by ARCA's.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from arca.decode import shared_prefix_length
+    from arca.models import finish_tokenizer
+    from arca.prompts import build_prompt
+
+    mc = AutoConfig.from_pretrained(cfg.base_dir)
+    tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
+    n, t = cfg.train.prompts_per_step * cfg.rollout.k, cfg.rollout.max_new_tokens
+    widths = [max(len(tok(build_prompt(q["problem"]), add_special_tokens=False)["input_ids"]) for q in probs)
+              for probs in step_problems]
+    p = int(statistics.median(widths))
+    u = int(statistics.median(len({q["id"] for q in probs}) for probs in step_problems))
+    q0 = shared_prefix_length(p, p + t - 1)
+    flops = step_flops(mc, top_rank(cfg), list(cfg.lora.target_modules), n, u, p, t, q0)
+    uni, arca = medians.get("uniform", {}), medians.get("arca", {})
+    seconds = {"sampling": sampling_seconds or uni.get("gen_seconds"), "forward": uni.get("forward_seconds"),
+               "backward": uni.get("backward_seconds"), "reference": arca.get("reference_seconds")}
+    peak = {"model_shape": matmul_gflops(device, n * (p + t - 1), mc.hidden_size, mc.intermediate_size),
+            "square_1024": matmul_gflops(device, 1024, 1024, 1024)}
+    best = max(peak.values())
+    parts = {}
+    for name, f in flops.items():
+        sec = seconds.get(name)
+        rate = f / sec / 1e9 if sec else None
+        parts[name] = {"gflop": f / 1e9, "seconds": sec, "gflops_per_s": rate,
+                       "fraction_of_matmul": rate / best if rate else None}
+    return {"prompt_tokens": p, "distinct_prompts": u, "completions": n, "completion_tokens": t,
+            "shared_prefix": q0, "matmul_gflops": peak, "parts": parts}
+
+
 # ----------------------------------------------------------------------------- the step
 def machine_info(device: torch.device) -> dict:
     import importlib.metadata as md
@@ -354,6 +498,12 @@ def bench(cfg: Config, steps: int = DEFAULT_STEPS, lengths: list[int] | None = N
     ratio = {m: _ratio(v["step_seconds"], base.get("step_seconds")) for m, v in medians.items()}
     upd_ratio = {m: _ratio(v["update_seconds"], base.get("update_seconds")) for m, v in medians.items()}
 
+    # sampling, lean against generate; where the time goes
+    uni_cfg = bench_config(cfg, "uniform", rank, L)
+    decoders = compare_decoders(uni_cfg, device, problems, steps) if cfg.rollout.backend == "transformers" else None
+    hardware = hardware_summary(uni_cfg, device, medians, problems[1:steps + 1],
+                                decoders["seconds"]["lean"] if decoders else None)
+
     # 2. TRL peer, in blocks interleaved with our uniform
     trl_out: dict[str, Any] | None = None
     if trl:
@@ -394,7 +544,10 @@ def bench(cfg: Config, steps: int = DEFAULT_STEPS, lengths: list[int] | None = N
         "medians": medians,
         "trl": {k: v for k, v in trl_out.items() if k != "raw"} if trl_out else None,
         "length_scaling": scaling,
-        "raw": {"methods": raw_methods, "trl": trl_out["raw"] if trl_out else None},
+        "sampling": {k: v for k, v in decoders.items() if k != "raw"} if decoders else None,
+        "hardware": hardware,
+        "raw": {"methods": raw_methods, "trl": trl_out["raw"] if trl_out else None,
+                "sampling": decoders["raw"] if decoders else None},
         "machine": machine_info(device),
         "settings": {
             "config": cfg.name, "steps": steps, "warmup_steps": 1, "trl_blocks": blocks, "lengths": lengths,
@@ -434,6 +587,31 @@ def format_table(s: dict) -> str:
                      f"{_f(v['tokens_per_second'], '{:.0f}')} | {_f(v['peak_mem_mb'], '{:.0f}')} | "
                      f"{_f(v['peak_mem_growth_mb'], '{:.0f}')} | {_f(v['reference_passes'], '{:.0f}')} | {_f(s['ratio_vs_uniform'].get(m))} | "
                      f"{_f(s['update_ratio_vs_uniform'].get(m))} |")
+    lines += ["", "Update split (median seconds; the rest of the step is grading, labels and bookkeeping):", "",
+              "| method | forward | backward | adapter-off reference | optimizer | update |", "|---|---:|---:|---:|---:|---:|"]
+    for m, v in s["medians"].items():
+        lines.append(f"| {m} | {_f(v.get('forward_seconds'))} | {_f(v.get('backward_seconds'))} | "
+                     f"{_f(v.get('reference_seconds'))} | {_f(v.get('optimizer_seconds'), '{:.3f}')} | {_f(v['update_seconds'])} |")
+    if s.get("sampling"):
+        d = s["sampling"]
+        lines += ["", f"Sampling of one step ({st['completions_per_step']} completions x {st['max_new_tokens']} tokens), "
+                      f"`rollout.decoder` lean against generate, {d['reps']} interleaved rounds, tokens identical: "
+                      f"**{'yes' if d['identical'] else 'NO'}**:", "",
+                  "| decoder | seconds | completion tokens/s | x generate |", "|---|---:|---:|---:|"]
+        for name in ("generate", "lean"):
+            lines.append(f"| {name} | {_f(d['seconds'][name])} | {_f(d['tokens_per_second'][name], '{:.0f}')} | "
+                         f"{_f(_ratio(d['seconds']['generate'], d['seconds'][name]))} |")
+    if s.get("hardware"):
+        hw = s["hardware"]
+        mm = hw["matmul_gflops"]
+        lines += ["", f"Arithmetic of one step (prompts {hw['prompt_tokens']} tokens wide, {hw['distinct_prompts']} distinct, "
+                      f"reference pass sharing the first {hw['shared_prefix']} positions) against this machine's float32 "
+                      f"matmul: {_f(mm['model_shape'], '{:.1f}')} GFLOP/s at the model's MLP shape, "
+                      f"{_f(mm['square_1024'], '{:.1f}')} GFLOP/s at 1024 x 1024 x 1024:", "",
+                  "| part | GFLOP | seconds | GFLOP/s | of the best matmul rate |", "|---|---:|---:|---:|---:|"]
+        for name, v in hw["parts"].items():
+            lines.append(f"| {name} | {_f(v['gflop'])} | {_f(v['seconds'])} | {_f(v['gflops_per_s'], '{:.1f}')} | "
+                         f"{_f(v['fraction_of_matmul'] * 100 if v['fraction_of_matmul'] else None, '{:.0f}%')} |")
     if s.get("trl"):
         t = s["trl"]
         lines += [

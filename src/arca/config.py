@@ -178,6 +178,8 @@ class EvalConfig:
     top_p: float = 0.95
     top_k: int = 50  # as rollout.top_k, for the pass@k samples (greedy ignores it)
     max_new_tokens: int = 48
+    # completions per batch in ``evaluate`` and the probe (the learning curve samples with the
+    # training generator, rollout.batch_size); a different size draws different samples
     batch_size: int = 64
     grader_timeout: float = 5.0
     grader_workers: int = 1

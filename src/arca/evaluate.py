@@ -151,7 +151,7 @@ def probe_main(cfg: Config, args) -> None:
     model, tok = load_base_model(cfg)
     if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(cfg.train.threads)
-    rows = sample_probe(cfg, make_generator(cfg, model, tok), probe_problems(cfg))
+    rows = sample_probe(cfg, make_generator(cfg, model, tok, cfg.eval.batch_size), probe_problems(cfg))
     write_jsonl(Path(probe_output(cfg)), rows)
     log.info("probe: %d rollouts of %d problems, mean reward %.3f", len(rows), cfg.eval.probe_problems,
              sum(r["reward"] for r in rows) / max(1, len(rows)))
@@ -296,7 +296,7 @@ def evaluate_main(cfg: Config, args) -> None:
         trainable = count_trainable(model)
     if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(cfg.train.threads)
-    generator = make_generator(run_cfg, model, tok)
+    generator = make_generator(run_cfg, model, tok, cfg.eval.batch_size)
 
     def grader(golds, completions):
         return grade_both(golds, completions, timeout=cfg.eval.grader_timeout, workers=cfg.eval.grader_workers)
