@@ -92,13 +92,13 @@ def llama():
 
 
 SETTINGS = {
-    "greedy": dict(greedy=True),
-    "paper_sampling": dict(temperature=1.0, top_p=0.95, top_k=50, seed=11),
-    "no_filters": dict(temperature=1.0, top_p=1.0, top_k=0, seed=12),
-    "hot_top_k": dict(temperature=1.7, top_p=0.8, top_k=5, seed=13),
-    "cold": dict(temperature=0.4, top_p=0.95, top_k=50, seed=14),
-    "min_new_tokens": dict(temperature=1.0, top_p=0.95, top_k=50, seed=15, min_new_tokens=9),
-    "greedy_min_new_tokens": dict(greedy=True, min_new_tokens=12),
+    "greedy": {"greedy": True},
+    "paper_sampling": {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "seed": 11},
+    "no_filters": {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 12},
+    "hot_top_k": {"temperature": 1.7, "top_p": 0.8, "top_k": 5, "seed": 13},
+    "cold": {"temperature": 0.4, "top_p": 0.95, "top_k": 50, "seed": 14},
+    "min_new_tokens": {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "seed": 15, "min_new_tokens": 9},
+    "greedy_min_new_tokens": {"greedy": True, "min_new_tokens": 12},
 }
 
 
@@ -162,6 +162,29 @@ def test_stopped_rows_leave_the_batch_with_the_same_tokens(qwen3, monkeypatch):
     assert kept and min(kept) < dec.MIN_ROWS  # the batch shrank, down to its floor of MIN_ROWS rows
 
 
+@pytest.mark.parametrize("setting", ["greedy", "paper_sampling", "hot_top_k"])
+def test_bfloat16_base_with_float32_adapter(setting):
+    # peft keeps adapters in float32 over a bf16 base (input cast up, sum cast back), here with a
+    # scaling that is not a power of two (lora_alpha 12, rank 4)
+    import peft
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = char_tokenizer(["0123456789+-=,. \\boxed{}"])
+    torch.manual_seed(2)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         attn_implementation="sdpa")
+    base = LlamaForCausalLM(config).to(torch.bfloat16)
+    with torch.no_grad():
+        base.model.embed_tokens.weight[tok.eos_token_id] *= 6
+    model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=12, target_modules=["q_proj", "v_proj", "down_proj"]))
+    model.eval()
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
+    random_lora_b(model, seed=2)
+    assert_same(*run_both(model, tok, PROMPTS, 1 if setting == "greedy" else 4, setting))
+
+
 def test_the_adapter_changes_the_tokens(qwen3):
     # otherwise the adapter-on cases above would not test the LoRA arithmetic
     model, tok = qwen3
@@ -194,8 +217,12 @@ def test_lean_decoder_follows_the_current_weights(qwen3):
 def hf_processors(V, n_generated, min_new_tokens, eos, temperature, top_k, top_p):
     """transformers' own processors, built the way generate() builds them for these settings."""
     from transformers import LogitsProcessorList
-    from transformers.generation.logits_process import (MinNewTokensLengthLogitsProcessor, TemperatureLogitsWarper,
-                                                        TopKLogitsWarper, TopPLogitsWarper)
+    from transformers.generation.logits_process import (
+        MinNewTokensLengthLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     procs = LogitsProcessorList()
     if min_new_tokens > 0:

@@ -1,32 +1,38 @@
-"""Lean batched decoding (``rollout.decoder: lean``): ``generate``'s sampling without its per-token overhead.
+"""Lean batched decoding (``rollout.decoder: lean``): ``generate``'s tokens without its per-token overhead.
 
-For the small models of this benchmark almost all of ``model.generate``'s time is per-token
-Python and framework work (logits processors, stopping criteria, input preparation, attention-mask
-building, peft's module dispatch), not arithmetic. ``LeanDecoder`` runs the same computation as a
-plain loop over the decoder's weights:
+For the small models of this benchmark most of ``model.generate``'s time is per-token Python and
+framework work (logits processors, stopping criteria, input preparation, attention-mask building,
+peft's module dispatch), not arithmetic. ``LeanDecoder`` runs the same computation as a plain
+loop over the decoder's weights, and rounds every number as ``generate`` does:
 
-- **Same arithmetic, op for op.** Every projection is ``F.linear(x, W)`` plus, per active LoRA
-  adapter, ``F.linear(F.linear(x, A), B) * scaling`` (peft's ``Linear.forward``; eval mode, so no
-  dropout); RMSNorm, rotary embedding (the model's own module), the attention call (transformers'
-  own ``sdpa_attention_forward`` with the same boolean mask, or none when no row is padded) and
-  the residual stream follow the Llama/Qwen3 modeling code. Position ids are ``cumsum(mask) - 1``
-  (0 on left padding), then one more per step; the logits of the last position are read in fp32.
-- **Same sampling.** Each step applies, in ``generate``'s order: EOS at ``-inf`` while fewer than
-  ``min_new_tokens`` tokens exist (greedy too), then for sampling temperature, top-k, top-p
+- **Same arithmetic.** Each projection is ``F.linear(x, W)`` plus, per active LoRA adapter,
+  ``(x A^T) B^T * scaling`` added as peft adds it (eval mode: no dropout). For a power-of-two
+  scaling (the default lora_alpha = 2 * rank) the last multiply-add is one ``addmm``, which rounds
+  the same since the scaling is exact. RMSNorm, the model's own rotary module, transformers' own
+  ``sdpa_attention_forward`` and the residual stream follow the Llama/Qwen3 code; the boolean
+  mask is passed as the 0/-inf mask SDPA would make of it, and rotate_half's sign is folded into
+  sin (``(-a) * b == a * (-b)``). Positions are ``cumsum(mask) - 1`` (0 on left padding), then one
+  more per step; the last position's logits are read in fp32.
+- **Same sampling.** Each step applies, in ``generate``'s order: EOS at -inf while fewer than
+  ``min_new_tokens`` tokens exist (greedy too), then, when sampling, temperature, top-k and top-p
   (``min_tokens_to_keep`` 1); then ``argmax`` or ``torch.multinomial(softmax(scores), 1)`` over
-  the whole batch, finished rows included, so the global RNG advances exactly as in ``generate``.
-  A row stops at its first EOS and is padded with ``pad_id`` after it; the loop ends when every
-  row has stopped or ``max_new_tokens`` exist.
-- **Less work.** The KV cache is preallocated (``[B, kv_heads, P + max_new_tokens, D]`` per layer)
-  and read as a view of the current length; the prompt is run once per distinct prompt and its
-  cache copied to the K rows that share it (the K samples of a GRPO group).
+  every row, stopped rows included, so the global RNG advances as in ``generate``. A row stops at
+  its first EOS and is padded with ``pad_id`` after it; the loop ends when every row has stopped
+  or ``max_new_tokens`` exist.
+- **Less work.** The KV cache is preallocated and read as a view of the current length; the
+  prompt runs once per distinct prompt, its cache copied to the K rows sharing it; rows that have
+  stopped leave the model's batch (``MIN_ROWS`` stay). ``final_hidden`` gives the training step's
+  adapter-off reference pass the same saving on the prompt.
 
-So on the same machine the output equals ``model.generate``'s token for token, greedy and sampled
-under the same seed (``tests/test_decode.py`` checks it with and without a LoRA adapter, with left
-padding, min_new_tokens, every filter, and Llama and Qwen3 blocks). Supported: Llama and Qwen3
-decoder-only models (the pretrained-here model, SmolLM2, Qwen3-1.7B-Base) with SDPA attention, full
-attention in every layer, plain LoRA adapters, and no generation-config processor beyond the ones
-above; anything else is refused at construction with a message naming ``rollout.decoder``.
+Row results do not depend on how many rows a matmul has (from 4 rows up, on MKL) nor on which
+other rows are in the batch, so the output equals ``model.generate``'s token for token on CPU,
+greedy and sampled under the same seed: ``tests/test_decode.py`` checks it with and without a
+LoRA adapter, with and without left padding, stopped rows, min_new_tokens, every filter, on
+Llama and Qwen3 blocks. On a GPU the kernels may round differently for other batch shapes (the
+distribution is the same). Supported: Llama and Qwen3 decoder-only models (the pretrained-here
+model, SmolLM2, Qwen3-1.7B-Base) with SDPA attention in every layer, plain LoRA adapters, no
+generation-config processor beyond the ones above; anything else is refused at construction with
+a message naming ``rollout.decoder``.
 """
 from __future__ import annotations
 
@@ -109,16 +115,20 @@ class Projection:
         out = F.linear(x, self.weight, self.bias)
         if not self.loras:
             return out
+        dtype = out.dtype
         flat_x, flat = x.reshape(-1, x.shape[-1]), out.view(-1, out.shape[-1])  # [M, K], [M, N]
         for a, b, scaling in self.loras:
-            h = F.linear(flat_x, a)  # [M, r]
-            if math.frexp(scaling)[0] == 0.5:
+            if a.dtype != flat.dtype or a.dtype != flat_x.dtype:
+                # peft keeps adapters in float32 over a bf16/fp16 base: input cast to the adapter's
+                # dtype, the sum promoted, the result cast back once at the end
+                flat = flat + F.linear(F.linear(flat_x.to(a.dtype), a), b) * scaling
+            elif math.frexp(scaling)[0] == 0.5:
                 # a power of two scales exactly, so one fused multiply-add rounds as peft's
                 # ``out + (h @ B^T) * scaling`` does (the default: lora_alpha = 2 * rank)
-                flat.addmm_(h, b.t(), alpha=scaling)
+                flat.addmm_(F.linear(flat_x, a), b.t(), alpha=scaling)
             else:
-                flat.add_(F.linear(h, b) * scaling)
-        return out
+                flat.add_(F.linear(F.linear(flat_x, a), b) * scaling)
+        return flat.to(dtype).view(out.shape)
 
 
 def projection(module: torch.nn.Module) -> Projection:
@@ -140,13 +150,13 @@ def projection(module: torch.nn.Module) -> Projection:
         return Projection(base.weight, base.bias, [])
     loras = []
     for name in module.active_adapters:
-        if name not in module.lora_A.keys():
+        if name not in module.lora_A:
             continue
         if name in module.lora_variant or getattr(module, "fan_in_fan_out", False):
             raise _unsupported(f"LoRA variant or fan_in_fan_out on adapter {name!r}")
         a, b = module.lora_A[name], module.lora_B[name]
-        if a.bias is not None or b.bias is not None or a.weight.dtype != base.weight.dtype:
-            raise _unsupported(f"LoRA bias or dtype cast on adapter {name!r}")
+        if a.bias is not None or b.bias is not None or a.weight.dtype != b.weight.dtype:
+            raise _unsupported(f"LoRA bias or mixed dtypes on adapter {name!r}")
         loras.append((a.weight, b.weight, module.scaling[name]))
     return Projection(base.weight, base.bias, loras)
 

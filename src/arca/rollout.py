@@ -12,10 +12,13 @@ the scoring passes, the credit weights, the loss, Gini and EffN/T, the decoded t
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -120,9 +123,12 @@ class TransformersGenerator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.lean = None
         if decoder == "lean":
-            from arca.decode import LeanDecoder
+            from arca.decode import LeanDecoder, UnsupportedModelError
 
-            self.lean = LeanDecoder(model)
+            try:
+                self.lean = LeanDecoder(model)
+            except UnsupportedModelError as e:  # the same tokens either way; generate() covers every model
+                log.warning("%s; using generate() instead", e)
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids and mask [N, P] (left padding keeps generation contiguous)."""
