@@ -307,3 +307,29 @@ def test_parse_methods():
     assert parse_methods("arca,uniform") == ("uniform", "arca")
     with pytest.raises(ValueError, match="unknown credit method.*'magic'"):
         parse_methods("arca,magic")
+
+
+def test_step_flops_counts_the_matmuls_of_the_training_passes():
+    # the estimate's matmul part equals what torch's FLOP counter sees in the gradient pass and its
+    # backward (the counter does not count CPU flash attention, so the attention term is left out)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from arca.bench import step_flops
+    from arca.train import policy_scores
+
+    model = _lora_model()
+    mc = model.get_base_model().config
+    n, p, t, rank = 6, 9, 7, 4
+    gen = torch.Generator().manual_seed(0)
+    r = Rollouts(torch.randint(3, VOCAB, (n, p), generator=gen), torch.ones(n, p, dtype=torch.long),
+                 torch.randint(3, VOCAB, (n, t), generator=gen), torch.ones(n, t), [""] * n)
+    r.prompt_mask[0, :2] = 0
+    with FlopCounterMode(display=False) as fwd:
+        scores = policy_scores(model, r, want_entropies=False, want_hidden=False)
+    with FlopCounterMode(display=False) as bwd:
+        scores.logprobs.sum().backward()
+    est = step_flops(mc, rank, TARGETS, n, u=3, p=p, t=t, q0=0)
+    s = p + t - 1
+    attention = n * s * s * 4 * mc.num_hidden_layers * mc.num_attention_heads * mc.head_dim
+    assert est["forward"] - attention == fwd.get_total_flops()
+    assert est["backward"] - 2 * attention == bwd.get_total_flops()

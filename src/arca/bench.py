@@ -16,8 +16,8 @@ What is measured, on the config's model and batch shape (``train.prompts_per_ste
    (forced the same way), sampling settings, learning rate and reward (our paper grader), with
    ``beta = 0`` and ``loss_type = "grpo"`` (sequence mean = our ``uniform``), fp32 and no gradient
    checkpointing like ours. Its steps are timed by a ``TrainerCallback`` (construction excluded);
-   blocks of our ``uniform`` steps run inside that callback between TRL blocks (ours N, TRL N,
-   repeated ``R`` times), so both see the same machine state.
+   one step of our ``uniform`` runs inside that callback after each TRL step (``R * N`` of each,
+   alternating), so both see the same machine state even when its load drifts.
 3. **Sampling, lean against generate.** The step's sampling on one policy with
    ``rollout.decoder: lean`` and ``generate``, alternating which goes first, on the same prompts
    and seeds; completion tokens per second of each, and whether their tokens were identical.
@@ -354,21 +354,20 @@ def matmul_gflops(device: torch.device, m: int, k: int, n: int, reps: int = 5) -
     return 2 * m * k * n / best / 1e9
 
 
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
 def step_flops(mc, rank: int, targets: list[str], n: int, u: int, p: int, t: int, q0: int) -> dict[str, float]:
     """Arithmetic of one step in FLOPs (2 per multiply-add) for a Llama/Qwen3 config ``mc``.
 
-    ``n`` completions of ``t`` tokens after prompts ``p`` tokens wide, ``u`` distinct prompts, the
-    reference pass sharing the first ``q0`` positions per prompt. Per token: the projections
-    (2 * in * out each, LoRA 2 * rank * (in + out) on ``targets``), attention 4 * heads * head_dim
-    per key attended (QK and PV, causal), the LM head 2 * hidden * vocab where logits are taken.
+    ``n`` completions of ``t`` tokens after prompts ``p`` tokens wide (s = p + t - 1 positions per
+    sequence), ``u`` distinct prompts, the reference pass sharing the first ``q0`` positions per
+    prompt. Matmuls: 2 * in * out per token and projection, LoRA 2 * rank * (in + out) on
+    ``targets``, the LM head 2 * hidden * vocab where logits are taken. Attention: 4 * heads *
+    head_dim per query and key (QK and PV) over every key slot, masked ones included, as the
+    attention kernels compute them.
     Sampling (lean decoder): the prompt once per distinct prompt, then t - 1 steps of n rows.
-    Forward: the gradient pass over the n x (p + t - 1) sequence, head on the t completion
-    positions. Backward: input gradients of every matmul (base weights are frozen) plus the LoRA
-    weight gradients, attention twice its forward. Reference: the adapter-off pass, no LoRA and
-    no head (ARCA). Masked padding counts as work, as the kernels do it.
+    Forward: the gradient pass over n x s positions, the head on the t completion positions.
+    Backward: the input gradient of every matmul (the base weights are frozen) except the first
+    layer's q/k/v inputs (the embeddings need none), the LoRA weight gradients, attention twice
+    its forward. Reference: the adapter-off pass without LoRA and head (ARCA).
     """
     hd = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
     h, i, layers, v = mc.hidden_size, mc.intermediate_size, mc.num_hidden_layers, mc.vocab_size
@@ -377,21 +376,21 @@ def step_flops(mc, rank: int, targets: list[str], n: int, u: int, p: int, t: int
               "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
     base = 2 * layers * sum(a * b for a, b in shapes.values())  # per token
     lora = 2 * layers * sum(rank * (a + b) for name, (a, b) in shapes.items() if name in targets)
-    per_key = 4 * layers * mc.num_attention_heads * hd
+    # the first layer's q/k/v input gradient, which backward skips (the embeddings are frozen)
+    first_in = 2 * sum(a * b + (rank * a if name in targets else 0) for name, (a, b) in shapes.items()
+                       if name in ("q_proj", "k_proj", "v_proj"))
+    per_key = 4 * layers * mc.num_attention_heads * hd  # per query and key slot
     head = 2 * h * v
     s = p + t - 1
-
-    def causal_keys(first: int, last: int) -> int:  # keys attended by the queries at positions first..last-1
-        return sum(q + 1 for q in range(first, last))
-
-    sampling = (u * p * (base + lora) + u * causal_keys(0, p) * per_key + n * (t - 1) * (base + lora)
-                + n * causal_keys(p, s) * per_key + (u + n * (t - 1)) * head)
-    attention = n * causal_keys(0, s) * per_key
-    forward = n * s * (base + lora) + attention + n * t * head
-    backward = n * s * (base + 2 * lora) + 2 * attention + n * t * head
-    reference = (u * q0 + n * (s - q0)) * base + (u * causal_keys(0, q0) + n * causal_keys(q0, s)) * per_key
-    return {"sampling": float(sampling), "forward": float(forward), "backward": float(backward),
-            "reference": float(reference)}
+    decode_keys = sum(p + j for j in range(1, t))  # keys of the t - 1 decode steps
+    attention = n * s * s * per_key
+    return {
+        "sampling": float(u * p * (base + lora) + u * p * p * per_key + n * (t - 1) * (base + lora)
+                          + n * decode_keys * per_key + (u + n * (t - 1)) * head),
+        "forward": float(n * s * (base + lora) + attention + n * t * head),
+        "backward": float(n * s * (base + 2 * lora - first_in) + 2 * attention + n * t * head),
+        "reference": float((u * q0 + n * (s - q0)) * base + (u * q0 + n * (s - q0)) * s * per_key),
+    }
 
 
 def hardware_summary(cfg: Config, device: torch.device, medians: dict, step_problems: list[list[dict]],
@@ -511,12 +510,12 @@ def bench(cfg: Config, steps: int = DEFAULT_STEPS, lengths: list[int] | None = N
         uni = OurRunner(bench_config(cfg, "uniform", rank, L), device)
         uni.step(problems[0], cfg.train.seed)  # warm-up
 
-        def our_block(b: int) -> None:
-            for j in range(steps):
-                i = 1 + b * steps + j
-                ours_rows.append(uni.step(problems[i], cfg.train.seed + i))
+        def our_step(b: int) -> None:
+            i = 1 + b
+            ours_rows.append(uni.step(problems[i], cfg.train.seed + i))
 
-        trl_rows = run_trl(bench_config(cfg, "uniform", rank, L), device, problems, steps, blocks, our_block)
+        # blocks of one step: ours and TRL alternate step by step, blocks * steps times
+        trl_rows = run_trl(bench_config(cfg, "uniform", rank, L), device, problems, 1, blocks * steps, our_step)
         if device.type == "cpu":
             torch.set_num_threads(cfg.train.threads)
         ours_m, trl_m = _summarize(ours_rows), _summarize(trl_rows)
@@ -617,7 +616,7 @@ def format_table(s: dict) -> str:
         lines += [
             "",
             f"Against TRL {s['machine'].get('trl')} `GRPOTrainer` (beta 0, loss_type grpo, same model/LoRA/prompts/"
-            f"lengths), {st['trl_blocks']} blocks of {st['steps']} steps each, interleaved:",
+            f"lengths), {st['trl_blocks'] * st['steps']} steps each, alternating step by step with ours:",
             "",
             "| trainer | generation s | update s | step s | tokens/s | peak mem MB |",
             "|---|---:|---:|---:|---:|---:|",

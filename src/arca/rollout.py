@@ -156,22 +156,8 @@ class TransformersGenerator:
             for start in range(0, ids.shape[0], self.batch_size):
                 b_ids = ids[start:start + self.batch_size].to(device)
                 b_am = am[start:start + self.batch_size].to(device)
-                if self.lean is not None:
-                    comp = self.lean.generate(b_ids, b_am, max_new_tokens, sorted(self.eos_ids), self.pad_id, greedy=greedy,
-                                              temperature=temperature, top_k=top_k, top_p=top_p,
-                                              min_new_tokens=min_new_tokens)  # [b, T]
-                    outs.extend(comp.cpu())
-                    continue
-                # transformers reads top_k=0 as "no top-k filter"
-                kwargs = (dict(do_sample=False) if greedy
-                          else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k))
-                if min_new_tokens > 0:
-                    kwargs["min_new_tokens"] = min_new_tokens
-                out = self.model.generate(
-                    input_ids=b_ids, attention_mask=b_am, max_new_tokens=max_new_tokens,
-                    pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids), use_cache=True, **kwargs,
-                )
-                outs.extend(out[:, ids.shape[1]:].cpu())  # completion part of every row
+                outs.extend(self._decode_batch(b_ids, b_am, temperature, top_p, max_new_tokens, greedy, top_k,
+                                               min_new_tokens).cpu())  # [b, T] each
         finally:
             self.model.train(was_training)
         comp = pad_right(outs, self.pad_id).long()  # [N, T]
@@ -180,10 +166,25 @@ class TransformersGenerator:
         mask = completion_mask(comp, self.eos_ids, self.pad_id, rule=self.mask_rule)  # [N, T]
         return Rollouts(ids, am, comp, mask, self.decode(comp, mask))
 
+    def _decode_batch(self, ids: torch.Tensor, am: torch.Tensor, temperature: float, top_p: float,
+                      max_new_tokens: int, greedy: bool, top_k: int, min_new_tokens: int) -> torch.Tensor:
+        """Completion ids [b, T] of one batch of left-padded prompts [b, P], padded after each row's EOS."""
+        if self.lean is not None:
+            return self.lean.generate(ids, am, max_new_tokens, sorted(self.eos_ids), self.pad_id, greedy=greedy,
+                                      temperature=temperature, top_k=top_k, top_p=top_p, min_new_tokens=min_new_tokens)
+        # transformers reads top_k=0 as "no top-k filter"
+        kwargs = (dict(do_sample=False) if greedy
+                  else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k))
+        if min_new_tokens > 0:
+            kwargs["min_new_tokens"] = min_new_tokens
+        out = self.model.generate(input_ids=ids, attention_mask=am, max_new_tokens=max_new_tokens,
+                                  pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids), use_cache=True, **kwargs)
+        return out[:, ids.shape[1]:]  # the completion part of every row
+
     def decode(self, comp: torch.Tensor, mask: torch.Tensor) -> list[str]:
         texts = []
-        for row, m in zip(comp, mask):
-            toks = [int(t) for t, keep in zip(row, m) if keep > 0 and int(t) not in self.eos_ids]
+        for row, m in zip(comp.tolist(), mask.tolist()):  # Python lists: no tensor per element
+            toks = [t for t, keep in zip(row, m) if keep > 0 and t not in self.eos_ids]
             texts.append(self.tokenizer.decode(toks, skip_special_tokens=True))
         return texts
 
