@@ -4,13 +4,15 @@ One optimizer step (DESIGN.md "One training step"):
   1. sample K completions per prompt, adapter on, model in eval mode;
   2. grade them -> rewards -> group-normalized advantages;
   3. per micro-batch: at most ONE no-grad adapter-off pass (reference log-probs and base final
-     hidden states), only if the credit method needs either; then the gradient pass, adapter on,
+     hidden states; its prompt part once per distinct prompt, bit for bit the full pass), only if
+     the credit method needs either; then the gradient pass, adapter on,
      giving log-probs (with grad) and, detached, entropies, the adapted final hidden states and
      (hooks) the summed LoRA residual deltas; a method that needs the entropies of the whole
      step (entropy_top20) with several micro-batches first gets them from one no-grad pass each;
   4. credit method -> token weights (-> ``mean_one`` scaling) -> loss -> backward; clip, AdamW
      step, LR schedule;
-  5. diagnostics over the whole step, one JSON line in ``metrics.jsonl``.
+  5. diagnostics over the whole step, one JSON line in ``metrics.jsonl`` (with the seconds of
+     sampling, the update and its phases: forward, backward, reference, optimizer).
 
 A run folder ``runs/<run>/`` holds ``config.yaml`` (resolved), ``checkpoints/step_XXXXXX/``
 (adapter, optimizer, scheduler, RNG states, data position, metrics so far) while training, and
