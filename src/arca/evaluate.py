@@ -209,7 +209,7 @@ def protocol_problems(cfg: Config, protocol: str) -> list[dict]:
 
 def summarize(rows: list[dict], pass_k: int, primary: str) -> dict:
     """Greedy accuracy, pass@k, pass@1 and grader agreement; per level and subject for ``primary``."""
-    from arca.report.stats import pass_at_k
+    from arca.stats import pass_at_k
 
     by_problem: dict[str, dict] = defaultdict(lambda: {"greedy": {}, "samples": []})
     for r in rows:

@@ -35,7 +35,7 @@ import pandas as pd
 
 from arca.config import Config, parse_run_id
 from arca.io import read_jsonl, write_text
-from arca.report.stats import (
+from arca.stats import (
     NAN_ESTIMATE, Estimate, bootstrap_mean_ci, bootstrap_ratio_ci, paired_bootstrap, paired_difference, pass_at_k,
 )
 
