@@ -37,12 +37,14 @@ localrules:
     prepare_data,
     aggregate,
     figures,
+    heatmap,
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/base.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/bench.smk"
 

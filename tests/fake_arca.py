@@ -74,6 +74,8 @@ def main(argv: list[str]) -> int:
         files, dirs = list(grid.table_outputs(cfg).values()), []
     elif step == "figures":
         files, dirs = list(grid.figure_outputs(cfg).values()), []
+    elif step == "heatmap-rollouts":
+        files, dirs = [grid.heatmap_rollouts_output(cfg)], []
     elif step == "heatmap":
         files, dirs = [grid.heatmap_output(cfg)], []
     elif step == "bench":

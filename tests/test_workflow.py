@@ -267,8 +267,10 @@ def test_grid_heatmap_run():
     assert grid.heatmap_run(no_arca) == "surprisal_r4_s1"
     with pytest.raises(ConfigError, match="heatmap_run"):
         grid.heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=arca_r3_s1"]))
-    inputs = grid.heatmap_inputs(cfg)
+    inputs = grid.heatmap_rollouts_inputs(cfg)
     assert inputs["adapter"].endswith("runs/arca_r2_s1/adapter") and inputs["test"].endswith("data/test.jsonl")
+    # the page is drawn from the analysis step's file alone: the report never loads a model
+    assert grid.heatmap_inputs(cfg) == {"rollouts": grid.heatmap_rollouts_output(cfg)}
 
 
 def test_grid_gpu_resources():
@@ -332,7 +334,7 @@ def test_dry_run_every_config(path, tmp_path):
     counts = job_counts(proc.log)
     assert counts["train"] == len(cfg.run_ids())
     assert counts["evaluate"] == len(cfg.run_ids()) + 1
-    for rule in ("prepare_data", "build_base", "aggregate", "figures", "heatmap", "all"):
+    for rule in ("prepare_data", "build_base", "aggregate", "figures", "heatmap_rollouts", "heatmap", "all"):
         assert counts[rule] == 1, rule
     assert "bench" not in counts
 
@@ -354,7 +356,8 @@ def test_python_steps_get_the_config_snakemake_planned_with(tmp_path):
     assert proc.returncode == 0, proc.log[-4000:]
     cmds = shell_commands(proc.log)
     steps = {c[3] for c in cmds}
-    assert steps == {"prepare-data", "build-base", "train", "evaluate", "probe-rollouts", "aggregate", "figures", "heatmap"}
+    assert steps == {"prepare-data", "build-base", "train", "evaluate", "probe-rollouts", "aggregate", "figures",
+                     "heatmap-rollouts", "heatmap"}
     smoke = load_config([REPO / "configs" / "smoke.yaml", ov])
     for cmd in cmds:
         # default.yaml (the Snakefile's configfile:) first, then the --configfiles in order.

@@ -11,7 +11,7 @@ What is measured, on the config's model and batch shape (``train.prompts_per_ste
    so every method does the same generation and scoring work. Per step: generation, update and
    whole-step seconds (``train_step``'s own clocks), completion tokens per second, peak memory
    (CUDA ``max_memory_allocated``; on CPU the peak RSS seen by a background sampler) and the
-   adapter-off passes (``arca.train.PASS_COUNTER``).
+   adapter-off passes (the step's ``reference_passes`` metric).
 2. **TRL peer.** ``trl.GRPOTrainer`` on the same base folder, LoRA config, prompts, K, lengths
    (forced the same way), sampling settings, learning rate and reward (our paper grader), with
    ``beta = 0`` and ``loss_type = "grpo"`` (sequence mean = our ``uniform``), fp32 and no gradient
@@ -179,10 +179,9 @@ class OurRunner:
         self.steps_done = 0
 
     def step(self, problems: list[dict], seed: int) -> dict:
-        from arca.train import PASS_COUNTER, train_step
+        from arca.train import train_step
 
         torch.manual_seed(seed)  # every method samples from the same RNG state at the same step
-        passes = PASS_COUNTER["reference"]
         with PeakMemory(self.device) as mem:
             m, _ = train_step(self.cfg, self.model, self.generator, self.opt, self.sched, problems,
                               self.steps_done, self.cfg.train.seed)
@@ -192,7 +191,7 @@ class OurRunner:
             "gen_seconds": m["gen_seconds"], "update_seconds": m["update_seconds"], "step_seconds": m["step_seconds"],
             "tokens": tokens, "tokens_per_second": tokens / m["step_seconds"],
             "peak_mem_mb": mem.peak_mb, "mem_start_mb": mem.start_mb,
-            "reference_passes": PASS_COUNTER["reference"] - passes, "threads": torch.get_num_threads(),
+            "reference_passes": m["reference_passes"], "threads": torch.get_num_threads(),
         }
 
 

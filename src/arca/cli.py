@@ -32,6 +32,7 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
     "probe-rollouts": ("arca.evaluate:probe_main", "sample the fixed held-out rollouts of the credit-precision probe", []),
     "aggregate": ("arca.report.tables:aggregate_main", "gather runs and evals into results/<name>/tables/", []),
     "figures": ("arca.report.figures:figures_main", "draw results/<name>/figures/ from the tables", []),
+    "heatmap-rollouts": ("arca.analysis:heatmap_rollouts_main", "score the heat map's held-out rollouts under every credit method", []),
     "heatmap": ("arca.report.heatmap:heatmap_main", "write the token-credit heat map HTML page", []),
     "grade": ("arca.grading:grade_main", "grade JSONL {gold, completion} lines from stdin", []),
     "bench": ("arca.bench:bench_main", "benchmark the training step of each credit method (and TRL)", [

@@ -430,7 +430,7 @@ def require_hub(ref: str, key: str) -> None:
 def validate(cfg: Config, source: str = "<config>") -> None:
     """Value checks that types alone cannot express. Raises ``ConfigError``."""
     from arca.credit import LORA_DELTA, NORMALIZATIONS, REGISTRY  # late import: credit imports torch
-    from arca.models import RESIDUAL_WRITERS
+    from arca.credit import RESIDUAL_WRITERS
     from arca.rollout import MASK_RULES
 
     _check(bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", cfg.name)), source, "name", f"must be a simple folder name, got {cfg.name!r}")

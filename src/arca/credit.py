@@ -38,6 +38,10 @@ STEP_ENTROPIES = "step_entropies"
 REF_LOGPROBS = "ref_logprobs"
 HIDDEN = "hidden"
 LORA_DELTA = "lora_delta"
+# LoRA target modules whose output is added to the residual stream (Qwen/Llama naming): the
+# attention output projection and the MLP down projection. arca_layers sums their LoRA deltas,
+# so it requires at least one of them in lora.target_modules.
+RESIDUAL_WRITERS = ("o_proj", "down_proj")
 LABELS = "labels"  # the planted forks' decisive tokens (arca.labels); only the oracle reads them
 # What needs the adapter-off (reference) forward pass.
 NEEDS_REFERENCE_PASS = frozenset({REF_LOGPROBS, HIDDEN})

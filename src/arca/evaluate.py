@@ -117,7 +117,8 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
     from arca import credit as credit_lib
     from arca.diagnostics import credit_precision
     from arca.grpo import group_advantages
-    from arca.train import credit_inputs_for_rollouts, rollout_labels
+    from arca.labels import rollout_labels
+    from arca.scoring import credit_inputs_for_rollouts
 
     by_id = {p["id"]: p for p in problems}
     ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]

@@ -286,13 +286,22 @@ def figure_inputs(config: Mapping[str, Any] | Config) -> dict[str, Any]:
     return {**table_outputs(cfg), "final_weights": aggregate_inputs(cfg)["final_weights"]}
 
 
-def heatmap_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+def heatmap_rollouts_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
     cfg = as_config(config)
     return {
         "base": base_output(cfg),
         "adapter": train_outputs(cfg, heatmap_run(cfg))["adapter"],
         "test": data_outputs(cfg)["test"],
     }
+
+
+def heatmap_rollouts_output(config: Mapping[str, Any] | Config) -> str:
+    """The heat-map run's held-out rollouts, scored under every credit method (the analysis step)."""
+    return _p(as_config(config), "analysis", "heatmap_rollouts.jsonl")
+
+
+def heatmap_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    return {"rollouts": heatmap_rollouts_output(config)}
 
 
 def heatmap_output(config: Mapping[str, Any] | Config) -> str:

@@ -142,13 +142,9 @@ rule heatmap:
         ),
     log:
         grid.log(CFG, "heatmap"),
-    params:
-        # The run shown; the step picks the same one with arca.grid.heatmap_run.
-        run=grid.heatmap_run(CFG),
     threads: 1
     resources:
-        mem_mb=CFG.resources.eval_mem_mb,
-        runtime=30,
-        **GPU,
+        mem_mb=2000,
+        runtime=15,
     shell:
         "python -m arca heatmap {CONFIG_ARGS} > {log} 2>&1"
