@@ -5,9 +5,9 @@
 #     (a second `--configfile` flag replaces the first instead of adding to it)
 #   snakemake --profile workflow/profiles/slurm --configfile configs/paper.yaml
 #   snakemake --report results/<name>/report.html          # after a run
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from arca import grid
+from arca import credit, grid
 
 min_version("9.0")
 
@@ -15,10 +15,10 @@ min_version("9.0")
 configfile: "configs/default.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
-
-# The resolved, type-checked config the rules read; errors name the offending key.
+# The resolved, checked config the rules read (types, closed sets, values, the credit methods'
+# requirements), validated once here; errors name the offending key.
 CFG = grid.as_config(config)
+credit.check_config(CFG, "snakemake config")
 # The same config files, in Snakemake's merge order, plus --config values as --set: every rule
 # hands them to `python -m arca`. A global, not a param, so that adding a config file does not by
 # itself rerun jobs; what a training run depends on is its run_hash param.

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from arca.config import ConfigError, load_config
+from arca.credit import check_config
 
 log = logging.getLogger("arca")
 
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, func_name = target.split(":")
     try:
         cfg = load_config(args.config or default_config_files(), args.overrides)
+        check_config(cfg)
         func = getattr(importlib.import_module(module_name), func_name)
         func(cfg, args)
     except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:

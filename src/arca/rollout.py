@@ -9,10 +9,13 @@ the scoring passes, the credit weights, the loss, Gini and EffN/T, the decoded t
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from arca.config import MaskRule
 
 
 @dataclass
@@ -40,7 +43,7 @@ class Generator(Protocol):
 
 
 # Values of ``rollout.completion_mask``; the first is the paper's.
-MASK_RULES = ("author", "through_eos")
+MASK_RULES = typing.get_args(MaskRule)  # ("author", "through_eos")
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int | None,
