@@ -467,6 +467,29 @@ def test_every_rule_runs_in_the_one_pinned_environment():
 
 
 @pytest.mark.slow
+def test_conda_dry_run_plans_one_environment_for_every_job(tmp_path):
+    # No conda here: a stand-in answers the three questions Snakemake asks before planning, so the
+    # dry run shows that `--sdm conda` finds workflow/envs/arca.yaml from every rule file.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "conda").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        '  "info --json") echo \'{"conda_prefix": "/opt/conda", "platform": "linux-64"}\' ;;\n'
+        '  "--version") echo "conda 24.11.0" ;;\n'
+        '  "config --get channel_priority --json") echo \'{"get": {"channel_priority": "strict"}}\' ;;\n'
+        '  *) echo "stand-in conda: $*" >&2; exit 1 ;;\n'
+        "esac\n"
+    )
+    (shim / "conda").chmod(0o755)
+    proc = run_snakemake("-n", "--nolock", "--sdm", "conda", "--configfile", "configs/smoke.yaml",
+                         str(overlay(tmp_path)), env=_env(shim))
+    assert proc.returncode == 0, proc.log[-4000:]
+    created = re.findall(r"^Conda environment (\S+) will be created\.$", proc.log, flags=re.M)
+    assert created == ["workflow/envs/arca.yaml"], proc.log[-4000:]
+
+
+@pytest.mark.slow
 def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
     # A copy of the workflow, so its .snakemake/ metadata stays out of the repository.
     wf = tmp_path / "wf"
