@@ -20,9 +20,10 @@ configfile: "configs/default.yaml"
 CFG = grid.as_config(config)
 credit.check_config(CFG, "snakemake config")
 # The same config files, in Snakemake's merge order, plus --config values as --set: every rule
-# hands them to `python -m arca`. A global, not a param, so that adding a config file does not by
-# itself rerun jobs; what a training run depends on is its run_hash param.
-CONFIG_ARGS = grid.config_args(grid.config_files(workflow), workflow.config_settings.config)
+# hands them to `python -m arca` as {params.config}. A params function that Snakemake's rerun
+# triggers leave out (see grid.config_param), so that adding a config file does not by itself rerun
+# jobs; what a training run depends on is its run_hash param.
+CONFIG = grid.config_param(grid.config_args(grid.config_files(workflow), workflow.config_settings.config))
 # {"gpu": 1} on model jobs when the config targets a GPU, else {}.
 GPU = grid.gpu(CFG)
 

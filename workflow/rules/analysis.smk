@@ -9,6 +9,7 @@ rule heatmap_rollouts:
     log:
         grid.log(CFG, "heatmap_rollouts"),
     params:
+        config=CONFIG,
         # The run shown; the step picks the same one with arca.grid.heatmap_run.
         run=grid.heatmap_run(CFG),
     threads: 1
@@ -16,5 +17,7 @@ rule heatmap_rollouts:
         mem_mb=CFG.resources.eval_mem_mb,
         runtime=30,
         **GPU,
+    conda:
+        "../envs/arca.yaml"
     shell:
-        "python -m arca heatmap-rollouts {CONFIG_ARGS} > {log} 2>&1"
+        "python -m arca heatmap-rollouts {params.config} > {log} 2>&1"
