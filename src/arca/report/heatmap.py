@@ -250,7 +250,7 @@ def heatmap_main(cfg: Config, args=None) -> Path:
     from arca.grading import gold_answer, grade_paper
     from arca.models import load_policy
     from arca.prompts import build_prompt
-    from arca.rollout import TransformersGenerator
+    from arca.rollout import make_generator
     from arca.train import completion_pieces, credit_inputs_for_rollouts, rollout_labels
 
     run = heatmap_run(cfg)
@@ -262,8 +262,7 @@ def heatmap_main(cfg: Config, args=None) -> Path:
     problems = read_records(cfg.data_dir / "test.jsonl")[:N_AGREEMENT]
     model, tok = load_policy(rcfg, adapter, is_trainable=False)
     model.eval()
-    gen = TransformersGenerator(model, tok, rcfg.rollout.batch_size, rcfg.data.max_prompt_tokens,
-                                rcfg.rollout.completion_mask)
+    gen = make_generator(rcfg, model, tok)  # rollout.backend, as in training
     ro = gen.generate([build_prompt(p["problem"]) for p in problems], 1, rcfg.rollout.temperature,
                       rcfg.rollout.top_p, rcfg.rollout.max_new_tokens, greedy=False, seed=0,
                       top_k=rcfg.rollout.top_k)
