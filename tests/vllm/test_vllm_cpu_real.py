@@ -206,3 +206,17 @@ def test_smoke_dag_with_vllm_backend(tmp_path):
     assert "vllm" in (out / "logs" / "heatmap" / "heatmap.log").read_text().lower()
     metrics = [json.loads(x) for x in (out / "runs" / "uniform_r4_s1" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 4 and all(math.isfinite(m["reward_mean"]) for m in metrics)
+
+
+def test_bench_generation_both_backends(cfg):
+    """``python -m arca bench --backends transformers,vllm``: both backends timed on the same batch."""
+    from arca.bench import bench_generation
+
+    s = bench_generation(cfg, ("transformers", "vllm"), steps=1)
+    for b in ("transformers", "vllm"):
+        v = s["medians"][b]
+        assert v["n"] == 1 and v["tokens_per_second"] > 0
+        # forced length: every completion has exactly max_new_tokens tokens
+        assert v["tokens"] == cfg.train.prompts_per_step * cfg.rollout.k * cfg.rollout.max_new_tokens
+    assert s["machine"]["vllm"]
+    assert "| vllm |" in (cfg.out_dir / "bench" / "generation.md").read_text()
