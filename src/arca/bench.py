@@ -569,7 +569,7 @@ def format_generation_table(s: dict) -> str:
         f"K={st['k']} = {st['completions']} completions of exactly {st['new_tokens']} tokens (T={st['temperature']}, "
         f"top-k {st['top_k']}, top-p {st['top_p']}); medians of {st['steps']} interleaved rounds after 1 warm-up.",
         "",
-        f"| backend | seconds per batch | tokens/s | x {first} | warm-up s (vLLM: engine start) |",
+        f"| backend | seconds per batch | tokens/s | x {first} | warm-up round s (vLLM: engine start + 1 batch) |",
         "|---|---:|---:|---:|---:|",
     ]
     for b, v in s["medians"].items():
