@@ -306,3 +306,27 @@ def test_parse_methods():
     assert parse_methods("arca,uniform") == ("uniform", "arca")
     with pytest.raises(ValueError, match="unknown credit method.*'magic'"):
         parse_methods("arca,magic")
+
+
+def test_parse_backends():
+    from arca.bench import parse_backends
+
+    assert parse_backends("transformers, vllm,transformers") == ("transformers", "vllm")
+    with pytest.raises(ValueError, match="unknown rollout backend"):
+        parse_backends("transformers,sglang")
+
+
+def test_bench_generation_transformers_only(tmp_path, capsys):
+    """``bench --backends transformers`` (the vLLM side runs in tests/vllm/)."""
+    import argparse
+
+    from arca.bench import bench_main
+
+    cfg = _tiny_bench_cfg(tmp_path)
+    bench_main(cfg, argparse.Namespace(steps=2, no_trl=True, lengths=None, backends="transformers"))
+    s = json.loads((cfg.out_dir / "bench" / "generation.json").read_text())
+    assert list(s["medians"]) == ["transformers"] and s["medians"]["transformers"]["n"] == 2
+    assert [r["tokens"] for r in s["raw"]["transformers"]] == [2 * 2 * 6] * 2  # forced length
+    assert s["medians"]["transformers"]["speed_x_first"] == pytest.approx(1.0)
+    assert not (cfg.out_dir / "bench" / "summary.json").exists()  # the training-step bench did not run
+    assert "| transformers |" in capsys.readouterr().out

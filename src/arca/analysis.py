@@ -21,7 +21,7 @@ from arca.io import write_jsonl
 from arca.labels import align, completion_pieces, rollout_labels, token_flags
 from arca.models import load_policy
 from arca.prompts import build_prompt
-from arca.rollout import TransformersGenerator
+from arca.rollout import make_generator
 from arca.scoring import credit_inputs_for_rollouts
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
     problems = read_records(grid.data_outputs(cfg)["test"])[:N_HEATMAP]
     model, tok = load_policy(rcfg, adapter, is_trainable=False)
     model.eval()
-    gen = TransformersGenerator(model, tok, rcfg.rollout.batch_size, rcfg.data.max_prompt_tokens,
-                                rcfg.rollout.completion_mask)
+    gen = make_generator(rcfg, model, tok)  # rollout.backend, as in training
     ro = gen.generate([build_prompt(p["problem"]) for p in problems], 1, rcfg.rollout.temperature,
                       rcfg.rollout.top_p, rcfg.rollout.max_new_tokens, greedy=False, seed=0,
                       top_k=rcfg.rollout.top_k)

@@ -41,6 +41,8 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--no-trl",), dict(action="store_true", help="skip the TRL peer")),
         (("--lengths",), dict(default=None, help="comma-separated completion lengths to scale over")),
         (("--methods",), dict(default=None, help="comma-separated credit methods (default: the paper's five)")),
+        (("--backends",), dict(default=None, help="instead: generation tokens/s of these rollout backends, "
+                                                  "side by side (e.g. transformers,vllm)")),
     ]),
     "gpu-smoke": ("arca.smoke:smoke_main", "a few steps of every credit method on the small model; prints timings", [
         (("--steps",), dict(type=int, default=3)),
