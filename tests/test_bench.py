@@ -1,9 +1,10 @@
 """The one-pass guarantee of ``train_step`` and the ``bench`` step (arca.bench).
 
-The pass count is checked three independent ways: ``PASS_COUNTER``, a wrapper counting entries
-into ``model.disable_adapter()``, and a forward pre-hook on the decoder stack counting every
-forward call (adapter on or off). A second adapter-off pass added anywhere would change the
-second and third counts even if it bypassed ``reference_scores``.
+The pass count is checked three independent ways: the step's own ``reference_passes`` and
+``entropy_passes`` metrics, a wrapper counting entries into ``model.disable_adapter()``, and a
+forward pre-hook on the decoder stack counting every forward call (adapter on or off). A second
+adapter-off pass added anywhere would change the second and third counts even if it bypassed
+``reference_scores``.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from arca import credit
 from arca.config import Config, from_dict, to_dict
 from arca.rollout import Rollouts
-from arca.train import PASS_COUNTER, lr_scheduler, train_step
+from arca.train import lr_scheduler, train_step
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -111,13 +112,12 @@ def _train_step(cfg: Config, model) -> tuple[dict, list[list[float]]]:
     return train_step(cfg, model, FakeGenerator(), opt, sched, problems, 0, 0)
 
 
-def _one_step(method: str, prompts: int, micro: int) -> tuple[PassCounter, int]:
+def _one_step(method: str, prompts: int, micro: int) -> tuple[PassCounter, dict]:
     model = _lora_model()
     counter = PassCounter(model)
-    before = PASS_COUNTER["reference"]
     metrics, _ = _train_step(_cfg(method, prompts, micro), model)
     assert metrics["reward_std"] > 0  # non-zero advantages: a real gradient step
-    return counter, PASS_COUNTER["reference"] - before
+    return counter, metrics
 
 
 NO_REFERENCE = ("uniform", "surprisal", "entropy_reduction")
@@ -135,9 +135,9 @@ def test_method_groups_cover_the_paper_methods():
 @pytest.mark.parametrize("method", NO_REFERENCE)
 @pytest.mark.parametrize("prompts,micro", [(4, 2), (4, 4)])
 def test_no_adapter_off_pass_without_reference_needs(method, prompts, micro):
-    counter, passes = _one_step(method, prompts, micro)
+    counter, metrics = _one_step(method, prompts, micro)
     n_micro = prompts // micro
-    assert passes == 0
+    assert metrics["reference_passes"] == 0 and metrics["entropy_passes"] == 0
     assert counter.disabled == 0 and counter.off_forwards == 0
     assert counter.forwards == n_micro  # only the gradient pass of each micro-batch
 
@@ -145,8 +145,9 @@ def test_no_adapter_off_pass_without_reference_needs(method, prompts, micro):
 @pytest.mark.parametrize("method", ONE_REFERENCE)
 @pytest.mark.parametrize("prompts,micro", [(4, 2), (4, 4)])
 def test_exactly_one_adapter_off_pass_per_micro_batch(method, prompts, micro):
-    counter, passes = _one_step(method, prompts, micro)
+    counter, metrics = _one_step(method, prompts, micro)
     n_micro = prompts // micro
+    passes = metrics["reference_passes"]
     assert passes == n_micro
     assert counter.disabled == n_micro and counter.off_forwards == n_micro
     assert counter.forwards == 2 * n_micro  # one adapter-off pass + one gradient pass each
@@ -156,20 +157,18 @@ def test_exactly_one_adapter_off_pass_per_micro_batch(method, prompts, micro):
 
 def test_arca_layers_needs_no_extra_pass():
     for prompts, micro in [(4, 2), (4, 4)]:
-        before = PASS_COUNTER["entropy"]
-        counter, passes = _one_step("arca_layers", prompts, micro)
-        assert passes == 0 and PASS_COUNTER["entropy"] == before
+        counter, metrics = _one_step("arca_layers", prompts, micro)
+        assert metrics["reference_passes"] == 0 and metrics["entropy_passes"] == 0
         assert counter.disabled == 0 and counter.off_forwards == 0
         assert counter.forwards == prompts // micro  # the gradient passes alone
 
 
 @pytest.mark.parametrize("prompts,micro,extra", [(4, 4, 0), (4, 2, 2), (4, 1, 4)])
 def test_entropy_top20_extra_pass_only_with_several_micro_batches(prompts, micro, extra):
-    before = PASS_COUNTER["entropy"]
-    counter, passes = _one_step("entropy_top20", prompts, micro)
+    counter, metrics = _one_step("entropy_top20", prompts, micro)
     n_micro = prompts // micro
-    assert passes == 0 and counter.off_forwards == 0
-    assert PASS_COUNTER["entropy"] - before == extra
+    assert metrics["reference_passes"] == 0 and counter.off_forwards == 0
+    assert metrics["entropy_passes"] == extra
     assert counter.forwards == n_micro + extra
 
 
@@ -192,7 +191,7 @@ def test_entropy_top20_threshold_spans_the_whole_step():
     cfg = _cfg("entropy_top20", 4, 1)
     model = _lora_model()
     r = FakeGenerator().generate([f"p{i}" for i in range(4)], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
-    from arca.train import credit_inputs_for_rollouts
+    from arca.scoring import credit_inputs_for_rollouts
     per_mb = []
     for s in range(0, len(r), cfg.rollout.k):
         x = credit_inputs_for_rollouts(model, r.select(slice(s, s + cfg.rollout.k)), needs=frozenset({credit.ENTROPIES}))
@@ -208,7 +207,7 @@ def test_mean_one_loss_keeps_the_token_sum_scale():
     model.train()
     r = FakeGenerator().generate(["p0", "p1"], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
     from arca.grpo import group_advantages
-    from arca.train import policy_scores
+    from arca.scoring import policy_scores
     with torch.no_grad():
         lp = policy_scores(model, r, False, False).logprobs * r.completion_mask  # [N, T]
     adv = group_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0]), cfg.rollout.k)  # texts alternate right/wrong
@@ -309,13 +308,37 @@ def test_parse_methods():
         parse_methods("arca,magic")
 
 
+def test_parse_backends():
+    from arca.bench import parse_backends
+
+    assert parse_backends("transformers, vllm,transformers") == ("transformers", "vllm")
+    with pytest.raises(ValueError, match="unknown rollout backend"):
+        parse_backends("transformers,sglang")
+
+
+def test_bench_generation_transformers_only(tmp_path, capsys):
+    """``bench --backends transformers`` (the vLLM side runs in tests/vllm/)."""
+    import argparse
+
+    from arca.bench import bench_main
+
+    cfg = _tiny_bench_cfg(tmp_path)
+    bench_main(cfg, argparse.Namespace(steps=2, no_trl=True, lengths=None, backends="transformers"))
+    s = json.loads((cfg.out_dir / "bench" / "generation.json").read_text())
+    assert list(s["medians"]) == ["transformers"] and s["medians"]["transformers"]["n"] == 2
+    assert [r["tokens"] for r in s["raw"]["transformers"]] == [2 * 2 * 6] * 2  # forced length
+    assert s["medians"]["transformers"]["speed_x_first"] == pytest.approx(1.0)
+    assert not (cfg.out_dir / "bench" / "summary.json").exists()  # the training-step bench did not run
+    assert "| transformers |" in capsys.readouterr().out
+
+
 def test_step_flops_counts_the_matmuls_of_the_training_passes():
     # the estimate's matmul part equals what torch's FLOP counter sees in the gradient pass and its
     # backward (the counter does not count CPU flash attention, so the attention term is left out)
     from torch.utils.flop_counter import FlopCounterMode
 
     from arca.bench import step_flops
-    from arca.train import policy_scores
+    from arca.scoring import policy_scores
 
     model = _lora_model()
     mc = model.get_base_model().config

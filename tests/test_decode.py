@@ -284,7 +284,7 @@ def test_config_rejects_an_unknown_decoder(tmp_path):
 @pytest.mark.parametrize("arch", ["qwen3", "llama"])
 @pytest.mark.parametrize("max_new_tokens, forced", [(8, False), (32, False), (32, True), (70, True)])
 def test_shared_prompt_reference_pass_equals_the_full_pass(request, arch, max_new_tokens, forced):
-    from arca.train import _final_hidden, _shared_prompt_hidden
+    from arca.scoring import _final_hidden, _shared_prompt_hidden
 
     model, tok = request.getfixturevalue(arch)
     prompts = [build_prompt("1" * (40 + 3 * i) + "+2") for i in range(4)]  # 40+ tokens: a shared block exists

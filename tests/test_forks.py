@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 
 from arca.config import Config
-from arca.data.forks import FAMILIES, branches, generate_forked, sample_choices
+from arca.data.fork_tree import branches, sample_choices
+from arca.data.forks import FAMILIES, generate_forked
 from arca.data.generated import make_splits
 from arca.labels import align, label_batch, token_flags
 

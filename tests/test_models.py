@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from arca import models
+from arca import models, scoring
 from arca.config import Config, ConfigError, from_dict, to_dict
 from arca.prompts import build_prompt
 
@@ -307,10 +307,10 @@ def test_backbone_and_lm_head_recompose_logits(built, wrapped):
         _perturb_lora_b(model)
     ids, mask = sample_batch(tok)
     with torch.no_grad():
-        h = models.backbone(model)(input_ids=ids, attention_mask=mask).last_hidden_state  # [2, T, H]
+        h = scoring.backbone(model)(input_ids=ids, attention_mask=mask).last_hidden_state  # [2, T, H]
         logits = model(input_ids=ids, attention_mask=mask).logits  # [2, T, V]
         assert h.shape[-1] == model.config.hidden_size
-        torch.testing.assert_close(models.lm_head(model)(h), logits, rtol=0, atol=1e-6)
+        torch.testing.assert_close(scoring.lm_head(model)(h), logits, rtol=0, atol=1e-6)
 
 
 def test_adapter_save_and_load(built, tmp_path):

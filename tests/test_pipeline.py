@@ -79,12 +79,27 @@ def test_smoke_dag_end_to_end(tmp_path):
     summary = json.loads((out / "eval" / "base" / "summary.json").read_text())
     assert summary["protocols"]["generated"]["n_problems"] == 10
 
+    # the cost table: Snakemake's wall time and peak memory of the base build and every run's jobs
+    with open(out / "tables" / "cost.csv") as f:
+        cost = {r["run"]: r for r in csv.DictReader(f)}
+    assert set(cost) == {"base", *(r["run"] for r in rows_of(out / "tables" / "runs.csv") if r["run"] != "base")}
+    assert float(cost["base"]["build_base_s"]) > 0 and float(cost["base"]["evaluate_max_rss_mb"]) > 0
+    for run, row in cost.items():
+        if run != "base":
+            assert float(row["train_s"]) > 0 and float(row["evaluate_s"]) > 0, row
+            assert float(row["train_max_rss_mb"]) > 50, row  # a Python process with torch loaded
+
     again = snakemake(*args, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
     report = snakemake(*args, "--report", str(out / "report.html"))
     assert report.returncode == 0, report.stderr[-3000:]
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def rows_of(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def _train_processes(marker: str) -> list[psutil.Process]:

@@ -17,7 +17,7 @@ import pytest
 
 from arca.config import from_dict
 from arca.report.heatmap import NEWLINE_MARK, agreement, rank_correlation, render_heatmap
-from arca.report.stats import Estimate, bootstrap_mean_ci, paired_difference, pass_at_k
+from arca.stats import Estimate, bootstrap_mean_ci, paired_difference, pass_at_k
 from arca.report.tables import PAPER_REPORTED, aggregate_main, match_paper_ranks
 
 

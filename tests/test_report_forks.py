@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 
 from arca.config import from_dict
-from arca.report.heatmap import fork_marks, pick_shown, render_heatmap
-from arca.report.stats import bootstrap_ratio_ci, min_detectable_difference, paired_bootstrap, paired_difference
+from arca.analysis import fork_marks
+from arca.report.heatmap import pick_shown, render_heatmap
+from arca.stats import bootstrap_ratio_ci, min_detectable_difference, paired_bootstrap, paired_difference
 from arca.report.tables import aggregate_main, curve_auc, first_step_reaching, read_table
 from test_report import _write_eval, make_sweep
 

@@ -1,7 +1,8 @@
-"""Scoring passes of arca.train: token log-probs / entropies, alignment with left-padded prompts,
+"""Scoring passes (arca.scoring): token log-probs / entropies, alignment with left-padded prompts,
 and the adapter-off reference pass of a peft LoRA model at init (B = 0) and after B changes."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -9,8 +10,7 @@ import torch
 
 from arca import credit
 from arca.rollout import Rollouts
-from arca.train import (
-    PASS_COUNTER,
+from arca.scoring import (
     _final_hidden,
     _sequence,
     credit_inputs_for_rollouts,
@@ -26,6 +26,23 @@ peft = pytest.importorskip("peft")
 VOCAB = 20
 PAD = 0
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@contextlib.contextmanager
+def adapter_off_passes(model):
+    """Counts entries into ``model.disable_adapter()`` (every adapter-off pass goes through it)."""
+    calls = {"n": 0}
+    real = model.disable_adapter
+
+    def counting():
+        calls["n"] += 1
+        return real()
+
+    model.disable_adapter = counting
+    try:
+        yield calls
+    finally:
+        del model.disable_adapter
 
 
 # ----------------------------------------------------------------------------- token_logprobs
@@ -279,9 +296,9 @@ def test_lora_at_init_reference_equals_policy_and_falls_back_to_uniform():
     model, _ = lora_model()
     assert len(_lora_b_params(model)) == 2 * 7  # 7 projections in each of 2 layers
     r = make_rollouts()
-    before = PASS_COUNTER["reference"]
-    x = credit_inputs_for_rollouts(model, r)
-    assert PASS_COUNTER["reference"] == before + 1  # a single adapter-off pass
+    with adapter_off_passes(model) as off:
+        x = credit_inputs_for_rollouts(model, r)
+    assert off["n"] == 1  # a single adapter-off pass
     assert torch.equal(x.ref_logprobs, x.logprobs)
     assert torch.equal(x.hidden, x.base_hidden)
     assert x.entropies is not None
@@ -336,9 +353,9 @@ def test_reference_scores_only_hidden_when_no_logprobs_needed():
     assert s.hidden.shape == (len(ROWS), r.completion_ids.shape[1], 32)
     x = credit_inputs_for_rollouts(model, r, needs=frozenset({credit.HIDDEN}))
     assert x.ref_logprobs is None and x.entropies is None and x.hidden is not None
-    before = PASS_COUNTER["reference"]
-    x2 = credit_inputs_for_rollouts(model, r, needs=frozenset({credit.ENTROPIES}))
-    assert PASS_COUNTER["reference"] == before  # no adapter-off pass when not needed
+    with adapter_off_passes(model) as off:
+        x2 = credit_inputs_for_rollouts(model, r, needs=frozenset({credit.ENTROPIES}))
+    assert off["n"] == 0  # no adapter-off pass when not needed
     assert x2.base_hidden is None and x2.entropies is not None
 
 
@@ -385,9 +402,9 @@ def test_lora_delta_equals_hand_computed_sum_over_residual_writers():
 def test_lora_delta_zero_at_init_and_no_reference_pass():
     model, _ = lora_model(seed=6)
     r = make_rollouts()
-    before = dict(PASS_COUNTER)
-    x = credit_inputs_for_rollouts(model, r, needs=frozenset({credit.LORA_DELTA}))
-    assert PASS_COUNTER == before  # no adapter-off pass, no extra pass
+    with adapter_off_passes(model) as off:
+        x = credit_inputs_for_rollouts(model, r, needs=frozenset({credit.LORA_DELTA}))
+    assert off["n"] == 0  # no adapter-off pass
     assert torch.all(x.lora_delta == 0)
     w, fb = credit.token_weights("arca_layers", x)
     torch.testing.assert_close(w, r.completion_mask / r.completion_mask.sum(1, keepdim=True), rtol=0, atol=1e-7)
@@ -396,7 +413,7 @@ def test_lora_delta_zero_at_init_and_no_reference_pass():
 
 def test_lora_delta_needs_a_residual_writer():
     from arca.config import ConfigError
-    from arca.models import LoraDeltaSum
+    from arca.scoring import LoraDeltaSum
 
     base = tiny_model(seed=7)
     model = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))

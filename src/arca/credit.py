@@ -28,16 +28,23 @@ always read the sum-to-one weights.
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+from arca.config import Config, ConfigError, Normalization, make_run_id
 
 ENTROPIES = "entropies"
 STEP_ENTROPIES = "step_entropies"
 REF_LOGPROBS = "ref_logprobs"
 HIDDEN = "hidden"
 LORA_DELTA = "lora_delta"
+# LoRA target modules whose output is added to the residual stream (Qwen/Llama naming): the
+# attention output projection and the MLP down projection. arca_layers sums their LoRA deltas,
+# so it requires at least one of them in lora.target_modules.
+RESIDUAL_WRITERS = ("o_proj", "down_proj")
 LABELS = "labels"  # the planted forks' decisive tokens (arca.labels); only the oracle reads them
 # What needs the adapter-off (reference) forward pass.
 NEEDS_REFERENCE_PASS = frozenset({REF_LOGPROBS, HIDDEN})
@@ -187,13 +194,23 @@ def anti_oracle_signal(x: CreditInputs) -> torch.Tensor:
     return (1.0 - d.to(x.mask.dtype)) * (x.mask > 0)  # [B, T]
 
 
+def needs_residual_writer(cfg: Config) -> tuple[str, str] | None:
+    """arca_layers reads the LoRA outputs of the residual-stream writers: one must be adapted."""
+    if set(cfg.lora.target_modules) & set(RESIDUAL_WRITERS):
+        return None
+    return "lora.target_modules", (f"must include a residual-stream writer {list(RESIDUAL_WRITERS)} for credit method "
+                                   f"{cfg.credit.method!r} (it sums their LoRA outputs), got {cfg.lora.target_modules}")
+
+
 @dataclass(frozen=True)
 class CreditMethod:
-    """A registered credit method: its signal function and the inputs it needs."""
+    """A registered credit method: its signal function, the inputs it needs, and what it requires
+    of the config (``requires(cfg)`` gives ``(key, problem)`` or None)."""
 
     signal: Callable[[CreditInputs], torch.Tensor]
     needs: frozenset[str] = field(default_factory=frozenset)
     doc: str = ""
+    requires: Callable[[Config], tuple[str, str] | None] | None = None
 
     @property
     def needs_reference_pass(self) -> bool:
@@ -208,13 +225,31 @@ REGISTRY: dict[str, CreditMethod] = {
     "arca": CreditMethod(arca_signal, frozenset({HIDDEN}), "||h_adapted_t - h_base_t||_2"),
     "arca_permuted": CreditMethod(arca_permuted_signal, frozenset({HIDDEN}), "ARCA's alpha permuted within each sequence"),
     "entropy_top20": CreditMethod(entropy_top20_signal, frozenset({ENTROPIES, STEP_ENTROPIES}), "1[H_t in the step's top 20%]"),
-    "arca_layers": CreditMethod(arca_layers_signal, frozenset({LORA_DELTA}), "||sum_l (alpha/r) B_l A_l x_l||_2 over residual writers"),
+    "arca_layers": CreditMethod(arca_layers_signal, frozenset({LORA_DELTA}), "||sum_l (alpha/r) B_l A_l x_l||_2 over residual writers",
+                                needs_residual_writer),
     "oracle": CreditMethod(oracle_signal, frozenset({LABELS}), "1[y_t is a labelled decisive fork token]"),
     "anti_oracle": CreditMethod(anti_oracle_signal, frozenset({LABELS}), "1[y_t is not a labelled decisive token]"),
 }
 
 # The methods of the paper (the rest are controls this project adds).
 PAPER_METHODS = ("uniform", "surprisal", "entropy_reduction", "divergence", "arca")
+
+
+def check_config(cfg: Config, source: str = "<config>") -> None:
+    """What only the registry can check: every method the config names exists, and each run's
+    config meets its method's requirements. Raises ``ConfigError`` naming the key."""
+    def check(method: str, key: str, run_cfg: Config | None) -> None:
+        if method not in REGISTRY:
+            raise ConfigError(f"{source}: key '{key}' names an unknown credit method {method!r} (known: {sorted(REGISTRY)})")
+        problem = REGISTRY[method].requires(run_cfg) if REGISTRY[method].requires and run_cfg is not None else None
+        if problem:
+            raise ConfigError(f"{source}: key '{problem[0]}' {problem[1]}")
+
+    check(cfg.credit.method, "credit.method", cfg)
+    for i, cell in enumerate(cfg.sweep.cells):
+        check(cell.method, f"sweep.cells[{i}].method", None)
+        if cell.ranks and cfg.sweep.seeds:  # the cell's resolved config (its overrides applied)
+            check(cell.method, f"sweep.cells[{i}].method", cfg.for_run(make_run_id(cell.name, cell.ranks[0], cfg.sweep.seeds[0])))
 
 
 def normalize(alpha: torch.Tensor, mask: torch.Tensor, sharpen: float = 2.0, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,7 +269,7 @@ def normalize(alpha: torch.Tensor, mask: torch.Tensor, sharpen: float = 2.0, eps
     return w.to(alpha.dtype if alpha.is_floating_point() else torch.float32), fallback
 
 
-NORMALIZATIONS = ("sum_to_one", "mean_one")
+NORMALIZATIONS = typing.get_args(Normalization)  # ("sum_to_one", "mean_one")
 
 
 def loss_weights(weights: torch.Tensor, mask: torch.Tensor, normalization: str = "sum_to_one") -> torch.Tensor:

@@ -215,10 +215,9 @@ class LeanDecoder:
     """Batched decoding of a (peft-wrapped) Llama/Qwen3 causal LM, equal to its ``generate``."""
 
     def __init__(self, model):
-        from arca.models import unwrap
-
         self.model = model
-        self.lm = unwrap(model)
+        # the transformers causal LM, inside a peft wrapper or not
+        self.lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         cfg = getattr(self.lm, "config", None)
         if getattr(cfg, "model_type", None) not in SUPPORTED_MODEL_TYPES:
             raise _unsupported(f"model type {getattr(cfg, 'model_type', type(self.lm).__name__)!r}, "
@@ -298,7 +297,7 @@ class LeanDecoder:
                      completion_mask: torch.Tensor) -> torch.Tensor | None:
         """Final hidden states [B, T, H] at the positions predicting y_1..y_T, equal to the full-sequence pass.
 
-        The full pass (``arca.train._final_hidden``) runs prompt + completion [B, S = P+T-1] with the
+        The full pass (``arca.scoring._final_hidden``) runs prompt + completion [B, S = P+T-1] with the
         attention mask (prompt mask, completion mask) and positions cumsum(mask) - 1. Here the first
         Q0 <= P-1 positions run once per distinct prompt (their keys cached, the later slots masked
         as causality masks them there), the rest once per row over all S key slots. Q0 is a multiple

@@ -117,7 +117,8 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
     from arca import credit as credit_lib
     from arca.diagnostics import credit_precision
     from arca.grpo import group_advantages
-    from arca.train import credit_inputs_for_rollouts, rollout_labels
+    from arca.labels import rollout_labels
+    from arca.scoring import credit_inputs_for_rollouts
 
     by_id = {p["id"]: p for p in problems}
     ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]
@@ -209,7 +210,7 @@ def protocol_problems(cfg: Config, protocol: str) -> list[dict]:
 
 def summarize(rows: list[dict], pass_k: int, primary: str) -> dict:
     """Greedy accuracy, pass@k, pass@1 and grader agreement; per level and subject for ``primary``."""
-    from arca.report.stats import pass_at_k
+    from arca.stats import pass_at_k
 
     by_problem: dict[str, dict] = defaultdict(lambda: {"greedy": {}, "samples": []})
     for r in rows:

@@ -11,8 +11,9 @@ first, then every ``--configfile`` in command-line order, then ``--config key=va
 ``config_files(workflow)`` returns the files in that same order (``workflow.configfiles`` lists
 the command-line files first and the ``configfile:`` files after them, so it is reordered here)
 and ``config_args`` turns them, plus the ``--config`` values as ``--set key=json``, into the
-argument string every rule passes to ``python -m arca``. ``arca.config.load_config`` merges them
-exactly like Snakemake did, so the step sees the same config the DAG was planned from.
+argument string every rule passes to ``python -m arca`` through ``config_param``.
+``arca.config.load_config`` merges them exactly like Snakemake did, so the step sees the same config
+the DAG was planned from.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import json
 import re
 import shlex
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from arca.config import Config, ConfigError, from_dict, to_dict
 
@@ -37,10 +38,27 @@ TABLES = {
     "credit_precision": ("csv", "md"),
     "learning_curves": ("csv",),
     "sample_efficiency": ("csv", "md"),
+    "cost": ("csv", "md"),
 }
-FIGURES = ("gini_bars", "concentration_curves", "reward_curves", "accuracy", "lorenz", "accuracy_vs_params",
-           "credit_precision", "learning_curves")
+# Every figure, in PNG and PDF, with the subcategory `snakemake --report` files it under.
+FIGURE_GROUPS = {
+    "gini_bars": "Weight concentration",
+    "concentration_curves": "Weight concentration",
+    "reward_curves": "Performance",
+    "accuracy": "Performance",
+    "lorenz": "Weight concentration",
+    "accuracy_vs_params": "Performance",
+    "credit_precision": "Token credit",
+    "learning_curves": "Performance",
+}
+FIGURES = tuple(FIGURE_GROUPS)
 FIGURE_FORMATS = ("png", "pdf")
+# The tables `snakemake --report` shows (their CSV). It shows every figure's PNG too; the Markdown,
+# LaTeX and PDF copies are written beside them but not shown. Captions: workflow/report/<folder>/<name>.rst.
+REPORT_TABLES = ("performance", "concentration", "paired", "runs", "credit_precision", "sample_efficiency",
+                 "learning_curves", "cost")
+# The jobs whose wall time and peak memory Snakemake records (its `benchmark:` files) for the cost table.
+BENCHMARKED = ("build_base", "train", "evaluate")
 
 
 # ----------------------------------------------------------------------------- config
@@ -105,6 +123,21 @@ def config_args(files: Iterable[str], overrides: Mapping[str, Any] | None = None
     for key, value in _flatten(overrides or {}):
         parts += ["--set", f"{key}={json.dumps(value)}"]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def config_param(args: str) -> Callable[[Any, Any], str]:
+    """``args`` (``config_args``) as a rule's params function, so shell commands read it as ``{params.config}``.
+
+    The function takes the job's ``output``, which makes it a *derived* param: Snakemake leaves such
+    params out of its rerun triggers. Which files carry the config is how it is delivered, not what
+    a job computes, so handing the same settings over in another list of files reruns nothing; what
+    a job depends on is in its own params (a training run's ``run_hash``, the evaluations' ``eval_hash``).
+    """
+
+    def config(wildcards: Any, output: Any) -> str:  # the arguments are Snakemake's; only their names matter
+        return args
+
+    return config
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -265,6 +298,7 @@ def aggregate_inputs(config: Mapping[str, Any] | Config) -> dict[str, list[str]]
         "curves": [train_outputs(cfg, r)["curve"] for r in runs],
         "summaries": [eval_outputs(cfg, t)["summary"] for t in eval_targets(cfg)],
         "samples": [eval_outputs(cfg, t)["samples"] for t in eval_targets(cfg)],
+        "benchmarks": benchmarks(cfg),
     }
 
 
@@ -280,19 +314,49 @@ def figure_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
     return {f"{name}_{ext}": _p(cfg, "figures", f"{name}.{ext}") for name in FIGURES for ext in FIGURE_FORMATS}
 
 
+def report_outputs(outputs: Mapping[str, str], wrap: Callable[..., Any], captions: str) -> dict[str, Any]:
+    """``table_outputs`` or ``figure_outputs`` as a rule's ``output:``, the files the HTML report shows
+    passed through ``wrap`` (Snakemake's ``report``) with their caption and category.
+
+    Shown: the CSV of every table in ``REPORT_TABLES`` and the PNG of every figure, captioned by
+    ``<captions>/tables/<name>.rst`` and ``<captions>/figures/<name>.rst`` (``captions`` is relative
+    to the rule's file, as Snakemake reads it).
+    """
+    out: dict[str, Any] = {}
+    for key, path in outputs.items():
+        name, ext = key.rsplit("_", 1)
+        if ext == "csv" and name in REPORT_TABLES:
+            out[key] = wrap(path, caption=f"{captions}/tables/{name}.rst", category="Tables")
+        elif ext == "png" and name in FIGURE_GROUPS:
+            out[key] = wrap(path, caption=f"{captions}/figures/{name}.rst", category="Figures",
+                            subcategory=FIGURE_GROUPS[name])
+        else:
+            out[key] = path
+    return out
+
+
 def figure_inputs(config: Mapping[str, Any] | Config) -> dict[str, Any]:
     """Tables, plus each run's final weights (the Lorenz curves need whole weight vectors)."""
     cfg = as_config(config)
     return {**table_outputs(cfg), "final_weights": aggregate_inputs(cfg)["final_weights"]}
 
 
-def heatmap_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+def heatmap_rollouts_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
     cfg = as_config(config)
     return {
         "base": base_output(cfg),
         "adapter": train_outputs(cfg, heatmap_run(cfg))["adapter"],
         "test": data_outputs(cfg)["test"],
     }
+
+
+def heatmap_rollouts_output(config: Mapping[str, Any] | Config) -> str:
+    """The heat-map run's held-out rollouts, scored under every credit method (the analysis step)."""
+    return _p(as_config(config), "analysis", "heatmap_rollouts.jsonl")
+
+
+def heatmap_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    return {"rollouts": heatmap_rollouts_output(config)}
 
 
 def heatmap_output(config: Mapping[str, Any] | Config) -> str:
@@ -311,6 +375,22 @@ def bench_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
 def log(config: Mapping[str, Any] | Config, rule: str, name: str = "") -> str:
     """``results/<name>/logs/<rule>/<name or rule>.log``; ``name`` may hold a wildcard."""
     return _p(as_config(config), "logs", rule, f"{name or rule}.log")
+
+
+def benchmark(config: Mapping[str, Any] | Config, rule: str, name: str = "") -> str:
+    """``results/<name>/benchmarks/<rule>/<name or rule>.tsv``: Snakemake's record of one job's wall
+    time and peak memory (rules in ``BENCHMARKED``); ``name`` may hold a wildcard."""
+    return _p(as_config(config), "benchmarks", rule, f"{name or rule}.tsv")
+
+
+def benchmarks(config: Mapping[str, Any] | Config) -> list[str]:
+    """Every benchmark file of the sweep: the base model's build, each run's training, each evaluation."""
+    cfg = as_config(config)
+    return [
+        benchmark(cfg, "build_base"),
+        *(benchmark(cfg, "train", r) for r in cfg.run_ids()),
+        *(benchmark(cfg, "evaluate", t) for t in eval_targets(cfg)),
+    ]
 
 
 def all_targets(config: Mapping[str, Any] | Config) -> list[str]:

@@ -50,10 +50,6 @@ PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
 # otherwise spike. Not a config key because it is not an experimental knob of the paper.
 PRETRAIN_GRAD_CLIP = 1.0
 
-# LoRA target modules whose output is added to the residual stream (Qwen/Llama naming): the
-# attention output projection and the MLP down projection. arca_layers sums their LoRA deltas.
-RESIDUAL_WRITERS = ("o_proj", "down_proj")
-
 # File written into a materialized GGUF cache folder last; its presence marks the folder complete.
 GGUF_MARKER = "arca_gguf.json"
 
@@ -551,69 +547,3 @@ def load_policy(cfg: Config, adapter_dir: str | Path | None = None, is_trainable
     policy = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
     policy.eval()
     return policy, tok
-
-
-def unwrap(model):
-    """The transformers causal LM inside a peft wrapper (or the model itself)."""
-    from peft import PeftModel
-
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def backbone(model):
-    """The decoder stack whose output ``last_hidden_state`` is h, the input of the LM head.
-
-    For a peft model the LoRA layers sit inside this module, so calling it under
-    ``model.disable_adapter()`` gives the base h, and otherwise the adapted h.
-    """
-    return unwrap(model).get_decoder()
-
-
-def lm_head(model):
-    """The output projection mapping h [B, T, H] to logits [B, T, V]."""
-    return unwrap(model).get_output_embeddings()
-
-
-class LoraDeltaSum:
-    """Forward hooks that sum the LoRA outputs written into the residual stream, during a pass.
-
-    For every LoRA layer named by ``RESIDUAL_WRITERS`` (in every decoder layer), a hook on its
-    ``lora_B`` module adds ``scaling * B(A(dropout(x)))`` (exactly the term peft adds to the base
-    output) into ``total`` [B, L, H], detached: the gradient pass gives the adapted log-probs and
-    this sum with no extra forward. Use as a context manager; hooks are removed on exit.
-    """
-
-    def __init__(self, model):
-        from peft.tuners.lora import LoraLayer
-
-        self.total: torch.Tensor | None = None
-        self._handles = []
-        self._layers = []
-        for name, mod in model.named_modules():
-            if isinstance(mod, LoraLayer) and name.rsplit(".", 1)[-1] in RESIDUAL_WRITERS:
-                self._layers.append((name, mod))
-        if not self._layers:
-            raise ConfigError(f"arca_layers: the model has no LoRA layer on a residual-stream writer {list(RESIDUAL_WRITERS)}; "
-                              "add one of them to lora.target_modules")
-
-    def _hook(self, scaling: float):
-        def add(_module, _inputs, out):
-            d = out.detach().float() * scaling  # [B, L, H]
-            self.total = d if self.total is None else self.total + d
-        return add
-
-    def __enter__(self) -> "LoraDeltaSum":
-        self.total = None
-        for name, layer in self._layers:
-            for adapter in layer.active_adapters:
-                if adapter not in layer.lora_B:
-                    continue
-                if adapter in getattr(layer, "lora_variant", {}):  # DoRA etc. do not add B A x alone
-                    raise ValueError(f"arca_layers: {name} uses a LoRA variant; only plain LoRA is supported")
-                self._handles.append(layer.lora_B[adapter].register_forward_hook(self._hook(float(layer.scaling[adapter]))))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()

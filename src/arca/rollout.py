@@ -13,10 +13,13 @@ the scoring passes, the credit weights, the loss, Gini and EffN/T, the decoded t
 from __future__ import annotations
 
 import logging
+import typing
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from arca.config import Decoder, MaskRule
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,9 @@ class Generator(Protocol):
 
 
 # Values of ``rollout.completion_mask``; the first is the paper's.
-MASK_RULES = ("author", "through_eos")
+MASK_RULES = typing.get_args(MaskRule)  # ("author", "through_eos")
 # Values of ``rollout.decoder`` (Transformers backend); the first is the default.
-DECODERS = ("lean", "generate")
+DECODERS = typing.get_args(Decoder)  # ("lean", "generate")
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int | None,

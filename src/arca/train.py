@@ -34,209 +34,16 @@ from tqdm import tqdm
 
 from arca import credit as credit_lib
 from arca.config import Config, dump_config, parse_run_id, training_hash
-from arca.diagnostics import credit_precision, effective_token_ratio, gini, nanmean
+from arca.diagnostics import effective_token_ratio, gini, nanmean
 from arca.grpo import group_advantages, weighted_pg_loss
 from arca.io import atomic_path, write_json, write_jsonl, write_text
-from arca.labels import TokenLabels, label_batch
-from arca.rollout import Rollouts
+from arca.labels import label_metrics, rollout_labels
+from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
 
 log = logging.getLogger(__name__)
 
-# Counts extra forward passes (adapter-off reference passes; adapter-on no-grad entropy passes
-# before the gradient passes); tests use it to check the one-pass and zero-pass guarantees.
-PASS_COUNTER = {"reference": 0, "entropy": 0}
-
-
 class NonFiniteError(FloatingPointError):
     """A NaN or inf appeared in a training forward/backward pass."""
-
-
-# ----------------------------------------------------------------------------- scoring
-class _TokenLogProb(torch.autograd.Function):
-    """log softmax(logits)[target] without keeping a full-vocabulary fp32 tensor.
-
-    Forward keeps only the logits (already alive as lm_head's output) and the log-sum-exp [N];
-    backward recomputes the softmax chunk by chunk: d/dlogits = g * (onehot(y) - softmax).
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
-        lse = torch.cat([torch.logsumexp(c.float(), dim=-1) for c in logits.split(chunk)])  # [N]
-        picked = logits.gather(1, targets[:, None]).squeeze(1).float()  # [N]
-        ctx.save_for_backward(logits, targets, lse)
-        ctx.chunk = chunk
-        return picked - lse
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        logits, targets, lse = ctx.saved_tensors
-        out = torch.empty_like(logits)
-        for s in range(0, logits.shape[0], ctx.chunk):
-            e = s + ctx.chunk
-            g = -torch.exp(logits[s:e].float() - lse[s:e, None]) * grad[s:e, None]  # [c, V]
-            g.scatter_add_(1, targets[s:e, None], grad[s:e, None].float())
-            out[s:e] = g.to(logits.dtype)
-        return out, None, None
-
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """log pi(targets) from logits [B, T, V] and targets [B, T] -> [B, T] float32 (differentiable)."""
-    B, T, V = logits.shape
-    return _TokenLogProb.apply(logits.reshape(B * T, V), targets.reshape(B * T), chunk).view(B, T)
-
-
-@torch.no_grad()
-def token_entropies(logits: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Entropy of each predictive distribution, [B, T, V] -> [B, T] float32, chunked, no grad."""
-    B, T, V = logits.shape
-    flat = logits.detach().reshape(B * T, V)
-    out = []
-    for c in flat.split(chunk):
-        lp = torch.log_softmax(c.float(), dim=-1)  # [c, V]
-        out.append(-(lp.exp() * lp).sum(dim=-1))
-    return torch.cat(out).view(B, T)
-
-
-def _backbone_and_head(model):
-    """The decoder stack (returns normed final hidden states) and the lm_head of a causal LM."""
-    from arca.models import backbone, lm_head
-
-    return backbone(model), lm_head(model)
-
-
-def _sequence(r: Rollouts, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Prompt+completion ids without the last token, attention mask, position ids; and P."""
-    ids = torch.cat([r.prompt_ids, r.completion_ids], dim=1)[:, :-1].to(device)  # [B, P+T-1]
-    am = torch.cat([r.prompt_mask.float(), r.completion_mask], dim=1)[:, :-1].to(device)  # [B, P+T-1]
-    # Left padding: positions count real tokens only, exactly as generate() numbered them.
-    pos = (am.long().cumsum(dim=1) - 1).clamp(min=0)  # [B, P+T-1]
-    return ids, am.long(), pos, r.prompt_ids.shape[1]
-
-
-def _final_hidden(model, r: Rollouts) -> torch.Tensor:
-    """Final hidden states (after the last norm) at the positions predicting y_1..y_T: [B, T, H]."""
-    device = next(model.parameters()).device
-    ids, am, pos, P = _sequence(r, device)
-    body, _ = _backbone_and_head(model)
-    h = body(input_ids=ids, attention_mask=am, position_ids=pos, use_cache=False).last_hidden_state  # [B, P+T-1, H]
-    return h[:, P - 1:, :]  # position P-1+t-1 predicts y_t
-
-
-@dataclass
-class Scores:
-    logprobs: torch.Tensor  # [B, T] with grad when computed in the gradient pass
-    entropies: torch.Tensor | None = None  # [B, T]
-    hidden: torch.Tensor | None = None  # [B, T, H] detached
-    lora_delta: torch.Tensor | None = None  # [B, T, H] detached, summed LoRA residual deltas
-
-
-def policy_scores(model, r: Rollouts, want_entropies: bool, want_hidden: bool, chunk: int = 1024,
-                  want_lora_delta: bool = False) -> Scores:
-    """Gradient pass, adapter on: log-probs (with grad) plus detached entropies / hidden states.
-
-    ``want_lora_delta`` collects the summed LoRA residual deltas with hooks in this same pass.
-    """
-    from arca.models import LoraDeltaSum
-
-    delta = None
-    if want_lora_delta:
-        with LoraDeltaSum(model) as deltas:
-            h = _final_hidden(model, r)  # [B, T, H]
-        P = r.prompt_ids.shape[1]
-        # [B, P+T-1, H] -> [B, T, H], the positions of h; no hooked layer ran (none active) -> zeros
-        delta = deltas.total[:, P - 1:, :] if deltas.total is not None else torch.zeros_like(h, dtype=torch.float32)
-    else:
-        h = _final_hidden(model, r)  # [B, T, H]
-    _, head = _backbone_and_head(model)
-    logits = head(h)  # [B, T, V]
-    targets = r.completion_ids.to(logits.device)  # [B, T]
-    lp = token_logprobs(logits, targets, chunk)  # [B, T]
-    return Scores(lp, token_entropies(logits, chunk) if want_entropies else None, h.detach() if want_hidden else None, delta)
-
-
-@torch.no_grad()
-def step_entropies(model, r: Rollouts, mb: int, chunk: int = 1024) -> torch.Tensor:
-    """Entropies of every real completion token of the step [M], adapter on, one no-grad pass per micro-batch.
-
-    Only for methods with a step-wide statistic when the step has several micro-batches (with
-    one, the gradient pass's own entropies are the same set and no extra pass runs). It runs in
-    the model's current (train) mode, so with LoRA dropout > 0 its entropies are a different
-    dropout draw from the gradient pass's; the threshold they give is still the step's.
-    """
-    _, head = _backbone_and_head(model)
-    out = []
-    for s in range(0, len(r), mb):
-        part = r.select(slice(s, s + mb))
-        PASS_COUNTER["entropy"] += 1
-        ent = token_entropies(head(_final_hidden(model, part)), chunk)  # [b, T]
-        out.append(ent[part.completion_mask.to(ent.device) > 0])
-    return torch.cat(out)  # [M]
-
-
-def _shared_prompt_hidden(model, r: Rollouts) -> torch.Tensor | None:
-    """``_final_hidden`` with the prompt run once per distinct prompt (no gradient; None if not possible).
-
-    ``arca.decode.LeanDecoder.final_hidden`` gives the same values bit for bit on CPU (tested)
-    with about 40% less work when K completions share each prompt; it declines other models and
-    shapes, and the full pass runs instead.
-    """
-    from arca.decode import LeanDecoder, UnsupportedModelError
-
-    try:
-        lean = LeanDecoder(model)
-    except UnsupportedModelError:
-        return None
-    device = next(model.parameters()).device
-    return lean.final_hidden(r.prompt_ids.to(device), r.prompt_mask.to(device), r.completion_ids.to(device),
-                             r.completion_mask.to(device))
-
-
-@torch.inference_mode()  # cheaper than no_grad; its outputs only feed detached credit signals
-def reference_scores(model, r: Rollouts, want_logprobs: bool, chunk: int = 1024) -> Scores:
-    """The single adapter-off pass: reference log-probs and base final hidden states."""
-    PASS_COUNTER["reference"] += 1
-    with model.disable_adapter():
-        h = _shared_prompt_hidden(model, r)
-        if h is None:
-            h = _final_hidden(model, r)  # [B, T, H]
-        lp = None
-        if want_logprobs:
-            _, head = _backbone_and_head(model)
-            lp = token_logprobs(head(h), r.completion_ids.to(h.device), chunk)  # [B, T]
-    return Scores(lp, None, h)
-
-
-ALL_NEEDS = frozenset({credit_lib.ENTROPIES, credit_lib.STEP_ENTROPIES, credit_lib.REF_LOGPROBS,
-                       credit_lib.HIDDEN, credit_lib.LORA_DELTA})
-
-
-def credit_inputs_for_rollouts(model, rollouts: Rollouts, needs: frozenset[str] | None = None, seed: int = 0) -> credit_lib.CreditInputs:
-    """Every per-token input a credit method may need, without gradient (heat maps, analysis).
-
-    The rollouts count as one step: step-wide statistics are taken over all of them.
-    """
-    needs = ALL_NEEDS if needs is None else needs
-    with torch.no_grad():
-        ref = reference_scores(model, rollouts, credit_lib.REF_LOGPROBS in needs) if needs & credit_lib.NEEDS_REFERENCE_PASS else None
-        pol = policy_scores(model, rollouts, bool(needs & credit_lib.NEEDS_ENTROPIES),
-                            credit_lib.HIDDEN in needs, want_lora_delta=credit_lib.LORA_DELTA in needs)
-    return _inputs(rollouts, pol, ref, seed)
-
-
-def _inputs(r: Rollouts, pol: Scores, ref: Scores | None, seed: int, step_ents: torch.Tensor | None = None,
-            decisive: torch.Tensor | None = None) -> credit_lib.CreditInputs:
-    return credit_lib.CreditInputs(
-        mask=r.completion_mask.to(pol.logprobs.device),
-        logprobs=pol.logprobs.detach(),
-        entropies=pol.entropies,
-        ref_logprobs=ref.logprobs if ref is not None else None,
-        hidden=pol.hidden,
-        base_hidden=ref.hidden if ref is not None else None,
-        lora_delta=pol.lora_delta,
-        step_entropies=step_ents,
-        decisive=decisive.to(pol.logprobs.device) if decisive is not None else None,
-        seed=seed,
-    )
 
 
 # ----------------------------------------------------------------------------- schedule & state
@@ -311,60 +118,6 @@ def load_checkpoint(run_dir: Path, model, opt, sched, data_gen: torch.Generator,
         torch.cuda.set_rng_state_all(st["cuda_rng"])
     log.info("resuming from %s (step %d)", last, st["step"])
     return RunState(step=st["step"], metrics=st["metrics"], last_weights=st["last_weights"], curve=st.get("curve", []))
-
-
-# ----------------------------------------------------------------------------- labels
-def completion_pieces(tokenizer, r: Rollouts) -> list[list[str]]:
-    """The decoded text of every real completion token of each row (special tokens decode to "").
-
-    One token at a time, which is exact for the character-level tokenizer; where the pieces do not
-    add up to the row's text (a subword tokenizer merging across tokens), each token's piece is
-    taken as the growth of the decoded prefix instead.
-    """
-    out = []
-    for ids, m, text in zip(r.completion_ids.tolist(), r.completion_mask.tolist(), r.texts):
-        real = [i for i, keep in zip(ids, m) if keep > 0]
-        pieces = [tokenizer.decode([i], skip_special_tokens=True) for i in real]
-        if "".join(pieces) != text:
-            prefixes = [tokenizer.decode(real[: t + 1], skip_special_tokens=True) for t in range(len(real))]
-            pieces = [p[len(q):] for p, q in zip(prefixes, [""] + prefixes[:-1])]
-        out.append(pieces)
-    return out
-
-
-@dataclass
-class BatchLabels:
-    """Token labels of a batch of rollouts as tensors (rows without labels are all 0)."""
-
-    decisive: torch.Tensor  # [N, T]
-    distractor: torch.Tensor  # [N, T]
-    aligned: torch.Tensor  # [N] bool
-    forked: torch.Tensor  # [N] bool
-
-    def select(self, sl: slice) -> "BatchLabels":
-        return BatchLabels(self.decisive[sl], self.distractor[sl], self.aligned[sl], self.forked[sl])
-
-
-def rollout_labels(tokenizer, r: Rollouts, problems: list[dict], k: int) -> BatchLabels | None:
-    """Labels of the planted forks for rollouts of ``problems`` (K rows each), or None without forks."""
-    if not any(p.get("branches") for p in problems):
-        return None
-    rows = [p for p in problems for _ in range(k)]
-    lab: TokenLabels = label_batch(completion_pieces(tokenizer, r), r.texts, rows, r.completion_ids.shape[1])
-    return BatchLabels(torch.tensor(lab.decisive, dtype=torch.float32), torch.tensor(lab.distractor, dtype=torch.float32),
-                       torch.tensor(lab.aligned), torch.tensor(lab.forked))
-
-
-def label_metrics(labels: BatchLabels | None, W: torch.Tensor, M: torch.Tensor, adv: torch.Tensor) -> dict:
-    """Alignment rates and credit precision of a step's weights (empty without labels)."""
-    if labels is None:
-        return {}
-    forked = labels.forked
-    return {
-        "labeled_frac": float(labels.aligned.float().mean()),
-        "labeled_frac_forked": float(labels.aligned[forked].float().mean()) if forked.any() else None,
-        **credit_precision(W, M, labels.decisive[:, : W.shape[1]], labels.distractor[:, : W.shape[1]], adv, labels.aligned),
-    }
 
 
 def shuffled_rewards(rewards: torch.Tensor, seed: int, step: int) -> torch.Tensor:
@@ -457,7 +210,7 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
             mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
             _check_finite(pol.logprobs.detach(), mask, "log-probs", step + 1)
             dec = labels.decisive[s:s + mb] if labels is not None and credit_lib.LABELS in method.needs else None
-            inputs = _inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents, decisive=dec)
+            inputs = credit_inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents, decisive=dec)
             w, fb = credit_lib.token_weights(cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [b, T], [b]
             w_loss = credit_lib.loss_weights(w, mask, cfg.credit.normalization)  # [b, T]
             loss = weighted_pg_loss(pol.logprobs, w_loss, mask, adv[s:s + mb].to(w.device), n_total=N)
@@ -502,6 +255,9 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
         "fallback_frac": float(torch.cat(fallbacks).float().mean()),
         "residual_mean": float(res.mean()) if res is not None and res.numel() else None,
         "residual_max": float(res.max()) if res is not None and res.numel() else None,
+        # Extra forward passes beyond the gradient passes: the one-pass and zero-pass guarantees.
+        "reference_passes": -(-N // mb) if need_ref else 0,
+        "entropy_passes": -(-N // mb) if step_ents is not None else 0,
         **label_metrics(labels, W, M, adv),
     }
     return metrics, [[float(x) for x in w[m > 0]] for w, m in zip(W, M)]

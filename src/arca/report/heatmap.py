@@ -1,9 +1,10 @@
 """``python -m arca heatmap``: where each credit method puts its weight, token by token.
 
-``heatmap_main`` loads the heat-map run's adapter, samples a few held-out completions and
-computes the weights every registered credit method would give their tokens, all on the same
-rollouts, so the methods are compared on identical text. ``render_heatmap`` (pure, no model)
-turns that into one self-contained HTML page: inline CSS, no scripts, no external assets.
+The model run is the analysis step's (``arca.analysis``): it samples held-out completions with
+the heat-map run's adapter and writes the weights every registered credit method gives their
+tokens, all on the same rollouts, to ``analysis/heatmap_rollouts.jsonl``. This module only reads
+that file: ``render_heatmap`` turns it into one self-contained HTML page (inline CSS, no
+scripts, no external assets).
 
 Each token is shaded by its weight relative to the largest weight in its row, so a row's
 pattern is readable whatever its scale (a uniform row is evenly pale-to-full, a concentrated
@@ -29,15 +30,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from arca.config import Config, parse_run_id
-from arca.io import write_text
-from arca.labels import align, token_flags
+from arca import grid
+from arca.config import Config
+from arca.io import read_jsonl, write_text
 
 log = logging.getLogger(__name__)
 
 N_ROLLOUTS = 4  # held-out problems shown; enough to see a pattern, small enough to read
-N_AGREEMENT = 32  # held-out rollouts the agreement table averages over (N_ROLLOUTS of them are shown)
-HEATMAP_FILE = Path("figures") / "credit_heatmap.html"  # relative to cfg.out_dir
 SHADE_RGB = (214, 39, 40)  # one hue for every method, so rows are comparable at a glance
 NEWLINE_MARK = "\u21b5"  # ↵
 LEGEND_STOPS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -74,20 +73,6 @@ def show_token(token: str) -> str:
     """HTML text of a token: escaped, newlines visible as ↵, an empty token as a thin mark."""
     text = token.replace("\r\n", "\n").replace("\n", NEWLINE_MARK)
     return html.escape(text, quote=True) if text else "&#8203;"
-
-
-def fork_marks(tokens: list[str], completion: str, branches: list[dict] | None) -> dict | None:
-    """Decisive and distractor flags (0/1 per token) of one completion, or None when it has no labels.
-
-    ``completion`` is the decoded text whose characters the labels index, ``tokens`` its decoded
-    pieces, one per shown token (their concatenation is ``completion``), as in training's
-    ``arca.labels.label_batch``.
-    """
-    a = align(completion, branches or [])
-    if a is None:
-        return None
-    return {"decisive": token_flags(tokens, a.decisive), "distractor": token_flags(tokens, a.distractor),
-            "correct": a.correct}
 
 
 def pick_shown(rollouts: list[dict], n: int) -> list[dict]:
@@ -233,69 +218,16 @@ def render_heatmap(rollouts: list[dict], title: str = "Token credit by method", 
     )
 
 
-def heatmap_run(cfg: Config) -> str:
-    """``sweep.heatmap_run``, or the first run of an ``arca`` cell, or the first run."""
-    if cfg.sweep.heatmap_run:
-        return cfg.sweep.heatmap_run
-    runs = cfg.run_ids()
-    arca = [r for r in runs if cfg.for_run(r).credit.method == "arca"]
-    return (arca or runs)[0]
-
-
 def heatmap_main(cfg: Config, args=None) -> Path:
-    """Sample held-out completions with the heat-map run's adapter; weigh them by every method."""
-    from arca.credit import LABELS, REGISTRY, token_weights
-    from arca.data import read_records
-    from arca.diagnostics import gini
-    from arca.grading import gold_answer, grade_paper
-    from arca.models import load_policy
-    from arca.prompts import build_prompt
-    from arca.rollout import TransformersGenerator
-    from arca.train import completion_pieces, credit_inputs_for_rollouts, rollout_labels
-
-    run = heatmap_run(cfg)
-    parse_run_id(run)
-    rcfg = cfg.for_run(run)
-    adapter = cfg.run_dir(run) / "adapter"
-    if not adapter.is_dir():
-        raise FileNotFoundError(f"heatmap: missing adapter {adapter} (train run {run} first)")
-    problems = read_records(cfg.data_dir / "test.jsonl")[:N_AGREEMENT]
-    model, tok = load_policy(rcfg, adapter, is_trainable=False)
-    model.eval()
-    gen = TransformersGenerator(model, tok, rcfg.rollout.batch_size, rcfg.data.max_prompt_tokens,
-                                rcfg.rollout.completion_mask)
-    ro = gen.generate([build_prompt(p["problem"]) for p in problems], 1, rcfg.rollout.temperature,
-                      rcfg.rollout.top_p, rcfg.rollout.max_new_tokens, greedy=False, seed=0,
-                      top_k=rcfg.rollout.top_k)
-    inputs = credit_inputs_for_rollouts(model, ro, seed=0)
-    labels = rollout_labels(tok, ro, problems, 1)  # None on a corpus without planted forks
-    if labels is not None:
-        inputs.decisive = labels.decisive.to(inputs.mask.device)  # [N, T], what the oracle methods read
-    mask = inputs.mask  # [N, T]
-    per_method = {}
-    for method, spec in REGISTRY.items():
-        if LABELS in spec.needs and inputs.decisive is None:
-            continue  # no fork labels here: the label-reading methods (the oracle) have nothing to weigh
-        w, _ = token_weights(method, inputs, rcfg.credit.sharpen, rcfg.credit.eps)  # [N, T]
-        per_method[method] = (w.float().cpu(), gini(w, mask).float().cpu())  # [N, T], [N]
-    # The labels index characters of the decoded text; training maps them to tokens through these pieces.
-    pieces = completion_pieces(tok, ro)  # [N][real tokens of row i]
-    rollouts = []
-    for i, p in enumerate(problems):
-        keep = mask[i].cpu() > 0  # [T]
-        ids = ro.completion_ids[i].cpu()[keep].tolist()
-        tokens = [tok.decode([t]) for t in ids]
-        rollouts.append({
-            "prompt": p["problem"],
-            "tokens": tokens,
-            "weights": {m: w[i][keep].tolist() for m, (w, _) in per_method.items()},
-            "gini": {m: float(g[i]) for m, (_, g) in per_method.items()},
-            "reward": float(grade_paper(ro.texts[i], gold_answer(p["answer"]))),
-            **({"marks": fork_marks(pieces[i], ro.texts[i], p["branches"])} if p.get("branches") else {}),
-        })
-    path = cfg.out_dir / HEATMAP_FILE
+    """Render the heat-map page from the analysis step's rollouts (no model runs here)."""
+    source = Path(grid.heatmap_rollouts_output(cfg))
+    if not source.is_file():
+        raise FileNotFoundError(f"heatmap: missing {source} (run `python -m arca heatmap-rollouts` first)")
+    rollouts = read_jsonl(source)
+    run = grid.heatmap_run(cfg)
     page = render_heatmap(pick_shown(rollouts, N_ROLLOUTS), title=f"Token credit by method, rollouts of run {run}",
                           agreement_over=rollouts)
+    path = Path(grid.heatmap_output(cfg))
     write_text(path, page)
     for method, (rho, n) in agreement(rollouts).items():
         log.info("rank agreement with arca: %s rho %.3f over %d rollouts", method, rho, n)

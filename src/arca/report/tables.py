@@ -17,6 +17,8 @@ Outputs (each written atomically):
 - ``learning_curves.csv`` held-out greedy and sampled accuracy at every curve step of every run
 - ``sample_efficiency.*`` area under the held-out learning curve, final accuracy and steps to a
                          threshold, each paired against ``uniform`` with its minimum detectable difference
+- ``cost.*``             wall time and peak memory of each run's jobs, from Snakemake's benchmark
+                         records (``arca.report.cost``)
 
 Accuracies come from the per-problem grades in ``samples.jsonl`` (the primary protocol is the
 first of ``cfg.eval.protocols``, graded by its primary grader) so that intervals can resample
@@ -33,9 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from arca import grid
 from arca.config import Config, parse_run_id
 from arca.io import read_jsonl, write_text
-from arca.report.stats import (
+from arca.report import cost
+from arca.stats import (
     NAN_ESTIMATE, Estimate, bootstrap_mean_ci, bootstrap_ratio_ci, paired_bootstrap, paired_difference, pass_at_k,
 )
 
@@ -961,4 +965,8 @@ def aggregate_main(cfg: Config, args=None) -> None:
     efficiency = sample_efficiency_table(cells)
     write_text(out / "sample_efficiency.csv", _csv(efficiency))
     write_text(out / "sample_efficiency.md", sample_efficiency_markdown(efficiency))
+    costs = cost.cost_table(cfg)
+    paths = grid.table_outputs(cfg)
+    write_text(paths["cost_csv"], _csv(costs))
+    write_text(paths["cost_md"], cost.NOTE + markdown_table(*cost.cost_rows(cfg, costs)))
     log.info("wrote %d cells (%d runs) to %s", len(cells), len(runs), out)

@@ -1,4 +1,4 @@
-"""Statistics for the report: the unbiased pass@k estimator and bootstrap confidence intervals.
+"""Statistics for evaluation and the report: the unbiased pass@k estimator and bootstrap intervals.
 
 Accuracy is a mean over problems and seeds, and both are samples: the problems from a larger
 pool, the seeds from all possible training runs. The intervals therefore resample both levels
