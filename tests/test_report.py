@@ -149,7 +149,7 @@ def _step_values(base, seed):
     return [base + 0.01 * step + (0.02 if seed == 2 else 0.0) for step in range(STEPS)]
 
 
-def _write_eval(eval_dir: Path, identity: dict, greedy, counts, trainable):
+def _write_eval(eval_dir: Path, identity: dict, greedy, counts, trainable, config_hash=None):
     eval_dir.mkdir(parents=True, exist_ok=True)
     samples = []
     for pid, g, c in zip(PROBLEMS, greedy, counts):
@@ -164,7 +164,7 @@ def _write_eval(eval_dir: Path, identity: dict, greedy, counts, trainable):
     greedy_acc = float(np.mean(greedy))
     pak = float(np.mean([pass_at_k(N_SAMPLES, c, K) for c in counts]))
     summary = {
-        **identity, "trainable_params": trainable, "config_hash": "abc",
+        **identity, "trainable_params": trainable, "config_hash": config_hash,
         "protocols": {"generated": {
             "n_problems": len(PROBLEMS), "primary_grader": "paper",
             "greedy": {"paper": greedy_acc, "math_verify": greedy_acc},
@@ -211,7 +211,7 @@ def make_sweep(root: Path):
             weights = [conc, list(reversed(conc)), [1.0]]
             (run_dir / "final_weights.json").write_text(json.dumps({"run": run, "method": method, "step": STEPS, "weights": weights}))
             _write_eval(cfg.eval_dir(run), {"run": run, "label": label, "method": method, "rank": rank, "seed": seed},
-                        _greedy_of(greedy, seed), counts, trainable=1000 * rank)
+                        _greedy_of(greedy, seed), counts, trainable=1000 * rank, config_hash=cfg.run_hash(run))
     _write_eval(cfg.eval_dir("base"), {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
                 BASE_GREEDY, BASE_COUNTS, trainable=None)
     return cfg

@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from arca.config import ConfigError, load_config
+from arca.config import ConfigError, check_run_overrides, load_config
 
 log = logging.getLogger("arca")
 
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     module_name, func_name = target.split(":")
     try:
         cfg = load_config(args.config or default_config_files(), args.overrides)
+        run = getattr(args, "run", None)
+        if run and run != "base" and args.overrides:
+            check_run_overrides(cfg, run, args.overrides)
         func = getattr(importlib.import_module(module_name), func_name)
         func(cfg, args)
     except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:

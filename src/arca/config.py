@@ -545,11 +545,70 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _parse_scalar(text: str) -> Any:
+    """An override's value, read as YAML; ``1e-4`` (a string to YAML 1.1) is read as a number."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def parse_override(entry: str, source: str = "--set") -> tuple[str, Any]:
+    """``"train.lr=1e-4"`` -> ``("train.lr", 1e-4)``; the value is read as YAML."""
+    if not isinstance(entry, str) or "=" not in entry:
+        raise ConfigError(f"{source} {entry!r}: expected key.path=value, e.g. train.lr=1e-4")
+    key, text = entry.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"{source} {entry!r}: {key!r} is not a dotted key path like train.lr")
+    return key, _parse_scalar(text)
+
+
+def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:
+    """A copy of the plain config ``raw`` with ``key.path=value`` overrides set (keys checked later)."""
+    out = copy.deepcopy(raw)
+    for entry in overrides:
+        key, value = parse_override(entry, source)
+        _set_dotted(out, key, value, source=source)
+    return out
+
+
+def run_fixed_keys(cfg: "Config", run_id: str) -> dict[str, str]:
+    """The keys a run id decides, each with what decides it: ``{"credit.method": "method 'arca'", ...}``.
+
+    ``for_run`` sets them after every config file and ``--set``, so an override of one of them
+    would be silently replaced; ``check_run_overrides`` turns that into an error.
+    """
+    label, rank, seed = parse_run_id(run_id)
+    cfg.for_run(run_id)  # an unknown run id fails here, naming the sweep
+    cell = next(c for c in cfg.sweep.cells if c.name == label)
+    fixed = {"credit.method": f"method {cell.method!r}", "lora.rank": f"rank {rank}", "train.seed": f"seed {seed}"}
+    for key, value in cell.overrides.items():
+        fixed[key] = f"sweep cell {cell.name!r} override {key}={value!r}"
+    return fixed
+
+
+def check_run_overrides(cfg: "Config", run_id: str, overrides: list[str], source: str = "--set") -> None:
+    """Refuse an override of a key the run id fixes (method, rank, seed, the cell's overrides).
+
+    Also catches a whole section set at once (``--set credit={method: x}``) that contains one.
+    """
+    fixed = run_fixed_keys(cfg, run_id)
+    ids = cfg.run_ids()
+    hint = (f"pick the run id of the cell you want (runs: {', '.join(ids[:6])}{', ...' if len(ids) > 6 else ''})"
+            if source == "--set" else "the sweep sets it per run: edit the sweep's cells (their overrides) instead")
+    for entry in overrides:
+        key, _ = parse_override(entry, source)
+        for fixed_key, why in fixed.items():
+            if key == fixed_key or fixed_key.startswith(key + ".") or key.startswith(fixed_key + "."):
+                raise ConfigError(f"{source} {entry}: key '{fixed_key}' is fixed by run id '{run_id}' ({why}) "
+                                  f"and cannot be overridden; {hint}")
 
 
 def _set_dotted(raw: dict, key: str, value: Any, source: str) -> None:
@@ -596,11 +655,7 @@ def load_config(paths: list[str | Path] | str | Path | None = None, overrides: l
         _build(Config, raw, "", str(p))  # key and type errors, named with this file
         merged = deep_merge(merged, raw)
     source = " + ".join(str(p) for p in paths) or "<defaults>"
-    for ov in overrides or []:
-        if "=" not in ov:
-            raise ConfigError(f"--set {ov!r}: expected key.path=value")
-        key, text = ov.split("=", 1)
-        _set_dotted(merged, key.strip(), _parse_scalar(text), source="--set")
+    merged = apply_overrides(merged, list(overrides or []))
     if overrides:
         source = f"{source} (with --set)"
     return from_dict(merged, source=source)

@@ -292,6 +292,9 @@ def evaluate_main(cfg: Config, args) -> None:
         adapter = cfg.run_dir(run) / "adapter"
         if not adapter.is_dir():
             raise FileNotFoundError(f"no trained adapter at {adapter}; run `python -m arca train --run {run}` first")
+        from arca.train import check_adapter_hash
+
+        check_adapter_hash(adapter, run, training_hash(run_cfg))
         model, tok = load_policy(run_cfg, adapter_dir=adapter)
         trainable = count_trainable(model)
     if resolve_device(cfg.device).type == "cpu":

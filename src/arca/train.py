@@ -503,8 +503,11 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
             break
     bar.close()
     if state.step >= cfg.train.steps:
-        _finish(run_dir, model, state, identity, count_trainable(model))
+        _finish(run_dir, model, state, {**identity, "config_hash": run_hash}, count_trainable(model))
     return state
+
+
+RUN_INFO = "arca_run.json"  # in the adapter folder: which run, which settings (config hash), how far
 
 
 def _finish(run_dir: Path, model, state: RunState, identity: dict, n_trainable: int) -> None:
@@ -515,7 +518,33 @@ def _finish(run_dir: Path, model, state: RunState, identity: dict, n_trainable: 
     write_jsonl(run_dir / "curve.jsonl", state.curve)
     with atomic_path(run_dir / "adapter") as tmp:
         model.save_pretrained(tmp)
+        write_json(tmp / RUN_INFO, {**identity, "steps": state.step, "trainable_params": n_trainable})
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
+def adapter_run_info(adapter_dir: Path) -> dict:
+    """The ``arca_run.json`` a finished run wrote into its adapter folder (its identity and config hash)."""
+    path = Path(adapter_dir) / RUN_INFO
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {adapter_dir} is not a finished run of this version of arca; retrain it")
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_adapter_hash(adapter_dir: Path, run_id: str, expected: str) -> None:
+    """Refuse an adapter trained with other settings than the config now asks for.
+
+    A hand run (``python -m arca train --run R --set train.lr=...``) writes into the run's own
+    folder; evaluating or tabulating it under the sweep's settings would mix experiments silently.
+    """
+    got = adapter_run_info(adapter_dir).get("config_hash")
+    if got != expected:
+        raise ValueError(
+            f"{adapter_dir} was trained with config hash {got}, but this config gives run '{run_id}' the hash "
+            f"{expected}: it was trained with other settings (by hand with --set?). Retrain it with this config "
+            f"(snakemake --cores all --forcerun {adapter_dir}, with your --configfile, or delete {Path(adapter_dir).parent}), "
+            "or pass the settings it was trained with")
 
 
 def train_main(cfg: Config, args) -> None:

@@ -176,6 +176,24 @@ def load_eval(cfg: Config, run: str) -> tuple[dict, pd.DataFrame, str, str]:
     return summary, scores, proto, grader
 
 
+def check_run_hash(cfg: Config, run: str, summary: dict) -> None:
+    """Refuse a run whose evaluation (and training) used other settings than this sweep's.
+
+    ``summary.json`` records the config hash of the adapter it evaluated, ``final_weights.json``
+    the one the run trained with (older outputs lack it); both must equal ``cfg.run_hash(run)``.
+    """
+    expected = cfg.run_hash(run)
+    sources = [(cfg.eval_dir(run) / "summary.json", summary.get("config_hash"))]
+    fw = cfg.run_dir(run) / "final_weights.json"
+    if fw.is_file():
+        sources.append((fw, json.loads(fw.read_text(encoding="utf-8")).get("config_hash", expected)))
+    for path, got in sources:
+        if got != expected:
+            raise ValueError(f"{path}: run '{run}' has config hash {got}, but this sweep's settings give {expected}: "
+                             "it was trained or evaluated with other settings (by hand with --set?); rerun it "
+                             f"with this config (snakemake --cores all --forcerun {cfg.run_dir(run) / 'adapter'}, with your --configfile)")
+
+
 def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int]:
     """Every run of the sweep and the base model; returns (runs, base, protocol, grader, k)."""
     runs = []
@@ -183,6 +201,7 @@ def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int
         label, rank, seed = parse_run_id(run)
         metrics = read_metrics(cfg.run_dir(run) / "metrics.jsonl")
         summary, scores, proto, grader = load_eval(cfg, run)
+        check_run_hash(cfg, run, summary)
         method = summary.get("method") or str(metrics["method"].iloc[0])
         curve = read_curve(cfg.run_dir(run) / "curve.jsonl")
         runs.append(RunRecord(run, label, method, rank, seed, summary, scores, metrics,
