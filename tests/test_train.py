@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from arca import credit, models, train
-from arca.config import load_config
+from arca.config import load_config, training_hash
 from arca.data import prepare_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -406,3 +406,55 @@ def test_oracle_without_forks_fails_with_a_clear_error(tmp_path):
     models.build_base(cfg)
     with pytest.raises(ValueError, match="data.forks.p_bug"):
         train.train_run(cfg, "oracle_r4_s1", run_dir=tmp_path / "run")
+
+
+# ----------------------------------------------------------------------------- the adapter folder
+def test_adapter_loads_from_another_directory_with_card_and_tokenizer(results, toy_reward, tmp_path, monkeypatch):
+    """peft's AutoPeftModelForCausalLM finds the base and the tokenizer from any working directory,
+    even when the results folder was given as a relative path (as in every shipped config)."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    run = "arca_r4_s1"
+    monkeypatch.chdir(results.parent)
+    cfg = load_config([SMOKE], overrides(Path(results.name), "train.steps=2")).for_run(run)
+    assert not cfg.base_dir.is_absolute()
+    adapter = tmp_path / "run" / "adapter"
+    train.train_run(cfg, run, run_dir=adapter.parent)
+    policy, tok = models.load_policy(cfg, adapter_dir=adapter, is_trainable=False)
+    ids = tok(["Solve: 2 + 3"], return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = policy(input_ids=ids).logits
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = AutoPeftModelForCausalLM.from_pretrained(str(adapter))
+    loaded.eval()
+    tok2 = AutoTokenizer.from_pretrained(str(adapter))
+    assert tok2(["Solve: 2 + 3"], add_special_tokens=False)["input_ids"] == ids.tolist()
+    with torch.no_grad():
+        got = loaded(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    # the adapter moved the model away from the base (so the comparison is not base vs base)
+    with torch.no_grad(), loaded.disable_adapter():
+        assert not torch.allclose(loaded(input_ids=ids).logits, got, atol=1e-6)
+
+    recorded = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(recorded).is_absolute() and Path(recorded, "config.json").is_file()
+    info = json.loads((adapter / train.RUN_INFO).read_text())
+    assert info["config_hash"] == training_hash(cfg)
+    card = (adapter / "README.md").read_text()
+    for needle in ("`arca`", "rank 4", "| seed (`train.seed`) | 1 |", "2 of 2 prompts", info["config_hash"],
+                   "reward_mean (last step / mean over training)", "AutoPeftModelForCausalLM"):
+        assert needle in card, needle
+    assert "More Information Needed" not in card  # not peft's blank template
+
+
+def test_hub_base_is_recorded_as_its_hub_id(tmp_path):
+    from arca.cards import base_model_reference
+
+    hub = load_config([REPO / "configs" / "paper.yaml"], [f"paths.results={tmp_path}"])
+    assert base_model_reference(hub) == "Qwen/Qwen3-1.7B-Base"
+    here = load_config([SMOKE], ["paths.results=relative/results"])
+    assert base_model_reference(here) == str((Path.cwd() / "relative" / "results" / "smoke" / "base").resolve())

@@ -14,8 +14,8 @@ One optimizer step (DESIGN.md "One training step"):
 
 A run folder ``runs/<run>/`` holds ``config.yaml`` (resolved), ``checkpoints/step_XXXXXX/``
 (adapter, optimizer, scheduler, RNG states, data position, metrics so far) while training, and
-at the end ``adapter/``, ``metrics.jsonl`` and ``final_weights.json``, each renamed into place
-only when complete. Started again on the same folder, training resumes from the last
+at the end ``adapter/`` (loadable from anywhere, with tokenizer and model card: ``arca.cards``),
+``metrics.jsonl`` and ``final_weights.json``, each renamed into place only when complete. Started again on the same folder, training resumes from the last
 checkpoint and ends identical to an uninterrupted run.
 """
 from __future__ import annotations
@@ -503,22 +503,34 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
             break
     bar.close()
     if state.step >= cfg.train.steps:
-        _finish(run_dir, model, state, {**identity, "config_hash": run_hash}, count_trainable(model))
+        _finish(cfg, run_dir, model, tok, state, {**identity, "config_hash": run_hash}, count_trainable(model))
     return state
 
 
 RUN_INFO = "arca_run.json"  # in the adapter folder: which run, which settings (config hash), how far
 
 
-def _finish(run_dir: Path, model, state: RunState, identity: dict, n_trainable: int) -> None:
-    """Final outputs, each renamed into place when complete; then the checkpoints go."""
+def _finish(cfg: Config, run_dir: Path, model, tok, state: RunState, identity: dict, n_trainable: int) -> None:
+    """Final outputs, each renamed into place when complete; then the checkpoints go.
+
+    The adapter folder is self-contained (``arca.cards``): the base recorded so that peft finds it
+    from any working directory, the tokenizer, ``arca_run.json`` and a filled model card.
+    """
+    from arca.cards import base_model_reference, final_metrics, model_card
+
     write_json(run_dir / "final_weights.json",
                {**identity, "step": state.step, "trainable_params": n_trainable, "weights": state.last_weights})
     write_jsonl(run_dir / "metrics.jsonl", state.metrics)
     write_jsonl(run_dir / "curve.jsonl", state.curve)
+    info = {**identity, "steps": state.step, "trainable_params": n_trainable,
+            "final_metrics": final_metrics(state.metrics, state.curve)}
+    for peft_cfg in model.peft_config.values():
+        peft_cfg.base_model_name_or_path = base_model_reference(cfg)
     with atomic_path(run_dir / "adapter") as tmp:
         model.save_pretrained(tmp)
-        write_json(tmp / RUN_INFO, {**identity, "steps": state.step, "trainable_params": n_trainable})
+        tok.save_pretrained(tmp)
+        write_json(tmp / RUN_INFO, info)
+        write_text(tmp / "README.md", model_card(cfg, info))  # replaces peft's blank template
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
