@@ -230,8 +230,12 @@ def test_kill_minus_9_then_rerun_equals_uninterrupted(results, tmp_path):
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     run_dir = killed / "smoke" / "runs" / run
-    assert not (run_dir / "adapter").exists() and not (run_dir / "metrics.jsonl").exists()
+    assert not (run_dir / "adapter").exists()
     assert [c.name for c in ckpt.glob("step_*")]  # the checkpoint survived
+    # metrics.jsonl grew a line per finished step while it ran (possibly past the checkpoint)
+    live = metrics(run_dir)
+    saved = max(int(c.name.split("_")[1]) for c in ckpt.glob("step_*"))
+    assert len(live) >= saved and live == metrics(full / "smoke" / "runs" / run)[: len(live)]
 
     p = _cli(results, run, "train.steps=6", f"paths.results={killed}")
     out, _ = p.communicate(timeout=300)
@@ -278,7 +282,8 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(results, toy_reward, tm
     with pytest.raises(train.NonFiniteError, match="step 3"):
         train.train_run(cfg, run, run_dir=tmp_path / "r")
     assert (ckpt / "trainer_state.pt").read_bytes() == before
-    assert not (tmp_path / "r" / "adapter").exists() and not (tmp_path / "r" / "metrics.jsonl").exists()
+    assert not (tmp_path / "r" / "adapter").exists()
+    assert [m["step"] for m in metrics(tmp_path / "r")] == [1, 2]  # the steps that finished
     monkeypatch.setattr(train, "policy_scores", real)
     state = train.train_run(cfg, run, run_dir=tmp_path / "r")  # a rerun completes normally
     assert state.step == 4 and (tmp_path / "r" / "adapter").is_dir()
@@ -458,3 +463,98 @@ def test_hub_base_is_recorded_as_its_hub_id(tmp_path):
     assert base_model_reference(hub) == "Qwen/Qwen3-1.7B-Base"
     here = load_config([SMOKE], ["paths.results=relative/results"])
     assert base_model_reference(here) == str((Path.cwd() / "relative" / "results" / "smoke" / "base").resolve())
+
+
+# ----------------------------------------------------------------------------- live progress
+def test_metrics_grow_every_step_and_resume_drops_lines_past_the_checkpoint(results, toy_reward, tmp_path, monkeypatch):
+    run = "entropy_reduction_r4_s1"
+    cfg = run_cfg(results, run)  # 4 steps, a checkpoint every 2
+    train.train_run(cfg, run, run_dir=tmp_path / "full")
+    seen = []
+    real = train.train_step
+
+    def watch(*a, **k):  # before each step: what a `tail -f` of metrics.jsonl shows at that moment
+        seen.append(len((tmp_path / "split" / "metrics.jsonl").read_text().splitlines()))
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "train_step", watch)
+    train.train_run(cfg, run, run_dir=tmp_path / "split", stop_after=3)  # "killed" after step 3, checkpoint at 2
+    assert seen == [0, 1, 2]
+    assert [m["step"] for m in metrics(tmp_path / "split")] == [1, 2, 3]
+    seen.clear()
+    train.train_run(cfg, run, run_dir=tmp_path / "split")
+    assert seen == [2, 3]  # step 3 of the killed run was dropped before step 3 ran again
+    assert metrics(tmp_path / "split") == metrics(tmp_path / "full")
+    curve = [json.loads(x) for x in (tmp_path / "split" / "curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [0, 2, 4]
+
+
+def test_tensorboard_needs_its_package(results, monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(Exception, match="monitor.tensorboard.*pip install"):
+        load_config([SMOKE], overrides(results, "monitor.tensorboard=true"))
+
+
+def test_tensorboard_off_by_default_and_outside_the_run_hash(results):
+    import copy
+
+    cfg = load_config([SMOKE], overrides(results))
+    assert cfg.monitor.tensorboard is False
+    on = copy.deepcopy(cfg)
+    on.monitor.tensorboard = True  # switching it on must not retrain anything
+    assert all(on.run_hash(r) == cfg.run_hash(r) for r in cfg.run_ids())
+
+
+def test_tensorboard_scalars_follow_the_metrics(results, toy_reward, tmp_path, monkeypatch):
+    """The scalars a run logs, through a recording writer (the real one needs the optional package)."""
+    logged: list[tuple[str, float, int]] = []
+
+    class Recorder:
+        def __init__(self, log_dir, purge_step):
+            self.purge_step = purge_step
+
+        def add_scalar(self, tag, value, step):
+            logged.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(train, "tensorboard_writer", Recorder)
+    run = "uniform_r4_s1"
+    cfg = run_cfg(results, run)
+    cfg.monitor.tensorboard = True  # set after validation: the package need not be installed
+    train.train_run(cfg, run, run_dir=tmp_path / "r")
+    rows = metrics(tmp_path / "r", drop_timing=False)
+    rewards = [(v, s) for t, v, s in logged if t == "train/reward_mean"]
+    assert rewards == [(r["reward_mean"], r["step"]) for r in rows]
+    assert {s for t, _, s in logged if t == "heldout/greedy"} == {0, 2, 4}
+
+
+def test_tensorboard_event_files_when_installed(results, toy_reward, tmp_path):
+    pytest.importorskip("tensorboard", reason="the optional `tensorboard` extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = "uniform_r4_s1"
+    cfg = load_config([SMOKE], overrides(results, "monitor.tensorboard=true")).for_run(run)
+    train.train_run(cfg, run, run_dir=tmp_path / "r")
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/reward_mean")] == [1, 2, 3, 4]
+
+
+def test_logging_is_info_for_arca_and_warning_for_third_party():
+    import logging
+
+    from arca.io import setup_logging
+
+    setup_logging()
+    assert logging.getLogger("arca.report.figures").isEnabledFor(logging.INFO)
+    for noisy in ("fontTools.subset", "matplotlib.font_manager", "urllib3", "filelock"):
+        assert not logging.getLogger(noisy).isEnabledFor(logging.INFO), noisy
+        assert logging.getLogger(noisy).isEnabledFor(logging.WARNING), noisy

@@ -241,6 +241,17 @@ class ResourcesConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """How a running job shows its progress; never part of a run's hash (results do not depend on it).
+
+    Every run always writes ``metrics.jsonl`` (one flushed line per step) and ``curve.jsonl``.
+    """
+
+    # TensorBoard event files in runs/<run>/tensorboard/ (needs the `tensorboard` extra)
+    tensorboard: bool = False
+
+
+@dataclass
 class Config:
     """A whole experiment. ``name`` decides the output folder ``results/<name>/``."""
 
@@ -256,6 +267,7 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     # ------------------------------------------------------------------ derived paths
     @property
@@ -517,6 +529,12 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(e.every >= 0, source, "eval.every", f"must be >= 0 (0 = no learning curve), got {e.every}")
     _check(e.curve_problems > 0, source, "eval.curve_problems", f"must be > 0, got {e.curve_problems}")
     _check(e.probe_problems >= 0, source, "eval.probe_problems", f"must be >= 0 (0 = off), got {e.probe_problems}")
+
+    if cfg.monitor.tensorboard:
+        import importlib.util
+
+        _check(importlib.util.find_spec("tensorboard") is not None, source, "monitor.tensorboard",
+               "is true but the tensorboard package is not installed: pip install 'arca-bench[tensorboard]'")
 
     s = cfg.sweep
     _check(len(s.cells) > 0, source, "sweep.cells", "must not be empty")

@@ -35,8 +35,8 @@ class Rollouts:
 class Generator(Protocol):
     def generate(
         self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-        greedy: bool = False, seed: int | None = None, top_k: int = 0,
-    ) -> Rollouts: ...
+        greedy: bool = False, seed: int | None = None, top_k: int = 0, progress: str | None = None,
+    ) -> Rollouts: ...  # progress: label of a progress bar with ETA on stderr (None: no bar)
 
 
 # Values of ``rollout.completion_mask``; the first is the paper's.
@@ -120,8 +120,12 @@ class TransformersGenerator:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-                 greedy: bool = False, seed: int | None = None, top_k: int = 0, min_new_tokens: int = 0) -> Rollouts:
-        """``min_new_tokens`` > 0 suppresses EOS until that many tokens exist (fixed-length benchmarks)."""
+                 greedy: bool = False, seed: int | None = None, top_k: int = 0, min_new_tokens: int = 0,
+                 progress: str | None = None) -> Rollouts:
+        """``min_new_tokens`` > 0 suppresses EOS until that many tokens exist (fixed-length benchmarks);
+        ``progress`` names a progress bar (completions done, rate, ETA) drawn on stderr."""
+        from arca.io import progress_bar
+
         if seed is not None:
             torch.manual_seed(seed)
         was_training = self.model.training
@@ -130,6 +134,7 @@ class TransformersGenerator:
         try:
             ids, am = self.encode_prompts([p for p in prompts for _ in range(n)])  # [N, P]
             outs = []
+            bar = progress_bar(ids.shape[0], progress, unit="completion") if progress else None
             for start in range(0, ids.shape[0], self.batch_size):
                 b_ids = ids[start:start + self.batch_size].to(device)
                 b_am = am[start:start + self.batch_size].to(device)
@@ -143,8 +148,12 @@ class TransformersGenerator:
                     pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids), use_cache=True, **kwargs,
                 )
                 outs.extend(out[:, ids.shape[1]:].cpu())  # completion part of every row
+                if bar is not None:
+                    bar.update(b_ids.shape[0])
         finally:
             self.model.train(was_training)
+            if bar is not None:
+                bar.close()
         comp = pad_right(outs, self.pad_id).long()  # [N, T]
         if comp.shape[1] == 0:  # nothing generated at all
             comp = torch.full((ids.shape[0], 1), self.pad_id, dtype=torch.long)

@@ -21,19 +21,19 @@ checkpoint and ends identical to an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from arca import credit as credit_lib
-from arca.config import Config, dump_config, parse_run_id, training_hash
+from arca.config import Config, ConfigError, dump_config, parse_run_id, training_hash
 from arca.diagnostics import credit_precision, effective_token_ratio, gini, nanmean
 from arca.grpo import group_advantages, weighted_pg_loss
-from arca.io import atomic_path, write_json, write_jsonl, write_text
+from arca.io import JsonlAppender, atomic_path, progress_bar, write_json, write_jsonl, write_text
 from arca.labels import TokenLabels, label_batch
 from arca.rollout import Rollouts
 
@@ -483,28 +483,64 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
     identity = {"run": run_id, "label": label, "method": cfg.credit.method, "rank": cfg.lora.rank, "seed": cfg.train.seed}
     every = cfg.eval.every
     curve_set = read_records(cfg.data_dir / "test.jsonl")[: cfg.eval.curve_problems] if every > 0 else []
-    if every > 0 and state.step == 0:
-        state.curve = [{**curve_point(cfg, generator, curve_set, 0), **identity}]
+    # Live progress: metrics.jsonl and curve.jsonl get one flushed line per step (curve point),
+    # starting from what the checkpoint holds; TensorBoard events when monitor.tensorboard is on.
+    tb = tensorboard_writer(run_dir / "tensorboard", purge_step=state.step + 1) if cfg.monitor.tensorboard else None
+    with JsonlAppender(run_dir / "metrics.jsonl", state.metrics) as live_metrics, \
+            JsonlAppender(run_dir / "curve.jsonl", state.curve) as live_curve:
+        if every > 0 and state.step == 0:
+            state.curve = [{**curve_point(cfg, generator, curve_set, 0), **identity}]
+            live_curve.append(state.curve[-1])
+            log_scalars(tb, state.curve[-1], 0, "heldout/")
 
-    bar = tqdm(total=cfg.train.steps, initial=state.step, desc=run_id, unit="step", dynamic_ncols=True)
-    while state.step < cfg.train.steps:
-        # prompts drawn with replacement from a seeded generator whose state is checkpointed
-        idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=data_gen).tolist()
-        m, state.last_weights = train_step(cfg, model, generator, opt, sched, [records[i] for i in idx], state.step, cfg.train.seed)
-        state.metrics.append({**m, **identity})
-        state.step += 1
-        if every > 0 and (state.step % every == 0 or state.step == cfg.train.steps):
-            state.curve.append({**curve_point(cfg, generator, curve_set, state.step), **identity})
-        bar.update(1)
-        bar.set_postfix(reward=f"{m['reward_mean']:.3f}", gini=f"{m['gini'] or 0:.2f}", s_per_step=f"{m['step_seconds']:.2f}")
-        if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps:
-            save_checkpoint(run_dir, model, opt, sched, state, data_gen, run_hash)
-        if stop_after is not None and state.step >= stop_after:
-            break
-    bar.close()
+        bar = progress_bar(cfg.train.steps, run_id, unit="step", initial=state.step)
+        while state.step < cfg.train.steps:
+            # prompts drawn with replacement from a seeded generator whose state is checkpointed
+            idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=data_gen).tolist()
+            m, state.last_weights = train_step(cfg, model, generator, opt, sched, [records[i] for i in idx], state.step, cfg.train.seed)
+            state.metrics.append({**m, **identity})
+            state.step += 1
+            live_metrics.append(state.metrics[-1])
+            log_scalars(tb, m, state.step, "train/")
+            if every > 0 and (state.step % every == 0 or state.step == cfg.train.steps):
+                state.curve.append({**curve_point(cfg, generator, curve_set, state.step), **identity})
+                live_curve.append(state.curve[-1])
+                log_scalars(tb, state.curve[-1], state.step, "heldout/")
+            bar.update(1)
+            bar.set_postfix(reward=f"{m['reward_mean']:.3f}", gini=f"{m['gini'] or 0:.2f}", s_per_step=f"{m['step_seconds']:.2f}")
+            if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps:
+                save_checkpoint(run_dir, model, opt, sched, state, data_gen, run_hash)
+            if stop_after is not None and state.step >= stop_after:
+                break
+        bar.close()
+    if tb is not None:
+        tb.close()
     if state.step >= cfg.train.steps:
         _finish(cfg, run_dir, model, tok, state, {**identity, "config_hash": run_hash}, count_trainable(model))
     return state
+
+
+def tensorboard_writer(log_dir: Path, purge_step: int):
+    """A ``torch.utils.tensorboard.SummaryWriter`` (``monitor.tensorboard``); ``purge_step`` drops
+    events a killed run logged after the checkpoint it resumes from."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch's writer needs the tensorboard package
+        raise ConfigError("key 'monitor.tensorboard' is true but the tensorboard package is not installed: "
+                          "pip install 'arca-bench[tensorboard]' (or set monitor.tensorboard: false)") from None
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+
+def log_scalars(writer, row: dict, step: int, prefix: str) -> None:
+    """Every finite number of a metrics or curve row as a TensorBoard scalar (nothing without a writer)."""
+    if writer is None:
+        return
+    for key, value in row.items():
+        if key in ("step", "rank", "seed") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(value):
+            writer.add_scalar(prefix + key, value, step)
+    writer.flush()
 
 
 RUN_INFO = "arca_run.json"  # in the adapter folder: which run, which settings (config hash), how far

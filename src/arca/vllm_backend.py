@@ -270,13 +270,13 @@ class VLLMGenerator:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-                 greedy: bool = False, seed: int | None = None, top_k: int = 0) -> Rollouts:
+                 greedy: bool = False, seed: int | None = None, top_k: int = 0, progress: str | None = None) -> Rollouts:
         _, SamplingParams, LoRARequest = self._vllm
         lists, p_ids, p_mask = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
         params = SamplingParams(**sampling_params_kwargs(n, temperature, top_p, max_new_tokens, greedy, seed,
                                                          self.eos_ids, top_k))
         lora = self.sync.request_args(self.model)
-        outputs = self._engine().generate(build_requests(lists), params, use_tqdm=False,
+        outputs = self._engine().generate(build_requests(lists), params, use_tqdm=progress is not None,
                                           lora_request=LoRARequest(*lora) if lora else None)
         return parse_outputs(outputs, n, self.eos_ids, self.pad_id, p_ids, p_mask, self.tokenizer,
                              self.cfg.rollout.completion_mask)
