@@ -41,21 +41,44 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--methods",), dict(default=None, help="comma-separated credit methods (default: the paper's five)")),
     ]),
     "gpu-smoke": ("arca.smoke:smoke_main", "a few steps of every credit method on the small model; prints timings", [
-        (("--steps",), dict(type=int, default=3)),
+        (("--steps",), dict(type=int, default=3, help="training steps per method (default 3)")),
     ]),
 }
 
 
+# What `python -m arca --help` prints: plain text (the module docstring is for developers).
+DESCRIPTION = """\
+The steps of the ARCA credit-assignment benchmark. Snakemake runs them for you
+(snakemake --cores all); run one by hand with the same config to debug or redo it.
+Every step reads its config from --config files (default: configs/default.yaml
+in the working directory) plus --set overrides, and checks it before doing anything."""
+
+EPILOG = """\
+examples:
+  python -m arca show-config --config configs/smoke.yaml --run arca_r4_s1
+  python -m arca train --config configs/smoke.yaml --run arca_r4_s1
+  python -m arca evaluate --config configs/smoke.yaml --run base --set eval.n_problems=5
+  python -m arca <step> --help
+
+exit status: 0 on success, 2 on a bad config or bad input (one message on stderr)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m arca", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="step", metavar="<step>", required=True)
+    from arca import __version__
+
+    parser = argparse.ArgumentParser(prog="python -m arca", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"arca-bench {__version__}")
+    sub = parser.add_subparsers(dest="step", metavar="<step>", required=True, title="steps")
     for name, (_, help_text, extra) in STEPS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         p.add_argument("--config", action="append", default=None, metavar="FILE",
-                       help="config YAML (repeatable; later files override earlier ones)")
+                       help="config YAML; repeatable, later files override earlier ones "
+                            "(default: configs/default.yaml)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                       help="override one config key, e.g. --set train.lr=1e-4")
+                       help="override one config key, e.g. --set train.lr=1e-4 (repeatable; the keys a "
+                            "run id fixes, method, rank, seed and its cell's overrides, cannot be set)")
         for flags, kwargs in extra:
             p.add_argument(*flags, **kwargs)
     return parser
