@@ -123,3 +123,51 @@ def test_killed_training_job_resumes_under_snakemake(tmp_path):
     assert "resuming from" in log
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 17))
+
+
+@pytest.mark.slow
+def test_snakemake_killed_whole_then_unlock_then_resume(tmp_path):
+    """kill -9 of Snakemake's whole process group (a lost node): its lock stays, the same command
+    fails with LockException, `snakemake --unlock` clears it and the same command then resumes the
+    killed training from its checkpoint."""
+    import shutil
+
+    # A copy of the workflow: the stale lock lives in <workdir>/.snakemake/, which must not be the repo's.
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    shutil.copy(REPO / "Snakefile", wf)
+    shutil.copytree(REPO / "workflow", wf / "workflow")
+    shutil.copytree(REPO / "configs", wf / "configs")
+    ov = overlay(tmp_path, train={"steps": 16, "checkpoint_every": 2})
+    run_dir = tmp_path / "results" / "smoke" / "runs" / "uniform_r4_s1"
+    cmd = [str(VENV_BIN / "snakemake"), "--cores", "1", str(run_dir / "adapter"), "--configfile", "configs/smoke.yaml",
+           str(ov)]
+    sm = subprocess.Popen(cmd, cwd=wf, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)  # its own process group, as a login shell or batch job has
+    deadline = time.time() + 600
+    while time.time() < deadline and not any((run_dir / "checkpoints").glob("step_*")):
+        assert sm.poll() is None, sm.stdout.read()
+        time.sleep(0.02)
+    assert _train_processes(str(ov)), "the training job was not found"
+    os.killpg(sm.pid, signal.SIGKILL)  # Snakemake and its jobs die at once: no clean-up runs
+    sm.wait(timeout=60)
+    deadline = time.time() + 30
+    while _train_processes(str(ov)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _train_processes(str(ov)), "the training job survived its process group"
+    assert not (run_dir / "adapter").exists() and any((run_dir / "checkpoints").glob("step_*"))
+    assert list((wf / ".snakemake" / "locks").iterdir()), "no stale lock left behind"
+
+    def again(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=wf, env=ENV, capture_output=True, text=True, timeout=900)
+
+    locked = again(*cmd)
+    assert locked.returncode != 0 and "LockException" in locked.stdout + locked.stderr, locked.stderr[-3000:]
+    unlock = again(str(VENV_BIN / "snakemake"), "--unlock")
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    resumed = again(*cmd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (tmp_path / "results" / "smoke" / "logs" / "train" / "uniform_r4_s1.log").read_text()
+    assert "resuming from" in log and "(step 0)" not in log
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 17))

@@ -232,8 +232,10 @@ def test_kill_minus_9_then_rerun_equals_uninterrupted(results, tmp_path):
     run_dir = killed / "smoke" / "runs" / run
     assert not (run_dir / "adapter").exists()
     assert [c.name for c in ckpt.glob("step_*")]  # the checkpoint survived
-    # metrics.jsonl grew a line per finished step while it ran (possibly past the checkpoint)
-    live = metrics(run_dir)
+    # live/metrics.jsonl grew a line per finished step while it ran (possibly past the checkpoint);
+    # the declared outputs do not exist yet
+    assert not (run_dir / "metrics.jsonl").exists()
+    live = metrics(run_dir / train.LIVE)
     saved = max(int(c.name.split("_")[1]) for c in ckpt.glob("step_*"))
     assert len(live) >= saved and live == metrics(full / "smoke" / "runs" / run)[: len(live)]
 
@@ -282,8 +284,8 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(results, toy_reward, tm
     with pytest.raises(train.NonFiniteError, match="step 3"):
         train.train_run(cfg, run, run_dir=tmp_path / "r")
     assert (ckpt / "trainer_state.pt").read_bytes() == before
-    assert not (tmp_path / "r" / "adapter").exists()
-    assert [m["step"] for m in metrics(tmp_path / "r")] == [1, 2]  # the steps that finished
+    assert not (tmp_path / "r" / "adapter").exists() and not (tmp_path / "r" / "metrics.jsonl").exists()
+    assert [m["step"] for m in metrics(tmp_path / "r" / train.LIVE)] == [1, 2]  # the steps that finished
     monkeypatch.setattr(train, "policy_scores", real)
     state = train.train_run(cfg, run, run_dir=tmp_path / "r")  # a rerun completes normally
     assert state.step == 4 and (tmp_path / "r" / "adapter").is_dir()
@@ -466,25 +468,30 @@ def test_hub_base_is_recorded_as_its_hub_id(tmp_path):
 
 
 # ----------------------------------------------------------------------------- live progress
-def test_metrics_grow_every_step_and_resume_drops_lines_past_the_checkpoint(results, toy_reward, tmp_path, monkeypatch):
+def test_live_metrics_grow_every_step_and_resume_drops_lines_past_the_checkpoint(results, toy_reward, tmp_path, monkeypatch):
     run = "entropy_reduction_r4_s1"
     cfg = run_cfg(results, run)  # 4 steps, a checkpoint every 2
     train.train_run(cfg, run, run_dir=tmp_path / "full")
     seen = []
     real = train.train_step
 
-    def watch(*a, **k):  # before each step: what a `tail -f` of metrics.jsonl shows at that moment
-        seen.append(len((tmp_path / "split" / "metrics.jsonl").read_text().splitlines()))
+    live = tmp_path / "split" / train.LIVE
+
+    def watch(*a, **k):  # before each step: what a `tail -f` of live/metrics.jsonl shows at that moment
+        seen.append(len((live / "metrics.jsonl").read_text().splitlines()))
         return real(*a, **k)
 
     monkeypatch.setattr(train, "train_step", watch)
     train.train_run(cfg, run, run_dir=tmp_path / "split", stop_after=3)  # "killed" after step 3, checkpoint at 2
     assert seen == [0, 1, 2]
-    assert [m["step"] for m in metrics(tmp_path / "split")] == [1, 2, 3]
+    assert [m["step"] for m in metrics(live)] == [1, 2, 3]
+    assert [json.loads(x)["step"] for x in (live / "curve.jsonl").read_text().splitlines()] == [0, 2]
+    assert not (tmp_path / "split" / "metrics.jsonl").exists()  # the declared output appears at the end only
     seen.clear()
     train.train_run(cfg, run, run_dir=tmp_path / "split")
     assert seen == [2, 3]  # step 3 of the killed run was dropped before step 3 ran again
     assert metrics(tmp_path / "split") == metrics(tmp_path / "full")
+    assert not live.exists()  # the finished run keeps only its final files
     curve = [json.loads(x) for x in (tmp_path / "split" / "curve.jsonl").read_text().splitlines()]
     assert [c["step"] for c in curve] == [0, 2, 4]
 
@@ -503,9 +510,11 @@ def test_tensorboard_off_by_default_and_outside_the_run_hash(results):
 
     cfg = load_config([SMOKE], overrides(results))
     assert cfg.monitor.tensorboard is False
-    on = copy.deepcopy(cfg)
-    on.monitor.tensorboard = True  # switching it on must not retrain anything
-    assert all(on.run_hash(r) == cfg.run_hash(r) for r in cfg.run_ids())
+    for run in cfg.run_ids():
+        off = cfg.for_run(run)
+        on = copy.deepcopy(off)
+        on.monitor.tensorboard = True  # switching it on must not retrain anything
+        assert training_hash(on) == training_hash(off)
 
 
 def test_tensorboard_scalars_follow_the_metrics(results, toy_reward, tmp_path, monkeypatch):

@@ -2,9 +2,8 @@
 
 Every output a Snakemake rule declares is written under a temporary name in the same folder and
 renamed into place when complete, so a killed job never leaves a half-written file that looks
-finished. The exceptions are a training run's ``metrics.jsonl`` and ``curve.jsonl``, which grow
-line by line while it trains (``JsonlAppender``) so that progress can be followed; the run is
-finished only when its ``adapter/`` folder exists, which is renamed into place last.
+finished. Progress files that grow while a job runs (``JsonlAppender``: a training run's
+``live/metrics.jsonl``) are never declared outputs.
 """
 from __future__ import annotations
 
@@ -87,7 +86,7 @@ class JsonlAppender:
 
     def __init__(self, path: str | Path, rows: Iterable[dict] = ()):
         self.path = Path(path)
-        write_jsonl(self.path, rows)
+        write_jsonl(self.path, rows)  # creates the folder
         self._f = open(self.path, "a", encoding="utf-8")
 
     def append(self, row: dict) -> None:

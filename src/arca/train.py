@@ -13,7 +13,8 @@ One optimizer step (DESIGN.md "One training step"):
   5. diagnostics over the whole step, one JSON line in ``metrics.jsonl``.
 
 A run folder ``runs/<run>/`` holds ``config.yaml`` (resolved), ``checkpoints/step_XXXXXX/``
-(adapter, optimizer, scheduler, RNG states, data position, metrics so far) while training, and
+(adapter, optimizer, scheduler, RNG states, data position, metrics so far) and ``live/`` (the
+metrics and curve lines so far, one flushed line per step, to follow a running job) while training, and
 at the end ``adapter/`` (loadable from anywhere, with tokenizer and model card: ``arca.cards``),
 ``metrics.jsonl`` and ``final_weights.json``, each renamed into place only when complete. Started again on the same folder, training resumes from the last
 checkpoint and ends identical to an uninterrupted run.
@@ -453,6 +454,10 @@ def _pad_cat(rows: list[torch.Tensor]) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the loop
 TIMING_KEYS = ("gen_seconds", "update_seconds", "step_seconds")
+# runs/<run>/live/: metrics.jsonl and curve.jsonl as they grow, a line per step, while the run
+# trains. Not the declared outputs: Snakemake must never see a declared output that is still
+# being written (a killed Snakemake would then refuse the same command with "incomplete files").
+LIVE = "live"
 
 
 def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after: int | None = None) -> RunState:
@@ -483,11 +488,11 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
     identity = {"run": run_id, "label": label, "method": cfg.credit.method, "rank": cfg.lora.rank, "seed": cfg.train.seed}
     every = cfg.eval.every
     curve_set = read_records(cfg.data_dir / "test.jsonl")[: cfg.eval.curve_problems] if every > 0 else []
-    # Live progress: metrics.jsonl and curve.jsonl get one flushed line per step (curve point),
-    # starting from what the checkpoint holds; TensorBoard events when monitor.tensorboard is on.
+    # Live progress: live/metrics.jsonl and live/curve.jsonl get one flushed line per step (curve
+    # point), starting from what the checkpoint holds; TensorBoard events when monitor.tensorboard is on.
     tb = tensorboard_writer(run_dir / "tensorboard", purge_step=state.step + 1) if cfg.monitor.tensorboard else None
-    with JsonlAppender(run_dir / "metrics.jsonl", state.metrics) as live_metrics, \
-            JsonlAppender(run_dir / "curve.jsonl", state.curve) as live_curve:
+    with JsonlAppender(run_dir / LIVE / "metrics.jsonl", state.metrics) as live_metrics, \
+            JsonlAppender(run_dir / LIVE / "curve.jsonl", state.curve) as live_curve:
         if every > 0 and state.step == 0:
             state.curve = [{**curve_point(cfg, generator, curve_set, 0), **identity}]
             live_curve.append(state.curve[-1])
@@ -568,6 +573,7 @@ def _finish(cfg: Config, run_dir: Path, model, tok, state: RunState, identity: d
         write_json(tmp / RUN_INFO, info)
         write_text(tmp / "README.md", model_card(cfg, info))  # replaces peft's blank template
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(run_dir / LIVE, ignore_errors=True)  # the finished metrics.jsonl and curve.jsonl hold it all
 
 
 def adapter_run_info(adapter_dir: Path) -> dict:
