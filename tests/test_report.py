@@ -51,7 +51,9 @@ def test_pass_at_k_rejects_bad_input():
 
 # ----------------------------------------------------------------------------- bootstrap
 def test_estimate_format():
-    assert Estimate(0.62, 0.551, 0.689).fmt() == "0.620 [0.55, 0.69]"
+    assert Estimate(0.62, 0.551, 0.689).fmt() == "0.620 [0.551, 0.689]"
+    # a narrow interval keeps its width visible (it once printed as "0.508 [0.51, 0.51]")
+    assert Estimate(0.508, 0.5052, 0.5114).fmt() == "0.508 [0.505, 0.511]"
     assert Estimate(float("nan"), 0, 0).fmt() == "-"
 
 

@@ -916,7 +916,7 @@ def _fmt_steps(value) -> str:
 
 
 def _fmt_diff(row, prefix: str, digits: int = 3) -> str:
-    return _est(row, f"{prefix}_diff").fmt(digits=digits, ci_digits=digits - 1 if digits > 1 else 0)
+    return _est(row, f"{prefix}_diff").fmt(digits=digits)
 
 
 def sample_efficiency_markdown(df: pd.DataFrame) -> str:
