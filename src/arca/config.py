@@ -135,7 +135,7 @@ class RolloutConfig:
 
 @dataclass
 class TrainConfig:
-    """GRPO optimisation (PAPER.md: AdamW, warm-up then cosine, grad clip 1.0)."""
+    """GRPO optimisation (docs/method.md: AdamW, warm-up then cosine, grad clip 1.0)."""
 
     steps: int = 50
     prompts_per_step: int = 8

@@ -47,7 +47,7 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int
                     lengths: torch.Tensor | None = None, rule: str = "author") -> torch.Tensor:
     """The completion mask m [N, T] (float) of generated tokens y_1..y_T under ``rule``.
 
-    ``author`` (the author's code, PAPER.md "Notation"): m_t = [y_t != pad] * [no EOS in y_1..y_{t-1}],
+    ``author`` (the author's code, docs/method.md "Notation"): m_t = [y_t != pad] * [no EOS in y_1..y_{t-1}],
     i.e. ``token != pad``, then 0 from the position after the first EOS on. Where pad and EOS are
     the same token (Qwen3-1.7B-Base, SmolLM2) the EOS itself is 0: never scored, weighted or
     trained. Where they differ (the pretrained-here model: ``<pad>`` 0, ``<eos>`` 1) the EOS is 1,

@@ -45,14 +45,14 @@ log = logging.getLogger(__name__)
 DEFAULT_PRIMARY_GRADER = {"generated": "paper", "paper200": "paper", "math500": "math_verify"}
 BASE = "base"
 REFERENCE_METHOD = "uniform"
-# Concentration regimes of PAPER.md: the "middle regime" band and the spurious-sparsity bar.
+# Concentration regimes of docs/method.md: the "middle regime" band and the spurious-sparsity bar.
 MIDDLE_BAND = (0.25, 0.60)
 CONCENTRATED_GINI = 0.60
 # Claim (iii) accepts a greedy-accuracy deficit smaller than this when the CI excludes zero.
 COMPETITIVE_MARGIN = 0.05
 OUTPUT_BASELINES = ("surprisal", "entropy_reduction", "divergence")
 
-# REFERENCE DATA: the numbers the paper reports (PAPER.md, Tables 2 and 3; first 200 MATH test
+# REFERENCE DATA: the numbers the paper reports (docs/method.md, Tables 2 and 3; first 200 MATH test
 # problems, 100 steps, one seed). They are not computed here; they are compared against.
 PAPER_REPORTED = {
     # (method, rank): greedy acc, pass@4 (T=1, top-p 0.95), avg train reward, Gini, EffN/T
