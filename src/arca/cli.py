@@ -33,6 +33,16 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
     "aggregate": ("arca.report.tables:aggregate_main", "gather runs and evals into results/<name>/tables/", []),
     "figures": ("arca.report.figures:figures_main", "draw results/<name>/figures/ from the tables", []),
     "heatmap": ("arca.report.heatmap:heatmap_main", "write the token-credit heat map HTML page", []),
+    "compare-reference": ("arca.report.reference:compare_reference_main",
+                          "list every number of the finished tables that differs from results/reference/<name>/", [
+        (("--reference",), dict(default=None, metavar="DIR", help="reference folder (default: results/reference/<name>)")),
+        (("--atol",), dict(type=float, default=1e-6, help="absolute tolerance (default 1e-6)")),
+        (("--rtol",), dict(type=float, default=1e-6, help="relative tolerance (default 1e-6)")),
+    ]),
+    "save-reference": ("arca.report.reference:save_reference_main",
+                       "copy the finished tables and key figures to results/reference/<name>/", [
+        (("--reference",), dict(default=None, metavar="DIR", help="destination (default: results/reference/<name>)")),
+    ]),
     "grade": ("arca.grading:grade_main", "grade JSONL {gold, completion} lines from stdin", []),
     "bench": ("arca.bench:bench_main", "benchmark the training step of each credit method (and TRL)", [
         (("--steps",), dict(type=int, default=None, help="timed steps per method")),
@@ -60,7 +70,8 @@ examples:
   python -m arca evaluate --config configs/smoke.yaml --run base --set eval.n_problems=5
   python -m arca <step> --help
 
-exit status: 0 on success, 2 on a bad config or bad input (one message on stderr)."""
+exit status: 0 on success, 2 on a bad config or bad input (one message on stderr),
+1 when compare-reference finds numbers that differ from the reference."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,4 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a step's own verdict (e.g. compare-reference found differences) carries its status
+        status = getattr(e, "exit_status", None)
+        if status is None or args.verbose:
+            raise
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return int(status)
     return 0

@@ -244,11 +244,13 @@ def heatmap_run(cfg: Config) -> str:
 
 def heatmap_main(cfg: Config, args=None) -> Path:
     """Sample held-out completions with the heat-map run's adapter; weigh them by every method."""
+    import torch
+
     from arca.credit import LABELS, REGISTRY, token_weights
     from arca.data import read_records
     from arca.diagnostics import gini
     from arca.grading import gold_answer, grade_paper
-    from arca.models import load_policy
+    from arca.models import load_policy, resolve_device
     from arca.prompts import build_prompt
     from arca.rollout import TransformersGenerator
     from arca.train import completion_pieces, credit_inputs_for_rollouts, rollout_labels
@@ -262,6 +264,10 @@ def heatmap_main(cfg: Config, args=None) -> Path:
     problems = read_records(cfg.data_dir / "test.jsonl")[:N_AGREEMENT]
     model, tok = load_policy(rcfg, adapter, is_trainable=False)
     model.eval()
+    if resolve_device(rcfg.device).type == "cpu":
+        # as every other model step: without it torch takes one thread per core of the machine,
+        # and the sampled rollouts (float sums in another order) would depend on the machine
+        torch.set_num_threads(rcfg.train.threads)
     gen = TransformersGenerator(model, tok, rcfg.rollout.batch_size, rcfg.data.max_prompt_tokens,
                                 rcfg.rollout.completion_mask)
     ro = gen.generate([build_prompt(p["problem"]) for p in problems], 1, rcfg.rollout.temperature,
