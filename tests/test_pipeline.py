@@ -24,10 +24,14 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+# The x86 kernel choices results/reference/smoke/ was made with (README "Checking a reproduction"):
+# torch's AVX2 kernels and MKL's AVX2 code path exist on every x86-64 CPU of the last decade, so the
+# smoke DAG computes the same bits on each of them, and its tables can be checked number by number.
+PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 
 
-def snakemake(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "snakemake"), *args], cwd=REPO, env=ENV, capture_output=True,
+def snakemake(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "snakemake"), *args], cwd=REPO, env=env or ENV, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -41,7 +45,7 @@ def overlay(tmp_path: Path, **extra) -> Path:
 def test_smoke_dag_end_to_end(tmp_path):
     ov = overlay(tmp_path)
     args = ["--cores", "2", "--configfile", "configs/smoke.yaml", str(ov)]
-    proc = snakemake(*args)
+    proc = snakemake(*args, env={**ENV, **PORTABLE_KERNELS})
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = tmp_path / "results" / "smoke"
     for name in ("performance", "concentration"):
@@ -81,6 +85,13 @@ def test_smoke_dag_end_to_end(tmp_path):
 
     again = snakemake(*args, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # every number of the tables equals the reference kept in the repository
+    check = subprocess.run([sys.executable, "-m", "arca", "compare-reference", "--config", "configs/smoke.yaml",
+                            "--config", str(ov), "--reference", str(REPO / "results" / "reference" / "smoke")],
+                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
+    assert "matches the reference" in (out / "reference_comparison.md").read_text()
 
     report = snakemake(*args, "--report", str(out / "report.html"))
     assert report.returncode == 0, report.stderr[-3000:]
