@@ -3,6 +3,7 @@
 #   snakemake --cores all --configfile configs/smoke.yaml  # any file in configs/, layered on it
 #   snakemake --cores all --configfile configs/smoke.yaml my.yaml  # several: ONE --configfile flag
 #     (a second `--configfile` flag replaces the first instead of adding to it)
+#   snakemake --cores all --config set=train.lr=1e-4      # any key, like python -m arca --set
 #   snakemake --profile workflow/profiles/slurm --configfile configs/paper.yaml
 #   snakemake --report results/<name>/report.html          # after a run
 from snakemake.utils import min_version
@@ -15,10 +16,16 @@ min_version("9.0")
 configfile: "configs/default.yaml"
 
 
+# `--config set=train.lr=1e-4` (or set='[train.lr=1e-4, credit.sharpen=1.0]'): the same overrides
+# as `python -m arca --set`, applied here so the DAG (and each run's hash) sees them.
+grid.apply_set(config)
+
 # The resolved, checked config the rules read (types, closed sets, values, the credit methods'
 # requirements), validated once here; errors name the offending key.
 CFG = grid.as_config(config)
 credit.check_config(CFG, "snakemake config")
+# An override of what a run id fixes (method, rank, seed, a cell's overrides) is an error.
+grid.check_overrides(CFG, grid.cli_overrides(workflow.config_settings.config))
 # The same config files, in Snakemake's merge order, plus --config values as --set: every rule
 # hands them to `python -m arca` as {params.config}. A params function that Snakemake's rerun
 # triggers leave out (see grid.config_param), so that adding a config file does not by itself rerun

@@ -99,7 +99,7 @@ def test_entropy_reduction_hand_example():
 
 
 def test_entropy_reduction_last_real_token_uses_the_masked_column_after_it():
-    # The author's rule (PAPER.md, Notation): y_T keeps max(0, H_T - H_{T+1}), H_{T+1} being the
+    # The author's rule (docs/method.md, Notation): y_T keeps max(0, H_T - H_{T+1}), H_{T+1} being the
     # entropy at the masked column after it (the EOS that the mask leaves out when pad == EOS);
     # only the last column of the padded batch has no H_{t+1} and gets 0.
     # Row 0: real tokens 0..2, H = (5, 1, 4 | 0.5): alpha = (4, 0, max(0, 4 - 0.5) = 3.5, 0)

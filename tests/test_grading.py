@@ -126,7 +126,7 @@ def test_normalize_non_str():
 
 # ----------------------------------------------------------------------------- paper grader
 @pytest.mark.parametrize("completion, gold, expected", [
-    # the author's known cases (PAPER.md, "The string grader")
+    # the author's known cases (docs/method.md, "The string grader")
     (r"\boxed{10 \text{ inches}}", r"10\text{ inches}", False),  # "10 { inches}" vs "10{ inches}"
     (r"\boxed{10 \text{ inches}}", r"so $\boxed{10\text{ inches}}$", False),  # gold as a full solution
     (r"\boxed{\text{(A)}}", "(A)", False),  # "{(A)}" vs "(A)"

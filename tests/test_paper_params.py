@@ -1,5 +1,5 @@
 """The paper's LoRA sizes: our peft config on the Qwen3-1.7B-Base architecture (built on the meta
-device from its published shape, nothing downloaded) has the trainable parameter counts PAPER.md
+device from its published shape, nothing downloaded) has the trainable parameter counts docs/method.md
 quotes: 4.36M, 17.4M and 69.7M at r = 4, 16 and 64."""
 from __future__ import annotations
 

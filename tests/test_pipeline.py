@@ -24,10 +24,14 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+# The x86 kernel choices results/reference/smoke/ was made with (README "Checking a reproduction"):
+# torch's AVX2 kernels and MKL's AVX2 code path exist on every x86-64 CPU of the last decade, so the
+# smoke DAG computes the same bits on each of them, and its tables can be checked number by number.
+PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 
 
-def snakemake(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "snakemake"), *args], cwd=REPO, env=ENV, capture_output=True,
+def snakemake(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "snakemake"), *args], cwd=REPO, env=env or ENV, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -41,7 +45,7 @@ def overlay(tmp_path: Path, **extra) -> Path:
 def test_smoke_dag_end_to_end(tmp_path):
     ov = overlay(tmp_path)
     args = ["--cores", "2", "--configfile", "configs/smoke.yaml", str(ov)]
-    proc = snakemake(*args)
+    proc = snakemake(*args, env={**ENV, **PORTABLE_KERNELS})
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = tmp_path / "results" / "smoke"
     for name in ("performance", "concentration"):
@@ -92,6 +96,13 @@ def test_smoke_dag_end_to_end(tmp_path):
     again = snakemake(*args, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
+    # every number of the tables equals the reference kept in the repository
+    check = subprocess.run([sys.executable, "-m", "arca", "compare-reference", "--config", "configs/smoke.yaml",
+                            "--config", str(ov), "--reference", str(REPO / "results" / "reference" / "smoke")],
+                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
+    assert "matches the reference" in (out / "reference_comparison.md").read_text()
+
     report = snakemake(*args, "--report", str(out / "report.html"))
     assert report.returncode == 0, report.stderr[-3000:]
     assert (out / "report.html").stat().st_size > 10_000
@@ -136,5 +147,53 @@ def test_killed_training_job_resumes_under_snakemake(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (tmp_path / "results" / "smoke" / "logs" / "train" / "uniform_r4_s1.log").read_text()
     assert "resuming from" in log
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 17))
+
+
+@pytest.mark.slow
+def test_snakemake_killed_whole_then_unlock_then_resume(tmp_path):
+    """kill -9 of Snakemake's whole process group (a lost node): its lock stays, the same command
+    fails with LockException, `snakemake --unlock` clears it and the same command then resumes the
+    killed training from its checkpoint."""
+    import shutil
+
+    # A copy of the workflow: the stale lock lives in <workdir>/.snakemake/, which must not be the repo's.
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    shutil.copy(REPO / "Snakefile", wf)
+    shutil.copytree(REPO / "workflow", wf / "workflow")
+    shutil.copytree(REPO / "configs", wf / "configs")
+    ov = overlay(tmp_path, train={"steps": 16, "checkpoint_every": 2})
+    run_dir = tmp_path / "results" / "smoke" / "runs" / "uniform_r4_s1"
+    cmd = [str(VENV_BIN / "snakemake"), "--cores", "1", str(run_dir / "adapter"), "--configfile", "configs/smoke.yaml",
+           str(ov)]
+    sm = subprocess.Popen(cmd, cwd=wf, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)  # its own process group, as a login shell or batch job has
+    deadline = time.time() + 600
+    while time.time() < deadline and not any((run_dir / "checkpoints").glob("step_*")):
+        assert sm.poll() is None, sm.stdout.read()
+        time.sleep(0.02)
+    assert _train_processes(str(ov)), "the training job was not found"
+    os.killpg(sm.pid, signal.SIGKILL)  # Snakemake and its jobs die at once: no clean-up runs
+    sm.wait(timeout=60)
+    deadline = time.time() + 30
+    while _train_processes(str(ov)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _train_processes(str(ov)), "the training job survived its process group"
+    assert not (run_dir / "adapter").exists() and any((run_dir / "checkpoints").glob("step_*"))
+    assert list((wf / ".snakemake" / "locks").iterdir()), "no stale lock left behind"
+
+    def again(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=wf, env=ENV, capture_output=True, text=True, timeout=900)
+
+    locked = again(*cmd)
+    assert locked.returncode != 0 and "LockException" in locked.stdout + locked.stderr, locked.stderr[-3000:]
+    unlock = again(str(VENV_BIN / "snakemake"), "--unlock")
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    resumed = again(*cmd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (tmp_path / "results" / "smoke" / "logs" / "train" / "uniform_r4_s1.log").read_text()
+    assert "resuming from" in log and "(step 0)" not in log
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 17))

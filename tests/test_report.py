@@ -51,7 +51,9 @@ def test_pass_at_k_rejects_bad_input():
 
 # ----------------------------------------------------------------------------- bootstrap
 def test_estimate_format():
-    assert Estimate(0.62, 0.551, 0.689).fmt() == "0.620 [0.55, 0.69]"
+    assert Estimate(0.62, 0.551, 0.689).fmt() == "0.620 [0.551, 0.689]"
+    # a narrow interval keeps its width visible (it once printed as "0.508 [0.51, 0.51]")
+    assert Estimate(0.508, 0.5052, 0.5114).fmt() == "0.508 [0.505, 0.511]"
     assert Estimate(float("nan"), 0, 0).fmt() == "-"
 
 
@@ -149,7 +151,7 @@ def _step_values(base, seed):
     return [base + 0.01 * step + (0.02 if seed == 2 else 0.0) for step in range(STEPS)]
 
 
-def _write_eval(eval_dir: Path, identity: dict, greedy, counts, trainable):
+def _write_eval(eval_dir: Path, identity: dict, greedy, counts, trainable, config_hash=None):
     eval_dir.mkdir(parents=True, exist_ok=True)
     samples = []
     for pid, g, c in zip(PROBLEMS, greedy, counts):
@@ -164,7 +166,7 @@ def _write_eval(eval_dir: Path, identity: dict, greedy, counts, trainable):
     greedy_acc = float(np.mean(greedy))
     pak = float(np.mean([pass_at_k(N_SAMPLES, c, K) for c in counts]))
     summary = {
-        **identity, "trainable_params": trainable, "config_hash": "abc",
+        **identity, "trainable_params": trainable, "config_hash": config_hash,
         "protocols": {"generated": {
             "n_problems": len(PROBLEMS), "primary_grader": "paper",
             "greedy": {"paper": greedy_acc, "math_verify": greedy_acc},
@@ -211,7 +213,7 @@ def make_sweep(root: Path):
             weights = [conc, list(reversed(conc)), [1.0]]
             (run_dir / "final_weights.json").write_text(json.dumps({"run": run, "method": method, "step": STEPS, "weights": weights}))
             _write_eval(cfg.eval_dir(run), {"run": run, "label": label, "method": method, "rank": rank, "seed": seed},
-                        _greedy_of(greedy, seed), counts, trainable=1000 * rank)
+                        _greedy_of(greedy, seed), counts, trainable=1000 * rank, config_hash=cfg.run_hash(run))
     _write_eval(cfg.eval_dir("base"), {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
                 BASE_GREEDY, BASE_COUNTS, trainable=None)
     return cfg
@@ -445,3 +447,54 @@ def test_heatmap_agreement_with_arca():
     assert math.isnan(agree["uniform"][0]) and agree["uniform"][1] == 0
     page = render_heatmap([{**_rollout(["a", "b", "c"]), "weights": r1["weights"]}])
     assert 'class="agreement"' in page and 'data-method="surprisal"' in page and "-1.00" in page
+
+
+# ----------------------------------------------------------------------------- degenerate data
+def _claim_tables(greedy: dict, gini: dict, fallback: dict):
+    from arca.report.tables import claims
+
+    cells = [("uniform", 8), ("surprisal", 8), ("divergence", 8), ("arca", 4), ("arca", 8)]
+    perf = pd.DataFrame([{"label": lab, "rank": rk, "greedy": greedy[lab], "greedy_lo": greedy[lab] * 0.9,
+                          "greedy_hi": min(1.0, greedy[lab] * 1.1)} for lab, rk in cells])
+    conc = pd.DataFrame([{"label": lab, "rank": rk, "gini": gini[lab], "fallback_frac": fallback.get(lab, 0.0)}
+                         for lab, rk in cells])
+    d = greedy["arca"] - greedy["uniform"]
+    paired = pd.DataFrame([{"label": lab, "rank": rk, "vs_uniform": True, "reference": "uniform_r8", "diff": d,
+                            "diff_lo": d - 0.02, "diff_hi": d + 0.02} for lab, rk in cells if lab != "uniform"])
+    return claims(perf, conc, paired)
+
+
+def test_claims_without_variation_are_not_testable():
+    zero = {"uniform": 0.0, "surprisal": 0.0, "divergence": 0.0, "arca": 0.0}
+    lines = _claim_tables(zero, {"uniform": 0.0, "surprisal": 0.9, "divergence": 0.0, "arca": 0.0},
+                          {"divergence": 1.0, "arca": 1.0})
+    assert lines[0].startswith("(i)") and ": holds (surprisal r8 0.900; left out, fell back" in lines[0]
+    assert lines[1].startswith("(ii)") and "not testable" in lines[1] and "holds" not in lines[1]
+    assert lines[2].startswith("(iii)") and "not testable" in lines[2] and "holds" not in lines[2]
+    # the same claims with variation get a verdict
+    lines = _claim_tables({"uniform": 0.5, "surprisal": 0.4, "divergence": 0.45, "arca": 0.49},
+                          {"uniform": 0.0, "surprisal": 0.9, "divergence": 0.92, "arca": 0.4}, {})
+    assert [" holds (" in x for x in lines] == [True, True, True], lines
+
+
+def test_accuracy_figure_of_all_zero_accuracies_has_a_sane_axis(tmp_path, monkeypatch):
+    import arca.report.figures as figures
+
+    kept = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out, name: kept.setdefault(name, fig) and [])
+    perf = pd.DataFrame([
+        {"label": lab, "method": m, "rank": rk, "trainable_params": 1000.0 * rk, "greedy": 0.0, "greedy_lo": 0.0,
+         "greedy_hi": 1e-17} for lab, m, rk in (("uniform", "uniform", 4), ("arca", "arca", 2), ("arca", "arca", 4))
+    ])
+    figures.apply_style()
+    figures.accuracy_vs_params(perf, tmp_path)
+    ax = kept["accuracy_vs_params"].axes[0]
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= figures.FRACTION_MIN_SPAN - 1e-9 and lo <= 0.0 <= hi
+    kept["accuracy_vs_params"].canvas.draw()
+    assert ax.yaxis.get_offset_text().get_text() == ""  # no "1e-17" above the axis
+    curves = pd.DataFrame([{"label": "uniform", "method": "uniform", "rank": 4, "step": s, "reward_mean": 0.0}
+                           for s in (1, 2, 3)])
+    figures.reward_curves(curves, tmp_path)
+    lo, hi = kept["reward_curves"].axes[0].get_ylim()
+    assert hi - lo >= figures.FRACTION_MIN_SPAN - 1e-9

@@ -148,3 +148,15 @@ def test_generator_mask_follows_the_config(cfg, rule, expected):
     r = gen.generate(["a", "b"], 1, 1.0, 1.0, 4)
     assert r.completion_mask.tolist() == expected
     assert r.texts == ["12", "3456"]  # the EOS is never in the text
+
+
+# ----------------------------------------------------------------------------- progress
+def test_progress_bar_with_eta_goes_to_stderr_and_changes_nothing(cfg, tok, capsys):
+    torch.manual_seed(0)
+    gen = TransformersGenerator(pretrain_model(cfg, len(tok), tok), tok, batch_size=2)
+    quiet = gen.generate(["1+2=", "7*3=", "4-1="], 2, 1.0, 1.0, 6, seed=3)
+    assert capsys.readouterr().err == ""
+    shown = gen.generate(["1+2=", "7*3=", "4-1="], 2, 1.0, 1.0, 6, seed=3, progress="base generated samples")
+    err = capsys.readouterr().err
+    assert "base generated samples" in err and "6/6" in err and "completion/s" in err and "<" in err  # rate, ETA
+    assert torch.equal(quiet.completion_ids, shown.completion_ids)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from arca import credit, models, train
-from arca.config import load_config
+from arca.config import load_config, training_hash
 from arca.data import prepare_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,8 +230,14 @@ def test_kill_minus_9_then_rerun_equals_uninterrupted(results, tmp_path):
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     run_dir = killed / "smoke" / "runs" / run
-    assert not (run_dir / "adapter").exists() and not (run_dir / "metrics.jsonl").exists()
+    assert not (run_dir / "adapter").exists()
     assert [c.name for c in ckpt.glob("step_*")]  # the checkpoint survived
+    # live/metrics.jsonl grew a line per finished step while it ran (possibly past the checkpoint);
+    # the declared outputs do not exist yet
+    assert not (run_dir / "metrics.jsonl").exists()
+    live = metrics(run_dir / train.LIVE)
+    saved = max(int(c.name.split("_")[1]) for c in ckpt.glob("step_*"))
+    assert len(live) >= saved and live == metrics(full / "smoke" / "runs" / run)[: len(live)]
 
     p = _cli(results, run, "train.steps=6", f"paths.results={killed}")
     out, _ = p.communicate(timeout=300)
@@ -279,6 +285,7 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(results, toy_reward, tm
         train.train_run(cfg, run, run_dir=tmp_path / "r")
     assert (ckpt / "trainer_state.pt").read_bytes() == before
     assert not (tmp_path / "r" / "adapter").exists() and not (tmp_path / "r" / "metrics.jsonl").exists()
+    assert [m["step"] for m in metrics(tmp_path / "r" / train.LIVE)] == [1, 2]  # the steps that finished
     monkeypatch.setattr(train, "policy_scores", real)
     state = train.train_run(cfg, run, run_dir=tmp_path / "r")  # a rerun completes normally
     assert state.step == 4 and (tmp_path / "r" / "adapter").is_dir()
@@ -420,3 +427,157 @@ def test_oracle_without_forks_fails_with_a_clear_error(tmp_path):
     models.build_base(cfg)
     with pytest.raises(ValueError, match="data.forks.p_bug"):
         train.train_run(cfg, "oracle_r4_s1", run_dir=tmp_path / "run")
+
+
+# ----------------------------------------------------------------------------- the adapter folder
+def test_adapter_loads_from_another_directory_with_card_and_tokenizer(results, toy_reward, tmp_path, monkeypatch):
+    """peft's AutoPeftModelForCausalLM finds the base and the tokenizer from any working directory,
+    even when the results folder was given as a relative path (as in every shipped config)."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    run = "arca_r4_s1"
+    monkeypatch.chdir(results.parent)
+    cfg = load_config([SMOKE], overrides(Path(results.name), "train.steps=2")).for_run(run)
+    assert not cfg.base_dir.is_absolute()
+    adapter = tmp_path / "run" / "adapter"
+    train.train_run(cfg, run, run_dir=adapter.parent)
+    policy, tok = models.load_policy(cfg, adapter_dir=adapter, is_trainable=False)
+    ids = tok(["Solve: 2 + 3"], return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = policy(input_ids=ids).logits
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = AutoPeftModelForCausalLM.from_pretrained(str(adapter))
+    loaded.eval()
+    tok2 = AutoTokenizer.from_pretrained(str(adapter))
+    assert tok2(["Solve: 2 + 3"], add_special_tokens=False)["input_ids"] == ids.tolist()
+    with torch.no_grad():
+        got = loaded(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    # the adapter moved the model away from the base (so the comparison is not base vs base)
+    with torch.no_grad(), loaded.disable_adapter():
+        assert not torch.allclose(loaded(input_ids=ids).logits, got, atol=1e-6)
+
+    recorded = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(recorded).is_absolute() and Path(recorded, "config.json").is_file()
+    info = json.loads((adapter / train.RUN_INFO).read_text())
+    assert info["config_hash"] == training_hash(cfg)
+    card = (adapter / "README.md").read_text()
+    for needle in ("`arca`", "rank 4", "| seed (`train.seed`) | 1 |", "2 of 2 prompts", info["config_hash"],
+                   "reward_mean (last step / mean over training)", "AutoPeftModelForCausalLM"):
+        assert needle in card, needle
+    assert "More Information Needed" not in card  # not peft's blank template
+
+
+def test_hub_base_is_recorded_as_its_hub_id(tmp_path):
+    from arca.cards import base_model_reference
+
+    hub = load_config([REPO / "configs" / "paper.yaml"], [f"paths.results={tmp_path}"])
+    assert base_model_reference(hub) == "Qwen/Qwen3-1.7B-Base"
+    here = load_config([SMOKE], ["paths.results=relative/results"])
+    assert base_model_reference(here) == str((Path.cwd() / "relative" / "results" / "smoke" / "base").resolve())
+
+
+# ----------------------------------------------------------------------------- live progress
+def test_live_metrics_grow_every_step_and_resume_drops_lines_past_the_checkpoint(results, toy_reward, tmp_path, monkeypatch):
+    run = "entropy_reduction_r4_s1"
+    cfg = run_cfg(results, run)  # 4 steps, a checkpoint every 2
+    train.train_run(cfg, run, run_dir=tmp_path / "full")
+    seen = []
+    real = train.train_step
+
+    live = tmp_path / "split" / train.LIVE
+
+    def watch(*a, **k):  # before each step: what a `tail -f` of live/metrics.jsonl shows at that moment
+        seen.append(len((live / "metrics.jsonl").read_text().splitlines()))
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "train_step", watch)
+    train.train_run(cfg, run, run_dir=tmp_path / "split", stop_after=3)  # "killed" after step 3, checkpoint at 2
+    assert seen == [0, 1, 2]
+    assert [m["step"] for m in metrics(live)] == [1, 2, 3]
+    assert [json.loads(x)["step"] for x in (live / "curve.jsonl").read_text().splitlines()] == [0, 2]
+    assert not (tmp_path / "split" / "metrics.jsonl").exists()  # the declared output appears at the end only
+    seen.clear()
+    train.train_run(cfg, run, run_dir=tmp_path / "split")
+    assert seen == [2, 3]  # step 3 of the killed run was dropped before step 3 ran again
+    assert metrics(tmp_path / "split") == metrics(tmp_path / "full")
+    assert not live.exists()  # the finished run keeps only its final files
+    curve = [json.loads(x) for x in (tmp_path / "split" / "curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [0, 2, 4]
+
+
+def test_tensorboard_needs_its_package(results, monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(Exception, match="monitor.tensorboard.*pip install"):
+        load_config([SMOKE], overrides(results, "monitor.tensorboard=true"))
+
+
+def test_tensorboard_off_by_default_and_outside_the_run_hash(results):
+    import copy
+
+    cfg = load_config([SMOKE], overrides(results))
+    assert cfg.monitor.tensorboard is False
+    for run in cfg.run_ids():
+        off = cfg.for_run(run)
+        on = copy.deepcopy(off)
+        on.monitor.tensorboard = True  # switching it on must not retrain anything
+        assert training_hash(on) == training_hash(off)
+
+
+def test_tensorboard_scalars_follow_the_metrics(results, toy_reward, tmp_path, monkeypatch):
+    """The scalars a run logs, through a recording writer (the real one needs the optional package)."""
+    logged: list[tuple[str, float, int]] = []
+
+    class Recorder:
+        def __init__(self, log_dir, purge_step):
+            self.purge_step = purge_step
+
+        def add_scalar(self, tag, value, step):
+            logged.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(train, "tensorboard_writer", Recorder)
+    run = "uniform_r4_s1"
+    cfg = run_cfg(results, run)
+    cfg.monitor.tensorboard = True  # set after validation: the package need not be installed
+    train.train_run(cfg, run, run_dir=tmp_path / "r")
+    rows = metrics(tmp_path / "r", drop_timing=False)
+    rewards = [(v, s) for t, v, s in logged if t == "train/reward_mean"]
+    assert rewards == [(r["reward_mean"], r["step"]) for r in rows]
+    assert {s for t, _, s in logged if t == "heldout/greedy"} == {0, 2, 4}
+
+
+def test_tensorboard_event_files_when_installed(results, toy_reward, tmp_path):
+    pytest.importorskip("tensorboard", reason="the optional `tensorboard` extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = "uniform_r4_s1"
+    cfg = load_config([SMOKE], overrides(results, "monitor.tensorboard=true")).for_run(run)
+    train.train_run(cfg, run, run_dir=tmp_path / "r")
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/reward_mean")] == [1, 2, 3, 4]
+
+
+def test_logging_is_info_for_arca_and_warning_for_third_party():
+    import logging
+
+    from arca.io import setup_logging
+
+    setup_logging()
+    assert logging.getLogger("arca.report.figures").isEnabledFor(logging.INFO)
+    for noisy in ("fontTools.subset", "matplotlib.font_manager", "urllib3", "filelock"):
+        assert not logging.getLogger(noisy).isEnabledFor(logging.INFO), noisy
+        assert logging.getLogger(noisy).isEnabledFor(logging.WARNING), noisy

@@ -426,6 +426,27 @@ def test_python_steps_get_the_config_snakemake_planned_with(tmp_path):
 
 
 @pytest.mark.slow
+def test_snakemake_config_set_overrides_one_hyperparameter(tmp_path):
+    # Snakemake accepts no dotted key (`--config train.lr=1e-4` fails); `set` carries --set overrides.
+    ov = overlay(tmp_path)
+    proc = run_snakemake("-n", "-p", "--nolock", "--configfile", "configs/smoke.yaml", str(ov),
+                         "--config", "set=[train.lr=1e-4, eval.pass_k=3]")
+    assert proc.returncode == 0, proc.log[-4000:]
+    cmds = shell_commands(proc.log)
+    expected = load_config([REPO / "configs" / "smoke.yaml", ov], ["train.lr=1e-4", "eval.pass_k=3"])
+    assert cmds and all(_config_of(c) == expected for c in cmds)
+    assert expected.train.lr == 1e-4 and expected.eval.pass_k == 3
+    # the runs' hashes (train params) follow the override, so a real run retrains every cell
+    plain = load_config([REPO / "configs" / "smoke.yaml", ov])
+    assert all(expected.run_hash(r) != plain.run_hash(r) for r in plain.run_ids())
+
+    bad = run_snakemake("-n", "--nolock", "--configfile", "configs/smoke.yaml", str(ov), "--config", "set=lora.rank=16")
+    assert bad.returncode != 0 and "'lora.rank' is fixed by run id" in bad.log, bad.log[-4000:]
+    typo = run_snakemake("-n", "--nolock", "--configfile", "configs/smoke.yaml", str(ov), "--config", "set=train.lrr=1")
+    assert typo.returncode != 0 and "lrr" in typo.log, typo.log[-4000:]
+
+
+@pytest.mark.slow
 def test_slurm_profile_dry_run_for_paper(tmp_path):
     proc = run_snakemake(
         "--profile", "workflow/profiles/slurm", "--configfile", "configs/paper.yaml", str(overlay(tmp_path)),

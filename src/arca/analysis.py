@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from arca import grid
 from arca.config import Config
 from arca.credit import LABELS, REGISTRY, token_weights
@@ -19,7 +21,7 @@ from arca.diagnostics import gini
 from arca.grading import gold_answer, grade_paper
 from arca.io import write_jsonl
 from arca.labels import align, completion_pieces, rollout_labels, token_flags
-from arca.models import load_policy
+from arca.models import load_policy, resolve_device
 from arca.prompts import build_prompt
 from arca.rollout import make_generator
 from arca.scoring import credit_inputs_for_rollouts
@@ -53,6 +55,10 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
     problems = read_records(grid.data_outputs(cfg)["test"])[:N_HEATMAP]
     model, tok = load_policy(rcfg, adapter, is_trainable=False)
     model.eval()
+    if resolve_device(rcfg.device).type == "cpu":
+        # as every other model step: without it torch takes one thread per core of the machine,
+        # and the sampled rollouts (float sums in another order) would depend on the machine
+        torch.set_num_threads(rcfg.train.threads)
     gen = make_generator(rcfg, model, tok)  # rollout.backend, as in training
     ro = gen.generate([build_prompt(p["problem"]) for p in problems], 1, rcfg.rollout.temperature,
                       rcfg.rollout.top_p, rcfg.rollout.max_new_tokens, greedy=False, seed=0,

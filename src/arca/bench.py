@@ -70,7 +70,7 @@ DIFFERENCES_FROM_TRL = [
     "generation per optimizer step and num_iterations = 1 old_logp is the detached logp, so TRL runs no "
     "extra old-log-prob pass here, but the ratio/clip arithmetic remains. Ours is plain on-policy REINFORCE.",
     "TRL's group advantage divides by (std + 1e-4) with the unbiased std; ours by max(std, 1e-8) "
-    "(PAPER.md): same work, slightly different values.",
+    "(docs/method.md): same work, slightly different values.",
     "TRL generates with the model in train mode (LoRA dropout active while sampling); we sample in eval mode.",
     "TRL tokenizes prompts, pads/unpads completions to Python lists and rebuilds tensors each step, and "
     "gathers metrics (accelerate gather, reward/length statistics); we keep tensors from generate().",

@@ -153,7 +153,7 @@ class RolloutConfig:
 
 @dataclass
 class TrainConfig:
-    """GRPO optimisation (PAPER.md: AdamW, warm-up then cosine, grad clip 1.0)."""
+    """GRPO optimisation (docs/method.md: AdamW, warm-up then cosine, grad clip 1.0)."""
 
     steps: int = 50
     prompts_per_step: int = 8
@@ -261,6 +261,17 @@ class ResourcesConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """How a running job shows its progress; never part of a run's hash (results do not depend on it).
+
+    Every run always writes ``metrics.jsonl`` (one flushed line per step) and ``curve.jsonl``.
+    """
+
+    # TensorBoard event files in runs/<run>/tensorboard/ (needs the `tensorboard` extra)
+    tensorboard: bool = False
+
+
+@dataclass
 class Config:
     """A whole experiment. ``name`` decides the output folder ``results/<name>/``."""
 
@@ -276,6 +287,7 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     # ------------------------------------------------------------------ derived paths
     @property
@@ -572,6 +584,12 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(e.curve_problems > 0, source, "eval.curve_problems", f"must be > 0, got {e.curve_problems}")
     _check(e.probe_problems >= 0, source, "eval.probe_problems", f"must be >= 0 (0 = off), got {e.probe_problems}")
 
+    if cfg.monitor.tensorboard:
+        import importlib.util
+
+        _check(importlib.util.find_spec("tensorboard") is not None, source, "monitor.tensorboard",
+               "is true but the tensorboard package is not installed: pip install 'arca-bench[tensorboard]'")
+
     s = cfg.sweep
     _check(len(s.cells) > 0, source, "sweep.cells", "must not be empty")
     _check(len(s.seeds) > 0 and len(set(s.seeds)) == len(s.seeds), source, "sweep.seeds", f"must be a non-empty list of distinct seeds, got {s.seeds}")
@@ -598,11 +616,70 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _parse_scalar(text: str) -> Any:
+    """An override's value, read as YAML; ``1e-4`` (a string to YAML 1.1) is read as a number."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def parse_override(entry: str, source: str = "--set") -> tuple[str, Any]:
+    """``"train.lr=1e-4"`` -> ``("train.lr", 1e-4)``; the value is read as YAML."""
+    if not isinstance(entry, str) or "=" not in entry:
+        raise ConfigError(f"{source} {entry!r}: expected key.path=value, e.g. train.lr=1e-4")
+    key, text = entry.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"{source} {entry!r}: {key!r} is not a dotted key path like train.lr")
+    return key, _parse_scalar(text)
+
+
+def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:
+    """A copy of the plain config ``raw`` with ``key.path=value`` overrides set (keys checked later)."""
+    out = copy.deepcopy(raw)
+    for entry in overrides:
+        key, value = parse_override(entry, source)
+        _set_dotted(out, key, value, source=source)
+    return out
+
+
+def run_fixed_keys(cfg: "Config", run_id: str) -> dict[str, str]:
+    """The keys a run id decides, each with what decides it: ``{"credit.method": "method 'arca'", ...}``.
+
+    ``for_run`` sets them after every config file and ``--set``, so an override of one of them
+    would be silently replaced; ``check_run_overrides`` turns that into an error.
+    """
+    label, rank, seed = parse_run_id(run_id)
+    cfg.for_run(run_id)  # an unknown run id fails here, naming the sweep
+    cell = next(c for c in cfg.sweep.cells if c.name == label)
+    fixed = {"credit.method": f"method {cell.method!r}", "lora.rank": f"rank {rank}", "train.seed": f"seed {seed}"}
+    for key, value in cell.overrides.items():
+        fixed[key] = f"sweep cell {cell.name!r} override {key}={value!r}"
+    return fixed
+
+
+def check_run_overrides(cfg: "Config", run_id: str, overrides: list[str], source: str = "--set") -> None:
+    """Refuse an override of a key the run id fixes (method, rank, seed, the cell's overrides).
+
+    Also catches a whole section set at once (``--set credit={method: x}``) that contains one.
+    """
+    fixed = run_fixed_keys(cfg, run_id)
+    ids = cfg.run_ids()
+    hint = (f"pick the run id of the cell you want (runs: {', '.join(ids[:6])}{', ...' if len(ids) > 6 else ''})"
+            if source == "--set" else "the sweep sets it per run: edit the sweep's cells (their overrides) instead")
+    for entry in overrides:
+        key, _ = parse_override(entry, source)
+        for fixed_key, why in fixed.items():
+            if key == fixed_key or fixed_key.startswith(key + ".") or key.startswith(fixed_key + "."):
+                raise ConfigError(f"{source} {entry}: key '{fixed_key}' is fixed by run id '{run_id}' ({why}) "
+                                  f"and cannot be overridden; {hint}")
 
 
 def _set_dotted(raw: dict, key: str, value: Any, source: str) -> None:
@@ -649,11 +726,7 @@ def load_config(paths: list[str | Path] | str | Path | None = None, overrides: l
         _build(Config, raw, "", str(p))  # key and type errors, named with this file
         merged = deep_merge(merged, raw)
     source = " + ".join(str(p) for p in paths) or "<defaults>"
-    for ov in overrides or []:
-        if "=" not in ov:
-            raise ConfigError(f"--set {ov!r}: expected key.path=value")
-        key, text = ov.split("=", 1)
-        _set_dotted(merged, key.strip(), _parse_scalar(text), source="--set")
+    merged = apply_overrides(merged, list(overrides or []))
     if overrides:
         source = f"{source} (with --set)"
     return from_dict(merged, source=source)

@@ -3,7 +3,7 @@
 A credit method is a *signal* function ``CreditInputs -> alpha [B, T]`` (raw, non-negative
 salience of each completion token, read at the position whose output predicts y_t) registered in
 ``REGISTRY`` with the per-token quantities it needs. ``token_weights`` turns any signal into the
-weights the loss uses, exactly as the author's code (PAPER.md, "From signal to token weights"):
+weights the loss uses, exactly as the author's code (docs/method.md, "From signal to token weights"):
 
     score_t = (alpha_t + eps) ** s                         (s = ``credit.sharpen``, default 2.0)
     w_t     = score_t * m_t / sum_k score_k * m_k          (uniform over the mask if the sum <= eps)
@@ -95,7 +95,7 @@ def entropy_reduction_signal(x: CreditInputs) -> torch.Tensor:
     """alpha_t = max(0, H_t - H_{t+1}); 0 only in the last column of the padded batch.
 
     H_t is the entropy of the distribution that predicts y_t. The last real token y_T keeps
-    max(0, H_T - H_{T+1}) as in the author's code (PAPER.md, Notation): H_{T+1} belongs to the
+    max(0, H_T - H_{T+1}) as in the author's code (docs/method.md, Notation): H_{T+1} belongs to the
     masked column after it (the EOS the author's mask leaves out, or padding) and is read at the
     position of y_T, a real token, so it is well defined. Masked columns get values too; the mask
     removes them in ``token_weights``.

@@ -1,4 +1,4 @@
-"""Concentration diagnostics of token weights: Gini and the effective-token ratio (PAPER.md).
+"""Concentration diagnostics of token weights: Gini and the effective-token ratio (docs/method.md).
 
 Both are per sequence over the masked tokens, vectorized; rows they are undefined for come back
 as NaN so that averages skip them (``nanmean``).

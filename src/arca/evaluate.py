@@ -250,8 +250,11 @@ def summarize(rows: list[dict], pass_k: int, primary: str) -> dict:
     return out
 
 
-def evaluate_protocol(cfg: Config, generator, protocol: str, grader) -> list[dict]:
-    """Greedy and sampled completions of one protocol, each graded by both graders."""
+def evaluate_protocol(cfg: Config, generator, protocol: str, grader, name: str = "") -> list[dict]:
+    """Greedy and sampled completions of one protocol, each graded by both graders.
+
+    Progress bars (completions done, rate, ETA) go to stderr, i.e. to the job's log.
+    """
     from arca.prompts import build_prompt
 
     problems = protocol_problems(cfg, protocol)
@@ -261,9 +264,11 @@ def evaluate_protocol(cfg: Config, generator, protocol: str, grader) -> list[dic
                     protocol, no_gold, len(problems))
     prompts = [build_prompt(p["problem"]) for p in problems]
     e = cfg.eval
-    greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)
+    label = f"{name} {protocol}".strip()
+    greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True, progress=f"{label} greedy")
     sampled = generator.generate(prompts, e.pass_k, e.temperature, e.top_p, e.max_new_tokens, seed=EVAL_SEED,
-                                 top_k=e.top_k)
+                                 top_k=e.top_k, progress=f"{label} {e.pass_k} samples")
+    log.info("%s: grading %d completions", label, len(prompts) * (1 + e.pass_k))
     items = [(p, "greedy", 0, t) for p, t in zip(problems, greedy.texts)]
     items += [(problems[i // e.pass_k], "sample", i % e.pass_k, t) for i, t in enumerate(sampled.texts)]
     verdicts = grader([it[0]["answer"] for it in items], [it[3] for it in items])
@@ -293,6 +298,9 @@ def evaluate_main(cfg: Config, args) -> None:
         adapter = cfg.run_dir(run) / "adapter"
         if not adapter.is_dir():
             raise FileNotFoundError(f"no trained adapter at {adapter}; run `python -m arca train --run {run}` first")
+        from arca.train import check_adapter_hash
+
+        check_adapter_hash(adapter, run, training_hash(run_cfg))
         model, tok = load_policy(run_cfg, adapter_dir=adapter)
         trainable = count_trainable(model)
     if resolve_device(cfg.device).type == "cpu":
@@ -304,7 +312,7 @@ def evaluate_main(cfg: Config, args) -> None:
 
     rows, protocols = [], {}
     for protocol in cfg.eval.protocols:
-        prows = evaluate_protocol(cfg, generator, protocol, grader)
+        prows = evaluate_protocol(cfg, generator, protocol, grader, name=run)
         protocols[protocol] = summarize(prows, cfg.eval.pass_k, PRIMARY_GRADER[protocol])
         protocols[protocol]["forks"] = fork_summary(prows, protocol_problems(cfg, protocol))
         rows += prows

@@ -1,6 +1,6 @@
 r"""Answer extraction and the two graders: the paper's string match and Math-Verify.
 
-Paper grader (PAPER.md, "The string grader"): the author's extraction and normalization, and
+Paper grader (docs/method.md, "The string grader"): the author's extraction and normalization, and
 nothing more. It is pure Python, linear in the input length and never raises, so the training
 loop uses it as the reward.
 

@@ -80,7 +80,7 @@ def tokenizer_phrases() -> list[str]:
 
     The fixed text of the paper's prompt before the problem (about 80 characters) and the LaTeX
     commands every solution ends with. One token each keeps the paper's exact prompt while
-    sparing a 2M-parameter model from attending over 80 constant characters in every sequence:
+    sparing a model of under a million parameters from attending over 80 constant characters in every sequence:
     the cost of pretraining and of every GRPO step roughly halves.
     """
     from arca.prompts import build_prompt

@@ -1,6 +1,6 @@
 """The one prompt template, shared by training rollouts and evaluation.
 
-PAPER.md ("Setup of the reported sweep") uses a raw-text prompt without a chat template::
+docs/method.md ("Setup of the reported sweep") uses a raw-text prompt without a chat template::
 
     Solve this math problem step by step. Put your final answer in \\boxed{}.\\n\\nProblem: {problem}\\n
 

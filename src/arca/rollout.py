@@ -44,8 +44,8 @@ class Rollouts:
 class Generator(Protocol):
     def generate(
         self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-        greedy: bool = False, seed: int | None = None, top_k: int = 0,
-    ) -> Rollouts: ...
+        greedy: bool = False, seed: int | None = None, top_k: int = 0, progress: str | None = None,
+    ) -> Rollouts: ...  # progress: label of a progress bar with ETA on stderr (None: no bar)
 
 
 # Values of ``rollout.completion_mask``; the first is the paper's.
@@ -58,7 +58,7 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int
                     lengths: torch.Tensor | None = None, rule: str = "author") -> torch.Tensor:
     """The completion mask m [N, T] (float) of generated tokens y_1..y_T under ``rule``.
 
-    ``author`` (the author's code, PAPER.md "Notation"): m_t = [y_t != pad] * [no EOS in y_1..y_{t-1}],
+    ``author`` (the author's code, docs/method.md "Notation"): m_t = [y_t != pad] * [no EOS in y_1..y_{t-1}],
     i.e. ``token != pad``, then 0 from the position after the first EOS on. Where pad and EOS are
     the same token (Qwen3-1.7B-Base, SmolLM2) the EOS itself is 0: never scored, weighted or
     trained. Where they differ (the pretrained-here model: ``<pad>`` 0, ``<eos>`` 1) the EOS is 1,
@@ -146,8 +146,12 @@ class TransformersGenerator:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-                 greedy: bool = False, seed: int | None = None, top_k: int = 0, min_new_tokens: int = 0) -> Rollouts:
-        """``min_new_tokens`` > 0 suppresses EOS until that many tokens exist (fixed-length benchmarks)."""
+                 greedy: bool = False, seed: int | None = None, top_k: int = 0, min_new_tokens: int = 0,
+                 progress: str | None = None) -> Rollouts:
+        """``min_new_tokens`` > 0 suppresses EOS until that many tokens exist (fixed-length benchmarks);
+        ``progress`` names a progress bar (completions done, rate, ETA) drawn on stderr."""
+        from arca.io import progress_bar
+
         if seed is not None:
             torch.manual_seed(seed)
         was_training = self.model.training
@@ -156,13 +160,18 @@ class TransformersGenerator:
         try:
             ids, am = self.encode_prompts([p for p in prompts for _ in range(n)])  # [N, P]
             outs = []
+            bar = progress_bar(ids.shape[0], progress, unit="completion") if progress else None
             for start in range(0, ids.shape[0], self.batch_size):
                 b_ids = ids[start:start + self.batch_size].to(device)
                 b_am = am[start:start + self.batch_size].to(device)
                 outs.extend(self._decode_batch(b_ids, b_am, temperature, top_p, max_new_tokens, greedy, top_k,
                                                min_new_tokens).cpu())  # [b, T] each
+                if bar is not None:
+                    bar.update(b_ids.shape[0])
         finally:
             self.model.train(was_training)
+            if bar is not None:
+                bar.close()
         comp = pad_right(outs, self.pad_id).long()  # [N, T]
         if comp.shape[1] == 0:  # nothing generated at all
             comp = torch.full((ids.shape[0], 1), self.pad_id, dtype=torch.long)

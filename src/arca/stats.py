@@ -59,8 +59,13 @@ class Estimate:
     n_seeds: int = 0
     n_problems: int = 0
 
-    def fmt(self, digits: int = 3, ci_digits: int = 2) -> str:
-        """``0.620 [0.55, 0.69]``; ``-`` for a missing value."""
+    def fmt(self, digits: int = 3, ci_digits: int | None = None) -> str:
+        """``0.620 [0.551, 0.689]``; ``-`` for a missing value.
+
+        The bounds get as many digits as the mean (``ci_digits`` defaults to ``digits``): with
+        fewer, a narrow interval reads as empty, e.g. ``0.508 [0.51, 0.51]``.
+        """
+        ci_digits = digits if ci_digits is None else ci_digits
         if not np.isfinite(self.mean):
             return "-"
         if not (np.isfinite(self.lo) and np.isfinite(self.hi)):

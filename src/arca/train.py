@@ -15,28 +15,29 @@ One optimizer step (DESIGN.md "One training step"):
      sampling, the update and its phases: forward, backward, reference, optimizer).
 
 A run folder ``runs/<run>/`` holds ``config.yaml`` (resolved), ``checkpoints/step_XXXXXX/``
-(adapter, optimizer, scheduler, RNG states, data position, metrics so far) while training, and
-at the end ``adapter/``, ``metrics.jsonl`` and ``final_weights.json``, each renamed into place
-only when complete. Started again on the same folder, training resumes from the last
+(adapter, optimizer, scheduler, RNG states, data position, metrics so far) and ``live/`` (the
+metrics and curve lines so far, one flushed line per step, to follow a running job) while training, and
+at the end ``adapter/`` (loadable from anywhere, with tokenizer and model card: ``arca.cards``),
+``metrics.jsonl`` and ``final_weights.json``, each renamed into place only when complete. Started again on the same folder, training resumes from the last
 checkpoint and ends identical to an uninterrupted run.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from arca import credit as credit_lib
-from arca.config import Config, dump_config, parse_run_id, training_hash
+from arca.config import Config, ConfigError, dump_config, parse_run_id, training_hash
 from arca.diagnostics import effective_token_ratio, gini, nanmean
 from arca.grpo import group_advantages, weighted_pg_loss
-from arca.io import atomic_path, write_json, write_jsonl, write_text
+from arca.io import JsonlAppender, atomic_path, progress_bar, write_json, write_jsonl, write_text
 from arca.labels import label_metrics, rollout_labels
 from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
 
@@ -270,6 +271,10 @@ def _pad_cat(rows: list[torch.Tensor]) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the loop
 TIMING_KEYS = ("gen_seconds", "update_seconds", "step_seconds", *(f"{phase}_seconds" for phase in UPDATE_PHASES))
+# runs/<run>/live/: metrics.jsonl and curve.jsonl as they grow, a line per step, while the run
+# trains. Not the declared outputs: Snakemake must never see a declared output that is still
+# being written (a killed Snakemake would then refuse the same command with "incomplete files").
+LIVE = "live"
 
 
 def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after: int | None = None) -> RunState:
@@ -300,39 +305,117 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
     identity = {"run": run_id, "label": label, "method": cfg.credit.method, "rank": cfg.lora.rank, "seed": cfg.train.seed}
     every = cfg.eval.every
     curve_set = read_records(cfg.data_dir / "test.jsonl")[: cfg.eval.curve_problems] if every > 0 else []
-    if every > 0 and state.step == 0:
-        state.curve = [{**curve_point(cfg, generator, curve_set, 0), **identity}]
+    # Live progress: live/metrics.jsonl and live/curve.jsonl get one flushed line per step (curve
+    # point), starting from what the checkpoint holds; TensorBoard events when monitor.tensorboard is on.
+    tb = tensorboard_writer(run_dir / "tensorboard", purge_step=state.step + 1) if cfg.monitor.tensorboard else None
+    with JsonlAppender(run_dir / LIVE / "metrics.jsonl", state.metrics) as live_metrics, \
+            JsonlAppender(run_dir / LIVE / "curve.jsonl", state.curve) as live_curve:
+        if every > 0 and state.step == 0:
+            state.curve = [{**curve_point(cfg, generator, curve_set, 0), **identity}]
+            live_curve.append(state.curve[-1])
+            log_scalars(tb, state.curve[-1], 0, "heldout/")
 
-    bar = tqdm(total=cfg.train.steps, initial=state.step, desc=run_id, unit="step", dynamic_ncols=True)
-    while state.step < cfg.train.steps:
-        # prompts drawn with replacement from a seeded generator whose state is checkpointed
-        idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=data_gen).tolist()
-        m, state.last_weights = train_step(cfg, model, generator, opt, sched, [records[i] for i in idx], state.step, cfg.train.seed)
-        state.metrics.append({**m, **identity})
-        state.step += 1
-        if every > 0 and (state.step % every == 0 or state.step == cfg.train.steps):
-            state.curve.append({**curve_point(cfg, generator, curve_set, state.step), **identity})
-        bar.update(1)
-        bar.set_postfix(reward=f"{m['reward_mean']:.3f}", gini=f"{m['gini'] or 0:.2f}", s_per_step=f"{m['step_seconds']:.2f}")
-        if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps:
-            save_checkpoint(run_dir, model, opt, sched, state, data_gen, run_hash)
-        if stop_after is not None and state.step >= stop_after:
-            break
-    bar.close()
+        bar = progress_bar(cfg.train.steps, run_id, unit="step", initial=state.step)
+        while state.step < cfg.train.steps:
+            # prompts drawn with replacement from a seeded generator whose state is checkpointed
+            idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=data_gen).tolist()
+            m, state.last_weights = train_step(cfg, model, generator, opt, sched, [records[i] for i in idx], state.step, cfg.train.seed)
+            state.metrics.append({**m, **identity})
+            state.step += 1
+            live_metrics.append(state.metrics[-1])
+            log_scalars(tb, m, state.step, "train/")
+            if every > 0 and (state.step % every == 0 or state.step == cfg.train.steps):
+                state.curve.append({**curve_point(cfg, generator, curve_set, state.step), **identity})
+                live_curve.append(state.curve[-1])
+                log_scalars(tb, state.curve[-1], state.step, "heldout/")
+            bar.update(1)
+            bar.set_postfix(reward=f"{m['reward_mean']:.3f}", gini=f"{m['gini'] or 0:.2f}", s_per_step=f"{m['step_seconds']:.2f}")
+            if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps:
+                save_checkpoint(run_dir, model, opt, sched, state, data_gen, run_hash)
+            if stop_after is not None and state.step >= stop_after:
+                break
+        bar.close()
+    if tb is not None:
+        tb.close()
     if state.step >= cfg.train.steps:
-        _finish(run_dir, model, state, identity, count_trainable(model))
+        _finish(cfg, run_dir, model, tok, state, {**identity, "config_hash": run_hash}, count_trainable(model))
     return state
 
 
-def _finish(run_dir: Path, model, state: RunState, identity: dict, n_trainable: int) -> None:
-    """Final outputs, each renamed into place when complete; then the checkpoints go."""
+def tensorboard_writer(log_dir: Path, purge_step: int):
+    """A ``torch.utils.tensorboard.SummaryWriter`` (``monitor.tensorboard``); ``purge_step`` drops
+    events a killed run logged after the checkpoint it resumes from."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch's writer needs the tensorboard package
+        raise ConfigError("key 'monitor.tensorboard' is true but the tensorboard package is not installed: "
+                          "pip install 'arca-bench[tensorboard]' (or set monitor.tensorboard: false)") from None
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+
+def log_scalars(writer, row: dict, step: int, prefix: str) -> None:
+    """Every finite number of a metrics or curve row as a TensorBoard scalar (nothing without a writer)."""
+    if writer is None:
+        return
+    for key, value in row.items():
+        if key in ("step", "rank", "seed") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(value):
+            writer.add_scalar(prefix + key, value, step)
+    writer.flush()
+
+
+RUN_INFO = "arca_run.json"  # in the adapter folder: which run, which settings (config hash), how far
+
+
+def _finish(cfg: Config, run_dir: Path, model, tok, state: RunState, identity: dict, n_trainable: int) -> None:
+    """Final outputs, each renamed into place when complete; then the checkpoints go.
+
+    The adapter folder is self-contained (``arca.cards``): the base recorded so that peft finds it
+    from any working directory, the tokenizer, ``arca_run.json`` and a filled model card.
+    """
+    from arca.cards import base_model_reference, final_metrics, model_card
+
     write_json(run_dir / "final_weights.json",
                {**identity, "step": state.step, "trainable_params": n_trainable, "weights": state.last_weights})
     write_jsonl(run_dir / "metrics.jsonl", state.metrics)
     write_jsonl(run_dir / "curve.jsonl", state.curve)
+    info = {**identity, "steps": state.step, "trainable_params": n_trainable,
+            "final_metrics": final_metrics(state.metrics, state.curve)}
+    for peft_cfg in model.peft_config.values():
+        peft_cfg.base_model_name_or_path = base_model_reference(cfg)
     with atomic_path(run_dir / "adapter") as tmp:
         model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json(tmp / RUN_INFO, info)
+        write_text(tmp / "README.md", model_card(cfg, info))  # replaces peft's blank template
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(run_dir / LIVE, ignore_errors=True)  # the finished metrics.jsonl and curve.jsonl hold it all
+
+
+def adapter_run_info(adapter_dir: Path) -> dict:
+    """The ``arca_run.json`` a finished run wrote into its adapter folder (its identity and config hash)."""
+    path = Path(adapter_dir) / RUN_INFO
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {adapter_dir} is not a finished run of this version of arca; retrain it")
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_adapter_hash(adapter_dir: Path, run_id: str, expected: str) -> None:
+    """Refuse an adapter trained with other settings than the config now asks for.
+
+    A hand run (``python -m arca train --run R --set train.lr=...``) writes into the run's own
+    folder; evaluating or tabulating it under the sweep's settings would mix experiments silently.
+    """
+    got = adapter_run_info(adapter_dir).get("config_hash")
+    if got != expected:
+        raise ValueError(
+            f"{adapter_dir} was trained with config hash {got}, but this config gives run '{run_id}' the hash "
+            f"{expected}: it was trained with other settings (by hand with --set?). Retrain it with this config "
+            f"(snakemake --cores all --forcerun {adapter_dir}, with your --configfile, or delete {Path(adapter_dir).parent}), "
+            "or pass the settings it was trained with")
 
 
 def train_main(cfg: Config, args) -> None:

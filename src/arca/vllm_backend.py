@@ -355,13 +355,14 @@ class VLLMGenerator:
         return self._llm
 
     def _run(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-             greedy: bool, seed: int | None, top_k: int, min_new_tokens: int, logprobs: bool) -> tuple[Rollouts, list]:
+             greedy: bool, seed: int | None, top_k: int, min_new_tokens: int, logprobs: bool,
+             progress: str | None = None) -> tuple[Rollouts, list]:
         _, SamplingParams, LoRARequest = self._vllm
         lists, p_ids, p_mask = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
         params = SamplingParams(**sampling_params_kwargs(n, temperature, top_p, max_new_tokens, greedy, seed,
                                                          self.eos_ids, top_k, min_new_tokens, logprobs))
         lora = self.sync.request_args(self.model)
-        outputs = self._engine().generate(build_requests(lists), params, use_tqdm=False,
+        outputs = self._engine().generate(build_requests(lists), params, use_tqdm=progress is not None,
                                           lora_request=LoRARequest(*lora) if lora else None)
         r = parse_outputs(outputs, n, self.eos_ids, self.pad_id, p_ids, p_mask, self.tokenizer,
                           self.cfg.rollout.completion_mask)
@@ -369,8 +370,11 @@ class VLLMGenerator:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-                 greedy: bool = False, seed: int | None = None, top_k: int = 0, min_new_tokens: int = 0) -> Rollouts:
-        return self._run(prompts, n, temperature, top_p, max_new_tokens, greedy, seed, top_k, min_new_tokens, False)[0]
+                 greedy: bool = False, seed: int | None = None, top_k: int = 0, min_new_tokens: int = 0,
+                 progress: str | None = None) -> Rollouts:
+        """``progress``: vLLM's own progress bar (any name turns it on)."""
+        return self._run(prompts, n, temperature, top_p, max_new_tokens, greedy, seed, top_k, min_new_tokens, False,
+                         progress)[0]
 
     @torch.no_grad()
     def generate_with_logprobs(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,

@@ -66,6 +66,32 @@ def _integer_steps(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+FRACTION_MIN_SPAN = 0.1  # an accuracy or reward axis never spans less (all-equal data included)
+
+
+def _fraction_axis(ax, values) -> None:
+    """y limits for a fraction in [0, 1] (accuracy, reward) from the values drawn on ``ax``.
+
+    The data range padded by 5%, but never narrower than ``FRACTION_MIN_SPAN`` and never far
+    outside [0, 1]; tick labels plain. Without this, all-equal values (every accuracy 0 in a tiny
+    run) leave matplotlib a zero-height range, drawn as a meaningless 1e-17 axis.
+    """
+    v = np.asarray(list(values), dtype=float)
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+    lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
+    if hi - lo < FRACTION_MIN_SPAN:
+        mid = (lo + hi) / 2
+        lo, hi = mid - FRACTION_MIN_SPAN / 2, mid + FRACTION_MIN_SPAN / 2
+    floor, ceil = -0.02, 1.02
+    if lo < floor:
+        lo, hi = floor, max(hi, floor + FRACTION_MIN_SPAN)
+    if hi > ceil:
+        lo, hi = min(lo, ceil - FRACTION_MIN_SPAN), ceil
+    ax.set_ylim(lo, hi)
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+
+
 def _legend_right(fig, ax) -> None:
     """Legend outside the axes on the right, so it can never cover data."""
     handles, labels = ax.get_legend_handles_labels()
@@ -126,11 +152,14 @@ def reward_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
     n_steps = int(curves["step"].max()) if len(curves) else 1
     window = max(1, round(n_steps / 10))
     fig, ax = plt.subplots(figsize=(7.0, 3.6), layout="constrained")
+    drawn: list[float] = []
     for label, method, rank in cells:
         ls, _ = rank_style(rank, _ranks_of(cells, label))
         s = _mean_curve(curves, label, rank, "reward_mean")
         smooth = s.rolling(window, min_periods=1).mean()
         ax.plot(smooth.index, smooth.values, ls=ls, lw=1.6, color=color_for(label, method), label=cell_name(label, rank))
+        drawn += list(smooth.values)
+    _fraction_axis(ax, drawn)
     _integer_steps(ax)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("train reward (fraction correct)")
@@ -242,6 +271,8 @@ def accuracy_vs_params(perf: pd.DataFrame, out: Path) -> list[Path]:
     else:
         ax.set_xscale("log")
         ax.margins(x=0.25)
+        shown = pd.concat([arca, ref.sort_values(["rank"]).iloc[-1:]])
+        _fraction_axis(ax, shown[["greedy", "greedy_lo", "greedy_hi"]].to_numpy().ravel())
     ax.set_xlabel("trainable parameters (count, log scale)")
     ax.set_ylabel("greedy accuracy (fraction of problems)")
     ax.set_title("Accuracy against adapter size")
@@ -366,6 +397,7 @@ def credit_precision(precision: pd.DataFrame, curves: pd.DataFrame, out: Path) -
 def learning_curves(lc: pd.DataFrame, out: Path) -> list[Path]:
     cells = _cells(lc)
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8), sharey=True, layout="constrained")
+    drawn: list[float] = []
     for ax, (col, title) in zip(axes, (("greedy", "greedy"), ("sampled", "one sample at T=1"))):
         for label, method, rank in cells:
             sub = lc[(lc["label"] == label) & (lc["rank"] == rank)]
@@ -376,6 +408,7 @@ def learning_curves(lc: pd.DataFrame, out: Path) -> list[Path]:
             ax.fill_between(by_step.index, by_step["min"], by_step["max"], color=color, alpha=0.15, lw=0)
             ax.plot(by_step.index, by_step["mean"], ls=ls, lw=1.6, marker=".", color=color,
                     label=cell_name(label, rank))
+            drawn += list(by_step["min"]) + list(by_step["max"])
         if not cells:
             _no_data(ax, "no learning curves in this experiment (eval.every = 0)")
             continue
@@ -386,6 +419,8 @@ def learning_curves(lc: pd.DataFrame, out: Path) -> list[Path]:
             _integer_steps(ax)
         ax.set_xlabel("optimizer step (0 = base model)")
         ax.set_title(f"held-out accuracy, {title}")
+    if drawn:
+        _fraction_axis(axes[0], drawn)  # shared y
     axes[0].set_ylabel("accuracy (fraction of problems)")
     n = int(lc["n"].dropna().iloc[0]) if "n" in lc and lc["n"].notna().any() else 0
     fig.suptitle(f"Learning curves on {n} held-out problems: mean over seeds, band = min-max over seeds")

@@ -49,14 +49,14 @@ log = logging.getLogger(__name__)
 DEFAULT_PRIMARY_GRADER = {"generated": "paper", "paper200": "paper", "math500": "math_verify"}
 BASE = "base"
 REFERENCE_METHOD = "uniform"
-# Concentration regimes of PAPER.md: the "middle regime" band and the spurious-sparsity bar.
+# Concentration regimes of docs/method.md: the "middle regime" band and the spurious-sparsity bar.
 MIDDLE_BAND = (0.25, 0.60)
 CONCENTRATED_GINI = 0.60
 # Claim (iii) accepts a greedy-accuracy deficit smaller than this when the CI excludes zero.
 COMPETITIVE_MARGIN = 0.05
 OUTPUT_BASELINES = ("surprisal", "entropy_reduction", "divergence")
 
-# REFERENCE DATA: the numbers the paper reports (PAPER.md, Tables 2 and 3; first 200 MATH test
+# REFERENCE DATA: the numbers the paper reports (docs/method.md, Tables 2 and 3; first 200 MATH test
 # problems, 100 steps, one seed). They are not computed here; they are compared against.
 PAPER_REPORTED = {
     # (method, rank): greedy acc, pass@4 (T=1, top-p 0.95), avg train reward, Gini, EffN/T
@@ -180,6 +180,24 @@ def load_eval(cfg: Config, run: str) -> tuple[dict, pd.DataFrame, str, str]:
     return summary, scores, proto, grader
 
 
+def check_run_hash(cfg: Config, run: str, summary: dict) -> None:
+    """Refuse a run whose evaluation (and training) used other settings than this sweep's.
+
+    ``summary.json`` records the config hash of the adapter it evaluated, ``final_weights.json``
+    the one the run trained with (older outputs lack it); both must equal ``cfg.run_hash(run)``.
+    """
+    expected = cfg.run_hash(run)
+    sources = [(cfg.eval_dir(run) / "summary.json", summary.get("config_hash"))]
+    fw = cfg.run_dir(run) / "final_weights.json"
+    if fw.is_file():
+        sources.append((fw, json.loads(fw.read_text(encoding="utf-8")).get("config_hash", expected)))
+    for path, got in sources:
+        if got != expected:
+            raise ValueError(f"{path}: run '{run}' has config hash {got}, but this sweep's settings give {expected}: "
+                             "it was trained or evaluated with other settings (by hand with --set?); rerun it "
+                             f"with this config (snakemake --cores all --forcerun {cfg.run_dir(run) / 'adapter'}, with your --configfile)")
+
+
 def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int]:
     """Every run of the sweep and the base model; returns (runs, base, protocol, grader, k)."""
     runs = []
@@ -187,6 +205,7 @@ def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int
         label, rank, seed = parse_run_id(run)
         metrics = read_metrics(cfg.run_dir(run) / "metrics.jsonl")
         summary, scores, proto, grader = load_eval(cfg, run)
+        check_run_hash(cfg, run, summary)
         method = summary.get("method") or str(metrics["method"].iloc[0])
         curve = read_curve(cfg.run_dir(run) / "curve.jsonl")
         runs.append(RunRecord(run, label, method, rank, seed, summary, scores, metrics,
@@ -442,27 +461,52 @@ def _lookup(df: pd.DataFrame, label: str, rank: int) -> pd.Series | None:
     return None if hit.empty else hit.iloc[0]
 
 
+def _with_signal(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The cells whose weights carried a signal, and a note naming those that fell back to uniform
+    weights on every step (their Gini of 0 says nothing about the method's concentration)."""
+    fell = rows["fallback_frac"] >= 1.0 if "fallback_frac" in rows else pd.Series(False, index=rows.index)
+    note = ", ".join(f"{r['label']} r{r['rank']}" for _, r in rows[fell].iterrows())
+    return rows[~fell], (f"; left out, fell back to uniform weights on every step: {note}" if note else "")
+
+
 def claims(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFrame) -> list[str]:
-    """One line per claim of the paper, judged from our numbers."""
+    """One line per claim of the paper, judged from our numbers.
+
+    "not tested": the sweep lacks the cells. "not testable": the cells exist but the numbers
+    cannot tell (weights that fell back to uniform on every step, or accuracies without any
+    variation, e.g. all 0); a verdict on them would be empty.
+    """
     lines = []
     base = conc[conc["label"].isin(OUTPUT_BASELINES)]
+    head = f"(i) Output-distribution baselines concentrated (Gini > {CONCENTRATED_GINI:.2f})"
     if base.empty:
-        lines.append("(i) Output-distribution baselines concentrated (Gini > 0.6): not tested (no such cells).")
+        lines.append(f"{head}: not tested (no such cells).")
     else:
-        parts = [f"{r['label']} r{r['rank']} {r['gini']:.3f}" for _, r in base.iterrows()]
-        ok = bool((base["gini"] > CONCENTRATED_GINI).all())
-        lines.append(f"(i) Output-distribution baselines concentrated (Gini > {CONCENTRATED_GINI:.2f}): "
-                     f"{'holds' if ok else 'does not hold'} ({', '.join(parts)}).")
+        informative, note = _with_signal(base)
+        if informative.empty:
+            lines.append(f"{head}: not testable (every baseline fell back to uniform weights on every step).")
+        else:
+            parts = [f"{r['label']} r{r['rank']} {r['gini']:.3f}" for _, r in informative.iterrows()]
+            ok = bool((informative["gini"] > CONCENTRATED_GINI).all())
+            lines.append(f"{head}: {'holds' if ok else 'does not hold'} ({', '.join(parts)}{note}).")
     arca = conc[conc["label"] == "arca"]
     lo, hi = MIDDLE_BAND
+    head = f"(ii) ARCA in the middle regime (Gini in {lo:.2f}-{hi:.2f})"
     if arca.empty:
         lines.append("(ii) ARCA in the middle regime: not tested (no arca cells).")
     else:
-        inside = arca["gini"].between(lo, hi)
-        parts = [f"r{r['rank']} {r['gini']:.3f}" for _, r in arca.iterrows()]
-        verdict = "holds" if inside.all() else ("holds at some ranks" if inside.any() else "does not hold")
-        lines.append(f"(ii) ARCA in the middle regime (Gini in {lo:.2f}-{hi:.2f}): {verdict} ({', '.join(parts)}).")
+        informative, note = _with_signal(arca)
+        if informative.empty:
+            lines.append(f"{head}: not testable (ARCA fell back to uniform weights on every step: its adapter "
+                         "residual was zero throughout).")
+        else:
+            inside = informative["gini"].between(lo, hi)
+            parts = [f"r{r['rank']} {r['gini']:.3f}" for _, r in informative.iterrows()]
+            verdict = "holds" if inside.all() else ("holds at some ranks" if inside.any() else "does not hold")
+            lines.append(f"{head}: {verdict} ({', '.join(parts)}{note}).")
     arca_perf = perf[perf["label"] == "arca"]
+    head = (f"(iii) ARCA's accuracy competitive with uniform (0 in the paired CI, or difference > "
+            f"-{COMPETITIVE_MARGIN:.2f})")
     if arca_perf.empty or paired.empty:
         lines.append("(iii) ARCA's accuracy competitive with uniform: not tested (needs arca and uniform cells).")
     else:
@@ -471,11 +515,17 @@ def claims(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFrame) -> list
         if row is None:
             lines.append("(iii) ARCA's accuracy competitive with uniform: not tested (no paired row).")
         else:
+            ref = perf[perf["label"] == REFERENCE_METHOD]
+            involved = pd.concat([arca_perf, ref])[["greedy", "greedy_lo", "greedy_hi"]].to_numpy(dtype=float).ravel()
+            involved = involved[np.isfinite(involved)]
             d = _est(row, "diff")
-            ok = d.contains(0.0) or d.mean > -COMPETITIVE_MARGIN
-            lines.append(f"(iii) ARCA's accuracy competitive with uniform (0 in the paired CI, or difference > "
-                         f"-{COMPETITIVE_MARGIN:.2f}): {'holds' if ok else 'does not hold'} (best ARCA r{int(best['rank'])} "
-                         f"greedy {best['greedy']:.3f}; minus {row['reference']}: {d.fmt()}).")
+            if involved.size and involved.min() == involved.max():
+                lines.append(f"{head}: not testable (every greedy accuracy of ARCA and {REFERENCE_METHOD} is "
+                             f"{involved[0]:.3f} on every problem: no variation to compare).")
+            else:
+                ok = d.contains(0.0) or d.mean > -COMPETITIVE_MARGIN
+                lines.append(f"{head}: {'holds' if ok else 'does not hold'} (best ARCA r{int(best['rank'])} "
+                             f"greedy {best['greedy']:.3f}; minus {row['reference']}: {d.fmt()}).")
     return lines
 
 
@@ -870,7 +920,7 @@ def _fmt_steps(value) -> str:
 
 
 def _fmt_diff(row, prefix: str, digits: int = 3) -> str:
-    return _est(row, f"{prefix}_diff").fmt(digits=digits, ci_digits=digits - 1 if digits > 1 else 0)
+    return _est(row, f"{prefix}_diff").fmt(digits=digits)
 
 
 def sample_efficiency_markdown(df: pd.DataFrame) -> str:
