@@ -3,10 +3,10 @@
 Read from the source with ``ast`` (imports inside functions count too), so a late import cannot
 hide an arrow that goes the wrong way. The layers, bottom to top:
 
-0. ``config``: knows no other module of the package.
+0. ``config``: knows no other module of the package (``arca`` itself holds only the version).
 1. ``io`` (atomic writes) and ``grid`` (every output path, the sweep's run ids).
 2. Pure functions on tensors and records: credit, grpo, diagnostics, grading, prompts, data,
-   labels, stats.
+   labels, stats, cards (what an adapter folder records).
 3. Model passes and sampling: scoring, models, pretrain, rollout and its backends.
 4. Steps: train, evaluate, analysis, bench, smoke.
 5. ``report``: reads result files only, never a model.
@@ -22,15 +22,15 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "arca"
 
 LAYERS = {
-    "arca.config": 0,
+    "arca": 0, "arca.config": 0,  # the package itself holds only its version
     "arca.io": 1, "arca.grid": 1,
     "arca.credit": 2, "arca.grpo": 2, "arca.diagnostics": 2, "arca.grading": 2, "arca.math_verify_pool": 2,
-    "arca.prompts": 2, "arca.data": 2, "arca.labels": 2, "arca.stats": 2,
+    "arca.prompts": 2, "arca.data": 2, "arca.labels": 2, "arca.stats": 2, "arca.cards": 2,
     "arca.scoring": 3, "arca.models": 3, "arca.pretrain": 3, "arca.rollout": 3, "arca.vllm_backend": 3,
-    "arca.decode": 3,
+    "arca.decode": 3, "arca.backends": 3,
     "arca.train": 4, "arca.evaluate": 4, "arca.analysis": 4, "arca.bench": 4, "arca.smoke": 4,
     "arca.report": 5,
-    "arca.cli": 6, "arca.__main__": 6, "arca": 6,
+    "arca.cli": 6, "arca.__main__": 6,
 }
 # What runs a model: the report must import none of it, not even in a function.
 RUNS_A_MODEL = {name for name, layer in LAYERS.items() if layer in (3, 4)}

@@ -80,7 +80,7 @@ def test_bf16_forward_on_cpu(tiny_base):
 def test_bf16_train_step_on_cpu(tiny_base, method):
     """One GRPO step in bf16 on CPU (generation, scoring, adapter-off pass, update) gives finite metrics."""
     from arca.data import generate_problems
-    from arca.rollout import make_generator
+    from arca.backends import make_generator
     from arca.train import lr_scheduler, train_step
 
     tiny_base.model.dtype = "bfloat16"

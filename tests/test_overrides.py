@@ -11,7 +11,7 @@ import pytest
 
 from arca import cli, grid
 from arca.config import ConfigError, check_run_overrides, load_config
-from arca.train import RUN_INFO, check_adapter_hash
+from arca.cards import RUN_INFO, check_adapter_hash
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"

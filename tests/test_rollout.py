@@ -136,7 +136,7 @@ class FixedModel(torch.nn.Module):
 def test_generator_mask_follows_the_config(cfg, rule, expected):
     from transformers import PreTrainedTokenizerFast
 
-    from arca.rollout import make_generator
+    from arca.backends import make_generator
 
     tok = char_tokenizer([ALPHABET])
     tok = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token="<eos>", pad_token="<eos>")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from arca import credit, models, train
+from arca import cards, credit, models, train
 from arca.config import load_config, training_hash
 from arca.data import prepare_data
 
@@ -463,7 +463,7 @@ def test_adapter_loads_from_another_directory_with_card_and_tokenizer(results, t
 
     recorded = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert Path(recorded).is_absolute() and Path(recorded, "config.json").is_file()
-    info = json.loads((adapter / train.RUN_INFO).read_text())
+    info = json.loads((adapter / cards.RUN_INFO).read_text())
     assert info["config_hash"] == training_hash(cfg)
     card = (adapter / "README.md").read_text()
     for needle in ("`arca`", "rank 4", "| seed (`train.seed`) | 1 |", "2 of 2 prompts", info["config_hash"],

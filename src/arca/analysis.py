@@ -23,7 +23,7 @@ from arca.io import write_jsonl
 from arca.labels import align, completion_pieces, rollout_labels, token_flags
 from arca.models import load_policy, resolve_device
 from arca.prompts import build_prompt
-from arca.rollout import make_generator
+from arca.backends import make_generator
 from arca.scoring import credit_inputs_for_rollouts
 
 log = logging.getLogger(__name__)

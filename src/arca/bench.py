@@ -184,7 +184,7 @@ class OurRunner:
 
     def __init__(self, cfg: Config, device: torch.device):
         from arca.models import load_policy
-        from arca.rollout import make_generator
+        from arca.backends import make_generator
         from arca.train import lr_scheduler
 
         self.cfg, self.device = cfg, device
@@ -666,7 +666,7 @@ def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: i
     from arca.io import write_json, write_text
     from arca.models import load_policy, resolve_device
     from arca.prompts import build_prompt
-    from arca.rollout import make_generator
+    from arca.backends import make_generator
 
     if steps < 1:
         raise ValueError("--steps must be >= 1")

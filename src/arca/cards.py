@@ -13,11 +13,14 @@ materialized there, tokenizer included); the card says what to edit when that fo
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 from arca.config import Config
+
+RUN_INFO = "arca_run.json"  # in the adapter folder: which run, which settings (config hash), how far
 
 CARD_METRICS = ("reward_mean", "gini", "eff_ratio", "fallback_frac", "decisive_auroc")
 
@@ -131,3 +134,26 @@ def model_card(cfg: Config, info: dict) -> str:
         "```",
         moved,
     ])
+
+
+def adapter_run_info(adapter_dir: Path) -> dict:
+    """The ``arca_run.json`` a finished run wrote into its adapter folder (its identity and config hash)."""
+    path = Path(adapter_dir) / RUN_INFO
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {adapter_dir} is not a finished run of this version of arca; retrain it")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_adapter_hash(adapter_dir: Path, run_id: str, expected: str) -> None:
+    """Refuse an adapter trained with other settings than the config now asks for.
+
+    A hand run (``python -m arca train --run R --set train.lr=...``) writes into the run's own
+    folder; evaluating or tabulating it under the sweep's settings would mix experiments silently.
+    """
+    got = adapter_run_info(adapter_dir).get("config_hash")
+    if got != expected:
+        raise ValueError(
+            f"{adapter_dir} was trained with config hash {got}, but this config gives run '{run_id}' the hash "
+            f"{expected}: it was trained with other settings (by hand with --set?). Retrain it with this config "
+            f"(snakemake --cores all --forcerun {adapter_dir}, with your --configfile, or delete {Path(adapter_dir).parent}), "
+            "or pass the settings it was trained with")

@@ -147,7 +147,7 @@ def probe_main(cfg: Config, args) -> None:
     """CLI step: sample the probe's fixed held-out rollouts from the base model."""
     from arca.grid import probe_output
     from arca.models import load_base_model, resolve_device
-    from arca.rollout import make_generator
+    from arca.backends import make_generator
 
     model, tok = load_base_model(cfg)
     if resolve_device(cfg.device).type == "cpu":
@@ -284,7 +284,7 @@ def evaluate_main(cfg: Config, args) -> None:
     """CLI step: evaluate ``args.run`` (a run id of the sweep, or ``base``)."""
     from arca.grading import grade_both
     from arca.models import count_trainable, load_base_model, load_policy, resolve_device
-    from arca.rollout import make_generator
+    from arca.backends import make_generator
 
     run = args.run
     if run == "base":
@@ -298,7 +298,7 @@ def evaluate_main(cfg: Config, args) -> None:
         adapter = cfg.run_dir(run) / "adapter"
         if not adapter.is_dir():
             raise FileNotFoundError(f"no trained adapter at {adapter}; run `python -m arca train --run {run}` first")
-        from arca.train import check_adapter_hash
+        from arca.cards import check_adapter_hash
 
         check_adapter_hash(adapter, run, training_hash(run_cfg))
         model, tok = load_policy(run_cfg, adapter_dir=adapter)

@@ -199,14 +199,3 @@ class TransformersGenerator:
             toks = [t for t, keep in zip(row, m) if keep > 0 and t not in self.eos_ids]
             texts.append(self.tokenizer.decode(toks, skip_special_tokens=True))
         return texts
-
-
-def make_generator(cfg, model, tokenizer, batch_size: int | None = None) -> Generator:
-    """The backend named by ``cfg.rollout.backend``; ``batch_size`` completions per batch (default
-    ``rollout.batch_size``; evaluation passes ``eval.batch_size``)."""
-    if cfg.rollout.backend == "vllm":
-        from arca.vllm_backend import VLLMGenerator
-
-        return VLLMGenerator(cfg, model, tokenizer)
-    return TransformersGenerator(model, tokenizer, batch_size or cfg.rollout.batch_size, cfg.data.max_prompt_tokens,
-                                 cfg.rollout.completion_mask, cfg.rollout.decoder)

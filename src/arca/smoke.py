@@ -95,7 +95,7 @@ def prepare_base(cfg: Config) -> float:
 def run_method(cfg: Config, method: str, records: list[dict], steps: int, device: torch.device, shared: dict) -> SmokeRow:
     """``steps`` GRPO steps of ``method`` with a fresh adapter; its table row."""
     from arca.models import load_policy
-    from arca.rollout import make_generator
+    from arca.backends import make_generator
     from arca.train import lr_scheduler, train_step
 
     cfg = with_keys(cfg, credit__method=method)

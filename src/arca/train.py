@@ -282,7 +282,7 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
     from arca.data import read_records
     from arca.evaluate import curve_point
     from arca.models import count_trainable, load_policy, resolve_device
-    from arca.rollout import make_generator
+    from arca.backends import make_generator
 
     run_dir = Path(run_dir or cfg.run_dir(run_id))
     label, rank, seed = parse_run_id(run_id)
@@ -365,7 +365,6 @@ def log_scalars(writer, row: dict, step: int, prefix: str) -> None:
     writer.flush()
 
 
-RUN_INFO = "arca_run.json"  # in the adapter folder: which run, which settings (config hash), how far
 
 
 def _finish(cfg: Config, run_dir: Path, model, tok, state: RunState, identity: dict, n_trainable: int) -> None:
@@ -374,7 +373,7 @@ def _finish(cfg: Config, run_dir: Path, model, tok, state: RunState, identity: d
     The adapter folder is self-contained (``arca.cards``): the base recorded so that peft finds it
     from any working directory, the tokenizer, ``arca_run.json`` and a filled model card.
     """
-    from arca.cards import base_model_reference, final_metrics, model_card
+    from arca.cards import RUN_INFO, base_model_reference, final_metrics, model_card
 
     write_json(run_dir / "final_weights.json",
                {**identity, "step": state.step, "trainable_params": n_trainable, "weights": state.last_weights})
@@ -391,31 +390,6 @@ def _finish(cfg: Config, run_dir: Path, model, tok, state: RunState, identity: d
         write_text(tmp / "README.md", model_card(cfg, info))  # replaces peft's blank template
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(run_dir / LIVE, ignore_errors=True)  # the finished metrics.jsonl and curve.jsonl hold it all
-
-
-def adapter_run_info(adapter_dir: Path) -> dict:
-    """The ``arca_run.json`` a finished run wrote into its adapter folder (its identity and config hash)."""
-    path = Path(adapter_dir) / RUN_INFO
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {adapter_dir} is not a finished run of this version of arca; retrain it")
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def check_adapter_hash(adapter_dir: Path, run_id: str, expected: str) -> None:
-    """Refuse an adapter trained with other settings than the config now asks for.
-
-    A hand run (``python -m arca train --run R --set train.lr=...``) writes into the run's own
-    folder; evaluating or tabulating it under the sweep's settings would mix experiments silently.
-    """
-    got = adapter_run_info(adapter_dir).get("config_hash")
-    if got != expected:
-        raise ValueError(
-            f"{adapter_dir} was trained with config hash {got}, but this config gives run '{run_id}' the hash "
-            f"{expected}: it was trained with other settings (by hand with --set?). Retrain it with this config "
-            f"(snakemake --cores all --forcerun {adapter_dir}, with your --configfile, or delete {Path(adapter_dir).parent}), "
-            "or pass the settings it was trained with")
 
 
 def train_main(cfg: Config, args) -> None:
