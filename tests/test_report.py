@@ -18,7 +18,8 @@ import pytest
 from arca.config import from_dict
 from arca.report.heatmap import NEWLINE_MARK, agreement, rank_correlation, render_heatmap
 from arca.stats import Estimate, bootstrap_mean_ci, paired_difference, pass_at_k
-from arca.report.tables import PAPER_REPORTED, aggregate_main, match_paper_ranks
+from arca.report.paper import PAPER_REPORTED, match_paper_ranks
+from arca.report.tables import aggregate_main
 
 
 # ----------------------------------------------------------------------------- pass@k
@@ -451,7 +452,7 @@ def test_heatmap_agreement_with_arca():
 
 # ----------------------------------------------------------------------------- degenerate data
 def _claim_tables(greedy: dict, gini: dict, fallback: dict):
-    from arca.report.tables import claims
+    from arca.report.paper import claims
 
     cells = [("uniform", 8), ("surprisal", 8), ("divergence", 8), ("arca", 4), ("arca", 8)]
     perf = pd.DataFrame([{"label": lab, "rank": rk, "greedy": greedy[lab], "greedy_lo": greedy[lab] * 0.9,

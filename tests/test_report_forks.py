@@ -20,7 +20,8 @@ from arca.config import from_dict
 from arca.analysis import fork_marks
 from arca.report.heatmap import pick_shown, render_heatmap
 from arca.stats import bootstrap_ratio_ci, min_detectable_difference, paired_bootstrap, paired_difference
-from arca.report.tables import aggregate_main, curve_auc, first_step_reaching, read_table
+from arca.report.curves import curve_auc, first_step_reaching
+from arca.report.tables import aggregate_main, read_table
 from test_report import _write_eval, make_sweep
 
 SEEDS = [1, 2]

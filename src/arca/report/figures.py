@@ -27,9 +27,17 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from arca.config import Config
 from arca.report.style import (
-    MIDDLE_BAND_COLOR, apply_style, cell_name, color_for, plt, rank_style, save_figure,
+    MIDDLE_BAND_COLOR,
+    apply_style,
+    cell_name,
+    color_for,
+    plt,
+    rank_style,
+    save_figure,
 )
-from arca.report.tables import BASE, MIDDLE_BAND, REFERENCE_METHOD, read_table
+from arca.report.paper import MIDDLE_BAND
+from arca.report.records import BASE, REFERENCE_METHOD
+from arca.report.tables import read_table
 
 log = logging.getLogger(__name__)
 

@@ -185,7 +185,7 @@ def compare_reference(cfg: Config, ref_dir: Path, atol: float = DEFAULT_ATOL, rt
 
 def comparison_markdown(cfg: Config, ref_dir: Path, diffs: list[Difference], atol: float, rtol: float,
                         limit: int = 200) -> str:
-    from arca.report.tables import markdown_table
+    from arca.report.render import markdown_table
 
     prov_path = ref_dir / "provenance.json"
     prov = json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.is_file() else {}
