@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from arca import grid
 from arca.config import from_dict
 from arca.report.heatmap import NEWLINE_MARK, agreement, rank_correlation, render_heatmap
 from arca.stats import Estimate, bootstrap_mean_ci, paired_difference, pass_at_k
@@ -214,7 +215,7 @@ def make_sweep(root: Path):
             weights = [conc, list(reversed(conc)), [1.0]]
             (run_dir / "final_weights.json").write_text(json.dumps({"run": run, "method": method, "step": STEPS, "weights": weights}))
             _write_eval(cfg.eval_dir(run), {"run": run, "label": label, "method": method, "rank": rank, "seed": seed},
-                        _greedy_of(greedy, seed), counts, trainable=1000 * rank, config_hash=cfg.run_hash(run))
+                        _greedy_of(greedy, seed), counts, trainable=1000 * rank, config_hash=grid.run_hash(cfg, run))
     _write_eval(cfg.eval_dir("base"), {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
                 BASE_GREEDY, BASE_COUNTS, trainable=None)
     return cfg

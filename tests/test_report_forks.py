@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from arca import grid
 from arca.config import from_dict
 from arca.analysis import fork_marks
 from arca.report.heatmap import pick_shown, render_heatmap
@@ -121,7 +122,7 @@ def make_fork_sweep(root: Path):
                       "greedy_correct": g, "sampled_correct": _sampled(label), **identity}
                      for step, g in zip(CURVE_STEPS, GREEDY[(label, seed)])]
             (run_dir / "curve.jsonl").write_text("".join(json.dumps(x) + "\n" for x in curve))
-            _write_eval(cfg.eval_dir(run), identity, greedy6, counts6, trainable=1000, config_hash=cfg.run_hash(run))
+            _write_eval(cfg.eval_dir(run), identity, greedy6, counts6, trainable=1000, config_hash=grid.run_hash(cfg, run))
             summary_path = cfg.eval_dir(run) / "summary.json"
             summary = json.loads(summary_path.read_text())
             summary["credit_precision"] = _probe(label, seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from arca import cards, credit, models, train
+from arca import cards, credit, grid, models, train
 from arca.config import load_config, training_hash
 from arca.data import prepare_data
 
@@ -47,7 +47,7 @@ def results(tmp_path_factory) -> Path:
 
 
 def run_cfg(results: Path, run: str, *extra: str):
-    return load_config([SMOKE], overrides(results, *extra)).for_run(run)
+    return grid.for_run(load_config([SMOKE], overrides(results, *extra)), run)
 
 
 @pytest.fixture
@@ -370,7 +370,7 @@ def test_two_arca_steps_on_smollm2(tmp_path, toy_reward):
     prepare_data(cfg)
     models.build_base(cfg)
     run = next(r for r in cfg.run_ids() if r.startswith("arca_"))
-    rcfg = cfg.for_run(run)
+    rcfg = grid.for_run(cfg, run)
     state = train.train_run(rcfg, run, run_dir=tmp_path / "run")
     assert state.step == 2
     rows = metrics(tmp_path / "run")
@@ -438,7 +438,7 @@ def test_adapter_loads_from_another_directory_with_card_and_tokenizer(results, t
 
     run = "arca_r4_s1"
     monkeypatch.chdir(results.parent)
-    cfg = load_config([SMOKE], overrides(Path(results.name), "train.steps=2")).for_run(run)
+    cfg = grid.for_run(load_config([SMOKE], overrides(Path(results.name), "train.steps=2")), run)
     assert not cfg.base_dir.is_absolute()
     adapter = tmp_path / "run" / "adapter"
     train.train_run(cfg, run, run_dir=adapter.parent)
@@ -525,7 +525,7 @@ def test_tensorboard_off_by_default_and_outside_the_run_hash(results):
     cfg = load_config([SMOKE], overrides(results))
     assert cfg.monitor.tensorboard is False
     for run in cfg.run_ids():
-        off = cfg.for_run(run)
+        off = grid.for_run(cfg, run)
         on = copy.deepcopy(off)
         on.monitor.tensorboard = True  # switching it on must not retrain anything
         assert training_hash(on) == training_hash(off)
@@ -564,7 +564,7 @@ def test_tensorboard_event_files_when_installed(results, toy_reward, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = "uniform_r4_s1"
-    cfg = load_config([SMOKE], overrides(results, "monitor.tensorboard=true")).for_run(run)
+    cfg = grid.for_run(load_config([SMOKE], overrides(results, "monitor.tensorboard=true")), run)
     train.train_run(cfg, run, run_dir=tmp_path / "r")
     acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
     acc.Reload()

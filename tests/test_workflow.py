@@ -438,7 +438,7 @@ def test_snakemake_config_set_overrides_one_hyperparameter(tmp_path):
     assert expected.train.lr == 1e-4 and expected.eval.pass_k == 3
     # the runs' hashes (train params) follow the override, so a real run retrains every cell
     plain = load_config([REPO / "configs" / "smoke.yaml", ov])
-    assert all(expected.run_hash(r) != plain.run_hash(r) for r in plain.run_ids())
+    assert all(grid.run_hash(expected, r) != grid.run_hash(plain, r) for r in plain.run_ids())
 
     bad = run_snakemake("-n", "--nolock", "--configfile", "configs/smoke.yaml", str(ov), "--config", "set=lora.rank=16")
     assert bad.returncode != 0 and "'lora.rank' is fixed by run id" in bad.log, bad.log[-4000:]
@@ -575,7 +575,7 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
     assert proc.returncode == 0, proc.log[-6000:]
     assert [_opt(c, "--run")[0] for c in shell_commands(proc.log) if c[3] == "train"] == ["uniform_r4_s1"]
     lr = load_config([REPO / "configs" / "smoke.yaml", ov])
-    assert lr.for_run("uniform_r4_s1").train.lr == 0.5
+    assert grid.for_run(lr, "uniform_r4_s1").train.lr == 0.5
     assert [c for c in calls.read_text().splitlines()[len(done):] if c.startswith("train ")] == [
         f"train uniform_r4_s1 {grid.run_hash(lr, 'uniform_r4_s1')}"]
 
@@ -600,10 +600,10 @@ def test_ablations_config_extends_the_default_sweep():
     methods = {c.method for c in cfg.sweep.cells}
     assert {"arca_permuted", "entropy_top20", "arca_layers"} <= methods
     by_label = {c.name: c for c in cfg.sweep.cells}
-    assert cfg.for_run("arca_s1_r8_s1").credit.sharpen == 1.0
-    assert cfg.for_run("arca_mean1_r8_s1").credit.normalization == "mean_one"
-    assert cfg.for_run("uniform_mean1_r8_s1").credit.normalization == "mean_one"
-    assert cfg.for_run("arca_r8_s1").credit.normalization == "sum_to_one" and cfg.for_run("arca_r8_s1").credit.sharpen == 2.0
+    assert grid.for_run(cfg, "arca_s1_r8_s1").credit.sharpen == 1.0
+    assert grid.for_run(cfg, "arca_mean1_r8_s1").credit.normalization == "mean_one"
+    assert grid.for_run(cfg, "uniform_mean1_r8_s1").credit.normalization == "mean_one"
+    assert grid.for_run(cfg, "arca_r8_s1").credit.normalization == "sum_to_one" and grid.for_run(cfg, "arca_r8_s1").credit.sharpen == 2.0
     # every ablation is paired with what it ablates
     assert by_label["arca_permuted"].compare == ["arca"] and by_label["arca_layers"].compare == ["arca"]
     assert by_label["arca_mean1"].compare == ["uniform_mean1", "arca"]

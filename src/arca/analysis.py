@@ -48,7 +48,7 @@ def fork_marks(tokens: list[str], completion: str, branches: list[dict] | None) 
 def heatmap_rollouts(cfg: Config) -> list[dict]:
     """Sample held-out completions with the heat-map run's adapter; weigh them by every method."""
     run = grid.heatmap_run(cfg)
-    rcfg = cfg.for_run(run)
+    rcfg = grid.for_run(cfg, run)
     adapter = Path(grid.train_outputs(cfg, run)["adapter"])
     if not adapter.is_dir():
         raise FileNotFoundError(f"heatmap-rollouts: missing adapter {adapter} (train run {run} first)")

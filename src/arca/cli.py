@@ -12,7 +12,9 @@ import importlib
 import logging
 import sys
 
-from arca.config import ConfigError, check_run_overrides, load_config
+from arca import grid
+from arca.config import ConfigError, load_config
+from arca.grid import check_run_overrides
 from arca.credit import check_config
 
 log = logging.getLogger("arca")
@@ -103,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def show_config(cfg, args) -> None:
     from arca.config import dump_config
 
-    print(dump_config(cfg.for_run(args.run) if args.run else cfg), end="")
+    print(dump_config(grid.for_run(cfg, args.run) if args.run else cfg), end="")
 
 
 def default_config_files() -> list[str]:

@@ -34,6 +34,7 @@ from typing import Callable
 
 import torch
 
+from arca import grid
 from arca.config import Config, ConfigError, Normalization, make_run_id
 
 ENTROPIES = "entropies"
@@ -249,7 +250,7 @@ def check_config(cfg: Config, source: str = "<config>") -> None:
     for i, cell in enumerate(cfg.sweep.cells):
         check(cell.method, f"sweep.cells[{i}].method", None)
         if cell.ranks and cfg.sweep.seeds:  # the cell's resolved config (its overrides applied)
-            check(cell.method, f"sweep.cells[{i}].method", cfg.for_run(make_run_id(cell.name, cell.ranks[0], cfg.sweep.seeds[0])))
+            check(cell.method, f"sweep.cells[{i}].method", grid.for_run(cfg, make_run_id(cell.name, cell.ranks[0], cfg.sweep.seeds[0])))
 
 
 def normalize(alpha: torch.Tensor, mask: torch.Tensor, sharpen: float = 2.0, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:

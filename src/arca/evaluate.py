@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from arca import grid
 from arca.config import Config, parse_run_id, training_hash
 from arca.io import read_jsonl, write_json, write_jsonl
 
@@ -292,7 +293,7 @@ def evaluate_main(cfg: Config, args) -> None:
         model, tok = load_base_model(cfg)
         trainable = None
     else:
-        run_cfg = cfg.for_run(run)
+        run_cfg = grid.for_run(cfg, run)
         label, rank, seed = parse_run_id(run)
         identity = {"run": run, "label": label, "method": run_cfg.credit.method, "rank": rank, "seed": seed}
         adapter = cfg.run_dir(run) / "adapter"

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from arca import credit as credit_lib
+from arca import credit as credit_lib, grid
 from arca.config import Config, ConfigError, dump_config, parse_run_id, training_hash
 from arca.diagnostics import effective_token_ratio, gini, nanmean
 from arca.grpo import group_advantages, weighted_pg_loss
@@ -394,5 +394,5 @@ def _finish(cfg: Config, run_dir: Path, model, tok, state: RunState, identity: d
 
 def train_main(cfg: Config, args) -> None:
     """CLI step: train (or resume) the run ``args.run`` of the sweep."""
-    run_cfg = cfg.for_run(args.run)
+    run_cfg = grid.for_run(cfg, args.run)
     train_run(run_cfg, args.run)

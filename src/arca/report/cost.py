@@ -51,7 +51,7 @@ def cost_table(cfg: Config) -> pd.DataFrame:
     rows = [base]
     for run in cfg.run_ids():
         label, rank, seed = parse_run_id(run)
-        row = {"run": run, "label": label, "method": cfg.for_run(run).credit.method, "rank": rank, "seed": seed}
+        row = {"run": run, "label": label, "method": grid.for_run(cfg, run).credit.method, "rank": rank, "seed": seed}
         _costs(row, "build_base", None)
         _costs(row, "train", grid.benchmark(cfg, "train", run))
         _costs(row, "evaluate", grid.benchmark(cfg, "evaluate", run))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from arca import grid
 from arca.config import Config, parse_run_id
 from arca.io import read_jsonl
 from arca.stats import (
@@ -149,9 +150,9 @@ def check_run_hash(cfg: Config, run: str, summary: dict) -> None:
     """Refuse a run whose evaluation (and training) used other settings than this sweep's.
 
     ``summary.json`` records the config hash of the adapter it evaluated, ``final_weights.json``
-    the one the run trained with (older outputs lack it); both must equal ``cfg.run_hash(run)``.
+    the one the run trained with (older outputs lack it); both must equal ``grid.run_hash(cfg, run)``.
     """
-    expected = cfg.run_hash(run)
+    expected = grid.run_hash(cfg, run)
     sources = [(cfg.eval_dir(run) / "summary.json", summary.get("config_hash"))]
     fw = cfg.run_dir(run) / "final_weights.json"
     if fw.is_file():
@@ -174,7 +175,7 @@ def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int
         method = summary.get("method") or str(metrics["method"].iloc[0])
         curve = read_curve(cfg.run_dir(run) / "curve.jsonl")
         runs.append(RunRecord(run, label, method, rank, seed, summary, scores, metrics,
-                              cfg.for_run(run).train.grad_clip, curve))
+                              grid.for_run(cfg, run).train.grad_clip, curve))
     summary, scores, proto, grader = load_eval(cfg, BASE)
     base = RunRecord(BASE, BASE, BASE, None, None, summary, scores)
     k = int(summary["protocols"][proto].get("pass_at_k", {}).get("k", cfg.eval.pass_k))

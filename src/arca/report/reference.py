@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from arca import grid
 from arca.config import Config
 from arca.io import atomic_path, write_json, write_text
 
@@ -75,7 +76,7 @@ def _provenance(cfg: Config) -> dict:
         "config": cfg.name, "arca_version": __version__, "torch": torch.__version__,
         "cpu": cpu, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "train_threads": cfg.train.threads, "pretrain_threads": cfg.model.pretrain.threads,
-        "run_hashes": {run: cfg.run_hash(run) for run in cfg.run_ids()},
+        "run_hashes": {run: grid.run_hash(cfg, run) for run in cfg.run_ids()},
     }
 
 
