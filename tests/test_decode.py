@@ -18,7 +18,8 @@ import torch
 
 from arca.config import ConfigError, load_config
 from arca.decode import LeanDecoder, UnsupportedModelError, process_scores
-from arca.models import char_tokenizer, pretrain, wrap_lora
+from arca.models import wrap_lora
+from arca.pretrain import char_tokenizer, pretrain
 from arca.prompts import build_prompt
 from arca.rollout import TransformersGenerator
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from arca.config import ConfigError, load_config
-from arca.models import char_tokenizer, load_base_model, load_policy, pretrain_model, resolve_device
+from arca.models import load_base_model, load_policy, resolve_device
+from arca.pretrain import char_tokenizer, pretrain_model
 
 ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,?:\n\\{}$"
 

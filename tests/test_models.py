@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from arca import models, scoring
+from arca import models, pretrain, scoring
 from arca.config import Config, ConfigError, from_dict, to_dict
 from arca.prompts import build_prompt
 
@@ -73,14 +73,14 @@ def sample_batch(tok) -> tuple[torch.Tensor, torch.Tensor]:
 # ---------------------------------------------------------------------------- tokenizer
 def test_char_tokenizer_round_trip():
     texts = [build_prompt(r["problem"]) + r["solution"] for r in arithmetic_records(20)]
-    tok = models.char_tokenizer(texts)
-    assert tok.convert_tokens_to_ids([models.PAD, models.EOS, models.BOS, models.UNK]) == [0, 1, 2, 3]
+    tok = pretrain.char_tokenizer(texts)
+    assert tok.convert_tokens_to_ids([pretrain.PAD, pretrain.EOS, pretrain.BOS, pretrain.UNK]) == [0, 1, 2, 3]
     assert tok.pad_token_id == 0 and tok.eos_token_id == 1 and tok.padding_side == "left"
     for text in texts + ["  double  spaces \n\n and\ttabs? no, tabs are absent", "\\boxed{12}\n"]:
         text = "".join(ch for ch in text if ch in tok.get_vocab())
         ids = tok(text, add_special_tokens=False)["input_ids"]
         plain = text
-        for phrase in models.tokenizer_phrases():
+        for phrase in pretrain.tokenizer_phrases():
             plain = plain.replace(phrase, "\x00")
         assert len(ids) == len(plain)  # one token per character, one per phrase
         assert tok.decode(ids) == text
@@ -95,14 +95,14 @@ def test_char_tokenizer_round_trip():
 
 def test_encode_examples_masks_prompt_and_warns_on_truncation(caplog):
     pairs = [("ab\n", "c d"), ("abcdefgh\n", "x"), ("a\n", "b")]
-    tok = models.char_tokenizer([p + s for p, s in pairs])
+    tok = pretrain.char_tokenizer([p + s for p, s in pairs])
     with caplog.at_level("WARNING", logger="arca.models"):
-        examples = models.encode_examples(pairs, tok, seq_len=6)
+        examples = pretrain.encode_examples(pairs, tok, seq_len=6)
     assert "cuts 2 of 3 examples (1 dropped" in caplog.text
     assert [n for _, n in examples] == [3, 2]
     ids, n_prompt = examples[1]
-    assert tok.decode(ids) == "a\nb" + models.EOS and n_prompt == 2
-    input_ids, labels = models.collate(examples, tok.pad_token_id)  # [2, 6]
+    assert tok.decode(ids) == "a\nb" + pretrain.EOS and n_prompt == 2
+    input_ids, labels = pretrain.collate(examples, tok.pad_token_id)  # [2, 6]
     assert input_ids.shape == (2, 6) and (input_ids[1, 4:] == tok.pad_token_id).all()
     assert labels[0].tolist() == [-100] * 3 + ids_of(tok, "c d")
     assert labels[1].tolist() == [-100] * 2 + ids_of(tok, "b") + [tok.eos_token_id] + [-100] * 2
@@ -163,7 +163,7 @@ def test_failed_build_leaves_no_base(tmp_path, monkeypatch):
     cfg = make_cfg(tmp_path)
     write_data(cfg, n=16)
     calls = {"n": 0}
-    real = models.lm_loss
+    real = pretrain.lm_loss
 
     def failing(*a, **k):
         calls["n"] += 1
@@ -171,7 +171,7 @@ def test_failed_build_leaves_no_base(tmp_path, monkeypatch):
             raise RuntimeError("simulated crash")
         return real(*a, **k)
 
-    monkeypatch.setattr(models, "lm_loss", failing)
+    monkeypatch.setattr(pretrain, "lm_loss", failing)
     with pytest.raises(RuntimeError, match="simulated crash"):
         models.build_base(cfg)
     assert not cfg.base_dir.exists()

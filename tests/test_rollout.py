@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from arca.config import load_config
-from arca.models import char_tokenizer, pretrain_model
+from arca.pretrain import char_tokenizer, pretrain_model
 from arca.rollout import Rollouts, TransformersGenerator
 
 ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyz.,\n\\{}:"

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from arca.config import load_config
-from arca.models import char_tokenizer, pretrain_model, wrap_lora
+from arca.models import wrap_lora
+from arca.pretrain import char_tokenizer, pretrain_model
 from arca.rollout import TransformersGenerator, completion_mask
 from arca import vllm_backend as vb
 

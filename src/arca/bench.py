@@ -243,7 +243,8 @@ def run_trl(cfg: Config, device: torch.device, step_problems: list[list[dict]], 
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from arca.models import finish_tokenizer, peft_lora_config, torch_dtype
+    from arca.models import peft_lora_config, torch_dtype
+    from arca.pretrain import finish_tokenizer
     from arca.prompts import build_prompt
 
     total = 1 + blocks * steps
@@ -411,7 +412,7 @@ def hardware_summary(cfg: Config, device: torch.device, medians: dict, step_prob
     from transformers import AutoConfig, AutoTokenizer
 
     from arca.decode import shared_prefix_length
-    from arca.models import finish_tokenizer
+    from arca.pretrain import finish_tokenizer
     from arca.prompts import build_prompt
 
     mc = AutoConfig.from_pretrained(cfg.base_dir)
