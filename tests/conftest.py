@@ -2,6 +2,7 @@
 
 Set here, before any test module imports transformers or datasets, so no module needs its own copy.
 """
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

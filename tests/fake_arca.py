@@ -7,6 +7,7 @@ each rule passes resolve to the config Snakemake planned with. Every call is app
 named by ``FAKE_ARCA_CALLS`` as ``<step> <run>``, a training run's line followed by the run hash of
 the config it was given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,7 @@ from arca.config import load_config
 
 def _png() -> bytes:
     """A valid 1x1 white PNG: the report embeds figures and should get a real image."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 

@@ -12,6 +12,7 @@ hide an arrow that goes the wrong way. The layers, bottom to top:
 5. ``report``: reads result files only, never a model.
 6. ``cli`` and ``__main__``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,15 +23,35 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "arca"
 
 LAYERS = {
-    "arca": 0, "arca.config": 0,  # the package itself holds only its version
-    "arca.io": 1, "arca.grid": 1,
-    "arca.credit": 2, "arca.grpo": 2, "arca.diagnostics": 2, "arca.grading": 2, "arca.math_verify_pool": 2,
-    "arca.prompts": 2, "arca.data": 2, "arca.labels": 2, "arca.stats": 2, "arca.cards": 2,
-    "arca.scoring": 3, "arca.models": 3, "arca.pretrain": 3, "arca.rollout": 3, "arca.vllm_backend": 3,
-    "arca.decode": 3, "arca.backends": 3,
-    "arca.train": 4, "arca.evaluate": 4, "arca.analysis": 4, "arca.bench": 4, "arca.smoke": 4,
+    "arca": 0,
+    "arca.config": 0,  # the package itself holds only its version
+    "arca.io": 1,
+    "arca.grid": 1,
+    "arca.credit": 2,
+    "arca.grpo": 2,
+    "arca.diagnostics": 2,
+    "arca.grading": 2,
+    "arca.math_verify_pool": 2,
+    "arca.prompts": 2,
+    "arca.data": 2,
+    "arca.labels": 2,
+    "arca.stats": 2,
+    "arca.cards": 2,
+    "arca.scoring": 3,
+    "arca.models": 3,
+    "arca.pretrain": 3,
+    "arca.rollout": 3,
+    "arca.vllm_backend": 3,
+    "arca.decode": 3,
+    "arca.backends": 3,
+    "arca.train": 4,
+    "arca.evaluate": 4,
+    "arca.analysis": 4,
+    "arca.bench": 4,
+    "arca.smoke": 4,
     "arca.report": 5,
-    "arca.cli": 6, "arca.__main__": 6,
+    "arca.cli": 6,
+    "arca.__main__": 6,
 }
 # What runs a model: the report must import none of it, not even in a function.
 RUNS_A_MODEL = {name for name, layer in LAYERS.items() if layer in (3, 4)}
@@ -61,8 +82,12 @@ def imports_of(path: Path) -> set[str]:
             # `from arca import credit` imports the module arca.credit
             for a in node.names:
                 sub = f"{node.module}.{a.name}"
-                out.add(sub if (SRC.parent / Path(*sub.split("."))).with_suffix(".py").exists()
-                        or (SRC.parent / Path(*sub.split(".")) / "__init__.py").exists() else node.module)
+                out.add(
+                    sub
+                    if (SRC.parent / Path(*sub.split("."))).with_suffix(".py").exists()
+                    or (SRC.parent / Path(*sub.split(".")) / "__init__.py").exists()
+                    else node.module
+                )
     return out
 
 
@@ -83,7 +108,8 @@ def test_every_module_has_a_layer():
 def test_imports_go_down_or_sideways(name):
     upward = sorted(dep for dep in GRAPH[name] if layer_of(dep) > layer_of(name))
     assert not upward, f"{name} (layer {layer_of(name)}) imports from a higher layer: " + ", ".join(
-        f"{d} (layer {layer_of(d)})" for d in upward)
+        f"{d} (layer {layer_of(d)})" for d in upward
+    )
 
 
 def test_config_knows_no_other_module():
@@ -94,8 +120,11 @@ def test_config_knows_no_other_module():
 
 
 def test_report_never_imports_what_runs_a_model():
-    offenders = {name: sorted(d for d in deps if layer_of(d) in (3, 4))
-                 for name, deps in GRAPH.items() if name.startswith("arca.report")}
+    offenders = {
+        name: sorted(d for d in deps if layer_of(d) in (3, 4))
+        for name, deps in GRAPH.items()
+        if name.startswith("arca.report")
+    }
     assert not any(offenders.values()), offenders
 
 
@@ -110,7 +139,7 @@ def test_no_import_cycles():
         state[n] = 1
         for d in sorted(edges[n]):
             if state.get(d) == 1:
-                cycles.append(path[path.index(d):] + [d] if d in path else [n, d])
+                cycles.append(path[path.index(d) :] + [d] if d in path else [n, d])
             elif d not in state:
                 visit(d, path + [d])
         state[n] = 2

@@ -6,10 +6,12 @@ forward pre-hook on the decoder stack counting every forward call (adapter on or
 adapter-off pass added anywhere would change the second and third counts even if it bypassed
 ``reference_scores``.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
+
 import pytest
 import torch
 
@@ -42,9 +44,18 @@ def _cfg(method: str, prompts: int, micro: int, k: int = 2, **extra) -> Config:
 def _lora_model(seed: int = 0):
     torch.manual_seed(seed)
     config = transformers.Qwen3Config(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-        head_dim=16, intermediate_size=64, max_position_embeddings=64, pad_token_id=PAD, eos_token_id=EOS,
-        bos_token_id=2, tie_word_embeddings=False,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=2,
+        tie_word_embeddings=False,
     )
     base = transformers.Qwen3ForCausalLM(config)
     model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_dropout=0.0))
@@ -100,7 +111,9 @@ class PassCounter:
     def _hook(self, module, args):
         self.forwards += 1
         # an adapter-off pass: inside disable_adapter, or with every LoRA layer disabled
-        if self._inside or all(getattr(m, "disable_adapters", False) for m in self.model.modules() if hasattr(m, "lora_A")):
+        if self._inside or all(
+            getattr(m, "disable_adapters", False) for m in self.model.modules() if hasattr(m, "lora_A")
+        ):
             self.off_forwards += 1
 
 
@@ -192,9 +205,12 @@ def test_entropy_top20_threshold_spans_the_whole_step():
     model = _lora_model()
     r = FakeGenerator().generate([f"p{i}" for i in range(4)], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
     from arca.scoring import credit_inputs_for_rollouts
+
     per_mb = []
     for s in range(0, len(r), cfg.rollout.k):
-        x = credit_inputs_for_rollouts(model, r.select(slice(s, s + cfg.rollout.k)), needs=frozenset({credit.ENTROPIES}))
+        x = credit_inputs_for_rollouts(
+            model, r.select(slice(s, s + cfg.rollout.k)), needs=frozenset({credit.ENTROPIES})
+        )
         w, _ = credit.token_weights("entropy_top20", x)
         per_mb += [[float(v) for v in row[m > 0]] for row, m in zip(w, x.mask)]
     assert per_mb != w_one
@@ -208,6 +224,7 @@ def test_mean_one_loss_keeps_the_token_sum_scale():
     r = FakeGenerator().generate(["p0", "p1"], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
     from arca.grpo import group_advantages
     from arca.scoring import policy_scores
+
     with torch.no_grad():
         lp = policy_scores(model, r, False, False).logprobs * r.completion_mask  # [N, T]
     adv = group_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0]), cfg.rollout.k)  # texts alternate right/wrong
@@ -238,10 +255,19 @@ def _tiny_bench_cfg(results) -> Config:
     raw["name"] = "tinybench"
     raw["device"] = "cpu"
     raw["paths"] = {"results": str(results), "cache": str(results / "cache")}
-    raw["model"]["pretrain"].update({
-        "hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64,
-        "steps": 3, "batch_size": 4, "seq_len": 160, "warmup_steps": 1,
-    })
+    raw["model"]["pretrain"].update(
+        {
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 2,
+            "num_kv_heads": 1,
+            "intermediate_size": 64,
+            "steps": 3,
+            "batch_size": 4,
+            "seq_len": 160,
+            "warmup_steps": 1,
+        }
+    )
     raw["data"].update({"n_train": 40, "n_test": 8})
     raw["rollout"].update({"k": 2, "max_new_tokens": 6})
     raw["train"].update({"prompts_per_step": 2, "micro_batch_prompts": 2, "threads": 1})
@@ -250,8 +276,16 @@ def _tiny_bench_cfg(results) -> Config:
     return from_dict(raw, source="test")
 
 
-REQUIRED_KEYS = {"ratio_vs_uniform", "update_ratio_vs_uniform", "ratio_vs_trl", "raw", "medians",
-                 "length_scaling", "machine", "settings"}
+REQUIRED_KEYS = {
+    "ratio_vs_uniform",
+    "update_ratio_vs_uniform",
+    "ratio_vs_trl",
+    "raw",
+    "medians",
+    "length_scaling",
+    "machine",
+    "settings",
+}
 
 
 def test_bench_main_tiny_no_trl(tmp_path, capsys):
@@ -344,8 +378,13 @@ def test_step_flops_counts_the_matmuls_of_the_training_passes():
     mc = model.get_base_model().config
     n, p, t, rank = 6, 9, 7, 4
     gen = torch.Generator().manual_seed(0)
-    r = Rollouts(torch.randint(3, VOCAB, (n, p), generator=gen), torch.ones(n, p, dtype=torch.long),
-                 torch.randint(3, VOCAB, (n, t), generator=gen), torch.ones(n, t), [""] * n)
+    r = Rollouts(
+        torch.randint(3, VOCAB, (n, p), generator=gen),
+        torch.ones(n, p, dtype=torch.long),
+        torch.randint(3, VOCAB, (n, t), generator=gen),
+        torch.ones(n, t),
+        [""] * n,
+    )
     r.prompt_mask[0, :2] = 0
     with FlopCounterMode(display=False) as fwd:
         scores = policy_scores(model, r, want_entropies=False, want_hidden=False)

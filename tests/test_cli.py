@@ -1,4 +1,5 @@
 """The command line as a user meets it: help text without markup, a version, clean errors."""
+
 from __future__ import annotations
 
 import re

@@ -8,6 +8,7 @@ random Llama model (SmolLM2's architecture), each with a LoRA adapter whose B is
 decoded with the adapter on and off, on prompts of different lengths (left padding) and of one
 length (no padding: SDPA without a mask).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,16 @@ def arithmetic_records(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for i in range(n):
         a, b, c = rng.randint(1, 99), rng.randint(1, 99), rng.randint(1, 9)
-        rows.append({"id": f"g{i}", "problem": f"{a}+{b}-{c}", "solution": f"{a}+{b}={a + b}, {a + b}-{c}={a + b - c}. "
-                     f"\\boxed{{{a + b - c}}}", "answer": str(a + b - c), "level": 1, "subject": "arithmetic"})
+        rows.append(
+            {
+                "id": f"g{i}",
+                "problem": f"{a}+{b}-{c}",
+                "solution": f"{a}+{b}={a + b}, {a + b}-{c}={a + b - c}. \\boxed{{{a + b - c}}}",
+                "answer": str(a + b - c),
+                "level": 1,
+                "subject": "arithmetic",
+            }
+        )
     return rows
 
 
@@ -56,9 +65,22 @@ def qwen3(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("decode")
     raw = to_dict(load_config("configs/smoke.yaml", [f"paths.results={root}"]))
-    raw["model"]["pretrain"].update({"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
-                                     "intermediate_size": 64, "steps": 120, "batch_size": 8, "seq_len": 160,
-                                     "lr": 1e-2, "warmup_steps": 4, "seed": 3, "threads": 1})
+    raw["model"]["pretrain"].update(
+        {
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 4,
+            "num_kv_heads": 2,
+            "intermediate_size": 64,
+            "steps": 120,
+            "batch_size": 8,
+            "seq_len": 160,
+            "lr": 1e-2,
+            "warmup_steps": 4,
+            "seed": 3,
+            "threads": 1,
+        }
+    )
     cfg = from_dict(raw, source="test")
     cfg.data_dir.mkdir(parents=True)
     (cfg.data_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in arithmetic_records(64)))
@@ -79,15 +101,29 @@ def llama():
 
     tok = char_tokenizer(["0123456789+-=,. \\boxed{}"])
     torch.manual_seed(1)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, attn_implementation="sdpa")
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        attn_implementation="sdpa",
+    )
     base = LlamaForCausalLM(config)
     with torch.no_grad():  # make EOS likely enough that some rows stop early
         base.model.embed_tokens.weight[tok.eos_token_id] *= 6
-    model = wrap_lora(base, LoraConfig(rank=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                                "up_proj", "down_proj"]))
+    model = wrap_lora(
+        base,
+        LoraConfig(
+            rank=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        ),
+    )
     random_lora_b(model, seed=1)
     return model, tok
 
@@ -172,14 +208,25 @@ def test_bfloat16_base_with_float32_adapter(setting):
 
     tok = char_tokenizer(["0123456789+-=,. \\boxed{}"])
     torch.manual_seed(2)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         attn_implementation="sdpa")
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        attn_implementation="sdpa",
+    )
     base = LlamaForCausalLM(config).to(torch.bfloat16)
     with torch.no_grad():
         base.model.embed_tokens.weight[tok.eos_token_id] *= 6
-    model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=12, target_modules=["q_proj", "v_proj", "down_proj"]))
+    model = peft.get_peft_model(
+        base, peft.LoraConfig(r=4, lora_alpha=12, target_modules=["q_proj", "v_proj", "down_proj"])
+    )
     model.eval()
     assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
     random_lora_b(model, seed=2)
@@ -237,8 +284,9 @@ def hf_processors(V, n_generated, min_new_tokens, eos, temperature, top_k, top_p
     return procs, torch.zeros(1, 3 + n_generated, dtype=torch.long)  # input_ids: a 3-token prompt + n generated
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 50, 0.95), (0.7, 0, 0.9), (1.3, 3, 1.0), (1.0, 0, 1.0),
-                                                       (1.0, 200, 0.5)])
+@pytest.mark.parametrize(
+    "temperature, top_k, top_p", [(1.0, 50, 0.95), (0.7, 0, 0.9), (1.3, 3, 1.0), (1.0, 0, 1.0), (1.0, 200, 0.5)]
+)
 @pytest.mark.parametrize("n_generated, min_new_tokens", [(0, 0), (2, 5), (5, 5)])
 def test_process_scores_equals_transformers_processors(temperature, top_k, top_p, n_generated, min_new_tokens):
     gen = torch.Generator().manual_seed(0)
@@ -261,8 +309,17 @@ def test_lean_decoder_refuses_what_it_does_not_reproduce(qwen3):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     model, _ = qwen3
-    eager = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=1, attn_implementation="eager"))
+    eager = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=16,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            attn_implementation="eager",
+        )
+    )
     with pytest.raises(UnsupportedModelError, match="rollout.decoder: generate"):
         LeanDecoder(eager)
     lm = model.get_base_model()
@@ -290,8 +347,9 @@ def test_shared_prompt_reference_pass_equals_the_full_pass(request, arch, max_ne
     model, tok = request.getfixturevalue(arch)
     prompts = [build_prompt("1" * (40 + 3 * i) + "+2") for i in range(4)]  # 40+ tokens: a shared block exists
     gen = TransformersGenerator(model, tok, decoder="lean")
-    r = gen.generate(prompts, 4, 1.0, 0.95, max_new_tokens, seed=3, top_k=50,
-                     min_new_tokens=max_new_tokens if forced else 0)
+    r = gen.generate(
+        prompts, 4, 1.0, 0.95, max_new_tokens, seed=3, top_k=50, min_new_tokens=max_new_tokens if forced else 0
+    )
     model.train()  # as in the update: train mode, adapter off, no gradient
     try:
         with torch.inference_mode(), model.disable_adapter():

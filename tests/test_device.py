@@ -1,4 +1,5 @@
 """Device handling (``device: auto|cpu|cuda`` via ``arca.models.resolve_device``) and the bf16 path on CPU."""
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,8 @@ def test_bf16_forward_on_cpu(tiny_base):
 @pytest.mark.parametrize("method", ["arca"])  # needs the adapter-off pass too
 def test_bf16_train_step_on_cpu(tiny_base, method):
     """One GRPO step in bf16 on CPU (generation, scoring, adapter-off pass, update) gives finite metrics."""
-    from arca.data import generate_problems
     from arca.backends import make_generator
+    from arca.data import generate_problems
     from arca.train import lr_scheduler, train_step
 
     tiny_base.model.dtype = "bfloat16"

@@ -1,4 +1,5 @@
 """The planted-fork corpus and its labels: branches, fork tokens, alignment, corpus rates."""
+
 from __future__ import annotations
 
 import math
@@ -100,8 +101,13 @@ def test_p_bug_zero_is_the_clean_corpus():
 
     train, test = make_splits(cfg.data)
     ref_train = generate_problems(cfg.data.n_train, cfg.data.seed, cfg.data.levels, id_prefix="train")
-    ref_test = generate_disjoint(cfg.data.n_test, f"{cfg.data.seed}:test", cfg.data.levels,
-                                 exclude={r["problem"] for r in ref_train}, id_prefix="test")
+    ref_test = generate_disjoint(
+        cfg.data.n_test,
+        f"{cfg.data.seed}:test",
+        cfg.data.levels,
+        exclude={r["problem"] for r in ref_train},
+        id_prefix="test",
+    )
     assert train == ref_train and test == ref_test
     assert all("branches" not in r for r in train + test)
     # the clean corpus' first problems, pinned: a change to the generator shows here

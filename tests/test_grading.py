@@ -1,7 +1,7 @@
 r"""Extraction, the paper's normalization and string grader, both graders together, the CLI step."""
-import os
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,32 +22,35 @@ DEEP_BOX = "\\boxed{" * 5000 + "5" + "}" * 5000
 
 
 # ----------------------------------------------------------------------------- extraction
-@pytest.mark.parametrize("text, expected", [
-    (r"so \boxed{5}.", "5"),
-    (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
-    (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)"),
-    (r"\boxed{{a}{b{c}}}", "{a}{b{c}}"),
-    (r"\boxed{\{1,2\}}", r"\{1,2\}"),
-    (r"\boxed{1 \}", "1 \\"),  # every brace counts, escaped or not (the author's depth count)
-    (r"first \boxed{1} then \boxed{2} finally \boxed{3}", "3"),
-    (r"the answer is \boxed 5", None),  # no brace: not a box
-    (r"$\boxed 42$ done", None),
-    (r"\boxed {7}", None),  # a space before the brace: not a box
-    (r"\fbox{8}", None),  # \fbox is not a box
-    (r"\boxed{1} and \fbox{2}", "1"),
-    (r"\fbox{2} and \boxed{1}", "1"),
-    (r"\boxed{5} and then \boxed", "5"),  # a later bare \boxed does not hide an earlier box
-    (r"\boxed{5} then \boxed 6", "5"),
-    (r"no box here", None),
-    ("", None),
-    (r"\boxed{}", ""),
-    (r"\boxed{5", None),  # truncated completion: the last box is unbalanced
-    (r"\boxed{4} then \boxed{5", None),  # an earlier complete box is NOT used
-    (r"\boxed{5}}}", "5"),
-    (r"\boxed", None),
-    (r"\boxedfoo{3}", None),
-    (r"\boxed{3} \boxedfoo{4}", "3"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (r"so \boxed{5}.", "5"),
+        (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
+        (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)"),
+        (r"\boxed{{a}{b{c}}}", "{a}{b{c}}"),
+        (r"\boxed{\{1,2\}}", r"\{1,2\}"),
+        (r"\boxed{1 \}", "1 \\"),  # every brace counts, escaped or not (the author's depth count)
+        (r"first \boxed{1} then \boxed{2} finally \boxed{3}", "3"),
+        (r"the answer is \boxed 5", None),  # no brace: not a box
+        (r"$\boxed 42$ done", None),
+        (r"\boxed {7}", None),  # a space before the brace: not a box
+        (r"\fbox{8}", None),  # \fbox is not a box
+        (r"\boxed{1} and \fbox{2}", "1"),
+        (r"\fbox{2} and \boxed{1}", "1"),
+        (r"\boxed{5} and then \boxed", "5"),  # a later bare \boxed does not hide an earlier box
+        (r"\boxed{5} then \boxed 6", "5"),
+        (r"no box here", None),
+        ("", None),
+        (r"\boxed{}", ""),
+        (r"\boxed{5", None),  # truncated completion: the last box is unbalanced
+        (r"\boxed{4} then \boxed{5", None),  # an earlier complete box is NOT used
+        (r"\boxed{5}}}", "5"),
+        (r"\boxed", None),
+        (r"\boxedfoo{3}", None),
+        (r"\boxed{3} \boxedfoo{4}", "3"),
+    ],
+)
 def test_extract_boxed(text, expected):
     assert extract_boxed(text) == expected
 
@@ -82,40 +85,59 @@ def test_gold_answer():
 
 
 # ----------------------------------------------------------------------------- normalization
-@pytest.mark.parametrize("raw, expected", [
-    ("  5  ", "5"),  # strip
-    ("x  +\n\t1", "x + 1"),  # collapse whitespace
-    ("5.", "5"),  # trailing '.'
-    ("5 .", "5"),
-    ("5..", "5"),
-    (r"\left(1,2\right)", "(1,2)"),  # \left \right
-    (r"\left[ 0, 1 \right)", "[ 0, 1 )"),
-    (r"3\,000", "3000"),  # \,
-    (r"a\;b", "ab"),  # \;
-    (r"a\!b", "ab"),  # \!
-    (r"5\text{ cm}", "5{ cm}"),  # the 5 characters \text go, its braces stay
-    (r"\text{(A)}", "{(A)}"),
-    (r"10 \text{ inches}", "10 { inches}"),
-    (r"10\text{ inches}", "10{ inches}"),
-    (r"\textbf{A}", "bf{A}"),  # plain substring removal
-    (r"\leftarrow", "arrow"),
-    (r"\rightarrow", "arrow"),
-    (r"\dfrac{1}{2}", r"\frac{1}{2}"),  # \dfrac
-    (r"\tfrac{3}{4}", r"\frac{3}{4}"),  # \tfrac
-    (r"\dfracx", r"\fracx"),
-    (r"\dfrac{1}{2}.", r"\frac{1}{2}"),
-    # the author's order: the dot goes before the spacing commands, the spaces collapse before them
-    (r"5.\,", "5."),
-    (r"a \, b", "a  b"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("  5  ", "5"),  # strip
+        ("x  +\n\t1", "x + 1"),  # collapse whitespace
+        ("5.", "5"),  # trailing '.'
+        ("5 .", "5"),
+        ("5..", "5"),
+        (r"\left(1,2\right)", "(1,2)"),  # \left \right
+        (r"\left[ 0, 1 \right)", "[ 0, 1 )"),
+        (r"3\,000", "3000"),  # \,
+        (r"a\;b", "ab"),  # \;
+        (r"a\!b", "ab"),  # \!
+        (r"5\text{ cm}", "5{ cm}"),  # the 5 characters \text go, its braces stay
+        (r"\text{(A)}", "{(A)}"),
+        (r"10 \text{ inches}", "10 { inches}"),
+        (r"10\text{ inches}", "10{ inches}"),
+        (r"\textbf{A}", "bf{A}"),  # plain substring removal
+        (r"\leftarrow", "arrow"),
+        (r"\rightarrow", "arrow"),
+        (r"\dfrac{1}{2}", r"\frac{1}{2}"),  # \dfrac
+        (r"\tfrac{3}{4}", r"\frac{3}{4}"),  # \tfrac
+        (r"\dfracx", r"\fracx"),
+        (r"\dfrac{1}{2}.", r"\frac{1}{2}"),
+        # the author's order: the dot goes before the spacing commands, the spaces collapse before them
+        (r"5.\,", "5."),
+        (r"a \, b", "a  b"),
+    ],
+)
 def test_normalize_each_rule(raw, expected):
     assert normalize_answer(raw) == expected
 
 
-@pytest.mark.parametrize("raw", [
-    r"\frac12", "0.5", "3,000", r"\pi", "{5}", "1/2", "5%", r"\sqrt{2}", "x=5", "(1,2]", "A", "Yes", r"\$5",
-    r"\mbox{cm}", r"\fbox{5}",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        r"\frac12",
+        "0.5",
+        "3,000",
+        r"\pi",
+        "{5}",
+        "1/2",
+        "5%",
+        r"\sqrt{2}",
+        "x=5",
+        "(1,2]",
+        "A",
+        "Yes",
+        r"\$5",
+        r"\mbox{cm}",
+        r"\fbox{5}",
+    ],
+)
 def test_normalize_touches_nothing_else(raw):
     assert normalize_answer(raw) == raw
 
@@ -125,37 +147,40 @@ def test_normalize_non_str():
 
 
 # ----------------------------------------------------------------------------- paper grader
-@pytest.mark.parametrize("completion, gold, expected", [
-    # the author's known cases (docs/method.md, "The string grader")
-    (r"\boxed{10 \text{ inches}}", r"10\text{ inches}", False),  # "10 { inches}" vs "10{ inches}"
-    (r"\boxed{10 \text{ inches}}", r"so $\boxed{10\text{ inches}}$", False),  # gold as a full solution
-    (r"\boxed{\text{(A)}}", "(A)", False),  # "{(A)}" vs "(A)"
-    (r"\fbox{5}", "5", False),
-    (r"\boxed 5", "5", False),
-    (r"\boxed {7}", "7", False),
-    (r"\boxed{5} and then \boxed", "5", True),  # a truncated second \boxed hides nothing
-    (r"\boxed{5} and then \boxed", r"\boxed{5}", True),
-    (r"\boxed{\dfrac{1}{2}.}", r"\boxed{\frac{1}{2}}", True),
-    # more
-    (r"3+4*2=3+8=11. \boxed{11}", "11", True),
-    (r"3+4*2=3+8=12. \boxed{12}", "11", False),
-    (r"=11.", "11", False),  # no box
-    (r"\boxed{}", "", False),  # an empty gold never matches
-    (r"\boxed{5}", "", False),
-    (r"\boxed{5}", r"a solution without a box", False),  # taken as a bare answer: no match
-    (r"\boxed{\dfrac{1}{2}}", r"\frac{1}{2}", True),
-    (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)", True),
-    (r"\boxed{10\text{ inches}}", r"10\text{ inches}", True),
-    (r"\boxed{5\text{ cm}}", "5 cm", False),  # the braces of \text stay
-    (r"\boxed{5.}", "5", True),
-    (r"\boxed{5}", r"so the answer is $\boxed{5}$.", True),  # gold given as a full solution
-    (r"\boxed{1} \boxed{2}", "1", False),  # last box wins
-    (r"\boxed{11", "11", False),  # truncated
-    (r"\boxed{0.5}", r"\frac{1}{2}", False),  # equivalent, but string match rejects it
-    (r"\boxed{yes}", "Yes", False),  # no lower-casing
-    (None, "5", False),
-    (r"\boxed{5}", None, False),
-])
+@pytest.mark.parametrize(
+    "completion, gold, expected",
+    [
+        # the author's known cases (docs/method.md, "The string grader")
+        (r"\boxed{10 \text{ inches}}", r"10\text{ inches}", False),  # "10 { inches}" vs "10{ inches}"
+        (r"\boxed{10 \text{ inches}}", r"so $\boxed{10\text{ inches}}$", False),  # gold as a full solution
+        (r"\boxed{\text{(A)}}", "(A)", False),  # "{(A)}" vs "(A)"
+        (r"\fbox{5}", "5", False),
+        (r"\boxed 5", "5", False),
+        (r"\boxed {7}", "7", False),
+        (r"\boxed{5} and then \boxed", "5", True),  # a truncated second \boxed hides nothing
+        (r"\boxed{5} and then \boxed", r"\boxed{5}", True),
+        (r"\boxed{\dfrac{1}{2}.}", r"\boxed{\frac{1}{2}}", True),
+        # more
+        (r"3+4*2=3+8=11. \boxed{11}", "11", True),
+        (r"3+4*2=3+8=12. \boxed{12}", "11", False),
+        (r"=11.", "11", False),  # no box
+        (r"\boxed{}", "", False),  # an empty gold never matches
+        (r"\boxed{5}", "", False),
+        (r"\boxed{5}", r"a solution without a box", False),  # taken as a bare answer: no match
+        (r"\boxed{\dfrac{1}{2}}", r"\frac{1}{2}", True),
+        (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)", True),
+        (r"\boxed{10\text{ inches}}", r"10\text{ inches}", True),
+        (r"\boxed{5\text{ cm}}", "5 cm", False),  # the braces of \text stay
+        (r"\boxed{5.}", "5", True),
+        (r"\boxed{5}", r"so the answer is $\boxed{5}$.", True),  # gold given as a full solution
+        (r"\boxed{1} \boxed{2}", "1", False),  # last box wins
+        (r"\boxed{11", "11", False),  # truncated
+        (r"\boxed{0.5}", r"\frac{1}{2}", False),  # equivalent, but string match rejects it
+        (r"\boxed{yes}", "Yes", False),  # no lower-casing
+        (None, "5", False),
+        (r"\boxed{5}", None, False),
+    ],
+)
 def test_grade_paper(completion, gold, expected):
     assert grade_paper(completion, gold) is expected
 
@@ -213,7 +238,11 @@ def test_grade_cli_subprocess():
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     proc = subprocess.run(
         [sys.executable, "-m", "arca", "grade", "--set", f"eval.grader_timeout={TIMEOUT}"],
-        input="\n".join(lines) + "\n", capture_output=True, text=True, env=env, timeout=120,
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     out = [json.loads(x) for x in proc.stdout.splitlines()]
@@ -227,9 +256,40 @@ def test_grade_cli_subprocess():
 
 # ----------------------------------------------------------------------------- properties
 _TOKENS = [
-    "\\boxed", "\\fbox", "\\boxedx", "{", "}", "\\{", "\\}", "\\", " ", "$", "\\frac", "\\dfrac",
-    "\\left", "\\right", "\\text", "\\,", "\\!", "\\;", "^", "9", "1", "0.5", "x", "=", ".", ",",
-    "(", "]", "\n", "\\sqrt", "\\infty", "\\pi", "%", "-",
+    "\\boxed",
+    "\\fbox",
+    "\\boxedx",
+    "{",
+    "}",
+    "\\{",
+    "\\}",
+    "\\",
+    " ",
+    "$",
+    "\\frac",
+    "\\dfrac",
+    "\\left",
+    "\\right",
+    "\\text",
+    "\\,",
+    "\\!",
+    "\\;",
+    "^",
+    "9",
+    "1",
+    "0.5",
+    "x",
+    "=",
+    ".",
+    ",",
+    "(",
+    "]",
+    "\n",
+    "\\sqrt",
+    "\\infty",
+    "\\pi",
+    "%",
+    "-",
 ]
 latexish = st.one_of(
     st.lists(st.sampled_from(_TOKENS), max_size=60).map("".join),

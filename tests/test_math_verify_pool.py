@@ -1,4 +1,5 @@
 r"""Math-Verify in worker processes: equivalences, the hard timeout, killed and replaced workers."""
+
 import os
 import signal
 import threading
@@ -6,10 +7,10 @@ import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from test_grading import BIG_EXPR, DEEP_BOX, DEEP_TEXT, SLACK, TIMEOUT, TOWER, latexish
 
 from arca.grading import grade_paper
 from arca.math_verify_pool import MathVerifyGrader, grade_math_verify
-from test_grading import BIG_EXPR, DEEP_BOX, DEEP_TEXT, SLACK, TIMEOUT, TOWER, latexish
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +35,16 @@ def test_math_verify_accepts_what_string_match_rejects(grader, gold, completion)
     assert grader.grade(gold, completion) is True
 
 
-@pytest.mark.parametrize("gold, completion", [
-    ("(1,2]", r"\boxed{[1,2]}"),
-    ("(1,2]", r"\boxed{(1,2)}"),
-    (r"\frac{1}{2}", r"\boxed{0.25}"),
-    ("5", "I do not know"),
-    ("5", ""),
-])
+@pytest.mark.parametrize(
+    "gold, completion",
+    [
+        ("(1,2]", r"\boxed{[1,2]}"),
+        ("(1,2]", r"\boxed{(1,2)}"),
+        (r"\frac{1}{2}", r"\boxed{0.25}"),
+        ("5", "I do not know"),
+        ("5", ""),
+    ],
+)
 def test_math_verify_rejects_wrong(grader, gold, completion):
     assert grader.grade(gold, completion) is False
 
@@ -59,7 +63,9 @@ def test_grade_many_order_and_bad_items(grader):
     assert grader.grade_many([("", r"\boxed{}"), (" ", r"\boxed{5}"), ("5", r"\boxed{5}")]) == [False, False, True]
 
 
-@pytest.mark.parametrize("completion", [TOWER, BIG_EXPR, DEEP_TEXT, DEEP_BOX], ids=["tower", "100kB", "deep-text", "deep-box"])
+@pytest.mark.parametrize(
+    "completion", [TOWER, BIG_EXPR, DEEP_TEXT, DEEP_BOX], ids=["tower", "100kB", "deep-text", "deep-box"]
+)
 def test_pathological_inputs_return_within_timeout(grader, completion):
     t = time.monotonic()
     result = grader.grade("5", completion)

@@ -3,6 +3,7 @@
 The pretrain tests use a tiny model and a few dozen steps on hand-made arithmetic records, so the
 non-slow tests stay within seconds. The slow test materializes the real SmolLM2-135M GGUF.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,17 @@ from arca.config import Config, ConfigError, from_dict, to_dict
 from arca.prompts import build_prompt
 
 TINY_PRETRAIN = {
-    "hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64,
-    "steps": 40, "batch_size": 8, "seq_len": 160, "lr": 1e-2, "warmup_steps": 4, "seed": 3,
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "num_kv_heads": 1,
+    "intermediate_size": 64,
+    "steps": 40,
+    "batch_size": 8,
+    "seq_len": 160,
+    "lr": 1e-2,
+    "warmup_steps": 4,
+    "seed": 3,
 }
 
 
@@ -30,10 +40,16 @@ def arithmetic_records(n: int, seed: int = 0) -> list[dict]:
         a, b, c = rng.randint(1, 99), rng.randint(1, 99), rng.randint(1, 9)
         s1 = a + b
         ans = s1 - c
-        rows.append({
-            "id": f"gen-{i}", "problem": f"{a}+{b}-{c}", "solution": f"{a}+{b}={s1}, {s1}-{c}={ans}. \\boxed{{{ans}}}",
-            "answer": str(ans), "level": 1, "subject": "arithmetic",
-        })
+        rows.append(
+            {
+                "id": f"gen-{i}",
+                "problem": f"{a}+{b}-{c}",
+                "solution": f"{a}+{b}={s1}, {s1}-{c}={ans}. \\boxed{{{ans}}}",
+                "answer": str(ans),
+                "level": 1,
+                "subject": "arithmetic",
+            }
+        )
     return rows
 
 
@@ -117,8 +133,15 @@ def test_pretrain_build_writes_loadable_base(built):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = built.base_dir
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "config_arca.yaml", "info.json",
-                 "pretrain_loss.jsonl", "generation_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "config_arca.yaml",
+        "info.json",
+        "pretrain_loss.jsonl",
+        "generation_config.json",
+    ):
         assert (base / name).is_file(), name
     assert not [p for p in base.parent.iterdir() if p.name.startswith(".")]  # no temporaries left
     model = AutoModelForCausalLM.from_pretrained(base)
@@ -285,8 +308,15 @@ def test_wrap_lora_freezes_base_and_starts_at_base(built):
     # r * (in + out) per adapted linear: q, k, v, o, gate, up, down in each of 2 layers
     c = base.config
     q_out, kv_out = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
-    shapes = [(c.hidden_size, q_out), (c.hidden_size, kv_out), (c.hidden_size, kv_out), (q_out, c.hidden_size),
-              (c.hidden_size, c.intermediate_size), (c.hidden_size, c.intermediate_size), (c.intermediate_size, c.hidden_size)]
+    shapes = [
+        (c.hidden_size, q_out),
+        (c.hidden_size, kv_out),
+        (c.hidden_size, kv_out),
+        (q_out, c.hidden_size),
+        (c.hidden_size, c.intermediate_size),
+        (c.hidden_size, c.intermediate_size),
+        (c.intermediate_size, c.hidden_size),
+    ]
     assert models.count_trainable(policy) == c.num_hidden_layers * sum(4 * (i + o) for i, o in shapes)
     assert policy.peft_config["default"].lora_alpha == 8.0  # alpha = 2 r
 

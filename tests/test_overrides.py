@@ -1,6 +1,7 @@
 """Overrides: what a run id fixes cannot be overridden, `snakemake --config set=...` reaches every
 step like ``--set``, and runs trained with other settings are refused downstream (config hash).
 """
+
 from __future__ import annotations
 
 import json
@@ -10,21 +11,24 @@ from pathlib import Path
 import pytest
 
 from arca import cli, grid
+from arca.cards import RUN_INFO, check_adapter_hash
 from arca.config import ConfigError, load_config
 from arca.grid import check_run_overrides
-from arca.cards import RUN_INFO, check_adapter_hash
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"
 ABLATIONS = REPO / "configs" / "ablations.yaml"
 
 
-@pytest.mark.parametrize("override, key", [
-    ("credit.method=surprisal", "credit.method"),
-    ("lora.rank=16", "lora.rank"),
-    ("train.seed=7", "train.seed"),
-    ("lora={rank: 16}", "lora.rank"),  # a whole section holding a fixed key
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("credit.method=surprisal", "credit.method"),
+        ("lora.rank=16", "lora.rank"),
+        ("train.seed=7", "train.seed"),
+        ("lora={rank: 16}", "lora.rank"),  # a whole section holding a fixed key
+    ],
+)
 def test_set_on_a_key_the_run_id_fixes_is_an_error(override, key, capsys):
     rc = cli.main(["show-config", "--config", str(DEFAULT), "--run", "arca_r8_s1", "--set", override])
     err = capsys.readouterr().err
@@ -46,7 +50,12 @@ def test_set_on_a_free_key_applies_to_the_run(capsys):
     import yaml
 
     cfg = yaml.safe_load(out)
-    assert (cfg["train"]["lr"], cfg["credit"]["method"], cfg["lora"]["rank"], cfg["train"]["seed"]) == (1e-4, "arca", 8, 1)
+    assert (cfg["train"]["lr"], cfg["credit"]["method"], cfg["lora"]["rank"], cfg["train"]["seed"]) == (
+        1e-4,
+        "arca",
+        8,
+        1,
+    )
 
 
 def test_base_evaluation_takes_any_override():
@@ -69,7 +78,9 @@ def test_snakemake_set_entries_parse_like_set():
 
 
 def test_snakemake_set_entries_become_set_arguments():
-    args = shlex.split(grid.config_args(["configs/default.yaml"], {"paths": {"results": "/r"}, "set": ["train.lr=1e-4"]}))
+    args = shlex.split(
+        grid.config_args(["configs/default.yaml"], {"paths": {"results": "/r"}, "set": ["train.lr=1e-4"]})
+    )
     assert args == ["--config", "configs/default.yaml", "--set", 'paths.results="/r"', "--set", "train.lr=1e-4"]
     cfg = load_config([DEFAULT], args[3::2])
     assert cfg.train.lr == 1e-4 and cfg.paths.results == "/r"
@@ -95,7 +106,9 @@ def test_adapter_of_other_settings_is_refused(tmp_path):
     check_adapter_hash(adapter, run, grid.run_hash(cfg, run))
     hand = load_config(DEFAULT, ["train.lr=1e-4"])  # what a hand run with --set train.lr=1e-4 trained
     (adapter / RUN_INFO).write_text(json.dumps({"run": run, "config_hash": grid.run_hash(hand, run)}))
-    with pytest.raises(ValueError, match=f"trained with config hash {grid.run_hash(hand, run)}.*{grid.run_hash(cfg, run)}"):
+    with pytest.raises(
+        ValueError, match=f"trained with config hash {grid.run_hash(hand, run)}.*{grid.run_hash(cfg, run)}"
+    ):
         check_adapter_hash(adapter, run, grid.run_hash(cfg, run))
 
 

@@ -1,6 +1,7 @@
 """The conda environment (environment.yml, which every rule uses through workflow/envs/arca.yaml)
 and pyproject.toml must pin the same packages at the same versions; the README's commands and CI
 must agree."""
+
 from __future__ import annotations
 
 import re
@@ -35,7 +36,10 @@ def _conda_pip_reqs() -> dict[str, str]:
 def test_environment_matches_pyproject():
     py, conda = _pyproject_reqs(), _conda_pip_reqs()
     py.pop("torch"), conda.pop("torch")  # a range in the package, one version in the environment
-    assert py == conda, f"differ: only in pyproject {set(py.items()) - set(conda.items())}, only in arca.yaml {set(conda.items()) - set(py.items())}"
+    assert py == conda, (
+        f"differ: only in pyproject {set(py.items()) - set(conda.items())}, "
+        f"only in environment.yml {set(conda.items()) - set(py.items())}"
+    )
 
 
 def test_environment_pins_the_torch_the_readme_installs():

@@ -2,6 +2,7 @@
 
 Marked slow (a couple of minutes on 2 cores) but part of the suite CI runs.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,12 @@ from arca.credit import REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-       "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+ENV = {
+    **os.environ,
+    "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+}
 # The x86 kernel choices results/reference/smoke/ was made with (README "Checking a reproduction"):
 # torch's AVX2 kernels and MKL's AVX2 code path exist on every x86-64 CPU of the last decade, so the
 # smoke DAG computes the same bits on each of them, and its tables can be checked number by number.
@@ -31,8 +36,9 @@ PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 
 
 def snakemake(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "snakemake"), *args], cwd=REPO, env=env or ENV, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(VENV_BIN / "snakemake"), *args], cwd=REPO, env=env or ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def overlay(tmp_path: Path, **extra) -> Path:
@@ -51,13 +57,29 @@ def test_smoke_dag_end_to_end(tmp_path):
     for name in ("performance", "concentration"):
         for ext in ("csv", "md", "tex"):
             assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0
-    for fig in ("gini_bars", "concentration_curves", "reward_curves", "accuracy", "lorenz", "accuracy_vs_params",
-                "credit_precision", "learning_curves"):
+    for fig in (
+        "gini_bars",
+        "concentration_curves",
+        "reward_curves",
+        "accuracy",
+        "lorenz",
+        "accuracy_vs_params",
+        "credit_precision",
+        "learning_curves",
+    ):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
         assert (out / "figures" / f"{fig}.pdf").stat().st_size > 1000
     with open(out / "tables" / "performance.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} >= {"base", "uniform", "surprisal", "entropy_reduction", "divergence", "arca", "oracle"}
+    assert {r["method"] for r in rows} >= {
+        "base",
+        "uniform",
+        "surprisal",
+        "entropy_reduction",
+        "divergence",
+        "arca",
+        "oracle",
+    }
     # the smoke corpus has planted forks: the new tables exist and every run has a learning curve
     for name in ("credit_precision.csv", "credit_precision.md", "sample_efficiency.csv", "learning_curves.csv"):
         assert (out / "tables" / name).stat().st_size > 0
@@ -97,9 +119,25 @@ def test_smoke_dag_end_to_end(tmp_path):
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
     # every number of the tables equals the reference kept in the repository
-    check = subprocess.run([sys.executable, "-m", "arca", "compare-reference", "--config", "configs/smoke.yaml",
-                            "--config", str(ov), "--reference", str(REPO / "results" / "reference" / "smoke")],
-                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arca",
+            "compare-reference",
+            "--config",
+            "configs/smoke.yaml",
+            "--config",
+            str(ov),
+            "--reference",
+            str(REPO / "results" / "reference" / "smoke"),
+        ],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
     assert "matches the reference" in (out / "reference_comparison.md").read_text()
 
@@ -128,8 +166,14 @@ def test_killed_training_job_resumes_under_snakemake(tmp_path):
     run_dir = tmp_path / "results" / "smoke" / "runs" / "uniform_r4_s1"
     target = str(run_dir / "adapter")
     args = ["--cores", "1", target, "--configfile", "configs/smoke.yaml", str(ov)]  # targets before the nargs option
-    sm = subprocess.Popen([str(VENV_BIN / "snakemake"), *args], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    sm = subprocess.Popen(
+        [str(VENV_BIN / "snakemake"), *args],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 600
     while time.time() < deadline and not any((run_dir / "checkpoints").glob("step_*")):
         assert sm.poll() is None, sm.stdout.read()
@@ -166,10 +210,18 @@ def test_snakemake_killed_whole_then_unlock_then_resume(tmp_path):
     shutil.copytree(REPO / "configs", wf / "configs")
     ov = overlay(tmp_path, train={"steps": 16, "checkpoint_every": 2})
     run_dir = tmp_path / "results" / "smoke" / "runs" / "uniform_r4_s1"
-    cmd = [str(VENV_BIN / "snakemake"), "--cores", "1", str(run_dir / "adapter"), "--configfile", "configs/smoke.yaml",
-           str(ov)]
-    sm = subprocess.Popen(cmd, cwd=wf, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          start_new_session=True)  # its own process group, as a login shell or batch job has
+    cmd = [
+        str(VENV_BIN / "snakemake"),
+        "--cores",
+        "1",
+        str(run_dir / "adapter"),
+        "--configfile",
+        "configs/smoke.yaml",
+        str(ov),
+    ]
+    sm = subprocess.Popen(
+        cmd, cwd=wf, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )  # its own process group, as a login shell or batch job has
     deadline = time.time() + 600
     while time.time() < deadline and not any((run_dir / "checkpoints").glob("step_*")):
         assert sm.poll() is None, sm.stdout.read()

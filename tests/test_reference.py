@@ -1,5 +1,6 @@
 """Reference results (arca.report.reference): saving a finished run's tables and checking another
 run against them, number by number."""
+
 from __future__ import annotations
 
 import math
@@ -10,16 +11,37 @@ import pytest
 
 from arca import cli
 from arca.report.reference import (
-    DEFAULT_ATOL, DEFAULT_RTOL, KEYS, compare_reference, compare_table, save_reference,
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    KEYS,
+    compare_reference,
+    compare_table,
+    save_reference,
 )
 
 
 def _perf(changes: dict | None = None) -> pd.DataFrame:
-    df = pd.DataFrame([
-        {"label": "base", "method": "base", "rank": math.nan, "greedy": 0.2, "greedy_lo": 0.15, "step_seconds": 1.0},
-        {"label": "uniform", "method": "uniform", "rank": 8.0, "greedy": 0.5, "greedy_lo": 0.45, "step_seconds": 2.0},
-        {"label": "arca", "method": "arca", "rank": 8.0, "greedy": 0.4, "greedy_lo": math.nan, "step_seconds": 3.0},
-    ])
+    df = pd.DataFrame(
+        [
+            {
+                "label": "base",
+                "method": "base",
+                "rank": math.nan,
+                "greedy": 0.2,
+                "greedy_lo": 0.15,
+                "step_seconds": 1.0,
+            },
+            {
+                "label": "uniform",
+                "method": "uniform",
+                "rank": 8.0,
+                "greedy": 0.5,
+                "greedy_lo": 0.45,
+                "step_seconds": 2.0,
+            },
+            {"label": "arca", "method": "arca", "rank": 8.0, "greedy": 0.4, "greedy_lo": math.nan, "step_seconds": 3.0},
+        ]
+    )
     for (row, col), value in (changes or {}).items():
         df.loc[row, col] = value
     return df
@@ -50,8 +72,15 @@ def test_empty_against_a_number_text_and_rows_are_differences():
 
 
 def test_keys_name_every_compared_table():
-    assert set(KEYS) == {"performance", "concentration", "paired", "sample_efficiency", "credit_precision", "runs",
-                         "learning_curves"}
+    assert set(KEYS) == {
+        "performance",
+        "concentration",
+        "paired",
+        "sample_efficiency",
+        "credit_precision",
+        "runs",
+        "learning_curves",
+    }
 
 
 def test_save_then_compare_round_trip_and_cli_status(tmp_path, monkeypatch, capsys):

@@ -1,4 +1,5 @@
 """The cost table (arca.report.cost): Snakemake's benchmark records gathered per run and per cell."""
+
 from __future__ import annotations
 
 import math
@@ -59,14 +60,31 @@ def test_cost_table_rows_per_run_and_cells(cfg):
     assert math.isnan(df.set_index("run").loc["arca_r4_s2"]["evaluate_s"])
 
     headers, rows = cost_rows(cfg, df)
-    assert headers == ["cell", "jobs", "build_base s", "build_base max RSS MB", "train s", "train max RSS MB",
-                       "evaluate s", "evaluate max RSS MB"]
+    assert headers == [
+        "cell",
+        "jobs",
+        "build_base s",
+        "build_base max RSS MB",
+        "train s",
+        "train max RSS MB",
+        "evaluate s",
+        "evaluate max RSS MB",
+    ]
     by_cell = {r[0]: r for r in rows}
     assert [r[0] for r in rows] == ["base model", "uniform r4", "arca r2", "arca r4", "total"]
     ids = cfg.run_ids()
     i1, i2 = ids.index("arca_r4_s1"), ids.index("arca_r4_s2")
     # mean seconds and largest peak over the seeds; the evaluation without a record is left out
-    assert by_cell["arca r4"] == ["arca r4", "2", "", "", f"{30 + (i1 + i2) / 2:.1f}", str(1000 + max(i1, i2)), "5.0", "700"]
+    assert by_cell["arca r4"] == [
+        "arca r4",
+        "2",
+        "",
+        "",
+        f"{30 + (i1 + i2) / 2:.1f}",
+        str(1000 + max(i1, i2)),
+        "5.0",
+        "700",
+    ]
     total_train = sum(30 + i for i in range(len(ids)))
     assert by_cell["total"][:5] == ["total", str(1 + len(ids)), "120.0", "900", f"{total_train:.1f}"]
     assert by_cell["total"][6] == f"{10.0 + 5.0 * (len(ids) - 1):.1f}"

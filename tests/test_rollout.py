@@ -1,4 +1,5 @@
 """Rollouts (arca.rollout): the sampling settings every caller passes, and the completion mask."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,13 @@ class RecordingGenerator:
         self.calls.append({"n": n, "temperature": temperature, "top_p": top_p, **kw})
         N = len(prompts) * n
         comp = torch.full((N, 2), 5)
-        return Rollouts(torch.ones(N, 1, dtype=torch.long), torch.ones(N, 1, dtype=torch.long), comp,
-                        torch.ones(N, 2), [r"\boxed{1}"] * N)
+        return Rollouts(
+            torch.ones(N, 1, dtype=torch.long),
+            torch.ones(N, 1, dtype=torch.long),
+            comp,
+            torch.ones(N, 2),
+            [r"\boxed{1}"] * N,
+        )
 
 
 # ----------------------------------------------------------------------------- top-k
@@ -73,8 +79,12 @@ def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path, monkeypa
     rec = {"id": "t/0", "problem": "1+1", "solution": r"\boxed{2}", "answer": "2", "level": 1, "subject": "s"}
     (cfg.data_dir / "test.jsonl").write_text(json.dumps(rec) + "\n")
     gen.calls.clear()
-    evaluate_protocol(cfg, gen, "generated", lambda golds, comps: [{"answer": None, "paper": False,
-                                                                    "math_verify": False}] * len(golds))
+    evaluate_protocol(
+        cfg,
+        gen,
+        "generated",
+        lambda golds, comps: [{"answer": None, "paper": False, "math_verify": False}] * len(golds),
+    )
     sampled = [c for c in gen.calls if not c.get("greedy")]
     assert [c["top_k"] for c in sampled] == [11] and sampled[0]["top_p"] == cfg.eval.top_p
 
@@ -83,12 +93,15 @@ def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path, monkeypa
 PAD0, EOS1 = 0, 1
 
 
-@pytest.mark.parametrize("rule, expected", [
-    # the author's: token != pad, then 0 after the first EOS; with pad == EOS the EOS itself is out
-    ("author", [[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]]),
-    # up to and including the first EOS
-    ("through_eos", [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
-])
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        # the author's: token != pad, then 0 after the first EOS; with pad == EOS the EOS itself is out
+        ("author", [[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]]),
+        # up to and including the first EOS
+        ("through_eos", [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
+    ],
+)
 def test_completion_mask_pad_equal_to_eos(rule, expected):
     from arca.rollout import completion_mask
 
@@ -96,12 +109,15 @@ def test_completion_mask_pad_equal_to_eos(rule, expected):
     assert completion_mask(comp, {EOS1}, EOS1, rule=rule).tolist() == expected
 
 
-@pytest.mark.parametrize("rule, expected", [
-    # pad (0) != EOS (1), as in the pretrained-here model: the author's rule keeps the EOS, and drops a
-    # generated pad token wherever it is (row 1)
-    ("author", [[1, 1, 1, 0], [1, 0, 1, 1], [1, 0, 0, 0]]),
-    ("through_eos", [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
-])
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        # pad (0) != EOS (1), as in the pretrained-here model: the author's rule keeps the EOS, and drops a
+        # generated pad token wherever it is (row 1)
+        ("author", [[1, 1, 1, 0], [1, 0, 1, 1], [1, 0, 0, 0]]),
+        ("through_eos", [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
+    ],
+)
 def test_completion_mask_pad_distinct_from_eos(rule, expected):
     from arca.rollout import completion_mask
 
@@ -131,8 +147,9 @@ class FixedModel(torch.nn.Module):
         return torch.cat([input_ids, self.completions[: input_ids.shape[0]]], dim=1)
 
 
-@pytest.mark.parametrize("rule, expected", [("author", [[1, 1, 0, 0], [1, 1, 1, 1]]),
-                                            ("through_eos", [[1, 1, 1, 0], [1, 1, 1, 1]])])
+@pytest.mark.parametrize(
+    "rule, expected", [("author", [[1, 1, 0, 0], [1, 1, 1, 1]]), ("through_eos", [[1, 1, 1, 0], [1, 1, 1, 1]])]
+)
 def test_generator_mask_follows_the_config(cfg, rule, expected):
     from transformers import PreTrainedTokenizerFast
 

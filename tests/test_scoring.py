@@ -1,5 +1,6 @@
 """Scoring passes (arca.scoring): token log-probs / entropies, alignment with left-padded prompts,
 and the adapter-off reference pass of a peft LoRA model at init (B = 0) and after B changes."""
+
 from __future__ import annotations
 
 import contextlib
@@ -121,9 +122,18 @@ def test_token_entropies_match_direct(chunk):
 def tiny_model(seed=0, attn="sdpa"):
     torch.manual_seed(seed)
     cfg = transformers.Qwen3Config(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-        head_dim=16, intermediate_size=64, max_position_embeddings=64, pad_token_id=PAD, eos_token_id=1,
-        bos_token_id=2, tie_word_embeddings=False,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=PAD,
+        eos_token_id=1,
+        bos_token_id=2,
+        tie_word_embeddings=False,
     )
     cfg._attn_implementation = attn
     model = transformers.Qwen3ForCausalLM(cfg)
@@ -169,7 +179,7 @@ def slow_row_hidden(model, prompt, completion, n):
     ids = torch.tensor([prompt + completion[:n]])
     with torch.no_grad():
         h = model.model(input_ids=ids).last_hidden_state[0]  # [L, H], after the final norm
-    return h[len(prompt) - 1: len(prompt) - 1 + n]
+    return h[len(prompt) - 1 : len(prompt) - 1 + n]
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -195,7 +205,7 @@ def test_policy_scores_left_padded_match_unpadded_reference(attn):
 def _slow_entropies(model, prompt, tokens):
     """Entropies of the distributions after each prefix prompt + tokens[:t], t = 0..len(tokens), unpadded."""
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1:]  # [n + 1, V]
+        logits = model(input_ids=torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 :]  # [n + 1, V]
     lp = torch.log_softmax(logits.float(), -1)
     return -(lp.exp() * lp).sum(-1)  # [n + 1]: H_1 .. H_{n+1}
 
@@ -220,8 +230,8 @@ def test_entropy_at_the_masked_eos_column_predicts_the_eos():
     last = []
     for i, ((p, c), n) in enumerate(zip(rows, (2, 1, 4))):
         h = _slow_entropies(model, p, c[:n])  # H_1 .. H_{n+1}
-        torch.testing.assert_close(x.entropies[i, :min(n + 1, T)], h[:min(n + 1, T)], rtol=1e-5, atol=1e-5)
-        expected = torch.clamp(h[:n] - h[1:n + 1], min=0.0)  # alpha_1 .. alpha_n, alpha_n from H_{n+1}
+        torch.testing.assert_close(x.entropies[i, : min(n + 1, T)], h[: min(n + 1, T)], rtol=1e-5, atol=1e-5)
+        expected = torch.clamp(h[:n] - h[1 : n + 1], min=0.0)  # alpha_1 .. alpha_n, alpha_n from H_{n+1}
         if n == T:
             expected[-1] = 0.0  # y_T in the last column: no H_{T+1} in the batch
         torch.testing.assert_close(alpha[i, :n], expected, rtol=1e-5, atol=1e-5)
@@ -258,7 +268,7 @@ def test_final_hidden_alignment_and_shift_detects_misalignment():
     ids = torch.tensor([p + c[:n]])
     with torch.no_grad():
         full = model.model(input_ids=ids).last_hidden_state[0]
-    assert not torch.allclose(full[len(p): len(p) + n], ref, atol=1e-3)
+    assert not torch.allclose(full[len(p) : len(p) + n], ref, atol=1e-3)
 
 
 def test_policy_scores_gradient_flows_to_parameters():
@@ -371,7 +381,9 @@ def test_lora_delta_equals_hand_computed_sum_over_residual_writers():
     inputs, handles = {}, []
     for name, mod in model.named_modules():
         if name.endswith(("self_attn.o_proj", "mlp.down_proj")) and hasattr(mod, "lora_A"):
-            handles.append(mod.register_forward_pre_hook(lambda m, a, name=name: inputs.__setitem__(name, (m, a[0].detach()))))
+            handles.append(
+                mod.register_forward_pre_hook(lambda m, a, name=name: inputs.__setitem__(name, (m, a[0].detach())))
+            )
     s = policy_scores(model, r, want_entropies=False, want_hidden=False, want_lora_delta=True)
     for h in handles:
         h.remove()
@@ -382,7 +394,7 @@ def test_lora_delta_equals_hand_computed_sum_over_residual_writers():
     for name, (mod, x) in inputs.items():
         A, B = mod.lora_A["default"].weight, mod.lora_B["default"].weight  # [r, in], [out, r]
         expected = expected + (8 / 4) * x @ A.T @ B.T  # [B, L, out]: scaling = lora_alpha / r = 2
-    expected = expected[:, P - 1:, :]  # positions predicting y_1..y_T
+    expected = expected[:, P - 1 :, :]  # positions predicting y_1..y_T
     assert s.lora_delta.shape == (len(ROWS), r.completion_ids.shape[1], 32)
     assert not s.lora_delta.requires_grad and s.logprobs.requires_grad  # same pass, gradient intact
     torch.testing.assert_close(s.lora_delta, expected.detach(), rtol=1e-5, atol=1e-6)
@@ -416,6 +428,8 @@ def test_lora_delta_needs_a_residual_writer():
     from arca.scoring import LoraDeltaSum
 
     base = tiny_model(seed=7)
-    model = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    model = peft.get_peft_model(
+        base, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    )
     with pytest.raises(ConfigError, match="residual-stream writer"):
         LoraDeltaSum(model)

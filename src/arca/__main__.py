@@ -1,4 +1,5 @@
 """Entry point of ``python -m arca``."""
+
 from arca.cli import main
 
 if __name__ == "__main__":  # a process started by spawn re-imports this module and must not run the CLI

@@ -6,6 +6,7 @@ identical text. Each row keeps the decoded tokens, every method's weights and Gi
 and (planted-fork corpus) which tokens are decisive or distractor forks. ``arca.report.heatmap``
 renders the file; it never loads a model.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from arca import grid
+from arca.backends import make_generator
 from arca.config import Config
 from arca.credit import LABELS, REGISTRY, token_weights
 from arca.data import read_records
@@ -23,7 +25,6 @@ from arca.io import write_jsonl
 from arca.labels import align, completion_pieces, rollout_labels, token_flags
 from arca.models import load_policy, resolve_device
 from arca.prompts import build_prompt
-from arca.backends import make_generator
 from arca.scoring import credit_inputs_for_rollouts
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,11 @@ def fork_marks(tokens: list[str], completion: str, branches: list[dict] | None) 
     a = align(completion, branches or [])
     if a is None:
         return None
-    return {"decisive": token_flags(tokens, a.decisive), "distractor": token_flags(tokens, a.distractor),
-            "correct": a.correct}
+    return {
+        "decisive": token_flags(tokens, a.decisive),
+        "distractor": token_flags(tokens, a.distractor),
+        "correct": a.correct,
+    }
 
 
 def heatmap_rollouts(cfg: Config) -> list[dict]:
@@ -60,9 +64,16 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
         # and the sampled rollouts (float sums in another order) would depend on the machine
         torch.set_num_threads(rcfg.train.threads)
     gen = make_generator(rcfg, model, tok)  # rollout.backend, as in training
-    ro = gen.generate([build_prompt(p["problem"]) for p in problems], 1, rcfg.rollout.temperature,
-                      rcfg.rollout.top_p, rcfg.rollout.max_new_tokens, greedy=False, seed=0,
-                      top_k=rcfg.rollout.top_k)
+    ro = gen.generate(
+        [build_prompt(p["problem"]) for p in problems],
+        1,
+        rcfg.rollout.temperature,
+        rcfg.rollout.top_p,
+        rcfg.rollout.max_new_tokens,
+        greedy=False,
+        seed=0,
+        top_k=rcfg.rollout.top_k,
+    )
     inputs = credit_inputs_for_rollouts(model, ro, seed=0)
     labels = rollout_labels(tok, ro, problems, 1)  # None on a corpus without planted forks
     if labels is not None:
@@ -81,14 +92,16 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
         keep = mask[i].cpu() > 0  # [T]
         ids = ro.completion_ids[i].cpu()[keep].tolist()
         tokens = [tok.decode([t]) for t in ids]
-        rollouts.append({
-            "prompt": p["problem"],
-            "tokens": tokens,
-            "weights": {m: w[i][keep].tolist() for m, (w, _) in per_method.items()},
-            "gini": {m: float(g[i]) for m, (_, g) in per_method.items()},
-            "reward": float(grade_paper(ro.texts[i], gold_answer(p["answer"]))),
-            **({"marks": fork_marks(pieces[i], ro.texts[i], p["branches"])} if p.get("branches") else {}),
-        })
+        rollouts.append(
+            {
+                "prompt": p["problem"],
+                "tokens": tokens,
+                "weights": {m: w[i][keep].tolist() for m, (w, _) in per_method.items()},
+                "gini": {m: float(g[i]) for m, (_, g) in per_method.items()},
+                "reward": float(grade_paper(ro.texts[i], gold_answer(p["answer"]))),
+                **({"marks": fork_marks(pieces[i], ro.texts[i], p["branches"])} if p.get("branches") else {}),
+            }
+        )
     return rollouts
 
 

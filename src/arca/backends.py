@@ -3,6 +3,7 @@
 ``arca.rollout`` holds the shared ``Rollouts`` record, the completion mask and the Transformers
 backend; ``arca.vllm_backend`` builds on those. Steps ask for a backend here.
 """
+
 from __future__ import annotations
 
 from arca.config import Config
@@ -16,5 +17,11 @@ def make_generator(cfg: Config, model, tokenizer, batch_size: int | None = None)
         from arca.vllm_backend import VLLMGenerator  # optional and heavy: vllm is imported only here
 
         return VLLMGenerator(cfg, model, tokenizer)
-    return TransformersGenerator(model, tokenizer, batch_size or cfg.rollout.batch_size, cfg.data.max_prompt_tokens,
-                                 cfg.rollout.completion_mask, cfg.rollout.decoder)
+    return TransformersGenerator(
+        model,
+        tokenizer,
+        batch_size or cfg.rollout.batch_size,
+        cfg.data.max_prompt_tokens,
+        cfg.rollout.completion_mask,
+        cfg.rollout.decoder,
+    )

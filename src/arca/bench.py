@@ -38,6 +38,7 @@ both see the same machine load; the vLLM engine is built in the warm-up, its sta
 apart. Writes ``<out_dir>/bench/generation.json`` and ``generation.md``. The vLLM backend needs the
 vllm environment (``workflow/scripts/vllm_cpu_env.sh`` on a CPU).
 """
+
 from __future__ import annotations
 
 import logging
@@ -183,8 +184,8 @@ class OurRunner:
     """One method's fresh policy, optimizer and schedule, stepping through ``train_step``."""
 
     def __init__(self, cfg: Config, device: torch.device):
-        from arca.models import load_policy
         from arca.backends import make_generator
+        from arca.models import load_policy
         from arca.train import lr_scheduler
 
         self.cfg, self.device = cfg, device
@@ -201,27 +202,52 @@ class OurRunner:
 
         torch.manual_seed(seed)  # every method samples from the same RNG state at the same step
         with PeakMemory(self.device) as mem:
-            m, _ = train_step(self.cfg, self.model, self.generator, self.opt, self.sched, problems,
-                              self.steps_done, self.cfg.train.seed)
+            m, _ = train_step(
+                self.cfg,
+                self.model,
+                self.generator,
+                self.opt,
+                self.sched,
+                problems,
+                self.steps_done,
+                self.cfg.train.seed,
+            )
         self.steps_done += 1
         tokens = m["completion_len_mean"] * len(problems) * self.cfg.rollout.k
         return {
-            "gen_seconds": m["gen_seconds"], "update_seconds": m["update_seconds"], "step_seconds": m["step_seconds"],
+            "gen_seconds": m["gen_seconds"],
+            "update_seconds": m["update_seconds"],
+            "step_seconds": m["step_seconds"],
             **{k: m[k] for k in PHASE_KEYS},
-            "tokens": tokens, "tokens_per_second": tokens / m["step_seconds"],
-            "peak_mem_mb": mem.peak_mb, "mem_start_mb": mem.start_mb,
-            "reference_passes": m["reference_passes"], "threads": torch.get_num_threads(),
+            "tokens": tokens,
+            "tokens_per_second": tokens / m["step_seconds"],
+            "peak_mem_mb": mem.peak_mb,
+            "mem_start_mb": mem.start_mb,
+            "reference_passes": m["reference_passes"],
+            "threads": torch.get_num_threads(),
         }
 
 
 def _summarize(rows: list[dict]) -> dict:
-    keys = ("gen_seconds", "update_seconds", "step_seconds", *PHASE_KEYS, "tokens_per_second", "peak_mem_mb",
-            "reference_passes")
+    keys = (
+        "gen_seconds",
+        "update_seconds",
+        "step_seconds",
+        *PHASE_KEYS,
+        "tokens_per_second",
+        "peak_mem_mb",
+        "reference_passes",
+    )
     out = {k: _median([r.get(k) for r in rows]) for k in keys} | {"n": len(rows)}
     # growth over the memory in use when the step began (on CPU the process RSS also holds the other
     # methods' models and the allocator's cache, so the growth is the more telling number there)
-    out["peak_mem_growth_mb"] = _median([r["peak_mem_mb"] - r["mem_start_mb"] for r in rows
-                                         if r.get("peak_mem_mb") is not None and r.get("mem_start_mb") is not None])
+    out["peak_mem_growth_mb"] = _median(
+        [
+            r["peak_mem_mb"] - r["mem_start_mb"]
+            for r in rows
+            if r.get("peak_mem_mb") is not None and r.get("mem_start_mb") is not None
+        ]
+    )
     return out
 
 
@@ -235,8 +261,9 @@ def _trl_reward():
     return paper_reward
 
 
-def run_trl(cfg: Config, device: torch.device, step_problems: list[list[dict]], steps: int, blocks: int,
-            between_blocks) -> list[dict]:
+def run_trl(
+    cfg: Config, device: torch.device, step_problems: list[list[dict]], steps: int, blocks: int, between_blocks
+) -> list[dict]:
     """``1 + blocks * steps`` TRL GRPO steps (the first is a warm-up, dropped); after the warm-up and
     after every block but the last, ``between_blocks(i)`` runs (our block i). Returns the timed steps."""
     import datasets
@@ -250,23 +277,47 @@ def run_trl(cfg: Config, device: torch.device, step_problems: list[list[dict]], 
     total = 1 + blocks * steps
     P, K, L = cfg.train.prompts_per_step, cfg.rollout.k, cfg.rollout.max_new_tokens
     # shuffle off: TRL's step i takes dataset rows i*P .. i*P+P-1, the same prompts as our step i
-    rows = [{"prompt": build_prompt(p["problem"]), "answer": p["answer"]} for probs in step_problems[:total] for p in probs]
+    rows = [
+        {"prompt": build_prompt(p["problem"]), "answer": p["answer"]} for probs in step_problems[:total] for p in probs
+    ]
     ds = datasets.Dataset.from_list(rows)
     tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
     torch.manual_seed(cfg.train.seed)
-    model = AutoModelForCausalLM.from_pretrained(cfg.base_dir, dtype=torch_dtype(cfg.model.dtype),
-                                                 attn_implementation=cfg.model.attn_implementation)
+    model = AutoModelForCausalLM.from_pretrained(
+        cfg.base_dir, dtype=torch_dtype(cfg.model.dtype), attn_implementation=cfg.model.attn_implementation
+    )
     args = GRPOConfig(
         output_dir=str(cfg.out_dir / "bench" / "trl_out"),
-        per_device_train_batch_size=P * K, gradient_accumulation_steps=1, num_generations=K,
-        max_completion_length=L, generation_kwargs={"min_new_tokens": L},
-        temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-        beta=0.0, loss_type="grpo", num_iterations=1, scale_rewards="group",
-        learning_rate=cfg.train.lr, weight_decay=cfg.train.weight_decay, max_grad_norm=cfg.train.grad_clip,
-        lr_scheduler_type="cosine", warmup_steps=cfg.train.warmup_steps, max_steps=total,
-        use_cpu=device.type == "cpu", bf16=False, fp16=False, gradient_checkpointing=False,
-        report_to="none", save_strategy="no", logging_strategy="no", log_completions=False,
-        shuffle_dataset=False, dataloader_num_workers=0, seed=cfg.train.seed, disable_tqdm=True,
+        per_device_train_batch_size=P * K,
+        gradient_accumulation_steps=1,
+        num_generations=K,
+        max_completion_length=L,
+        generation_kwargs={"min_new_tokens": L},
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k,
+        beta=0.0,
+        loss_type="grpo",
+        num_iterations=1,
+        scale_rewards="group",
+        learning_rate=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        max_grad_norm=cfg.train.grad_clip,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.train.warmup_steps,
+        max_steps=total,
+        use_cpu=device.type == "cpu",
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        log_completions=False,
+        shuffle_dataset=False,
+        dataloader_num_workers=0,
+        seed=cfg.train.seed,
+        disable_tqdm=True,
     )
     timed: list[dict] = []
 
@@ -280,18 +331,34 @@ def run_trl(cfg: Config, device: torch.device, step_problems: list[list[dict]], 
             self.mem.__exit__(None, None, None)
             lengths = getattr(trainer, "_metrics", {}).get("train", {}).get("completions/mean_length") or []
             tokens = P * K * (float(lengths[-1]) if lengths else L)
-            timed.append({"gen_seconds": trainer_gen[0], "update_seconds": dt - trainer_gen[0], "step_seconds": dt,
-                          "tokens": tokens, "tokens_per_second": tokens / dt, "peak_mem_mb": self.mem.peak_mb,
-                          "mem_start_mb": self.mem.start_mb, "threads": torch.get_num_threads(),
-                          "global_step": state.global_step})
+            timed.append(
+                {
+                    "gen_seconds": trainer_gen[0],
+                    "update_seconds": dt - trainer_gen[0],
+                    "step_seconds": dt,
+                    "tokens": tokens,
+                    "tokens_per_second": tokens / dt,
+                    "peak_mem_mb": self.mem.peak_mb,
+                    "mem_start_mb": self.mem.start_mb,
+                    "threads": torch.get_num_threads(),
+                    "global_step": state.global_step,
+                }
+            )
             trainer_gen[0] = 0.0
             done = state.global_step
             if done < total and (done - 1) % steps == 0:
                 between_blocks((done - 1) // steps)
 
     trainer_gen = [0.0]
-    trainer = GRPOTrainer(model=model, reward_funcs=[_trl_reward()], args=args, train_dataset=ds,
-                          processing_class=tok, peft_config=peft_lora_config(cfg.lora), callbacks=[StepTimer()])
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[_trl_reward()],
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        peft_config=peft_lora_config(cfg.lora),
+        callbacks=[StepTimer()],
+    )
     inner = trainer._generate_single_turn
 
     def timed_generate(*a, **kw):  # the sampling part of TRL's step
@@ -322,18 +389,28 @@ def compare_decoders(cfg: Config, device: torch.device, step_problems: list[list
     torch.manual_seed(cfg.train.seed)
     model, tok = load_policy(cfg)
     r = cfg.rollout
-    gens = {d: TransformersGenerator(model, tok, r.batch_size, cfg.data.max_prompt_tokens, r.completion_mask, d)
-            for d in ("generate", "lean")}
+    gens = {
+        d: TransformersGenerator(model, tok, r.batch_size, cfg.data.max_prompt_tokens, r.completion_mask, d)
+        for d in ("generate", "lean")
+    }
     seconds: dict[str, list[float]] = {d: [] for d in gens}
     tokens: list[float] = []
     identical = True
     for i in range(reps + 1):
         prompts = [build_prompt(p["problem"]) for p in step_problems[i]]
         out = {}
-        for d in (("generate", "lean") if i % 2 else ("lean", "generate")):
+        for d in ("generate", "lean") if i % 2 else ("lean", "generate"):
             t0 = time.perf_counter()
-            out[d] = gens[d].generate(prompts, r.k, r.temperature, r.top_p, r.max_new_tokens, seed=cfg.train.seed + i,
-                                      top_k=r.top_k, min_new_tokens=r.min_new_tokens)
+            out[d] = gens[d].generate(
+                prompts,
+                r.k,
+                r.temperature,
+                r.top_p,
+                r.max_new_tokens,
+                seed=cfg.train.seed + i,
+                top_k=r.top_k,
+                min_new_tokens=r.min_new_tokens,
+            )
             if i > 0:
                 seconds[d].append(time.perf_counter() - t0)
         identical &= torch.equal(out["generate"].completion_ids, out["lean"].completion_ids)
@@ -341,9 +418,14 @@ def compare_decoders(cfg: Config, device: torch.device, step_problems: list[list
             tokens.append(float(out["lean"].completion_mask.sum()))
     med = {d: _median(v) for d, v in seconds.items()}
     tok_med = _median(tokens)
-    return {"seconds": med, "tokens_per_second": {d: tok_med / v for d, v in med.items()},
-            "speedup": _ratio(med["generate"], med["lean"]), "identical": bool(identical), "reps": reps,
-            "raw": seconds}
+    return {
+        "seconds": med,
+        "tokens_per_second": {d: tok_med / v for d, v in med.items()},
+        "speedup": _ratio(med["generate"], med["lean"]),
+        "identical": bool(identical),
+        "reps": reps,
+        "raw": seconds,
+    }
 
 
 # ----------------------------------------------------------------------------- FLOPs and the hardware
@@ -380,30 +462,49 @@ def step_flops(mc, rank: int, targets: list[str], n: int, u: int, p: int, t: int
     """
     hd = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
     h, i, layers, v = mc.hidden_size, mc.intermediate_size, mc.num_hidden_layers, mc.vocab_size
-    shapes = {"q_proj": (h, mc.num_attention_heads * hd), "k_proj": (h, mc.num_key_value_heads * hd),
-              "v_proj": (h, mc.num_key_value_heads * hd), "o_proj": (mc.num_attention_heads * hd, h),
-              "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    shapes = {
+        "q_proj": (h, mc.num_attention_heads * hd),
+        "k_proj": (h, mc.num_key_value_heads * hd),
+        "v_proj": (h, mc.num_key_value_heads * hd),
+        "o_proj": (mc.num_attention_heads * hd, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
     base = 2 * layers * sum(a * b for a, b in shapes.values())  # per token
     lora = 2 * layers * sum(rank * (a + b) for name, (a, b) in shapes.items() if name in targets)
     # the first layer's q/k/v input gradient, which backward skips (the embeddings are frozen)
-    first_in = 2 * sum(a * b + (rank * a if name in targets else 0) for name, (a, b) in shapes.items()
-                       if name in ("q_proj", "k_proj", "v_proj"))
+    first_in = 2 * sum(
+        a * b + (rank * a if name in targets else 0)
+        for name, (a, b) in shapes.items()
+        if name in ("q_proj", "k_proj", "v_proj")
+    )
     per_key = 4 * layers * mc.num_attention_heads * hd  # per query and key slot
     head = 2 * h * v
     s = p + t - 1
     decode_keys = sum(p + j for j in range(1, t))  # keys of the t - 1 decode steps
     attention = n * s * s * per_key
     return {
-        "sampling": float(u * p * (base + lora) + u * p * p * per_key + n * (t - 1) * (base + lora)
-                          + n * decode_keys * per_key + (u + n * (t - 1)) * head),
+        "sampling": float(
+            u * p * (base + lora)
+            + u * p * p * per_key
+            + n * (t - 1) * (base + lora)
+            + n * decode_keys * per_key
+            + (u + n * (t - 1)) * head
+        ),
         "forward": float(n * s * (base + lora) + attention + n * t * head),
         "backward": float(n * s * (base + 2 * lora - first_in) + 2 * attention + n * t * head),
         "reference": float((u * q0 + n * (s - q0)) * base + (u * q0 + n * (s - q0)) * s * per_key),
     }
 
 
-def hardware_summary(cfg: Config, device: torch.device, medians: dict, step_problems: list[list[dict]],
-                     sampling_seconds: float | None = None) -> dict:
+def hardware_summary(
+    cfg: Config,
+    device: torch.device,
+    medians: dict,
+    step_problems: list[list[dict]],
+    sampling_seconds: float | None = None,
+) -> dict:
     """FLOPs of each part of a step, their measured seconds and the matmul throughput of this machine.
 
     Sampling is timed by ``sampling_seconds`` (the lean decoder alone) when given, else by uniform's
@@ -418,26 +519,45 @@ def hardware_summary(cfg: Config, device: torch.device, medians: dict, step_prob
     mc = AutoConfig.from_pretrained(cfg.base_dir)
     tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
     n, t = cfg.train.prompts_per_step * cfg.rollout.k, cfg.rollout.max_new_tokens
-    widths = [max(len(tok(build_prompt(q["problem"]), add_special_tokens=False)["input_ids"]) for q in probs)
-              for probs in step_problems]
+    widths = [
+        max(len(tok(build_prompt(q["problem"]), add_special_tokens=False)["input_ids"]) for q in probs)
+        for probs in step_problems
+    ]
     p = int(statistics.median(widths))
     u = int(statistics.median(len({q["id"] for q in probs}) for probs in step_problems))
     q0 = shared_prefix_length(p, p + t - 1)
     flops = step_flops(mc, top_rank(cfg), list(cfg.lora.target_modules), n, u, p, t, q0)
     uni, arca = medians.get("uniform", {}), medians.get("arca", {})
-    seconds = {"sampling": sampling_seconds or uni.get("gen_seconds"), "forward": uni.get("forward_seconds"),
-               "backward": uni.get("backward_seconds"), "reference": arca.get("reference_seconds")}
-    peak = {"model_shape": matmul_gflops(device, n * (p + t - 1), mc.hidden_size, mc.intermediate_size),
-            "square_1024": matmul_gflops(device, 1024, 1024, 1024)}
+    seconds = {
+        "sampling": sampling_seconds or uni.get("gen_seconds"),
+        "forward": uni.get("forward_seconds"),
+        "backward": uni.get("backward_seconds"),
+        "reference": arca.get("reference_seconds"),
+    }
+    peak = {
+        "model_shape": matmul_gflops(device, n * (p + t - 1), mc.hidden_size, mc.intermediate_size),
+        "square_1024": matmul_gflops(device, 1024, 1024, 1024),
+    }
     best = max(peak.values())
     parts = {}
     for name, f in flops.items():
         sec = seconds.get(name)
         rate = f / sec / 1e9 if sec else None
-        parts[name] = {"gflop": f / 1e9, "seconds": sec, "gflops_per_s": rate,
-                       "fraction_of_matmul": rate / best if rate else None}
-    return {"prompt_tokens": p, "distinct_prompts": u, "completions": n, "completion_tokens": t,
-            "shared_prefix": q0, "matmul_gflops": peak, "parts": parts}
+        parts[name] = {
+            "gflop": f / 1e9,
+            "seconds": sec,
+            "gflops_per_s": rate,
+            "fraction_of_matmul": rate / best if rate else None,
+        }
+    return {
+        "prompt_tokens": p,
+        "distinct_prompts": u,
+        "completions": n,
+        "completion_tokens": t,
+        "shared_prefix": q0,
+        "matmul_gflops": peak,
+        "parts": parts,
+    }
 
 
 # ----------------------------------------------------------------------------- the step
@@ -445,8 +565,11 @@ def machine_info(device: torch.device) -> dict:
     import importlib.metadata as md
 
     info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-        "platform": platform.platform(), "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -463,11 +586,15 @@ def _problems_per_step(cfg: Config, n_steps: int) -> list[list[dict]]:
 
     records = read_records(cfg.data_dir / "train.jsonl")
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    return [[records[i] for i in torch.randint(len(records), (cfg.train.prompts_per_step,), generator=gen).tolist()]
-            for _ in range(n_steps)]
+    return [
+        [records[i] for i in torch.randint(len(records), (cfg.train.prompts_per_step,), generator=gen).tolist()]
+        for _ in range(n_steps)
+    ]
 
 
-def _interleaved(runners: dict[str, OurRunner], problems: list[list[dict]], steps: int, seed0: int) -> dict[str, list[dict]]:
+def _interleaved(
+    runners: dict[str, OurRunner], problems: list[list[dict]], steps: int, seed0: int
+) -> dict[str, list[dict]]:
     """One warm-up then ``steps`` timed steps of every runner, round-robin."""
     raw: dict[str, list[dict]] = {name: [] for name in runners}
     for i in range(steps + 1):
@@ -475,13 +602,26 @@ def _interleaved(runners: dict[str, OurRunner], problems: list[list[dict]], step
             row = runner.step(problems[i], seed0 + i)
             if i > 0:
                 raw[name].append(row)
-            log.info("bench %s step %d%s: %.2f s (gen %.2f, update %.2f)", name, i, " (warm-up)" if i == 0 else "",
-                     row["step_seconds"], row["gen_seconds"], row["update_seconds"])
+            log.info(
+                "bench %s step %d%s: %.2f s (gen %.2f, update %.2f)",
+                name,
+                i,
+                " (warm-up)" if i == 0 else "",
+                row["step_seconds"],
+                row["gen_seconds"],
+                row["update_seconds"],
+            )
     return raw
 
 
-def bench(cfg: Config, steps: int = DEFAULT_STEPS, lengths: list[int] | None = None, trl: bool = True,
-          blocks: int = DEFAULT_BLOCKS, methods: tuple[str, ...] = credit_lib.PAPER_METHODS) -> dict:
+def bench(
+    cfg: Config,
+    steps: int = DEFAULT_STEPS,
+    lengths: list[int] | None = None,
+    trl: bool = True,
+    blocks: int = DEFAULT_BLOCKS,
+    methods: tuple[str, ...] = credit_lib.PAPER_METHODS,
+) -> dict:
     """Run the whole benchmark; returns the summary (also written to ``<out_dir>/bench/``)."""
     from arca.io import write_json, write_text
     from arca.models import resolve_device
@@ -509,8 +649,9 @@ def bench(cfg: Config, steps: int = DEFAULT_STEPS, lengths: list[int] | None = N
     # sampling, lean against generate; where the time goes
     uni_cfg = bench_config(cfg, "uniform", rank, L)
     decoders = compare_decoders(uni_cfg, device, problems, steps) if cfg.rollout.backend == "transformers" else None
-    hardware = hardware_summary(uni_cfg, device, medians, problems[1:steps + 1],
-                                decoders["seconds"]["lean"] if decoders else None)
+    hardware = hardware_summary(
+        uni_cfg, device, medians, problems[1 : steps + 1], decoders["seconds"]["lean"] if decoders else None
+    )
 
     # 2. TRL peer, in blocks interleaved with our uniform
     trl_out: dict[str, Any] | None = None
@@ -529,7 +670,8 @@ def bench(cfg: Config, steps: int = DEFAULT_STEPS, lengths: list[int] | None = N
             torch.set_num_threads(cfg.train.threads)
         ours_m, trl_m = _summarize(ours_rows), _summarize(trl_rows)
         trl_out = {
-            "ours_uniform": ours_m, "trl": trl_m,
+            "ours_uniform": ours_m,
+            "trl": trl_m,
             "ratio_vs_trl": _ratio(ours_m["step_seconds"], trl_m["step_seconds"]),
             "gen_ratio_vs_trl": _ratio(ours_m["gen_seconds"], trl_m["gen_seconds"]),
             "update_ratio_vs_trl": _ratio(ours_m["update_seconds"], trl_m["update_seconds"]),
@@ -554,15 +696,29 @@ def bench(cfg: Config, steps: int = DEFAULT_STEPS, lengths: list[int] | None = N
         "length_scaling": scaling,
         "sampling": {k: v for k, v in decoders.items() if k != "raw"} if decoders else None,
         "hardware": hardware,
-        "raw": {"methods": raw_methods, "trl": trl_out["raw"] if trl_out else None,
-                "sampling": decoders["raw"] if decoders else None},
+        "raw": {
+            "methods": raw_methods,
+            "trl": trl_out["raw"] if trl_out else None,
+            "sampling": decoders["raw"] if decoders else None,
+        },
         "machine": machine_info(device),
         "settings": {
-            "config": cfg.name, "steps": steps, "warmup_steps": 1, "trl_blocks": blocks, "lengths": lengths,
-            "prompts_per_step": cfg.train.prompts_per_step, "k": cfg.rollout.k, "completions_per_step":
-            cfg.train.prompts_per_step * cfg.rollout.k, "max_new_tokens": L, "min_new_tokens": L,
-            "micro_batch_prompts": cfg.train.micro_batch_prompts, "lora_rank": rank, "dtype": cfg.model.dtype,
-            "threads": cfg.train.threads, "methods": list(methods), "trl": trl,
+            "config": cfg.name,
+            "steps": steps,
+            "warmup_steps": 1,
+            "trl_blocks": blocks,
+            "lengths": lengths,
+            "prompts_per_step": cfg.train.prompts_per_step,
+            "k": cfg.rollout.k,
+            "completions_per_step": cfg.train.prompts_per_step * cfg.rollout.k,
+            "max_new_tokens": L,
+            "min_new_tokens": L,
+            "micro_batch_prompts": cfg.train.micro_batch_prompts,
+            "lora_rank": rank,
+            "dtype": cfg.model.dtype,
+            "threads": cfg.train.threads,
+            "methods": list(methods),
+            "trl": trl,
         },
         "differences_from_trl": DIFFERENCES_FROM_TRL,
         "seconds": time.perf_counter() - t_start,
@@ -587,39 +743,65 @@ def format_table(s: dict) -> str:
         f"{st['lora_rank']}, {st['dtype']}, device {s['machine']['device']}, {st['threads']} thread(s); "
         f"medians of {st['steps']} interleaved steps after 1 warm-up.",
         "",
-        "| method | generation s | update s | step s | tokens/s | peak mem MB | mem growth MB | adapter-off passes | step x uniform | update x uniform |",
+        "| method | generation s | update s | step s | tokens/s | peak mem MB | mem growth MB "
+        "| adapter-off passes | step x uniform | update x uniform |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m, v in s["medians"].items():
-        lines.append(f"| {m} | {_f(v['gen_seconds'])} | {_f(v['update_seconds'])} | {_f(v['step_seconds'])} | "
-                     f"{_f(v['tokens_per_second'], '{:.0f}')} | {_f(v['peak_mem_mb'], '{:.0f}')} | "
-                     f"{_f(v['peak_mem_growth_mb'], '{:.0f}')} | {_f(v['reference_passes'], '{:.0f}')} | {_f(s['ratio_vs_uniform'].get(m))} | "
-                     f"{_f(s['update_ratio_vs_uniform'].get(m))} |")
-    lines += ["", "Update split (median seconds; the rest of the step is grading, labels and bookkeeping):", "",
-              "| method | forward | backward | adapter-off reference | optimizer | update |", "|---|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {m} | {_f(v['gen_seconds'])} | {_f(v['update_seconds'])} | {_f(v['step_seconds'])} | "
+            f"{_f(v['tokens_per_second'], '{:.0f}')} | {_f(v['peak_mem_mb'], '{:.0f}')} | "
+            f"{_f(v['peak_mem_growth_mb'], '{:.0f}')} | {_f(v['reference_passes'], '{:.0f}')} | "
+            f"{_f(s['ratio_vs_uniform'].get(m))} | "
+            f"{_f(s['update_ratio_vs_uniform'].get(m))} |"
+        )
+    lines += [
+        "",
+        "Update split (median seconds; the rest of the step is grading, labels and bookkeeping):",
+        "",
+        "| method | forward | backward | adapter-off reference | optimizer | update |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for m, v in s["medians"].items():
-        lines.append(f"| {m} | {_f(v.get('forward_seconds'))} | {_f(v.get('backward_seconds'))} | "
-                     f"{_f(v.get('reference_seconds'))} | {_f(v.get('optimizer_seconds'), '{:.3f}')} | {_f(v['update_seconds'])} |")
+        lines.append(
+            f"| {m} | {_f(v.get('forward_seconds'))} | {_f(v.get('backward_seconds'))} | "
+            f"{_f(v.get('reference_seconds'))} | {_f(v.get('optimizer_seconds'), '{:.3f}')} | "
+            f"{_f(v['update_seconds'])} |"
+        )
     if s.get("sampling"):
         d = s["sampling"]
-        lines += ["", f"Sampling of one step ({st['completions_per_step']} completions x {st['max_new_tokens']} tokens), "
-                      f"`rollout.decoder` lean against generate, {d['reps']} interleaved rounds, tokens identical: "
-                      f"**{'yes' if d['identical'] else 'NO'}**:", "",
-                  "| decoder | seconds | completion tokens/s | x generate |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            f"Sampling of one step ({st['completions_per_step']} completions x {st['max_new_tokens']} tokens), "
+            f"`rollout.decoder` lean against generate, {d['reps']} interleaved rounds, tokens identical: "
+            f"**{'yes' if d['identical'] else 'NO'}**:",
+            "",
+            "| decoder | seconds | completion tokens/s | x generate |",
+            "|---|---:|---:|---:|",
+        ]
         for name in ("generate", "lean"):
-            lines.append(f"| {name} | {_f(d['seconds'][name])} | {_f(d['tokens_per_second'][name], '{:.0f}')} | "
-                         f"{_f(_ratio(d['seconds']['generate'], d['seconds'][name]))} |")
+            lines.append(
+                f"| {name} | {_f(d['seconds'][name])} | {_f(d['tokens_per_second'][name], '{:.0f}')} | "
+                f"{_f(_ratio(d['seconds']['generate'], d['seconds'][name]))} |"
+            )
     if s.get("hardware"):
         hw = s["hardware"]
         mm = hw["matmul_gflops"]
-        lines += ["", f"Arithmetic of one step (prompts {hw['prompt_tokens']} tokens wide, {hw['distinct_prompts']} distinct, "
-                      f"reference pass sharing the first {hw['shared_prefix']} positions) against this machine's float32 "
-                      f"matmul: {_f(mm['model_shape'], '{:.1f}')} GFLOP/s at the model's MLP shape, "
-                      f"{_f(mm['square_1024'], '{:.1f}')} GFLOP/s at 1024 x 1024 x 1024:", "",
-                  "| part | GFLOP | seconds | GFLOP/s | of the best matmul rate |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"Arithmetic of one step (prompts {hw['prompt_tokens']} tokens wide, {hw['distinct_prompts']} distinct, "
+            f"reference pass sharing the first {hw['shared_prefix']} positions) against this machine's float32 "
+            f"matmul: {_f(mm['model_shape'], '{:.1f}')} GFLOP/s at the model's MLP shape, "
+            f"{_f(mm['square_1024'], '{:.1f}')} GFLOP/s at 1024 x 1024 x 1024:",
+            "",
+            "| part | GFLOP | seconds | GFLOP/s | of the best matmul rate |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for name, v in hw["parts"].items():
-            lines.append(f"| {name} | {_f(v['gflop'])} | {_f(v['seconds'])} | {_f(v['gflops_per_s'], '{:.1f}')} | "
-                         f"{_f(v['fraction_of_matmul'] * 100 if v['fraction_of_matmul'] else None, '{:.0f}%')} |")
+            lines.append(
+                f"| {name} | {_f(v['gflop'])} | {_f(v['seconds'])} | {_f(v['gflops_per_s'], '{:.1f}')} | "
+                f"{_f(v['fraction_of_matmul'] * 100 if v['fraction_of_matmul'] else None, '{:.0f}%')} |"
+            )
     if s.get("trl"):
         t = s["trl"]
         lines += [
@@ -631,21 +813,35 @@ def format_table(s: dict) -> str:
             "|---|---:|---:|---:|---:|---:|",
         ]
         for name, v in (("ours (uniform)", t["ours_uniform"]), ("TRL GRPOTrainer", t["trl"])):
-            lines.append(f"| {name} | {_f(v['gen_seconds'])} | {_f(v['update_seconds'])} | {_f(v['step_seconds'])} | "
-                         f"{_f(v['tokens_per_second'], '{:.0f}')} | {_f(v['peak_mem_mb'], '{:.0f}')} |")
-        lines += ["", f"ours / TRL, whole step: **{_f(t['ratio_vs_trl'])}** (generation {_f(t['gen_ratio_vs_trl'])}, "
-                      f"rest of the step {_f(t['update_ratio_vs_trl'])})"]
+            lines.append(
+                f"| {name} | {_f(v['gen_seconds'])} | {_f(v['update_seconds'])} | {_f(v['step_seconds'])} | "
+                f"{_f(v['tokens_per_second'], '{:.0f}')} | {_f(v['peak_mem_mb'], '{:.0f}')} |"
+            )
+        lines += [
+            "",
+            f"ours / TRL, whole step: **{_f(t['ratio_vs_trl'])}** (generation {_f(t['gen_ratio_vs_trl'])}, "
+            f"rest of the step {_f(t['update_ratio_vs_trl'])})",
+        ]
     if s.get("length_scaling"):
-        lines += ["", "Length scaling (median step seconds / peak memory MB):", "",
-                  "| completion tokens | uniform step s | arca step s | arca x uniform | uniform peak MB | arca peak MB |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Length scaling (median step seconds / peak memory MB):",
+            "",
+            "| completion tokens | uniform step s | arca step s | arca x uniform | uniform peak MB | arca peak MB |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
         for length, v in s["length_scaling"].items():
             u, a = v.get("uniform", {}), v.get("arca", {})
-            lines.append(f"| {length} | {_f(u.get('step_seconds'))} | {_f(a.get('step_seconds'))} | "
-                         f"{_f(_ratio(a.get('step_seconds'), u.get('step_seconds')))} | "
-                         f"{_f(u.get('peak_mem_mb'), '{:.0f}')} | {_f(a.get('peak_mem_mb'), '{:.0f}')} |")
-    lines += ["", "Peak memory: CUDA max_memory_allocated, or on CPU the process's peak RSS during the step (it also "
-              "holds the other models of the run); growth = peak minus the memory in use when the step began."]
+            lines.append(
+                f"| {length} | {_f(u.get('step_seconds'))} | {_f(a.get('step_seconds'))} | "
+                f"{_f(_ratio(a.get('step_seconds'), u.get('step_seconds')))} | "
+                f"{_f(u.get('peak_mem_mb'), '{:.0f}')} | {_f(a.get('peak_mem_mb'), '{:.0f}')} |"
+            )
+    lines += [
+        "",
+        "Peak memory: CUDA max_memory_allocated, or on CPU the process's peak RSS during the step (it also "
+        "holds the other models of the run); growth = peak minus the memory in use when the step began.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -664,10 +860,10 @@ def parse_backends(text: str) -> tuple[str, ...]:
 
 def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: int = DEFAULT_STEPS) -> dict:
     """Completion tokens per second of each rollout backend on the training step's sampling batch."""
+    from arca.backends import make_generator
     from arca.io import write_json, write_text
     from arca.models import load_policy, resolve_device
     from arca.prompts import build_prompt
-    from arca.backends import make_generator
 
     if steps < 1:
         raise ValueError("--steps must be >= 1")
@@ -693,29 +889,52 @@ def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: i
         prompts = [build_prompt(p["problem"]) for p in problems[i]]
         for b, gen in gens.items():
             t0 = time.perf_counter()
-            out = gen.generate(prompts, K, r.temperature, r.top_p, L, seed=cfg.train.seed + i, top_k=r.top_k,
-                               min_new_tokens=L)
+            out = gen.generate(
+                prompts, K, r.temperature, r.top_p, L, seed=cfg.train.seed + i, top_k=r.top_k, min_new_tokens=L
+            )
             dt = time.perf_counter() - t0
             tokens = float(out.completion_mask.sum())
             if i == 0:
                 warmup[b] = dt  # vLLM builds its engine here
             else:
                 rows[b].append({"seconds": dt, "tokens": tokens, "tokens_per_second": tokens / dt})
-            log.info("bench generation %s round %d%s: %.2f s, %d tokens", b, i, " (warm-up)" if i == 0 else "", dt, tokens)
-    medians = {b: {"seconds": _median([x["seconds"] for x in v]), "tokens": _median([x["tokens"] for x in v]),
-                   "tokens_per_second": _median([x["tokens_per_second"] for x in v]), "warmup_seconds": warmup[b],
-                   "n": len(v)} for b, v in rows.items()}
+            log.info(
+                "bench generation %s round %d%s: %.2f s, %d tokens", b, i, " (warm-up)" if i == 0 else "", dt, tokens
+            )
+    medians = {
+        b: {
+            "seconds": _median([x["seconds"] for x in v]),
+            "tokens": _median([x["tokens"] for x in v]),
+            "tokens_per_second": _median([x["tokens_per_second"] for x in v]),
+            "warmup_seconds": warmup[b],
+            "n": len(v),
+        }
+        for b, v in rows.items()
+    }
     ref = medians[backends[0]]["tokens_per_second"]
     for v in medians.values():
         v["speed_x_first"] = _ratio(v["tokens_per_second"], ref)
     summary = {
-        "medians": medians, "raw": rows, "machine": machine_info(device) | {"vllm": _vllm_version() if "vllm" in backends else None},
-        "settings": {"config": cfg.name, "model": cfg.model.source, "n_params": sum(p.numel() for p in model.parameters()
-                                                                                   if not p.requires_grad),
-                     "backends": list(backends), "steps": steps, "prompts_per_step": cfg.train.prompts_per_step,
-                     "k": K, "completions": cfg.train.prompts_per_step * K, "new_tokens": L, "lora_rank": rank,
-                     "dtype": cfg.model.dtype, "threads": cfg.train.threads, "temperature": r.temperature,
-                     "top_p": r.top_p, "top_k": r.top_k},
+        "medians": medians,
+        "raw": rows,
+        "machine": machine_info(device) | {"vllm": _vllm_version() if "vllm" in backends else None},
+        "settings": {
+            "config": cfg.name,
+            "model": cfg.model.source,
+            "n_params": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+            "backends": list(backends),
+            "steps": steps,
+            "prompts_per_step": cfg.train.prompts_per_step,
+            "k": K,
+            "completions": cfg.train.prompts_per_step * K,
+            "new_tokens": L,
+            "lora_rank": rank,
+            "dtype": cfg.model.dtype,
+            "threads": cfg.train.threads,
+            "temperature": r.temperature,
+            "top_p": r.top_p,
+            "top_k": r.top_k,
+        },
         "seconds": time.perf_counter() - t_start,
     }
     for gen in gens.values():
@@ -741,7 +960,8 @@ def format_generation_table(s: dict) -> str:
     st = s["settings"]
     first = st["backends"][0]
     lines = [
-        f"Generation, config `{st['config']}` ({st['n_params'] / 1e6:.1f}M-parameter base, LoRA rank {st['lora_rank']}, "
+        f"Generation, config `{st['config']}` ({st['n_params'] / 1e6:.1f}M-parameter base, "
+        f"LoRA rank {st['lora_rank']}, "
         f"{st['dtype']}, {s['machine']['device']}, {st['threads']} thread(s)): {st['prompts_per_step']} prompts x "
         f"K={st['k']} = {st['completions']} completions of exactly {st['new_tokens']} tokens (T={st['temperature']}, "
         f"top-k {st['top_k']}, top-p {st['top_p']}); medians of {st['steps']} interleaved rounds after 1 warm-up.",
@@ -750,8 +970,10 @@ def format_generation_table(s: dict) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for b, v in s["medians"].items():
-        lines.append(f"| {b} | {_f(v['seconds'])} | {_f(v['tokens_per_second'], '{:.0f}')} | {_f(v['speed_x_first'])} | "
-                     f"{_f(v['warmup_seconds'], '{:.1f}')} |")
+        lines.append(
+            f"| {b} | {_f(v['seconds'])} | {_f(v['tokens_per_second'], '{:.0f}')} | {_f(v['speed_x_first'])} | "
+            f"{_f(v['warmup_seconds'], '{:.1f}')} |"
+        )
     return "\n".join(lines) + "\n"
 
 

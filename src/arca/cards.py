@@ -11,6 +11,7 @@ directory, not the adapter folder. It is therefore the Hub id for ``model.source
 absolute path of ``results/<name>/base/`` otherwise (a pretrained-here, local or GGUF base is
 materialized there, tokenizer included); the card says what to edit when that folder moves.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,12 @@ def final_metrics(metrics: list[dict], curve: list[dict]) -> dict[str, Any]:
             out[f"mean_{key}"] = _mean(metrics, key)
     if curve:
         point = curve[-1]
-        out.update(curve_step=point["step"], curve_greedy=point["greedy"], curve_sampled=point["sampled"],
-                   curve_problems=point["n"])
+        out.update(
+            curve_step=point["step"],
+            curve_greedy=point["greedy"],
+            curve_sampled=point["sampled"],
+            curve_problems=point["n"],
+        )
     return out
 
 
@@ -76,71 +81,95 @@ def model_card(cfg: Config, info: dict) -> str:
     t, r = cfg.train, cfg.rollout
     rows = [
         ("run id", f"`{info['run']}` (experiment `{cfg.name}`)"),
-        ("credit method (`credit.method`)", f"`{cfg.credit.method}`, sharpen s = {cfg.credit.sharpen:g}, "
-                                            f"normalization `{cfg.credit.normalization}`"),
-        ("LoRA", f"rank {cfg.lora.rank}, alpha {cfg.lora.lora_alpha:g}, dropout {cfg.lora.dropout:g}, "
-                 f"modules {', '.join(cfg.lora.target_modules)}"),
+        (
+            "credit method (`credit.method`)",
+            f"`{cfg.credit.method}`, sharpen s = {cfg.credit.sharpen:g}, normalization `{cfg.credit.normalization}`",
+        ),
+        (
+            "LoRA",
+            f"rank {cfg.lora.rank}, alpha {cfg.lora.lora_alpha:g}, dropout {cfg.lora.dropout:g}, "
+            f"modules {', '.join(cfg.lora.target_modules)}",
+        ),
         ("seed (`train.seed`)", str(cfg.train.seed)),
-        ("optimizer steps", f"{info['steps']} of {t.prompts_per_step} prompts x K = {r.k} completions, "
-                            f"lr {t.lr:g} (warm-up {t.warmup_steps}, cosine), AdamW"),
-        ("sampling while training", f"T = {r.temperature:g}, top-k {r.top_k}, top-p {r.top_p:g}, "
-                                    f"up to {r.max_new_tokens} new tokens"),
+        (
+            "optimizer steps",
+            f"{info['steps']} of {t.prompts_per_step} prompts x K = {r.k} completions, "
+            f"lr {t.lr:g} (warm-up {t.warmup_steps}, cosine), AdamW",
+        ),
+        (
+            "sampling while training",
+            f"T = {r.temperature:g}, top-k {r.top_k}, top-p {r.top_p:g}, up to {r.max_new_tokens} new tokens",
+        ),
         ("trainable parameters", f"{info.get('trainable_params', '-'):,}" if info.get("trainable_params") else "-"),
         ("config hash", f"`{info['config_hash']}` (training sections of `../config.yaml`)"),
         ("base model", f"`{base}`" + ("" if hub else " (built by `python -m arca build-base`)")),
         ("written by", f"arca-bench {__version__}, `python -m arca train --run {info['run']}`"),
     ]
     fm = info.get("final_metrics", {})
-    metric_rows = [(f"{key} (last step / mean over training)", f"{_fmt(fm.get('last_' + key))} / {_fmt(fm.get('mean_' + key))}")
-                   for key in CARD_METRICS if "last_" + key in fm]
+    metric_rows = [
+        (f"{key} (last step / mean over training)", f"{_fmt(fm.get('last_' + key))} / {_fmt(fm.get('mean_' + key))}")
+        for key in CARD_METRICS
+        if "last_" + key in fm
+    ]
     if "curve_greedy" in fm:
-        metric_rows.append((f"held-out accuracy at step {fm['curve_step']} ({fm['curve_problems']} problems)",
-                            f"greedy {_fmt(fm['curve_greedy'])}, one sample {_fmt(fm['curve_sampled'])}"))
+        metric_rows.append(
+            (
+                f"held-out accuracy at step {fm['curve_step']} ({fm['curve_problems']} problems)",
+                f"greedy {_fmt(fm['curve_greedy'])}, one sample {_fmt(fm['curve_sampled'])}",
+            )
+        )
     table = lambda pairs: "\n".join(["| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in pairs)])  # noqa: E731
-    moved = ("" if hub else
-             "\nThe base is recorded as an absolute path. If you move or copy the results folder, set "
-             "`base_model_name_or_path` in `adapter_config.json` to the new location of `base/` "
-             "(or load the base yourself and use `PeftModel.from_pretrained(base, adapter_dir)`).\n")
-    return "\n".join([
-        *meta,
-        f"# {info['run']}: a LoRA adapter trained with GRPO and `{cfg.credit.method}` token credit",
-        "",
-        "Trained by arca-bench, a benchmark of token-level credit assignment in LoRA-GRPO that "
-        "reproduces *ARCA: Adapter-Residual Credit Assignment When Token Signals Degenerate* "
-        f"(arXiv 2606.00257). The held-out evaluation of this run: `{cfg.eval_dir(info['run']) / 'summary.json'}`; "
-        f"the experiment's tables: `{cfg.out_dir / 'tables'}/`.",
-        "",
-        "## Training",
-        "",
-        table(rows),
-        "",
-        "## Final training metrics",
-        "",
-        table(metric_rows) if metric_rows else "(no metrics recorded)",
-        "",
-        "`reward_mean`: share of correct completions (string-match grader); `gini` and `eff_ratio`: "
-        "concentration of the token weights (0 and 1 for uniform credit); `fallback_frac`: share of "
-        "sequences that fell back to uniform weights; `decisive_auroc`: how well the weights pick out "
-        "the planted decisive tokens (0.5 = chance; planted-fork data only).",
-        "",
-        "## Loading",
-        "",
-        "```python",
-        "from peft import AutoPeftModelForCausalLM",
-        "from transformers import AutoTokenizer",
-        "",
-        'model = AutoPeftModelForCausalLM.from_pretrained("path/to/this/adapter")',
-        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/adapter")',
-        "```",
-        moved,
-    ])
+    moved = (
+        ""
+        if hub
+        else "\nThe base is recorded as an absolute path. If you move or copy the results folder, set "
+        "`base_model_name_or_path` in `adapter_config.json` to the new location of `base/` "
+        "(or load the base yourself and use `PeftModel.from_pretrained(base, adapter_dir)`).\n"
+    )
+    return "\n".join(
+        [
+            *meta,
+            f"# {info['run']}: a LoRA adapter trained with GRPO and `{cfg.credit.method}` token credit",
+            "",
+            "Trained by arca-bench, a benchmark of token-level credit assignment in LoRA-GRPO that "
+            "reproduces *ARCA: Adapter-Residual Credit Assignment When Token Signals Degenerate* "
+            f"(arXiv 2606.00257). The held-out evaluation of this run: `{cfg.eval_dir(info['run']) / 'summary.json'}`; "
+            f"the experiment's tables: `{cfg.out_dir / 'tables'}/`.",
+            "",
+            "## Training",
+            "",
+            table(rows),
+            "",
+            "## Final training metrics",
+            "",
+            table(metric_rows) if metric_rows else "(no metrics recorded)",
+            "",
+            "`reward_mean`: share of correct completions (string-match grader); `gini` and `eff_ratio`: "
+            "concentration of the token weights (0 and 1 for uniform credit); `fallback_frac`: share of "
+            "sequences that fell back to uniform weights; `decisive_auroc`: how well the weights pick out "
+            "the planted decisive tokens (0.5 = chance; planted-fork data only).",
+            "",
+            "## Loading",
+            "",
+            "```python",
+            "from peft import AutoPeftModelForCausalLM",
+            "from transformers import AutoTokenizer",
+            "",
+            'model = AutoPeftModelForCausalLM.from_pretrained("path/to/this/adapter")',
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/adapter")',
+            "```",
+            moved,
+        ]
+    )
 
 
 def adapter_run_info(adapter_dir: Path) -> dict:
     """The ``arca_run.json`` a finished run wrote into its adapter folder (its identity and config hash)."""
     path = Path(adapter_dir) / RUN_INFO
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {adapter_dir} is not a finished run of this version of arca; retrain it")
+        raise FileNotFoundError(
+            f"{path} not found: {adapter_dir} is not a finished run of this version of arca; retrain it"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -155,5 +184,7 @@ def check_adapter_hash(adapter_dir: Path, run_id: str, expected: str) -> None:
         raise ValueError(
             f"{adapter_dir} was trained with config hash {got}, but this config gives run '{run_id}' the hash "
             f"{expected}: it was trained with other settings (by hand with --set?). Retrain it with this config "
-            f"(snakemake --cores all --forcerun {adapter_dir}, with your --configfile, or delete {Path(adapter_dir).parent}), "
-            "or pass the settings it was trained with")
+            f"(snakemake --cores all --forcerun {adapter_dir}, with your --configfile, "
+            f"or delete {Path(adapter_dir).parent}), "
+            "or pass the settings it was trained with"
+        )

@@ -16,16 +16,18 @@ To add a method, write one function and register it::
         return x.logprobs.exp()
     REGISTRY["my_method"] = CreditMethod(my_signal, needs=frozenset(), doc="p(y_t)")
 
-``needs`` may hold ``"labels"`` (the planted forks' decisive tokens, for the oracle), ``"entropies"``, ``"step_entropies"`` (the entropies of every real token of
-the optimizer step, for batch-level thresholds), ``"ref_logprobs"``, ``"hidden"`` (adapted and
-base final hidden states) and ``"lora_delta"`` (the summed LoRA outputs into the residual stream,
-collected by hooks in the gradient pass); the training loop computes only what the method asks
-for, and runs the single adapter-off pass only when ``ref_logprobs`` or ``hidden`` is needed.
+``needs`` may hold ``"labels"`` (the planted forks' decisive tokens, for the oracle),
+``"entropies"``, ``"step_entropies"`` (the entropies of every real token of the optimizer step, for
+batch-level thresholds), ``"ref_logprobs"``, ``"hidden"`` (adapted and base final hidden states) and
+``"lora_delta"`` (the summed LoRA outputs into the residual stream, collected by hooks in the
+gradient pass); the training loop computes only what the method asks for, and runs the single
+adapter-off pass only when ``ref_logprobs`` or ``hidden`` is needed.
 
 The loss may use the weights as they are (``sum_to_one``, the paper) or scaled by the masked
 length so that they average 1 over the mask (``mean_one``, see ``loss_weights``); diagnostics
 always read the sum-to-one weights.
 """
+
 from __future__ import annotations
 
 import typing
@@ -199,8 +201,10 @@ def needs_residual_writer(cfg: Config) -> tuple[str, str] | None:
     """arca_layers reads the LoRA outputs of the residual-stream writers: one must be adapted."""
     if set(cfg.lora.target_modules) & set(RESIDUAL_WRITERS):
         return None
-    return "lora.target_modules", (f"must include a residual-stream writer {list(RESIDUAL_WRITERS)} for credit method "
-                                   f"{cfg.credit.method!r} (it sums their LoRA outputs), got {cfg.lora.target_modules}")
+    return "lora.target_modules", (
+        f"must include a residual-stream writer {list(RESIDUAL_WRITERS)} for credit method "
+        f"{cfg.credit.method!r} (it sums their LoRA outputs), got {cfg.lora.target_modules}"
+    )
 
 
 @dataclass(frozen=True)
@@ -224,10 +228,18 @@ REGISTRY: dict[str, CreditMethod] = {
     "entropy_reduction": CreditMethod(entropy_reduction_signal, frozenset({ENTROPIES}), "max(0, H_t - H_{t+1})"),
     "divergence": CreditMethod(divergence_signal, frozenset({REF_LOGPROBS}), "|log pi(y_t) - log pi_ref(y_t)|"),
     "arca": CreditMethod(arca_signal, frozenset({HIDDEN}), "||h_adapted_t - h_base_t||_2"),
-    "arca_permuted": CreditMethod(arca_permuted_signal, frozenset({HIDDEN}), "ARCA's alpha permuted within each sequence"),
-    "entropy_top20": CreditMethod(entropy_top20_signal, frozenset({ENTROPIES, STEP_ENTROPIES}), "1[H_t in the step's top 20%]"),
-    "arca_layers": CreditMethod(arca_layers_signal, frozenset({LORA_DELTA}), "||sum_l (alpha/r) B_l A_l x_l||_2 over residual writers",
-                                needs_residual_writer),
+    "arca_permuted": CreditMethod(
+        arca_permuted_signal, frozenset({HIDDEN}), "ARCA's alpha permuted within each sequence"
+    ),
+    "entropy_top20": CreditMethod(
+        entropy_top20_signal, frozenset({ENTROPIES, STEP_ENTROPIES}), "1[H_t in the step's top 20%]"
+    ),
+    "arca_layers": CreditMethod(
+        arca_layers_signal,
+        frozenset({LORA_DELTA}),
+        "||sum_l (alpha/r) B_l A_l x_l||_2 over residual writers",
+        needs_residual_writer,
+    ),
     "oracle": CreditMethod(oracle_signal, frozenset({LABELS}), "1[y_t is a labelled decisive fork token]"),
     "anti_oracle": CreditMethod(anti_oracle_signal, frozenset({LABELS}), "1[y_t is not a labelled decisive token]"),
 }
@@ -239,9 +251,12 @@ PAPER_METHODS = ("uniform", "surprisal", "entropy_reduction", "divergence", "arc
 def check_config(cfg: Config, source: str = "<config>") -> None:
     """What only the registry can check: every method the config names exists, and each run's
     config meets its method's requirements. Raises ``ConfigError`` naming the key."""
+
     def check(method: str, key: str, run_cfg: Config | None) -> None:
         if method not in REGISTRY:
-            raise ConfigError(f"{source}: key '{key}' names an unknown credit method {method!r} (known: {sorted(REGISTRY)})")
+            raise ConfigError(
+                f"{source}: key '{key}' names an unknown credit method {method!r} (known: {sorted(REGISTRY)})"
+            )
         problem = REGISTRY[method].requires(run_cfg) if REGISTRY[method].requires and run_cfg is not None else None
         if problem:
             raise ConfigError(f"{source}: key '{problem[0]}' {problem[1]}")
@@ -250,10 +265,16 @@ def check_config(cfg: Config, source: str = "<config>") -> None:
     for i, cell in enumerate(cfg.sweep.cells):
         check(cell.method, f"sweep.cells[{i}].method", None)
         if cell.ranks and cfg.sweep.seeds:  # the cell's resolved config (its overrides applied)
-            check(cell.method, f"sweep.cells[{i}].method", grid.for_run(cfg, make_run_id(cell.name, cell.ranks[0], cfg.sweep.seeds[0])))
+            check(
+                cell.method,
+                f"sweep.cells[{i}].method",
+                grid.for_run(cfg, make_run_id(cell.name, cell.ranks[0], cfg.sweep.seeds[0])),
+            )
 
 
-def normalize(alpha: torch.Tensor, mask: torch.Tensor, sharpen: float = 2.0, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+def normalize(
+    alpha: torch.Tensor, mask: torch.Tensor, sharpen: float = 2.0, eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha + eps)^s, masked and normalized per row; uniform fall-back when the sum <= eps.
 
     Returns ``(weights [B, T], fallback [B] bool)``. Non-finite signals are made finite first
@@ -289,7 +310,9 @@ def loss_weights(weights: torch.Tensor, mask: torch.Tensor, normalization: str =
     raise ValueError(f"unknown credit normalization {normalization!r} (known: {list(NORMALIZATIONS)})")
 
 
-def token_weights(method: str, inputs: CreditInputs, sharpen: float = 2.0, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+def token_weights(
+    method: str, inputs: CreditInputs, sharpen: float = 2.0, eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights [B, T] (detached, rows sum to 1 over the mask) and the fall-back flags [B]."""
     if method not in REGISTRY:
         raise ValueError(f"unknown credit method {method!r} (known: {sorted(REGISTRY)})")

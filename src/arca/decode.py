@@ -34,6 +34,7 @@ model, SmolLM2, Qwen3-1.7B-Base) with SDPA attention in every layer, plain LoRA 
 generation-config processor beyond the ones above; anything else is refused at construction with
 a message naming ``rollout.decoder``.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,11 +48,25 @@ SUPPORTED_MODEL_TYPES = ("llama", "qwen3")
 # Generation-config fields that would make ``generate`` add a logits processor we do not apply,
 # with the value that means "off".
 _OFF_PROCESSORS = {
-    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
-    "bad_words_ids": None, "sequence_bias": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
-    "suppress_tokens": None, "begin_suppress_tokens": None, "min_length": 0, "min_p": None,
-    "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "top_h": None, "guidance_scale": None,
-    "exponential_decay_length_penalty": None, "remove_invalid_values": False, "renormalize_logits": False,
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "sequence_bias": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "min_length": 0,
+    "min_p": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "top_h": None,
+    "guidance_scale": None,
+    "exponential_decay_length_penalty": None,
+    "remove_invalid_values": False,
+    "renormalize_logits": False,
     "watermarking_config": None,
 }
 
@@ -61,13 +76,22 @@ class UnsupportedModelError(ValueError):
 
 
 def _unsupported(why: str) -> UnsupportedModelError:
-    return UnsupportedModelError(f"rollout.decoder: lean cannot decode this model ({why}); "
-                                 "set rollout.decoder: generate")
+    return UnsupportedModelError(
+        f"rollout.decoder: lean cannot decode this model ({why}); set rollout.decoder: generate"
+    )
 
 
 # ----------------------------------------------------------------------------- sampling
-def process_scores(logits: torch.Tensor, n_generated: int, greedy: bool, temperature: float, top_k: int,
-                   top_p: float, min_new_tokens: int, eos_mask: torch.Tensor) -> torch.Tensor:
+def process_scores(
+    logits: torch.Tensor,
+    n_generated: int,
+    greedy: bool,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    min_new_tokens: int,
+    eos_mask: torch.Tensor,
+) -> torch.Tensor:
     """``generate``'s logits processors, in its order, on next-token logits [B, V] (float32).
 
     EOS suppression while ``n_generated < min_new_tokens`` (also when greedy); then, for sampling
@@ -220,8 +244,10 @@ class LeanDecoder:
         self.lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         cfg = getattr(self.lm, "config", None)
         if getattr(cfg, "model_type", None) not in SUPPORTED_MODEL_TYPES:
-            raise _unsupported(f"model type {getattr(cfg, 'model_type', type(self.lm).__name__)!r}, "
-                               f"supported: {list(SUPPORTED_MODEL_TYPES)}")
+            raise _unsupported(
+                f"model type {getattr(cfg, 'model_type', type(self.lm).__name__)!r}, "
+                f"supported: {list(SUPPORTED_MODEL_TYPES)}"
+            )
         if getattr(cfg, "_attn_implementation", None) != "sdpa":
             raise _unsupported(f"attention implementation {getattr(cfg, '_attn_implementation', None)!r}, needs 'sdpa'")
         if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
@@ -242,15 +268,34 @@ class LeanDecoder:
             qk_norm = None
             if getattr(at, "q_norm", None) is not None:
                 qk_norm = torch.cat([at.q_norm.weight.expand(self.n_heads, -1), at.k_norm.weight.expand(self.n_kv, -1)])
-            out.append(Block(
-                at, layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
-                projection(at.q_proj), projection(at.k_proj), projection(at.v_proj), projection(at.o_proj), qk_norm,
-                projection(mlp.gate_proj), projection(mlp.up_proj), projection(mlp.down_proj), mlp.act_fn))
+            out.append(
+                Block(
+                    at,
+                    layer.input_layernorm.weight,
+                    layer.post_attention_layernorm.weight,
+                    projection(at.q_proj),
+                    projection(at.k_proj),
+                    projection(at.v_proj),
+                    projection(at.o_proj),
+                    qk_norm,
+                    projection(mlp.gate_proj),
+                    projection(mlp.up_proj),
+                    projection(mlp.down_proj),
+                    mlp.act_fn,
+                )
+            )
         return out
 
-    def _hidden(self, blocks: list[Block], ids: torch.Tensor, pos: torch.Tensor, start: int,
-                cache: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor | None,
-                kv_end: int | None = None) -> torch.Tensor:
+    def _hidden(
+        self,
+        blocks: list[Block],
+        ids: torch.Tensor,
+        pos: torch.Tensor,
+        start: int,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        mask: torch.Tensor | None,
+        kv_end: int | None = None,
+    ) -> torch.Tensor:
         """Final hidden states [B, S, H] (after the last norm) of tokens ``ids`` [B, S] at positions ``pos``.
 
         Their keys and values go into ``cache`` at start..start+S-1, and they attend over the first
@@ -275,26 +320,47 @@ class LeanDecoder:
             qk = rotate(qk, cos, sin)
             kc[:, :, start:end] = qk[:, :, n_q:].transpose(1, 2)
             vc[:, :, start:end] = blk.v(x).view(B, S, -1, self.head_dim).transpose(1, 2)
-            a, _ = sdpa_attention_forward(blk.attn, qk[:, :, :n_q].transpose(1, 2), kc[:, :, :kv_end],
-                                          vc[:, :, :kv_end], mask, dropout=0.0, scaling=blk.attn.scaling)  # [B, S, heads, D]
+            a, _ = sdpa_attention_forward(
+                blk.attn,
+                qk[:, :, :n_q].transpose(1, 2),
+                kc[:, :, :kv_end],
+                vc[:, :, :kv_end],
+                mask,
+                dropout=0.0,
+                scaling=blk.attn.scaling,
+            )  # [B, S, heads, D]
             h = h + blk.o(a.reshape(B, S, -1))
             x = rms_norm(h, blk.ln2, self.eps)
             h = h + blk.down(blk.act(blk.gate(x)) * blk.up(x))
         return rms_norm(h, lm.model.norm.weight, self.eps)  # [B, S, H]
 
-    def _forward(self, blocks: list[Block], ids: torch.Tensor, pos: torch.Tensor, start: int,
-                 cache: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor | None) -> torch.Tensor:
+    def _forward(
+        self,
+        blocks: list[Block],
+        ids: torch.Tensor,
+        pos: torch.Tensor,
+        start: int,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         """``_hidden``, then the logits of the last position [B, V] in fp32 (generate()'s ``logits_to_keep=1``)."""
         h = self._hidden(blocks, ids, pos, start, cache, mask)
         head = self.lm.lm_head
         return F.linear(h[:, -1:, :], head.weight, head.bias)[:, -1].to(torch.float32)  # [B, V]
 
-    def _cache(self, rows: int, length: int, like: torch.Tensor, n_blocks: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _cache(
+        self, rows: int, length: int, like: torch.Tensor, n_blocks: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [tuple(like.new_zeros(rows, self.n_kv, length, self.head_dim) for _ in "kv") for _ in range(n_blocks)]
 
     @torch.no_grad()
-    def final_hidden(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                     completion_mask: torch.Tensor) -> torch.Tensor | None:
+    def final_hidden(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+    ) -> torch.Tensor | None:
         """Final hidden states [B, T, H] at the positions predicting y_1..y_T, equal to the full-sequence pass.
 
         The full pass (``arca.scoring._final_hidden``) runs prompt + completion [B, S = P+T-1] with the
@@ -317,21 +383,40 @@ class LeanDecoder:
         blocks = self.blocks()
         dtype = self.lm.model.embed_tokens.weight.dtype
         causal = torch.ones(S, S, dtype=torch.bool, device=ids.device).tril()  # [S, S]
-        uniq, inverse = torch.unique(torch.cat([ids[:, :q0], am[:, :q0]], dim=1), dim=0, return_inverse=True)  # [U, 2 q0]
+        uniq, inverse = torch.unique(
+            torch.cat([ids[:, :q0], am[:, :q0]], dim=1), dim=0, return_inverse=True
+        )  # [U, 2 q0]
         u_am = torch.cat([uniq[:, q0:].bool(), am.new_zeros(len(uniq), S - q0, dtype=torch.bool)], dim=1)  # [U, S]
         u_pos = (uniq[:, q0:].cumsum(dim=1) - 1).clamp(min=0)  # [U, q0]
         cache = self._cache(len(uniq), S, self.lm.model.embed_tokens.weight, len(blocks))
-        self._hidden(blocks, uniq[:, :q0], u_pos, 0, cache, additive(causal[None, None, :q0] & u_am[:, None, None], dtype),
-                     kv_end=S)  # fills the shared keys and values of positions 0..q0-1
+        self._hidden(
+            blocks,
+            uniq[:, :q0],
+            u_pos,
+            0,
+            cache,
+            additive(causal[None, None, :q0] & u_am[:, None, None], dtype),
+            kv_end=S,
+        )  # fills the shared keys and values of positions 0..q0-1
         cache = [(kc[inverse], vc[inverse]) for kc, vc in cache]
         mask = additive(causal[None, None, q0:] & am.bool()[:, None, None], dtype)  # [B, 1, S-q0, S]
         h = self._hidden(blocks, ids[:, q0:], pos[:, q0:], q0, cache, mask)  # [B, S-q0, H]
-        return h[:, P - 1 - q0:]  # [B, T, H]
+        return h[:, P - 1 - q0 :]  # [B, T, H]
 
     @torch.no_grad()
-    def generate(self, ids: torch.Tensor, am: torch.Tensor, max_new_tokens: int, eos_ids: list[int], pad_id: int,
-                 greedy: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                 min_new_tokens: int = 0) -> torch.Tensor:
+    def generate(
+        self,
+        ids: torch.Tensor,
+        am: torch.Tensor,
+        max_new_tokens: int,
+        eos_ids: list[int],
+        pad_id: int,
+        greedy: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_new_tokens: int = 0,
+    ) -> torch.Tensor:
         """Completions [B, T] (T <= max_new_tokens) of left-padded prompts ``ids`` / ``am`` [B, P].
 
         Row b holds its tokens up to and including its first EOS, then ``pad_id``; T is the step at
@@ -359,7 +444,9 @@ class LeanDecoder:
             logits, pos0 = logits[inverse], pos0[inverse]  # [B, V], [B, P]
             cache = [(kc[inverse], vc[inverse]) for kc, vc in cache]
         pos = pos0[:, -1:]  # [B, 1]
-        full_mask = additive(torch.cat([am.bool(), am.new_ones(B, max_new_tokens, dtype=torch.bool)], 1), dtype)  # [B, L]
+        full_mask = additive(
+            torch.cat([am.bool(), am.new_ones(B, max_new_tokens, dtype=torch.bool)], 1), dtype
+        )  # [B, L]
 
         eos = torch.tensor(sorted(eos_ids), device=device)
         eos_mask = torch.isin(torch.arange(logits.shape[-1], device=device), eos)  # [V]
@@ -382,7 +469,7 @@ class LeanDecoder:
                 rows, pos, full_mask = rows[keep], pos[keep], full_mask[keep]
                 cache = [(kc[keep], vc[keep]) for kc, vc in cache]
             pos = pos + 1
-            step_mask = full_mask[:, None, None, :P + steps] if padded else None  # [R, 1, 1, P+steps]
+            step_mask = full_mask[:, None, None, : P + steps] if padded else None  # [R, 1, 1, P+steps]
             new = self._forward(blocks, tok[rows, None], pos, P + steps - 1, cache, step_mask)  # [R, V]
             if len(rows) == B:
                 logits = new

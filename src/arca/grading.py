@@ -25,6 +25,7 @@ because it runs sympy on model output; ``grade_both`` gives both grades per comp
 A gold answer that is empty (a problem whose reference solution has no ``\boxed{...}``, kept in
 the evaluation set) scores 0 under both graders.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,8 +116,7 @@ def grade_paper(completion: Any, gold_answer: Any) -> bool:
 _gold_of = gold_answer  # grade_paper's parameter shadows the function name
 
 
-def grade_both(golds: Sequence[str], completions: Sequence[str], timeout: float = 5.0,
-               workers: int = 1) -> list[dict]:
+def grade_both(golds: Sequence[str], completions: Sequence[str], timeout: float = 5.0, workers: int = 1) -> list[dict]:
     """Both graders for each pair: ``{"answer": last box or None, "paper": bool, "math_verify": bool}``."""
     golds, completions = list(golds), list(completions)
     if len(golds) != len(completions):

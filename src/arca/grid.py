@@ -17,6 +17,7 @@ verbatim, because Snakemake itself accepts no dotted key; ``apply_set`` applies 
 is planned. ``arca.config.load_config`` merges them exactly like Snakemake did, so the step sees
 the same config the DAG was planned from.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +28,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from arca.config import (
-    Config, ConfigError, apply_overrides, from_dict, parse_override, parse_run_id, set_dotted, to_dict, training_hash,
+    Config,
+    ConfigError,
+    apply_overrides,
+    from_dict,
+    parse_override,
+    parse_run_id,
+    set_dotted,
+    to_dict,
+    training_hash,
 )
 
 BASE = "base"  # the evaluation target that means "the base model, no adapter"
@@ -59,8 +68,16 @@ FIGURES = tuple(FIGURE_GROUPS)
 FIGURE_FORMATS = ("png", "pdf")
 # The tables `snakemake --report` shows (their CSV). It shows every figure's PNG too; the Markdown,
 # LaTeX and PDF copies are written beside them but not shown. Captions: workflow/report/<folder>/<name>.rst.
-REPORT_TABLES = ("performance", "concentration", "paired", "runs", "credit_precision", "sample_efficiency",
-                 "learning_curves", "cost")
+REPORT_TABLES = (
+    "performance",
+    "concentration",
+    "paired",
+    "runs",
+    "credit_precision",
+    "sample_efficiency",
+    "learning_curves",
+    "cost",
+)
 # The jobs whose wall time and peak memory Snakemake records (its `benchmark:` files) for the cost table.
 BENCHMARKED = ("build_base", "train", "evaluate")
 
@@ -86,7 +103,7 @@ def config_files(workflow: Any) -> list[str]:
     """
     cli = [str(p) for p in (workflow.overwrite_configfiles or [])]
     every = [str(p) for p in workflow.configfiles]
-    directive = every[len(cli):]
+    directive = every[len(cli) :]
     if getattr(workflow.config_settings, "replace_workflow_config", False):
         directive = []
     return [_short_path(p) for p in directive + cli]
@@ -127,8 +144,10 @@ def set_entries(overrides: Mapping[str, Any] | None) -> list[str]:
         return []
     entries = [value] if isinstance(value, str) else value
     if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-        raise ConfigError(f"--config {SET_KEY}=...: expected key.path=value or a list of them, "
-                          f"e.g. {SET_KEY}='[train.lr=1e-4, credit.sharpen=1.0]', got {value!r}")
+        raise ConfigError(
+            f"--config {SET_KEY}=...: expected key.path=value or a list of them, "
+            f"e.g. {SET_KEY}='[train.lr=1e-4, credit.sharpen=1.0]', got {value!r}"
+        )
     for e in entries:
         parse_override(e, f"--config {SET_KEY}")
     return list(entries)
@@ -260,14 +279,19 @@ def check_run_overrides(cfg: Config, run_id: str, overrides: list[str], source: 
     """
     fixed = run_fixed_keys(cfg, run_id)
     ids = cfg.run_ids()
-    hint = (f"pick the run id of the cell you want (runs: {', '.join(ids[:6])}{', ...' if len(ids) > 6 else ''})"
-            if source == "--set" else "the sweep sets it per run: edit the sweep's cells (their overrides) instead")
+    hint = (
+        f"pick the run id of the cell you want (runs: {', '.join(ids[:6])}{', ...' if len(ids) > 6 else ''})"
+        if source == "--set"
+        else "the sweep sets it per run: edit the sweep's cells (their overrides) instead"
+    )
     for entry in overrides:
         key, _ = parse_override(entry, source)
         for fixed_key, why in fixed.items():
             if key == fixed_key or fixed_key.startswith(key + ".") or key.startswith(fixed_key + "."):
-                raise ConfigError(f"{source} {entry}: key '{fixed_key}' is fixed by run id '{run_id}' ({why}) "
-                                  f"and cannot be overridden; {hint}")
+                raise ConfigError(
+                    f"{source} {entry}: key '{fixed_key}' is fixed by run id '{run_id}' ({why}) "
+                    f"and cannot be overridden; {hint}"
+                )
 
 
 def run_hash(config: Mapping[str, Any] | Config, run_id: str) -> str:
@@ -295,7 +319,9 @@ def heatmap_run(config: Mapping[str, Any] | Config) -> str:
     ids = cfg.run_ids()
     if cfg.sweep.heatmap_run:
         if cfg.sweep.heatmap_run not in ids:
-            raise ConfigError(f"key 'sweep.heatmap_run' names {cfg.sweep.heatmap_run!r}, which is not in the sweep {ids}")
+            raise ConfigError(
+                f"key 'sweep.heatmap_run' names {cfg.sweep.heatmap_run!r}, which is not in the sweep {ids}"
+            )
         return cfg.sweep.heatmap_run
     for run in ids:
         if for_run(cfg, run).credit.method == "arca":
@@ -433,8 +459,9 @@ def report_outputs(outputs: Mapping[str, str], wrap: Callable[..., Any], caption
         if ext == "csv" and name in REPORT_TABLES:
             out[key] = wrap(path, caption=f"{captions}/tables/{name}.rst", category="Tables")
         elif ext == "png" and name in FIGURE_GROUPS:
-            out[key] = wrap(path, caption=f"{captions}/figures/{name}.rst", category="Figures",
-                            subcategory=FIGURE_GROUPS[name])
+            out[key] = wrap(
+                path, caption=f"{captions}/figures/{name}.rst", category="Figures", subcategory=FIGURE_GROUPS[name]
+            )
         else:
             out[key] = path
     return out
@@ -502,4 +529,3 @@ def all_targets(config: Mapping[str, Any] | Config) -> list[str]:
     """What ``rule all`` asks for: every table, every figure and the credit heat map."""
     cfg = as_config(config)
     return [*table_outputs(cfg).values(), *figure_outputs(cfg).values(), heatmap_output(cfg)]
-

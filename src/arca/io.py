@@ -5,6 +5,7 @@ renamed into place when complete, so a killed job never leaves a half-written fi
 finished. Progress files that grow while a job runs (``JsonlAppender``: a training run's
 ``live/metrics.jsonl``) are never declared outputs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -114,8 +115,16 @@ def progress_bar(total: int, desc: str, unit: str = "it", initial: int = 0):
     from tqdm import tqdm
 
     tty = sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=tty,
-                mininterval=0.5 if tty else 30.0, ascii=not tty)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        dynamic_ncols=tty,
+        mininterval=0.5 if tty else 30.0,
+        ascii=not tty,
+    )
 
 
 def setup_logging(verbose: bool = False) -> None:

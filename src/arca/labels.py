@@ -18,6 +18,7 @@ a branch as follows:
 Character positions become token positions through each token's character span in the decoded
 completion, so this works for the character-level tokenizer and for subword tokenizers alike.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ def align(completion: str, branches: list[dict]) -> Alignment | None:
     lcps = [_lcp(completion, b["text"]) for b in branches]
     best = max(lcps)
     cands = [b for b, n in zip(branches, lcps) if n == best]
-    labels = {(tuple(i for i in b["decisive"] if i < best), tuple(i for i in b["distractor"] if i < best)) for b in cands}
+    labels = {
+        (tuple(i for i in b["decisive"] if i < best), tuple(i for i in b["distractor"] if i < best)) for b in cands
+    }
     if len(labels) != 1 or len({b["correct"] for b in cands}) != 1:
         return None
     decisive, distractor = labels.pop()
@@ -133,7 +136,7 @@ def completion_pieces(tokenizer, r) -> list[list[str]]:
         pieces = [tokenizer.decode([i], skip_special_tokens=True) for i in real]
         if "".join(pieces) != text:
             prefixes = [tokenizer.decode(real[: t + 1], skip_special_tokens=True) for t in range(len(real))]
-            pieces = [p[len(q):] for p, q in zip(prefixes, [""] + prefixes[:-1])]
+            pieces = [p[len(q) :] for p, q in zip(prefixes, [""] + prefixes[:-1])]
         out.append(pieces)
     return out
 
@@ -157,8 +160,12 @@ def rollout_labels(tokenizer, r, problems: list[dict], k: int) -> BatchLabels | 
         return None
     rows = [p for p in problems for _ in range(k)]
     lab = label_batch(completion_pieces(tokenizer, r), r.texts, rows, r.completion_ids.shape[1])
-    return BatchLabels(torch.tensor(lab.decisive, dtype=torch.float32), torch.tensor(lab.distractor, dtype=torch.float32),
-                       torch.tensor(lab.aligned), torch.tensor(lab.forked))
+    return BatchLabels(
+        torch.tensor(lab.decisive, dtype=torch.float32),
+        torch.tensor(lab.distractor, dtype=torch.float32),
+        torch.tensor(lab.aligned),
+        torch.tensor(lab.forked),
+    )
 
 
 def label_metrics(labels: BatchLabels | None, W: torch.Tensor, M: torch.Tensor, adv: torch.Tensor) -> dict:
@@ -169,5 +176,7 @@ def label_metrics(labels: BatchLabels | None, W: torch.Tensor, M: torch.Tensor, 
     return {
         "labeled_frac": float(labels.aligned.float().mean()),
         "labeled_frac_forked": float(labels.aligned[forked].float().mean()) if forked.any() else None,
-        **credit_precision(W, M, labels.decisive[:, : W.shape[1]], labels.distractor[:, : W.shape[1]], adv, labels.aligned),
+        **credit_precision(
+            W, M, labels.decisive[:, : W.shape[1]], labels.distractor[:, : W.shape[1]], adv, labels.aligned
+        ),
     }

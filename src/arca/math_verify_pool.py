@@ -10,6 +10,7 @@ signal-based timeouts are switched off in the worker (they only work in a main t
 parent's clock is the only one that matters. ``arca.grading`` combines this with the string
 grader.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -117,7 +118,10 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _WORKER_CODE, str(int(memory_limit_mb or 0))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
         )
         self.fd = self.proc.stdout.fileno()
         self.buf = b""
@@ -164,8 +168,9 @@ class MathVerifyGrader:
     1 s: importing sympy) never counts against an item's timeout.
     """
 
-    def __init__(self, workers: int = 1, timeout: float = 5.0, memory_limit_mb: int | None = 4096,
-                 start_timeout: float = 120.0):
+    def __init__(
+        self, workers: int = 1, timeout: float = 5.0, memory_limit_mb: int | None = 4096, start_timeout: float = 120.0
+    ):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if not timeout > 0:
@@ -246,9 +251,15 @@ class MathVerifyGrader:
         limit = self.timeout if timeout is None else float(timeout)
         pairs = list(pairs)
         results = [False] * len(pairs)
-        todo = deque(i for i, p in enumerate(pairs)
-                     if isinstance(p, (tuple, list)) and len(p) == 2
-                     and isinstance(p[0], str) and isinstance(p[1], str) and p[0].strip())
+        todo = deque(
+            i
+            for i, p in enumerate(pairs)
+            if isinstance(p, (tuple, list))
+            and len(p) == 2
+            and isinstance(p[0], str)
+            and isinstance(p[1], str)
+            and p[0].strip()
+        )
         if not todo:
             return results
         backstop = int(math.ceil(limit)) * 4 + 10
@@ -313,8 +324,10 @@ class MathVerifyGrader:
             if w.state == "starting":
                 code = w.proc.poll()
                 w.kill()
-                raise RuntimeError(f"a Math-Verify worker exited during start-up (code {code}); "
-                                   f"try: {sys.executable} -c 'import math_verify'")
+                raise RuntimeError(
+                    f"a Math-Verify worker exited during start-up (code {code}); "
+                    f"try: {sys.executable} -c 'import math_verify'"
+                )
             self.n_errors += 1
             self._replace(w)
             return

@@ -21,6 +21,7 @@ Training and evaluation load it with ``load_base_model`` and add a peft LoRA ada
 causal LM into the decoder that returns the final hidden state h (after the last norm, the input of
 the LM head; what ARCA compares with the adapter on and off) and the head mapping h to logits.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,12 +39,11 @@ import torch
 
 from arca.config import Config, ConfigError, LoraConfig, dump_config, require_hub
 from arca.io import atomic_path, write_json
-from arca.pretrain import sync_generation_config, finish_tokenizer, pretrain
+from arca.pretrain import finish_tokenizer, pretrain, sync_generation_config
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 
 # File written into a materialized GGUF cache folder last; its presence marks the folder complete.
@@ -162,10 +162,16 @@ def materialize_gguf(cfg: Config) -> Path:
     with atomic_path(folder) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        write_json(tmp / GGUF_MARKER, {
-            "gguf_file": str(path), "sha256": sha, "model_type": model.config.model_type,
-            "n_params": count_params(model), "seconds": time.perf_counter() - start,
-        })
+        write_json(
+            tmp / GGUF_MARKER,
+            {
+                "gguf_file": str(path),
+                "sha256": sha,
+                "model_type": model.config.model_type,
+                "n_params": count_params(model),
+                "seconds": time.perf_counter() - start,
+            },
+        )
     return folder
 
 
@@ -296,8 +302,12 @@ def wrap_lora(model, lora: LoraConfig):
     return policy
 
 
-def load_policy(cfg: Config, adapter_dir: str | Path | None = None, is_trainable: bool = True,
-                device: str | torch.device | None = None):
+def load_policy(
+    cfg: Config,
+    adapter_dir: str | Path | None = None,
+    is_trainable: bool = True,
+    device: str | torch.device | None = None,
+):
     """``(peft_model, tokenizer)``: the base model plus a fresh adapter or the one saved in ``adapter_dir``.
 
     The model comes back in eval mode; only the LoRA parameters can require gradients (and none

@@ -4,6 +4,7 @@ trained on the training split's worked solutions (``model.source: pretrain``).
 Pretraining uses the same transformers schedule as GRPO training (warm-up, then cosine) and
 AdamW without weight decay on norms and biases; ``arca.models.build_base`` calls ``pretrain``.
 """
+
 from __future__ import annotations
 
 import json
@@ -144,7 +145,12 @@ def encode_examples(pairs: list[tuple[str, str]], tok, seq_len: int) -> list[tup
         longest = max(len(tok(p + s, add_special_tokens=False)["input_ids"]) + 1 for p, s in pairs)
         log.warning(
             "model.pretrain.seq_len=%d cuts %d of %d examples (%d dropped: prompt alone too long); "
-            "the longest needs %d tokens", seq_len, truncated, len(pairs), len(pairs) - len(out), longest,
+            "the longest needs %d tokens",
+            seq_len,
+            truncated,
+            len(pairs),
+            len(pairs) - len(out),
+            longest,
         )
     return out
 

@@ -10,6 +10,7 @@ completions right-padded, and the completion mask m of ``completion_mask`` under
 ``rollout.completion_mask``. That one mask is what every consumer reads: the attention mask of
 the scoring passes, the credit weights, the loss, Gini and EffN/T, the decoded texts.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,13 +39,23 @@ class Rollouts:
     def select(self, idx: slice | list[int]) -> "Rollouts":
         """Rows ``idx`` as a new batch (used for micro-batches)."""
         texts = self.texts[idx] if isinstance(idx, slice) else [self.texts[i] for i in idx]
-        return Rollouts(self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx], self.completion_mask[idx], texts)
+        return Rollouts(
+            self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx], self.completion_mask[idx], texts
+        )
 
 
 class Generator(Protocol):
     def generate(
-        self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-        greedy: bool = False, seed: int | None = None, top_k: int = 0, progress: str | None = None,
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        greedy: bool = False,
+        seed: int | None = None,
+        top_k: int = 0,
+        progress: str | None = None,
     ) -> Rollouts: ...  # progress: label of a progress bar with ETA on stderr (None: no bar)
 
 
@@ -54,8 +65,13 @@ MASK_RULES = typing.get_args(MaskRule)  # ("author", "through_eos")
 DECODERS = typing.get_args(Decoder)  # ("lean", "generate")
 
 
-def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int | None,
-                    lengths: torch.Tensor | None = None, rule: str = "author") -> torch.Tensor:
+def completion_mask(
+    completion_ids: torch.Tensor,
+    eos_ids: set[int],
+    pad_id: int | None,
+    lengths: torch.Tensor | None = None,
+    rule: str = "author",
+) -> torch.Tensor:
     """The completion mask m [N, T] (float) of generated tokens y_1..y_T under ``rule``.
 
     ``author`` (the author's code, docs/method.md "Notation"): m_t = [y_t != pad] * [no EOS in y_1..y_{t-1}],
@@ -85,7 +101,11 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int
 
 def pad_right(rows: list[torch.Tensor], pad_value: float | int) -> torch.Tensor:
     width = max((r.shape[-1] for r in rows), default=0)
-    return torch.stack([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=pad_value) for r in rows]) if rows else torch.empty(0, 0)
+    return (
+        torch.stack([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=pad_value) for r in rows])
+        if rows
+        else torch.empty(0, 0)
+    )
 
 
 def eos_token_ids(tokenizer, model=None) -> set[int]:
@@ -112,8 +132,15 @@ class TransformersGenerator:
     three). Greedy ignores them.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, max_prompt_tokens: int = 512, mask_rule: str = "author",
-                 decoder: str = "lean"):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 64,
+        max_prompt_tokens: int = 512,
+        mask_rule: str = "author",
+        decoder: str = "lean",
+    ):
         if decoder not in DECODERS:
             raise ValueError(f"unknown rollout.decoder {decoder!r} (known: {list(DECODERS)})")
         self.model = model
@@ -138,16 +165,32 @@ class TransformersGenerator:
         side = self.tokenizer.padding_side
         self.tokenizer.padding_side = "left"
         try:
-            enc = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.max_prompt_tokens, add_special_tokens=False)
+            enc = self.tokenizer(
+                prompts,
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_prompt_tokens,
+                add_special_tokens=False,
+            )
         finally:
             self.tokenizer.padding_side = side
         return enc["input_ids"], enc["attention_mask"]
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-                 greedy: bool = False, seed: int | None = None, top_k: int = 0, min_new_tokens: int = 0,
-                 progress: str | None = None) -> Rollouts:
+    def generate(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        greedy: bool = False,
+        seed: int | None = None,
+        top_k: int = 0,
+        min_new_tokens: int = 0,
+        progress: str | None = None,
+    ) -> Rollouts:
         """``min_new_tokens`` > 0 suppresses EOS until that many tokens exist (fixed-length benchmarks);
         ``progress`` names a progress bar (completions done, rate, ETA) drawn on stderr."""
         from arca.io import progress_bar
@@ -162,10 +205,13 @@ class TransformersGenerator:
             outs = []
             bar = progress_bar(ids.shape[0], progress, unit="completion") if progress else None
             for start in range(0, ids.shape[0], self.batch_size):
-                b_ids = ids[start:start + self.batch_size].to(device)
-                b_am = am[start:start + self.batch_size].to(device)
-                outs.extend(self._decode_batch(b_ids, b_am, temperature, top_p, max_new_tokens, greedy, top_k,
-                                               min_new_tokens).cpu())  # [b, T] each
+                b_ids = ids[start : start + self.batch_size].to(device)
+                b_am = am[start : start + self.batch_size].to(device)
+                outs.extend(
+                    self._decode_batch(
+                        b_ids, b_am, temperature, top_p, max_new_tokens, greedy, top_k, min_new_tokens
+                    ).cpu()
+                )  # [b, T] each
                 if bar is not None:
                     bar.update(b_ids.shape[0])
         finally:
@@ -178,20 +224,47 @@ class TransformersGenerator:
         mask = completion_mask(comp, self.eos_ids, self.pad_id, rule=self.mask_rule)  # [N, T]
         return Rollouts(ids, am, comp, mask, self.decode(comp, mask))
 
-    def _decode_batch(self, ids: torch.Tensor, am: torch.Tensor, temperature: float, top_p: float,
-                      max_new_tokens: int, greedy: bool, top_k: int, min_new_tokens: int) -> torch.Tensor:
+    def _decode_batch(
+        self,
+        ids: torch.Tensor,
+        am: torch.Tensor,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        greedy: bool,
+        top_k: int,
+        min_new_tokens: int,
+    ) -> torch.Tensor:
         """Completion ids [b, T] of one batch of left-padded prompts [b, P], padded after each row's EOS."""
         if self.lean is not None:
-            return self.lean.generate(ids, am, max_new_tokens, sorted(self.eos_ids), self.pad_id, greedy=greedy,
-                                      temperature=temperature, top_k=top_k, top_p=top_p, min_new_tokens=min_new_tokens)
+            return self.lean.generate(
+                ids,
+                am,
+                max_new_tokens,
+                sorted(self.eos_ids),
+                self.pad_id,
+                greedy=greedy,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                min_new_tokens=min_new_tokens,
+            )
         # transformers reads top_k=0 as "no top-k filter"
-        kwargs = (dict(do_sample=False) if greedy
-                  else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k))
+        kwargs = (
+            dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
+        )
         if min_new_tokens > 0:
             kwargs["min_new_tokens"] = min_new_tokens
-        out = self.model.generate(input_ids=ids, attention_mask=am, max_new_tokens=max_new_tokens,
-                                  pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids), use_cache=True, **kwargs)
-        return out[:, ids.shape[1]:]  # the completion part of every row
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=am,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids),
+            use_cache=True,
+            **kwargs,
+        )
+        return out[:, ids.shape[1] :]  # the completion part of every row
 
     def decode(self, comp: torch.Tensor, mask: torch.Tensor) -> list[str]:
         texts = []

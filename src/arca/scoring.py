@@ -8,6 +8,7 @@ them into the ``CreditInputs`` a credit method reads. The training step and the 
 (heat map, credit-precision probe) call these functions; nothing here samples or steps an
 optimizer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,13 +60,16 @@ class LoraDeltaSum:
             if isinstance(mod, LoraLayer) and name.rsplit(".", 1)[-1] in RESIDUAL_WRITERS:
                 self._layers.append((name, mod))
         if not self._layers:
-            raise ConfigError(f"arca_layers: the model has no LoRA layer on a residual-stream writer {list(RESIDUAL_WRITERS)}; "
-                              "add one of them to lora.target_modules")
+            raise ConfigError(
+                f"arca_layers: the model has no LoRA layer on a residual-stream writer {list(RESIDUAL_WRITERS)}; "
+                "add one of them to lora.target_modules"
+            )
 
     def _hook(self, scaling: float):
         def add(_module, _inputs, out):
             d = out.detach().float() * scaling  # [B, L, H]
             self.total = d if self.total is None else self.total + d
+
         return add
 
     def __enter__(self) -> "LoraDeltaSum":
@@ -76,7 +80,9 @@ class LoraDeltaSum:
                     continue
                 if adapter in getattr(layer, "lora_variant", {}):  # DoRA etc. do not add B A x alone
                     raise ValueError(f"arca_layers: {name} uses a LoRA variant; only plain LoRA is supported")
-                self._handles.append(layer.lora_B[adapter].register_forward_hook(self._hook(float(layer.scaling[adapter]))))
+                self._handles.append(
+                    layer.lora_B[adapter].register_forward_hook(self._hook(float(layer.scaling[adapter])))
+                )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -151,7 +157,7 @@ def _final_hidden(model, r: Rollouts) -> torch.Tensor:
     ids, am, pos, P = _sequence(r, device)
     body, _ = _backbone_and_head(model)
     h = body(input_ids=ids, attention_mask=am, position_ids=pos, use_cache=False).last_hidden_state  # [B, P+T-1, H]
-    return h[:, P - 1:, :]  # position P-1+t-1 predicts y_t
+    return h[:, P - 1 :, :]  # position P-1+t-1 predicts y_t
 
 
 @dataclass
@@ -162,8 +168,9 @@ class Scores:
     lora_delta: torch.Tensor | None = None  # [B, T, H] detached, summed LoRA residual deltas
 
 
-def policy_scores(model, r: Rollouts, want_entropies: bool, want_hidden: bool, chunk: int = 1024,
-                  want_lora_delta: bool = False) -> Scores:
+def policy_scores(
+    model, r: Rollouts, want_entropies: bool, want_hidden: bool, chunk: int = 1024, want_lora_delta: bool = False
+) -> Scores:
     """Gradient pass, adapter on: log-probs (with grad) plus detached entropies / hidden states.
 
     ``want_lora_delta`` collects the summed LoRA residual deltas with hooks in this same pass.
@@ -174,14 +181,16 @@ def policy_scores(model, r: Rollouts, want_entropies: bool, want_hidden: bool, c
             h = _final_hidden(model, r)  # [B, T, H]
         P = r.prompt_ids.shape[1]
         # [B, P+T-1, H] -> [B, T, H], the positions of h; no hooked layer ran (none active) -> zeros
-        delta = deltas.total[:, P - 1:, :] if deltas.total is not None else torch.zeros_like(h, dtype=torch.float32)
+        delta = deltas.total[:, P - 1 :, :] if deltas.total is not None else torch.zeros_like(h, dtype=torch.float32)
     else:
         h = _final_hidden(model, r)  # [B, T, H]
     _, head = _backbone_and_head(model)
     logits = head(h)  # [B, T, V]
     targets = r.completion_ids.to(logits.device)  # [B, T]
     lp = token_logprobs(logits, targets, chunk)  # [B, T]
-    return Scores(lp, token_entropies(logits, chunk) if want_entropies else None, h.detach() if want_hidden else None, delta)
+    return Scores(
+        lp, token_entropies(logits, chunk) if want_entropies else None, h.detach() if want_hidden else None, delta
+    )
 
 
 @torch.no_grad()
@@ -216,8 +225,9 @@ def _shared_prompt_hidden(model, r: Rollouts) -> torch.Tensor | None:
     except UnsupportedModelError:
         return None
     device = next(model.parameters()).device
-    return lean.final_hidden(r.prompt_ids.to(device), r.prompt_mask.to(device), r.completion_ids.to(device),
-                             r.completion_mask.to(device))
+    return lean.final_hidden(
+        r.prompt_ids.to(device), r.prompt_mask.to(device), r.completion_ids.to(device), r.completion_mask.to(device)
+    )
 
 
 @torch.inference_mode()  # cheaper than no_grad; its outputs only feed detached credit signals
@@ -237,25 +247,43 @@ def reference_scores(model, r: Rollouts, want_logprobs: bool, chunk: int = 1024)
     return Scores(lp, None, h)
 
 
-ALL_NEEDS = frozenset({credit_lib.ENTROPIES, credit_lib.STEP_ENTROPIES, credit_lib.REF_LOGPROBS,
-                       credit_lib.HIDDEN, credit_lib.LORA_DELTA})
+ALL_NEEDS = frozenset(
+    {credit_lib.ENTROPIES, credit_lib.STEP_ENTROPIES, credit_lib.REF_LOGPROBS, credit_lib.HIDDEN, credit_lib.LORA_DELTA}
+)
 
 
-def credit_inputs_for_rollouts(model, rollouts: Rollouts, needs: frozenset[str] | None = None, seed: int = 0) -> credit_lib.CreditInputs:
+def credit_inputs_for_rollouts(
+    model, rollouts: Rollouts, needs: frozenset[str] | None = None, seed: int = 0
+) -> credit_lib.CreditInputs:
     """Every per-token input a credit method may need, without gradient (heat maps, analysis).
 
     The rollouts count as one step: step-wide statistics are taken over all of them.
     """
     needs = ALL_NEEDS if needs is None else needs
     with torch.no_grad():
-        ref = reference_scores(model, rollouts, credit_lib.REF_LOGPROBS in needs) if needs & credit_lib.NEEDS_REFERENCE_PASS else None
-        pol = policy_scores(model, rollouts, bool(needs & credit_lib.NEEDS_ENTROPIES),
-                            credit_lib.HIDDEN in needs, want_lora_delta=credit_lib.LORA_DELTA in needs)
+        ref = (
+            reference_scores(model, rollouts, credit_lib.REF_LOGPROBS in needs)
+            if needs & credit_lib.NEEDS_REFERENCE_PASS
+            else None
+        )
+        pol = policy_scores(
+            model,
+            rollouts,
+            bool(needs & credit_lib.NEEDS_ENTROPIES),
+            credit_lib.HIDDEN in needs,
+            want_lora_delta=credit_lib.LORA_DELTA in needs,
+        )
     return credit_inputs(rollouts, pol, ref, seed)
 
 
-def credit_inputs(r: Rollouts, pol: Scores, ref: Scores | None, seed: int, step_ents: torch.Tensor | None = None,
-            decisive: torch.Tensor | None = None) -> credit_lib.CreditInputs:
+def credit_inputs(
+    r: Rollouts,
+    pol: Scores,
+    ref: Scores | None,
+    seed: int,
+    step_ents: torch.Tensor | None = None,
+    decisive: torch.Tensor | None = None,
+) -> credit_lib.CreditInputs:
     return credit_lib.CreditInputs(
         mask=r.completion_mask.to(pol.logprobs.device),
         logprobs=pol.logprobs.detach(),

@@ -16,6 +16,7 @@ cancels out of the difference.
 All randomness comes from ``numpy.random.Generator`` with a fixed seed: the tables are
 byte-for-byte reproducible.
 """
+
 from __future__ import annotations
 
 import math
@@ -226,8 +227,10 @@ def paired_bootstrap(
     a = np.asarray(method_scores, dtype=np.float64)
     b = np.asarray(reference_scores, dtype=np.float64)
     if a.ndim < 2 or a.shape != b.shape or 0 in a.shape:
-        raise ValueError(f"paired_bootstrap needs two non-empty [seeds, problems, ...] arrays of one shape, "
-                         f"got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"paired_bootstrap needs two non-empty [seeds, problems, ...] arrays of one shape, "
+            f"got {a.shape} and {b.shape}"
+        )
     n_seeds, n_problems = a.shape[:2]
     point = float(stat(a[None])[0] - stat(b[None])[0])
     rng = np.random.default_rng(seed)

@@ -18,9 +18,10 @@ A run folder ``runs/<run>/`` holds ``config.yaml`` (resolved), ``checkpoints/ste
 (adapter, optimizer, scheduler, RNG states, data position, metrics so far) and ``live/`` (the
 metrics and curve lines so far, one flushed line per step, to follow a running job) while training, and
 at the end ``adapter/`` (loadable from anywhere, with tokenizer and model card: ``arca.cards``),
-``metrics.jsonl`` and ``final_weights.json``, each renamed into place only when complete. Started again on the same folder, training resumes from the last
-checkpoint and ends identical to an uninterrupted run.
+``metrics.jsonl`` and ``final_weights.json``, each renamed into place only when complete.
+Started again on the same folder, training resumes from the last checkpoint and ends identical to an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from arca import credit as credit_lib, grid
+from arca import credit as credit_lib
+from arca import grid
 from arca.config import Config, ConfigError, dump_config, parse_run_id, training_hash
 from arca.diagnostics import effective_token_ratio, gini, nanmean
 from arca.grpo import group_advantages, weighted_pg_loss
@@ -42,6 +44,7 @@ from arca.labels import label_metrics, rollout_labels
 from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
 
 log = logging.getLogger(__name__)
+
 
 class NonFiniteError(FloatingPointError):
     """A NaN or inf appeared in a training forward/backward pass."""
@@ -81,17 +84,27 @@ def _checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("step_*"))
 
 
-def save_checkpoint(run_dir: Path, model, opt, sched, state: RunState, data_gen: torch.Generator, run_hash: str, keep: int = 2) -> None:
+def save_checkpoint(
+    run_dir: Path, model, opt, sched, state: RunState, data_gen: torch.Generator, run_hash: str, keep: int = 2
+) -> None:
     """Adapter + trainer state in ``checkpoints/step_XXXXXX/``, renamed into place when complete."""
     with atomic_path(run_dir / "checkpoints" / f"step_{state.step:06d}") as tmp:
         model.save_pretrained(tmp / "adapter")
-        torch.save({
-            "step": state.step, "metrics": state.metrics, "last_weights": state.last_weights, "curve": state.curve,
-            "run_hash": run_hash,
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "torch_rng": torch.get_rng_state(), "data_rng": data_gen.get_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }, tmp / "trainer_state.pt")
+        torch.save(
+            {
+                "step": state.step,
+                "metrics": state.metrics,
+                "last_weights": state.last_weights,
+                "curve": state.curve,
+                "run_hash": run_hash,
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "data_rng": data_gen.get_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+            tmp / "trainer_state.pt",
+        )
     for old in _checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -107,7 +120,9 @@ def load_checkpoint(run_dir: Path, model, opt, sched, data_gen: torch.Generator,
     last = ckpts[-1]
     st = torch.load(last / "trainer_state.pt", weights_only=False)
     if st["run_hash"] != run_hash:
-        log.warning("checkpoint %s belongs to another config (hash %s != %s): starting fresh", last, st["run_hash"], run_hash)
+        log.warning(
+            "checkpoint %s belongs to another config (hash %s != %s): starting fresh", last, st["run_hash"], run_hash
+        )
         shutil.rmtree(run_dir / "checkpoints")
         return None
     set_peft_model_state_dict(model, load_file(str(last / "adapter" / "adapter_model.safetensors")))
@@ -157,10 +172,14 @@ UPDATE_PHASES = ("forward", "backward", "reference", "optimizer")
 
 def _check_finite(t: torch.Tensor, mask: torch.Tensor, what: str, step: int) -> None:
     if not torch.isfinite(t[mask > 0]).all():
-        raise NonFiniteError(f"step {step}: non-finite {what} in the training forward pass; stopping (last checkpoint kept)")
+        raise NonFiniteError(
+            f"step {step}: non-finite {what} in the training forward pass; stopping (last checkpoint kept)"
+        )
 
 
-def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], step: int, seed: int) -> tuple[dict, list[list[float]]]:
+def train_step(
+    cfg: Config, model, generator, opt, sched, problems: list[dict], step: int, seed: int
+) -> tuple[dict, list[list[float]]]:
     """One optimizer step on ``problems`` (prompts_per_step records).
 
     Returns the step's metrics and the masked token weights of every sequence.
@@ -172,8 +191,15 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
     K = cfg.rollout.k
     t0 = time.perf_counter()
     fixed = {"min_new_tokens": cfg.rollout.min_new_tokens} if cfg.rollout.min_new_tokens > 0 else {}
-    r = generator.generate([build_prompt(p["problem"]) for p in problems], K, cfg.rollout.temperature,
-                           cfg.rollout.top_p, cfg.rollout.max_new_tokens, top_k=cfg.rollout.top_k, **fixed)
+    r = generator.generate(
+        [build_prompt(p["problem"]) for p in problems],
+        K,
+        cfg.rollout.temperature,
+        cfg.rollout.top_p,
+        cfg.rollout.max_new_tokens,
+        top_k=cfg.rollout.top_k,
+        **fixed,
+    )
     t_gen = time.perf_counter() - t0
     golds = [gold_answer(p["answer"]) for p in problems for _ in range(K)]
     rewards = torch.tensor([float(grade_paper(c, g)) for c, g in zip(r.texts, golds)])  # [N]
@@ -181,8 +207,10 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
     adv = group_advantages(shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards, K)  # [N]
     labels = rollout_labels(generator.tokenizer, r, problems, K) if any(p.get("branches") for p in problems) else None
     if credit_lib.LABELS in method.needs and labels is None:
-        raise ValueError(f"credit method '{cfg.credit.method}' needs the planted forks' labels, but these problems "
-                         "have none: set data.forks.p_bug > 0 (generated data)")
+        raise ValueError(
+            f"credit method '{cfg.credit.method}' needs the planted forks' labels, but these problems "
+            "have none: set data.forks.p_bug > 0 (generated data)"
+        )
 
     if torch.cuda.is_available():  # hand the generation's KV cache back before the update
         torch.cuda.empty_cache()
@@ -206,21 +234,32 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
             with clock.phase("reference"):
                 ref = reference_scores(model, part, credit_lib.REF_LOGPROBS in method.needs)
         with clock.phase("forward"):
-            pol = policy_scores(model, part, need_ent, credit_lib.HIDDEN in method.needs,
-                                want_lora_delta=credit_lib.LORA_DELTA in method.needs)
+            pol = policy_scores(
+                model,
+                part,
+                need_ent,
+                credit_lib.HIDDEN in method.needs,
+                want_lora_delta=credit_lib.LORA_DELTA in method.needs,
+            )
             mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
             _check_finite(pol.logprobs.detach(), mask, "log-probs", step + 1)
-            dec = labels.decisive[s:s + mb] if labels is not None and credit_lib.LABELS in method.needs else None
-            inputs = credit_inputs(part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents, decisive=dec)
-            w, fb = credit_lib.token_weights(cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [b, T], [b]
+            dec = labels.decisive[s : s + mb] if labels is not None and credit_lib.LABELS in method.needs else None
+            inputs = credit_inputs(
+                part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents, decisive=dec
+            )
+            w, fb = credit_lib.token_weights(
+                cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps
+            )  # [b, T], [b]
             w_loss = credit_lib.loss_weights(w, mask, cfg.credit.normalization)  # [b, T]
-            loss = weighted_pg_loss(pol.logprobs, w_loss, mask, adv[s:s + mb].to(w.device), n_total=N)
+            loss = weighted_pg_loss(pol.logprobs, w_loss, mask, adv[s : s + mb].to(w.device), n_total=N)
         if not torch.isfinite(loss.detach()):
             raise NonFiniteError(f"step {step + 1}: non-finite loss; stopping (last checkpoint kept)")
         with clock.phase("backward"):
             loss.backward()
         loss_total += float(loss.detach())
-        all_w.append(w.detach().cpu()); all_m.append(mask.cpu()); fallbacks.append(fb.cpu())
+        all_w.append(w.detach().cpu())
+        all_m.append(mask.cpu())
+        fallbacks.append(fb.cpu())
         surprisal.append((-pol.logprobs.detach() * mask).sum().cpu() / mask.sum().clamp(min=1).cpu())
         if credit_lib.HIDDEN in method.needs:
             res = credit_lib.arca_signal(inputs)[mask > 0]  # residual norms of real tokens
@@ -228,7 +267,9 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
         elif credit_lib.LORA_DELTA in method.needs:
             residual.append(credit_lib.arca_layers_signal(inputs)[mask > 0].cpu())
     with clock.phase("optimizer"):
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip
+        )
         if not torch.isfinite(grad_norm):
             raise NonFiniteError(f"step {step + 1}: non-finite gradient norm; stopping (last checkpoint kept)")
         lr = sched.get_last_lr()[0]
@@ -236,7 +277,8 @@ def train_step(cfg: Config, model, generator, opt, sched, problems: list[dict], 
         sched.step()
     t_upd = time.perf_counter() - t1
 
-    W = _pad_cat(all_w); M = _pad_cat(all_m)  # [N, T]
+    W = _pad_cat(all_w)
+    M = _pad_cat(all_m)  # [N, T]
     res = torch.cat(residual) if residual else None
     metrics = {
         "step": step + 1,
@@ -279,10 +321,10 @@ LIVE = "live"
 
 def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after: int | None = None) -> RunState:
     """Train one run (``cfg`` already resolved for it); ``stop_after`` ends early (tests)."""
+    from arca.backends import make_generator
     from arca.data import read_records
     from arca.evaluate import curve_point
     from arca.models import count_trainable, load_policy, resolve_device
-    from arca.backends import make_generator
 
     run_dir = Path(run_dir or cfg.run_dir(run_id))
     label, rank, seed = parse_run_id(run_id)
@@ -302,14 +344,22 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
     data_gen = torch.Generator().manual_seed(cfg.train.seed)
     state = load_checkpoint(run_dir, model, opt, sched, data_gen, run_hash) or RunState()
     generator = make_generator(cfg, model, tok)
-    identity = {"run": run_id, "label": label, "method": cfg.credit.method, "rank": cfg.lora.rank, "seed": cfg.train.seed}
+    identity = {
+        "run": run_id,
+        "label": label,
+        "method": cfg.credit.method,
+        "rank": cfg.lora.rank,
+        "seed": cfg.train.seed,
+    }
     every = cfg.eval.every
     curve_set = read_records(cfg.data_dir / "test.jsonl")[: cfg.eval.curve_problems] if every > 0 else []
     # Live progress: live/metrics.jsonl and live/curve.jsonl get one flushed line per step (curve
     # point), starting from what the checkpoint holds; TensorBoard events when monitor.tensorboard is on.
     tb = tensorboard_writer(run_dir / "tensorboard", purge_step=state.step + 1) if cfg.monitor.tensorboard else None
-    with JsonlAppender(run_dir / LIVE / "metrics.jsonl", state.metrics) as live_metrics, \
-            JsonlAppender(run_dir / LIVE / "curve.jsonl", state.curve) as live_curve:
+    with (
+        JsonlAppender(run_dir / LIVE / "metrics.jsonl", state.metrics) as live_metrics,
+        JsonlAppender(run_dir / LIVE / "curve.jsonl", state.curve) as live_curve,
+    ):
         if every > 0 and state.step == 0:
             state.curve = [{**curve_point(cfg, generator, curve_set, 0), **identity}]
             live_curve.append(state.curve[-1])
@@ -319,7 +369,9 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
         while state.step < cfg.train.steps:
             # prompts drawn with replacement from a seeded generator whose state is checkpointed
             idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=data_gen).tolist()
-            m, state.last_weights = train_step(cfg, model, generator, opt, sched, [records[i] for i in idx], state.step, cfg.train.seed)
+            m, state.last_weights = train_step(
+                cfg, model, generator, opt, sched, [records[i] for i in idx], state.step, cfg.train.seed
+            )
             state.metrics.append({**m, **identity})
             state.step += 1
             live_metrics.append(state.metrics[-1])
@@ -329,7 +381,9 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
                 live_curve.append(state.curve[-1])
                 log_scalars(tb, state.curve[-1], state.step, "heldout/")
             bar.update(1)
-            bar.set_postfix(reward=f"{m['reward_mean']:.3f}", gini=f"{m['gini'] or 0:.2f}", s_per_step=f"{m['step_seconds']:.2f}")
+            bar.set_postfix(
+                reward=f"{m['reward_mean']:.3f}", gini=f"{m['gini'] or 0:.2f}", s_per_step=f"{m['step_seconds']:.2f}"
+            )
             if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps:
                 save_checkpoint(run_dir, model, opt, sched, state, data_gen, run_hash)
             if stop_after is not None and state.step >= stop_after:
@@ -348,8 +402,10 @@ def tensorboard_writer(log_dir: Path, purge_step: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch's writer needs the tensorboard package
-        raise ConfigError("key 'monitor.tensorboard' is true but the tensorboard package is not installed: "
-                          "pip install 'arca-bench[tensorboard]' (or set monitor.tensorboard: false)") from None
+        raise ConfigError(
+            "key 'monitor.tensorboard' is true but the tensorboard package is not installed: "
+            "pip install 'arca-bench[tensorboard]' (or set monitor.tensorboard: false)"
+        ) from None
     return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
 
@@ -365,8 +421,6 @@ def log_scalars(writer, row: dict, step: int, prefix: str) -> None:
     writer.flush()
 
 
-
-
 def _finish(cfg: Config, run_dir: Path, model, tok, state: RunState, identity: dict, n_trainable: int) -> None:
     """Final outputs, each renamed into place when complete; then the checkpoints go.
 
@@ -375,12 +429,18 @@ def _finish(cfg: Config, run_dir: Path, model, tok, state: RunState, identity: d
     """
     from arca.cards import RUN_INFO, base_model_reference, final_metrics, model_card
 
-    write_json(run_dir / "final_weights.json",
-               {**identity, "step": state.step, "trainable_params": n_trainable, "weights": state.last_weights})
+    write_json(
+        run_dir / "final_weights.json",
+        {**identity, "step": state.step, "trainable_params": n_trainable, "weights": state.last_weights},
+    )
     write_jsonl(run_dir / "metrics.jsonl", state.metrics)
     write_jsonl(run_dir / "curve.jsonl", state.curve)
-    info = {**identity, "steps": state.step, "trainable_params": n_trainable,
-            "final_metrics": final_metrics(state.metrics, state.curve)}
+    info = {
+        **identity,
+        "steps": state.step,
+        "trainable_params": n_trainable,
+        "final_metrics": final_metrics(state.metrics, state.curve),
+    }
     for peft_cfg in model.peft_config.values():
         peft_cfg.base_model_name_or_path = base_model_reference(cfg)
     with atomic_path(run_dir / "adapter") as tmp:

@@ -46,6 +46,7 @@ rounding, adapter folders) is a plain function or method tested without vLLM ins
 code that calls vLLM is the few lines of ``VLLMGenerator._engine`` and ``VLLMGenerator.generate``.
 vLLM is imported inside functions, so this module imports without it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -92,9 +93,18 @@ def vllm_lora_rank(rank: int) -> int:
     raise ValueError(f"key 'lora.rank' is {rank}, above the largest rank vLLM supports ({VLLM_LORA_RANKS[-1]})")
 
 
-def sampling_params_kwargs(n: int, temperature: float, top_p: float, max_new_tokens: int, greedy: bool = False,
-                           seed: int | None = None, stop_token_ids: Sequence[int] | None = None,
-                           top_k: int = 0, min_new_tokens: int = 0, logprobs: bool = False) -> dict:
+def sampling_params_kwargs(
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    greedy: bool = False,
+    seed: int | None = None,
+    stop_token_ids: Sequence[int] | None = None,
+    top_k: int = 0,
+    min_new_tokens: int = 0,
+    logprobs: bool = False,
+) -> dict:
     """Keyword arguments of ``vllm.SamplingParams`` equal to the transformers backend's settings.
 
     Sampling: temperature, top-k (``top_k`` > 0, else off: -1), top-p. Greedy: temperature 0 and ONE sample per prompt
@@ -124,7 +134,9 @@ def build_requests(prompt_token_ids: list[list[int]]) -> list[dict]:
     return [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompt_token_ids]
 
 
-def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
+def encode_prompts(
+    tokenizer, prompts: list[str], max_prompt_tokens: int
+) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
     """Token ids of each prompt (truncated like the transformers backend) and the left-padded batch.
 
     Returns ``(ids per prompt, prompt_ids [M, P], prompt_mask [M, P])``.
@@ -132,8 +144,14 @@ def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> tup
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
-                        max_length=max_prompt_tokens, add_special_tokens=False)
+        enc = tokenizer(
+            prompts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_prompt_tokens,
+            add_special_tokens=False,
+        )
     finally:
         tokenizer.padding_side = side
     ids, am = enc["input_ids"], enc["attention_mask"]  # [M, P]
@@ -184,8 +202,16 @@ def sampled_logprobs(outputs: Sequence[Any], n: int, width: int) -> torch.Tensor
     return torch.stack(rows) if rows else torch.empty(0, width)  # [N, width]
 
 
-def parse_outputs(outputs: Sequence[Any], n: int, eos_ids: set[int], pad_id: int, prompt_ids: torch.Tensor,
-                  prompt_mask: torch.Tensor, tokenizer, mask_rule: str = "author") -> Rollouts:
+def parse_outputs(
+    outputs: Sequence[Any],
+    n: int,
+    eos_ids: set[int],
+    pad_id: int,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    tokenizer,
+    mask_rule: str = "author",
+) -> Rollouts:
     """vLLM ``RequestOutput``s (one per prompt, in prompt order) -> a ``Rollouts`` batch.
 
     ``outputs[i].outputs[j].token_ids`` is sample j of prompt i; row ``i * n + j`` of the batch.
@@ -265,7 +291,7 @@ class AdapterSync:
             with atomic_path(path) as tmp:
                 model.save_pretrained(str(tmp))
             self.current, self._version = (f"{self.name}_{int_id}", int_id, str(path)), version
-            for old in sorted(self.root.glob("step_*"))[:-self.keep]:
+            for old in sorted(self.root.glob("step_*"))[: -self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return self.current
 
@@ -336,9 +362,15 @@ class VLLMGenerator:
         the in-process executor."""
         cfg = self.cfg
         kw = dict(
-            model=str(cfg.base_dir), enable_lora=True, max_lora_rank=vllm_lora_rank(cfg.lora.rank), max_loras=1,
-            gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization, dtype=cfg.model.dtype,
-            seed=cfg.train.seed, max_model_len=max_model_len(cfg, self.model), skip_tokenizer_init=True,
+            model=str(cfg.base_dir),
+            enable_lora=True,
+            max_lora_rank=vllm_lora_rank(cfg.lora.rank),
+            max_loras=1,
+            gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
+            dtype=cfg.model.dtype,
+            seed=cfg.train.seed,
+            max_model_len=max_model_len(cfg, self.model),
+            skip_tokenizer_init=True,
         )
         if self.on_cpu:
             kw["distributed_executor_backend"] = "uni"
@@ -354,31 +386,70 @@ class VLLMGenerator:
                 self._llm = LLM(**self.engine_kwargs())
         return self._llm
 
-    def _run(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-             greedy: bool, seed: int | None, top_k: int, min_new_tokens: int, logprobs: bool,
-             progress: str | None = None) -> tuple[Rollouts, list]:
+    def _run(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        greedy: bool,
+        seed: int | None,
+        top_k: int,
+        min_new_tokens: int,
+        logprobs: bool,
+        progress: str | None = None,
+    ) -> tuple[Rollouts, list]:
         _, SamplingParams, LoRARequest = self._vllm
         lists, p_ids, p_mask = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
-        params = SamplingParams(**sampling_params_kwargs(n, temperature, top_p, max_new_tokens, greedy, seed,
-                                                         self.eos_ids, top_k, min_new_tokens, logprobs))
+        params = SamplingParams(
+            **sampling_params_kwargs(
+                n, temperature, top_p, max_new_tokens, greedy, seed, self.eos_ids, top_k, min_new_tokens, logprobs
+            )
+        )
         lora = self.sync.request_args(self.model)
-        outputs = self._engine().generate(build_requests(lists), params, use_tqdm=progress is not None,
-                                          lora_request=LoRARequest(*lora) if lora else None)
-        r = parse_outputs(outputs, n, self.eos_ids, self.pad_id, p_ids, p_mask, self.tokenizer,
-                          self.cfg.rollout.completion_mask)
+        outputs = self._engine().generate(
+            build_requests(lists),
+            params,
+            use_tqdm=progress is not None,
+            lora_request=LoRARequest(*lora) if lora else None,
+        )
+        r = parse_outputs(
+            outputs, n, self.eos_ids, self.pad_id, p_ids, p_mask, self.tokenizer, self.cfg.rollout.completion_mask
+        )
         return r, outputs
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-                 greedy: bool = False, seed: int | None = None, top_k: int = 0, min_new_tokens: int = 0,
-                 progress: str | None = None) -> Rollouts:
+    def generate(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        greedy: bool = False,
+        seed: int | None = None,
+        top_k: int = 0,
+        min_new_tokens: int = 0,
+        progress: str | None = None,
+    ) -> Rollouts:
         """``progress``: vLLM's own progress bar (any name turns it on)."""
-        return self._run(prompts, n, temperature, top_p, max_new_tokens, greedy, seed, top_k, min_new_tokens, False,
-                         progress)[0]
+        return self._run(
+            prompts, n, temperature, top_p, max_new_tokens, greedy, seed, top_k, min_new_tokens, False, progress
+        )[0]
 
     @torch.no_grad()
-    def generate_with_logprobs(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-                               seed: int | None = None, top_k: int = 0, min_new_tokens: int = 0) -> tuple[Rollouts, torch.Tensor]:
+    def generate_with_logprobs(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int | None = None,
+        top_k: int = 0,
+        min_new_tokens: int = 0,
+    ) -> tuple[Rollouts, torch.Tensor]:
         """Sampled rollouts and vLLM's log-probability of each sampled token [N, T] (NaN where none).
 
         vLLM reports the raw model's log-probabilities (before temperature, top-k and top-p), the

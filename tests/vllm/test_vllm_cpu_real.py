@@ -9,6 +9,7 @@ One engine serves every test of the module (``VLLMGenerator.use_model`` swaps th
 smoke config's pretrained-here base model, pretrained a little longer so that greedy completions
 are varied text rather than one repeated character.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,9 +46,16 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
     root = tmp_path_factory.mktemp("vllm")
-    cfg = load_config(REPO / "configs" / "smoke.yaml", [f"paths.results={root}", "model.pretrain.steps=300",
-                                                        "rollout.backend=vllm", f"eval.max_new_tokens={MAX_NEW}",
-                                                        f"rollout.max_new_tokens={MAX_NEW}"])
+    cfg = load_config(
+        REPO / "configs" / "smoke.yaml",
+        [
+            f"paths.results={root}",
+            "model.pretrain.steps=300",
+            "rollout.backend=vllm",
+            f"eval.max_new_tokens={MAX_NEW}",
+            f"rollout.max_new_tokens={MAX_NEW}",
+        ],
+    )
     prepare_data(cfg, None)
     build_base(cfg, None)
     return cfg
@@ -169,8 +177,9 @@ def test_vllm_logprobs_match_the_training_pass(cfg, engine, prompts):
     # every masked token has vLLM's log-prob, except an EOS put back by completion_tokens
     assert have.sum() >= mask.sum() - len(r)
     diff = (lp_vllm[have] - lp_train[have]).abs()
-    print(f"\nlog-prob |vLLM - training pass| over {int(have.sum())} tokens: max {diff.max():.2e}, "
-          f"mean {diff.mean():.2e}")
+    print(
+        f"\nlog-prob |vLLM - training pass| over {int(have.sum())} tokens: max {diff.max():.2e}, mean {diff.mean():.2e}"
+    )
     assert diff.max().item() < LOGPROB_TOL
     assert lp_train[mask].min() < -1.0  # sampled, not greedy: some unlikely tokens were drawn
 
@@ -184,14 +193,29 @@ def test_smoke_dag_with_vllm_backend(tmp_path):
     would add nothing the two do not exercise.
     """
     ov = tmp_path / "overlay.yaml"
-    cells = [{"method": "uniform", "ranks": [4], "label": "", "overrides": {}, "compare": []},
-             {"method": "arca", "ranks": [2], "label": "", "overrides": {}, "compare": []}]
-    ov.write_text(yaml.safe_dump({"paths": {"results": str(tmp_path / "results")}, "rollout": {"backend": "vllm"},
-                                  "sweep": {"cells": cells, "seeds": [1], "heatmap_run": ""}}))
+    cells = [
+        {"method": "uniform", "ranks": [4], "label": "", "overrides": {}, "compare": []},
+        {"method": "arca", "ranks": [2], "label": "", "overrides": {}, "compare": []},
+    ]
+    ov.write_text(
+        yaml.safe_dump(
+            {
+                "paths": {"results": str(tmp_path / "results")},
+                "rollout": {"backend": "vllm"},
+                "sweep": {"cells": cells, "seeds": [1], "heatmap_run": ""},
+            }
+        )
+    )
     bindir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([str(bindir / "snakemake"), "--cores", "2", "--configfile", "configs/smoke.yaml", str(ov)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [str(bindir / "snakemake"), "--cores", "2", "--configfile", "configs/smoke.yaml", str(ov)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = tmp_path / "results" / "smoke"
     resolved = yaml.safe_load((out / "runs" / "uniform_r4_s1" / "config.yaml").read_text())

@@ -13,17 +13,61 @@ The package's modules: ``sections`` (the dataclasses, closed sets and run ids), 
 (files, overrides, coercion), ``checks`` (value checks) and ``schema`` (the generated JSON
 schema). Everything public is importable from ``arca.config`` itself.
 """
+
 from __future__ import annotations
 
-from arca.config.sections import (  # noqa: F401
-    Backend, Config, ConfigError, CreditConfig, DataConfig, DataSource, Decoder, Device, DType, EvalConfig, ForksConfig, LoraConfig, make_run_id, MaskRule, ModelConfig, ModelSource, MonitorConfig, Normalization, parse_run_id, PathsConfig, PretrainConfig, Protocol, ResourcesConfig, RolloutConfig, RUN_ID_RE, SweepCell, SweepConfig, to_dict, TrainConfig, training_hash, TRAINING_SECTIONS,
+from arca.config.checks import (  # noqa: F401
+    hub_offline,
+    is_local_path,
+    require_hub,
+    validate,
 )
 from arca.config.loading import (  # noqa: F401
-    apply_overrides, deep_merge, dump_config, FLOAT_STRING, from_dict, load_config, parse_override, read_yaml, set_dotted,
-)
-from arca.config.checks import (  # noqa: F401
-    hub_offline, is_local_path, require_hub, validate,
+    FLOAT_STRING,
+    apply_overrides,
+    deep_merge,
+    dump_config,
+    from_dict,
+    load_config,
+    parse_override,
+    read_yaml,
+    set_dotted,
 )
 from arca.config.schema import (  # noqa: F401
-    json_schema, json_schema_text, SCHEMA_HEADER,
+    SCHEMA_HEADER,
+    json_schema,
+    json_schema_text,
+)
+from arca.config.sections import (  # noqa: F401
+    RUN_ID_RE,
+    TRAINING_SECTIONS,
+    Backend,
+    Config,
+    ConfigError,
+    CreditConfig,
+    DataConfig,
+    DataSource,
+    Decoder,
+    Device,
+    DType,
+    EvalConfig,
+    ForksConfig,
+    LoraConfig,
+    MaskRule,
+    ModelConfig,
+    ModelSource,
+    MonitorConfig,
+    Normalization,
+    PathsConfig,
+    PretrainConfig,
+    Protocol,
+    ResourcesConfig,
+    RolloutConfig,
+    SweepCell,
+    SweepConfig,
+    TrainConfig,
+    make_run_id,
+    parse_run_id,
+    to_dict,
+    training_hash,
 )

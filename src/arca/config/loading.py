@@ -1,5 +1,6 @@
 """Reading configs: YAML files deep-merged in order, dotted ``--set`` overrides, type coercion
 against the dataclasses (unknown keys and wrong types name the key and the file), dumping."""
+
 from __future__ import annotations
 
 import copy
@@ -14,7 +15,6 @@ import yaml
 
 from arca.config.checks import validate
 from arca.config.sections import Config, ConfigError, to_dict
-
 
 # ----------------------------------------------------------------------------- (de)serialization
 FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")

@@ -1,4 +1,5 @@
 """The JSON Schema of a config file, generated from the dataclasses (for editors and tools)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,6 @@ import yaml
 
 from arca.config.loading import FLOAT_STRING
 from arca.config.sections import Config
-
 
 # ----------------------------------------------------------------------------- JSON schema
 SCHEMA_HEADER = """\
@@ -45,8 +45,11 @@ def _schema_of(tp: Any) -> dict:
 
 def json_schema() -> dict:
     """The JSON Schema (draft 2020-12) of a config file, derived from the dataclasses."""
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "ARCA experiment config",
-            **_schema_of(Config)}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ARCA experiment config",
+        **_schema_of(Config),
+    }
 
 
 def json_schema_text() -> str:

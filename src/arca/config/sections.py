@@ -1,5 +1,6 @@
 """The config's sections as typed dataclasses with defaults, the closed sets of values, and the
 sweep's run ids (``arca.grid.for_run`` resolves one training cell)."""
+
 from __future__ import annotations
 
 import copy
@@ -10,7 +11,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-
 
 
 class ConfigError(ValueError):
@@ -93,10 +93,23 @@ class ForksConfig:
     """
 
     p_bug: float = 0.0
-    families: list[str] = field(default_factory=lambda: [
-        "none", "precedence_add", "precedence_sub", "subtract_from", "more_diff", "in_all", "fewer_than",
-        "more_than", "half", "each", "share", "cross_plus", "cross_minus",
-    ])
+    families: list[str] = field(
+        default_factory=lambda: [
+            "none",
+            "precedence_add",
+            "precedence_sub",
+            "subtract_from",
+            "more_diff",
+            "in_all",
+            "fewer_than",
+            "more_than",
+            "half",
+            "each",
+            "share",
+            "cross_plus",
+            "cross_minus",
+        ]
+    )
 
 
 @dataclass

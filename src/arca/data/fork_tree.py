@@ -5,6 +5,7 @@ worked solution and the answer it reaches. ``branches`` enumerates every distinc
 with its fork tokens; ``sample_choices`` draws one branch the way a pretraining solution does.
 The problem families themselves live in ``arca.data.forks``.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -60,7 +61,9 @@ def _first_diff(s: str, t: str) -> int | None:
 def fork_token(task: Task, choices: dict, fork: Fork) -> int | None:
     """Character index of ``fork``'s token on the branch ``choices`` (None: the fork changes nothing here)."""
     text, _ = task.text(choices)
-    diffs = [_first_diff(text, task.text({**choices, fork.name: o})[0]) for o in fork.options if o != choices[fork.name]]
+    diffs = [
+        _first_diff(text, task.text({**choices, fork.name: o})[0]) for o in fork.options if o != choices[fork.name]
+    ]
     diffs = [d for d in diffs if d is not None]
     return min(diffs) if diffs else None
 

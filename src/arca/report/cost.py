@@ -6,6 +6,7 @@ Reads the ``benchmark:`` records of ``build_base``, ``train`` and ``evaluate`` (
 job's processes (``NA`` when the job ended before the first sample). A job run by hand, outside
 Snakemake, has no record: its cells stay empty rather than failing the report.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,12 +86,16 @@ def cost_rows(cfg: Config, df: pd.DataFrame) -> tuple[list[str], list[list[str]]
             group = runs[(runs["label"] == cell.name) & (runs["rank"] == rank)]
             if len(group):
                 groups.append((f"{cell.name} r{rank}", group))
-    rows = [[name, str(len(group))] + [c for rule in grid.BENCHMARKED for c in _cells(group, rule, "mean")]
-            for name, group in groups]
+    rows = [
+        [name, str(len(group))] + [c for rule in grid.BENCHMARKED for c in _cells(group, rule, "mean")]
+        for name, group in groups
+    ]
     rows.append(["total", str(len(df))] + [c for rule in grid.BENCHMARKED for c in _cells(df, rule, "sum")])
     return headers, rows
 
 
-NOTE = ("Wall time and peak resident memory of each job, from Snakemake's benchmark records: per cell the mean "
-        "seconds and the largest peak over its seeds; the total line sums the seconds of every job. Empty: not "
-        "recorded (a job run outside Snakemake).\n\n")
+NOTE = (
+    "Wall time and peak resident memory of each job, from Snakemake's benchmark records: per cell the mean "
+    "seconds and the largest peak over its seeds; the total line sums the seconds of every job. Empty: not "
+    "recorded (a job run outside Snakemake).\n\n"
+)

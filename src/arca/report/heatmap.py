@@ -21,6 +21,7 @@ branches) shows no frames, never guessed ones. The rollouts with a framed decisi
 shown first. The label-reading methods (``oracle``) get the same labels as in training, and are
 left out on a corpus without forks.
 """
+
 from __future__ import annotations
 
 import html
@@ -44,21 +45,45 @@ LEGEND_STOPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.05em; margin-top: 1.8em; }
-.prompt { background: #f6f6f6; border-left: 3px solid #999; padding: 0.5em 0.8em; white-space: pre-wrap; font-size: 0.9em; }
+.prompt {
+  background: #f6f6f6;
+  border-left: 3px solid #999;
+  padding: 0.5em 0.8em;
+  white-space: pre-wrap;
+  font-size: 0.9em;
+}
 table.agreement { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 table.agreement th, table.agreement td { border-top: 1px solid #ddd; padding: 0.2em 0.8em; text-align: left; }
 .agreement-note { font-size: 0.9em; margin-bottom: 0.2em; }
 table.credit { border-collapse: collapse; width: 100%; margin-top: 0.5em; }
-table.credit th, table.credit td { border-top: 1px solid #ddd; padding: 0.35em 0.5em; vertical-align: top; text-align: left; }
+table.credit th, table.credit td {
+  border-top: 1px solid #ddd;
+  padding: 0.35em 0.5em;
+  vertical-align: top;
+  text-align: left;
+}
 th.method { white-space: nowrap; font-weight: 600; width: 11em; }
 td.gini { white-space: nowrap; font-variant-numeric: tabular-nums; width: 6em; }
-td.tokens { font-family: Menlo, Consolas, monospace; font-size: 0.85em; line-height: 1.9; white-space: pre-wrap; word-break: break-all; }
+td.tokens {
+  font-family: Menlo, Consolas, monospace;
+  font-size: 0.85em;
+  line-height: 1.9;
+  white-space: pre-wrap;
+  word-break: break-all;
+}
 span.tok { border-radius: 2px; padding: 0.1em 0; }
 span.tok.decisive { border: 2px solid #111; }
 span.tok.distractor { border: 1.5px dashed #555; }
 .forks { font-size: 0.85em; margin: 0.3em 0; color: #444; }
 .legend { display: flex; align-items: center; gap: 0.4em; margin: 0.8em 0; font-size: 0.85em; }
-.legend .swatch { display: inline-block; width: 3.2em; height: 1.2em; border: 1px solid #ccc; text-align: center; line-height: 1.2em; }
+.legend .swatch {
+  display: inline-block;
+  width: 3.2em;
+  height: 1.2em;
+  border: 1px solid #ccc;
+  text-align: center;
+  line-height: 1.2em;
+}
 """
 
 
@@ -94,10 +119,13 @@ def _token_spans(tokens: list[str], weights: list[float], method: str, marks: di
         # A decisive token that is also a distractor of another branch is shown as decisive.
         kind = " decisive" if decisive[t] else (" distractor" if distractor[t] else "")
         note = kind and f", {kind.strip()} fork token"
-        title = html.escape(f"{method}: w = {w!r} (token {t + 1} of {len(tokens)}, {rel:.2f} of row max{note})",
-                            quote=True)
-        spans.append(f'<span class="tok{kind}" style="background: {shade(rel)}; color: {color}" title="{title}">'
-                     f"{show_token(tok)}</span>")
+        title = html.escape(
+            f"{method}: w = {w!r} (token {t + 1} of {len(tokens)}, {rel:.2f} of row max{note})", quote=True
+        )
+        spans.append(
+            f'<span class="tok{kind}" style="background: {shade(rel)}; color: {color}" title="{title}">'
+            f"{show_token(tok)}</span>"
+        )
     return "".join(spans)
 
 
@@ -135,13 +163,15 @@ def _agreement_html(rollouts: list[dict], reference: str = "arca") -> str:
     n = sum(1 for r in rollouts if reference in r["weights"])
     rows = "".join(
         f'<tr class="agreement-row" data-method="{html.escape(m, quote=True)}"><th>{html.escape(m)}</th>'
-        f'<td>{"-" if not math.isfinite(rho) else f"{rho:+.2f}"}</td><td>{n}</td></tr>'
+        f"<td>{'-' if not math.isfinite(rho) else f'{rho:+.2f}'}</td><td>{n}</td></tr>"
         for m, (rho, n) in agree.items()
     )
-    return (f'<p class="agreement-note">Rank agreement with {html.escape(reference)} over {n} held-out '
-            "rollouts: Spearman rho of the per-token weights within a rollout, averaged over the rollouts where "
-            'both vary (uniform never varies).</p><table class="agreement">'
-            f"<thead><tr><th>credit method</th><th>rho</th><th>rollouts</th></tr></thead><tbody>{rows}</tbody></table>")
+    return (
+        f'<p class="agreement-note">Rank agreement with {html.escape(reference)} over {n} held-out '
+        "rollouts: Spearman rho of the per-token weights within a rollout, averaged over the rollouts where "
+        'both vary (uniform never varies).</p><table class="agreement">'
+        f"<thead><tr><th>credit method</th><th>rho</th><th>rollouts</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def legend_html() -> str:
@@ -149,12 +179,14 @@ def legend_html() -> str:
         f'<span class="swatch" style="background: {shade(s)}; color: {"#fff" if s > 0.6 else "#222"}">{s:.2f}</span>'
         for s in LEGEND_STOPS
     )
-    return (f'<div class="legend"><span>token weight / largest weight in its row:</span>{stops}'
-            "<span>(hover a token for its exact weight)</span></div>\n"
-            '<div class="legend"><span>planted forks:</span><span class="tok decisive">&nbsp;decisive&nbsp;</span>'
-            '<span>the token where the correct and the buggy procedure first differ;</span>'
-            '<span class="tok distractor">&nbsp;distractor&nbsp;</span><span>a fork that changes nothing '
-            "(unmarked rollouts could not be aligned with a branch)</span></div>")
+    return (
+        f'<div class="legend"><span>token weight / largest weight in its row:</span>{stops}'
+        "<span>(hover a token for its exact weight)</span></div>\n"
+        '<div class="legend"><span>planted forks:</span><span class="tok decisive">&nbsp;decisive&nbsp;</span>'
+        "<span>the token where the correct and the buggy procedure first differ;</span>"
+        '<span class="tok distractor">&nbsp;distractor&nbsp;</span><span>a fork that changes nothing '
+        "(unmarked rollouts could not be aligned with a branch)</span></div>"
+    )
 
 
 def _forks_note(r: dict) -> str:
@@ -194,11 +226,13 @@ def _rollout_html(i: int, r: dict) -> str:
         f'<section class="rollout" id="rollout-{i}">\n<h2>Rollout {i + 1} ({reward_txt}, {len(tokens)} tokens)</h2>\n'
         f'<div class="prompt">{html.escape(str(r["prompt"]))}</div>\n{_forks_note(r)}'
         '<table class="credit"><thead><tr><th>credit method</th><th>Gini</th><th>completion tokens</th></tr></thead>\n'
-        f'<tbody>\n{chr(10).join(rows)}\n</tbody></table>\n</section>'
+        f"<tbody>\n{chr(10).join(rows)}\n</tbody></table>\n</section>"
     )
 
 
-def render_heatmap(rollouts: list[dict], title: str = "Token credit by method", agreement_over: list[dict] | None = None) -> str:
+def render_heatmap(
+    rollouts: list[dict], title: str = "Token credit by method", agreement_over: list[dict] | None = None
+) -> str:
     """A self-contained HTML page shading every completion token by each method's weight.
 
     Each rollout is ``{"prompt": str, "tokens": [str], "weights": {method: [float per token]},
@@ -209,12 +243,13 @@ def render_heatmap(rollouts: list[dict], title: str = "Token credit by method", 
     """
     body = "\n".join(_rollout_html(i, r) for i, r in enumerate(rollouts))
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         f"<h1>{html.escape(title)}</h1>\n"
         "<p>Each row shades the completion tokens by the weight one credit method gives them (weights of a "
         f"row sum to 1). {NEWLINE_MARK} marks a newline. Gini: 0 = uniform, near 1 = all weight on one token.</p>\n"
-        f"{_agreement_html(agreement_over if agreement_over is not None else rollouts)}\n{legend_html()}\n{body}\n</body>\n</html>\n"
+        f"{_agreement_html(agreement_over if agreement_over is not None else rollouts)}\n"
+        f"{legend_html()}\n{body}\n</body>\n</html>\n"
     )
 
 
@@ -225,8 +260,11 @@ def heatmap_main(cfg: Config, args=None) -> Path:
         raise FileNotFoundError(f"heatmap: missing {source} (run `python -m arca heatmap-rollouts` first)")
     rollouts = read_jsonl(source)
     run = grid.heatmap_run(cfg)
-    page = render_heatmap(pick_shown(rollouts, N_ROLLOUTS), title=f"Token credit by method, rollouts of run {run}",
-                          agreement_over=rollouts)
+    page = render_heatmap(
+        pick_shown(rollouts, N_ROLLOUTS),
+        title=f"Token credit by method, rollouts of run {run}",
+        agreement_over=rollouts,
+    )
     path = Path(grid.heatmap_output(cfg))
     write_text(path, page)
     for method, (rho, n) in agreement(rollouts).items():

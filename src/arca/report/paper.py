@@ -1,5 +1,5 @@
-"""The paper's reported numbers beside ours (``paper_comparison.md``) and its claims, checked.
-"""
+"""The paper's reported numbers beside ours (``paper_comparison.md``) and its claims, checked."""
+
 from __future__ import annotations
 
 import logging
@@ -94,16 +94,20 @@ def claims(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFrame) -> list
     else:
         informative, note = _with_signal(arca)
         if informative.empty:
-            lines.append(f"{head}: not testable (ARCA fell back to uniform weights on every step: its adapter "
-                         "residual was zero throughout).")
+            lines.append(
+                f"{head}: not testable (ARCA fell back to uniform weights on every step: its adapter "
+                "residual was zero throughout)."
+            )
         else:
             inside = informative["gini"].between(lo, hi)
             parts = [f"r{r['rank']} {r['gini']:.3f}" for _, r in informative.iterrows()]
             verdict = "holds" if inside.all() else ("holds at some ranks" if inside.any() else "does not hold")
             lines.append(f"{head}: {verdict} ({', '.join(parts)}{note}).")
     arca_perf = perf[perf["label"] == "arca"]
-    head = (f"(iii) ARCA's accuracy competitive with uniform (0 in the paired CI, or difference > "
-            f"-{COMPETITIVE_MARGIN:.2f})")
+    head = (
+        f"(iii) ARCA's accuracy competitive with uniform (0 in the paired CI, or difference > "
+        f"-{COMPETITIVE_MARGIN:.2f})"
+    )
     if arca_perf.empty or paired.empty:
         lines.append("(iii) ARCA's accuracy competitive with uniform: not tested (needs arca and uniform cells).")
     else:
@@ -117,17 +121,22 @@ def claims(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFrame) -> list
             involved = involved[np.isfinite(involved)]
             d = est(row, "diff")
             if involved.size and involved.min() == involved.max():
-                lines.append(f"{head}: not testable (every greedy accuracy of ARCA and {REFERENCE_METHOD} is "
-                             f"{involved[0]:.3f} on every problem: no variation to compare).")
+                lines.append(
+                    f"{head}: not testable (every greedy accuracy of ARCA and {REFERENCE_METHOD} is "
+                    f"{involved[0]:.3f} on every problem: no variation to compare)."
+                )
             else:
                 ok = d.contains(0.0) or d.mean > -COMPETITIVE_MARGIN
-                lines.append(f"{head}: {'holds' if ok else 'does not hold'} (best ARCA r{int(best['rank'])} "
-                             f"greedy {best['greedy']:.3f}; minus {row['reference']}: {d.fmt()}).")
+                lines.append(
+                    f"{head}: {'holds' if ok else 'does not hold'} (best ARCA r{int(best['rank'])} "
+                    f"greedy {best['greedy']:.3f}; minus {row['reference']}: {d.fmt()})."
+                )
     return lines
 
 
-def paper_comparison(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFrame, protocol: str, grader: str, k: int,
-                     n_seeds: int) -> str:
+def paper_comparison(
+    perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFrame, protocol: str, grader: str, k: int, n_seeds: int
+) -> str:
     by_method: dict[str, list[int]] = {}
     for method, rank in PAPER_REPORTED:
         by_method.setdefault(method, []).append(rank)
@@ -141,10 +150,30 @@ def paper_comparison(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFram
             p = _lookup(perf, method, orank) if orank is not None else None
             c = _lookup(conc, method, orank) if orank is not None else None
             ofmt = lambda row, key: est(row, key).fmt() if row is not None else "-"  # noqa: E731
-            perf_rows.append([method, str(pr), fmt_rank(orank), f"{ref['greedy']:.3f}", ofmt(p, "greedy"),
-                              f"{ref['pass_at_k']:.3f}", ofmt(p, "pass_at_k"), f"{ref['train_reward']:.3f}", ofmt(p, "train_reward")])
-            conc_rows.append([method, str(pr), fmt_rank(orank), f"{ref['gini']:.3f}", ofmt(c, "gini"),
-                              f"{ref['eff_ratio']:.3f}", ofmt(c, "eff_ratio")])
+            perf_rows.append(
+                [
+                    method,
+                    str(pr),
+                    fmt_rank(orank),
+                    f"{ref['greedy']:.3f}",
+                    ofmt(p, "greedy"),
+                    f"{ref['pass_at_k']:.3f}",
+                    ofmt(p, "pass_at_k"),
+                    f"{ref['train_reward']:.3f}",
+                    ofmt(p, "train_reward"),
+                ]
+            )
+            conc_rows.append(
+                [
+                    method,
+                    str(pr),
+                    fmt_rank(orank),
+                    f"{ref['gini']:.3f}",
+                    ofmt(c, "gini"),
+                    f"{ref['eff_ratio']:.3f}",
+                    ofmt(c, "eff_ratio"),
+                ]
+            )
     extra = perf[~perf["label"].isin(list(by_method) + [BASE])]
     parts = [
         "# Our results beside the paper's\n",
@@ -152,10 +181,24 @@ def paper_comparison(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFram
         f"Ours: protocol `{protocol}`, grader `{grader}`, pass@{k}, up to {n_seeds} seeds; mean [95% bootstrap CI]. "
         "Our ranks are matched to the paper's by sorted position from the largest.\n",
         "## Table 2, performance\n",
-        markdown_table(["method", "paper r", "our r", "paper greedy", "our greedy", f"paper pass@{PAPER_K}",
-                        f"our pass@{k}", "paper train reward", "our train reward"], perf_rows),
+        markdown_table(
+            [
+                "method",
+                "paper r",
+                "our r",
+                "paper greedy",
+                "our greedy",
+                f"paper pass@{PAPER_K}",
+                f"our pass@{k}",
+                "paper train reward",
+                "our train reward",
+            ],
+            perf_rows,
+        ),
         "## Table 3, concentration (averaged over training)\n",
-        markdown_table(["method", "paper r", "our r", "paper Gini", "our Gini", "paper EffN/T", "our EffN/T"], conc_rows),
+        markdown_table(
+            ["method", "paper r", "our r", "paper Gini", "our Gini", "paper EffN/T", "our EffN/T"], conc_rows
+        ),
         "## Claims, judged from our numbers\n",
         "\n".join(f"- {line}" for line in claims(perf, conc, paired)) + "\n",
     ]

@@ -1,6 +1,7 @@
 """The credit-precision tables: how much weight each method puts on the planted decisive fork
 tokens, relative to uniform weights, during training and on the fixed held-out probe.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,11 @@ def precision_values(rec: RunRecord, source: str, method: str) -> dict[str, floa
         out = {}
         for num, den in PRECISION_RATIOS.values():
             out[num], out[den] = _joint_step_means(rec.metrics, num, den)
-        return {**out, "decisive_auroc": train_mean(rec.metrics, "decisive_auroc"),
-                "labeled_frac": train_mean(rec.metrics, "labeled_frac")}
+        return {
+            **out,
+            "decisive_auroc": train_mean(rec.metrics, "decisive_auroc"),
+            "labeled_frac": train_mean(rec.metrics, "labeled_frac"),
+        }
     probe = rec.summary.get("credit_precision") or {}
     values = (probe.get("methods") or {}).get(method) or {}
     keys = [k for pair in PRECISION_RATIOS.values() for k in pair] + ["decisive_auroc"]
@@ -76,11 +80,14 @@ def precision_columns(runs: list[RunRecord], source: str, method: str) -> dict:
     """The ``<source>_*`` columns of one cell: each ratio = mean over seeds of the share / mean over
     seeds of uniform's share on the same rows (bootstrap over seeds), the within-row AUROC (mean,
     bootstrap over seeds), the decisive shares themselves and the fraction of rollouts aligned."""
+
     def col(key):
         return _per_seed(runs, source, method, key)
 
-    out = {f"{source}_decisive_share": _nanmean(col("decisive_share")),
-           f"{source}_decisive_share_uniform": _nanmean(col("decisive_share_uniform"))}
+    out = {
+        f"{source}_decisive_share": _nanmean(col("decisive_share")),
+        f"{source}_decisive_share_uniform": _nanmean(col("decisive_share_uniform")),
+    }
     for name, (num, den) in PRECISION_RATIOS.items():
         out.update(ci_columns(f"{source}_{name}", bootstrap_ratio_ci(col(num), col(den))))
     out.update(ci_columns(f"{source}_decisive_auroc", bootstrap_mean_ci(col("decisive_auroc")[:, None])))
@@ -106,8 +113,18 @@ def _precision_names() -> list[str]:
     return names
 
 
-PRECISION_COLUMNS = ["block", "label", "method", "rank", "n_seeds", "models", *_precision_names(),
-                     "probe_vs_oracle", "probe_vs_oracle_lo", "probe_vs_oracle_hi"]
+PRECISION_COLUMNS = [
+    "block",
+    "label",
+    "method",
+    "rank",
+    "n_seeds",
+    "models",
+    *_precision_names(),
+    "probe_vs_oracle",
+    "probe_vs_oracle_lo",
+    "probe_vs_oracle_hi",
+]
 
 
 def credit_precision_table(cells: list[Cell]) -> pd.DataFrame:
@@ -116,20 +133,36 @@ def credit_precision_table(cells: list[Cell]) -> pd.DataFrame:
     cell, with its decisive share relative to the oracle's on the same seeds."""
     rows = []
     for cell in cells:
-        rows.append({"block": "sweep", "label": cell.label, "method": cell.method, "rank": cell.rank,
-                     "n_seeds": len(cell.runs), "models": f"{cell.label}_r{cell.rank}",
-                     **precision_columns(cell.runs, "train", cell.method),
-                     **precision_columns(cell.runs, "probe", cell.method)})
+        rows.append(
+            {
+                "block": "sweep",
+                "label": cell.label,
+                "method": cell.method,
+                "rank": cell.rank,
+                "n_seeds": len(cell.runs),
+                "models": f"{cell.label}_r{cell.rank}",
+                **precision_columns(cell.runs, "train", cell.method),
+                **precision_columns(cell.runs, "probe", cell.method),
+            }
+        )
     ref = reference_cell(cells)
     methods = probe_methods(ref.runs) if ref is not None else []
     if ref is not None and methods:
         oracle = _per_seed(ref.runs, "probe", ORACLE_METHOD, "decisive_share")  # [S]
         for method in methods:
             share = _per_seed(ref.runs, "probe", method, "decisive_share")  # [S]
-            rows.append({"block": "probe_all", "label": method, "method": method, "rank": ref.rank,
-                         "n_seeds": len(ref.runs), "models": f"{ref.label}_r{ref.rank}",
-                         **precision_columns(ref.runs, "probe", method),
-                         **ci_columns("probe_vs_oracle", bootstrap_ratio_ci(share, oracle))})
+            rows.append(
+                {
+                    "block": "probe_all",
+                    "label": method,
+                    "method": method,
+                    "rank": ref.rank,
+                    "n_seeds": len(ref.runs),
+                    "models": f"{ref.label}_r{ref.rank}",
+                    **precision_columns(ref.runs, "probe", method),
+                    **ci_columns("probe_vs_oracle", bootstrap_ratio_ci(share, oracle)),
+                }
+            )
     df = pd.DataFrame(rows, columns=PRECISION_COLUMNS)
     df["rank"] = df["rank"].astype("Int64")
     return df
@@ -140,13 +173,24 @@ def _fmt_ratio(row, prefix: str) -> str:
 
 
 def _precision_cells(row, src: str) -> list[str]:
-    return [_fmt_ratio(row, f"{src}_decisive_ratio"), _fmt_ratio(row, f"{src}_decisive_ratio_pos"),
-            _fmt_ratio(row, f"{src}_decisive_ratio_neg"), est(row, f"{src}_decisive_auroc").fmt(),
-            _fmt_ratio(row, f"{src}_distractor_ratio"), fmt_num(row[f"{src}_labeled_frac"], 2)]
+    return [
+        _fmt_ratio(row, f"{src}_decisive_ratio"),
+        _fmt_ratio(row, f"{src}_decisive_ratio_pos"),
+        _fmt_ratio(row, f"{src}_decisive_ratio_neg"),
+        est(row, f"{src}_decisive_auroc").fmt(),
+        _fmt_ratio(row, f"{src}_distractor_ratio"),
+        fmt_num(row[f"{src}_labeled_frac"], 2),
+    ]
 
 
-PRECISION_HEADERS = ["decisive x uniform", "advantage > 0", "advantage < 0", "decisive AUROC", "distractor x uniform",
-                     "labelled"]
+PRECISION_HEADERS = [
+    "decisive x uniform",
+    "advantage > 0",
+    "advantage < 0",
+    "decisive AUROC",
+    "distractor x uniform",
+    "labelled",
+]
 
 
 def credit_precision_markdown(df: pd.DataFrame) -> str:
@@ -162,23 +206,39 @@ def credit_precision_markdown(df: pd.DataFrame) -> str:
     ]
     numbers = df[[c for c in df.columns if c.endswith(("_ratio", "_auroc"))]].to_numpy(dtype=float)
     if not np.isfinite(numbers).any():
-        parts.append("No planted-fork labels in this experiment (no `branches` in the test records, or no "
-                     "aligned rollouts), so there is nothing to measure: every column is empty.\n")
-    rows = [[r["label"], fmt_rank(r["rank"]), str(r["n_seeds"]), *_precision_cells(r, "train")]
-            for _, r in sweep.iterrows()]
-    parts += ["## During training (each cell's own method, means over its training steps)\n",
-              markdown_table(["method", "r", "seeds", *PRECISION_HEADERS], rows)]
-    rows = [[r["label"], fmt_rank(r["rank"]), str(r["n_seeds"]), *_precision_cells(r, "probe")]
-            for _, r in sweep.iterrows()]
-    parts += ["## Held-out probe (each cell's own method under the cell's final models, the same rollouts for all)\n",
-              markdown_table(["method", "r", "seeds", *PRECISION_HEADERS], rows)]
+        parts.append(
+            "No planted-fork labels in this experiment (no `branches` in the test records, or no "
+            "aligned rollouts), so there is nothing to measure: every column is empty.\n"
+        )
+    rows = [
+        [r["label"], fmt_rank(r["rank"]), str(r["n_seeds"]), *_precision_cells(r, "train")] for _, r in sweep.iterrows()
+    ]
+    parts += [
+        "## During training (each cell's own method, means over its training steps)\n",
+        markdown_table(["method", "r", "seeds", *PRECISION_HEADERS], rows),
+    ]
+    rows = [
+        [r["label"], fmt_rank(r["rank"]), str(r["n_seeds"]), *_precision_cells(r, "probe")] for _, r in sweep.iterrows()
+    ]
+    parts += [
+        "## Held-out probe (each cell's own method under the cell's final models, the same rollouts for all)\n",
+        markdown_table(["method", "r", "seeds", *PRECISION_HEADERS], rows),
+    ]
     if not every.empty:
         models, n = every["models"].iloc[0], int(every["n_seeds"].iloc[0])
-        rows = [[r["method"], fmt_num(r["probe_decisive_share"]), *_precision_cells(r, "probe")[:5],
-                 _fmt_ratio(r, "probe_vs_oracle")] for _, r in every.iterrows()]
-        parts += [f"## Every credit method on the held-out probe, under the final models of {models} "
-                  f"({n} seed{'s' if n != 1 else ''})\n",
-                  "x oracle: the method's decisive share divided by the oracle's (all weight on the decisive "
-                  "tokens).\n",
-                  markdown_table(["method", "decisive share", *PRECISION_HEADERS[:5], "x oracle"], rows)]
+        rows = [
+            [
+                r["method"],
+                fmt_num(r["probe_decisive_share"]),
+                *_precision_cells(r, "probe")[:5],
+                _fmt_ratio(r, "probe_vs_oracle"),
+            ]
+            for _, r in every.iterrows()
+        ]
+        parts += [
+            f"## Every credit method on the held-out probe, under the final models of {models} "
+            f"({n} seed{'s' if n != 1 else ''})\n",
+            "x oracle: the method's decisive share divided by the oracle's (all weight on the decisive tokens).\n",
+            markdown_table(["method", "decisive share", *PRECISION_HEADERS[:5], "x oracle"], rows),
+        ]
     return "\n".join(parts)

@@ -2,6 +2,7 @@
 summary and per-problem scores), checked against its summary and its config hash, and grouped
 into sweep cells (label x rank, over seeds). Every table and figure starts from these.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,27 @@ from arca.stats import (
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = [
-    "step", "run", "label", "method", "rank", "seed", "loss", "reward_mean", "reward_std", "lr",
-    "grad_norm", "gen_seconds", "update_seconds", "step_seconds", "completion_len_mean",
-    "surprisal_mean", "gini", "eff_ratio", "fallback_frac", "residual_mean", "residual_max",
+    "step",
+    "run",
+    "label",
+    "method",
+    "rank",
+    "seed",
+    "loss",
+    "reward_mean",
+    "reward_std",
+    "lr",
+    "grad_norm",
+    "gen_seconds",
+    "update_seconds",
+    "step_seconds",
+    "completion_len_mean",
+    "surprisal_mean",
+    "gini",
+    "eff_ratio",
+    "fallback_frac",
+    "residual_mean",
+    "residual_max",
 ]
 
 
@@ -100,8 +119,10 @@ def primary_protocol(cfg: Config, summary: dict) -> tuple[str, str]:
     protocol = cfg.eval.protocols[0]
     info = summary.get("protocols", {}).get(protocol)
     if info is None:
-        raise ValueError(f"summary of run {summary.get('run')!r} has no protocol {protocol!r} "
-                         f"(has {sorted(summary.get('protocols', {}))})")
+        raise ValueError(
+            f"summary of run {summary.get('run')!r} has no protocol {protocol!r} "
+            f"(has {sorted(summary.get('protocols', {}))})"
+        )
     return protocol, info.get("primary_grader", DEFAULT_PRIMARY_GRADER.get(protocol, "paper"))
 
 
@@ -132,7 +153,9 @@ def _check_against_summary(rec: RunRecord, protocol: str, grader: str) -> None:
         reported = info.get(key, {}).get(grader)
         ours = float(rec.scores[name].mean()) if rec.scores[name].notna().any() else math.nan
         if reported is not None and np.isfinite(ours) and abs(reported - ours) > 1e-6:
-            log.warning("run %s: %s from samples.jsonl is %.4f but summary.json says %.4f", rec.run, name, ours, reported)
+            log.warning(
+                "run %s: %s from samples.jsonl is %.4f but summary.json says %.4f", rec.run, name, ours, reported
+            )
 
 
 def load_eval(cfg: Config, run: str) -> tuple[dict, pd.DataFrame, str, str]:
@@ -159,9 +182,12 @@ def check_run_hash(cfg: Config, run: str, summary: dict) -> None:
         sources.append((fw, json.loads(fw.read_text(encoding="utf-8")).get("config_hash", expected)))
     for path, got in sources:
         if got != expected:
-            raise ValueError(f"{path}: run '{run}' has config hash {got}, but this sweep's settings give {expected}: "
-                             "it was trained or evaluated with other settings (by hand with --set?); rerun it "
-                             f"with this config (snakemake --cores all --forcerun {cfg.run_dir(run) / 'adapter'}, with your --configfile)")
+            raise ValueError(
+                f"{path}: run '{run}' has config hash {got}, but this sweep's settings give {expected}: "
+                "it was trained or evaluated with other settings (by hand with --set?); rerun it "
+                f"with this config (snakemake --cores all --forcerun {cfg.run_dir(run) / 'adapter'}, "
+                "with your --configfile)"
+            )
 
 
 def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int]:
@@ -174,8 +200,11 @@ def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int
         check_run_hash(cfg, run, summary)
         method = summary.get("method") or str(metrics["method"].iloc[0])
         curve = read_curve(cfg.run_dir(run) / "curve.jsonl")
-        runs.append(RunRecord(run, label, method, rank, seed, summary, scores, metrics,
-                              grid.for_run(cfg, run).train.grad_clip, curve))
+        runs.append(
+            RunRecord(
+                run, label, method, rank, seed, summary, scores, metrics, grid.for_run(cfg, run).train.grad_clip, curve
+            )
+        )
     summary, scores, proto, grader = load_eval(cfg, BASE)
     base = RunRecord(BASE, BASE, BASE, None, None, summary, scores)
     k = int(summary["protocols"][proto].get("pass_at_k", {}).get("k", cfg.eval.pass_k))

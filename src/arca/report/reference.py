@@ -12,6 +12,7 @@ cell that differs (a label, a config hash), is always a difference. Numbers matc
 ``|ours - ref| <= atol + rtol * |ref|``; two empty cells match. Timing columns are not compared.
 The default tolerance and why it is what it is: README, "Checking a reproduction".
 """
+
 from __future__ import annotations
 
 import json
@@ -73,9 +74,13 @@ def _provenance(cfg: Config) -> dict:
     except OSError:
         pass
     return {
-        "config": cfg.name, "arca_version": __version__, "torch": torch.__version__,
-        "cpu": cpu, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "train_threads": cfg.train.threads, "pretrain_threads": cfg.model.pretrain.threads,
+        "config": cfg.name,
+        "arca_version": __version__,
+        "torch": torch.__version__,
+        "cpu": cpu,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "train_threads": cfg.train.threads,
+        "pretrain_threads": cfg.model.pretrain.threads,
         "run_hashes": {run: grid.run_hash(cfg, run) for run in cfg.run_ids()},
     }
 
@@ -87,8 +92,10 @@ def save_reference(cfg: Config, dest: Path) -> list[str]:
     files += [figures / f"{f}.png" for f in FIGURES]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise FileNotFoundError(f"save-reference: the experiment is not finished, missing {missing[:3]}"
-                                f"{' ...' if len(missing) > 3 else ''} (run snakemake for config '{cfg.name}' first)")
+        raise FileNotFoundError(
+            f"save-reference: the experiment is not finished, missing {missing[:3]}"
+            f"{' ...' if len(missing) > 3 else ''} (run snakemake for config '{cfg.name}' first)"
+        )
     with atomic_path(dest) as tmp:
         tmp.mkdir(parents=True)
         for f in files:
@@ -127,7 +134,9 @@ def _indexed(df: pd.DataFrame, table: str, path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: missing identity columns {absent}")
     df = df.copy()
     for k in keys:  # 4 and 4.0 must be the same rank; NaN ranks (the base model) stay NaN
-        df[k] = df[k].map(lambda v: "" if pd.isna(v) else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)))
+        df[k] = df[k].map(
+            lambda v: "" if pd.isna(v) else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+        )
     if df.duplicated(keys).any():
         raise ValueError(f"{path}: rows repeat the identity {keys}")
     return df.set_index(keys)
@@ -137,17 +146,40 @@ def _fmt(v) -> str:
     return "" if pd.isna(v) else (f"{v:.8g}" if isinstance(v, float) else str(v))
 
 
-def compare_table(table: str, ref: pd.DataFrame, ours: pd.DataFrame, atol: float, rtol: float,
-                  ref_path: Path = Path("reference"), our_path: Path = Path("ours")) -> list[Difference]:
+def compare_table(
+    table: str,
+    ref: pd.DataFrame,
+    ours: pd.DataFrame,
+    atol: float,
+    rtol: float,
+    ref_path: Path = Path("reference"),
+    our_path: Path = Path("ours"),
+) -> list[Difference]:
     """Every cell of ``ours`` that differs from ``ref`` beyond the tolerance, plus missing rows and columns."""
     r, o = _indexed(ref, table, ref_path), _indexed(ours, table, our_path)
     diffs: list[Difference] = []
     for key in r.index.difference(o.index, sort=False):
-        diffs.append(Difference(table, _row_name(table, key if isinstance(key, tuple) else (key,)), "(row)",
-                                "present", "missing", math.inf))
+        diffs.append(
+            Difference(
+                table,
+                _row_name(table, key if isinstance(key, tuple) else (key,)),
+                "(row)",
+                "present",
+                "missing",
+                math.inf,
+            )
+        )
     for key in o.index.difference(r.index, sort=False):
-        diffs.append(Difference(table, _row_name(table, key if isinstance(key, tuple) else (key,)), "(row)",
-                                "missing", "present", math.inf))
+        diffs.append(
+            Difference(
+                table,
+                _row_name(table, key if isinstance(key, tuple) else (key,)),
+                "(row)",
+                "missing",
+                "present",
+                math.inf,
+            )
+        )
     columns = [c for c in r.columns if c not in IGNORED_COLUMNS]
     for col in columns:
         if col not in o.columns:
@@ -172,11 +204,14 @@ def compare_table(table: str, ref: pd.DataFrame, ours: pd.DataFrame, atol: float
     return diffs
 
 
-def compare_reference(cfg: Config, ref_dir: Path, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> list[Difference]:
+def compare_reference(
+    cfg: Config, ref_dir: Path, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL
+) -> list[Difference]:
     """All differences between ``cfg``'s finished tables and the reference folder."""
     if not ref_dir.is_dir():
-        raise FileNotFoundError(f"compare-reference: no reference folder {ref_dir} (save one with "
-                                f"python -m arca save-reference)")
+        raise FileNotFoundError(
+            f"compare-reference: no reference folder {ref_dir} (save one with python -m arca save-reference)"
+        )
     diffs: list[Difference] = []
     for table in KEYS:
         ref_path, our_path = ref_dir / f"{table}.csv", cfg.out_dir / "tables" / f"{table}.csv"
@@ -184,8 +219,9 @@ def compare_reference(cfg: Config, ref_dir: Path, atol: float = DEFAULT_ATOL, rt
     return diffs
 
 
-def comparison_markdown(cfg: Config, ref_dir: Path, diffs: list[Difference], atol: float, rtol: float,
-                        limit: int = 200) -> str:
+def comparison_markdown(
+    cfg: Config, ref_dir: Path, diffs: list[Difference], atol: float, rtol: float, limit: int = 200
+) -> str:
     from arca.report.render import markdown_table
 
     prov_path = ref_dir / "provenance.json"
@@ -201,13 +237,18 @@ def comparison_markdown(cfg: Config, ref_dir: Path, diffs: list[Difference], ato
     by_table: dict[str, int] = {}
     for d in diffs:
         by_table[d.table] = by_table.get(d.table, 0) + 1
-    rows = [[d.table, d.row, d.column, d.reference, d.ours, "-" if math.isinf(d.delta) else f"{d.delta:.3g}"]
-            for d in sorted(diffs, key=lambda d: (-d.delta, d.table, d.row, d.column))[:limit]]
-    return "\n".join(head + [
-        f"**{len(diffs)} numbers differ** ({', '.join(f'{t}: {n}' for t, n in by_table.items())}); "
-        f"largest first{f', the first {limit} shown' if len(diffs) > limit else ''}.\n",
-        markdown_table(["table", "row", "column", "reference", "ours", "abs. difference"], rows),
-    ])
+    rows = [
+        [d.table, d.row, d.column, d.reference, d.ours, "-" if math.isinf(d.delta) else f"{d.delta:.3g}"]
+        for d in sorted(diffs, key=lambda d: (-d.delta, d.table, d.row, d.column))[:limit]
+    ]
+    return "\n".join(
+        head
+        + [
+            f"**{len(diffs)} numbers differ** ({', '.join(f'{t}: {n}' for t, n in by_table.items())}); "
+            f"largest first{f', the first {limit} shown' if len(diffs) > limit else ''}.\n",
+            markdown_table(["table", "row", "column", "reference", "ours", "abs. difference"], rows),
+        ]
+    )
 
 
 class ReferenceMismatch(Exception):

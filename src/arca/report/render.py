@@ -1,5 +1,5 @@
-"""Rendering tables as Markdown and LaTeX, and the number formats they share.
-"""
+"""Rendering tables as Markdown and LaTeX, and the number formats they share."""
+
 from __future__ import annotations
 
 import logging
@@ -12,6 +12,7 @@ from arca.stats import (
 )
 
 log = logging.getLogger(__name__)
+
 
 # ----------------------------------------------------------------------------- rendering
 def est(row, prefix: str) -> Estimate:
@@ -31,8 +32,18 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def tex_escape(s: str) -> str:
@@ -43,11 +54,25 @@ def latex_table(headers: list[str], rows: list[list[str]], caption: str, label: 
     """A booktabs table; cells are escaped, so pass plain text."""
     spec = "l" + "r" + "l" * (len(headers) - 2)
     body = [" & ".join(tex_escape(c) for c in row) + r" \\" for row in rows]
-    return "\n".join([
-        r"\begin{table}[t]", r"\centering", rf"\caption{{{tex_escape(caption)}}}", rf"\label{{{label}}}",
-        rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(tex_escape(h) for h in headers) + r" \\", r"\midrule",
-        *body, r"\bottomrule", r"\end{tabular}", r"\end{table}",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                r"\begin{table}[t]",
+                r"\centering",
+                rf"\caption{{{tex_escape(caption)}}}",
+                rf"\label{{{label}}}",
+                rf"\begin{{tabular}}{{{spec}}}",
+                r"\toprule",
+                " & ".join(tex_escape(h) for h in headers) + r" \\",
+                r"\midrule",
+                *body,
+                r"\bottomrule",
+                r"\end{tabular}",
+                r"\end{table}",
+            ]
+        )
+        + "\n"
+    )
 
 
 def ci_columns(prefix: str, est: Estimate) -> dict:
@@ -61,19 +86,31 @@ def fmt_num(value, digits: int = 3) -> str:
 def performance_rows(perf: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     k = int(perf["k"].iloc[0])
     headers = ["method", "r", "greedy acc", f"pass@{k} (T=1, top-p 0.95)", "avg train reward"]
-    rows = [[r["label"], fmt_rank(r["rank"]), est(r, "greedy").fmt(), est(r, "pass_at_k").fmt(),
-             est(r, "train_reward").fmt()] for _, r in perf.iterrows()]
+    rows = [
+        [
+            r["label"],
+            fmt_rank(r["rank"]),
+            est(r, "greedy").fmt(),
+            est(r, "pass_at_k").fmt(),
+            est(r, "train_reward").fmt(),
+        ]
+        for _, r in perf.iterrows()
+    ]
     return headers, rows
 
 
 def concentration_rows(conc: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     headers = ["method", "r", "Gini", "EffN/T"]
-    rows = [[r["label"], fmt_rank(r["rank"]), est(r, "gini").fmt(), est(r, "eff_ratio").fmt()] for _, r in conc.iterrows()]
+    rows = [
+        [r["label"], fmt_rank(r["rank"]), est(r, "gini").fmt(), est(r, "eff_ratio").fmt()] for _, r in conc.iterrows()
+    ]
     return headers, rows
 
 
 def paired_rows(paired: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     headers = ["method", "r", "reference", "greedy acc difference [95% CI]", "seeds", "problems"]
-    rows = [[r["label"], fmt_rank(r["rank"]), r["reference"], est(r, "diff").fmt(), str(r["n_seeds"]), str(r["n_problems"])]
-            for _, r in paired.iterrows()]
+    rows = [
+        [r["label"], fmt_rank(r["rank"]), r["reference"], est(r, "diff").fmt(), str(r["n_seeds"]), str(r["n_problems"])]
+        for _, r in paired.iterrows()
+    ]
     return headers, rows

@@ -24,6 +24,7 @@ Accuracies come from the per-problem grades in ``samples.jsonl`` (the primary pr
 first of ``cfg.eval.protocols``, graded by its primary grader) so that intervals can resample
 problems; the summary's own numbers are cross-checked against them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,15 +71,25 @@ from arca.stats import (
 
 log = logging.getLogger(__name__)
 
+
 # ----------------------------------------------------------------------------- per-run table
 def runs_table(runs: list[RunRecord], base: RunRecord, protocol: str, grader: str, k: int) -> pd.DataFrame:
     rows = []
     for rec in [base] + runs:
         row = {
-            "run": rec.run, "label": rec.label, "method": rec.method, "rank": rec.rank, "seed": rec.seed,
-            "config_hash": rec.summary.get("config_hash"), "trainable_params": rec.summary.get("trainable_params"),
-            "protocol": protocol, "grader": grader, "k": k, "n_problems": len(rec.scores),
-            "greedy": float(rec.scores["greedy"].mean()), "pass_at_k": float(rec.scores["pass_at_k"].mean()),
+            "run": rec.run,
+            "label": rec.label,
+            "method": rec.method,
+            "rank": rec.rank,
+            "seed": rec.seed,
+            "config_hash": rec.summary.get("config_hash"),
+            "trainable_params": rec.summary.get("trainable_params"),
+            "protocol": protocol,
+            "grader": grader,
+            "k": k,
+            "n_problems": len(rec.scores),
+            "greedy": float(rec.scores["greedy"].mean()),
+            "pass_at_k": float(rec.scores["pass_at_k"].mean()),
             "steps": int(rec.metrics["step"].max()) if len(rec.metrics) else None,
         }
         for col in ("reward_mean", "gini", "eff_ratio", "fallback_frac", "residual_mean", "step_seconds"):
@@ -100,22 +111,34 @@ def runs_table(runs: list[RunRecord], base: RunRecord, protocol: str, grader: st
 def performance_table(cells: list[Cell], base: RunRecord, protocol: str, grader: str, k: int) -> pd.DataFrame:
     rows = []
     base_scores = base.scores[["greedy", "pass_at_k"]].to_numpy(dtype=float).T  # [2, P]
-    rows.append({
-        "label": BASE, "method": BASE, "rank": None, "n_seeds": 0, "n_problems": len(base.scores),
-        "trainable_params": None,
-        **ci_columns("greedy", bootstrap_mean_ci(base_scores[0])),
-        **ci_columns("pass_at_k", bootstrap_mean_ci(base_scores[1])),
-        **ci_columns("train_reward", NAN_ESTIMATE),
-    })
+    rows.append(
+        {
+            "label": BASE,
+            "method": BASE,
+            "rank": None,
+            "n_seeds": 0,
+            "n_problems": len(base.scores),
+            "trainable_params": None,
+            **ci_columns("greedy", bootstrap_mean_ci(base_scores[0])),
+            **ci_columns("pass_at_k", bootstrap_mean_ci(base_scores[1])),
+            **ci_columns("train_reward", NAN_ESTIMATE),
+        }
+    )
     for cell in cells:
         greedy = bootstrap_mean_ci(cell.matrix("greedy"))
-        rows.append({
-            "label": cell.label, "method": cell.method, "rank": cell.rank, "n_seeds": len(cell.runs),
-            "n_problems": greedy.n_problems, "trainable_params": cell.trainable_params,
-            **ci_columns("greedy", greedy),
-            **ci_columns("pass_at_k", bootstrap_mean_ci(cell.matrix("pass_at_k"))),
-            **ci_columns("train_reward", bootstrap_mean_ci(cell.per_seed("reward_mean"))),
-        })
+        rows.append(
+            {
+                "label": cell.label,
+                "method": cell.method,
+                "rank": cell.rank,
+                "n_seeds": len(cell.runs),
+                "n_problems": greedy.n_problems,
+                "trainable_params": cell.trainable_params,
+                **ci_columns("greedy", greedy),
+                **ci_columns("pass_at_k", bootstrap_mean_ci(cell.matrix("pass_at_k"))),
+                **ci_columns("train_reward", bootstrap_mean_ci(cell.per_seed("reward_mean"))),
+            }
+        )
     df = pd.DataFrame(rows)
     df["protocol"], df["grader"], df["k"] = protocol, grader, k
     for col in ("rank", "trainable_params"):
@@ -126,14 +149,19 @@ def performance_table(cells: list[Cell], base: RunRecord, protocol: str, grader:
 def concentration_table(cells: list[Cell]) -> pd.DataFrame:
     rows = []
     for cell in cells:
-        rows.append({
-            "label": cell.label, "method": cell.method, "rank": cell.rank, "n_seeds": len(cell.runs),
-            **ci_columns("gini", bootstrap_mean_ci(cell.per_seed("gini"))),
-            **ci_columns("eff_ratio", bootstrap_mean_ci(cell.per_seed("eff_ratio"))),
-            "fallback_frac": float(pd.Series(cell.per_seed("fallback_frac").ravel()).mean()),
-            # how often gradient clipping acted (it matters for the mean_one normalization ablation)
-            "clipped_frac": float(np.nanmean([r.clipped_frac() for r in cell.runs])) if cell.runs else math.nan,
-        })
+        rows.append(
+            {
+                "label": cell.label,
+                "method": cell.method,
+                "rank": cell.rank,
+                "n_seeds": len(cell.runs),
+                **ci_columns("gini", bootstrap_mean_ci(cell.per_seed("gini"))),
+                **ci_columns("eff_ratio", bootstrap_mean_ci(cell.per_seed("eff_ratio"))),
+                "fallback_frac": float(pd.Series(cell.per_seed("fallback_frac").ravel()).mean()),
+                # how often gradient clipping acted (it matters for the mean_one normalization ablation)
+                "clipped_frac": float(np.nanmean([r.clipped_frac() for r in cell.runs])) if cell.runs else math.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -143,8 +171,20 @@ def paired_table(cells: list[Cell], protocol: str, grader: str) -> pd.DataFrame:
     Rows against uniform come first for every cell (``vs_uniform`` True), then the ablation pairs.
     """
     ref = reference_cell(cells)
-    cols = ["label", "method", "rank", "reference", "vs_uniform", "protocol", "grader", "n_seeds", "n_problems",
-            "diff", "diff_lo", "diff_hi"]
+    cols = [
+        "label",
+        "method",
+        "rank",
+        "reference",
+        "vs_uniform",
+        "protocol",
+        "grader",
+        "n_seeds",
+        "n_problems",
+        "diff",
+        "diff_lo",
+        "diff_hi",
+    ]
     pairs = [(cell, ref, True) for cell in cells if ref is not None and cell is not ref]
     for cell in cells:
         for label in cell.compare:
@@ -160,11 +200,20 @@ def paired_table(cells: list[Cell], protocol: str, grader: str) -> pd.DataFrame:
             log.warning("no common problems between %s_r%d and %s_r%d", cell.label, cell.rank, other.label, other.rank)
             continue
         est = paired_difference(cell.matrix("greedy", problems), other.matrix("greedy", problems))
-        rows.append({
-            "label": cell.label, "method": cell.method, "rank": cell.rank, "reference": f"{other.label}_r{other.rank}",
-            "vs_uniform": vs_uniform, "protocol": protocol, "grader": grader, "n_seeds": est.n_seeds,
-            "n_problems": est.n_problems, **ci_columns("diff", est),
-        })
+        rows.append(
+            {
+                "label": cell.label,
+                "method": cell.method,
+                "rank": cell.rank,
+                "reference": f"{other.label}_r{other.rank}",
+                "vs_uniform": vs_uniform,
+                "protocol": protocol,
+                "grader": grader,
+                "n_seeds": est.n_seeds,
+                "n_problems": est.n_problems,
+                **ci_columns("diff", est),
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -191,7 +240,9 @@ def aggregate_main(cfg: Config, args=None) -> None:
 
     write_text(out / "runs.csv", _csv(runs_table(runs, base, protocol, grader, k)))
     write_text(out / "curves.csv", _csv(curves))
-    caption = f"Performance on protocol {protocol} (grader {grader}); mean and 95% bootstrap CI over seeds and problems."
+    caption = (
+        f"Performance on protocol {protocol} (grader {grader}); mean and 95% bootstrap CI over seeds and problems."
+    )
     headers, rows = performance_rows(perf)
     write_text(out / "performance.csv", _csv(perf))
     write_text(out / "performance.md", markdown_table(headers, rows))
@@ -199,14 +250,22 @@ def aggregate_main(cfg: Config, args=None) -> None:
     headers, rows = concentration_rows(conc)
     write_text(out / "concentration.csv", _csv(conc))
     write_text(out / "concentration.md", markdown_table(headers, rows))
-    write_text(out / "concentration.tex", latex_table(
-        headers, rows, "Token-weight concentration averaged over training; mean and 95% bootstrap CI over seeds.",
-        "tab:concentration"))
+    write_text(
+        out / "concentration.tex",
+        latex_table(
+            headers,
+            rows,
+            "Token-weight concentration averaged over training; mean and 95% bootstrap CI over seeds.",
+            "tab:concentration",
+        ),
+    )
     headers, rows = paired_rows(paired)
     write_text(out / "paired.csv", _csv(paired))
     note = "" if not paired.empty else "No uniform cell in the sweep: nothing to pair against.\n"
     write_text(out / "paired.md", note + markdown_table(headers, rows))
-    write_text(out / "paper_comparison.md", paper_comparison(perf, conc, paired, protocol, grader, k, len(cfg.sweep.seeds)))
+    write_text(
+        out / "paper_comparison.md", paper_comparison(perf, conc, paired, protocol, grader, k, len(cfg.sweep.seeds))
+    )
     precision = credit_precision_table(cells)
     write_text(out / "credit_precision.csv", _csv(precision))
     write_text(out / "credit_precision.md", credit_precision_markdown(precision))
