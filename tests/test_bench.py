@@ -321,7 +321,7 @@ def test_bench_main_tiny_no_trl(tmp_path, capsys):
 def test_bench_trl_peer_tiny(tmp_path):
     pytest.importorskip("trl")
     pytest.importorskip("datasets")
-    from arca.bench import bench
+    from arca.bench.step import bench
 
     cfg = _tiny_bench_cfg(tmp_path)
     summary = bench(cfg, steps=1, lengths=[4], trl=True, blocks=1, methods=("uniform",))
@@ -333,7 +333,7 @@ def test_bench_trl_peer_tiny(tmp_path):
 
 
 def test_parse_methods():
-    from arca.bench import parse_methods
+    from arca.bench.main import parse_methods
 
     assert parse_methods(None) == credit.PAPER_METHODS
     assert parse_methods("arca_layers, entropy_top20") == ("uniform", "arca_layers", "entropy_top20")
@@ -343,7 +343,7 @@ def test_parse_methods():
 
 
 def test_parse_backends():
-    from arca.bench import parse_backends
+    from arca.bench.generation import parse_backends
 
     assert parse_backends("transformers, vllm,transformers") == ("transformers", "vllm")
     with pytest.raises(ValueError, match="unknown rollout backend"):
@@ -371,7 +371,7 @@ def test_step_flops_counts_the_matmuls_of_the_training_passes():
     # backward (the counter does not count CPU flash attention, so the attention term is left out)
     from torch.utils.flop_counter import FlopCounterMode
 
-    from arca.bench import step_flops
+    from arca.bench.hardware import step_flops
     from arca.scoring import policy_scores
 
     model = _lora_model()

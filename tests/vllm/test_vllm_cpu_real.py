@@ -233,7 +233,7 @@ def test_smoke_dag_with_vllm_backend(tmp_path):
 
 def test_bench_generation_both_backends(cfg):
     """``python -m arca bench --backends transformers,vllm``: both backends timed on the same batch."""
-    from arca.bench import bench_generation
+    from arca.bench.generation import bench_generation
 
     s = bench_generation(cfg, ("transformers", "vllm"), steps=1)
     for b in ("transformers", "vllm"):
