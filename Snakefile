@@ -8,7 +8,7 @@
 #   snakemake --report results/<name>/report.html          # after a run
 from snakemake.utils import min_version
 
-from arca import credit, grid
+from arca import credit, grid, snakeconfig
 
 min_version("9.0")
 
@@ -18,19 +18,19 @@ configfile: "configs/default.yaml"
 
 # `--config set=train.lr=1e-4` (or set='[train.lr=1e-4, credit.sharpen=1.0]'): the same overrides
 # as `python -m arca --set`, applied here so the DAG (and each run's hash) sees them.
-grid.apply_set(config)
+snakeconfig.apply_set(config)
 
 # The resolved, checked config the rules read (types, closed sets, values, the credit methods'
 # requirements), validated once here; errors name the offending key.
 CFG = grid.as_config(config)
 credit.check_config(CFG, "snakemake config")
 # An override of what a run id fixes (method, rank, seed, a cell's overrides) is an error.
-grid.check_overrides(CFG, grid.cli_overrides(workflow.config_settings.config))
+snakeconfig.check_overrides(CFG, snakeconfig.cli_overrides(workflow.config_settings.config))
 # The same config files, in Snakemake's merge order, plus --config values as --set: every rule
 # hands them to `python -m arca` as {params.config}. A params function that Snakemake's rerun
-# triggers leave out (see grid.config_param), so that adding a config file does not by itself rerun
+# triggers leave out (see snakeconfig.config_param), so that adding a config file does not by itself rerun
 # jobs; what a training run depends on is its run_hash param.
-CONFIG = grid.config_param(grid.config_args(grid.config_files(workflow), workflow.config_settings.config))
+CONFIG = snakeconfig.config_param(snakeconfig.config_args(snakeconfig.config_files(workflow), workflow.config_settings.config))
 # {"gpu": 1} on model jobs when the config targets a GPU, else {}.
 GPU = grid.gpu(CFG)
 

@@ -27,6 +27,7 @@ LAYERS = {
     "arca.config": 0,  # the package itself holds only its version
     "arca.io": 1,
     "arca.grid": 1,
+    "arca.snakeconfig": 1,
     "arca.credit": 2,
     "arca.grpo": 2,
     "arca.diagnostics": 2,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from arca import cli, grid
+from arca import cli, grid, snakeconfig
 from arca.cards import RUN_INFO, check_adapter_hash
 from arca.config import ConfigError, load_config
 from arca.grid import check_run_overrides
@@ -64,22 +64,25 @@ def test_base_evaluation_takes_any_override():
 
 
 def test_snakemake_set_entries_parse_like_set():
-    assert grid.set_entries({"set": "train.lr=1e-4"}) == ["train.lr=1e-4"]
-    assert grid.set_entries({"set": ["train.lr=1e-4", "credit.sharpen=1.0"]}) == ["train.lr=1e-4", "credit.sharpen=1.0"]
-    assert grid.set_entries({"name": "x"}) == []
+    assert snakeconfig.set_entries({"set": "train.lr=1e-4"}) == ["train.lr=1e-4"]
+    assert snakeconfig.set_entries({"set": ["train.lr=1e-4", "credit.sharpen=1.0"]}) == [
+        "train.lr=1e-4",
+        "credit.sharpen=1.0",
+    ]
+    assert snakeconfig.set_entries({"name": "x"}) == []
     with pytest.raises(ConfigError, match="key.path=value"):
-        grid.set_entries({"set": "trainlr"})
+        snakeconfig.set_entries({"set": "trainlr"})
     with pytest.raises(ConfigError, match="key.path=value"):
-        grid.set_entries({"set": {"train": 1}})
+        snakeconfig.set_entries({"set": {"train": 1}})
     # Snakemake reads --config values with YAML's base loader (strings): 1e-4 must still be a number.
     config = {"name": "default", "train": {"lr": 5e-4, "steps": 50}, "set": ["train.lr=1e-4", "train.steps=3"]}
-    assert grid.apply_set(config) == ["train.lr=1e-4", "train.steps=3"]
+    assert snakeconfig.apply_set(config) == ["train.lr=1e-4", "train.steps=3"]
     assert config == {"name": "default", "train": {"lr": 1e-4, "steps": 3}}
 
 
 def test_snakemake_set_entries_become_set_arguments():
     args = shlex.split(
-        grid.config_args(["configs/default.yaml"], {"paths": {"results": "/r"}, "set": ["train.lr=1e-4"]})
+        snakeconfig.config_args(["configs/default.yaml"], {"paths": {"results": "/r"}, "set": ["train.lr=1e-4"]})
     )
     assert args == ["--config", "configs/default.yaml", "--set", 'paths.results="/r"', "--set", "train.lr=1e-4"]
     cfg = load_config([DEFAULT], args[3::2])
@@ -88,9 +91,9 @@ def test_snakemake_set_entries_become_set_arguments():
 
 def test_snakemake_set_of_a_fixed_key_is_refused_for_the_sweep():
     cfg = load_config(DEFAULT)
-    grid.check_overrides(cfg, ["train.lr=1e-4", "eval.pass_k=8"])
+    snakeconfig.check_overrides(cfg, ["train.lr=1e-4", "eval.pass_k=8"])
     with pytest.raises(ConfigError, match=r"'credit.method' is fixed by run id 'uniform_r8_s1'"):
-        grid.check_overrides(cfg, ["credit.method=arca"])
+        snakeconfig.check_overrides(cfg, ["credit.method=arca"])
     with pytest.raises(ConfigError, match="'train.seed'"):
         check_run_overrides(cfg, "arca_r2_s3", ["train={seed: 4}"])
 

@@ -24,7 +24,7 @@ import jsonschema
 import pytest
 import yaml
 
-from arca import grid
+from arca import grid, snakeconfig
 from arca.config import Config, ConfigError, deep_merge, from_dict, load_config, read_yaml, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -370,25 +370,25 @@ def test_grid_config_files_in_snakemake_merge_order(tmp_path, monkeypatch):
         overwrite_configfiles=cli,
         config_settings=SimpleNamespace(replace_workflow_config=False),
     )
-    assert grid.config_files(workflow) == ["configs/default.yaml", "a.yaml", "/elsewhere/b.yaml"]
+    assert snakeconfig.config_files(workflow) == ["configs/default.yaml", "a.yaml", "/elsewhere/b.yaml"]
     workflow.config_settings.replace_workflow_config = True
-    assert grid.config_files(workflow) == ["a.yaml", "/elsewhere/b.yaml"]
+    assert snakeconfig.config_files(workflow) == ["a.yaml", "/elsewhere/b.yaml"]
     workflow = SimpleNamespace(
         configfiles=["configs/default.yaml"], overwrite_configfiles=[], config_settings=SimpleNamespace()
     )
-    assert grid.config_files(workflow) == ["configs/default.yaml"]
+    assert snakeconfig.config_files(workflow) == ["configs/default.yaml"]
 
 
 def test_grid_config_param_is_left_out_of_rerun_triggers():
     # Snakemake treats a params function that takes `output` (or input, threads, resources) as
     # derived from the job's files and does not rerun a job when its value changes.
-    param = grid.config_param("--config a.yaml")
+    param = snakeconfig.config_param("--config a.yaml")
     assert list(inspect.signature(param).parameters) == ["wildcards", "output"]
     assert param(None, None) == "--config a.yaml"
 
 
 def test_grid_config_args_round_trip():
-    args = grid.config_args(
+    args = snakeconfig.config_args(
         ["configs/default.yaml", "my dir/x.yaml"],
         {"name": "odd name's", "train": {"steps": 3, "lr": 0.001}, "eval": {"protocols": ["generated"]}},
     )
@@ -398,7 +398,7 @@ def test_grid_config_args_round_trip():
     assert sets == ['name="odd name\'s"', "train.steps=3", "train.lr=0.001", 'eval.protocols=["generated"]']
     cfg = load_config([REPO / "configs" / "default.yaml"], sets[1:])
     assert (cfg.train.steps, cfg.train.lr, cfg.eval.protocols) == (3, 0.001, ["generated"])
-    assert grid.config_args(["a.yaml"], {}) == "--config a.yaml"
+    assert snakeconfig.config_args(["a.yaml"], {}) == "--config a.yaml"
 
 
 # ----------------------------------------------------------------------------- snakemake

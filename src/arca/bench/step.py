@@ -84,7 +84,7 @@ def bench(
     raw_methods = _interleaved(runners, problems, steps, seed0=cfg.train.seed)
     medians = {m: summarize(rows) for m, rows in raw_methods.items()}
     base = medians.get("uniform", {})
-    ratio = {m: ratio(v["step_seconds"], base.get("step_seconds")) for m, v in medians.items()}
+    step_ratio = {m: ratio(v["step_seconds"], base.get("step_seconds")) for m, v in medians.items()}
     upd_ratio = {m: ratio(v["update_seconds"], base.get("update_seconds")) for m, v in medians.items()}
 
     # sampling, lean against generate; where the time goes
@@ -129,7 +129,7 @@ def bench(
         del rs
 
     summary = {
-        "ratio_vs_uniform": ratio,
+        "ratio_vs_uniform": step_ratio,
         "update_ratio_vs_uniform": upd_ratio,
         "ratio_vs_trl": trl_out["ratio_vs_trl"] if trl_out else None,
         "medians": medians,
