@@ -38,12 +38,8 @@ def overlay(tmp_path: Path, **extra) -> Path:
 
 
 @pytest.mark.slow
-def test_smoke_dag_end_to_end(tmp_path):
-    ov = overlay(tmp_path)
-    args = ["--cores", "2", "--configfile", "configs/smoke.yaml", str(ov)]
-    proc = snakemake(*args)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = tmp_path / "results" / "smoke"
+def test_smoke_dag_end_to_end(smoke_dag):
+    args, out = smoke_dag.args, smoke_dag.out  # the session's one local run (tests/conftest.py)
     for name in ("performance", "concentration"):
         for ext in ("csv", "md", "tex"):
             assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0
