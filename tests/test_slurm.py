@@ -114,7 +114,8 @@ def tables(folder: Path) -> dict[str, object]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_smoke_dag_through_slurm_equals_local_run(cluster, smoke_dag, tmp_path):
+def test_smoke_dag_through_slurm_equals_local_run(cluster, request, tmp_path):
+    smoke_dag = request.getfixturevalue("smoke_dag")  # after `cluster`, so that a skip comes first
     wf = workflow_copy(tmp_path / "wf")
     overlay = write_yaml(tmp_path / "overlay.yaml",
                          {"paths": {"results": str(tmp_path / "results")}, "resources": {"gpu": True}})
@@ -164,7 +165,8 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_scancel_mid_training_then_the_retry_resumes_from_the_checkpoint(cluster, smoke_dag, tmp_path):
+def test_scancel_mid_training_then_the_retry_resumes_from_the_checkpoint(cluster, request, tmp_path):
+    smoke_dag = request.getfixturevalue("smoke_dag")  # after `cluster`, so that a skip comes first
     run, steps = "uniform_r4_s1", 16
     wf = workflow_copy(tmp_path / "wf")
     # Two results folders with the local run's data and base model: one trained through SLURM and
