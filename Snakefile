@@ -3,11 +3,12 @@
 #   snakemake --cores all --configfile configs/smoke.yaml  # any file in configs/, layered on it
 #   snakemake --cores all --configfile configs/smoke.yaml my.yaml  # several: ONE --configfile flag
 #     (a second `--configfile` flag replaces the first instead of adding to it)
+#   snakemake --cores all --config set=train.lr=1e-4      # any key, like python -m arca --set
 #   snakemake --profile workflow/profiles/slurm --configfile configs/paper.yaml
 #   snakemake --report results/<name>/report.html          # after a run
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from arca import grid
+from arca import credit, grid, snakeconfig
 
 min_version("9.0")
 
@@ -15,14 +16,21 @@ min_version("9.0")
 configfile: "configs/default.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# `--config set=train.lr=1e-4` (or set='[train.lr=1e-4, credit.sharpen=1.0]'): the same overrides
+# as `python -m arca --set`, applied here so the DAG (and each run's hash) sees them.
+snakeconfig.apply_set(config)
 
-# The resolved, type-checked config the rules read; errors name the offending key.
+# The resolved, checked config the rules read (types, closed sets, values, the credit methods'
+# requirements), validated once here; errors name the offending key.
 CFG = grid.as_config(config)
+credit.check_config(CFG, "snakemake config")
+# An override of what a run id fixes (method, rank, seed, a cell's overrides) is an error.
+snakeconfig.check_overrides(CFG, snakeconfig.cli_overrides(workflow.config_settings.config))
 # The same config files, in Snakemake's merge order, plus --config values as --set: every rule
-# hands them to `python -m arca`. A global, not a param, so that adding a config file does not by
-# itself rerun jobs; what a training run depends on is its run_hash param.
-CONFIG_ARGS = grid.config_args(grid.config_files(workflow), workflow.config_settings.config)
+# hands them to `python -m arca` as {params.config}. A params function that Snakemake's rerun
+# triggers leave out (see snakeconfig.config_param), so that adding a config file does not by itself rerun
+# jobs; what a training run depends on is its run_hash param.
+CONFIG = snakeconfig.config_param(snakeconfig.config_args(snakeconfig.config_files(workflow), workflow.config_settings.config))
 # {"gpu": 1} on model jobs when the config targets a GPU, else {}.
 GPU = grid.gpu(CFG)
 
@@ -37,12 +45,14 @@ localrules:
     prepare_data,
     aggregate,
     figures,
+    heatmap,
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/base.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/bench.smk"
 

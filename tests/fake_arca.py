@@ -4,8 +4,10 @@ tests/test_workflow.py puts a ``python`` shim on PATH that runs this file, so Sn
 the real Snakefile end to end in seconds without training anything. The outputs come from
 ``arca.grid`` fed with the config the step was given, so the test also checks that the arguments
 each rule passes resolve to the config Snakemake planned with. Every call is appended to the file
-named by ``FAKE_ARCA_CALLS`` as ``<step> <run>``.
+named by ``FAKE_ARCA_CALLS`` as ``<step> <run>``, a training run's line followed by the run hash of
+the config it was given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,6 +23,7 @@ from arca.config import load_config
 
 def _png() -> bytes:
     """A valid 1x1 white PNG: the report embeds figures and should get a real image."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -56,12 +59,13 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv[2:])
     cfg = load_config(args.config, args.overrides)
     step, run = args.step, args.run
+    note = ""
     if step == "prepare-data":
         files, dirs = list(grid.data_outputs(cfg).values()), []
     elif step == "build-base":
         files, dirs = [], [grid.base_output(cfg)]
     elif step == "train":
-        cfg.for_run(run)  # an unknown run id fails as the real step would
+        note = f" {grid.run_hash(cfg, run)}"  # also fails on an unknown run id, as the real step would
         out = grid.train_outputs(cfg, run)
         files, dirs = [out["metrics"], out["final_weights"], out["curve"]], [out["adapter"]]
         # Undeclared siblings, as the real step writes them.
@@ -74,6 +78,8 @@ def main(argv: list[str]) -> int:
         files, dirs = list(grid.table_outputs(cfg).values()), []
     elif step == "figures":
         files, dirs = list(grid.figure_outputs(cfg).values()), []
+    elif step == "heatmap-rollouts":
+        files, dirs = [grid.heatmap_rollouts_output(cfg)], []
     elif step == "heatmap":
         files, dirs = [grid.heatmap_output(cfg)], []
     elif step == "bench":
@@ -85,7 +91,7 @@ def main(argv: list[str]) -> int:
     for f in files:
         _write(f)
     with open(os.environ["FAKE_ARCA_CALLS"], "a", encoding="utf-8") as log:
-        log.write(f"{step} {run}\n")
+        log.write(f"{step} {run}{note}\n")
     return 0
 
 

@@ -1,21 +1,24 @@
 """The one-pass guarantee of ``train_step`` and the ``bench`` step (arca.bench).
 
-The pass count is checked three independent ways: ``PASS_COUNTER``, a wrapper counting entries
-into ``model.disable_adapter()``, and a forward pre-hook on the decoder stack counting every
-forward call (adapter on or off). A second adapter-off pass added anywhere would change the
-second and third counts even if it bypassed ``reference_scores``.
+The pass count is checked three independent ways: the step's own ``reference_passes`` and
+``entropy_passes`` metrics, a wrapper counting entries into ``model.disable_adapter()``, and a
+forward pre-hook on the decoder stack counting every forward call (adapter on or off). A second
+adapter-off pass added anywhere would change the second and third counts even if it bypassed
+``reference_scores``.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
+
 import pytest
 import torch
 
 from arca import credit
 from arca.config import Config, from_dict, to_dict
 from arca.rollout import Rollouts
-from arca.train import PASS_COUNTER, lr_scheduler, train_step
+from arca.train import lr_scheduler, train_step
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -41,9 +44,18 @@ def _cfg(method: str, prompts: int, micro: int, k: int = 2, **extra) -> Config:
 def _lora_model(seed: int = 0):
     torch.manual_seed(seed)
     config = transformers.Qwen3Config(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-        head_dim=16, intermediate_size=64, max_position_embeddings=64, pad_token_id=PAD, eos_token_id=EOS,
-        bos_token_id=2, tie_word_embeddings=False,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=2,
+        tie_word_embeddings=False,
     )
     base = transformers.Qwen3ForCausalLM(config)
     model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_dropout=0.0))
@@ -99,7 +111,9 @@ class PassCounter:
     def _hook(self, module, args):
         self.forwards += 1
         # an adapter-off pass: inside disable_adapter, or with every LoRA layer disabled
-        if self._inside or all(getattr(m, "disable_adapters", False) for m in self.model.modules() if hasattr(m, "lora_A")):
+        if self._inside or all(
+            getattr(m, "disable_adapters", False) for m in self.model.modules() if hasattr(m, "lora_A")
+        ):
             self.off_forwards += 1
 
 
@@ -111,13 +125,12 @@ def _train_step(cfg: Config, model) -> tuple[dict, list[list[float]]]:
     return train_step(cfg, model, FakeGenerator(), opt, sched, problems, 0, 0)
 
 
-def _one_step(method: str, prompts: int, micro: int) -> tuple[PassCounter, int]:
+def _one_step(method: str, prompts: int, micro: int) -> tuple[PassCounter, dict]:
     model = _lora_model()
     counter = PassCounter(model)
-    before = PASS_COUNTER["reference"]
     metrics, _ = _train_step(_cfg(method, prompts, micro), model)
     assert metrics["reward_std"] > 0  # non-zero advantages: a real gradient step
-    return counter, PASS_COUNTER["reference"] - before
+    return counter, metrics
 
 
 NO_REFERENCE = ("uniform", "surprisal", "entropy_reduction")
@@ -135,9 +148,9 @@ def test_method_groups_cover_the_paper_methods():
 @pytest.mark.parametrize("method", NO_REFERENCE)
 @pytest.mark.parametrize("prompts,micro", [(4, 2), (4, 4)])
 def test_no_adapter_off_pass_without_reference_needs(method, prompts, micro):
-    counter, passes = _one_step(method, prompts, micro)
+    counter, metrics = _one_step(method, prompts, micro)
     n_micro = prompts // micro
-    assert passes == 0
+    assert metrics["reference_passes"] == 0 and metrics["entropy_passes"] == 0
     assert counter.disabled == 0 and counter.off_forwards == 0
     assert counter.forwards == n_micro  # only the gradient pass of each micro-batch
 
@@ -145,8 +158,9 @@ def test_no_adapter_off_pass_without_reference_needs(method, prompts, micro):
 @pytest.mark.parametrize("method", ONE_REFERENCE)
 @pytest.mark.parametrize("prompts,micro", [(4, 2), (4, 4)])
 def test_exactly_one_adapter_off_pass_per_micro_batch(method, prompts, micro):
-    counter, passes = _one_step(method, prompts, micro)
+    counter, metrics = _one_step(method, prompts, micro)
     n_micro = prompts // micro
+    passes = metrics["reference_passes"]
     assert passes == n_micro
     assert counter.disabled == n_micro and counter.off_forwards == n_micro
     assert counter.forwards == 2 * n_micro  # one adapter-off pass + one gradient pass each
@@ -156,20 +170,18 @@ def test_exactly_one_adapter_off_pass_per_micro_batch(method, prompts, micro):
 
 def test_arca_layers_needs_no_extra_pass():
     for prompts, micro in [(4, 2), (4, 4)]:
-        before = PASS_COUNTER["entropy"]
-        counter, passes = _one_step("arca_layers", prompts, micro)
-        assert passes == 0 and PASS_COUNTER["entropy"] == before
+        counter, metrics = _one_step("arca_layers", prompts, micro)
+        assert metrics["reference_passes"] == 0 and metrics["entropy_passes"] == 0
         assert counter.disabled == 0 and counter.off_forwards == 0
         assert counter.forwards == prompts // micro  # the gradient passes alone
 
 
 @pytest.mark.parametrize("prompts,micro,extra", [(4, 4, 0), (4, 2, 2), (4, 1, 4)])
 def test_entropy_top20_extra_pass_only_with_several_micro_batches(prompts, micro, extra):
-    before = PASS_COUNTER["entropy"]
-    counter, passes = _one_step("entropy_top20", prompts, micro)
+    counter, metrics = _one_step("entropy_top20", prompts, micro)
     n_micro = prompts // micro
-    assert passes == 0 and counter.off_forwards == 0
-    assert PASS_COUNTER["entropy"] - before == extra
+    assert metrics["reference_passes"] == 0 and counter.off_forwards == 0
+    assert metrics["entropy_passes"] == extra
     assert counter.forwards == n_micro + extra
 
 
@@ -192,10 +204,13 @@ def test_entropy_top20_threshold_spans_the_whole_step():
     cfg = _cfg("entropy_top20", 4, 1)
     model = _lora_model()
     r = FakeGenerator().generate([f"p{i}" for i in range(4)], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
-    from arca.train import credit_inputs_for_rollouts
+    from arca.scoring import credit_inputs_for_rollouts
+
     per_mb = []
     for s in range(0, len(r), cfg.rollout.k):
-        x = credit_inputs_for_rollouts(model, r.select(slice(s, s + cfg.rollout.k)), needs=frozenset({credit.ENTROPIES}))
+        x = credit_inputs_for_rollouts(
+            model, r.select(slice(s, s + cfg.rollout.k)), needs=frozenset({credit.ENTROPIES})
+        )
         w, _ = credit.token_weights("entropy_top20", x)
         per_mb += [[float(v) for v in row[m > 0]] for row, m in zip(w, x.mask)]
     assert per_mb != w_one
@@ -208,7 +223,8 @@ def test_mean_one_loss_keeps_the_token_sum_scale():
     model.train()
     r = FakeGenerator().generate(["p0", "p1"], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
     from arca.grpo import group_advantages
-    from arca.train import policy_scores
+    from arca.scoring import policy_scores
+
     with torch.no_grad():
         lp = policy_scores(model, r, False, False).logprobs * r.completion_mask  # [N, T]
     adv = group_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0]), cfg.rollout.k)  # texts alternate right/wrong
@@ -239,10 +255,19 @@ def _tiny_bench_cfg(results) -> Config:
     raw["name"] = "tinybench"
     raw["device"] = "cpu"
     raw["paths"] = {"results": str(results), "cache": str(results / "cache")}
-    raw["model"]["pretrain"].update({
-        "hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64,
-        "steps": 3, "batch_size": 4, "seq_len": 160, "warmup_steps": 1,
-    })
+    raw["model"]["pretrain"].update(
+        {
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 2,
+            "num_kv_heads": 1,
+            "intermediate_size": 64,
+            "steps": 3,
+            "batch_size": 4,
+            "seq_len": 160,
+            "warmup_steps": 1,
+        }
+    )
     raw["data"].update({"n_train": 40, "n_test": 8})
     raw["rollout"].update({"k": 2, "max_new_tokens": 6})
     raw["train"].update({"prompts_per_step": 2, "micro_batch_prompts": 2, "threads": 1})
@@ -251,8 +276,16 @@ def _tiny_bench_cfg(results) -> Config:
     return from_dict(raw, source="test")
 
 
-REQUIRED_KEYS = {"ratio_vs_uniform", "update_ratio_vs_uniform", "ratio_vs_trl", "raw", "medians",
-                 "length_scaling", "machine", "settings"}
+REQUIRED_KEYS = {
+    "ratio_vs_uniform",
+    "update_ratio_vs_uniform",
+    "ratio_vs_trl",
+    "raw",
+    "medians",
+    "length_scaling",
+    "machine",
+    "settings",
+}
 
 
 def test_bench_main_tiny_no_trl(tmp_path, capsys):
@@ -288,7 +321,7 @@ def test_bench_main_tiny_no_trl(tmp_path, capsys):
 def test_bench_trl_peer_tiny(tmp_path):
     pytest.importorskip("trl")
     pytest.importorskip("datasets")
-    from arca.bench import bench
+    from arca.bench.step import bench
 
     cfg = _tiny_bench_cfg(tmp_path)
     summary = bench(cfg, steps=1, lengths=[4], trl=True, blocks=1, methods=("uniform",))
@@ -300,10 +333,65 @@ def test_bench_trl_peer_tiny(tmp_path):
 
 
 def test_parse_methods():
-    from arca.bench import parse_methods
+    from arca.bench.main import parse_methods
 
     assert parse_methods(None) == credit.PAPER_METHODS
     assert parse_methods("arca_layers, entropy_top20") == ("uniform", "arca_layers", "entropy_top20")
     assert parse_methods("arca,uniform") == ("uniform", "arca")
     with pytest.raises(ValueError, match="unknown credit method.*'magic'"):
         parse_methods("arca,magic")
+
+
+def test_parse_backends():
+    from arca.bench.generation import parse_backends
+
+    assert parse_backends("transformers, vllm,transformers") == ("transformers", "vllm")
+    with pytest.raises(ValueError, match="unknown rollout backend"):
+        parse_backends("transformers,sglang")
+
+
+def test_bench_generation_transformers_only(tmp_path, capsys):
+    """``bench --backends transformers`` (the vLLM side runs in tests/vllm/)."""
+    import argparse
+
+    from arca.bench import bench_main
+
+    cfg = _tiny_bench_cfg(tmp_path)
+    bench_main(cfg, argparse.Namespace(steps=2, no_trl=True, lengths=None, backends="transformers"))
+    s = json.loads((cfg.out_dir / "bench" / "generation.json").read_text())
+    assert list(s["medians"]) == ["transformers"] and s["medians"]["transformers"]["n"] == 2
+    assert [r["tokens"] for r in s["raw"]["transformers"]] == [2 * 2 * 6] * 2  # forced length
+    assert s["medians"]["transformers"]["speed_x_first"] == pytest.approx(1.0)
+    assert not (cfg.out_dir / "bench" / "summary.json").exists()  # the training-step bench did not run
+    assert "| transformers |" in capsys.readouterr().out
+
+
+def test_step_flops_counts_the_matmuls_of_the_training_passes():
+    # the estimate's matmul part equals what torch's FLOP counter sees in the gradient pass and its
+    # backward (the counter does not count CPU flash attention, so the attention term is left out)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from arca.bench.hardware import step_flops
+    from arca.scoring import policy_scores
+
+    model = _lora_model()
+    mc = model.get_base_model().config
+    n, p, t, rank = 6, 9, 7, 4
+    gen = torch.Generator().manual_seed(0)
+    r = Rollouts(
+        torch.randint(3, VOCAB, (n, p), generator=gen),
+        torch.ones(n, p, dtype=torch.long),
+        torch.randint(3, VOCAB, (n, t), generator=gen),
+        torch.ones(n, t),
+        [""] * n,
+    )
+    r.prompt_mask[0, :2] = 0
+    with FlopCounterMode(display=False) as fwd:
+        scores = policy_scores(model, r, want_entropies=False, want_hidden=False)
+    with FlopCounterMode(display=False) as bwd:
+        scores.logprobs.sum().backward()
+    est = step_flops(mc, rank, TARGETS, n, u=3, p=p, t=t, q0=0)
+    s = p + t - 1
+    attention = n * s * s * 4 * mc.num_hidden_layers * mc.num_attention_heads * mc.head_dim
+    assert est["forward"] - attention == fwd.get_total_flops()
+    assert est["backward"] - 2 * attention == bwd.get_total_flops()

@@ -1,4 +1,5 @@
 """Credit methods (arca.credit) against hand-computed examples, alignment, masking and the registry."""
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,17 @@ def full_inputs(B=3, T=6, H=5, seed=0, mask=None, requires_grad=False):
     if requires_grad:
         for x in (logprobs, ref, ent, hid, base, delta):
             x.requires_grad_(True)
-    return CreditInputs(mask=mask, logprobs=logprobs, entropies=ent, ref_logprobs=ref, hidden=hid, base_hidden=base,
-                        lora_delta=delta, decisive=decisive, seed=3)
+    return CreditInputs(
+        mask=mask,
+        logprobs=logprobs,
+        entropies=ent,
+        ref_logprobs=ref,
+        hidden=hid,
+        base_hidden=base,
+        lora_delta=delta,
+        decisive=decisive,
+        seed=3,
+    )
 
 
 # ----------------------------------------------------------------------------- hand-computed examples
@@ -99,7 +109,7 @@ def test_entropy_reduction_hand_example():
 
 
 def test_entropy_reduction_last_real_token_uses_the_masked_column_after_it():
-    # The author's rule (PAPER.md, Notation): y_T keeps max(0, H_T - H_{T+1}), H_{T+1} being the
+    # The author's rule (docs/method.md, Notation): y_T keeps max(0, H_T - H_{T+1}), H_{T+1} being the
     # entropy at the masked column after it (the EOS that the mask leaves out when pad == EOS);
     # only the last column of the padded batch has no H_{t+1} and gets 0.
     # Row 0: real tokens 0..2, H = (5, 1, 4 | 0.5): alpha = (4, 0, max(0, 4 - 0.5) = 3.5, 0)
@@ -292,16 +302,19 @@ def test_every_method_shape_sum_detached(method, sharpen):
     assert torch.all(w[x.mask == 0] == 0)
 
 
-@pytest.mark.parametrize("method,missing", [
-    ("entropy_reduction", "entropies"),
-    ("divergence", "ref_logprobs"),
-    ("arca", "hidden"),
-    ("arca", "base_hidden"),
-    ("arca_permuted", "hidden"),
-    ("arca_permuted", "base_hidden"),
-    ("entropy_top20", "entropies"),
-    ("arca_layers", "lora_delta"),
-])
+@pytest.mark.parametrize(
+    "method,missing",
+    [
+        ("entropy_reduction", "entropies"),
+        ("divergence", "ref_logprobs"),
+        ("arca", "hidden"),
+        ("arca", "base_hidden"),
+        ("arca_permuted", "hidden"),
+        ("arca_permuted", "base_hidden"),
+        ("entropy_top20", "entropies"),
+        ("arca_layers", "lora_delta"),
+    ],
+)
 def test_missing_input_raises_value_error_naming_it(method, missing):
     x = full_inputs(B=2, T=3)
     setattr(x, missing, None)
@@ -373,7 +386,7 @@ def test_entropy_top20_count_matches_slow_reference():
         n = len(real)
         k = 1 + math.floor(0.2 * (n - 1) + 1e-12)  # distinct values: the k highest are selected
         chosen = sorted(float(v) for v in ent[(alpha > 0)])
-        assert chosen == real[n - k:]
+        assert chosen == real[n - k :]
 
 
 def test_entropy_top20_uses_the_step_wide_threshold_when_given():

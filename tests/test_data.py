@@ -1,9 +1,9 @@
 """Data: the MATH loader (both formats, JSONL and Parquet, bad data), selections, the arithmetic
 generator (determinism, disjoint splits, compact and correct solutions) and ``prepare_data``."""
-import os
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -29,8 +29,15 @@ from arca.grading import extract_boxed, grade_paper
 FIXTURES = Path(__file__).parent / "fixtures"
 LIGHTEVAL = FIXTURES / "math_sample.jsonl"
 MATH500 = FIXTURES / "math500_sample.jsonl"
-SUBJECTS7 = {"Algebra", "Counting & Probability", "Geometry", "Intermediate Algebra", "Number Theory",
-             "Prealgebra", "Precalculus"}
+SUBJECTS7 = {
+    "Algebra",
+    "Counting & Probability",
+    "Geometry",
+    "Intermediate Algebra",
+    "Number Theory",
+    "Prealgebra",
+    "Precalculus",
+}
 
 
 def _lines(path):
@@ -376,11 +383,17 @@ def test_prepare_data_generated(tmp_path):
 
 
 def test_prepare_data_math(tmp_path):
-    cfg = load_config(overrides=[
-        f"paths.results={tmp_path}", "name=m", "data.source=math",
-        f"data.train={LIGHTEVAL}", f"data.test={LIGHTEVAL}", f"data.math500={MATH500}",
-        "eval.protocols=[paper200, math500]",
-    ])
+    cfg = load_config(
+        overrides=[
+            f"paths.results={tmp_path}",
+            "name=m",
+            "data.source=math",
+            f"data.train={LIGHTEVAL}",
+            f"data.test={LIGHTEVAL}",
+            f"data.math500={MATH500}",
+            "eval.protocols=[paper200, math500]",
+        ]
+    )
     prepare_data(cfg, None)
     out = tmp_path / "m" / "data"
     assert {p.name for p in out.iterdir()} == {"config.yaml", "train.jsonl", "test.jsonl", "math500.jsonl"}
@@ -393,8 +406,16 @@ def test_prepare_data_math(tmp_path):
 def test_prepare_data_math_without_any_gold_is_an_error(tmp_path):
     rows = [dict(r, solution="No box.") for r in _lines(LIGHTEVAL)]
     bad = _write_lines(tmp_path / "nogold.jsonl", rows)
-    cfg = load_config(overrides=[f"paths.results={tmp_path}", "name=m", "data.source=math",
-                                 f"data.train={LIGHTEVAL}", f"data.test={bad}", "eval.protocols=[paper200]"])
+    cfg = load_config(
+        overrides=[
+            f"paths.results={tmp_path}",
+            "name=m",
+            "data.source=math",
+            f"data.train={LIGHTEVAL}",
+            f"data.test={bad}",
+            "eval.protocols=[paper200]",
+        ]
+    )
     with pytest.raises(ValueError, match="data.test.*no row with a recoverable gold answer"):
         prepare_data(cfg, None)
 
@@ -402,9 +423,20 @@ def test_prepare_data_math_without_any_gold_is_an_error(tmp_path):
 def test_prepare_data_cli_offline_hub_error(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "arca", "prepare-data", "--set", f"paths.results={tmp_path}",
-         "--set", "data.source=math"],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "arca",
+            "prepare-data",
+            "--set",
+            f"paths.results={tmp_path}",
+            "--set",
+            "data.source=math",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "data.train" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
@@ -416,10 +448,15 @@ def test_read_records_validates(tmp_path):
     good = generate_problems(3, 0, [1, 2, 3])
     path = _write_lines(tmp_path / "r.jsonl", good)
     assert read_records(path) == good
-    for i, (key, value, msg) in enumerate([
-        ("level", 6, "level"), ("level", "3", "level"), ("answer", None, "answer"),
-        ("problem", None, "problem"), ("id", good[0]["id"], "duplicate"),
-    ]):
+    for i, (key, value, msg) in enumerate(
+        [
+            ("level", 6, "level"),
+            ("level", "3", "level"),
+            ("answer", None, "answer"),
+            ("problem", None, "problem"),
+            ("id", good[0]["id"], "duplicate"),
+        ]
+    ):
         rows = [dict(r) for r in good]
         rows[1][key] = value
         path = _write_lines(tmp_path / f"bad{i}.jsonl", rows)

@@ -1,4 +1,5 @@
 """Device handling (``device: auto|cpu|cuda`` via ``arca.models.resolve_device``) and the bf16 path on CPU."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from arca.config import ConfigError, load_config
-from arca.models import char_tokenizer, load_base_model, load_policy, pretrain_model, resolve_device
+from arca.models import load_base_model, load_policy, resolve_device
+from arca.pretrain import char_tokenizer, pretrain_model
 
 ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,?:\n\\{}$"
 
@@ -79,8 +81,8 @@ def test_bf16_forward_on_cpu(tiny_base):
 @pytest.mark.parametrize("method", ["arca"])  # needs the adapter-off pass too
 def test_bf16_train_step_on_cpu(tiny_base, method):
     """One GRPO step in bf16 on CPU (generation, scoring, adapter-off pass, update) gives finite metrics."""
+    from arca.backends import make_generator
     from arca.data import generate_problems
-    from arca.rollout import make_generator
     from arca.train import lr_scheduler, train_step
 
     tiny_base.model.dtype = "bfloat16"

@@ -1,4 +1,5 @@
 """Gini and EffN/T (arca.diagnostics) against a slow pure-Python reference and closed forms."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """Evaluation protocols (arca.evaluate): which problems, in which order, and how a problem without a
 gold answer is scored and counted."""
+
 from __future__ import annotations
 
 import json
@@ -48,12 +49,19 @@ def test_paper200_and_math500_keep_every_row_in_order_and_no_gold_scores_zero(tm
     test_rows[3]["solution"] = "We give up."
     test_rows[4]["level"] = "Level ?"
     m500_rows[2]["answer"], m500_rows[2]["solution"] = "", "No box."
-    cfg = load_config(overrides=[
-        f"paths.results={tmp_path}", "name=m", "data.source=math",
-        f"data.train={FIXTURES / 'math_sample.jsonl'}", f"data.test={_write(tmp_path / 't.jsonl', test_rows)}",
-        f"data.math500={_write(tmp_path / 'm.jsonl', m500_rows)}", "eval.protocols=[paper200, math500]",
-        "eval.n_problems=6", "eval.pass_k=2",
-    ])
+    cfg = load_config(
+        overrides=[
+            f"paths.results={tmp_path}",
+            "name=m",
+            "data.source=math",
+            f"data.train={FIXTURES / 'math_sample.jsonl'}",
+            f"data.test={_write(tmp_path / 't.jsonl', test_rows)}",
+            f"data.math500={_write(tmp_path / 'm.jsonl', m500_rows)}",
+            "eval.protocols=[paper200, math500]",
+            "eval.n_problems=6",
+            "eval.pass_k=2",
+        ]
+    )
     prepare_data(cfg)
 
     paper = protocol_problems(cfg, "paper200")

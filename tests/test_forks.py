@@ -1,4 +1,5 @@
 """The planted-fork corpus and its labels: branches, fork tokens, alignment, corpus rates."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,8 @@ from collections import Counter
 import pytest
 
 from arca.config import Config
-from arca.data.forks import FAMILIES, branches, generate_forked, sample_choices
+from arca.data.fork_tree import branches, sample_choices
+from arca.data.forks import FAMILIES, generate_forked
 from arca.data.generated import make_splits
 from arca.labels import align, label_batch, token_flags
 
@@ -99,8 +101,13 @@ def test_p_bug_zero_is_the_clean_corpus():
 
     train, test = make_splits(cfg.data)
     ref_train = generate_problems(cfg.data.n_train, cfg.data.seed, cfg.data.levels, id_prefix="train")
-    ref_test = generate_disjoint(cfg.data.n_test, f"{cfg.data.seed}:test", cfg.data.levels,
-                                 exclude={r["problem"] for r in ref_train}, id_prefix="test")
+    ref_test = generate_disjoint(
+        cfg.data.n_test,
+        f"{cfg.data.seed}:test",
+        cfg.data.levels,
+        exclude={r["problem"] for r in ref_train},
+        id_prefix="test",
+    )
     assert train == ref_train and test == ref_test
     assert all("branches" not in r for r in train + test)
     # the clean corpus' first problems, pinned: a change to the generator shows here

@@ -1,26 +1,16 @@
-r"""Extraction, the paper's normalization and grader, and Math-Verify in timed worker processes."""
-import os
+r"""Extraction, the paper's normalization and string grader, both graders together, the CLI step."""
 
 import json
-import signal
+import os
 import subprocess
 import sys
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arca.grading import (
-    MathVerifyGrader,
-    extract_boxed,
-    gold_answer,
-    grade_both,
-    grade_lines,
-    grade_math_verify,
-    grade_paper,
-    normalize_answer,
-)
+from arca.grading import extract_boxed, gold_answer, grade_both, grade_lines, grade_paper, normalize_answer
 
 TIMEOUT = 2.0  # short per-item limit so the pathological cases keep the suite fast
 SLACK = 1.5  # kill + bookkeeping on a loaded 2-core machine
@@ -31,39 +21,36 @@ DEEP_TEXT = "{" * 5000 + "5" + "}" * 5000
 DEEP_BOX = "\\boxed{" * 5000 + "5" + "}" * 5000
 
 
-@pytest.fixture(scope="module")
-def grader():
-    with MathVerifyGrader(workers=1, timeout=TIMEOUT) as g:
-        yield g
-
-
 # ----------------------------------------------------------------------------- extraction
-@pytest.mark.parametrize("text, expected", [
-    (r"so \boxed{5}.", "5"),
-    (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
-    (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)"),
-    (r"\boxed{{a}{b{c}}}", "{a}{b{c}}"),
-    (r"\boxed{\{1,2\}}", r"\{1,2\}"),
-    (r"\boxed{1 \}", "1 \\"),  # every brace counts, escaped or not (the author's depth count)
-    (r"first \boxed{1} then \boxed{2} finally \boxed{3}", "3"),
-    (r"the answer is \boxed 5", None),  # no brace: not a box
-    (r"$\boxed 42$ done", None),
-    (r"\boxed {7}", None),  # a space before the brace: not a box
-    (r"\fbox{8}", None),  # \fbox is not a box
-    (r"\boxed{1} and \fbox{2}", "1"),
-    (r"\fbox{2} and \boxed{1}", "1"),
-    (r"\boxed{5} and then \boxed", "5"),  # a later bare \boxed does not hide an earlier box
-    (r"\boxed{5} then \boxed 6", "5"),
-    (r"no box here", None),
-    ("", None),
-    (r"\boxed{}", ""),
-    (r"\boxed{5", None),  # truncated completion: the last box is unbalanced
-    (r"\boxed{4} then \boxed{5", None),  # an earlier complete box is NOT used
-    (r"\boxed{5}}}", "5"),
-    (r"\boxed", None),
-    (r"\boxedfoo{3}", None),
-    (r"\boxed{3} \boxedfoo{4}", "3"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (r"so \boxed{5}.", "5"),
+        (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
+        (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)"),
+        (r"\boxed{{a}{b{c}}}", "{a}{b{c}}"),
+        (r"\boxed{\{1,2\}}", r"\{1,2\}"),
+        (r"\boxed{1 \}", "1 \\"),  # every brace counts, escaped or not (the author's depth count)
+        (r"first \boxed{1} then \boxed{2} finally \boxed{3}", "3"),
+        (r"the answer is \boxed 5", None),  # no brace: not a box
+        (r"$\boxed 42$ done", None),
+        (r"\boxed {7}", None),  # a space before the brace: not a box
+        (r"\fbox{8}", None),  # \fbox is not a box
+        (r"\boxed{1} and \fbox{2}", "1"),
+        (r"\fbox{2} and \boxed{1}", "1"),
+        (r"\boxed{5} and then \boxed", "5"),  # a later bare \boxed does not hide an earlier box
+        (r"\boxed{5} then \boxed 6", "5"),
+        (r"no box here", None),
+        ("", None),
+        (r"\boxed{}", ""),
+        (r"\boxed{5", None),  # truncated completion: the last box is unbalanced
+        (r"\boxed{4} then \boxed{5", None),  # an earlier complete box is NOT used
+        (r"\boxed{5}}}", "5"),
+        (r"\boxed", None),
+        (r"\boxedfoo{3}", None),
+        (r"\boxed{3} \boxedfoo{4}", "3"),
+    ],
+)
 def test_extract_boxed(text, expected):
     assert extract_boxed(text) == expected
 
@@ -98,40 +85,59 @@ def test_gold_answer():
 
 
 # ----------------------------------------------------------------------------- normalization
-@pytest.mark.parametrize("raw, expected", [
-    ("  5  ", "5"),  # strip
-    ("x  +\n\t1", "x + 1"),  # collapse whitespace
-    ("5.", "5"),  # trailing '.'
-    ("5 .", "5"),
-    ("5..", "5"),
-    (r"\left(1,2\right)", "(1,2)"),  # \left \right
-    (r"\left[ 0, 1 \right)", "[ 0, 1 )"),
-    (r"3\,000", "3000"),  # \,
-    (r"a\;b", "ab"),  # \;
-    (r"a\!b", "ab"),  # \!
-    (r"5\text{ cm}", "5{ cm}"),  # the 5 characters \text go, its braces stay
-    (r"\text{(A)}", "{(A)}"),
-    (r"10 \text{ inches}", "10 { inches}"),
-    (r"10\text{ inches}", "10{ inches}"),
-    (r"\textbf{A}", "bf{A}"),  # plain substring removal
-    (r"\leftarrow", "arrow"),
-    (r"\rightarrow", "arrow"),
-    (r"\dfrac{1}{2}", r"\frac{1}{2}"),  # \dfrac
-    (r"\tfrac{3}{4}", r"\frac{3}{4}"),  # \tfrac
-    (r"\dfracx", r"\fracx"),
-    (r"\dfrac{1}{2}.", r"\frac{1}{2}"),
-    # the author's order: the dot goes before the spacing commands, the spaces collapse before them
-    (r"5.\,", "5."),
-    (r"a \, b", "a  b"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("  5  ", "5"),  # strip
+        ("x  +\n\t1", "x + 1"),  # collapse whitespace
+        ("5.", "5"),  # trailing '.'
+        ("5 .", "5"),
+        ("5..", "5"),
+        (r"\left(1,2\right)", "(1,2)"),  # \left \right
+        (r"\left[ 0, 1 \right)", "[ 0, 1 )"),
+        (r"3\,000", "3000"),  # \,
+        (r"a\;b", "ab"),  # \;
+        (r"a\!b", "ab"),  # \!
+        (r"5\text{ cm}", "5{ cm}"),  # the 5 characters \text go, its braces stay
+        (r"\text{(A)}", "{(A)}"),
+        (r"10 \text{ inches}", "10 { inches}"),
+        (r"10\text{ inches}", "10{ inches}"),
+        (r"\textbf{A}", "bf{A}"),  # plain substring removal
+        (r"\leftarrow", "arrow"),
+        (r"\rightarrow", "arrow"),
+        (r"\dfrac{1}{2}", r"\frac{1}{2}"),  # \dfrac
+        (r"\tfrac{3}{4}", r"\frac{3}{4}"),  # \tfrac
+        (r"\dfracx", r"\fracx"),
+        (r"\dfrac{1}{2}.", r"\frac{1}{2}"),
+        # the author's order: the dot goes before the spacing commands, the spaces collapse before them
+        (r"5.\,", "5."),
+        (r"a \, b", "a  b"),
+    ],
+)
 def test_normalize_each_rule(raw, expected):
     assert normalize_answer(raw) == expected
 
 
-@pytest.mark.parametrize("raw", [
-    r"\frac12", "0.5", "3,000", r"\pi", "{5}", "1/2", "5%", r"\sqrt{2}", "x=5", "(1,2]", "A", "Yes", r"\$5",
-    r"\mbox{cm}", r"\fbox{5}",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        r"\frac12",
+        "0.5",
+        "3,000",
+        r"\pi",
+        "{5}",
+        "1/2",
+        "5%",
+        r"\sqrt{2}",
+        "x=5",
+        "(1,2]",
+        "A",
+        "Yes",
+        r"\$5",
+        r"\mbox{cm}",
+        r"\fbox{5}",
+    ],
+)
 def test_normalize_touches_nothing_else(raw):
     assert normalize_answer(raw) == raw
 
@@ -141,37 +147,40 @@ def test_normalize_non_str():
 
 
 # ----------------------------------------------------------------------------- paper grader
-@pytest.mark.parametrize("completion, gold, expected", [
-    # the author's known cases (PAPER.md, "The string grader")
-    (r"\boxed{10 \text{ inches}}", r"10\text{ inches}", False),  # "10 { inches}" vs "10{ inches}"
-    (r"\boxed{10 \text{ inches}}", r"so $\boxed{10\text{ inches}}$", False),  # gold as a full solution
-    (r"\boxed{\text{(A)}}", "(A)", False),  # "{(A)}" vs "(A)"
-    (r"\fbox{5}", "5", False),
-    (r"\boxed 5", "5", False),
-    (r"\boxed {7}", "7", False),
-    (r"\boxed{5} and then \boxed", "5", True),  # a truncated second \boxed hides nothing
-    (r"\boxed{5} and then \boxed", r"\boxed{5}", True),
-    (r"\boxed{\dfrac{1}{2}.}", r"\boxed{\frac{1}{2}}", True),
-    # more
-    (r"3+4*2=3+8=11. \boxed{11}", "11", True),
-    (r"3+4*2=3+8=12. \boxed{12}", "11", False),
-    (r"=11.", "11", False),  # no box
-    (r"\boxed{}", "", False),  # an empty gold never matches
-    (r"\boxed{5}", "", False),
-    (r"\boxed{5}", r"a solution without a box", False),  # taken as a bare answer: no match
-    (r"\boxed{\dfrac{1}{2}}", r"\frac{1}{2}", True),
-    (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)", True),
-    (r"\boxed{10\text{ inches}}", r"10\text{ inches}", True),
-    (r"\boxed{5\text{ cm}}", "5 cm", False),  # the braces of \text stay
-    (r"\boxed{5.}", "5", True),
-    (r"\boxed{5}", r"so the answer is $\boxed{5}$.", True),  # gold given as a full solution
-    (r"\boxed{1} \boxed{2}", "1", False),  # last box wins
-    (r"\boxed{11", "11", False),  # truncated
-    (r"\boxed{0.5}", r"\frac{1}{2}", False),  # equivalent, but string match rejects it
-    (r"\boxed{yes}", "Yes", False),  # no lower-casing
-    (None, "5", False),
-    (r"\boxed{5}", None, False),
-])
+@pytest.mark.parametrize(
+    "completion, gold, expected",
+    [
+        # the author's known cases (docs/method.md, "The string grader")
+        (r"\boxed{10 \text{ inches}}", r"10\text{ inches}", False),  # "10 { inches}" vs "10{ inches}"
+        (r"\boxed{10 \text{ inches}}", r"so $\boxed{10\text{ inches}}$", False),  # gold as a full solution
+        (r"\boxed{\text{(A)}}", "(A)", False),  # "{(A)}" vs "(A)"
+        (r"\fbox{5}", "5", False),
+        (r"\boxed 5", "5", False),
+        (r"\boxed {7}", "7", False),
+        (r"\boxed{5} and then \boxed", "5", True),  # a truncated second \boxed hides nothing
+        (r"\boxed{5} and then \boxed", r"\boxed{5}", True),
+        (r"\boxed{\dfrac{1}{2}.}", r"\boxed{\frac{1}{2}}", True),
+        # more
+        (r"3+4*2=3+8=11. \boxed{11}", "11", True),
+        (r"3+4*2=3+8=12. \boxed{12}", "11", False),
+        (r"=11.", "11", False),  # no box
+        (r"\boxed{}", "", False),  # an empty gold never matches
+        (r"\boxed{5}", "", False),
+        (r"\boxed{5}", r"a solution without a box", False),  # taken as a bare answer: no match
+        (r"\boxed{\dfrac{1}{2}}", r"\frac{1}{2}", True),
+        (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)", True),
+        (r"\boxed{10\text{ inches}}", r"10\text{ inches}", True),
+        (r"\boxed{5\text{ cm}}", "5 cm", False),  # the braces of \text stay
+        (r"\boxed{5.}", "5", True),
+        (r"\boxed{5}", r"so the answer is $\boxed{5}$.", True),  # gold given as a full solution
+        (r"\boxed{1} \boxed{2}", "1", False),  # last box wins
+        (r"\boxed{11", "11", False),  # truncated
+        (r"\boxed{0.5}", r"\frac{1}{2}", False),  # equivalent, but string match rejects it
+        (r"\boxed{yes}", "Yes", False),  # no lower-casing
+        (None, "5", False),
+        (r"\boxed{5}", None, False),
+    ],
+)
 def test_grade_paper(completion, gold, expected):
     assert grade_paper(completion, gold) is expected
 
@@ -185,107 +194,7 @@ def test_grade_paper_accepts_every_generated_gold():
     assert all(grade_paper(p["solution"], p["answer"]) for p in problems)
 
 
-# ----------------------------------------------------------------------------- Math-Verify
-EQUIVALENT = [
-    (r"\frac{1}{2}", r"so the answer is \boxed{0.5}"),
-    ("0.5", r"\boxed{\frac{1}{2}}"),
-    ("3000", r"\boxed{3,000}"),
-    ("(1,2]", r"\boxed{(1, 2]}"),
-    ("(1,2]", r"\boxed{\left( 1, 2 \right]}"),
-]
-
-
-@pytest.mark.parametrize("gold, completion", EQUIVALENT)
-def test_math_verify_accepts_what_string_match_rejects(grader, gold, completion):
-    assert grade_paper(completion, gold) is False
-    assert grader.grade(gold, completion) is True
-
-
-@pytest.mark.parametrize("gold, completion", [
-    ("(1,2]", r"\boxed{[1,2]}"),
-    ("(1,2]", r"\boxed{(1,2)}"),
-    (r"\frac{1}{2}", r"\boxed{0.25}"),
-    ("5", "I do not know"),
-    ("5", ""),
-])
-def test_math_verify_rejects_wrong(grader, gold, completion):
-    assert grader.grade(gold, completion) is False
-
-
-def test_math_verify_gold_forms(grader):
-    # A bare gold answer is wrapped before parsing; a gold full solution is used as is.
-    assert grader.grade(r"Hence $\boxed{\frac{3}{4}}$.", r"\boxed{0.75}") is True
-    assert grader.grade(r"\$18.90", r"\boxed{\$18.90}") is True
-
-
-def test_grade_many_order_and_bad_items(grader):
-    pairs = [("5", r"\boxed{5}"), ("5", r"\boxed{6}"), (5, r"\boxed{5}"), ("1/2", None), ("2", r"\boxed{2}")]
-    assert grader.grade_many(pairs) == [True, False, False, False, True]
-    assert grader.grade_many([]) == []
-    # an empty gold (a kept problem whose gold could not be recovered) scores 0 here too
-    assert grader.grade_many([("", r"\boxed{}"), (" ", r"\boxed{5}"), ("5", r"\boxed{5}")]) == [False, False, True]
-
-
-@pytest.mark.parametrize("completion", [TOWER, BIG_EXPR, DEEP_TEXT, DEEP_BOX], ids=["tower", "100kB", "deep-text", "deep-box"])
-def test_pathological_inputs_return_within_timeout(grader, completion):
-    t = time.monotonic()
-    result = grader.grade("5", completion)
-    elapsed = time.monotonic() - t
-    assert isinstance(result, bool)
-    assert elapsed < TIMEOUT + SLACK, f"took {elapsed:.1f} s"
-    # the caller (this process) survives and the grader still works
-    assert grader.grade("7", r"\boxed{7}") is True
-
-
-def test_timeout_kills_and_replaces_worker(grader):
-    before_pids = grader.worker_pids()
-    before_timeouts = grader.n_timeouts
-    t = time.monotonic()
-    assert grader.grade("5", TOWER) is False
-    assert time.monotonic() - t < TIMEOUT + SLACK
-    assert grader.n_timeouts == before_timeouts + 1
-    assert grader.worker_pids() != before_pids  # replaced
-    for pid in before_pids:  # and the old one is really gone
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-    assert grader.grade(r"\frac{1}{2}", r"\boxed{0.5}") is True  # the next item grades correctly
-
-
-def test_batch_with_a_hang_keeps_order_and_time():
-    pairs = [("1", r"\boxed{1}"), ("5", TOWER), ("3", r"\boxed{3}"), ("4", r"\boxed{5}"), ("0.5", r"\boxed{\frac12}")]
-    with MathVerifyGrader(workers=2, timeout=TIMEOUT) as g:
-        g.grade_many([("1", r"\boxed{1}")] * 2)  # warm up both workers
-        t = time.monotonic()
-        assert g.grade_many(pairs) == [True, False, True, False, True]
-        assert time.monotonic() - t < TIMEOUT + 2 * SLACK
-        assert g.n_timeouts == 1
-
-
-def test_worker_killed_from_outside_is_replaced(grader):
-    grader.grade("1", r"\boxed{1}")
-    (pid,) = grader.worker_pids()
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
-    assert grader.grade("2", r"\boxed{2}") is True
-    assert grader.worker_pids() != [pid]
-
-
-def test_grading_from_a_worker_thread(grader):
-    # Math-Verify's own SIGALRM timeouts would fail outside the main thread; ours must not.
-    import threading
-
-    out = {}
-    t = threading.Thread(target=lambda: out.update(r=grader.grade_many([("2", r"\boxed{2}"), ("5", TOWER)])))
-    t.start()
-    t.join(timeout=TIMEOUT + 10)
-    assert out.get("r") == [True, False]
-
-
-def test_grade_math_verify_convenience():
-    assert grade_math_verify("3000", r"\boxed{3,000}", timeout=TIMEOUT) is True
-    assert grade_math_verify("3000", r"\boxed{300}", timeout=TIMEOUT) is False
-
-
+# ----------------------------------------------------------------------------- both graders
 def test_grade_both():
     rows = grade_both(["3000", "11", "5"], [r"\boxed{3,000}", r"\boxed{11}", "no box"], timeout=TIMEOUT)
     assert rows == [
@@ -295,13 +204,6 @@ def test_grade_both():
     ]
     with pytest.raises(ValueError):
         grade_both(["1"], [], timeout=TIMEOUT)
-
-
-def test_grader_rejects_bad_settings():
-    with pytest.raises(ValueError):
-        MathVerifyGrader(workers=0)
-    with pytest.raises(ValueError):
-        MathVerifyGrader(timeout=0)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -336,7 +238,11 @@ def test_grade_cli_subprocess():
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     proc = subprocess.run(
         [sys.executable, "-m", "arca", "grade", "--set", f"eval.grader_timeout={TIMEOUT}"],
-        input="\n".join(lines) + "\n", capture_output=True, text=True, env=env, timeout=120,
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     out = [json.loads(x) for x in proc.stdout.splitlines()]
@@ -350,9 +256,40 @@ def test_grade_cli_subprocess():
 
 # ----------------------------------------------------------------------------- properties
 _TOKENS = [
-    "\\boxed", "\\fbox", "\\boxedx", "{", "}", "\\{", "\\}", "\\", " ", "$", "\\frac", "\\dfrac",
-    "\\left", "\\right", "\\text", "\\,", "\\!", "\\;", "^", "9", "1", "0.5", "x", "=", ".", ",",
-    "(", "]", "\n", "\\sqrt", "\\infty", "\\pi", "%", "-",
+    "\\boxed",
+    "\\fbox",
+    "\\boxedx",
+    "{",
+    "}",
+    "\\{",
+    "\\}",
+    "\\",
+    " ",
+    "$",
+    "\\frac",
+    "\\dfrac",
+    "\\left",
+    "\\right",
+    "\\text",
+    "\\,",
+    "\\!",
+    "\\;",
+    "^",
+    "9",
+    "1",
+    "0.5",
+    "x",
+    "=",
+    ".",
+    ",",
+    "(",
+    "]",
+    "\n",
+    "\\sqrt",
+    "\\infty",
+    "\\pi",
+    "%",
+    "-",
 ]
 latexish = st.one_of(
     st.lists(st.sampled_from(_TOKENS), max_size=60).map("".join),
@@ -378,12 +315,3 @@ def test_grade_paper_never_raises_and_is_reflexive_on_boxes(completion, gold):
     box = extract_boxed(completion)
     if box is not None and "\\boxed{" not in box and normalize_answer(box):
         assert grade_paper(completion, box) is True
-
-
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(latexish, latexish)
-def test_math_verify_never_raises_or_hangs(grader, completion, gold):
-    t = time.monotonic()
-    result = grader.grade(gold, completion)
-    assert isinstance(result, bool)
-    assert time.monotonic() - t < TIMEOUT + SLACK

@@ -1,4 +1,5 @@
 """GRPO advantages and the token-weighted policy-gradient loss (arca.grpo)."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,7 +47,7 @@ def test_groups_independent_and_prompt_major():
 def test_group_of_two():
     # (3, 1): mean 2, unbiased std = sqrt(2) -> (1/sqrt2, -1/sqrt2)
     a = group_advantages(torch.tensor([3.0, 1.0]), 2)
-    torch.testing.assert_close(a, torch.tensor([2 ** -0.5, -(2 ** -0.5)]))
+    torch.testing.assert_close(a, torch.tensor([2**-0.5, -(2**-0.5)]))
 
 
 @pytest.mark.parametrize("n,k", [(5, 4), (3, 2), (7, 4)])
@@ -126,14 +127,14 @@ def test_micro_batch_accumulation_equals_full_batch():
     (g_full,) = torch.autograd.grad(full, lp)
     total = torch.zeros(())
     for s in range(0, 8, 3):  # micro-batches of 3, 3, 2
-        total = total + weighted_pg_loss(lp[s:s + 3], w[s:s + 3], mask[s:s + 3], adv[s:s + 3], n_total=8)
+        total = total + weighted_pg_loss(lp[s : s + 3], w[s : s + 3], mask[s : s + 3], adv[s : s + 3], n_total=8)
     (g_acc,) = torch.autograd.grad(total, lp)
     torch.testing.assert_close(total, full)
     torch.testing.assert_close(g_acc, g_full)
     # the same with backward() accumulation into .grad, as the training loop does
     lp2 = lp.detach().clone().requires_grad_(True)
     for s in range(0, 8, 3):
-        weighted_pg_loss(lp2[s:s + 3], w[s:s + 3], mask[s:s + 3], adv[s:s + 3], n_total=8).backward()
+        weighted_pg_loss(lp2[s : s + 3], w[s : s + 3], mask[s : s + 3], adv[s : s + 3], n_total=8).backward()
     torch.testing.assert_close(lp2.grad, g_full)
 
 

@@ -3,6 +3,7 @@
 The pretrain tests use a tiny model and a few dozen steps on hand-made arithmetic records, so the
 non-slow tests stay within seconds. The slow test materializes the real SmolLM2-135M GGUF.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from arca import models
+from arca import models, pretrain, scoring
 from arca.config import Config, ConfigError, from_dict, to_dict
 from arca.prompts import build_prompt
 
 TINY_PRETRAIN = {
-    "hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64,
-    "steps": 40, "batch_size": 8, "seq_len": 160, "lr": 1e-2, "warmup_steps": 4, "seed": 3,
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "num_kv_heads": 1,
+    "intermediate_size": 64,
+    "steps": 40,
+    "batch_size": 8,
+    "seq_len": 160,
+    "lr": 1e-2,
+    "warmup_steps": 4,
+    "seed": 3,
 }
 
 
@@ -30,10 +40,16 @@ def arithmetic_records(n: int, seed: int = 0) -> list[dict]:
         a, b, c = rng.randint(1, 99), rng.randint(1, 99), rng.randint(1, 9)
         s1 = a + b
         ans = s1 - c
-        rows.append({
-            "id": f"gen-{i}", "problem": f"{a}+{b}-{c}", "solution": f"{a}+{b}={s1}, {s1}-{c}={ans}. \\boxed{{{ans}}}",
-            "answer": str(ans), "level": 1, "subject": "arithmetic",
-        })
+        rows.append(
+            {
+                "id": f"gen-{i}",
+                "problem": f"{a}+{b}-{c}",
+                "solution": f"{a}+{b}={s1}, {s1}-{c}={ans}. \\boxed{{{ans}}}",
+                "answer": str(ans),
+                "level": 1,
+                "subject": "arithmetic",
+            }
+        )
     return rows
 
 
@@ -73,14 +89,14 @@ def sample_batch(tok) -> tuple[torch.Tensor, torch.Tensor]:
 # ---------------------------------------------------------------------------- tokenizer
 def test_char_tokenizer_round_trip():
     texts = [build_prompt(r["problem"]) + r["solution"] for r in arithmetic_records(20)]
-    tok = models.char_tokenizer(texts)
-    assert tok.convert_tokens_to_ids([models.PAD, models.EOS, models.BOS, models.UNK]) == [0, 1, 2, 3]
+    tok = pretrain.char_tokenizer(texts)
+    assert tok.convert_tokens_to_ids([pretrain.PAD, pretrain.EOS, pretrain.BOS, pretrain.UNK]) == [0, 1, 2, 3]
     assert tok.pad_token_id == 0 and tok.eos_token_id == 1 and tok.padding_side == "left"
     for text in texts + ["  double  spaces \n\n and\ttabs? no, tabs are absent", "\\boxed{12}\n"]:
         text = "".join(ch for ch in text if ch in tok.get_vocab())
         ids = tok(text, add_special_tokens=False)["input_ids"]
         plain = text
-        for phrase in models.tokenizer_phrases():
+        for phrase in pretrain.tokenizer_phrases():
             plain = plain.replace(phrase, "\x00")
         assert len(ids) == len(plain)  # one token per character, one per phrase
         assert tok.decode(ids) == text
@@ -95,14 +111,14 @@ def test_char_tokenizer_round_trip():
 
 def test_encode_examples_masks_prompt_and_warns_on_truncation(caplog):
     pairs = [("ab\n", "c d"), ("abcdefgh\n", "x"), ("a\n", "b")]
-    tok = models.char_tokenizer([p + s for p, s in pairs])
+    tok = pretrain.char_tokenizer([p + s for p, s in pairs])
     with caplog.at_level("WARNING", logger="arca.models"):
-        examples = models.encode_examples(pairs, tok, seq_len=6)
+        examples = pretrain.encode_examples(pairs, tok, seq_len=6)
     assert "cuts 2 of 3 examples (1 dropped" in caplog.text
     assert [n for _, n in examples] == [3, 2]
     ids, n_prompt = examples[1]
-    assert tok.decode(ids) == "a\nb" + models.EOS and n_prompt == 2
-    input_ids, labels = models.collate(examples, tok.pad_token_id)  # [2, 6]
+    assert tok.decode(ids) == "a\nb" + pretrain.EOS and n_prompt == 2
+    input_ids, labels = pretrain.collate(examples, tok.pad_token_id)  # [2, 6]
     assert input_ids.shape == (2, 6) and (input_ids[1, 4:] == tok.pad_token_id).all()
     assert labels[0].tolist() == [-100] * 3 + ids_of(tok, "c d")
     assert labels[1].tolist() == [-100] * 2 + ids_of(tok, "b") + [tok.eos_token_id] + [-100] * 2
@@ -117,8 +133,15 @@ def test_pretrain_build_writes_loadable_base(built):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = built.base_dir
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "config_arca.yaml", "info.json",
-                 "pretrain_loss.jsonl", "generation_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "config_arca.yaml",
+        "info.json",
+        "pretrain_loss.jsonl",
+        "generation_config.json",
+    ):
         assert (base / name).is_file(), name
     assert not [p for p in base.parent.iterdir() if p.name.startswith(".")]  # no temporaries left
     model = AutoModelForCausalLM.from_pretrained(base)
@@ -163,7 +186,7 @@ def test_failed_build_leaves_no_base(tmp_path, monkeypatch):
     cfg = make_cfg(tmp_path)
     write_data(cfg, n=16)
     calls = {"n": 0}
-    real = models.lm_loss
+    real = pretrain.lm_loss
 
     def failing(*a, **k):
         calls["n"] += 1
@@ -171,7 +194,7 @@ def test_failed_build_leaves_no_base(tmp_path, monkeypatch):
             raise RuntimeError("simulated crash")
         return real(*a, **k)
 
-    monkeypatch.setattr(models, "lm_loss", failing)
+    monkeypatch.setattr(pretrain, "lm_loss", failing)
     with pytest.raises(RuntimeError, match="simulated crash"):
         models.build_base(cfg)
     assert not cfg.base_dir.exists()
@@ -285,8 +308,15 @@ def test_wrap_lora_freezes_base_and_starts_at_base(built):
     # r * (in + out) per adapted linear: q, k, v, o, gate, up, down in each of 2 layers
     c = base.config
     q_out, kv_out = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
-    shapes = [(c.hidden_size, q_out), (c.hidden_size, kv_out), (c.hidden_size, kv_out), (q_out, c.hidden_size),
-              (c.hidden_size, c.intermediate_size), (c.hidden_size, c.intermediate_size), (c.intermediate_size, c.hidden_size)]
+    shapes = [
+        (c.hidden_size, q_out),
+        (c.hidden_size, kv_out),
+        (c.hidden_size, kv_out),
+        (q_out, c.hidden_size),
+        (c.hidden_size, c.intermediate_size),
+        (c.hidden_size, c.intermediate_size),
+        (c.intermediate_size, c.hidden_size),
+    ]
     assert models.count_trainable(policy) == c.num_hidden_layers * sum(4 * (i + o) for i, o in shapes)
     assert policy.peft_config["default"].lora_alpha == 8.0  # alpha = 2 r
 
@@ -307,10 +337,10 @@ def test_backbone_and_lm_head_recompose_logits(built, wrapped):
         _perturb_lora_b(model)
     ids, mask = sample_batch(tok)
     with torch.no_grad():
-        h = models.backbone(model)(input_ids=ids, attention_mask=mask).last_hidden_state  # [2, T, H]
+        h = scoring.backbone(model)(input_ids=ids, attention_mask=mask).last_hidden_state  # [2, T, H]
         logits = model(input_ids=ids, attention_mask=mask).logits  # [2, T, V]
         assert h.shape[-1] == model.config.hidden_size
-        torch.testing.assert_close(models.lm_head(model)(h), logits, rtol=0, atol=1e-6)
+        torch.testing.assert_close(scoring.lm_head(model)(h), logits, rtol=0, atol=1e-6)
 
 
 def test_adapter_save_and_load(built, tmp_path):

@@ -1,5 +1,6 @@
 """Property tests: every credit method and the diagnostics stay well defined on hostile inputs
 (zeros, huge values, +-inf, NaN, fully masked rows, length-1 completions, T = 1)."""
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,9 @@ from arca.grpo import group_advantages, weighted_pg_loss
 INF, NAN = float("inf"), float("nan")
 SPECIAL = [0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, 3e38, -3e38, INF, -INF, NAN, 1e-45]
 # derandomized so that CI runs are reproducible; raise max_examples locally for a deeper search
-SETTINGS = settings(max_examples=50, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=50, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 hostile = st.one_of(st.sampled_from(SPECIAL), st.floats(-60.0, 60.0, allow_nan=False, width=32))
 finite_lp = st.one_of(st.sampled_from([0.0, -1e-30, -1e30, 1e30, -3e4]), st.floats(-60.0, 0.0, width=32))
@@ -110,29 +112,46 @@ def test_every_special_value_everywhere(method, value):
     B, T, H = 3, 4, 2
     mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     full = torch.full((B, T), value)
-    x = CreditInputs(mask=mask, logprobs=full, entropies=full.clone(), ref_logprobs=full.clone(),
-                     hidden=torch.full((B, T, H), value), base_hidden=torch.zeros(B, T, H),
-                     lora_delta=torch.full((B, T, H), value), decisive=torch.eye(B, T))
+    x = CreditInputs(
+        mask=mask,
+        logprobs=full,
+        entropies=full.clone(),
+        ref_logprobs=full.clone(),
+        hidden=torch.full((B, T, H), value),
+        base_hidden=torch.zeros(B, T, H),
+        lora_delta=torch.full((B, T, H), value),
+        decisive=torch.eye(B, T),
+    )
     w, fb = token_weights(method, x)
     check_weights(w, fb, mask)
     check_diagnostics(w, mask)
-    x1 = CreditInputs(mask=torch.ones(1, 1), logprobs=torch.full((1, 1), value), entropies=torch.full((1, 1), value),
-                      ref_logprobs=torch.zeros(1, 1), hidden=torch.full((1, 1, 1), value), base_hidden=torch.zeros(1, 1, 1),
-                      lora_delta=torch.full((1, 1, 1), value), decisive=torch.ones(1, 1))
+    x1 = CreditInputs(
+        mask=torch.ones(1, 1),
+        logprobs=torch.full((1, 1), value),
+        entropies=torch.full((1, 1), value),
+        ref_logprobs=torch.zeros(1, 1),
+        hidden=torch.full((1, 1, 1), value),
+        base_hidden=torch.zeros(1, 1, 1),
+        lora_delta=torch.full((1, 1, 1), value),
+        decisive=torch.ones(1, 1),
+    )
     w1, _ = token_weights(method, x1)
     assert w1.tolist() == [[1.0]]  # T = 1: all weight on the one token
 
 
 @SETTINGS
 @given(
-    w=st.lists(st.lists(st.one_of(st.just(0.0), st.floats(0.0, 1e6, width=32)), min_size=1, max_size=8), min_size=1, max_size=4).filter(
-        lambda rows: len({len(r) for r in rows}) == 1),
+    w=st.lists(
+        st.lists(st.one_of(st.just(0.0), st.floats(0.0, 1e6, width=32)), min_size=1, max_size=8), min_size=1, max_size=4
+    ).filter(lambda rows: len({len(r) for r in rows}) == 1),
     data=st.data(),
 )
 def test_diagnostics_on_arbitrary_normalized_weights(w, data):
     W = torch.tensor(w, dtype=torch.float32)
     B, T = W.shape
-    mask = torch.tensor(data.draw(st.lists(st.lists(st.sampled_from([0.0, 1.0]), min_size=T, max_size=T), min_size=B, max_size=B)))
+    mask = torch.tensor(
+        data.draw(st.lists(st.lists(st.sampled_from([0.0, 1.0]), min_size=T, max_size=T), min_size=B, max_size=B))
+    )
     W = W * mask
     s = W.sum(1, keepdim=True)
     W = torch.where(s > 0, W / torch.where(s > 0, s, torch.ones_like(s)), mask / mask.sum(1, keepdim=True).clamp(min=1))
@@ -165,7 +184,7 @@ def test_advantages_properties(k, groups, data):
     a = group_advantages(r, k)
     assert torch.all(torch.isfinite(a))
     for gi in range(groups):
-        grp, ag = r[gi * k:(gi + 1) * k], a[gi * k:(gi + 1) * k]
+        grp, ag = r[gi * k : (gi + 1) * k], a[gi * k : (gi + 1) * k]
         assert abs(float(ag.sum())) < 1e-5  # centred
         if torch.all(grp == grp[0]):
             assert torch.all(ag == 0)

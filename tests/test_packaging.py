@@ -1,4 +1,7 @@
-"""environment.yml and pyproject.toml must pin the same packages at the same versions."""
+"""The conda environment (environment.yml, which every rule uses through workflow/envs/arca.yaml)
+and pyproject.toml must pin the same packages at the same versions; the README's commands and CI
+must agree."""
+
 from __future__ import annotations
 
 import re
@@ -8,6 +11,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+CONDA_ENV = ROOT / "environment.yml"
+RULE_ENV = ROOT / "workflow" / "envs" / "arca.yaml"
 
 
 def _name(req: str) -> str:
@@ -23,24 +28,64 @@ def _pyproject_reqs() -> dict[str, str]:
 
 
 def _conda_pip_reqs() -> dict[str, str]:
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    env = yaml.safe_load(CONDA_ENV.read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    return {_name(r): r.replace(" ", "") for r in pip if not r.startswith("-e")}
+    return {_name(r): r.replace(" ", "") for r in pip}
 
 
 def test_environment_matches_pyproject():
     py, conda = _pyproject_reqs(), _conda_pip_reqs()
-    assert py == conda, f"differ: only in pyproject {set(py.items()) - set(conda.items())}, only in environment.yml {set(conda.items()) - set(py.items())}"
+    py.pop("torch"), conda.pop("torch")  # a range in the package, one version in the environment
+    assert py == conda, (
+        f"differ: only in pyproject {set(py.items()) - set(conda.items())}, "
+        f"only in environment.yml {set(conda.items()) - set(py.items())}"
+    )
+
+
+def test_environment_pins_the_torch_the_readme_installs():
+    pin = _conda_pip_reqs()["torch"]
+    assert re.fullmatch(r"torch==[\d.]+", pin), pin
+    version = pin.split("==")[1]
+    assert all(f"torch=={version} " in c for c in _readme_commands() if "pip install" in c)
+    low = _pyproject_reqs()["torch"].removeprefix("torch>=")
+    assert tuple(map(int, version.split("."))) >= tuple(map(int, low.split(".")))
+
+
+def test_environment_installs_the_package_after_creation():
+    # Snakemake copies the environment file elsewhere, so a relative `-e .` in it would point
+    # nowhere: the package is installed by the post-deploy script Snakemake runs beside it.
+    assert not any(r.startswith("-") for r in _conda_pip_reqs().values())
+    script = RULE_ENV.with_name("arca.post-deploy.sh")
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") and "pip install --no-deps -e ." in text
+    # one environment file: the rules' is a link to the one users create by hand
+    assert RULE_ENV.is_symlink() and RULE_ENV.resolve() == CONDA_ENV.resolve()
 
 
 def test_environment_python_matches_requires_python():
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    env = yaml.safe_load(CONDA_ENV.read_text())
     py = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
     major, minor = py.split("=")[1].split(".")[:2]
     spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert spec.startswith(">=")
     lo = tuple(int(x) for x in spec[2:].split("."))
-    assert (int(major), int(minor)) >= lo
+    # the conda environment pins the oldest Python the package claims to support, so that claim is tested
+    assert (int(major), int(minor)) == lo
+
+
+def test_requires_python_covers_the_pins():
+    # numpy 2.4, pandas 3, transformers 5, snakemake 9 and matplotlib 3.11 publish nothing for 3.10
+    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert tuple(int(x) for x in spec[2:].split(".")) >= (3, 11)
+
+
+def test_license_and_citation_files():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["license"]["text"] == "MIT"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT" and cff["version"] == meta["version"]
+    assert cff["title"] and cff["authors"] and "2606.00257" in str(cff["references"])
 
 
 def test_torch_is_a_range_not_a_cuda_pin():

@@ -1,6 +1,7 @@
 """The paper's LoRA sizes: our peft config on the Qwen3-1.7B-Base architecture (built on the meta
-device from its published shape, nothing downloaded) has the trainable parameter counts PAPER.md
+device from its published shape, nothing downloaded) has the trainable parameter counts docs/method.md
 quotes: 4.36M, 17.4M and 69.7M at r = 4, 16 and 64."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,16 @@ from arca.config import LoraConfig
 from arca.models import count_trainable, wrap_lora
 
 # Qwen/Qwen3-1.7B-Base config.json shape values.
-QWEN3_1_7B = dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
-                  num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True)
+QWEN3_1_7B = dict(
+    vocab_size=151936,
+    hidden_size=2048,
+    intermediate_size=6144,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    tie_word_embeddings=True,
+)
 
 
 @pytest.mark.parametrize("rank, millions", [(4, 4.36), (16, 17.4), (64, 69.7)])

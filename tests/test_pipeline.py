@@ -2,6 +2,7 @@
 
 Marked slow (a couple of minutes on 2 cores) but part of the suite CI runs.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,13 +23,22 @@ from arca.credit import REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-       "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+ENV = {
+    **os.environ,
+    "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+}
+# The x86 kernel choices results/reference/smoke/ was made with (README "Checking a reproduction"):
+# torch's AVX2 kernels and MKL's AVX2 code path exist on every x86-64 CPU of the last decade, so the
+# smoke DAG computes the same bits on each of them, and its tables can be checked number by number.
+PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 
 
-def snakemake(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "snakemake"), *args], cwd=REPO, env=ENV, capture_output=True,
-                          text=True, timeout=timeout)
+def snakemake(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "snakemake"), *args], cwd=REPO, env=env or ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def overlay(tmp_path: Path, **extra) -> Path:
@@ -38,18 +48,38 @@ def overlay(tmp_path: Path, **extra) -> Path:
 
 
 @pytest.mark.slow
-def test_smoke_dag_end_to_end(smoke_dag):
-    args, out = smoke_dag.args, smoke_dag.out  # the session's one local run (tests/conftest.py)
+def test_smoke_dag_end_to_end(tmp_path):
+    ov = overlay(tmp_path)
+    args = ["--cores", "2", "--configfile", "configs/smoke.yaml", str(ov)]
+    proc = snakemake(*args, env={**ENV, **PORTABLE_KERNELS})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = tmp_path / "results" / "smoke"
     for name in ("performance", "concentration"):
         for ext in ("csv", "md", "tex"):
             assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0
-    for fig in ("gini_bars", "concentration_curves", "reward_curves", "accuracy", "lorenz", "accuracy_vs_params",
-                "credit_precision", "learning_curves"):
+    for fig in (
+        "gini_bars",
+        "concentration_curves",
+        "reward_curves",
+        "accuracy",
+        "lorenz",
+        "accuracy_vs_params",
+        "credit_precision",
+        "learning_curves",
+    ):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
         assert (out / "figures" / f"{fig}.pdf").stat().st_size > 1000
     with open(out / "tables" / "performance.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} >= {"base", "uniform", "surprisal", "entropy_reduction", "divergence", "arca", "oracle"}
+    assert {r["method"] for r in rows} >= {
+        "base",
+        "uniform",
+        "surprisal",
+        "entropy_reduction",
+        "divergence",
+        "arca",
+        "oracle",
+    }
     # the smoke corpus has planted forks: the new tables exist and every run has a learning curve
     for name in ("credit_precision.csv", "credit_precision.md", "sample_efficiency.csv", "learning_curves.csv"):
         assert (out / "tables" / name).stat().st_size > 0
@@ -75,12 +105,50 @@ def test_smoke_dag_end_to_end(smoke_dag):
     summary = json.loads((out / "eval" / "base" / "summary.json").read_text())
     assert summary["protocols"]["generated"]["n_problems"] == 10
 
+    # the cost table: Snakemake's wall time and peak memory of the base build and every run's jobs
+    with open(out / "tables" / "cost.csv") as f:
+        cost = {r["run"]: r for r in csv.DictReader(f)}
+    assert set(cost) == {"base", *(r["run"] for r in rows_of(out / "tables" / "runs.csv") if r["run"] != "base")}
+    assert float(cost["base"]["build_base_s"]) > 0 and float(cost["base"]["evaluate_max_rss_mb"]) > 0
+    for run, row in cost.items():
+        if run != "base":
+            assert float(row["train_s"]) > 0 and float(row["evaluate_s"]) > 0, row
+            assert float(row["train_max_rss_mb"]) > 50, row  # a Python process with torch loaded
+
     again = snakemake(*args, "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # every number of the tables equals the reference kept in the repository
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arca",
+            "compare-reference",
+            "--config",
+            "configs/smoke.yaml",
+            "--config",
+            str(ov),
+            "--reference",
+            str(REPO / "results" / "reference" / "smoke"),
+        ],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
+    assert "matches the reference" in (out / "reference_comparison.md").read_text()
 
     report = snakemake(*args, "--report", str(out / "report.html"))
     assert report.returncode == 0, report.stderr[-3000:]
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def rows_of(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def _train_processes(marker: str) -> list[psutil.Process]:
@@ -98,8 +166,14 @@ def test_killed_training_job_resumes_under_snakemake(tmp_path):
     run_dir = tmp_path / "results" / "smoke" / "runs" / "uniform_r4_s1"
     target = str(run_dir / "adapter")
     args = ["--cores", "1", target, "--configfile", "configs/smoke.yaml", str(ov)]  # targets before the nargs option
-    sm = subprocess.Popen([str(VENV_BIN / "snakemake"), *args], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    sm = subprocess.Popen(
+        [str(VENV_BIN / "snakemake"), *args],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 600
     while time.time() < deadline and not any((run_dir / "checkpoints").glob("step_*")):
         assert sm.poll() is None, sm.stdout.read()
@@ -117,5 +191,61 @@ def test_killed_training_job_resumes_under_snakemake(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (tmp_path / "results" / "smoke" / "logs" / "train" / "uniform_r4_s1.log").read_text()
     assert "resuming from" in log
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 17))
+
+
+@pytest.mark.slow
+def test_snakemake_killed_whole_then_unlock_then_resume(tmp_path):
+    """kill -9 of Snakemake's whole process group (a lost node): its lock stays, the same command
+    fails with LockException, `snakemake --unlock` clears it and the same command then resumes the
+    killed training from its checkpoint."""
+    import shutil
+
+    # A copy of the workflow: the stale lock lives in <workdir>/.snakemake/, which must not be the repo's.
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    shutil.copy(REPO / "Snakefile", wf)
+    shutil.copytree(REPO / "workflow", wf / "workflow")
+    shutil.copytree(REPO / "configs", wf / "configs")
+    ov = overlay(tmp_path, train={"steps": 16, "checkpoint_every": 2})
+    run_dir = tmp_path / "results" / "smoke" / "runs" / "uniform_r4_s1"
+    cmd = [
+        str(VENV_BIN / "snakemake"),
+        "--cores",
+        "1",
+        str(run_dir / "adapter"),
+        "--configfile",
+        "configs/smoke.yaml",
+        str(ov),
+    ]
+    sm = subprocess.Popen(
+        cmd, cwd=wf, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )  # its own process group, as a login shell or batch job has
+    deadline = time.time() + 600
+    while time.time() < deadline and not any((run_dir / "checkpoints").glob("step_*")):
+        assert sm.poll() is None, sm.stdout.read()
+        time.sleep(0.02)
+    assert _train_processes(str(ov)), "the training job was not found"
+    os.killpg(sm.pid, signal.SIGKILL)  # Snakemake and its jobs die at once: no clean-up runs
+    sm.wait(timeout=60)
+    deadline = time.time() + 30
+    while _train_processes(str(ov)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _train_processes(str(ov)), "the training job survived its process group"
+    assert not (run_dir / "adapter").exists() and any((run_dir / "checkpoints").glob("step_*"))
+    assert list((wf / ".snakemake" / "locks").iterdir()), "no stale lock left behind"
+
+    def again(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=wf, env=ENV, capture_output=True, text=True, timeout=900)
+
+    locked = again(*cmd)
+    assert locked.returncode != 0 and "LockException" in locked.stdout + locked.stderr, locked.stderr[-3000:]
+    unlock = again(str(VENV_BIN / "snakemake"), "--unlock")
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    resumed = again(*cmd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (tmp_path / "results" / "smoke" / "logs" / "train" / "uniform_r4_s1.log").read_text()
+    assert "resuming from" in log and "(step 0)" not in log
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 17))

@@ -1,4 +1,5 @@
 """Credit precision against the planted forks' labels, and the oracle credit method."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,8 @@ from arca.train import shuffled_rewards
 
 
 def _slow_auroc(w: list[float], lab: list[int]) -> float:
-    pos = [x for x, l in zip(w, lab) if l]
-    neg = [x for x, l in zip(w, lab) if not l]
+    pos = [x for x, is_decisive in zip(w, lab) if is_decisive]
+    neg = [x for x, is_decisive in zip(w, lab) if not is_decisive]
     if not pos or not neg:
         return float("nan")
     total = 0.0

@@ -1,12 +1,12 @@
 """The prompt template is the paper's, byte for byte."""
+
 import pytest
 
 from arca.prompts import PROMPT_TEMPLATE, build_prompt
 
 
 def test_exact_paper_prompt():
-    expected = ("Solve this math problem step by step. Put your final answer in \\boxed{}.\n\n"
-                "Problem: What is 2+2?\n")
+    expected = "Solve this math problem step by step. Put your final answer in \\boxed{}.\n\nProblem: What is 2+2?\n"
     assert build_prompt("What is 2+2?") == expected
 
 

@@ -4,6 +4,7 @@ The aggregation tests write a tiny sweep of hand-made producer files (metrics.js
 final_weights.json, summary.json, samples.jsonl) of exactly the contracted shape, and check
 the tables against numbers computed here independently of the module.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,21 +16,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from arca import grid
 from arca.config import from_dict
 from arca.report.heatmap import NEWLINE_MARK, agreement, rank_correlation, render_heatmap
-from arca.report.stats import Estimate, bootstrap_mean_ci, paired_difference, pass_at_k
-from arca.report.tables import PAPER_REPORTED, aggregate_main, match_paper_ranks
+from arca.report.paper import PAPER_REPORTED, match_paper_ranks
+from arca.report.tables import aggregate_main
+from arca.stats import Estimate, bootstrap_mean_ci, paired_difference, pass_at_k
 
 
 # ----------------------------------------------------------------------------- pass@k
-@pytest.mark.parametrize("n,c,k,expected", [
-    (4, 1, 1, 0.25),
-    (4, 1, 4, 1.0),
-    (4, 0, 2, 0.0),
-    (10, 0, 1, 0.0),
-    (5, 2, 2, 1 - math.comb(3, 2) / math.comb(5, 2)),  # 0.7
-    (4, 4, 1, 1.0),
-])
+@pytest.mark.parametrize(
+    "n,c,k,expected",
+    [
+        (4, 1, 1, 0.25),
+        (4, 1, 4, 1.0),
+        (4, 0, 2, 0.0),
+        (10, 0, 1, 0.0),
+        (5, 2, 2, 1 - math.comb(3, 2) / math.comb(5, 2)),  # 0.7
+        (4, 4, 1, 1.0),
+    ],
+)
 def test_pass_at_k_hand_cases(n, c, k, expected):
     assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
 
@@ -51,7 +57,9 @@ def test_pass_at_k_rejects_bad_input():
 
 # ----------------------------------------------------------------------------- bootstrap
 def test_estimate_format():
-    assert Estimate(0.62, 0.551, 0.689).fmt() == "0.620 [0.55, 0.69]"
+    assert Estimate(0.62, 0.551, 0.689).fmt() == "0.620 [0.551, 0.689]"
+    # a narrow interval keeps its width visible (it once printed as "0.508 [0.51, 0.51]")
+    assert Estimate(0.508, 0.5052, 0.5114).fmt() == "0.508 [0.505, 0.511]"
     assert Estimate(float("nan"), 0, 0).fmt() == "-"
 
 
@@ -149,47 +157,82 @@ def _step_values(base, seed):
     return [base + 0.01 * step + (0.02 if seed == 2 else 0.0) for step in range(STEPS)]
 
 
-def _write_eval(eval_dir: Path, identity: dict, greedy, counts, trainable):
+def _write_eval(eval_dir: Path, identity: dict, greedy, counts, trainable, config_hash=None):
     eval_dir.mkdir(parents=True, exist_ok=True)
     samples = []
     for pid, g, c in zip(PROBLEMS, greedy, counts):
         common = dict(protocol="generated", problem_id=pid, level=1 + int(pid[1:]) % 5, subject="arithmetic", gold="1")
-        samples.append({**common, "mode": "greedy", "sample": 0, "completion": "x <a&b>", "answer": "1" if g else "2",
-                        "paper": bool(g), "math_verify": bool(g)})
+        samples.append(
+            {
+                **common,
+                "mode": "greedy",
+                "sample": 0,
+                "completion": "x <a&b>",
+                "answer": "1" if g else "2",
+                "paper": bool(g),
+                "math_verify": bool(g),
+            }
+        )
         for s in range(N_SAMPLES):
             ok = s < c
-            samples.append({**common, "mode": "sample", "sample": s, "completion": "y", "answer": None if not ok else "1",
-                            "paper": ok, "math_verify": ok})
+            samples.append(
+                {
+                    **common,
+                    "mode": "sample",
+                    "sample": s,
+                    "completion": "y",
+                    "answer": None if not ok else "1",
+                    "paper": ok,
+                    "math_verify": ok,
+                }
+            )
     (eval_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
     greedy_acc = float(np.mean(greedy))
     pak = float(np.mean([pass_at_k(N_SAMPLES, c, K) for c in counts]))
     summary = {
-        **identity, "trainable_params": trainable, "config_hash": "abc",
-        "protocols": {"generated": {
-            "n_problems": len(PROBLEMS), "primary_grader": "paper",
-            "greedy": {"paper": greedy_acc, "math_verify": greedy_acc},
-            "pass_at_k": {"k": K, "paper": pak, "math_verify": pak},
-            "pass_at_1": {"paper": float(np.mean(counts)) / N_SAMPLES, "math_verify": float(np.mean(counts)) / N_SAMPLES},
-            "agreement": 1.0,
-            "by_level": {"1": {"n": 2, "greedy": 0.5, "pass_at_k": 0.5}},
-            "by_subject": {"arithmetic": {"n": 6, "greedy": greedy_acc, "pass_at_k": pak}},
-        }},
+        **identity,
+        "trainable_params": trainable,
+        "config_hash": config_hash,
+        "protocols": {
+            "generated": {
+                "n_problems": len(PROBLEMS),
+                "primary_grader": "paper",
+                "greedy": {"paper": greedy_acc, "math_verify": greedy_acc},
+                "pass_at_k": {"k": K, "paper": pak, "math_verify": pak},
+                "pass_at_1": {
+                    "paper": float(np.mean(counts)) / N_SAMPLES,
+                    "math_verify": float(np.mean(counts)) / N_SAMPLES,
+                },
+                "agreement": 1.0,
+                "by_level": {"1": {"n": 2, "greedy": 0.5, "pass_at_k": 0.5}},
+                "by_subject": {"arithmetic": {"n": 6, "greedy": greedy_acc, "pass_at_k": pak}},
+            }
+        },
     }
     (eval_dir / "summary.json").write_text(json.dumps(summary))
 
 
 def make_sweep(root: Path):
-    cfg = from_dict({
-        "name": "tiny",
-        "paths": {"results": str(root)},
-        "eval": {"protocols": ["generated"], "pass_k": K},
-        "sweep": {
-            "cells": [{"method": m, "ranks": sorted({r for (lab, mm, r) in SPEC if lab == label}), "label": label,
-                       "compare": ["arca"] if label == "arca_permuted" else []}
-                      for label, m in dict.fromkeys((lab, mm) for (lab, mm, _) in SPEC)],
-            "seeds": SEEDS,
+    cfg = from_dict(
+        {
+            "name": "tiny",
+            "paths": {"results": str(root)},
+            "eval": {"protocols": ["generated"], "pass_k": K},
+            "sweep": {
+                "cells": [
+                    {
+                        "method": m,
+                        "ranks": sorted({r for (lab, mm, r) in SPEC if lab == label}),
+                        "label": label,
+                        "compare": ["arca"] if label == "arca_permuted" else [],
+                    }
+                    for label, m in dict.fromkeys((lab, mm) for (lab, mm, _) in SPEC)
+                ],
+                "seeds": SEEDS,
+            },
         },
-    }, source="test")
+        source="test",
+    )
     for (label, method, rank), (greedy, counts, (gini, eff, reward)) in SPEC.items():
         for seed in SEEDS:
             run = f"{label}_r{rank}_s{seed}"
@@ -197,23 +240,56 @@ def make_sweep(root: Path):
             run_dir.mkdir(parents=True)
             is_arca = method.startswith("arca")
             lines = []
-            for step, (g, e, r) in enumerate(zip(_step_values(gini, seed), _step_values(eff, seed), _step_values(reward, seed)), 1):
-                lines.append({
-                    "step": step, "run": run, "label": label, "method": method, "rank": rank, "seed": seed,
-                    "loss": 0.1, "reward_mean": r, "reward_std": 0.4, "lr": 1e-4, "grad_norm": 0.5 + 0.4 * step,
-                    "gen_seconds": 0.5, "update_seconds": 0.2, "step_seconds": 0.7, "completion_len_mean": 20.0,
-                    "surprisal_mean": 1.5, "gini": g, "eff_ratio": e, "fallback_frac": 0.0,
-                    "residual_mean": 0.3 if is_arca else None, "residual_max": 0.9 if is_arca else None,
-                })
+            for step, (g, e, r) in enumerate(
+                zip(_step_values(gini, seed), _step_values(eff, seed), _step_values(reward, seed)), 1
+            ):
+                lines.append(
+                    {
+                        "step": step,
+                        "run": run,
+                        "label": label,
+                        "method": method,
+                        "rank": rank,
+                        "seed": seed,
+                        "loss": 0.1,
+                        "reward_mean": r,
+                        "reward_std": 0.4,
+                        "lr": 1e-4,
+                        "grad_norm": 0.5 + 0.4 * step,
+                        "gen_seconds": 0.5,
+                        "update_seconds": 0.2,
+                        "step_seconds": 0.7,
+                        "completion_len_mean": 20.0,
+                        "surprisal_mean": 1.5,
+                        "gini": g,
+                        "eff_ratio": e,
+                        "fallback_frac": 0.0,
+                        "residual_mean": 0.3 if is_arca else None,
+                        "residual_max": 0.9 if is_arca else None,
+                    }
+                )
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
             (run_dir / "curve.jsonl").write_text("")  # eval.every 0: no learning curve
             conc = {"uniform": [0.25] * 4, "surprisal": [0.97, 0.01, 0.01, 0.01]}.get(method, [0.4, 0.3, 0.2, 0.1])
             weights = [conc, list(reversed(conc)), [1.0]]
-            (run_dir / "final_weights.json").write_text(json.dumps({"run": run, "method": method, "step": STEPS, "weights": weights}))
-            _write_eval(cfg.eval_dir(run), {"run": run, "label": label, "method": method, "rank": rank, "seed": seed},
-                        _greedy_of(greedy, seed), counts, trainable=1000 * rank)
-    _write_eval(cfg.eval_dir("base"), {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
-                BASE_GREEDY, BASE_COUNTS, trainable=None)
+            (run_dir / "final_weights.json").write_text(
+                json.dumps({"run": run, "method": method, "step": STEPS, "weights": weights})
+            )
+            _write_eval(
+                cfg.eval_dir(run),
+                {"run": run, "label": label, "method": method, "rank": rank, "seed": seed},
+                _greedy_of(greedy, seed),
+                counts,
+                trainable=1000 * rank,
+                config_hash=grid.run_hash(cfg, run),
+            )
+    _write_eval(
+        cfg.eval_dir("base"),
+        {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
+        BASE_GREEDY,
+        BASE_COUNTS,
+        trainable=None,
+    )
     return cfg
 
 
@@ -294,7 +370,9 @@ def test_paired_and_comparison(sweep):
     assert abl.iloc[0]["diff"] == pytest.approx(perm_mean - arca_mean, abs=1e-6)
     assert "Ablation pairs" in (tables / "paper_comparison.md").read_text()
     sur = _row(paired, "surprisal", 8)
-    assert sur["diff"] == pytest.approx(np.mean([_greedy_of(SPEC[("surprisal", "surprisal", 8)][0], s) for s in SEEDS]) - 7 / 12, abs=1e-6)
+    assert sur["diff"] == pytest.approx(
+        np.mean([_greedy_of(SPEC[("surprisal", "surprisal", 8)][0], s) for s in SEEDS]) - 7 / 12, abs=1e-6
+    )
     assert sur["diff"] < 0 and sur["diff_lo"] <= sur["diff"] <= sur["diff_hi"]
     text = (tables / "paper_comparison.md").read_text()
     # The paper's numbers appear, our arca ranks 2/8 map onto the paper's 16/64.
@@ -381,7 +459,11 @@ def _rollout(tokens, prompt="What is 1 < 2 & 3?"):
     return {
         "prompt": prompt,
         "tokens": tokens,
-        "weights": {"uniform": [1 / n] * n, "arca": [0.7] + [0.3 / (n - 1)] * (n - 1), "surprisal": [0.0] * (n - 1) + [1.0]},
+        "weights": {
+            "uniform": [1 / n] * n,
+            "arca": [0.7] + [0.3 / (n - 1)] * (n - 1),
+            "surprisal": [0.0] * (n - 1) + [1.0],
+        },
         "gini": {"uniform": 0.0, "arca": 0.5, "surprisal": 0.75},
         "reward": 1.0,
     }
@@ -437,11 +519,115 @@ def test_rank_correlation_hand_cases():
 
 
 def test_heatmap_agreement_with_arca():
-    r1 = {"weights": {"arca": [0.1, 0.2, 0.7], "uniform": [1 / 3] * 3, "surprisal": [0.7, 0.2, 0.1], "arca_layers": [0.2, 0.3, 0.5]}}
-    r2 = {"weights": {"arca": [0.5, 0.3, 0.2], "uniform": [1 / 3] * 3, "surprisal": [0.2, 0.3, 0.5], "arca_layers": [0.6, 0.1, 0.3]}}
+    r1 = {
+        "weights": {
+            "arca": [0.1, 0.2, 0.7],
+            "uniform": [1 / 3] * 3,
+            "surprisal": [0.7, 0.2, 0.1],
+            "arca_layers": [0.2, 0.3, 0.5],
+        }
+    }
+    r2 = {
+        "weights": {
+            "arca": [0.5, 0.3, 0.2],
+            "uniform": [1 / 3] * 3,
+            "surprisal": [0.2, 0.3, 0.5],
+            "arca_layers": [0.6, 0.1, 0.3],
+        }
+    }
     agree = agreement([r1, r2])
     assert agree["surprisal"] == (pytest.approx(-1.0), 2)
     assert agree["arca_layers"][0] == pytest.approx((1.0 + 0.5) / 2) and agree["arca_layers"][1] == 2
     assert math.isnan(agree["uniform"][0]) and agree["uniform"][1] == 0
     page = render_heatmap([{**_rollout(["a", "b", "c"]), "weights": r1["weights"]}])
     assert 'class="agreement"' in page and 'data-method="surprisal"' in page and "-1.00" in page
+
+
+# ----------------------------------------------------------------------------- degenerate data
+def _claim_tables(greedy: dict, gini: dict, fallback: dict):
+    from arca.report.paper import claims
+
+    cells = [("uniform", 8), ("surprisal", 8), ("divergence", 8), ("arca", 4), ("arca", 8)]
+    perf = pd.DataFrame(
+        [
+            {
+                "label": lab,
+                "rank": rk,
+                "greedy": greedy[lab],
+                "greedy_lo": greedy[lab] * 0.9,
+                "greedy_hi": min(1.0, greedy[lab] * 1.1),
+            }
+            for lab, rk in cells
+        ]
+    )
+    conc = pd.DataFrame(
+        [{"label": lab, "rank": rk, "gini": gini[lab], "fallback_frac": fallback.get(lab, 0.0)} for lab, rk in cells]
+    )
+    d = greedy["arca"] - greedy["uniform"]
+    paired = pd.DataFrame(
+        [
+            {
+                "label": lab,
+                "rank": rk,
+                "vs_uniform": True,
+                "reference": "uniform_r8",
+                "diff": d,
+                "diff_lo": d - 0.02,
+                "diff_hi": d + 0.02,
+            }
+            for lab, rk in cells
+            if lab != "uniform"
+        ]
+    )
+    return claims(perf, conc, paired)
+
+
+def test_claims_without_variation_are_not_testable():
+    zero = {"uniform": 0.0, "surprisal": 0.0, "divergence": 0.0, "arca": 0.0}
+    lines = _claim_tables(
+        zero, {"uniform": 0.0, "surprisal": 0.9, "divergence": 0.0, "arca": 0.0}, {"divergence": 1.0, "arca": 1.0}
+    )
+    assert lines[0].startswith("(i)") and ": holds (surprisal r8 0.900; left out, fell back" in lines[0]
+    assert lines[1].startswith("(ii)") and "not testable" in lines[1] and "holds" not in lines[1]
+    assert lines[2].startswith("(iii)") and "not testable" in lines[2] and "holds" not in lines[2]
+    # the same claims with variation get a verdict
+    lines = _claim_tables(
+        {"uniform": 0.5, "surprisal": 0.4, "divergence": 0.45, "arca": 0.49},
+        {"uniform": 0.0, "surprisal": 0.9, "divergence": 0.92, "arca": 0.4},
+        {},
+    )
+    assert [" holds (" in x for x in lines] == [True, True, True], lines
+
+
+def test_accuracy_figure_of_all_zero_accuracies_has_a_sane_axis(tmp_path, monkeypatch):
+    import arca.report.figures as figures
+
+    kept = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out, name: kept.setdefault(name, fig) and [])
+    perf = pd.DataFrame(
+        [
+            {
+                "label": lab,
+                "method": m,
+                "rank": rk,
+                "trainable_params": 1000.0 * rk,
+                "greedy": 0.0,
+                "greedy_lo": 0.0,
+                "greedy_hi": 1e-17,
+            }
+            for lab, m, rk in (("uniform", "uniform", 4), ("arca", "arca", 2), ("arca", "arca", 4))
+        ]
+    )
+    figures.apply_style()
+    figures.accuracy_vs_params(perf, tmp_path)
+    ax = kept["accuracy_vs_params"].axes[0]
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= figures.FRACTION_MIN_SPAN - 1e-9 and lo <= 0.0 <= hi
+    kept["accuracy_vs_params"].canvas.draw()
+    assert ax.yaxis.get_offset_text().get_text() == ""  # no "1e-17" above the axis
+    curves = pd.DataFrame(
+        [{"label": "uniform", "method": "uniform", "rank": 4, "step": s, "reward_mean": 0.0} for s in (1, 2, 3)]
+    )
+    figures.reward_curves(curves, tmp_path)
+    lo, hi = kept["reward_curves"].axes[0].get_ylim()
+    assert hi - lo >= figures.FRACTION_MIN_SPAN - 1e-9

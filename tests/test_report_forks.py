@@ -5,6 +5,7 @@ carries the new keys: credit precision per step in ``metrics.jsonl``, the held-o
 ``summary.json`` and per-problem learning curves in ``curve.jsonl``. Every number the tests
 expect is computed here by hand from the values written, not with the module's helpers.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from arca.config import from_dict
-from arca.report.heatmap import fork_marks, pick_shown, render_heatmap
-from arca.report.stats import bootstrap_ratio_ci, min_detectable_difference, paired_bootstrap, paired_difference
-from arca.report.tables import aggregate_main, curve_auc, first_step_reaching, read_table
 from test_report import _write_eval, make_sweep
+
+from arca import grid
+from arca.analysis import fork_marks
+from arca.config import from_dict
+from arca.report.curves import curve_auc, first_step_reaching
+from arca.report.heatmap import pick_shown, render_heatmap
+from arca.report.tables import aggregate_main, read_table
+from arca.stats import bootstrap_ratio_ci, min_detectable_difference, paired_bootstrap, paired_difference
 
 SEEDS = [1, 2]
 CELLS = [("uniform", "uniform"), ("arca", "arca"), ("oracle", "oracle"), ("null", "uniform")]
@@ -40,8 +44,11 @@ AUROC = {"uniform": 0.5, "null": 0.5, "arca": 0.7, "oracle": 1.0}
 # The probe: decisive share of each method under one run's final model; uniform's share is 0.1.
 PROBE_UNIFORM = 0.1
 PROBE = {  # (label of the run, seed) -> method -> decisive share
-    **{(lab, s): {"uniform": 0.1, "arca": 0.6, "oracle": 1.0, "arca_permuted": 0.1, "entropy_top20": 0.2}
-       for lab in ("arca", "oracle", "null") for s in SEEDS},
+    **{
+        (lab, s): {"uniform": 0.1, "arca": 0.6, "oracle": 1.0, "arca_permuted": 0.1, "entropy_top20": 0.2}
+        for lab in ("arca", "oracle", "null")
+        for s in SEEDS
+    },
     ("uniform", 1): {"uniform": 0.1, "arca": 0.3, "oracle": 1.0, "arca_permuted": 0.1, "entropy_top20": 0.2},
     ("uniform", 2): {"uniform": 0.1, "arca": 0.5, "oracle": 0.8, "arca_permuted": 0.12, "entropy_top20": 0.2},
 }
@@ -69,17 +76,34 @@ def _metrics_lines(run: str, label: str, method: str, seed: int) -> list[dict]:
     lines = []
     for step, (d, u) in enumerate(zip(DECISIVE_SHARE[label][seed], UNIFORM_SHARE[seed]), 1):
         known = d is not None
-        lines.append({
-            "step": step, "run": run, "label": label, "method": method, "rank": RANK, "seed": seed,
-            "loss": 0.1, "reward_mean": 0.3, "grad_norm": 0.5, "gini": 0.2, "eff_ratio": 0.8, "fallback_frac": 0.0,
-            "labeled_frac": 0.8 if known else 0.0, "labeled_frac_forked": 0.9 if known else None,
-            "decisive_share": d, "decisive_share_uniform": u,
-            # positive-advantage rows: twice the share; negative: the share itself, on the same uniform share
-            "decisive_share_pos": 2 * d if known else None, "decisive_share_pos_uniform": u,
-            "decisive_share_neg": d, "decisive_share_neg_uniform": u,
-            "decisive_auroc": AUROC[label] if known else None,
-            "distractor_share": 0.05 if known else None, "distractor_share_uniform": 0.1 if known else None,
-        })
+        lines.append(
+            {
+                "step": step,
+                "run": run,
+                "label": label,
+                "method": method,
+                "rank": RANK,
+                "seed": seed,
+                "loss": 0.1,
+                "reward_mean": 0.3,
+                "grad_norm": 0.5,
+                "gini": 0.2,
+                "eff_ratio": 0.8,
+                "fallback_frac": 0.0,
+                "labeled_frac": 0.8 if known else 0.0,
+                "labeled_frac_forked": 0.9 if known else None,
+                "decisive_share": d,
+                "decisive_share_uniform": u,
+                # positive-advantage rows: twice the share; negative: the share itself, on the same uniform share
+                "decisive_share_pos": 2 * d if known else None,
+                "decisive_share_pos_uniform": u,
+                "decisive_share_neg": d,
+                "decisive_share_neg_uniform": u,
+                "decisive_auroc": AUROC[label] if known else None,
+                "distractor_share": 0.05 if known else None,
+                "distractor_share_uniform": 0.1 if known else None,
+            }
+        )
     return lines
 
 
@@ -87,23 +111,30 @@ def _probe(label: str, seed: int) -> dict:
     methods = {}
     for m, share in PROBE[(label, seed)].items():
         methods[m] = {
-            "decisive_share": share, "decisive_share_uniform": PROBE_UNIFORM,
-            "decisive_share_pos": share, "decisive_share_pos_uniform": PROBE_UNIFORM,
+            "decisive_share": share,
+            "decisive_share_uniform": PROBE_UNIFORM,
+            "decisive_share_pos": share,
+            "decisive_share_pos_uniform": PROBE_UNIFORM,
             # no negative-advantage row in the probe of this method: null in the summary
             "decisive_share_neg": None if m == "entropy_top20" else share / 2,
             "decisive_share_neg_uniform": PROBE_UNIFORM,
-            "decisive_auroc": 0.5 + share / 4, "distractor_share": 0.02, "distractor_share_uniform": 0.04,
+            "decisive_auroc": 0.5 + share / 4,
+            "distractor_share": 0.02,
+            "distractor_share_uniform": 0.04,
         }
     return {"labeled_frac": 0.75, "n_rollouts": 128, "methods": methods}
 
 
 def make_fork_sweep(root: Path):
-    cfg = from_dict({
-        "name": "forks",
-        "paths": {"results": str(root)},
-        "eval": {"protocols": ["generated"], "pass_k": 2, "every": 10, "curve_problems": 4},
-        "sweep": {"cells": [{"method": m, "ranks": [RANK], "label": lab} for lab, m in CELLS], "seeds": SEEDS},
-    }, source="test")
+    cfg = from_dict(
+        {
+            "name": "forks",
+            "paths": {"results": str(root)},
+            "eval": {"protocols": ["generated"], "pass_k": 2, "every": 10, "curve_problems": 4},
+            "sweep": {"cells": [{"method": m, "ranks": [RANK], "label": lab} for lab, m in CELLS], "seeds": SEEDS},
+        },
+        source="test",
+    )
     greedy6, counts6 = [1, 0, 1, 0, 0, 0], [2, 1, 0, 0, 0, 1]  # the eval tables' inputs; not under test here
     for label, method in CELLS:
         for seed in SEEDS:
@@ -115,17 +146,33 @@ def make_fork_sweep(root: Path):
             weights = {"run": run, "method": method, "step": 3, "weights": [[0.5, 0.5]]}
             (run_dir / "final_weights.json").write_text(json.dumps(weights))
             identity = {"run": run, "label": label, "method": method, "rank": RANK, "seed": seed}
-            curve = [{"step": step, "greedy": float(np.mean(g)), "sampled": float(np.mean(_sampled(label))), "n": 4,
-                      "greedy_correct": g, "sampled_correct": _sampled(label), **identity}
-                     for step, g in zip(CURVE_STEPS, GREEDY[(label, seed)])]
+            curve = [
+                {
+                    "step": step,
+                    "greedy": float(np.mean(g)),
+                    "sampled": float(np.mean(_sampled(label))),
+                    "n": 4,
+                    "greedy_correct": g,
+                    "sampled_correct": _sampled(label),
+                    **identity,
+                }
+                for step, g in zip(CURVE_STEPS, GREEDY[(label, seed)])
+            ]
             (run_dir / "curve.jsonl").write_text("".join(json.dumps(x) + "\n" for x in curve))
-            _write_eval(cfg.eval_dir(run), identity, greedy6, counts6, trainable=1000)
+            _write_eval(
+                cfg.eval_dir(run), identity, greedy6, counts6, trainable=1000, config_hash=grid.run_hash(cfg, run)
+            )
             summary_path = cfg.eval_dir(run) / "summary.json"
             summary = json.loads(summary_path.read_text())
             summary["credit_precision"] = _probe(label, seed)
             summary_path.write_text(json.dumps(summary))
-    _write_eval(cfg.eval_dir("base"), {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
-                greedy6, counts6, trainable=None)
+    _write_eval(
+        cfg.eval_dir("base"),
+        {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
+        greedy6,
+        counts6,
+        trainable=None,
+    )
     return cfg
 
 
@@ -354,10 +401,22 @@ def test_fork_marks_map_characters_to_tokens():
 
 def test_heatmap_frames_decisive_and_distractor_tokens():
     tokens = list("x=6+2=8")
-    shown = {"prompt": "p", "tokens": tokens, "weights": _weights(7), "gini": {}, "reward": 1.0,
-             "marks": fork_marks(tokens, "x=6+2=8", BRANCHES)}
-    lost = {"prompt": "q", "tokens": list("y=1"), "weights": _weights(3), "gini": {}, "reward": 0.0,
-            "marks": fork_marks(list("y=1"), "y=1", BRANCHES)}
+    shown = {
+        "prompt": "p",
+        "tokens": tokens,
+        "weights": _weights(7),
+        "gini": {},
+        "reward": 1.0,
+        "marks": fork_marks(tokens, "x=6+2=8", BRANCHES),
+    }
+    lost = {
+        "prompt": "q",
+        "tokens": list("y=1"),
+        "weights": _weights(3),
+        "gini": {},
+        "reward": 0.0,
+        "marks": fork_marks(list("y=1"), "y=1", BRANCHES),
+    }
     page = render_heatmap([shown, lost])
     p = _Marks()
     p.feed(page)
@@ -368,8 +427,8 @@ def test_heatmap_frames_decisive_and_distractor_tokens():
     for row in p.rows[2:]:
         assert all(c == "tok" for c, _ in row)
     assert len(p.notes) == 2 and "could not be aligned" in page and "follows the correct branch" in page
-    assert 'class="tok decisive"' in page.split('<section', 1)[0]  # the legend shows both frames
-    assert 'class="tok distractor"' in page.split('<section', 1)[0]
+    assert 'class="tok decisive"' in page.split("<section", 1)[0]  # the legend shows both frames
+    assert 'class="tok distractor"' in page.split("<section", 1)[0]
     bad = {**shown, "marks": {"decisive": [1], "distractor": [0], "correct": True}}
     with pytest.raises(ValueError, match="fork marks"):
         render_heatmap([bad])

@@ -1,4 +1,5 @@
 """Rollouts (arca.rollout): the sampling settings every caller passes, and the completion mask."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from arca.config import load_config
-from arca.models import char_tokenizer, pretrain_model
+from arca.pretrain import char_tokenizer, pretrain_model
 from arca.rollout import Rollouts, TransformersGenerator
 
 ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyz.,\n\\{}:"
@@ -33,8 +34,13 @@ class RecordingGenerator:
         self.calls.append({"n": n, "temperature": temperature, "top_p": top_p, **kw})
         N = len(prompts) * n
         comp = torch.full((N, 2), 5)
-        return Rollouts(torch.ones(N, 1, dtype=torch.long), torch.ones(N, 1, dtype=torch.long), comp,
-                        torch.ones(N, 2), [r"\boxed{1}"] * N)
+        return Rollouts(
+            torch.ones(N, 1, dtype=torch.long),
+            torch.ones(N, 1, dtype=torch.long),
+            comp,
+            torch.ones(N, 2),
+            [r"\boxed{1}"] * N,
+        )
 
 
 # ----------------------------------------------------------------------------- top-k
@@ -73,8 +79,12 @@ def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path, monkeypa
     rec = {"id": "t/0", "problem": "1+1", "solution": r"\boxed{2}", "answer": "2", "level": 1, "subject": "s"}
     (cfg.data_dir / "test.jsonl").write_text(json.dumps(rec) + "\n")
     gen.calls.clear()
-    evaluate_protocol(cfg, gen, "generated", lambda golds, comps: [{"answer": None, "paper": False,
-                                                                    "math_verify": False}] * len(golds))
+    evaluate_protocol(
+        cfg,
+        gen,
+        "generated",
+        lambda golds, comps: [{"answer": None, "paper": False, "math_verify": False}] * len(golds),
+    )
     sampled = [c for c in gen.calls if not c.get("greedy")]
     assert [c["top_k"] for c in sampled] == [11] and sampled[0]["top_p"] == cfg.eval.top_p
 
@@ -83,12 +93,15 @@ def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path, monkeypa
 PAD0, EOS1 = 0, 1
 
 
-@pytest.mark.parametrize("rule, expected", [
-    # the author's: token != pad, then 0 after the first EOS; with pad == EOS the EOS itself is out
-    ("author", [[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]]),
-    # up to and including the first EOS
-    ("through_eos", [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
-])
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        # the author's: token != pad, then 0 after the first EOS; with pad == EOS the EOS itself is out
+        ("author", [[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]]),
+        # up to and including the first EOS
+        ("through_eos", [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
+    ],
+)
 def test_completion_mask_pad_equal_to_eos(rule, expected):
     from arca.rollout import completion_mask
 
@@ -96,12 +109,15 @@ def test_completion_mask_pad_equal_to_eos(rule, expected):
     assert completion_mask(comp, {EOS1}, EOS1, rule=rule).tolist() == expected
 
 
-@pytest.mark.parametrize("rule, expected", [
-    # pad (0) != EOS (1), as in the pretrained-here model: the author's rule keeps the EOS, and drops a
-    # generated pad token wherever it is (row 1)
-    ("author", [[1, 1, 1, 0], [1, 0, 1, 1], [1, 0, 0, 0]]),
-    ("through_eos", [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
-])
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        # pad (0) != EOS (1), as in the pretrained-here model: the author's rule keeps the EOS, and drops a
+        # generated pad token wherever it is (row 1)
+        ("author", [[1, 1, 1, 0], [1, 0, 1, 1], [1, 0, 0, 0]]),
+        ("through_eos", [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
+    ],
+)
 def test_completion_mask_pad_distinct_from_eos(rule, expected):
     from arca.rollout import completion_mask
 
@@ -131,19 +147,33 @@ class FixedModel(torch.nn.Module):
         return torch.cat([input_ids, self.completions[: input_ids.shape[0]]], dim=1)
 
 
-@pytest.mark.parametrize("rule, expected", [("author", [[1, 1, 0, 0], [1, 1, 1, 1]]),
-                                            ("through_eos", [[1, 1, 1, 0], [1, 1, 1, 1]])])
+@pytest.mark.parametrize(
+    "rule, expected", [("author", [[1, 1, 0, 0], [1, 1, 1, 1]]), ("through_eos", [[1, 1, 1, 0], [1, 1, 1, 1]])]
+)
 def test_generator_mask_follows_the_config(cfg, rule, expected):
     from transformers import PreTrainedTokenizerFast
 
-    from arca.rollout import make_generator
+    from arca.backends import make_generator
 
     tok = char_tokenizer([ALPHABET])
     tok = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token="<eos>", pad_token="<eos>")
     assert tok.pad_token_id == tok.eos_token_id == EOS1  # as Qwen3-1.7B-Base
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     cfg.rollout.completion_mask = rule
+    cfg.rollout.decoder = "generate"  # FixedModel stands in for model.generate
     gen = make_generator(cfg, FixedModel([enc("12") + [EOS1, EOS1], enc("3456")]), tok)
     r = gen.generate(["a", "b"], 1, 1.0, 1.0, 4)
     assert r.completion_mask.tolist() == expected
     assert r.texts == ["12", "3456"]  # the EOS is never in the text
+
+
+# ----------------------------------------------------------------------------- progress
+def test_progress_bar_with_eta_goes_to_stderr_and_changes_nothing(cfg, tok, capsys):
+    torch.manual_seed(0)
+    gen = TransformersGenerator(pretrain_model(cfg, len(tok), tok), tok, batch_size=2)
+    quiet = gen.generate(["1+2=", "7*3=", "4-1="], 2, 1.0, 1.0, 6, seed=3)
+    assert capsys.readouterr().err == ""
+    shown = gen.generate(["1+2=", "7*3=", "4-1="], 2, 1.0, 1.0, 6, seed=3, progress="base generated samples")
+    err = capsys.readouterr().err
+    assert "base generated samples" in err and "6/6" in err and "completion/s" in err and "<" in err  # rate, ETA
+    assert torch.equal(quiet.completion_ids, shown.completion_ids)

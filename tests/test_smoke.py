@@ -1,5 +1,6 @@
 """``python -m arca gpu-smoke`` on CPU, in a subprocess where the heavy optional packages cannot
 be imported: it must run with torch, transformers and peft only, and list every credit method."""
+
 from __future__ import annotations
 
 import math
@@ -32,15 +33,30 @@ GUARD = (
 def parse_table(stdout: str) -> dict[str, list[str]]:
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:1] == [COLUMNS[0]])
-    return {parts[0]: parts[1:] for parts in (line.split() for line in lines[start + 2:]) if parts}
+    return {parts[0]: parts[1:] for parts in (line.split() for line in lines[start + 2 :]) if parts}
 
 
 @pytest.mark.slow
 def test_gpu_smoke_on_cpu_without_optional_packages(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-c", GUARD, "gpu-smoke", "--config", "configs/smoke.yaml", "--set", "device=auto", "--steps", "2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            GUARD,
+            "gpu-smoke",
+            "--config",
+            "configs/smoke.yaml",
+            "--set",
+            "device=auto",
+            "--steps",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     table = parse_table(proc.stdout)

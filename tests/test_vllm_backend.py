@@ -1,5 +1,6 @@
 """The vLLM backend without vLLM: request building, output parsing, adapter sync, and the thin
 engine-calling code driven by a stand-in ``vllm`` module shaped like the real one."""
+
 from __future__ import annotations
 
 import sys
@@ -10,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from arca.config import load_config
-from arca.models import char_tokenizer, pretrain_model, wrap_lora
-from arca.rollout import TransformersGenerator, completion_mask
 from arca import vllm_backend as vb
+from arca.config import load_config
+from arca.models import wrap_lora
+from arca.pretrain import char_tokenizer, pretrain_model
+from arca.rollout import TransformersGenerator, completion_mask
 
 ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyz.,\n\\{}:"
 
@@ -69,7 +71,7 @@ class RecordingModel(torch.nn.Module):
 @pytest.mark.parametrize("greedy", [False, True])
 def test_sampling_kwargs_match_transformers_backend(tok, greedy, top_k):
     model = RecordingModel()
-    gen = TransformersGenerator(model, tok)
+    gen = TransformersGenerator(model, tok, decoder="generate")
     gen.generate(["1+1="], n=3, temperature=0.7, top_p=0.9, max_new_tokens=11, greedy=greedy, top_k=top_k)
     hf = model.calls[0]
     kw = vb.sampling_params_kwargs(3, 0.7, 0.9, 11, greedy, seed=None, stop_token_ids=gen.eos_ids, top_k=top_k)
@@ -106,9 +108,14 @@ def test_build_requests_are_token_prompts():
 def test_encode_prompts_truncates_like_transformers_backend(tok):
     prompts = ["1+2=3 and more text", "7"]
     lists, ids, am = vb.encode_prompts(tok, prompts, max_prompt_tokens=5)
-    hf_ids, hf_am = TransformersGenerator(RecordingModel(), tok, max_prompt_tokens=5).encode_prompts(prompts)
+    hf_ids, hf_am = TransformersGenerator(
+        RecordingModel(), tok, max_prompt_tokens=5, decoder="generate"
+    ).encode_prompts(prompts)
     assert torch.equal(ids, hf_ids) and torch.equal(am, hf_am)
-    assert lists[0] == tok("1+2=3", add_special_tokens=False)["input_ids"] and lists[1] == tok("7", add_special_tokens=False)["input_ids"]
+    assert (
+        lists[0] == tok("1+2=3", add_special_tokens=False)["input_ids"]
+        and lists[1] == tok("7", add_special_tokens=False)["input_ids"]
+    )
     assert ids[1, :4].tolist() == [tok.pad_token_id] * 4  # left padding
 
 
@@ -144,16 +151,25 @@ def test_parse_outputs_pad_equal_to_eos_and_greedy_repeat(tok):
         vb.parse_outputs(outs, 3, {eos}, eos, p_ids, p_mask, tok)
 
 
-@pytest.mark.parametrize("rule, expected", [("author", [[1, 0], [1, 0], [1, 1]]),
-                                            ("through_eos", [[1, 1], [1, 1], [1, 1]])])
+@pytest.mark.parametrize(
+    "rule, expected", [("author", [[1, 0], [1, 0], [1, 1]]), ("through_eos", [[1, 1], [1, 1], [1, 1]])]
+)
 def test_parse_outputs_mask_rule_and_a_dropped_stop_token(tok, rule, expected):
     eos = tok.eos_token_id
     _, p_ids, p_mask = vb.encode_prompts(tok, ["a"], 512)
     # pad == EOS (as Qwen3): sample 0 returns its EOS, sample 1 stopped on it but vLLM left it out
     # (it is put back, so both rows are [6, EOS], as generate() gives), sample 2 hit the length limit
-    outs = [RequestOutput("0", [5], [CompletionOutput(0, [6, eos], finish_reason="stop", stop_reason=eos),
-                                     CompletionOutput(1, [6], finish_reason="stop"),
-                                     CompletionOutput(2, [6, 7], finish_reason="length")])]
+    outs = [
+        RequestOutput(
+            "0",
+            [5],
+            [
+                CompletionOutput(0, [6, eos], finish_reason="stop", stop_reason=eos),
+                CompletionOutput(1, [6], finish_reason="stop"),
+                CompletionOutput(2, [6, 7], finish_reason="length"),
+            ],
+        )
+    ]
     r = vb.parse_outputs(outs, 3, {eos}, eos, p_ids, p_mask, tok, rule)
     assert r.completion_ids.tolist() == [[6, eos], [6, eos], [6, 7]]
     assert r.completion_mask.tolist() == expected
@@ -161,8 +177,15 @@ def test_parse_outputs_mask_rule_and_a_dropped_stop_token(tok, rule, expected):
 
 def test_parse_outputs_nothing_generated(tok):
     _, p_ids, p_mask = vb.encode_prompts(tok, ["a"], 512)
-    r = vb.parse_outputs([RequestOutput("0", [5], [CompletionOutput(0, []), CompletionOutput(1, [])])], 2,
-                         {tok.eos_token_id}, tok.pad_token_id, p_ids, p_mask, tok)
+    r = vb.parse_outputs(
+        [RequestOutput("0", [5], [CompletionOutput(0, []), CompletionOutput(1, [])])],
+        2,
+        {tok.eos_token_id},
+        tok.pad_token_id,
+        p_ids,
+        p_mask,
+        tok,
+    )
     assert r.completion_ids.shape == (2, 1) and r.completion_mask.sum() == 0 and r.texts == ["", ""]
 
 
@@ -193,7 +216,10 @@ def test_adapter_saved_where_the_request_points_and_ids_increment(cfg, tok, tmp_
         _sgd_step(model)
         last = sync.request_args(model)
     assert last[1] == id2 + 2
-    assert sorted(p.name for p in (tmp_path / "lora").iterdir()) == ["step_000003", "step_000004"]  # keep=2, no temp left
+    assert sorted(p.name for p in (tmp_path / "lora").iterdir()) == [
+        "step_000003",
+        "step_000004",
+    ]  # keep=2, no temp left
     assert sync.request_args(pretrain_model(cfg, len(tok), tok)) is None  # no adapter -> no LoRA request
 
 
@@ -233,8 +259,10 @@ def fake_vllm(monkeypatch):
         def generate(self, prompts, params, use_tqdm=True, lora_request=None):
             calls["generate"].append((prompts, params, lora_request))
             n = params.kw["n"]
-            return [RequestOutput(str(i), p["prompt_token_ids"], [CompletionOutput(j, [10 + j, 11, 1]) for j in range(n)])
-                    for i, p in enumerate(prompts)]
+            return [
+                RequestOutput(str(i), p["prompt_token_ids"], [CompletionOutput(j, [10 + j, 11, 1]) for j in range(n)])
+                for i, p in enumerate(prompts)
+            ]
 
     vllm = types.ModuleType("vllm")
     vllm.LLM, vllm.SamplingParams = LLM, SamplingParams

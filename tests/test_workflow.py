@@ -5,9 +5,11 @@ tests/fake_arca.py in place of ``python -m arca`` to check wiring, reruns and th
 seconds. Every Snakemake call gets a tmp overlay config that moves ``paths.results`` out of the
 repository, passed with ``--configfile`` so that the Python steps see it too.
 """
+
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import re
 import shlex
@@ -22,9 +24,8 @@ import jsonschema
 import pytest
 import yaml
 
-from arca import grid
+from arca import grid, snakeconfig
 from arca.config import Config, ConfigError, deep_merge, from_dict, load_config, read_yaml, to_dict
-from arca.credit import REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -43,9 +44,7 @@ def _env(extra_path: Path | None = None) -> dict[str, str]:
 
 def run_snakemake(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
     # --nolock: dry runs must not collide with a real run in the same working directory.
-    proc = subprocess.run(
-        [SNAKEMAKE, *args], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=600)
     proc.log = proc.stdout + proc.stderr  # type: ignore[attr-defined]
     return proc
 
@@ -63,7 +62,7 @@ def job_counts(log: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     lines = log.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
-    for line in lines[start + 3:]:
+    for line in lines[start + 3 :]:
         m = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
         if not m:
             break
@@ -76,7 +75,7 @@ def shell_commands(log: str) -> list[list[str]]:
     out = []
     for line in log.splitlines():
         if line.startswith("Shell command: python -m arca"):
-            cmd = line[len("Shell command: "):].split(" > ")[0]
+            cmd = line[len("Shell command: ") :].split(" > ")[0]
             out.append(shlex.split(cmd))
     return out
 
@@ -95,9 +94,15 @@ def _schema() -> dict:
 
 
 # ----------------------------------------------------------------------------- schema
-def test_schema_method_enum_equals_registry():
-    enum = _schema()["$defs"]["credit_method"]["enum"]
-    assert sorted(enum) == sorted(REGISTRY)
+def test_schema_is_generated_from_the_dataclasses_and_current():
+    # regenerate with:
+    #   python -c "from arca.config import json_schema_text as t; print(t(), end='')" \
+    #     > workflow/schemas/config.schema.yaml
+    from arca.config import json_schema_text
+
+    assert SCHEMA.read_text() == json_schema_text()
+    # every section is closed and lists exactly its dataclass's fields
+    _check_mirrors(Config, _schema(), "config")
 
 
 def _check_mirrors(cls: type, node: dict, where: str) -> None:
@@ -113,8 +118,20 @@ def _check_mirrors(cls: type, node: dict, where: str) -> None:
             _check_mirrors(typing.get_args(tp)[0], node["properties"][name]["items"], f"{where}.{name}[]")
 
 
-def test_schema_mirrors_config_dataclasses():
-    _check_mirrors(Config, _schema(), "config")
+def test_schema_rejects_what_the_loader_rejects():
+    validator = jsonschema.Draft202012Validator(_schema())
+    good = read_yaml(REPO / "configs" / "default.yaml")
+    validator.validate(good)
+    for bad in (
+        {"device": "tpu"},
+        {"train": {"stepz": 3}},
+        {"rollout": {"completion_mask": "x"}},
+        {"train": {"lr": "fast"}},
+    ):
+        raw = deep_merge(good, bad)
+        assert not validator.is_valid(raw), bad
+        with pytest.raises(ConfigError):
+            from_dict(raw)
 
 
 def test_schema_has_no_defaults():
@@ -165,8 +182,13 @@ def test_paper_config_matches_paper_md():
     assert cfg.model.attn_implementation == "sdpa" and not cfg.model.chat_template
     assert cfg.lora.alpha is None and cfg.lora.dropout == 0.05 and len(cfg.lora.target_modules) == 7
     assert cfg.run_ids() == [
-        "uniform_r64_s1337", "surprisal_r64_s1337", "entropy_reduction_r64_s1337", "divergence_r64_s1337",
-        "arca_r4_s1337", "arca_r16_s1337", "arca_r64_s1337",
+        "uniform_r64_s1337",
+        "surprisal_r64_s1337",
+        "entropy_reduction_r64_s1337",
+        "divergence_r64_s1337",
+        "arca_r4_s1337",
+        "arca_r16_s1337",
+        "arca_r64_s1337",
     ]
     assert (cfg.rollout.k, cfg.train.prompts_per_step, cfg.train.micro_batch_prompts, cfg.train.steps) == (4, 8, 2, 100)
     t = cfg.train
@@ -227,17 +249,26 @@ def test_grid_paths():
         "curve": "/r/default/runs/arca_r2_s1/curve.jsonl",
     }
     assert grid.eval_outputs(cfg, "base") == {
-        "summary": "/r/default/eval/base/summary.json", "samples": "/r/default/eval/base/samples.jsonl",
+        "summary": "/r/default/eval/base/summary.json",
+        "samples": "/r/default/eval/base/samples.jsonl",
     }
     assert "adapter" not in grid.eval_inputs(cfg, "base")
     assert grid.eval_inputs(cfg, "arca_r2_s1")["adapter"] == "/r/default/runs/arca_r2_s1/adapter"
     # every run's credit precision is read on the one set of base-model probe rollouts
-    assert grid.eval_inputs(cfg, "arca_r2_s1")["probe"] == grid.probe_output(cfg) == "/r/default/eval/probe_rollouts.jsonl"
+    assert (
+        grid.eval_inputs(cfg, "arca_r2_s1")["probe"] == grid.probe_output(cfg) == "/r/default/eval/probe_rollouts.jsonl"
+    )
     assert "probe" not in grid.eval_inputs(cfg, "base")
     assert grid.log(cfg, "train", "{run}") == "/r/default/logs/train/{run}.log"
     assert grid.bench_outputs(cfg) == {"json": "/r/default/bench/summary.json", "md": "/r/default/bench/summary.md"}
+    assert grid.benchmark(cfg, "train", "{run}") == "/r/default/benchmarks/train/{run}.tsv"
+    benchmarks = grid.aggregate_inputs(cfg)["benchmarks"]
+    assert benchmarks == grid.benchmarks(cfg) and len(benchmarks) == 1 + 2 * len(cfg.run_ids()) + 1
+    assert benchmarks[0] == "/r/default/benchmarks/build_base/build_base.tsv"
+    assert "/r/default/benchmarks/evaluate/base.tsv" in benchmarks
     targets = grid.all_targets(cfg)
-    assert len(targets) == 16 + 16 + 1  # table files, figure files (png + pdf), the heat map
+    assert len(targets) == 18 + 16 + 1  # table files, figure files (png + pdf), the heat map
+    assert "/r/default/tables/cost.csv" in targets and "/r/default/tables/cost.md" in targets
     assert "/r/default/tables/paired.md" in targets and "/r/default/figures/lorenz.pdf" in targets
     assert targets[-1] == "/r/default/figures/credit_heatmap.html"
     assert not any("bench" in t for t in targets), "bench stays outside `all`"
@@ -262,13 +293,18 @@ def test_grid_math500_only_for_math_data():
 def test_grid_heatmap_run():
     cfg = load_config(REPO / "configs" / "default.yaml")
     assert grid.heatmap_run(cfg) == "arca_r2_s1"
-    assert grid.heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=divergence_r8_s2"])) == "divergence_r8_s2"
+    assert (
+        grid.heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=divergence_r8_s2"]))
+        == "divergence_r8_s2"
+    )
     no_arca = load_config(REPO / "configs" / "default.yaml", ["sweep.cells=[{method: surprisal, ranks: [4]}]"])
     assert grid.heatmap_run(no_arca) == "surprisal_r4_s1"
     with pytest.raises(ConfigError, match="heatmap_run"):
         grid.heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=arca_r3_s1"]))
-    inputs = grid.heatmap_inputs(cfg)
+    inputs = grid.heatmap_rollouts_inputs(cfg)
     assert inputs["adapter"].endswith("runs/arca_r2_s1/adapter") and inputs["test"].endswith("data/test.jsonl")
+    # the page is drawn from the analysis step's file alone: the report never loads a model
+    assert grid.heatmap_inputs(cfg) == {"rollouts": grid.heatmap_rollouts_output(cfg)}
 
 
 def test_grid_gpu_resources():
@@ -293,6 +329,39 @@ def test_grid_run_hash_changes_only_the_edited_cell():
     assert grid.eval_hash(base) != grid.eval_hash(other)
 
 
+def test_grid_report_outputs_caption_every_shown_file():
+    cfg = load_config(REPO / "configs" / "default.yaml")
+
+    def wrap(path, **meta):
+        return ("shown", path, meta)
+
+    shown = {}
+    for outputs in (grid.table_outputs(cfg), grid.figure_outputs(cfg)):
+        declared = grid.report_outputs(outputs, wrap, "../report")
+        assert list(declared) == list(outputs)  # every output declared, in order
+        for key, value in declared.items():
+            if isinstance(value, tuple):
+                assert value[1] == outputs[key]
+                shown[key] = value[2]
+            else:
+                assert value == outputs[key]
+    assert set(shown) == {f"{t}_csv" for t in grid.REPORT_TABLES} | {f"{f}_png" for f in grid.FIGURES}
+    assert shown["performance_csv"] == {"caption": "../report/tables/performance.rst", "category": "Tables"}
+    assert shown["lorenz_png"] == {
+        "caption": "../report/figures/lorenz.rst",
+        "category": "Figures",
+        "subcategory": "Weight concentration",
+    }
+    # Every caption exists (relative to workflow/rules/), and every caption file is used.
+    rules_dir = REPO / "workflow" / "rules"
+    used = {(rules_dir / m["caption"]).resolve() for m in shown.values()}
+    used.add((REPO / "workflow" / "report" / "figures" / "credit_heatmap.rst").resolve())  # the heatmap rule's
+    assert all(p.is_file() for p in used)
+    on_disk = {p.resolve() for p in (REPO / "workflow" / "report").glob("*/*.rst")}
+    assert on_disk == used
+    assert "credit_heatmap.rst" in (rules_dir / "report.smk").read_text()
+
+
 def test_grid_config_files_in_snakemake_merge_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = [str(tmp_path / "a.yaml"), "/elsewhere/b.yaml"]
@@ -301,15 +370,25 @@ def test_grid_config_files_in_snakemake_merge_order(tmp_path, monkeypatch):
         overwrite_configfiles=cli,
         config_settings=SimpleNamespace(replace_workflow_config=False),
     )
-    assert grid.config_files(workflow) == ["configs/default.yaml", "a.yaml", "/elsewhere/b.yaml"]
+    assert snakeconfig.config_files(workflow) == ["configs/default.yaml", "a.yaml", "/elsewhere/b.yaml"]
     workflow.config_settings.replace_workflow_config = True
-    assert grid.config_files(workflow) == ["a.yaml", "/elsewhere/b.yaml"]
-    workflow = SimpleNamespace(configfiles=["configs/default.yaml"], overwrite_configfiles=[], config_settings=SimpleNamespace())
-    assert grid.config_files(workflow) == ["configs/default.yaml"]
+    assert snakeconfig.config_files(workflow) == ["a.yaml", "/elsewhere/b.yaml"]
+    workflow = SimpleNamespace(
+        configfiles=["configs/default.yaml"], overwrite_configfiles=[], config_settings=SimpleNamespace()
+    )
+    assert snakeconfig.config_files(workflow) == ["configs/default.yaml"]
+
+
+def test_grid_config_param_is_left_out_of_rerun_triggers():
+    # Snakemake treats a params function that takes `output` (or input, threads, resources) as
+    # derived from the job's files and does not rerun a job when its value changes.
+    param = snakeconfig.config_param("--config a.yaml")
+    assert list(inspect.signature(param).parameters) == ["wildcards", "output"]
+    assert param(None, None) == "--config a.yaml"
 
 
 def test_grid_config_args_round_trip():
-    args = grid.config_args(
+    args = snakeconfig.config_args(
         ["configs/default.yaml", "my dir/x.yaml"],
         {"name": "odd name's", "train": {"steps": 3, "lr": 0.001}, "eval": {"protocols": ["generated"]}},
     )
@@ -319,7 +398,7 @@ def test_grid_config_args_round_trip():
     assert sets == ['name="odd name\'s"', "train.steps=3", "train.lr=0.001", 'eval.protocols=["generated"]']
     cfg = load_config([REPO / "configs" / "default.yaml"], sets[1:])
     assert (cfg.train.steps, cfg.train.lr, cfg.eval.protocols) == (3, 0.001, ["generated"])
-    assert grid.config_args(["a.yaml"], {}) == "--config a.yaml"
+    assert snakeconfig.config_args(["a.yaml"], {}) == "--config a.yaml"
 
 
 # ----------------------------------------------------------------------------- snakemake
@@ -332,7 +411,7 @@ def test_dry_run_every_config(path, tmp_path):
     counts = job_counts(proc.log)
     assert counts["train"] == len(cfg.run_ids())
     assert counts["evaluate"] == len(cfg.run_ids()) + 1
-    for rule in ("prepare_data", "build_base", "aggregate", "figures", "heatmap", "all"):
+    for rule in ("prepare_data", "build_base", "aggregate", "figures", "heatmap_rollouts", "heatmap", "all"):
         assert counts[rule] == 1, rule
     assert "bench" not in counts
 
@@ -354,7 +433,17 @@ def test_python_steps_get_the_config_snakemake_planned_with(tmp_path):
     assert proc.returncode == 0, proc.log[-4000:]
     cmds = shell_commands(proc.log)
     steps = {c[3] for c in cmds}
-    assert steps == {"prepare-data", "build-base", "train", "evaluate", "probe-rollouts", "aggregate", "figures", "heatmap"}
+    assert steps == {
+        "prepare-data",
+        "build-base",
+        "train",
+        "evaluate",
+        "probe-rollouts",
+        "aggregate",
+        "figures",
+        "heatmap-rollouts",
+        "heatmap",
+    }
     smoke = load_config([REPO / "configs" / "smoke.yaml", ov])
     for cmd in cmds:
         # default.yaml (the Snakefile's configfile:) first, then the --configfiles in order.
@@ -367,10 +456,44 @@ def test_python_steps_get_the_config_snakemake_planned_with(tmp_path):
 
 
 @pytest.mark.slow
+def test_snakemake_config_set_overrides_one_hyperparameter(tmp_path):
+    # Snakemake accepts no dotted key (`--config train.lr=1e-4` fails); `set` carries --set overrides.
+    ov = overlay(tmp_path)
+    proc = run_snakemake(
+        "-n",
+        "-p",
+        "--nolock",
+        "--configfile",
+        "configs/smoke.yaml",
+        str(ov),
+        "--config",
+        "set=[train.lr=1e-4, eval.pass_k=3]",
+    )
+    assert proc.returncode == 0, proc.log[-4000:]
+    cmds = shell_commands(proc.log)
+    expected = load_config([REPO / "configs" / "smoke.yaml", ov], ["train.lr=1e-4", "eval.pass_k=3"])
+    assert cmds and all(_config_of(c) == expected for c in cmds)
+    assert expected.train.lr == 1e-4 and expected.eval.pass_k == 3
+    # the runs' hashes (train params) follow the override, so a real run retrains every cell
+    plain = load_config([REPO / "configs" / "smoke.yaml", ov])
+    assert all(grid.run_hash(expected, r) != grid.run_hash(plain, r) for r in plain.run_ids())
+
+    bad = run_snakemake("-n", "--nolock", "--configfile", "configs/smoke.yaml", str(ov), "--config", "set=lora.rank=16")
+    assert bad.returncode != 0 and "'lora.rank' is fixed by run id" in bad.log, bad.log[-4000:]
+    typo = run_snakemake("-n", "--nolock", "--configfile", "configs/smoke.yaml", str(ov), "--config", "set=train.lrr=1")
+    assert typo.returncode != 0 and "lrr" in typo.log, typo.log[-4000:]
+
+
+@pytest.mark.slow
 def test_slurm_profile_dry_run_for_paper(tmp_path):
     proc = run_snakemake(
-        "--profile", "workflow/profiles/slurm", "--configfile", "configs/paper.yaml", str(overlay(tmp_path)),
-        "-n", "--nolock",
+        "--profile",
+        "workflow/profiles/slurm",
+        "--configfile",
+        "configs/paper.yaml",
+        str(overlay(tmp_path)),
+        "-n",
+        "--nolock",
     )
     assert proc.returncode == 0, proc.log[-4000:]
     counts = job_counts(proc.log)
@@ -387,39 +510,72 @@ def test_slurm_profile_dry_run_for_paper(tmp_path):
 
 @pytest.mark.slow
 def test_local_profile_dry_run(tmp_path):
-    proc = run_snakemake("--profile", "workflow/profiles/local", "--configfile", "configs/smoke.yaml",
-                         str(overlay(tmp_path)), "-n", "--nolock")
+    proc = run_snakemake(
+        "--profile",
+        "workflow/profiles/local",
+        "--configfile",
+        "configs/smoke.yaml",
+        str(overlay(tmp_path)),
+        "-n",
+        "--nolock",
+    )
     assert proc.returncode == 0, proc.log[-4000:]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "bad, message",
-    [({"train": {"steps": 0}}, "minimum"), ({"train": {"stepz": 3}}, "stepz"), ({"credit": {"method": "nope"}}, "nope")],
+    [
+        ({"train": {"steps": 0}}, "train.steps"),
+        ({"train": {"stepz": 3}}, "stepz"),
+        ({"credit": {"method": "nope"}}, "nope"),
+    ],
 )
 def test_schema_rejects_bad_config(tmp_path, bad, message):
     proc = run_snakemake("-n", "--nolock", "--configfile", str(overlay(tmp_path, **bad)))
     assert proc.returncode != 0 and message in proc.log, proc.log[-4000:]
 
 
-# Lints accepted on purpose:
-#  - no conda/container per rule: the steps run in the one environment that installs `arca`
-#    (environment.yml alone does not install the package, so a per-rule env would fail);
-#  - CONFIG_ARGS used in shell commands: the config file list is deliberately not a param, since a
-#    param change reruns the job; what a run depends on is its run_hash param instead.
-ACCEPTED_LINTS = (
-    "Specify a conda environment or container for each rule.",
-    "Shell command directly uses variable CONFIG_ARGS from outside of the rule",
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("configs", [[], ["configs/smoke.yaml"]], ids=["default", "smoke"])
+def test_lint_is_clean(tmp_path, configs):
+    # Every rule has a log, a conda environment (workflow/envs/arca.yaml) and takes the config as
+    # an input file; no shell command reads a variable from outside its rule.
+    proc = run_snakemake("--lint", "--nolock", "--configfile", *configs, str(overlay(tmp_path)))
+    assert proc.returncode == 0, proc.log[-4000:]
+    assert "Lints for" not in proc.log and "good condition" in proc.log, proc.log[-4000:]
+
+
+def test_every_rule_runs_in_the_one_pinned_environment():
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        text = smk.read_text()
+        n_rules = len(re.findall(r"^rule \w+:", text, flags=re.M))
+        assert n_rules and text.count('conda:\n        "../envs/arca.yaml"') == n_rules, smk.name
+    assert sorted(p.name for p in (REPO / "workflow" / "envs").iterdir()) == ["arca.post-deploy.sh", "arca.yaml"]
 
 
 @pytest.mark.slow
-def test_lint_has_only_accepted_findings(tmp_path):
-    proc = run_snakemake("--lint", "--nolock", "--configfile", str(overlay(tmp_path)))
-    assert "Error" not in proc.log and "Traceback" not in proc.log, proc.log[-4000:]
-    findings = set(re.findall(r"^\s+\* (.+?):?$", proc.log, flags=re.M))
-    assert findings <= set(ACCEPTED_LINTS), findings - set(ACCEPTED_LINTS)
-    assert "Lints for snakefile" not in proc.log
+def test_conda_dry_run_plans_one_environment_for_every_job(tmp_path):
+    # No conda here: a stand-in answers the three questions Snakemake asks before planning, so the
+    # dry run shows that `--sdm conda` finds workflow/envs/arca.yaml from every rule file.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "conda").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        '  "info --json") echo \'{"conda_prefix": "/opt/conda", "platform": "linux-64"}\' ;;\n'
+        '  "--version") echo "conda 24.11.0" ;;\n'
+        '  "config --get channel_priority --json") echo \'{"get": {"channel_priority": "strict"}}\' ;;\n'
+        '  *) echo "stand-in conda: $*" >&2; exit 1 ;;\n'
+        "esac\n"
+    )
+    (shim / "conda").chmod(0o755)
+    proc = run_snakemake(
+        "-n", "--nolock", "--sdm", "conda", "--configfile", "configs/smoke.yaml", str(overlay(tmp_path)), env=_env(shim)
+    )
+    assert proc.returncode == 0, proc.log[-4000:]
+    created = re.findall(r"^Conda environment (\S+) will be created\.$", proc.log, flags=re.M)
+    assert created == ["workflow/envs/arca.yaml"], proc.log[-4000:]
 
 
 @pytest.mark.slow
@@ -446,13 +602,17 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
     smoke = load_config([REPO / "configs" / "smoke.yaml", ov])
     assert all(Path(t).exists() for t in grid.all_targets(smoke))
     done = calls.read_text().splitlines()
-    assert sorted(c for c in done if c.startswith("train ")) == sorted(f"train {r}" for r in smoke.run_ids())
+    trained = sorted(c for c in done if c.startswith("train "))
+    assert trained == sorted(f"train {r} {grid.run_hash(smoke, r)}" for r in smoke.run_ids())
     assert len([c for c in done if c.startswith("evaluate ")]) == len(smoke.run_ids()) + 1
+    # Snakemake recorded the wall time and memory of every benchmarked job, for the cost table.
+    assert all(Path(b).is_file() for b in grid.benchmarks(smoke))
+    assert set(grid.aggregate_inputs(smoke)["benchmarks"]) == set(grid.benchmarks(smoke))
 
     proc = run_snakemake("-n", *common, cwd=wf, env=env)
     assert proc.returncode == 0 and "Nothing to be done" in proc.log, proc.log[-4000:]
 
-    # Give ARCA's cell an override: only its runs (and what reads them) are planned again.
+    # Give ARCA's cell an override in another file: only its runs (and what reads them) are planned again.
     cells[1]["overrides"] = {"credit.sharpen": 1.0}
     edited = overlay(tmp_path, "edited.yaml", sweep={"cells": cells})
     proc = run_snakemake("-n", "-p", "--configfile", "configs/smoke.yaml", str(edited), cwd=wf, env=env)
@@ -460,6 +620,20 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
     retrain = sorted(_opt(c, "--run")[0] for c in shell_commands(proc.log) if c[3] == "train")
     assert retrain == ["arca_r2_s1", "arca_r4_s1"]
     assert "Params have changed" in proc.log
+
+    # Edit the first config file in place instead (uniform's cell this time) and run: the one
+    # retrained run reads the new settings.
+    del cells[1]["overrides"]
+    cells[0]["overrides"] = {"train.lr": 0.5}
+    ov = overlay(tmp_path, sweep={"cells": cells})
+    proc = run_snakemake("--cores", "2", "-p", *common, cwd=wf, env=env)
+    assert proc.returncode == 0, proc.log[-6000:]
+    assert [_opt(c, "--run")[0] for c in shell_commands(proc.log) if c[3] == "train"] == ["uniform_r4_s1"]
+    lr = load_config([REPO / "configs" / "smoke.yaml", ov])
+    assert grid.for_run(lr, "uniform_r4_s1").train.lr == 0.5
+    assert [c for c in calls.read_text().splitlines()[len(done) :] if c.startswith("train ")] == [
+        f"train uniform_r4_s1 {grid.run_hash(lr, 'uniform_r4_s1')}"
+    ]
 
     html = tmp_path / "report.html"
     proc = run_snakemake("--report", str(html), *common, cwd=wf, env=env)
@@ -474,18 +648,23 @@ def test_ablations_config_extends_the_default_sweep():
     default = read_yaml(REPO / "configs" / "default.yaml")
     abl = read_yaml(REPO / "configs" / "ablations.yaml")
     # one change at a time: outside name and sweep, the ablation experiment is the default one
-    assert {k: v for k, v in abl.items() if k not in ("name", "sweep")} == {k: v for k, v in default.items() if k not in ("name", "sweep")}
+    assert {k: v for k, v in abl.items() if k not in ("name", "sweep")} == {
+        k: v for k, v in default.items() if k not in ("name", "sweep")
+    }
     assert abl["name"] == "ablations"
-    assert abl["sweep"]["cells"][:len(default["sweep"]["cells"])] == default["sweep"]["cells"]
+    assert abl["sweep"]["cells"][: len(default["sweep"]["cells"])] == default["sweep"]["cells"]
     assert abl["sweep"]["seeds"] == default["sweep"]["seeds"]
     cfg = load_config([REPO / "configs" / "ablations.yaml"])
     methods = {c.method for c in cfg.sweep.cells}
     assert {"arca_permuted", "entropy_top20", "arca_layers"} <= methods
     by_label = {c.name: c for c in cfg.sweep.cells}
-    assert cfg.for_run("arca_s1_r8_s1").credit.sharpen == 1.0
-    assert cfg.for_run("arca_mean1_r8_s1").credit.normalization == "mean_one"
-    assert cfg.for_run("uniform_mean1_r8_s1").credit.normalization == "mean_one"
-    assert cfg.for_run("arca_r8_s1").credit.normalization == "sum_to_one" and cfg.for_run("arca_r8_s1").credit.sharpen == 2.0
+    assert grid.for_run(cfg, "arca_s1_r8_s1").credit.sharpen == 1.0
+    assert grid.for_run(cfg, "arca_mean1_r8_s1").credit.normalization == "mean_one"
+    assert grid.for_run(cfg, "uniform_mean1_r8_s1").credit.normalization == "mean_one"
+    assert (
+        grid.for_run(cfg, "arca_r8_s1").credit.normalization == "sum_to_one"
+        and grid.for_run(cfg, "arca_r8_s1").credit.sharpen == 2.0
+    )
     # every ablation is paired with what it ablates
     assert by_label["arca_permuted"].compare == ["arca"] and by_label["arca_layers"].compare == ["arca"]
     assert by_label["arca_mean1"].compare == ["uniform_mean1", "arca"]

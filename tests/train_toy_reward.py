@@ -7,6 +7,7 @@ function of the completion text (reward 1 when it holds an even number of digits
 disagree and training really updates the adapter. ``ARCA_TEST_STEP_SLEEP`` (seconds) slows each
 step down so a test can kill the process between checkpoints.
 """
+
 from __future__ import annotations
 
 import os

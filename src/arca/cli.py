@@ -5,6 +5,7 @@ Every step takes ``--config FILE`` (repeatable, deep-merged in order like Snakem
 work; a ``ConfigError`` or bad input ends the step with exit code 2 and one message.
 Step implementations live in their modules and are imported lazily so ``--help`` is fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,50 +13,151 @@ import importlib
 import logging
 import sys
 
+from arca import grid
 from arca.config import ConfigError, load_config
+from arca.credit import check_config
+from arca.grid import check_run_overrides
 
 log = logging.getLogger("arca")
 
 # step -> (module:function, help, extra arguments as (flags, kwargs))
 STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
-    "show-config": ("arca.cli:show_config", "print the resolved config (optionally of one run)", [
-        (("--run",), dict(default=None, help="run id <method>_r<rank>_s<seed>")),
-    ]),
+    "show-config": (
+        "arca.cli:show_config",
+        "print the resolved config (optionally of one run)",
+        [
+            (("--run",), dict(default=None, help="run id <method>_r<rank>_s<seed>")),
+        ],
+    ),
     "prepare-data": ("arca.data:prepare_data", "write results/<name>/data/{train,test}.jsonl", []),
     "build-base": ("arca.models:build_base", "write the base model to results/<name>/base/", []),
-    "train": ("arca.train:train_main", "GRPO-train one run (resumes from its last checkpoint)", [
-        (("--run",), dict(required=True, help="run id <method>_r<rank>_s<seed>")),
-    ]),
-    "evaluate": ("arca.evaluate:evaluate_main", "evaluate the base model or one run's adapter", [
-        (("--run",), dict(required=True, help="run id, or 'base' for the base model")),
-    ]),
-    "probe-rollouts": ("arca.evaluate:probe_main", "sample the fixed held-out rollouts of the credit-precision probe", []),
+    "train": (
+        "arca.train:train_main",
+        "GRPO-train one run (resumes from its last checkpoint)",
+        [
+            (("--run",), dict(required=True, help="run id <method>_r<rank>_s<seed>")),
+        ],
+    ),
+    "evaluate": (
+        "arca.evaluate:evaluate_main",
+        "evaluate the base model or one run's adapter",
+        [
+            (("--run",), dict(required=True, help="run id, or 'base' for the base model")),
+        ],
+    ),
+    "probe-rollouts": (
+        "arca.evaluate:probe_main",
+        "sample the fixed held-out rollouts of the credit-precision probe",
+        [],
+    ),
     "aggregate": ("arca.report.tables:aggregate_main", "gather runs and evals into results/<name>/tables/", []),
     "figures": ("arca.report.figures:figures_main", "draw results/<name>/figures/ from the tables", []),
+    "heatmap-rollouts": (
+        "arca.analysis:heatmap_rollouts_main",
+        "score the heat map's held-out rollouts under every credit method",
+        [],
+    ),
     "heatmap": ("arca.report.heatmap:heatmap_main", "write the token-credit heat map HTML page", []),
+    "compare-reference": (
+        "arca.report.reference:compare_reference_main",
+        "list every number of the finished tables that differs from results/reference/<name>/",
+        [
+            (
+                ("--reference",),
+                dict(default=None, metavar="DIR", help="reference folder (default: results/reference/<name>)"),
+            ),
+            # the defaults of arca.report.reference (DEFAULT_ATOL, DEFAULT_RTOL; a test checks they agree)
+            (("--atol",), dict(type=float, default=1e-6, help="absolute tolerance (default 1e-6)")),
+            (("--rtol",), dict(type=float, default=1e-5, help="relative tolerance (default 1e-5)")),
+        ],
+    ),
+    "save-reference": (
+        "arca.report.reference:save_reference_main",
+        "copy the finished tables and key figures to results/reference/<name>/",
+        [
+            (
+                ("--reference",),
+                dict(default=None, metavar="DIR", help="destination (default: results/reference/<name>)"),
+            ),
+        ],
+    ),
     "grade": ("arca.grading:grade_main", "grade JSONL {gold, completion} lines from stdin", []),
-    "bench": ("arca.bench:bench_main", "benchmark the training step of each credit method (and TRL)", [
-        (("--steps",), dict(type=int, default=None, help="timed steps per method")),
-        (("--no-trl",), dict(action="store_true", help="skip the TRL peer")),
-        (("--lengths",), dict(default=None, help="comma-separated completion lengths to scale over")),
-        (("--methods",), dict(default=None, help="comma-separated credit methods (default: the paper's five)")),
-    ]),
-    "gpu-smoke": ("arca.smoke:smoke_main", "a few steps of every credit method on the small model; prints timings", [
-        (("--steps",), dict(type=int, default=3)),
-    ]),
+    "bench": (
+        "arca.bench:bench_main",
+        "benchmark the training step of each credit method (and TRL)",
+        [
+            (("--steps",), dict(type=int, default=None, help="timed steps per method")),
+            (("--no-trl",), dict(action="store_true", help="skip the TRL peer")),
+            (("--lengths",), dict(default=None, help="comma-separated completion lengths to scale over")),
+            (("--methods",), dict(default=None, help="comma-separated credit methods (default: the paper's five)")),
+            (
+                ("--backends",),
+                dict(
+                    default=None,
+                    help="instead: generation tokens/s of these rollout backends, "
+                    "side by side (e.g. transformers,vllm)",
+                ),
+            ),
+        ],
+    ),
+    "gpu-smoke": (
+        "arca.smoke:smoke_main",
+        "a few steps of every credit method on the small model; prints timings",
+        [
+            (("--steps",), dict(type=int, default=3, help="training steps per method (default 3)")),
+        ],
+    ),
 }
 
 
+# What `python -m arca --help` prints: plain text (the module docstring is for developers).
+DESCRIPTION = """\
+The steps of the ARCA credit-assignment benchmark. Snakemake runs them for you
+(snakemake --cores all); run one by hand with the same config to debug or redo it.
+Every step reads its config from --config files (default: configs/default.yaml
+in the working directory) plus --set overrides, and checks it before doing anything."""
+
+EPILOG = """\
+examples:
+  python -m arca show-config --config configs/smoke.yaml --run arca_r4_s1
+  python -m arca train --config configs/smoke.yaml --run arca_r4_s1
+  python -m arca evaluate --config configs/smoke.yaml --run base --set eval.n_problems=5
+  python -m arca <step> --help
+
+exit status: 0 on success, 2 on a bad config or bad input (one message on stderr),
+1 when compare-reference finds numbers that differ from the reference."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m arca", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="step", metavar="<step>", required=True)
+    from arca import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="python -m arca",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"arca-bench {__version__}")
+    sub = parser.add_subparsers(dest="step", metavar="<step>", required=True, title="steps")
     for name, (_, help_text, extra) in STEPS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", action="append", default=None, metavar="FILE",
-                       help="config YAML (repeatable; later files override earlier ones)")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                       help="override one config key, e.g. --set train.lr=1e-4")
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        p.add_argument(
+            "--config",
+            action="append",
+            default=None,
+            metavar="FILE",
+            help="config YAML; repeatable, later files override earlier ones (default: configs/default.yaml)",
+        )
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            dest="overrides",
+            help="override one config key, e.g. --set train.lr=1e-4 (repeatable; the keys a "
+            "run id fixes, method, rank, seed and its cell's overrides, cannot be set)",
+        )
         for flags, kwargs in extra:
             p.add_argument(*flags, **kwargs)
     return parser
@@ -64,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 def show_config(cfg, args) -> None:
     from arca.config import dump_config
 
-    print(dump_config(cfg.for_run(args.run) if args.run else cfg), end="")
+    print(dump_config(grid.for_run(cfg, args.run) if args.run else cfg), end="")
 
 
 def default_config_files() -> list[str]:
@@ -84,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     module_name, func_name = target.split(":")
     try:
         cfg = load_config(args.config or default_config_files(), args.overrides)
+        check_config(cfg)
+        run = getattr(args, "run", None)
+        if run and run != "base" and args.overrides:
+            check_run_overrides(cfg, run, args.overrides)
         func = getattr(importlib.import_module(module_name), func_name)
         func(cfg, args)
     except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:
@@ -91,4 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a step's own verdict (e.g. compare-reference found differences) carries its status
+        status = getattr(e, "exit_status", None)
+        if status is None or args.verbose:
+            raise
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return int(status)
     return 0

@@ -3,7 +3,7 @@
 A credit method is a *signal* function ``CreditInputs -> alpha [B, T]`` (raw, non-negative
 salience of each completion token, read at the position whose output predicts y_t) registered in
 ``REGISTRY`` with the per-token quantities it needs. ``token_weights`` turns any signal into the
-weights the loss uses, exactly as the author's code (PAPER.md, "From signal to token weights"):
+weights the loss uses, exactly as the author's code (docs/method.md, "From signal to token weights"):
 
     score_t = (alpha_t + eps) ** s                         (s = ``credit.sharpen``, default 2.0)
     w_t     = score_t * m_t / sum_k score_k * m_k          (uniform over the mask if the sum <= eps)
@@ -16,28 +16,38 @@ To add a method, write one function and register it::
         return x.logprobs.exp()
     REGISTRY["my_method"] = CreditMethod(my_signal, needs=frozenset(), doc="p(y_t)")
 
-``needs`` may hold ``"labels"`` (the planted forks' decisive tokens, for the oracle), ``"entropies"``, ``"step_entropies"`` (the entropies of every real token of
-the optimizer step, for batch-level thresholds), ``"ref_logprobs"``, ``"hidden"`` (adapted and
-base final hidden states) and ``"lora_delta"`` (the summed LoRA outputs into the residual stream,
-collected by hooks in the gradient pass); the training loop computes only what the method asks
-for, and runs the single adapter-off pass only when ``ref_logprobs`` or ``hidden`` is needed.
+``needs`` may hold ``"labels"`` (the planted forks' decisive tokens, for the oracle),
+``"entropies"``, ``"step_entropies"`` (the entropies of every real token of the optimizer step, for
+batch-level thresholds), ``"ref_logprobs"``, ``"hidden"`` (adapted and base final hidden states) and
+``"lora_delta"`` (the summed LoRA outputs into the residual stream, collected by hooks in the
+gradient pass); the training loop computes only what the method asks for, and runs the single
+adapter-off pass only when ``ref_logprobs`` or ``hidden`` is needed.
 
 The loss may use the weights as they are (``sum_to_one``, the paper) or scaled by the masked
 length so that they average 1 over the mask (``mean_one``, see ``loss_weights``); diagnostics
 always read the sum-to-one weights.
 """
+
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+from arca import grid
+from arca.config import Config, ConfigError, Normalization, make_run_id
 
 ENTROPIES = "entropies"
 STEP_ENTROPIES = "step_entropies"
 REF_LOGPROBS = "ref_logprobs"
 HIDDEN = "hidden"
 LORA_DELTA = "lora_delta"
+# LoRA target modules whose output is added to the residual stream (Qwen/Llama naming): the
+# attention output projection and the MLP down projection. arca_layers sums their LoRA deltas,
+# so it requires at least one of them in lora.target_modules.
+RESIDUAL_WRITERS = ("o_proj", "down_proj")
 LABELS = "labels"  # the planted forks' decisive tokens (arca.labels); only the oracle reads them
 # What needs the adapter-off (reference) forward pass.
 NEEDS_REFERENCE_PASS = frozenset({REF_LOGPROBS, HIDDEN})
@@ -88,7 +98,7 @@ def entropy_reduction_signal(x: CreditInputs) -> torch.Tensor:
     """alpha_t = max(0, H_t - H_{t+1}); 0 only in the last column of the padded batch.
 
     H_t is the entropy of the distribution that predicts y_t. The last real token y_T keeps
-    max(0, H_T - H_{T+1}) as in the author's code (PAPER.md, Notation): H_{T+1} belongs to the
+    max(0, H_T - H_{T+1}) as in the author's code (docs/method.md, Notation): H_{T+1} belongs to the
     masked column after it (the EOS the author's mask leaves out, or padding) and is read at the
     position of y_T, a real token, so it is well defined. Masked columns get values too; the mask
     removes them in ``token_weights``.
@@ -187,13 +197,25 @@ def anti_oracle_signal(x: CreditInputs) -> torch.Tensor:
     return (1.0 - d.to(x.mask.dtype)) * (x.mask > 0)  # [B, T]
 
 
+def needs_residual_writer(cfg: Config) -> tuple[str, str] | None:
+    """arca_layers reads the LoRA outputs of the residual-stream writers: one must be adapted."""
+    if set(cfg.lora.target_modules) & set(RESIDUAL_WRITERS):
+        return None
+    return "lora.target_modules", (
+        f"must include a residual-stream writer {list(RESIDUAL_WRITERS)} for credit method "
+        f"{cfg.credit.method!r} (it sums their LoRA outputs), got {cfg.lora.target_modules}"
+    )
+
+
 @dataclass(frozen=True)
 class CreditMethod:
-    """A registered credit method: its signal function and the inputs it needs."""
+    """A registered credit method: its signal function, the inputs it needs, and what it requires
+    of the config (``requires(cfg)`` gives ``(key, problem)`` or None)."""
 
     signal: Callable[[CreditInputs], torch.Tensor]
     needs: frozenset[str] = field(default_factory=frozenset)
     doc: str = ""
+    requires: Callable[[Config], tuple[str, str] | None] | None = None
 
     @property
     def needs_reference_pass(self) -> bool:
@@ -206,9 +228,18 @@ REGISTRY: dict[str, CreditMethod] = {
     "entropy_reduction": CreditMethod(entropy_reduction_signal, frozenset({ENTROPIES}), "max(0, H_t - H_{t+1})"),
     "divergence": CreditMethod(divergence_signal, frozenset({REF_LOGPROBS}), "|log pi(y_t) - log pi_ref(y_t)|"),
     "arca": CreditMethod(arca_signal, frozenset({HIDDEN}), "||h_adapted_t - h_base_t||_2"),
-    "arca_permuted": CreditMethod(arca_permuted_signal, frozenset({HIDDEN}), "ARCA's alpha permuted within each sequence"),
-    "entropy_top20": CreditMethod(entropy_top20_signal, frozenset({ENTROPIES, STEP_ENTROPIES}), "1[H_t in the step's top 20%]"),
-    "arca_layers": CreditMethod(arca_layers_signal, frozenset({LORA_DELTA}), "||sum_l (alpha/r) B_l A_l x_l||_2 over residual writers"),
+    "arca_permuted": CreditMethod(
+        arca_permuted_signal, frozenset({HIDDEN}), "ARCA's alpha permuted within each sequence"
+    ),
+    "entropy_top20": CreditMethod(
+        entropy_top20_signal, frozenset({ENTROPIES, STEP_ENTROPIES}), "1[H_t in the step's top 20%]"
+    ),
+    "arca_layers": CreditMethod(
+        arca_layers_signal,
+        frozenset({LORA_DELTA}),
+        "||sum_l (alpha/r) B_l A_l x_l||_2 over residual writers",
+        needs_residual_writer,
+    ),
     "oracle": CreditMethod(oracle_signal, frozenset({LABELS}), "1[y_t is a labelled decisive fork token]"),
     "anti_oracle": CreditMethod(anti_oracle_signal, frozenset({LABELS}), "1[y_t is not a labelled decisive token]"),
 }
@@ -217,7 +248,33 @@ REGISTRY: dict[str, CreditMethod] = {
 PAPER_METHODS = ("uniform", "surprisal", "entropy_reduction", "divergence", "arca")
 
 
-def normalize(alpha: torch.Tensor, mask: torch.Tensor, sharpen: float = 2.0, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+def check_config(cfg: Config, source: str = "<config>") -> None:
+    """What only the registry can check: every method the config names exists, and each run's
+    config meets its method's requirements. Raises ``ConfigError`` naming the key."""
+
+    def check(method: str, key: str, run_cfg: Config | None) -> None:
+        if method not in REGISTRY:
+            raise ConfigError(
+                f"{source}: key '{key}' names an unknown credit method {method!r} (known: {sorted(REGISTRY)})"
+            )
+        problem = REGISTRY[method].requires(run_cfg) if REGISTRY[method].requires and run_cfg is not None else None
+        if problem:
+            raise ConfigError(f"{source}: key '{problem[0]}' {problem[1]}")
+
+    check(cfg.credit.method, "credit.method", cfg)
+    for i, cell in enumerate(cfg.sweep.cells):
+        check(cell.method, f"sweep.cells[{i}].method", None)
+        if cell.ranks and cfg.sweep.seeds:  # the cell's resolved config (its overrides applied)
+            check(
+                cell.method,
+                f"sweep.cells[{i}].method",
+                grid.for_run(cfg, make_run_id(cell.name, cell.ranks[0], cfg.sweep.seeds[0])),
+            )
+
+
+def normalize(
+    alpha: torch.Tensor, mask: torch.Tensor, sharpen: float = 2.0, eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha + eps)^s, masked and normalized per row; uniform fall-back when the sum <= eps.
 
     Returns ``(weights [B, T], fallback [B] bool)``. Non-finite signals are made finite first
@@ -234,7 +291,7 @@ def normalize(alpha: torch.Tensor, mask: torch.Tensor, sharpen: float = 2.0, eps
     return w.to(alpha.dtype if alpha.is_floating_point() else torch.float32), fallback
 
 
-NORMALIZATIONS = ("sum_to_one", "mean_one")
+NORMALIZATIONS = typing.get_args(Normalization)  # ("sum_to_one", "mean_one")
 
 
 def loss_weights(weights: torch.Tensor, mask: torch.Tensor, normalization: str = "sum_to_one") -> torch.Tensor:
@@ -253,7 +310,9 @@ def loss_weights(weights: torch.Tensor, mask: torch.Tensor, normalization: str =
     raise ValueError(f"unknown credit normalization {normalization!r} (known: {list(NORMALIZATIONS)})")
 
 
-def token_weights(method: str, inputs: CreditInputs, sharpen: float = 2.0, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+def token_weights(
+    method: str, inputs: CreditInputs, sharpen: float = 2.0, eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights [B, T] (detached, rows sum to 1 over the mask) and the fall-back flags [B]."""
     if method not in REGISTRY:
         raise ValueError(f"unknown credit method {method!r} (known: {sorted(REGISTRY)})")

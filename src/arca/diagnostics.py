@@ -1,8 +1,9 @@
-"""Concentration diagnostics of token weights: Gini and the effective-token ratio (PAPER.md).
+"""Concentration diagnostics of token weights: Gini and the effective-token ratio (docs/method.md).
 
 Both are per sequence over the masked tokens, vectorized; rows they are undefined for come back
 as NaN so that averages skip them (``nanmean``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -92,8 +93,14 @@ def label_auroc(weights: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor)
     return torch.where(n_pairs > 0, auc, torch.full_like(auc, float("nan")))
 
 
-def credit_precision(weights: torch.Tensor, mask: torch.Tensor, decisive: torch.Tensor, distractor: torch.Tensor,
-                     advantages: torch.Tensor, aligned: torch.Tensor) -> dict[str, float | None]:
+def credit_precision(
+    weights: torch.Tensor,
+    mask: torch.Tensor,
+    decisive: torch.Tensor,
+    distractor: torch.Tensor,
+    advantages: torch.Tensor,
+    aligned: torch.Tensor,
+) -> dict[str, float | None]:
     """The credit-precision metrics of one batch of aligned completions (means over rows, None if none).
 
     ``decisive_share`` / ``distractor_share``: weight on the decisive / distractor fork tokens;
@@ -107,9 +114,13 @@ def credit_precision(weights: torch.Tensor, mask: torch.Tensor, decisive: torch.
     dis, dis_u = label_share(W, M, X), uniform_label_share(M, X)  # [b]
     pos, neg = A > 0, A < 0
     return {
-        "decisive_share": nanmean(dec), "decisive_share_uniform": nanmean(dec_u),
-        "decisive_share_pos": nanmean(dec[pos]), "decisive_share_pos_uniform": nanmean(dec_u[pos]),
-        "decisive_share_neg": nanmean(dec[neg]), "decisive_share_neg_uniform": nanmean(dec_u[neg]),
+        "decisive_share": nanmean(dec),
+        "decisive_share_uniform": nanmean(dec_u),
+        "decisive_share_pos": nanmean(dec[pos]),
+        "decisive_share_pos_uniform": nanmean(dec_u[pos]),
+        "decisive_share_neg": nanmean(dec[neg]),
+        "decisive_share_neg_uniform": nanmean(dec_u[neg]),
         "decisive_auroc": nanmean(label_auroc(W, M, D)),
-        "distractor_share": nanmean(dis), "distractor_share_uniform": nanmean(dis_u),
+        "distractor_share": nanmean(dis),
+        "distractor_share_uniform": nanmean(dis_u),
     }

@@ -13,6 +13,7 @@ Each protocol measures greedy accuracy and, from ``eval.pass_k`` samples at ``ev
 Writes ``eval/<run>/samples.jsonl`` (one line per graded completion) and ``eval/<run>/summary.json``
 (overall, per level, per subject, grader agreement), each renamed into place when complete.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from arca import grid
 from arca.config import Config, parse_run_id, training_hash
 from arca.io import read_jsonl, write_json, write_jsonl
 
@@ -48,14 +50,21 @@ def curve_point(cfg: Config, generator, problems: list[dict], step: int) -> dict
     golds = [gold_answer(p["answer"]) for p in problems]
     with torch.random.fork_rng(devices=[]):
         greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)
-        sampled = generator.generate(prompts, 1, e.temperature, e.top_p, e.max_new_tokens, seed=CURVE_SEED,
-                                     top_k=e.top_k)
+        sampled = generator.generate(
+            prompts, 1, e.temperature, e.top_p, e.max_new_tokens, seed=CURVE_SEED, top_k=e.top_k
+        )
     g_ok = [int(grade_paper(t, g)) for t, g in zip(greedy.texts, golds)]
     s_ok = [int(grade_paper(t, g)) for t, g in zip(sampled.texts, golds)]
     n = max(1, len(problems))
     # per-problem verdicts (in the order of the test split) let the report pair runs problem by problem
-    return {"step": step, "greedy": sum(g_ok) / n, "sampled": sum(s_ok) / n, "n": len(problems),
-            "greedy_correct": g_ok, "sampled_correct": s_ok}
+    return {
+        "step": step,
+        "greedy": sum(g_ok) / n,
+        "sampled": sum(s_ok) / n,
+        "n": len(problems),
+        "greedy_correct": g_ok,
+        "sampled_correct": s_ok,
+    }
 
 
 # ----------------------------------------------------------------------------- credit-precision probe
@@ -79,14 +88,29 @@ def sample_probe(cfg: Config, generator, problems: list[dict]) -> list[dict]:
     from arca.prompts import build_prompt
 
     e, k = cfg.eval, cfg.rollout.k
-    r = generator.generate([build_prompt(p["problem"]) for p in problems], k, e.temperature, e.top_p,
-                           e.max_new_tokens, seed=PROBE_SEED, top_k=e.top_k)
+    r = generator.generate(
+        [build_prompt(p["problem"]) for p in problems],
+        k,
+        e.temperature,
+        e.top_p,
+        e.max_new_tokens,
+        seed=PROBE_SEED,
+        top_k=e.top_k,
+    )
     rows = []
     for i, (ids, m, text) in enumerate(zip(r.completion_ids.tolist(), r.completion_mask.tolist(), r.texts)):
         p = problems[i // k]
         keep = max((t for t, v in enumerate(m) if v > 0), default=-1) + 2  # one column past the mask (the EOS)
-        rows.append({"problem_id": p["id"], "sample": i % k, "completion_ids": ids[:keep], "mask": m[:keep],
-                     "text": text, "reward": float(grade_paper(text, gold_answer(p["answer"])))})
+        rows.append(
+            {
+                "problem_id": p["id"],
+                "sample": i % k,
+                "completion_ids": ids[:keep],
+                "mask": m[:keep],
+                "text": text,
+                "reward": float(grade_paper(text, gold_answer(p["answer"]))),
+            }
+        )
     return rows
 
 
@@ -99,8 +123,14 @@ def probe_batch(rows: list[dict], problems: list[dict], tokenizer, pad_id: int, 
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        enc = tokenizer([build_prompt(by_id[r["problem_id"]]["problem"]) for r in rows], return_tensors="pt",
-                        padding=True, truncation=True, max_length=max_prompt_tokens, add_special_tokens=False)
+        enc = tokenizer(
+            [build_prompt(by_id[r["problem_id"]]["problem"]) for r in rows],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_prompt_tokens,
+            add_special_tokens=False,
+        )
     finally:
         tokenizer.padding_side = side
     comp = pad_right([torch.tensor(r["completion_ids"]) for r in rows], pad_id).long()  # [N, T]
@@ -117,7 +147,8 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
     from arca import credit as credit_lib
     from arca.diagnostics import credit_precision
     from arca.grpo import group_advantages
-    from arca.train import credit_inputs_for_rollouts, rollout_labels
+    from arca.labels import rollout_labels
+    from arca.scoring import credit_inputs_for_rollouts
 
     by_id = {p["id"]: p for p in problems}
     ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]
@@ -137,24 +168,29 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
     out = {"labeled_frac": float(labels.aligned.float().mean()), "n_rollouts": len(rows), "methods": {}}
     for name in credit_lib.REGISTRY:
         w, _ = credit_lib.token_weights(name, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [N, T]
-        out["methods"][name] = credit_precision(w.cpu(), batch.completion_mask, labels.decisive, labels.distractor,
-                                                adv, labels.aligned)
+        out["methods"][name] = credit_precision(
+            w.cpu(), batch.completion_mask, labels.decisive, labels.distractor, adv, labels.aligned
+        )
     return out
 
 
 def probe_main(cfg: Config, args) -> None:
     """CLI step: sample the probe's fixed held-out rollouts from the base model."""
+    from arca.backends import make_generator
     from arca.grid import probe_output
     from arca.models import load_base_model, resolve_device
-    from arca.rollout import make_generator
 
     model, tok = load_base_model(cfg)
     if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(cfg.train.threads)
-    rows = sample_probe(cfg, make_generator(cfg, model, tok), probe_problems(cfg))
+    rows = sample_probe(cfg, make_generator(cfg, model, tok, cfg.eval.batch_size), probe_problems(cfg))
     write_jsonl(Path(probe_output(cfg)), rows)
-    log.info("probe: %d rollouts of %d problems, mean reward %.3f", len(rows), cfg.eval.probe_problems,
-             sum(r["reward"] for r in rows) / max(1, len(rows)))
+    log.info(
+        "probe: %d rollouts of %d problems, mean reward %.3f",
+        len(rows),
+        cfg.eval.probe_problems,
+        sum(r["reward"] for r in rows) / max(1, len(rows)),
+    )
 
 
 def fork_summary(rows: list[dict], problems: list[dict]) -> dict:
@@ -191,9 +227,12 @@ def fork_summary(rows: list[dict], problems: list[dict]) -> dict:
             exe[a.correct][0] += a.answer is not None and bool(grade_paper(r["completion"], a.answer))
         ratio = lambda x, y: x / y if y else None  # noqa: E731
         out[mode] = {
-            "n": n, "labeled": ratio(labeled, n), "correct_branch": ratio(on_correct, forked),
+            "n": n,
+            "labeled": ratio(labeled, n),
+            "correct_branch": ratio(on_correct, forked),
             "execution": ratio(exe[True][0] + exe[False][0], exe[True][1] + exe[False][1]),
-            "execution_correct_branch": ratio(*exe[True]), "execution_bug_branch": ratio(*exe[False]),
+            "execution_correct_branch": ratio(*exe[True]),
+            "execution_bug_branch": ratio(*exe[False]),
         }
     return out
 
@@ -209,7 +248,7 @@ def protocol_problems(cfg: Config, protocol: str) -> list[dict]:
 
 def summarize(rows: list[dict], pass_k: int, primary: str) -> dict:
     """Greedy accuracy, pass@k, pass@1 and grader agreement; per level and subject for ``primary``."""
-    from arca.report.stats import pass_at_k
+    from arca.stats import pass_at_k
 
     by_problem: dict[str, dict] = defaultdict(lambda: {"greedy": {}, "samples": []})
     for r in rows:
@@ -233,8 +272,14 @@ def summarize(rows: list[dict], pass_k: int, primary: str) -> dict:
 
     problems = list(by_problem.values())
     n_no_gold = sum(not p["gold"] for p in problems)  # kept in every measure, always wrong
-    out = {"n_problems": len(problems), "n_no_gold": n_no_gold, "primary_grader": primary, "greedy": {},
-           "pass_at_k": {"k": pass_k}, "pass_at_1": {}}
+    out = {
+        "n_problems": len(problems),
+        "n_no_gold": n_no_gold,
+        "primary_grader": primary,
+        "greedy": {},
+        "pass_at_k": {"k": pass_k},
+        "pass_at_1": {},
+    }
     for g in GRADERS:
         out["greedy"][g], out["pass_at_k"][g], out["pass_at_1"][g] = measures(problems, g)
     out["agreement"] = sum(r["paper"] == r["math_verify"] for r in rows) / max(1, len(rows))
@@ -249,36 +294,63 @@ def summarize(rows: list[dict], pass_k: int, primary: str) -> dict:
     return out
 
 
-def evaluate_protocol(cfg: Config, generator, protocol: str, grader) -> list[dict]:
-    """Greedy and sampled completions of one protocol, each graded by both graders."""
+def evaluate_protocol(cfg: Config, generator, protocol: str, grader, name: str = "") -> list[dict]:
+    """Greedy and sampled completions of one protocol, each graded by both graders.
+
+    Progress bars (completions done, rate, ETA) go to stderr, i.e. to the job's log.
+    """
     from arca.prompts import build_prompt
 
     problems = protocol_problems(cfg, protocol)
     no_gold = sum(not p["answer"] for p in problems)
     if no_gold:
-        log.warning("%s: %d of %d problems have no recoverable gold answer; they stay in and score 0",
-                    protocol, no_gold, len(problems))
+        log.warning(
+            "%s: %d of %d problems have no recoverable gold answer; they stay in and score 0",
+            protocol,
+            no_gold,
+            len(problems),
+        )
     prompts = [build_prompt(p["problem"]) for p in problems]
     e = cfg.eval
-    greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)
-    sampled = generator.generate(prompts, e.pass_k, e.temperature, e.top_p, e.max_new_tokens, seed=EVAL_SEED,
-                                 top_k=e.top_k)
+    label = f"{name} {protocol}".strip()
+    greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True, progress=f"{label} greedy")
+    sampled = generator.generate(
+        prompts,
+        e.pass_k,
+        e.temperature,
+        e.top_p,
+        e.max_new_tokens,
+        seed=EVAL_SEED,
+        top_k=e.top_k,
+        progress=f"{label} {e.pass_k} samples",
+    )
+    log.info("%s: grading %d completions", label, len(prompts) * (1 + e.pass_k))
     items = [(p, "greedy", 0, t) for p, t in zip(problems, greedy.texts)]
     items += [(problems[i // e.pass_k], "sample", i % e.pass_k, t) for i, t in enumerate(sampled.texts)]
     verdicts = grader([it[0]["answer"] for it in items], [it[3] for it in items])
     return [
-        {"protocol": protocol, "problem_id": p["id"], "level": p["level"], "subject": p["subject"], "mode": mode,
-         "sample": k, "completion": text, "answer": v["answer"], "gold": p["answer"], "paper": bool(v["paper"]),
-         "math_verify": bool(v["math_verify"])}
+        {
+            "protocol": protocol,
+            "problem_id": p["id"],
+            "level": p["level"],
+            "subject": p["subject"],
+            "mode": mode,
+            "sample": k,
+            "completion": text,
+            "answer": v["answer"],
+            "gold": p["answer"],
+            "paper": bool(v["paper"]),
+            "math_verify": bool(v["math_verify"]),
+        }
         for (p, mode, k, text), v in zip(items, verdicts)
     ]
 
 
 def evaluate_main(cfg: Config, args) -> None:
     """CLI step: evaluate ``args.run`` (a run id of the sweep, or ``base``)."""
+    from arca.backends import make_generator
     from arca.grading import grade_both
     from arca.models import count_trainable, load_base_model, load_policy, resolve_device
-    from arca.rollout import make_generator
 
     run = args.run
     if run == "base":
@@ -286,30 +358,40 @@ def evaluate_main(cfg: Config, args) -> None:
         model, tok = load_base_model(cfg)
         trainable = None
     else:
-        run_cfg = cfg.for_run(run)
+        run_cfg = grid.for_run(cfg, run)
         label, rank, seed = parse_run_id(run)
         identity = {"run": run, "label": label, "method": run_cfg.credit.method, "rank": rank, "seed": seed}
         adapter = cfg.run_dir(run) / "adapter"
         if not adapter.is_dir():
             raise FileNotFoundError(f"no trained adapter at {adapter}; run `python -m arca train --run {run}` first")
+        from arca.cards import check_adapter_hash
+
+        check_adapter_hash(adapter, run, training_hash(run_cfg))
         model, tok = load_policy(run_cfg, adapter_dir=adapter)
         trainable = count_trainable(model)
     if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(cfg.train.threads)
-    generator = make_generator(run_cfg, model, tok)
+    generator = make_generator(run_cfg, model, tok, cfg.eval.batch_size)
 
     def grader(golds, completions):
         return grade_both(golds, completions, timeout=cfg.eval.grader_timeout, workers=cfg.eval.grader_workers)
 
     rows, protocols = [], {}
     for protocol in cfg.eval.protocols:
-        prows = evaluate_protocol(cfg, generator, protocol, grader)
+        prows = evaluate_protocol(cfg, generator, protocol, grader, name=run)
         protocols[protocol] = summarize(prows, cfg.eval.pass_k, PRIMARY_GRADER[protocol])
         protocols[protocol]["forks"] = fork_summary(prows, protocol_problems(cfg, protocol))
         rows += prows
         s = protocols[protocol]
-        log.info("%s %s: greedy %.3f pass@%d %.3f (primary grader %s)", run, protocol,
-                 s["greedy"][s["primary_grader"]], cfg.eval.pass_k, s["pass_at_k"][s["primary_grader"]], s["primary_grader"])
+        log.info(
+            "%s %s: greedy %.3f pass@%d %.3f (primary grader %s)",
+            run,
+            protocol,
+            s["greedy"][s["primary_grader"]],
+            cfg.eval.pass_k,
+            s["pass_at_k"][s["primary_grader"]],
+            s["primary_grader"],
+        )
     precision = {}
     if run != "base" and cfg.eval.probe_problems > 0:
         from arca.grid import probe_output
@@ -317,5 +399,13 @@ def evaluate_main(cfg: Config, args) -> None:
         precision = probe_precision(run_cfg, model, tok, read_jsonl(probe_output(cfg)), probe_problems(cfg))
     out = Path(cfg.eval_dir(run))
     write_jsonl(out / "samples.jsonl", rows)
-    write_json(out / "summary.json", {**identity, "trainable_params": trainable, "config_hash": training_hash(run_cfg),
-                                      "protocols": protocols, "credit_precision": precision})
+    write_json(
+        out / "summary.json",
+        {
+            **identity,
+            "trainable_params": trainable,
+            "config_hash": training_hash(run_cfg),
+            "protocols": protocols,
+            "credit_precision": precision,
+        },
+    )

@@ -6,24 +6,27 @@ job asks for a GPU) is made here, in plain tested Python, from Snakemake's merge
 or from a ``Config``. All paths are strings relative to the working directory unless
 ``paths.results`` is absolute, exactly as the steps themselves compute them from ``cfg.out_dir``.
 
-How the config reaches the Python steps: Snakemake merges ``configfile:`` (configs/default.yaml)
-first, then every ``--configfile`` in command-line order, then ``--config key=value``.
-``config_files(workflow)`` returns the files in that same order (``workflow.configfiles`` lists
-the command-line files first and the ``configfile:`` files after them, so it is reordered here)
-and ``config_args`` turns them, plus the ``--config`` values as ``--set key=json``, into the
-argument string every rule passes to ``python -m arca``. ``arca.config.load_config`` merges them
-exactly like Snakemake did, so the step sees the same config the DAG was planned from.
+How the config reaches the Python steps is ``arca.snakeconfig``'s part.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-import shlex
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from arca.config import Config, ConfigError, from_dict, to_dict
+from arca.config import (
+    Config,
+    ConfigError,
+    from_dict,
+    parse_override,
+    parse_run_id,
+    set_dotted,
+    to_dict,
+    training_hash,
+)
 
 BASE = "base"  # the evaluation target that means "the base model, no adapter"
 
@@ -37,10 +40,35 @@ TABLES = {
     "credit_precision": ("csv", "md"),
     "learning_curves": ("csv",),
     "sample_efficiency": ("csv", "md"),
+    "cost": ("csv", "md"),
 }
-FIGURES = ("gini_bars", "concentration_curves", "reward_curves", "accuracy", "lorenz", "accuracy_vs_params",
-           "credit_precision", "learning_curves")
+# Every figure, in PNG and PDF, with the subcategory `snakemake --report` files it under.
+FIGURE_GROUPS = {
+    "gini_bars": "Weight concentration",
+    "concentration_curves": "Weight concentration",
+    "reward_curves": "Performance",
+    "accuracy": "Performance",
+    "lorenz": "Weight concentration",
+    "accuracy_vs_params": "Performance",
+    "credit_precision": "Token credit",
+    "learning_curves": "Performance",
+}
+FIGURES = tuple(FIGURE_GROUPS)
 FIGURE_FORMATS = ("png", "pdf")
+# The tables `snakemake --report` shows (their CSV). It shows every figure's PNG too; the Markdown,
+# LaTeX and PDF copies are written beside them but not shown. Captions: workflow/report/<folder>/<name>.rst.
+REPORT_TABLES = (
+    "performance",
+    "concentration",
+    "paired",
+    "runs",
+    "credit_precision",
+    "sample_efficiency",
+    "learning_curves",
+    "cost",
+)
+# The jobs whose wall time and peak memory Snakemake records (its `benchmark:` files) for the cost table.
+BENCHMARKED = ("build_base", "train", "evaluate")
 
 
 # ----------------------------------------------------------------------------- config
@@ -52,59 +80,6 @@ def as_config(config: Mapping[str, Any] | Config) -> Config:
     if isinstance(config, Config):
         return config
     return from_dict(json.loads(json.dumps(dict(config))), source="snakemake config")
-
-
-def config_files(workflow: Any) -> list[str]:
-    """The config files Snakemake merged, in merge order (``configfile:`` first, then CLI).
-
-    ``workflow.configfiles`` holds the ``--configfile`` paths (made absolute by Snakemake) followed
-    by the paths of ``configfile:`` directives that existed; ``workflow.overwrite_configfiles``
-    holds only the former. With ``--replace-workflow-config`` Snakemake drops the directive's
-    content, so its files are dropped here too.
-    """
-    cli = [str(p) for p in (workflow.overwrite_configfiles or [])]
-    every = [str(p) for p in workflow.configfiles]
-    directive = every[len(cli):]
-    if getattr(workflow.config_settings, "replace_workflow_config", False):
-        directive = []
-    return [_short_path(p) for p in directive + cli]
-
-
-def _short_path(path: str) -> str:
-    """Relative to the working directory when inside it: keeps shell commands and logs readable."""
-    p = Path(path)
-    if not p.is_absolute():
-        return str(p)
-    try:
-        return str(p.relative_to(Path.cwd()))
-    except ValueError:
-        return str(p)
-
-
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    for key, value in values.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.extend(_flatten(value, f"{path}."))
-        else:
-            out.append((path, value))
-    return out
-
-
-def config_args(files: Iterable[str], overrides: Mapping[str, Any] | None = None) -> str:
-    """``--config F1 --config F2 ... --set k=v`` for ``python -m arca``, shell-quoted.
-
-    ``overrides`` is Snakemake's ``--config`` dict; nested dicts merge key by key in Snakemake, so
-    they become one dotted ``--set`` per leaf. Values are written as JSON, which the CLI parses as
-    YAML, so lists and strings keep their types.
-    """
-    parts = []
-    for f in files:
-        parts += ["--config", f]
-    for key, value in _flatten(overrides or {}):
-        parts += ["--set", f"{key}={json.dumps(value)}"]
-    return " ".join(shlex.quote(p) for p in parts)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -132,9 +107,62 @@ def eval_regex(config: Mapping[str, Any] | Config) -> str:
     return _alternation(eval_targets(config))
 
 
+def for_run(config: Mapping[str, Any] | Config, run_id: str) -> Config:
+    """The resolved config of one training cell (method, rank, seed and the cell's overrides set)."""
+    cfg = as_config(config)
+    label, rank, seed = parse_run_id(run_id)
+    for cell in cfg.sweep.cells:
+        if cell.name == label and rank in cell.ranks and seed in cfg.sweep.seeds:
+            raw = to_dict(cfg)
+            raw["credit"]["method"] = cell.method
+            raw["lora"]["rank"] = rank
+            raw["train"]["seed"] = seed
+            for key, value in cell.overrides.items():
+                set_dotted(raw, key, value, source=f"sweep cell '{cell.name}'")
+            return from_dict(raw, source=f"run {run_id}")
+    raise ConfigError(f"run id '{run_id}' is not in the sweep of config '{cfg.name}' (known: {cfg.run_ids()})")
+
+
+def run_fixed_keys(cfg: Config, run_id: str) -> dict[str, str]:
+    """The keys a run id decides, each with what decides it: ``{"credit.method": "method 'arca'", ...}``.
+
+    ``for_run`` sets them after every config file and ``--set``, so an override of one of them
+    would be silently replaced; ``check_run_overrides`` turns that into an error.
+    """
+    label, rank, seed = parse_run_id(run_id)
+    for_run(cfg, run_id)  # an unknown run id fails here, naming the sweep
+    cell = next(c for c in cfg.sweep.cells if c.name == label)
+    fixed = {"credit.method": f"method {cell.method!r}", "lora.rank": f"rank {rank}", "train.seed": f"seed {seed}"}
+    for key, value in cell.overrides.items():
+        fixed[key] = f"sweep cell {cell.name!r} override {key}={value!r}"
+    return fixed
+
+
+def check_run_overrides(cfg: Config, run_id: str, overrides: list[str], source: str = "--set") -> None:
+    """Refuse an override of a key the run id fixes (method, rank, seed, the cell's overrides).
+
+    Also catches a whole section set at once (``--set credit={method: x}``) that contains one.
+    """
+    fixed = run_fixed_keys(cfg, run_id)
+    ids = cfg.run_ids()
+    hint = (
+        f"pick the run id of the cell you want (runs: {', '.join(ids[:6])}{', ...' if len(ids) > 6 else ''})"
+        if source == "--set"
+        else "the sweep sets it per run: edit the sweep's cells (their overrides) instead"
+    )
+    for entry in overrides:
+        key, _ = parse_override(entry, source)
+        for fixed_key, why in fixed.items():
+            if key == fixed_key or fixed_key.startswith(key + ".") or key.startswith(fixed_key + "."):
+                raise ConfigError(
+                    f"{source} {entry}: key '{fixed_key}' is fixed by run id '{run_id}' ({why}) "
+                    f"and cannot be overridden; {hint}"
+                )
+
+
 def run_hash(config: Mapping[str, Any] | Config, run_id: str) -> str:
     """The training fingerprint of one run; a train param so that only changed cells rerun."""
-    return as_config(config).run_hash(run_id)
+    return training_hash(for_run(config, run_id))
 
 
 def eval_hash(config: Mapping[str, Any] | Config) -> str:
@@ -157,10 +185,12 @@ def heatmap_run(config: Mapping[str, Any] | Config) -> str:
     ids = cfg.run_ids()
     if cfg.sweep.heatmap_run:
         if cfg.sweep.heatmap_run not in ids:
-            raise ConfigError(f"key 'sweep.heatmap_run' names {cfg.sweep.heatmap_run!r}, which is not in the sweep {ids}")
+            raise ConfigError(
+                f"key 'sweep.heatmap_run' names {cfg.sweep.heatmap_run!r}, which is not in the sweep {ids}"
+            )
         return cfg.sweep.heatmap_run
     for run in ids:
-        if cfg.for_run(run).credit.method == "arca":
+        if for_run(cfg, run).credit.method == "arca":
             return run
     return ids[0]
 
@@ -265,6 +295,7 @@ def aggregate_inputs(config: Mapping[str, Any] | Config) -> dict[str, list[str]]
         "curves": [train_outputs(cfg, r)["curve"] for r in runs],
         "summaries": [eval_outputs(cfg, t)["summary"] for t in eval_targets(cfg)],
         "samples": [eval_outputs(cfg, t)["samples"] for t in eval_targets(cfg)],
+        "benchmarks": benchmarks(cfg),
     }
 
 
@@ -280,19 +311,50 @@ def figure_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
     return {f"{name}_{ext}": _p(cfg, "figures", f"{name}.{ext}") for name in FIGURES for ext in FIGURE_FORMATS}
 
 
+def report_outputs(outputs: Mapping[str, str], wrap: Callable[..., Any], captions: str) -> dict[str, Any]:
+    """``table_outputs`` or ``figure_outputs`` as a rule's ``output:``, the files the HTML report shows
+    passed through ``wrap`` (Snakemake's ``report``) with their caption and category.
+
+    Shown: the CSV of every table in ``REPORT_TABLES`` and the PNG of every figure, captioned by
+    ``<captions>/tables/<name>.rst`` and ``<captions>/figures/<name>.rst`` (``captions`` is relative
+    to the rule's file, as Snakemake reads it).
+    """
+    out: dict[str, Any] = {}
+    for key, path in outputs.items():
+        name, ext = key.rsplit("_", 1)
+        if ext == "csv" and name in REPORT_TABLES:
+            out[key] = wrap(path, caption=f"{captions}/tables/{name}.rst", category="Tables")
+        elif ext == "png" and name in FIGURE_GROUPS:
+            out[key] = wrap(
+                path, caption=f"{captions}/figures/{name}.rst", category="Figures", subcategory=FIGURE_GROUPS[name]
+            )
+        else:
+            out[key] = path
+    return out
+
+
 def figure_inputs(config: Mapping[str, Any] | Config) -> dict[str, Any]:
     """Tables, plus each run's final weights (the Lorenz curves need whole weight vectors)."""
     cfg = as_config(config)
     return {**table_outputs(cfg), "final_weights": aggregate_inputs(cfg)["final_weights"]}
 
 
-def heatmap_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+def heatmap_rollouts_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
     cfg = as_config(config)
     return {
         "base": base_output(cfg),
         "adapter": train_outputs(cfg, heatmap_run(cfg))["adapter"],
         "test": data_outputs(cfg)["test"],
     }
+
+
+def heatmap_rollouts_output(config: Mapping[str, Any] | Config) -> str:
+    """The heat-map run's held-out rollouts, scored under every credit method (the analysis step)."""
+    return _p(as_config(config), "analysis", "heatmap_rollouts.jsonl")
+
+
+def heatmap_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    return {"rollouts": heatmap_rollouts_output(config)}
 
 
 def heatmap_output(config: Mapping[str, Any] | Config) -> str:
@@ -313,8 +375,23 @@ def log(config: Mapping[str, Any] | Config, rule: str, name: str = "") -> str:
     return _p(as_config(config), "logs", rule, f"{name or rule}.log")
 
 
+def benchmark(config: Mapping[str, Any] | Config, rule: str, name: str = "") -> str:
+    """``results/<name>/benchmarks/<rule>/<name or rule>.tsv``: Snakemake's record of one job's wall
+    time and peak memory (rules in ``BENCHMARKED``); ``name`` may hold a wildcard."""
+    return _p(as_config(config), "benchmarks", rule, f"{name or rule}.tsv")
+
+
+def benchmarks(config: Mapping[str, Any] | Config) -> list[str]:
+    """Every benchmark file of the sweep: the base model's build, each run's training, each evaluation."""
+    cfg = as_config(config)
+    return [
+        benchmark(cfg, "build_base"),
+        *(benchmark(cfg, "train", r) for r in cfg.run_ids()),
+        *(benchmark(cfg, "evaluate", t) for t in eval_targets(cfg)),
+    ]
+
+
 def all_targets(config: Mapping[str, Any] | Config) -> list[str]:
     """What ``rule all`` asks for: every table, every figure and the credit heat map."""
     cfg = as_config(config)
     return [*table_outputs(cfg).values(), *figure_outputs(cfg).values(), heatmap_output(cfg)]
-

@@ -2,6 +2,7 @@
 
 On-policy REINFORCE with group-normalized advantages: no importance ratio, no clipping, no KL.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,11 @@ def group_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def weighted_pg_loss(
-    logprobs: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, n_total: int | None = None
+    logprobs: torch.Tensor,
+    weights: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    n_total: int | None = None,
 ) -> torch.Tensor:
     """Loss = -(1/N) sum_i A_i * sum_t w_it * log pi_theta(y_it) * m_it.
 

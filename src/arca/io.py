@@ -1,9 +1,11 @@
-"""Atomic file and folder writes, JSONL helpers and logging set-up.
+"""Atomic file and folder writes, JSONL helpers, progress bars and logging set-up.
 
 Every output a Snakemake rule declares is written under a temporary name in the same folder and
 renamed into place when complete, so a killed job never leaves a half-written file that looks
-finished.
+finished. Progress files that grow while a job runs (``JsonlAppender``: a training run's
+``live/metrics.jsonl``) are never declared outputs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -75,9 +77,66 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
+class JsonlAppender:
+    """A JSONL file that grows by one flushed line at a time, so ``tail -f`` follows a running job.
+
+    Opening it first rewrites the file (atomically) with ``rows``, the lines a resumed run already
+    has from its checkpoint: lines a killed run wrote after that checkpoint are dropped, so the
+    file again equals what an uninterrupted run has at this point. Use as a context manager.
+    """
+
+    def __init__(self, path: str | Path, rows: Iterable[dict] = ()):
+        self.path = Path(path)
+        write_jsonl(self.path, rows)  # creates the folder
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def append(self, row: dict) -> None:
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress_bar(total: int, desc: str, unit: str = "it", initial: int = 0):
+    """A tqdm bar with rate and ETA on stderr (which every Snakemake rule sends to its log).
+
+    In a log file (stderr not a terminal) it redraws at most every 30 s instead of 10 times a
+    second, so ``tail -f results/<name>/logs/<rule>/<job>.log`` shows it without flooding the file.
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        dynamic_ncols=tty,
+        mininterval=0.5 if tty else 30.0,
+        ascii=not tty,
+    )
+
+
 def setup_logging(verbose: bool = False) -> None:
+    """INFO (DEBUG with ``-v``) for this package's ``arca.*`` loggers, WARNING for everything else.
+
+    Third-party libraries log at INFO what only their developers need (matplotlib's font
+    subsetting alone wrote hundreds of lines per figures job); their warnings still show.
+    """
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger().setLevel(logging.WARNING)  # also when a handler was already installed
+    logging.getLogger("arca").setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -18,9 +18,14 @@ a branch as follows:
 Character positions become token positions through each token's character span in the decoded
 completion, so this works for the character-level tokenizer and for subword tokenizers alike.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
+
+from arca.diagnostics import credit_precision
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,9 @@ def align(completion: str, branches: list[dict]) -> Alignment | None:
     lcps = [_lcp(completion, b["text"]) for b in branches]
     best = max(lcps)
     cands = [b for b, n in zip(branches, lcps) if n == best]
-    labels = {(tuple(i for i in b["decisive"] if i < best), tuple(i for i in b["distractor"] if i < best)) for b in cands}
+    labels = {
+        (tuple(i for i in b["decisive"] if i < best), tuple(i for i in b["distractor"] if i < best)) for b in cands
+    }
     if len(labels) != 1 or len({b["correct"] for b in cands}) != 1:
         return None
     decisive, distractor = labels.pop()
@@ -110,3 +117,66 @@ def label_batch(token_texts: list[list[str]], texts: list[str], problems: list[d
         out.forked.append(any(b["decisive"] for b in branches))
         out.correct_branch.append(a.correct if a else None)
     return out
+
+
+# ----------------------------------------------------------------------------- labels of a batch of rollouts
+def completion_pieces(tokenizer, r) -> list[list[str]]:
+    """The decoded text of every real completion token of each row (special tokens decode to "").
+
+    ``r`` is a batch of rollouts (``arca.rollout.Rollouts``: ``completion_ids`` [N, T],
+    ``completion_mask`` [N, T], ``texts``).
+
+    One token at a time, which is exact for the character-level tokenizer; where the pieces do not
+    add up to the row's text (a subword tokenizer merging across tokens), each token's piece is
+    taken as the growth of the decoded prefix instead.
+    """
+    out = []
+    for ids, m, text in zip(r.completion_ids.tolist(), r.completion_mask.tolist(), r.texts):
+        real = [i for i, keep in zip(ids, m) if keep > 0]
+        pieces = [tokenizer.decode([i], skip_special_tokens=True) for i in real]
+        if "".join(pieces) != text:
+            prefixes = [tokenizer.decode(real[: t + 1], skip_special_tokens=True) for t in range(len(real))]
+            pieces = [p[len(q) :] for p, q in zip(prefixes, [""] + prefixes[:-1])]
+        out.append(pieces)
+    return out
+
+
+@dataclass
+class BatchLabels:
+    """Token labels of a batch of rollouts as tensors (rows without labels are all 0)."""
+
+    decisive: torch.Tensor  # [N, T]
+    distractor: torch.Tensor  # [N, T]
+    aligned: torch.Tensor  # [N] bool
+    forked: torch.Tensor  # [N] bool
+
+    def select(self, sl: slice) -> "BatchLabels":
+        return BatchLabels(self.decisive[sl], self.distractor[sl], self.aligned[sl], self.forked[sl])
+
+
+def rollout_labels(tokenizer, r, problems: list[dict], k: int) -> BatchLabels | None:
+    """Labels of the planted forks for rollouts of ``problems`` (K rows each), or None without forks."""
+    if not any(p.get("branches") for p in problems):
+        return None
+    rows = [p for p in problems for _ in range(k)]
+    lab = label_batch(completion_pieces(tokenizer, r), r.texts, rows, r.completion_ids.shape[1])
+    return BatchLabels(
+        torch.tensor(lab.decisive, dtype=torch.float32),
+        torch.tensor(lab.distractor, dtype=torch.float32),
+        torch.tensor(lab.aligned),
+        torch.tensor(lab.forked),
+    )
+
+
+def label_metrics(labels: BatchLabels | None, W: torch.Tensor, M: torch.Tensor, adv: torch.Tensor) -> dict:
+    """Alignment rates and credit precision of a step's weights (empty without labels)."""
+    if labels is None:
+        return {}
+    forked = labels.forked
+    return {
+        "labeled_frac": float(labels.aligned.float().mean()),
+        "labeled_frac_forked": float(labels.aligned[forked].float().mean()) if forked.any() else None,
+        **credit_precision(
+            W, M, labels.decisive[:, : W.shape[1]], labels.distractor[:, : W.shape[1]], adv, labels.aligned
+        ),
+    }

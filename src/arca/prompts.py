@@ -1,18 +1,16 @@
 """The one prompt template, shared by training rollouts and evaluation.
 
-PAPER.md ("Setup of the reported sweep") uses a raw-text prompt without a chat template::
+docs/method.md ("Setup of the reported sweep") uses a raw-text prompt without a chat template::
 
     Solve this math problem step by step. Put your final answer in \\boxed{}.\\n\\nProblem: {problem}\\n
 
 Keeping it in one place guarantees that the policy is evaluated on exactly the text it was
 trained on.
 """
+
 from __future__ import annotations
 
-PROMPT_TEMPLATE = (
-    "Solve this math problem step by step. Put your final answer in \\boxed{{}}.\n\n"
-    "Problem: {problem}\n"
-)
+PROMPT_TEMPLATE = "Solve this math problem step by step. Put your final answer in \\boxed{{}}.\n\nProblem: {problem}\n"
 
 
 def build_prompt(problem: str) -> str:

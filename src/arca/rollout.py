@@ -1,5 +1,8 @@
-"""Rollouts: one ``Generator`` interface, a Transformers ``generate`` backend (default, CPU and
-GPU) and a vLLM backend (GPU extra, in ``arca.vllm_backend``).
+"""Rollouts: one ``Generator`` interface, a Transformers backend (default, CPU and GPU) and a vLLM
+backend (GPU extra, in ``arca.vllm_backend``).
+
+The Transformers backend decodes with ``rollout.decoder``: ``lean`` (default; ``arca.decode``, the
+same tokens as ``generate`` without its per-token overhead) or ``generate`` (``model.generate``).
 
 A generator samples ``n`` completions per prompt and returns them as a ``Rollouts`` batch in
 prompt-major order (the n samples of prompt i are rows i*n .. i*n+n-1): prompts left-padded,
@@ -7,12 +10,19 @@ completions right-padded, and the completion mask m of ``completion_mask`` under
 ``rollout.completion_mask``. That one mask is what every consumer reads: the attention mask of
 the scoring passes, the credit weights, the loss, Gini and EffN/T, the decoded texts.
 """
+
 from __future__ import annotations
 
+import logging
+import typing
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from arca.config import Decoder, MaskRule
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,25 +39,42 @@ class Rollouts:
     def select(self, idx: slice | list[int]) -> "Rollouts":
         """Rows ``idx`` as a new batch (used for micro-batches)."""
         texts = self.texts[idx] if isinstance(idx, slice) else [self.texts[i] for i in idx]
-        return Rollouts(self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx], self.completion_mask[idx], texts)
+        return Rollouts(
+            self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx], self.completion_mask[idx], texts
+        )
 
 
 class Generator(Protocol):
     def generate(
-        self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-        greedy: bool = False, seed: int | None = None, top_k: int = 0,
-    ) -> Rollouts: ...
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        greedy: bool = False,
+        seed: int | None = None,
+        top_k: int = 0,
+        progress: str | None = None,
+    ) -> Rollouts: ...  # progress: label of a progress bar with ETA on stderr (None: no bar)
 
 
 # Values of ``rollout.completion_mask``; the first is the paper's.
-MASK_RULES = ("author", "through_eos")
+MASK_RULES = typing.get_args(MaskRule)  # ("author", "through_eos")
+# Values of ``rollout.decoder`` (Transformers backend); the first is the default.
+DECODERS = typing.get_args(Decoder)  # ("lean", "generate")
 
 
-def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int | None,
-                    lengths: torch.Tensor | None = None, rule: str = "author") -> torch.Tensor:
+def completion_mask(
+    completion_ids: torch.Tensor,
+    eos_ids: set[int],
+    pad_id: int | None,
+    lengths: torch.Tensor | None = None,
+    rule: str = "author",
+) -> torch.Tensor:
     """The completion mask m [N, T] (float) of generated tokens y_1..y_T under ``rule``.
 
-    ``author`` (the author's code, PAPER.md "Notation"): m_t = [y_t != pad] * [no EOS in y_1..y_{t-1}],
+    ``author`` (the author's code, docs/method.md "Notation"): m_t = [y_t != pad] * [no EOS in y_1..y_{t-1}],
     i.e. ``token != pad``, then 0 from the position after the first EOS on. Where pad and EOS are
     the same token (Qwen3-1.7B-Base, SmolLM2) the EOS itself is 0: never scored, weighted or
     trained. Where they differ (the pretrained-here model: ``<pad>`` 0, ``<eos>`` 1) the EOS is 1,
@@ -74,7 +101,11 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: set[int], pad_id: int
 
 def pad_right(rows: list[torch.Tensor], pad_value: float | int) -> torch.Tensor:
     width = max((r.shape[-1] for r in rows), default=0)
-    return torch.stack([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=pad_value) for r in rows]) if rows else torch.empty(0, 0)
+    return (
+        torch.stack([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=pad_value) for r in rows])
+        if rows
+        else torch.empty(0, 0)
+    )
 
 
 def eos_token_ids(tokenizer, model=None) -> set[int]:
@@ -91,37 +122,79 @@ def eos_token_ids(tokenizer, model=None) -> set[int]:
 
 
 class TransformersGenerator:
-    """Sampling with ``model.generate`` (KV cache on), in batches of ``batch_size`` completions.
+    """Sampling with the model's weights in this process, in batches of ``batch_size`` completions.
 
-    Sampling is temperature, then top-k (``top_k`` > 0; 0 = off), then top-p, every setting passed
-    explicitly so that no generation config of the model adds its own (the vLLM backend applies the
-    same three). Greedy ignores them.
+    ``decoder`` ``lean`` runs ``arca.decode.LeanDecoder`` (KV cache preallocated, prompt run once
+    per distinct prompt, no per-token framework overhead); ``generate`` calls ``model.generate``
+    (KV cache on). Both give the same tokens for the same batches and seed. Sampling is
+    temperature, then top-k (``top_k`` > 0; 0 = off), then top-p, every setting passed explicitly
+    so that no generation config of the model adds its own (the vLLM backend applies the same
+    three). Greedy ignores them.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, max_prompt_tokens: int = 512, mask_rule: str = "author"):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 64,
+        max_prompt_tokens: int = 512,
+        mask_rule: str = "author",
+        decoder: str = "lean",
+    ):
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown rollout.decoder {decoder!r} (known: {list(DECODERS)})")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
         self.mask_rule = mask_rule
+        self.decoder = decoder
         self.eos_ids = eos_token_ids(tokenizer, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.lean = None
+        if decoder == "lean":
+            from arca.decode import LeanDecoder, UnsupportedModelError
+
+            try:
+                self.lean = LeanDecoder(model)
+            except UnsupportedModelError as e:  # the same tokens either way; generate() covers every model
+                log.warning("%s; using generate() instead", e)
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids and mask [N, P] (left padding keeps generation contiguous)."""
         side = self.tokenizer.padding_side
         self.tokenizer.padding_side = "left"
         try:
-            enc = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.max_prompt_tokens, add_special_tokens=False)
+            enc = self.tokenizer(
+                prompts,
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_prompt_tokens,
+                add_special_tokens=False,
+            )
         finally:
             self.tokenizer.padding_side = side
         return enc["input_ids"], enc["attention_mask"]
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
-                 greedy: bool = False, seed: int | None = None, top_k: int = 0, min_new_tokens: int = 0) -> Rollouts:
-        """``min_new_tokens`` > 0 suppresses EOS until that many tokens exist (fixed-length benchmarks)."""
+    def generate(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        greedy: bool = False,
+        seed: int | None = None,
+        top_k: int = 0,
+        min_new_tokens: int = 0,
+        progress: str | None = None,
+    ) -> Rollouts:
+        """``min_new_tokens`` > 0 suppresses EOS until that many tokens exist (fixed-length benchmarks);
+        ``progress`` names a progress bar (completions done, rate, ETA) drawn on stderr."""
+        from arca.io import progress_bar
+
         if seed is not None:
             torch.manual_seed(seed)
         was_training = self.model.training
@@ -130,40 +203,72 @@ class TransformersGenerator:
         try:
             ids, am = self.encode_prompts([p for p in prompts for _ in range(n)])  # [N, P]
             outs = []
+            bar = progress_bar(ids.shape[0], progress, unit="completion") if progress else None
             for start in range(0, ids.shape[0], self.batch_size):
-                b_ids = ids[start:start + self.batch_size].to(device)
-                b_am = am[start:start + self.batch_size].to(device)
-                # transformers reads top_k=0 as "no top-k filter"
-                kwargs = (dict(do_sample=False) if greedy
-                          else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k))
-                if min_new_tokens > 0:
-                    kwargs["min_new_tokens"] = min_new_tokens
-                out = self.model.generate(
-                    input_ids=b_ids, attention_mask=b_am, max_new_tokens=max_new_tokens,
-                    pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids), use_cache=True, **kwargs,
-                )
-                outs.extend(out[:, ids.shape[1]:].cpu())  # completion part of every row
+                b_ids = ids[start : start + self.batch_size].to(device)
+                b_am = am[start : start + self.batch_size].to(device)
+                outs.extend(
+                    self._decode_batch(
+                        b_ids, b_am, temperature, top_p, max_new_tokens, greedy, top_k, min_new_tokens
+                    ).cpu()
+                )  # [b, T] each
+                if bar is not None:
+                    bar.update(b_ids.shape[0])
         finally:
             self.model.train(was_training)
+            if bar is not None:
+                bar.close()
         comp = pad_right(outs, self.pad_id).long()  # [N, T]
         if comp.shape[1] == 0:  # nothing generated at all
             comp = torch.full((ids.shape[0], 1), self.pad_id, dtype=torch.long)
         mask = completion_mask(comp, self.eos_ids, self.pad_id, rule=self.mask_rule)  # [N, T]
         return Rollouts(ids, am, comp, mask, self.decode(comp, mask))
 
+    def _decode_batch(
+        self,
+        ids: torch.Tensor,
+        am: torch.Tensor,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        greedy: bool,
+        top_k: int,
+        min_new_tokens: int,
+    ) -> torch.Tensor:
+        """Completion ids [b, T] of one batch of left-padded prompts [b, P], padded after each row's EOS."""
+        if self.lean is not None:
+            return self.lean.generate(
+                ids,
+                am,
+                max_new_tokens,
+                sorted(self.eos_ids),
+                self.pad_id,
+                greedy=greedy,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                min_new_tokens=min_new_tokens,
+            )
+        # transformers reads top_k=0 as "no top-k filter"
+        kwargs = (
+            dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
+        )
+        if min_new_tokens > 0:
+            kwargs["min_new_tokens"] = min_new_tokens
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=am,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids),
+            use_cache=True,
+            **kwargs,
+        )
+        return out[:, ids.shape[1] :]  # the completion part of every row
+
     def decode(self, comp: torch.Tensor, mask: torch.Tensor) -> list[str]:
         texts = []
-        for row, m in zip(comp, mask):
-            toks = [int(t) for t, keep in zip(row, m) if keep > 0 and int(t) not in self.eos_ids]
+        for row, m in zip(comp.tolist(), mask.tolist()):  # Python lists: no tensor per element
+            toks = [t for t, keep in zip(row, m) if keep > 0 and t not in self.eos_ids]
             texts.append(self.tokenizer.decode(toks, skip_special_tokens=True))
         return texts
-
-
-def make_generator(cfg, model, tokenizer) -> Generator:
-    """The backend named by ``cfg.rollout.backend``."""
-    if cfg.rollout.backend == "vllm":
-        from arca.vllm_backend import VLLMGenerator
-
-        return VLLMGenerator(cfg, model, tokenizer)
-    return TransformersGenerator(model, tokenizer, cfg.rollout.batch_size, cfg.data.max_prompt_tokens,
-                                 cfg.rollout.completion_mask)

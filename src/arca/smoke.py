@@ -14,6 +14,7 @@ pandas or matplotlib), so it runs on a bare GPU machine with this package instal
 The exit code is 0 when every method ran and produced finite numbers; a method that fails is
 shown as FAILED in the table and the step then raises.
 """
+
 from __future__ import annotations
 
 import gc
@@ -50,13 +51,21 @@ class SmokeRow:
     def cells(self) -> list[str]:
         if self.error:
             return [self.method] + ["FAILED"] + [""] * (len(COLUMNS) - 2)
-        return [self.method, f"{self.gen_s:.3f}", f"{self.update_s:.3f}", f"{self.reward:.3f}",
-                f"{self.gini:.3f}", f"{self.effn_t:.3f}", f"{self.peak_mem_mb:.0f}"]
+        return [
+            self.method,
+            f"{self.gen_s:.3f}",
+            f"{self.update_s:.3f}",
+            f"{self.reward:.3f}",
+            f"{self.gini:.3f}",
+            f"{self.effn_t:.3f}",
+            f"{self.peak_mem_mb:.0f}",
+        ]
 
     @property
     def finite(self) -> bool:
-        return not self.error and all(math.isfinite(v) for v in (self.gen_s, self.update_s, self.reward,
-                                                                 self.gini, self.effn_t, self.peak_mem_mb))
+        return not self.error and all(
+            math.isfinite(v) for v in (self.gen_s, self.update_s, self.reward, self.gini, self.effn_t, self.peak_mem_mb)
+        )
 
 
 def with_keys(cfg: Config, **dotted) -> Config:
@@ -92,17 +101,20 @@ def prepare_base(cfg: Config) -> float:
     return time.perf_counter() - start
 
 
-def run_method(cfg: Config, method: str, records: list[dict], steps: int, device: torch.device, shared: dict) -> SmokeRow:
+def run_method(
+    cfg: Config, method: str, records: list[dict], steps: int, device: torch.device, shared: dict
+) -> SmokeRow:
     """``steps`` GRPO steps of ``method`` with a fresh adapter; its table row."""
+    from arca.backends import make_generator
     from arca.models import load_policy
-    from arca.rollout import make_generator
     from arca.train import lr_scheduler, train_step
 
     cfg = with_keys(cfg, credit__method=method)
     torch.manual_seed(cfg.train.seed)
     model, tok = load_policy(cfg)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr,
-                            weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+    )
     sched = lr_scheduler(cfg, opt)
     generator = shared.get("generator")
     if generator is not None and hasattr(generator, "use_model"):  # one vLLM engine for every method
@@ -141,7 +153,9 @@ def run_method(cfg: Config, method: str, records: list[dict], steps: int, device
 def format_table(rows: list[SmokeRow]) -> str:
     cells = [list(COLUMNS)] + [r.cells() for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in cells]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in cells
+    ]
     return "\n".join([lines[0], "-" * len(lines[0])] + lines[1:])
 
 
@@ -173,8 +187,14 @@ def run_smoke(cfg: Config, steps: int, workdir: str | None = None) -> tuple[list
             rows.append(row)
         if hasattr(shared.get("generator"), "close"):
             shared["generator"].close()
-    info = {"device": str(device), "dtype": cfg.model.dtype, "backend": cfg.rollout.backend, "steps": steps,
-            "base_seconds": base_s, "total_seconds": time.perf_counter() - start}
+    info = {
+        "device": str(device),
+        "dtype": cfg.model.dtype,
+        "backend": cfg.rollout.backend,
+        "steps": steps,
+        "base_seconds": base_s,
+        "total_seconds": time.perf_counter() - start,
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return rows, info

@@ -8,10 +8,16 @@ rule build_base:
         directory(grid.base_output(CFG)),
     log:
         grid.log(CFG, "build_base"),
+    benchmark:
+        grid.benchmark(CFG, "build_base")
+    params:
+        config=CONFIG,
     threads: CFG.model.pretrain.threads
     resources:
         mem_mb=CFG.resources.train_mem_mb,
         runtime=CFG.resources.runtime_min,
         **grid.base_gpu(CFG),
+    conda:
+        "../envs/arca.yaml"
     shell:
-        "python -m arca build-base {CONFIG_ARGS} > {log} 2>&1"
+        "python -m arca build-base {params.config} > {log} 2>&1"

@@ -9,10 +9,14 @@ rule bench:
         **grid.bench_outputs(CFG),
     log:
         grid.log(CFG, "bench"),
+    params:
+        config=CONFIG,
     threads: CFG.resources.train_threads
     resources:
         mem_mb=CFG.resources.train_mem_mb,
         runtime=CFG.resources.runtime_min,
         **GPU,
+    conda:
+        "../envs/arca.yaml"
     shell:
-        "python -m arca bench {CONFIG_ARGS} > {log} 2>&1"
+        "python -m arca bench {params.config} > {log} 2>&1"

@@ -6,9 +6,13 @@ rule prepare_data:
         **grid.data_outputs(CFG),
     log:
         grid.log(CFG, "prepare_data"),
+    params:
+        config=CONFIG,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
+    conda:
+        "../envs/arca.yaml"
     shell:
-        "python -m arca prepare-data {CONFIG_ARGS} > {log} 2>&1"
+        "python -m arca prepare-data {params.config} > {log} 2>&1"

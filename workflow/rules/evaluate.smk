@@ -8,7 +8,10 @@ rule evaluate:
         **grid.eval_outputs(CFG),
     log:
         grid.log(CFG, "evaluate", "{target}"),
+    benchmark:
+        grid.benchmark(CFG, "evaluate", "{target}")
     params:
+        config=CONFIG,
         # Evaluation settings that are not input files: changing them reruns every evaluation.
         eval_hash=grid.eval_hash(CFG),
     wildcard_constraints:
@@ -18,8 +21,10 @@ rule evaluate:
         mem_mb=CFG.resources.eval_mem_mb,
         runtime=CFG.resources.runtime_min,
         **GPU,
+    conda:
+        "../envs/arca.yaml"
     shell:
-        "python -m arca evaluate {CONFIG_ARGS} --run {wildcards.target} > {log} 2>&1"
+        "python -m arca evaluate {params.config} --run {wildcards.target} > {log} 2>&1"
 
 
 # The fixed held-out rollouts of the credit-precision probe: the base model's samples, once.
@@ -30,10 +35,14 @@ rule probe_rollouts:
         grid.probe_output(CFG),
     log:
         grid.log(CFG, "probe_rollouts"),
+    params:
+        config=CONFIG,
     threads: CFG.resources.train_threads
     resources:
         mem_mb=CFG.resources.eval_mem_mb,
         runtime=CFG.resources.runtime_min,
         **GPU,
+    conda:
+        "../envs/arca.yaml"
     shell:
-        "python -m arca probe-rollouts {CONFIG_ARGS} > {log} 2>&1"
+        "python -m arca probe-rollouts {params.config} > {log} 2>&1"

@@ -13,7 +13,10 @@ rule train:
         curve=grid.train_outputs(CFG)["curve"],
     log:
         grid.log(CFG, "train", "{run}"),
+    benchmark:
+        grid.benchmark(CFG, "train", "{run}")
     params:
+        config=CONFIG,
         # Fingerprint of this run's resolved settings: editing one cell reruns only that cell.
         run_hash=lambda wildcards: grid.run_hash(CFG, wildcards.run),
     wildcard_constraints:
@@ -23,5 +26,7 @@ rule train:
         mem_mb=CFG.resources.train_mem_mb,
         runtime=CFG.resources.runtime_min,
         **GPU,
+    conda:
+        "../envs/arca.yaml"
     shell:
-        "python -m arca train {CONFIG_ARGS} --run {wildcards.run} > {log} 2>&1"
+        "python -m arca train {params.config} --run {wildcards.run} > {log} 2>&1"

@@ -9,6 +9,7 @@ MATH-lighteval or MATH-500 format) or generated arithmetic problems (``arca.data
 ``test.jsonl`` (and ``math500.jsonl`` when the ``math500`` protocol is on) plus the resolved
 ``config.yaml``; later steps read them back with ``read_records``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,18 @@ from arca.io import write_jsonl, write_text
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FIELDS", "Record", "count_no_gold", "first_n", "generate_disjoint", "generate_problems", "load_math",
-    "make_splits", "prepare_data", "random_subset", "read_records", "validate_record",
+    "FIELDS",
+    "Record",
+    "count_no_gold",
+    "first_n",
+    "generate_disjoint",
+    "generate_problems",
+    "load_math",
+    "make_splits",
+    "prepare_data",
+    "random_subset",
+    "read_records",
+    "validate_record",
 ]
 
 
@@ -53,8 +64,13 @@ def prepare_data(cfg, args=None) -> None:
             records, no_gold = load_math(ref, split, key=key)
             if no_gold == len(records):
                 raise ValueError(f"key '{key}': {ref} has no row with a recoverable gold answer ({no_gold} rows)")
-            log.info("%s: %d problems from %s (%d without a gold answer: kept, they score 0)",
-                     name, len(records), ref, no_gold)
+            log.info(
+                "%s: %d problems from %s (%d without a gold answer: kept, they score 0)",
+                name,
+                len(records),
+                ref,
+                no_gold,
+            )
             splits[name] = records
     for name, records in splits.items():
         write_jsonl(out / f"{name}.jsonl", records)

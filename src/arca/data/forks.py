@@ -45,22 +45,23 @@ cross_plus              5      x + a = c: x = c-a               x = c+a
 cross_minus             5      x - a = c: x = c+a               x = c-a, never planted (twin)
 ======================  =====  ==============================  ================================
 
-The twins make three decisions depend on the wording rather than on a constant flip: the same
-slot of the same equation takes ``-`` after "how many more", "fewer than" and "x + a = c" but
-``+`` after "in all", "more than" and "x - a = c", so pushing one family towards ``-`` must not
-drag its twin along. A twin's decision is labelled like any other (its wrong operation is a
-branch), but pretraining never plants its bug: it is "forked" only once RL drags it. (Twins that were forked too, with the opposite bug, made the two wordings
-carry almost the same operation statistics in pretraining, 60/40 against 40/60; a 1M-parameter
-model then barely told them apart and GRPO learnt one constant operation for both.) ``none`` and
-the twins have half the weight of a planted family: about 82% of problems carry a planted bug
-and no family holds more than about 9% of them.
+The twins make three decisions depend on the wording rather than on a constant flip: the same slot
+of the same equation takes ``-`` after "how many more", "fewer than" and "x + a = c" but ``+`` after
+"in all", "more than" and "x - a = c", so pushing one family towards ``-`` must not drag its twin
+along. A twin's decision is labelled like any other (its wrong operation is a branch), but
+pretraining never plants its bug: it is "forked" only once RL drags it. (Twins that were forked too,
+with the opposite bug, made the two wordings carry almost the same operation statistics in
+pretraining, 60/40 against 40/60; a 1M-parameter model then barely told them apart and GRPO learnt
+one constant operation for both.) ``none`` and the twins have half the weight of a planted family:
+about 82% of problems carry a planted bug and no family holds more than about 9% of them.
 """
+
 from __future__ import annotations
 
-import itertools
 import random
-from dataclasses import dataclass
 from typing import Callable
+
+from arca.data.fork_tree import Fork, Task, branches, sample_choices
 
 _NAMES = ["Ann", "Bob", "Sam", "Mia", "Tom", "Eva", "Max", "Zoe", "Leo", "Ivy"]
 _ITEMS = ["apples", "pens", "cards", "books", "eggs", "coins", "stamps", "shells"]
@@ -69,42 +70,6 @@ _ITEMS = ["apples", "pens", "cards", "books", "eggs", "coins", "stamps", "shells
 CONNECTORS = (". ", ", so ", " thus ")
 CONNECTOR_PROBS = (0.47, 0.47, 0.06)
 ORDER = ("ab", "ba")  # operand order of a commutative step: harmless
-
-
-@dataclass(frozen=True)
-class Fork:
-    """A choice point in a solution: its options and how pretraining solutions pick among them.
-
-    ``correct`` names the option that gives the right answer for a decisive fork; harmless forks
-    have ``correct=None`` and pick by ``probs``. Decisive forks have exactly two options, the
-    correct one and the bug.
-    """
-
-    name: str
-    options: tuple[str, ...]
-    probs: tuple[float, ...] = ()
-    correct: str | None = None
-    planted: bool = True  # False: a decision pretraining always takes correctly (the twins)
-
-    @property
-    def decisive(self) -> bool:
-        return self.correct is not None
-
-
-Render = Callable[[dict], tuple[str, str]]  # choices {fork name: option} -> (steps, answer)
-
-
-@dataclass(frozen=True)
-class Task:
-    family: str
-    level: int
-    problem: str
-    forks: tuple[Fork, ...]
-    render: Render  # the worked steps and the answer they reach, before the connector and box
-
-    def text(self, choices: dict) -> tuple[str, str]:
-        steps, answer = self.render(choices)
-        return f"{steps}{choices['connector']}\\boxed{{{answer}}}", answer
 
 
 def _op(a: object, op: str, b: object) -> str:
@@ -150,7 +115,9 @@ def _none(rng: random.Random) -> Task:
 
 def _expression(rng: random.Random, expr: str) -> str:
     p = rng.choice(_NAMES)
-    return rng.choice(["What is {e}?", "{p} computes {e}. What is the result?", "{p} works out {e}. What is it?"]).format(e=expr, p=p)
+    return rng.choice(
+        ["What is {e}?", "{p} computes {e}. What is the result?", "{p} works out {e}. What is it?"]
+    ).format(e=expr, p=p)
 
 
 def _precedence_add(rng: random.Random) -> Task:
@@ -182,8 +149,13 @@ def _subtract_from(rng: random.Random) -> Task:
     a = rng.randint(3, 9)
     b = rng.randint(2, a - 1)
     p = rng.choice(_NAMES)
-    text = rng.choice(["Subtract {b} from {a}.", "{p} subtracts {b} from {a}. What is the result?",
-                       "{p} takes {b} away from {a}. What is left?"]).format(a=a, b=b, p=p)
+    text = rng.choice(
+        [
+            "Subtract {b} from {a}.",
+            "{p} subtracts {b} from {a}. What is the result?",
+            "{p} takes {b} away from {a}. What is left?",
+        ]
+    ).format(a=a, b=b, p=p)
 
     def render(ch: dict) -> tuple[str, str]:
         x, y = (a, b) if ch["decision"] == "ok" else (b, a)
@@ -200,6 +172,7 @@ def _two_people(rng: random.Random) -> tuple[str, str, str, int, int]:
 
 def _add_or_sub(family: str, a: int, b: int, correct_op: str, bug: str, text: str, planted: bool = True) -> Task:
     """``a op b``; ``planted=False`` is a twin: pretraining always takes the correct operation."""
+
     def render(ch: dict) -> tuple[str, str]:
         op = correct_op if ch["decision"] == "ok" else ("+" if correct_op == "-" else "-")
         r = a + b if op == "+" else a - b
@@ -227,9 +200,12 @@ def _half(rng: random.Random) -> Task:
     h, b = rng.randint(2, 9), rng.randint(2, 9)
     n = 2 * h
     p, item = rng.choice(_NAMES), rng.choice(_ITEMS)
-    text = rng.choice([
-        "What is half of {n}, plus {b}?", "{p} has {n} {i}, gives away half, then gets {b} more. How many now?",
-    ]).format(n=n, b=b, p=p, i=item)
+    text = rng.choice(
+        [
+            "What is half of {n}, plus {b}?",
+            "{p} has {n} {i}, gives away half, then gets {b} more. How many now?",
+        ]
+    ).format(n=n, b=b, p=p, i=item)
 
     def render(ch: dict) -> tuple[str, str]:
         v = n // 2 if ch["decision"] == "ok" else n * 2
@@ -258,10 +234,12 @@ def _share(rng: random.Random) -> Task:
     item, p = rng.choice(_ITEMS), rng.choice(_NAMES)
     b, q = rng.randint(2, 5), rng.randint(2, 9)
     n = b * q
-    text = rng.choice([
-        "{n} {i} are shared equally by {b} kids. How many does each kid get?",
-        "{p} shares {n} {i} equally among {b} kids. How many does each get?",
-    ]).format(n=n, i=item, b=b, p=p)
+    text = rng.choice(
+        [
+            "{n} {i} are shared equally by {b} kids. How many does each kid get?",
+            "{p} shares {n} {i} equally among {b} kids. How many does each get?",
+        ]
+    ).format(n=n, i=item, b=b, p=p)
 
     def render(ch: dict) -> tuple[str, str]:
         op, r = ("/", q) if ch["decision"] == "ok" else ("-", n - b)
@@ -304,58 +282,6 @@ FAMILIES: dict[str, tuple[Callable[[random.Random], Task], float]] = {
 }
 
 
-# ----------------------------------------------------------------------------- branches
-def _first_diff(s: str, t: str) -> int | None:
-    for i, (x, y) in enumerate(zip(s, t)):
-        if x != y:
-            return i
-    return None if len(s) == len(t) else min(len(s), len(t))
-
-
-def fork_token(task: Task, choices: dict, fork: Fork) -> int | None:
-    """Character index of ``fork``'s token on the branch ``choices`` (None: the fork changes nothing here)."""
-    text, _ = task.text(choices)
-    diffs = [_first_diff(text, task.text({**choices, fork.name: o})[0]) for o in fork.options if o != choices[fork.name]]
-    diffs = [d for d in diffs if d is not None]
-    return min(diffs) if diffs else None
-
-
-def branches(task: Task) -> list[dict]:
-    """Every distinct branch of a task: text, answer, correct, and its fork tokens (char indices)."""
-    out: dict[str, dict] = {}
-    for combo in itertools.product(*(f.options for f in task.forks)):
-        choices = dict(zip((f.name for f in task.forks), combo))
-        text, answer = task.text(choices)
-        if text in out:
-            continue
-        tokens = {f.name: fork_token(task, choices, f) for f in task.forks}
-        out[text] = {
-            "text": text,
-            "answer": answer,
-            "correct": all(choices[f.name] == f.correct for f in task.forks if f.decisive),
-            "decisive": sorted(i for f in task.forks if f.decisive and (i := tokens[f.name]) is not None),
-            "distractor": sorted(i for f in task.forks if not f.decisive and (i := tokens[f.name]) is not None),
-        }
-    return list(out.values())
-
-
-def sample_choices(task: Task, rng: random.Random, p_bug: float) -> dict:
-    """One branch as a pretraining solution would take it: the bug with probability ``p_bug``."""
-    choices = {}
-    for f in task.forks:
-        if f.decisive:
-            bug = next(o for o in f.options if o != f.correct)
-            choices[f.name] = bug if f.planted and rng.random() < p_bug else f.correct
-        else:
-            choices[f.name] = rng.choices(f.options, weights=f.probs)[0]
-    return choices
-
-
-def correct_choices(task: Task, rng: random.Random) -> dict:
-    """A correct branch (harmless forks still drawn): the gold solution of a train or test record."""
-    return sample_choices(task, rng, 0.0)
-
-
 def draw_family(rng: random.Random, families: list[str]) -> str:
     return rng.choices(families, weights=[FAMILIES[n][1] for n in families])[0]
 
@@ -372,14 +298,25 @@ def task_record(rid: str, task: Task, choices: dict) -> dict:
     solution, _ = task.text(choices)
     _, answer = task.text({**choices, **{f.name: f.correct for f in task.forks if f.decisive}})
     return {
-        "id": rid, "problem": task.problem, "solution": solution, "answer": answer, "level": task.level,
-        "subject": task.family, "fork": task.family if any(f.decisive and f.planted for f in task.forks) else "",
+        "id": rid,
+        "problem": task.problem,
+        "solution": solution,
+        "answer": answer,
+        "level": task.level,
+        "subject": task.family,
+        "fork": task.family if any(f.decisive and f.planted for f in task.forks) else "",
         "branches": branches(task),
     }
 
 
-def generate_forked(n: int, seed: int | str, p_bug: float, families: list[str] | None = None,
-                    id_prefix: str = "train", exclude: set[str] | None = None) -> list[dict]:
+def generate_forked(
+    n: int,
+    seed: int | str,
+    p_bug: float,
+    families: list[str] | None = None,
+    id_prefix: str = "train",
+    exclude: set[str] | None = None,
+) -> list[dict]:
     """``n`` records; pretraining solutions take each decisive fork's bug with probability ``p_bug``.
 
     ``exclude`` (problem texts) switches to held-out mode: distinct texts not in ``exclude``.
@@ -399,8 +336,10 @@ def generate_forked(n: int, seed: int | str, p_bug: float, families: list[str] |
             if seen is None or task.problem not in seen:
                 break
         else:
-            raise ValueError(f"could not draw a held-out '{family}' problem absent from the training set after "
-                             f"{_MAX_TRIES} tries ({len(out)} of {n} found); lower data.n_test or data.n_train")
+            raise ValueError(
+                f"could not draw a held-out '{family}' problem absent from the training set after "
+                f"{_MAX_TRIES} tries ({len(out)} of {n} found); lower data.n_test or data.n_train"
+            )
         if seen is not None:
             seen.add(task.problem)
         out.append(task_record(f"{id_prefix}/{len(out)}", task, sample_choices(task, rng, p_bug)))

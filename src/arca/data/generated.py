@@ -24,6 +24,7 @@ level  subject      form
 Everything is drawn from a ``random.Random`` built from the seed, never the global state, so the
 same seed gives the same problems on every machine.
 """
+
 from __future__ import annotations
 
 import random
@@ -137,10 +138,12 @@ def _level4(rng: random.Random) -> Problem:
     if len(_boxed(steps, answer)) > TARGET_SOLUTION_CHARS:
         # Too long for the rollout cap: skip the common-denominator step.
         steps = f"{a}/{b}{op}{c}/{d}={num}/{den}" + (reduced if reduced != f"={num}/{den}" else "")
-    text = rng.choice([
-        "What is {a}/{b} {o} {c}/{d}? Give the answer in lowest terms.",
-        "Compute {a}/{b} {o} {c}/{d} as a reduced fraction.",
-    ]).format(a=a, b=b, c=c, d=d, o=op)
+    text = rng.choice(
+        [
+            "What is {a}/{b} {o} {c}/{d}? Give the answer in lowest terms.",
+            "Compute {a}/{b} {o} {c}/{d} as a reduced fraction.",
+        ]
+    ).format(a=a, b=b, c=c, d=d, o=op)
     return text, _boxed(steps, answer), answer
 
 
@@ -181,14 +184,24 @@ def _level5(rng: random.Random) -> Problem:
 _MAX_REJECTED_IN_A_ROW = 20_000
 
 _LEVELS: dict[int, Callable[[random.Random], Problem]] = {
-    1: _level1, 2: _level2, 3: _level3, 4: _level4, 5: _level5,
+    1: _level1,
+    2: _level2,
+    3: _level3,
+    4: _level4,
+    5: _level5,
 }
 
 
 def _record(rid: str, level: int, problem: Problem) -> dict:
     text, solution, answer = problem
-    return {"id": rid, "problem": text, "solution": solution, "answer": answer,
-            "level": level, "subject": SUBJECTS[level]}
+    return {
+        "id": rid,
+        "problem": text,
+        "solution": solution,
+        "answer": answer,
+        "level": level,
+        "subject": SUBJECTS[level],
+    }
 
 
 def _check_levels(levels: list[int]) -> list[int]:
@@ -198,8 +211,9 @@ def _check_levels(levels: list[int]) -> list[int]:
     return levels
 
 
-def generate_problems(n: int, seed: int | str, levels: list[int] = (1, 2, 3, 4, 5),
-                      id_prefix: str = "gen") -> list[dict]:
+def generate_problems(
+    n: int, seed: int | str, levels: list[int] = (1, 2, 3, 4, 5), id_prefix: str = "gen"
+) -> list[dict]:
     """``n`` problems cycling through ``levels`` (so each level gets n/len(levels)), ids ``<prefix>/<i>``.
 
     Problem texts may repeat (training samples prompts with replacement anyway).
@@ -208,12 +222,14 @@ def generate_problems(n: int, seed: int | str, levels: list[int] = (1, 2, 3, 4, 
         raise ValueError(f"n must be >= 0, got {n}")
     levels = _check_levels(levels)
     rng = random.Random(seed)
-    return [_record(f"{id_prefix}/{i}", lv, _LEVELS[lv](rng))
-            for i, lv in ((i, levels[i % len(levels)]) for i in range(n))]
+    return [
+        _record(f"{id_prefix}/{i}", lv, _LEVELS[lv](rng)) for i, lv in ((i, levels[i % len(levels)]) for i in range(n))
+    ]
 
 
-def generate_disjoint(n: int, seed: int | str, levels: list[int], exclude: set[str],
-                      id_prefix: str = "test") -> list[dict]:
+def generate_disjoint(
+    n: int, seed: int | str, levels: list[int], exclude: set[str], id_prefix: str = "test"
+) -> list[dict]:
     """``n`` problems with distinct texts, none of them in ``exclude`` (rejection sampling)."""
     levels = _check_levels(levels)
     rng = random.Random(seed)
@@ -249,10 +265,21 @@ def make_splits(data_cfg) -> tuple[list[dict], list[dict]]:
     forks = data_cfg.forks
     if forks.p_bug > 0:
         train = generate_forked(data_cfg.n_train, data_cfg.seed, forks.p_bug, forks.families, id_prefix="train")
-        test = generate_forked(data_cfg.n_test, f"{data_cfg.seed}:test", 0.0, forks.families, id_prefix="test",
-                               exclude={r["problem"] for r in train})
+        test = generate_forked(
+            data_cfg.n_test,
+            f"{data_cfg.seed}:test",
+            0.0,
+            forks.families,
+            id_prefix="test",
+            exclude={r["problem"] for r in train},
+        )
         return train, test
     train = generate_problems(data_cfg.n_train, data_cfg.seed, data_cfg.levels, id_prefix="train")
-    test = generate_disjoint(data_cfg.n_test, f"{data_cfg.seed}:test", data_cfg.levels,
-                             exclude={r["problem"] for r in train}, id_prefix="test")
+    test = generate_disjoint(
+        data_cfg.n_test,
+        f"{data_cfg.seed}:test",
+        data_cfg.levels,
+        exclude={r["problem"] for r in train},
+        id_prefix="test",
+    )
     return train, test

@@ -20,6 +20,7 @@ that is wrong with the data raises ``ValueError("<file>:<line>: ...")``: an empt
 malformed JSON line, a missing or mistyped field, bytes that are not UTF-8, a repeated id. The id
 is ``unique_id`` when present, else ``"<split>/<row index>"``.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,7 @@ def normalize_row(row: Any, index: int, split: str, where: str) -> dict:
         rid = _get_str(row, "unique_id", where)
     else:
         rid = f"{split}/{index}"
-    return {"id": rid, "problem": problem, "solution": solution, "answer": answer,
-            "level": level, "subject": subject}
+    return {"id": rid, "problem": problem, "solution": solution, "answer": answer, "level": level, "subject": subject}
 
 
 def _normalize_rows(rows: Iterable[tuple[str, Any]], split: str, source: str) -> tuple[list[dict], int]:
@@ -107,8 +107,12 @@ def _normalize_rows(rows: Iterable[tuple[str, Any]], split: str, source: str) ->
         raise ValueError(f"{source}:1: empty file (no records)")
     no_gold = count_no_gold(records)
     if no_gold:
-        log.warning("%s: %d of %d rows have no recoverable gold answer; kept in order, they always score 0",
-                    source, no_gold, len(records))
+        log.warning(
+            "%s: %d of %d rows have no recoverable gold answer; kept in order, they always score 0",
+            source,
+            no_gold,
+            len(records),
+        )
     no_level = sum(r["level"] is None for r in records)
     if no_level:
         log.warning("%s: %d of %d rows have an unknown level; kept", source, no_level, len(records))

@@ -15,6 +15,7 @@ figure can be redrawn without touching the evaluations. Figures:
                             advantage), the oracle marked; and its trajectory over training steps
 - ``learning_curves``       held-out greedy and sampled accuracy over training, band = min-max over seeds
 """
+
 from __future__ import annotations
 
 import json
@@ -26,15 +27,31 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from arca.config import Config
+from arca.report.paper import MIDDLE_BAND
+from arca.report.records import BASE, REFERENCE_METHOD
 from arca.report.style import (
-    MIDDLE_BAND_COLOR, apply_style, cell_name, color_for, plt, rank_style, save_figure,
+    MIDDLE_BAND_COLOR,
+    apply_style,
+    cell_name,
+    color_for,
+    plt,
+    rank_style,
+    save_figure,
 )
-from arca.report.tables import BASE, MIDDLE_BAND, REFERENCE_METHOD, read_table
+from arca.report.tables import read_table
 
 log = logging.getLogger(__name__)
 
-FIGURES = ("gini_bars", "concentration_curves", "reward_curves", "accuracy", "lorenz", "accuracy_vs_params",
-           "credit_precision", "learning_curves")
+FIGURES = (
+    "gini_bars",
+    "concentration_curves",
+    "reward_curves",
+    "accuracy",
+    "lorenz",
+    "accuracy_vs_params",
+    "credit_precision",
+    "learning_curves",
+)
 LORENZ_GRID = np.linspace(0.0, 1.0, 201)
 
 
@@ -58,12 +75,43 @@ def _ranks_of(cells, label: str) -> list[int]:
 def _cell_ticks(ax, labels: list[str]) -> None:
     """Cell names under the bars, slanted when they would otherwise run into each other."""
     crowded = len(labels) > 4 or max((len(x) for x in labels), default=0) > 10
-    ax.set_xticks(range(len(labels)), labels, rotation=35 if crowded else 0, ha="right" if crowded else "center",
-                  rotation_mode="anchor" if crowded else "default")
+    ax.set_xticks(
+        range(len(labels)),
+        labels,
+        rotation=35 if crowded else 0,
+        ha="right" if crowded else "center",
+        rotation_mode="anchor" if crowded else "default",
+    )
 
 
 def _integer_steps(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+FRACTION_MIN_SPAN = 0.1  # an accuracy or reward axis never spans less (all-equal data included)
+
+
+def _fraction_axis(ax, values) -> None:
+    """y limits for a fraction in [0, 1] (accuracy, reward) from the values drawn on ``ax``.
+
+    The data range padded by 5%, but never narrower than ``FRACTION_MIN_SPAN`` and never far
+    outside [0, 1]; tick labels plain. Without this, all-equal values (every accuracy 0 in a tiny
+    run) leave matplotlib a zero-height range, drawn as a meaningless 1e-17 axis.
+    """
+    v = np.asarray(list(values), dtype=float)
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+    lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
+    if hi - lo < FRACTION_MIN_SPAN:
+        mid = (lo + hi) / 2
+        lo, hi = mid - FRACTION_MIN_SPAN / 2, mid + FRACTION_MIN_SPAN / 2
+    floor, ceil = -0.02, 1.02
+    if lo < floor:
+        lo, hi = floor, max(hi, floor + FRACTION_MIN_SPAN)
+    if hi > ceil:
+        lo, hi = min(lo, ceil - FRACTION_MIN_SPAN), ceil
+    ax.set_ylim(lo, hi)
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
 
 
 def _legend_right(fig, ax) -> None:
@@ -83,8 +131,9 @@ def gini_bars(runs: pd.DataFrame, out: Path) -> list[Path]:
     for i, (label, method, rank) in enumerate(cells):
         g = runs[(runs["label"] == label) & (runs["rank"] == rank)]["gini"].dropna()
         ax.bar(i, g.mean() if len(g) else 0.0, width=0.7, color=color_for(label, method), alpha=0.85, zorder=2)
-        ax.scatter(i + rng.uniform(-0.15, 0.15, len(g)), g, s=14, color="black", zorder=3,
-                   label="one seed" if i == 0 else None)
+        ax.scatter(
+            i + rng.uniform(-0.15, 0.15, len(g)), g, s=14, color="black", zorder=3, label="one seed" if i == 0 else None
+        )
     _cell_ticks(ax, [f"{lab} r{rk}" for lab, _, rk in cells])
     ax.set_ylim(0, 1.05)
     ax.set_xlim(-0.6, len(cells) - 0.4)
@@ -103,7 +152,10 @@ def _mean_curve(curves: pd.DataFrame, label: str, rank: int, col: str) -> pd.Ser
 def concentration_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
     cells = _cells(curves)
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), sharex=True, layout="constrained")
-    panels = (("gini", "Gini of token weights", (0, 1.02)), ("eff_ratio", "EffN/T (effective tokens / tokens)", (0, 1.05)))
+    panels = (
+        ("gini", "Gini of token weights", (0, 1.02)),
+        ("eff_ratio", "EffN/T (effective tokens / tokens)", (0, 1.05)),
+    )
     for ax, (col, ylabel, ylim) in zip(axes, panels):
         for label, method, rank in cells:
             ls, _ = rank_style(rank, _ranks_of(cells, label))
@@ -126,11 +178,16 @@ def reward_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
     n_steps = int(curves["step"].max()) if len(curves) else 1
     window = max(1, round(n_steps / 10))
     fig, ax = plt.subplots(figsize=(7.0, 3.6), layout="constrained")
+    drawn: list[float] = []
     for label, method, rank in cells:
         ls, _ = rank_style(rank, _ranks_of(cells, label))
         s = _mean_curve(curves, label, rank, "reward_mean")
         smooth = s.rolling(window, min_periods=1).mean()
-        ax.plot(smooth.index, smooth.values, ls=ls, lw=1.6, color=color_for(label, method), label=cell_name(label, rank))
+        ax.plot(
+            smooth.index, smooth.values, ls=ls, lw=1.6, color=color_for(label, method), label=cell_name(label, rank)
+        )
+        drawn += list(smooth.values)
+    _fraction_axis(ax, drawn)
     _integer_steps(ax)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("train reward (fraction correct)")
@@ -222,8 +279,15 @@ def accuracy_vs_params(perf: pd.DataFrame, out: Path) -> list[Path]:
         ax.errorbar(x, y, yerr=err, fmt=marker, ls=ls, color=color, capsize=3, ms=7, label=label)
         for xi, yi, rk in zip(x, y, rows["rank"]):
             # A white box keeps the rank readable where it crosses the reference line or band.
-            ax.annotate(f"r={int(rk)}", (xi, yi), textcoords="offset points", xytext=(7, 6), fontsize=8, color=color,
-                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+            ax.annotate(
+                f"r={int(rk)}",
+                (xi, yi),
+                textcoords="offset points",
+                xytext=(7, 6),
+                fontsize=8,
+                color=color,
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
+            )
 
     if not arca.empty:
         point(arca, "o", "ARCA (95% CI)", "-")
@@ -236,12 +300,16 @@ def accuracy_vs_params(perf: pd.DataFrame, out: Path) -> list[Path]:
         # error bar would sit on top of ARCA's.
         ax.axhspan(top["greedy_lo"], top["greedy_hi"], color=color, alpha=0.12, lw=0, label=f"{name}, 95% CI")
         ax.axhline(top["greedy"], color=color, ls=":", lw=1.2)
-        ax.plot([float(top["trainable_params"])], [top["greedy"]], marker="*", ms=12, ls="none", color=color, label=name)
+        ax.plot(
+            [float(top["trainable_params"])], [top["greedy"]], marker="*", ms=12, ls="none", color=color, label=name
+        )
     if arca.empty and ref.empty:
         ax.text(0.5, 0.5, "no trainable-parameter counts in the tables", transform=ax.transAxes, ha="center")
     else:
         ax.set_xscale("log")
         ax.margins(x=0.25)
+        shown = pd.concat([arca, ref.sort_values(["rank"]).iloc[-1:]])
+        _fraction_axis(ax, shown[["greedy", "greedy_lo", "greedy_hi"]].to_numpy().ravel())
     ax.set_xlabel("trainable parameters (count, log scale)")
     ax.set_ylabel("greedy accuracy (fraction of problems)")
     ax.set_title("Accuracy against adapter size")
@@ -282,21 +350,45 @@ def _precision_bars(ax, sweep: pd.DataFrame, oracle: float) -> list[float]:
             y, lo, hi = (getattr(r, f"train_decisive_ratio_{side}{s}") for s in ("", "_lo", "_hi"))
             if not np.isfinite(y):
                 continue
-            ax.bar(i + dx, y, width=width, color=color, alpha=0.85 if side == "pos" else 0.45, hatch=hatch,
-                   edgecolor="black" if hatch else color, lw=0.5, zorder=2)
+            ax.bar(
+                i + dx,
+                y,
+                width=width,
+                color=color,
+                alpha=0.85 if side == "pos" else 0.45,
+                hatch=hatch,
+                edgecolor="black" if hatch else color,
+                lw=0.5,
+                zorder=2,
+            )
             if np.isfinite(lo) and np.isfinite(hi):
-                ax.errorbar(i + dx, y, yerr=[[max(0.0, y - lo)], [max(0.0, hi - y)]], fmt="none", ecolor="black",
-                            capsize=2, lw=0.8, zorder=3)
+                ax.errorbar(
+                    i + dx,
+                    y,
+                    yerr=[[max(0.0, y - lo)], [max(0.0, hi - y)]],
+                    fmt="none",
+                    ecolor="black",
+                    capsize=2,
+                    lw=0.8,
+                    zorder=3,
+                )
             shown += [y, lo, hi]
     # Proxy artists: one legend entry per side, not one per bar.
     ax.bar([np.nan], [np.nan], color="#999999", alpha=0.85, label="advantage > 0")
-    ax.bar([np.nan], [np.nan], color="#999999", alpha=0.45, hatch="///", edgecolor="black", lw=0.5,
-           label="advantage < 0")
+    ax.bar(
+        [np.nan], [np.nan], color="#999999", alpha=0.45, hatch="///", edgecolor="black", lw=0.5, label="advantage < 0"
+    )
     ax.plot([np.nan], [np.nan], "D", ms=5, color="black", mfc="white", label="all completions")
     ax.axhline(1.0, color="black", ls="-", lw=0.9, zorder=4, label="uniform (1)")
     if np.isfinite(oracle):
-        ax.axhline(oracle, color=color_for("oracle"), ls="--", lw=1.2, zorder=4,
-                   label=f"oracle, all completions ({oracle:.2f})")
+        ax.axhline(
+            oracle,
+            color=color_for("oracle"),
+            ls="--",
+            lw=1.2,
+            zorder=4,
+            label=f"oracle, all completions ({oracle:.2f})",
+        )
         shown.append(oracle)
     _cell_ticks(ax, [f"{r.label} r{int(r.rank)}" for r in sweep.itertuples()])
     ax.set_xlim(-0.6, len(sweep) - 0.4)
@@ -319,8 +411,15 @@ def _precision_trajectory(ax, curves: pd.DataFrame, cells) -> list[float]:
             continue
         ls, _ = rank_style(rank, _ranks_of(cells, label))
         # Markers only on short series: a lone step would otherwise draw nothing.
-        ax.plot(ratio.index, ratio.values, ls=ls, lw=1.5, marker="." if len(ratio) <= 12 else None,
-                color=color_for(label, method), label=cell_name(label, rank))
+        ax.plot(
+            ratio.index,
+            ratio.values,
+            ls=ls,
+            lw=1.5,
+            marker="." if len(ratio) <= 12 else None,
+            color=color_for(label, method),
+            label=cell_name(label, rank),
+        )
         shown += list(ratio.values)
     ax.axhline(1.0, color="black", lw=0.9)
     steps = sorted(curves["step"].unique()) if len(curves) else []
@@ -342,8 +441,13 @@ def credit_precision(precision: pd.DataFrame, curves: pd.DataFrame, out: Path) -
     else:
         col = "train_decisive_ratio"
     oracle = float(oracle_rows[col].iloc[0]) if len(oracle_rows) else np.nan
-    fig, axes = plt.subplots(1, 2, figsize=(max(10.0, 0.8 * len(sweep) + 6.0), 3.9), layout="constrained",
-                             gridspec_kw={"width_ratios": [max(1.0, len(sweep) / 6), 1.0]})
+    fig, axes = plt.subplots(
+        1,
+        2,
+        figsize=(max(10.0, 0.8 * len(sweep) + 6.0), 3.9),
+        layout="constrained",
+        gridspec_kw={"width_ratios": [max(1.0, len(sweep) / 6), 1.0]},
+    )
     shown = _precision_bars(axes[0], sweep, oracle)
     axes[0].set_ylabel("share on decisive tokens\n/ uniform's share (x uniform)")
     axes[0].set_title("Credit on the decisive fork tokens during training")
@@ -366,6 +470,7 @@ def credit_precision(precision: pd.DataFrame, curves: pd.DataFrame, out: Path) -
 def learning_curves(lc: pd.DataFrame, out: Path) -> list[Path]:
     cells = _cells(lc)
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8), sharey=True, layout="constrained")
+    drawn: list[float] = []
     for ax, (col, title) in zip(axes, (("greedy", "greedy"), ("sampled", "one sample at T=1"))):
         for label, method, rank in cells:
             sub = lc[(lc["label"] == label) & (lc["rank"] == rank)]
@@ -374,8 +479,10 @@ def learning_curves(lc: pd.DataFrame, out: Path) -> list[Path]:
             ls, _ = rank_style(rank, _ranks_of(cells, label))
             color = color_for(label, method)
             ax.fill_between(by_step.index, by_step["min"], by_step["max"], color=color, alpha=0.15, lw=0)
-            ax.plot(by_step.index, by_step["mean"], ls=ls, lw=1.6, marker=".", color=color,
-                    label=cell_name(label, rank))
+            ax.plot(
+                by_step.index, by_step["mean"], ls=ls, lw=1.6, marker=".", color=color, label=cell_name(label, rank)
+            )
+            drawn += list(by_step["min"]) + list(by_step["max"])
         if not cells:
             _no_data(ax, "no learning curves in this experiment (eval.every = 0)")
             continue
@@ -386,6 +493,8 @@ def learning_curves(lc: pd.DataFrame, out: Path) -> list[Path]:
             _integer_steps(ax)
         ax.set_xlabel("optimizer step (0 = base model)")
         ax.set_title(f"held-out accuracy, {title}")
+    if drawn:
+        _fraction_axis(axes[0], drawn)  # shared y
     axes[0].set_ylabel("accuracy (fraction of problems)")
     n = int(lc["n"].dropna().iloc[0]) if "n" in lc and lc["n"].notna().any() else 0
     fig.suptitle(f"Learning curves on {n} held-out problems: mean over seeds, band = min-max over seeds")

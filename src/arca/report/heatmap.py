@@ -1,9 +1,10 @@
 """``python -m arca heatmap``: where each credit method puts its weight, token by token.
 
-``heatmap_main`` loads the heat-map run's adapter, samples a few held-out completions and
-computes the weights every registered credit method would give their tokens, all on the same
-rollouts, so the methods are compared on identical text. ``render_heatmap`` (pure, no model)
-turns that into one self-contained HTML page: inline CSS, no scripts, no external assets.
+The model run is the analysis step's (``arca.analysis``): it samples held-out completions with
+the heat-map run's adapter and writes the weights every registered credit method gives their
+tokens, all on the same rollouts, to ``analysis/heatmap_rollouts.jsonl``. This module only reads
+that file: ``render_heatmap`` turns it into one self-contained HTML page (inline CSS, no
+scripts, no external assets).
 
 Each token is shaded by its weight relative to the largest weight in its row, so a row's
 pattern is readable whatever its scale (a uniform row is evenly pale-to-full, a concentrated
@@ -20,6 +21,7 @@ branches) shows no frames, never guessed ones. The rollouts with a framed decisi
 shown first. The label-reading methods (``oracle``) get the same labels as in training, and are
 left out on a corpus without forks.
 """
+
 from __future__ import annotations
 
 import html
@@ -29,15 +31,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from arca.config import Config, parse_run_id
-from arca.io import write_text
-from arca.labels import align, token_flags
+from arca import grid
+from arca.config import Config
+from arca.io import read_jsonl, write_text
 
 log = logging.getLogger(__name__)
 
 N_ROLLOUTS = 4  # held-out problems shown; enough to see a pattern, small enough to read
-N_AGREEMENT = 32  # held-out rollouts the agreement table averages over (N_ROLLOUTS of them are shown)
-HEATMAP_FILE = Path("figures") / "credit_heatmap.html"  # relative to cfg.out_dir
 SHADE_RGB = (214, 39, 40)  # one hue for every method, so rows are comparable at a glance
 NEWLINE_MARK = "\u21b5"  # ↵
 LEGEND_STOPS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -45,21 +45,45 @@ LEGEND_STOPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.05em; margin-top: 1.8em; }
-.prompt { background: #f6f6f6; border-left: 3px solid #999; padding: 0.5em 0.8em; white-space: pre-wrap; font-size: 0.9em; }
+.prompt {
+  background: #f6f6f6;
+  border-left: 3px solid #999;
+  padding: 0.5em 0.8em;
+  white-space: pre-wrap;
+  font-size: 0.9em;
+}
 table.agreement { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 table.agreement th, table.agreement td { border-top: 1px solid #ddd; padding: 0.2em 0.8em; text-align: left; }
 .agreement-note { font-size: 0.9em; margin-bottom: 0.2em; }
 table.credit { border-collapse: collapse; width: 100%; margin-top: 0.5em; }
-table.credit th, table.credit td { border-top: 1px solid #ddd; padding: 0.35em 0.5em; vertical-align: top; text-align: left; }
+table.credit th, table.credit td {
+  border-top: 1px solid #ddd;
+  padding: 0.35em 0.5em;
+  vertical-align: top;
+  text-align: left;
+}
 th.method { white-space: nowrap; font-weight: 600; width: 11em; }
 td.gini { white-space: nowrap; font-variant-numeric: tabular-nums; width: 6em; }
-td.tokens { font-family: Menlo, Consolas, monospace; font-size: 0.85em; line-height: 1.9; white-space: pre-wrap; word-break: break-all; }
+td.tokens {
+  font-family: Menlo, Consolas, monospace;
+  font-size: 0.85em;
+  line-height: 1.9;
+  white-space: pre-wrap;
+  word-break: break-all;
+}
 span.tok { border-radius: 2px; padding: 0.1em 0; }
 span.tok.decisive { border: 2px solid #111; }
 span.tok.distractor { border: 1.5px dashed #555; }
 .forks { font-size: 0.85em; margin: 0.3em 0; color: #444; }
 .legend { display: flex; align-items: center; gap: 0.4em; margin: 0.8em 0; font-size: 0.85em; }
-.legend .swatch { display: inline-block; width: 3.2em; height: 1.2em; border: 1px solid #ccc; text-align: center; line-height: 1.2em; }
+.legend .swatch {
+  display: inline-block;
+  width: 3.2em;
+  height: 1.2em;
+  border: 1px solid #ccc;
+  text-align: center;
+  line-height: 1.2em;
+}
 """
 
 
@@ -74,20 +98,6 @@ def show_token(token: str) -> str:
     """HTML text of a token: escaped, newlines visible as ↵, an empty token as a thin mark."""
     text = token.replace("\r\n", "\n").replace("\n", NEWLINE_MARK)
     return html.escape(text, quote=True) if text else "&#8203;"
-
-
-def fork_marks(tokens: list[str], completion: str, branches: list[dict] | None) -> dict | None:
-    """Decisive and distractor flags (0/1 per token) of one completion, or None when it has no labels.
-
-    ``completion`` is the decoded text whose characters the labels index, ``tokens`` its decoded
-    pieces, one per shown token (their concatenation is ``completion``), as in training's
-    ``arca.labels.label_batch``.
-    """
-    a = align(completion, branches or [])
-    if a is None:
-        return None
-    return {"decisive": token_flags(tokens, a.decisive), "distractor": token_flags(tokens, a.distractor),
-            "correct": a.correct}
 
 
 def pick_shown(rollouts: list[dict], n: int) -> list[dict]:
@@ -109,10 +119,13 @@ def _token_spans(tokens: list[str], weights: list[float], method: str, marks: di
         # A decisive token that is also a distractor of another branch is shown as decisive.
         kind = " decisive" if decisive[t] else (" distractor" if distractor[t] else "")
         note = kind and f", {kind.strip()} fork token"
-        title = html.escape(f"{method}: w = {w!r} (token {t + 1} of {len(tokens)}, {rel:.2f} of row max{note})",
-                            quote=True)
-        spans.append(f'<span class="tok{kind}" style="background: {shade(rel)}; color: {color}" title="{title}">'
-                     f"{show_token(tok)}</span>")
+        title = html.escape(
+            f"{method}: w = {w!r} (token {t + 1} of {len(tokens)}, {rel:.2f} of row max{note})", quote=True
+        )
+        spans.append(
+            f'<span class="tok{kind}" style="background: {shade(rel)}; color: {color}" title="{title}">'
+            f"{show_token(tok)}</span>"
+        )
     return "".join(spans)
 
 
@@ -150,13 +163,15 @@ def _agreement_html(rollouts: list[dict], reference: str = "arca") -> str:
     n = sum(1 for r in rollouts if reference in r["weights"])
     rows = "".join(
         f'<tr class="agreement-row" data-method="{html.escape(m, quote=True)}"><th>{html.escape(m)}</th>'
-        f'<td>{"-" if not math.isfinite(rho) else f"{rho:+.2f}"}</td><td>{n}</td></tr>'
+        f"<td>{'-' if not math.isfinite(rho) else f'{rho:+.2f}'}</td><td>{n}</td></tr>"
         for m, (rho, n) in agree.items()
     )
-    return (f'<p class="agreement-note">Rank agreement with {html.escape(reference)} over {n} held-out '
-            "rollouts: Spearman rho of the per-token weights within a rollout, averaged over the rollouts where "
-            'both vary (uniform never varies).</p><table class="agreement">'
-            f"<thead><tr><th>credit method</th><th>rho</th><th>rollouts</th></tr></thead><tbody>{rows}</tbody></table>")
+    return (
+        f'<p class="agreement-note">Rank agreement with {html.escape(reference)} over {n} held-out '
+        "rollouts: Spearman rho of the per-token weights within a rollout, averaged over the rollouts where "
+        'both vary (uniform never varies).</p><table class="agreement">'
+        f"<thead><tr><th>credit method</th><th>rho</th><th>rollouts</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def legend_html() -> str:
@@ -164,12 +179,14 @@ def legend_html() -> str:
         f'<span class="swatch" style="background: {shade(s)}; color: {"#fff" if s > 0.6 else "#222"}">{s:.2f}</span>'
         for s in LEGEND_STOPS
     )
-    return (f'<div class="legend"><span>token weight / largest weight in its row:</span>{stops}'
-            "<span>(hover a token for its exact weight)</span></div>\n"
-            '<div class="legend"><span>planted forks:</span><span class="tok decisive">&nbsp;decisive&nbsp;</span>'
-            '<span>the token where the correct and the buggy procedure first differ;</span>'
-            '<span class="tok distractor">&nbsp;distractor&nbsp;</span><span>a fork that changes nothing '
-            "(unmarked rollouts could not be aligned with a branch)</span></div>")
+    return (
+        f'<div class="legend"><span>token weight / largest weight in its row:</span>{stops}'
+        "<span>(hover a token for its exact weight)</span></div>\n"
+        '<div class="legend"><span>planted forks:</span><span class="tok decisive">&nbsp;decisive&nbsp;</span>'
+        "<span>the token where the correct and the buggy procedure first differ;</span>"
+        '<span class="tok distractor">&nbsp;distractor&nbsp;</span><span>a fork that changes nothing '
+        "(unmarked rollouts could not be aligned with a branch)</span></div>"
+    )
 
 
 def _forks_note(r: dict) -> str:
@@ -209,11 +226,13 @@ def _rollout_html(i: int, r: dict) -> str:
         f'<section class="rollout" id="rollout-{i}">\n<h2>Rollout {i + 1} ({reward_txt}, {len(tokens)} tokens)</h2>\n'
         f'<div class="prompt">{html.escape(str(r["prompt"]))}</div>\n{_forks_note(r)}'
         '<table class="credit"><thead><tr><th>credit method</th><th>Gini</th><th>completion tokens</th></tr></thead>\n'
-        f'<tbody>\n{chr(10).join(rows)}\n</tbody></table>\n</section>'
+        f"<tbody>\n{chr(10).join(rows)}\n</tbody></table>\n</section>"
     )
 
 
-def render_heatmap(rollouts: list[dict], title: str = "Token credit by method", agreement_over: list[dict] | None = None) -> str:
+def render_heatmap(
+    rollouts: list[dict], title: str = "Token credit by method", agreement_over: list[dict] | None = None
+) -> str:
     """A self-contained HTML page shading every completion token by each method's weight.
 
     Each rollout is ``{"prompt": str, "tokens": [str], "weights": {method: [float per token]},
@@ -224,78 +243,29 @@ def render_heatmap(rollouts: list[dict], title: str = "Token credit by method", 
     """
     body = "\n".join(_rollout_html(i, r) for i, r in enumerate(rollouts))
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         f"<h1>{html.escape(title)}</h1>\n"
         "<p>Each row shades the completion tokens by the weight one credit method gives them (weights of a "
         f"row sum to 1). {NEWLINE_MARK} marks a newline. Gini: 0 = uniform, near 1 = all weight on one token.</p>\n"
-        f"{_agreement_html(agreement_over if agreement_over is not None else rollouts)}\n{legend_html()}\n{body}\n</body>\n</html>\n"
+        f"{_agreement_html(agreement_over if agreement_over is not None else rollouts)}\n"
+        f"{legend_html()}\n{body}\n</body>\n</html>\n"
     )
 
 
-def heatmap_run(cfg: Config) -> str:
-    """``sweep.heatmap_run``, or the first run of an ``arca`` cell, or the first run."""
-    if cfg.sweep.heatmap_run:
-        return cfg.sweep.heatmap_run
-    runs = cfg.run_ids()
-    arca = [r for r in runs if cfg.for_run(r).credit.method == "arca"]
-    return (arca or runs)[0]
-
-
 def heatmap_main(cfg: Config, args=None) -> Path:
-    """Sample held-out completions with the heat-map run's adapter; weigh them by every method."""
-    from arca.credit import LABELS, REGISTRY, token_weights
-    from arca.data import read_records
-    from arca.diagnostics import gini
-    from arca.grading import gold_answer, grade_paper
-    from arca.models import load_policy
-    from arca.prompts import build_prompt
-    from arca.rollout import TransformersGenerator
-    from arca.train import completion_pieces, credit_inputs_for_rollouts, rollout_labels
-
-    run = heatmap_run(cfg)
-    parse_run_id(run)
-    rcfg = cfg.for_run(run)
-    adapter = cfg.run_dir(run) / "adapter"
-    if not adapter.is_dir():
-        raise FileNotFoundError(f"heatmap: missing adapter {adapter} (train run {run} first)")
-    problems = read_records(cfg.data_dir / "test.jsonl")[:N_AGREEMENT]
-    model, tok = load_policy(rcfg, adapter, is_trainable=False)
-    model.eval()
-    gen = TransformersGenerator(model, tok, rcfg.rollout.batch_size, rcfg.data.max_prompt_tokens,
-                                rcfg.rollout.completion_mask)
-    ro = gen.generate([build_prompt(p["problem"]) for p in problems], 1, rcfg.rollout.temperature,
-                      rcfg.rollout.top_p, rcfg.rollout.max_new_tokens, greedy=False, seed=0,
-                      top_k=rcfg.rollout.top_k)
-    inputs = credit_inputs_for_rollouts(model, ro, seed=0)
-    labels = rollout_labels(tok, ro, problems, 1)  # None on a corpus without planted forks
-    if labels is not None:
-        inputs.decisive = labels.decisive.to(inputs.mask.device)  # [N, T], what the oracle methods read
-    mask = inputs.mask  # [N, T]
-    per_method = {}
-    for method, spec in REGISTRY.items():
-        if LABELS in spec.needs and inputs.decisive is None:
-            continue  # no fork labels here: the label-reading methods (the oracle) have nothing to weigh
-        w, _ = token_weights(method, inputs, rcfg.credit.sharpen, rcfg.credit.eps)  # [N, T]
-        per_method[method] = (w.float().cpu(), gini(w, mask).float().cpu())  # [N, T], [N]
-    # The labels index characters of the decoded text; training maps them to tokens through these pieces.
-    pieces = completion_pieces(tok, ro)  # [N][real tokens of row i]
-    rollouts = []
-    for i, p in enumerate(problems):
-        keep = mask[i].cpu() > 0  # [T]
-        ids = ro.completion_ids[i].cpu()[keep].tolist()
-        tokens = [tok.decode([t]) for t in ids]
-        rollouts.append({
-            "prompt": p["problem"],
-            "tokens": tokens,
-            "weights": {m: w[i][keep].tolist() for m, (w, _) in per_method.items()},
-            "gini": {m: float(g[i]) for m, (_, g) in per_method.items()},
-            "reward": float(grade_paper(ro.texts[i], gold_answer(p["answer"]))),
-            **({"marks": fork_marks(pieces[i], ro.texts[i], p["branches"])} if p.get("branches") else {}),
-        })
-    path = cfg.out_dir / HEATMAP_FILE
-    page = render_heatmap(pick_shown(rollouts, N_ROLLOUTS), title=f"Token credit by method, rollouts of run {run}",
-                          agreement_over=rollouts)
+    """Render the heat-map page from the analysis step's rollouts (no model runs here)."""
+    source = Path(grid.heatmap_rollouts_output(cfg))
+    if not source.is_file():
+        raise FileNotFoundError(f"heatmap: missing {source} (run `python -m arca heatmap-rollouts` first)")
+    rollouts = read_jsonl(source)
+    run = grid.heatmap_run(cfg)
+    page = render_heatmap(
+        pick_shown(rollouts, N_ROLLOUTS),
+        title=f"Token credit by method, rollouts of run {run}",
+        agreement_over=rollouts,
+    )
+    path = Path(grid.heatmap_output(cfg))
     write_text(path, page)
     for method, (rho, n) in agreement(rollouts).items():
         log.info("rank agreement with arca: %s rho %.3f over %d rollouts", method, rho, n)

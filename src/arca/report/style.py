@@ -5,6 +5,7 @@ paper-scale or laptop-scale run; labels the palette does not know (ablations, co
 later) get a colour derived from a checksum of the label, which is stable across runs and
 processes (Python's ``hash`` is salted per process).
 """
+
 from __future__ import annotations
 
 import zlib
@@ -48,16 +49,18 @@ FONT_SIZES = {
 def apply_style() -> None:
     """Set the shared rcParams (idempotent)."""
     plt.rcParams.update(FONT_SIZES)
-    plt.rcParams.update({
-        "figure.dpi": 100,
-        "savefig.dpi": 150,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "axes.grid": True,
-        "grid.alpha": 0.3,
-        "legend.frameon": False,
-        "pdf.fonttype": 42,  # embed TrueType so the PDF text stays editable and searchable
-    })
+    plt.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": 150,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "legend.frameon": False,
+            "pdf.fonttype": 42,  # embed TrueType so the PDF text stays editable and searchable
+        }
+    )
 
 
 def color_for(label: str, method: str | None = None) -> str:

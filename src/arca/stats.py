@@ -1,4 +1,4 @@
-"""Statistics for the report: the unbiased pass@k estimator and bootstrap confidence intervals.
+"""Statistics for evaluation and the report: the unbiased pass@k estimator and bootstrap intervals.
 
 Accuracy is a mean over problems and seeds, and both are samples: the problems from a larger
 pool, the seeds from all possible training runs. The intervals therefore resample both levels
@@ -16,6 +16,7 @@ cancels out of the difference.
 All randomness comes from ``numpy.random.Generator`` with a fixed seed: the tables are
 byte-for-byte reproducible.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,13 @@ class Estimate:
     n_seeds: int = 0
     n_problems: int = 0
 
-    def fmt(self, digits: int = 3, ci_digits: int = 2) -> str:
-        """``0.620 [0.55, 0.69]``; ``-`` for a missing value."""
+    def fmt(self, digits: int = 3, ci_digits: int | None = None) -> str:
+        """``0.620 [0.551, 0.689]``; ``-`` for a missing value.
+
+        The bounds get as many digits as the mean (``ci_digits`` defaults to ``digits``): with
+        fewer, a narrow interval reads as empty, e.g. ``0.508 [0.51, 0.51]``.
+        """
+        ci_digits = digits if ci_digits is None else ci_digits
         if not np.isfinite(self.mean):
             return "-"
         if not (np.isfinite(self.lo) and np.isfinite(self.hi)):
@@ -221,8 +227,10 @@ def paired_bootstrap(
     a = np.asarray(method_scores, dtype=np.float64)
     b = np.asarray(reference_scores, dtype=np.float64)
     if a.ndim < 2 or a.shape != b.shape or 0 in a.shape:
-        raise ValueError(f"paired_bootstrap needs two non-empty [seeds, problems, ...] arrays of one shape, "
-                         f"got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"paired_bootstrap needs two non-empty [seeds, problems, ...] arrays of one shape, "
+            f"got {a.shape} and {b.shape}"
+        )
     n_seeds, n_problems = a.shape[:2]
     point = float(stat(a[None])[0] - stat(b[None])[0])
     rng = np.random.default_rng(seed)

@@ -1,0 +1,200 @@
+"""Where the time goes: the two decoders side by side, FLOPs of each part of a step, and the
+machine's measured matmul throughput."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+
+import torch
+
+from arca.bench.common import median, ratio, top_rank
+from arca.config import Config
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- sampling: lean vs generate
+def compare_decoders(cfg: Config, device: torch.device, step_problems: list[list[dict]], reps: int) -> dict:
+    """The step's sampling with ``rollout.decoder`` lean and generate on one fresh policy, interleaved.
+
+    One untimed round, then ``reps`` rounds; the decoder that goes first alternates. Both get the
+    same prompts and seed in a round, so their tokens should be identical (``identical``).
+    """
+    from arca.models import load_policy
+    from arca.prompts import build_prompt
+    from arca.rollout import TransformersGenerator
+
+    torch.manual_seed(cfg.train.seed)
+    model, tok = load_policy(cfg)
+    r = cfg.rollout
+    gens = {
+        d: TransformersGenerator(model, tok, r.batch_size, cfg.data.max_prompt_tokens, r.completion_mask, d)
+        for d in ("generate", "lean")
+    }
+    seconds: dict[str, list[float]] = {d: [] for d in gens}
+    tokens: list[float] = []
+    identical = True
+    for i in range(reps + 1):
+        prompts = [build_prompt(p["problem"]) for p in step_problems[i]]
+        out = {}
+        for d in ("generate", "lean") if i % 2 else ("lean", "generate"):
+            t0 = time.perf_counter()
+            out[d] = gens[d].generate(
+                prompts,
+                r.k,
+                r.temperature,
+                r.top_p,
+                r.max_new_tokens,
+                seed=cfg.train.seed + i,
+                top_k=r.top_k,
+                min_new_tokens=r.min_new_tokens,
+            )
+            if i > 0:
+                seconds[d].append(time.perf_counter() - t0)
+        identical &= torch.equal(out["generate"].completion_ids, out["lean"].completion_ids)
+        if i > 0:
+            tokens.append(float(out["lean"].completion_mask.sum()))
+    med = {d: median(v) for d, v in seconds.items()}
+    tok_med = median(tokens)
+    return {
+        "seconds": med,
+        "tokens_per_second": {d: tok_med / v for d, v in med.items()},
+        "speedup": ratio(med["generate"], med["lean"]),
+        "identical": bool(identical),
+        "reps": reps,
+        "raw": seconds,
+    }
+
+
+# ----------------------------------------------------------------------------- FLOPs and the hardware
+def matmul_gflops(device: torch.device, m: int, k: int, n: int, reps: int = 5) -> float:
+    """Measured float32 GFLOP/s of an [m, k] x [k, n] matmul on ``device`` (best of ``reps`` timed runs)."""
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    best = float("inf")
+    for i in range(reps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i > 0:  # the first run warms up
+            best = min(best, time.perf_counter() - t0)
+    return 2 * m * k * n / best / 1e9
+
+
+def step_flops(mc, rank: int, targets: list[str], n: int, u: int, p: int, t: int, q0: int) -> dict[str, float]:
+    """Arithmetic of one step in FLOPs (2 per multiply-add) for a Llama/Qwen3 config ``mc``.
+
+    ``n`` completions of ``t`` tokens after prompts ``p`` tokens wide (s = p + t - 1 positions per
+    sequence), ``u`` distinct prompts, the reference pass sharing the first ``q0`` positions per
+    prompt. Matmuls: 2 * in * out per token and projection, LoRA 2 * rank * (in + out) on
+    ``targets``, the LM head 2 * hidden * vocab where logits are taken. Attention: 4 * heads *
+    head_dim per query and key (QK and PV) over every key slot, masked ones included, as the
+    attention kernels compute them.
+    Sampling (lean decoder): the prompt once per distinct prompt, then t - 1 steps of n rows.
+    Forward: the gradient pass over n x s positions, the head on the t completion positions.
+    Backward: the input gradient of every matmul (the base weights are frozen) except the first
+    layer's q/k/v inputs (the embeddings need none), the LoRA weight gradients, attention twice
+    its forward. Reference: the adapter-off pass without LoRA and head (ARCA).
+    """
+    hd = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
+    h, i, layers, v = mc.hidden_size, mc.intermediate_size, mc.num_hidden_layers, mc.vocab_size
+    shapes = {
+        "q_proj": (h, mc.num_attention_heads * hd),
+        "k_proj": (h, mc.num_key_value_heads * hd),
+        "v_proj": (h, mc.num_key_value_heads * hd),
+        "o_proj": (mc.num_attention_heads * hd, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
+    base = 2 * layers * sum(a * b for a, b in shapes.values())  # per token
+    lora = 2 * layers * sum(rank * (a + b) for name, (a, b) in shapes.items() if name in targets)
+    # the first layer's q/k/v input gradient, which backward skips (the embeddings are frozen)
+    first_in = 2 * sum(
+        a * b + (rank * a if name in targets else 0)
+        for name, (a, b) in shapes.items()
+        if name in ("q_proj", "k_proj", "v_proj")
+    )
+    per_key = 4 * layers * mc.num_attention_heads * hd  # per query and key slot
+    head = 2 * h * v
+    s = p + t - 1
+    decode_keys = sum(p + j for j in range(1, t))  # keys of the t - 1 decode steps
+    attention = n * s * s * per_key
+    return {
+        "sampling": float(
+            u * p * (base + lora)
+            + u * p * p * per_key
+            + n * (t - 1) * (base + lora)
+            + n * decode_keys * per_key
+            + (u + n * (t - 1)) * head
+        ),
+        "forward": float(n * s * (base + lora) + attention + n * t * head),
+        "backward": float(n * s * (base + 2 * lora - first_in) + 2 * attention + n * t * head),
+        "reference": float((u * q0 + n * (s - q0)) * base + (u * q0 + n * (s - q0)) * s * per_key),
+    }
+
+
+def hardware_summary(
+    cfg: Config,
+    device: torch.device,
+    medians: dict,
+    step_problems: list[list[dict]],
+    sampling_seconds: float | None = None,
+) -> dict:
+    """FLOPs of each part of a step, their measured seconds and the matmul throughput of this machine.
+
+    Sampling is timed by ``sampling_seconds`` (the lean decoder alone) when given, else by uniform's
+    generation time; forward and backward by uniform's steps, the reference pass by ARCA's.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from arca.decode import shared_prefix_length
+    from arca.pretrain import finish_tokenizer
+    from arca.prompts import build_prompt
+
+    mc = AutoConfig.from_pretrained(cfg.base_dir)
+    tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
+    n, t = cfg.train.prompts_per_step * cfg.rollout.k, cfg.rollout.max_new_tokens
+    widths = [
+        max(len(tok(build_prompt(q["problem"]), add_special_tokens=False)["input_ids"]) for q in probs)
+        for probs in step_problems
+    ]
+    p = int(statistics.median(widths))
+    u = int(statistics.median(len({q["id"] for q in probs}) for probs in step_problems))
+    q0 = shared_prefix_length(p, p + t - 1)
+    flops = step_flops(mc, top_rank(cfg), list(cfg.lora.target_modules), n, u, p, t, q0)
+    uni, arca = medians.get("uniform", {}), medians.get("arca", {})
+    seconds = {
+        "sampling": sampling_seconds or uni.get("gen_seconds"),
+        "forward": uni.get("forward_seconds"),
+        "backward": uni.get("backward_seconds"),
+        "reference": arca.get("reference_seconds"),
+    }
+    peak = {
+        "model_shape": matmul_gflops(device, n * (p + t - 1), mc.hidden_size, mc.intermediate_size),
+        "square_1024": matmul_gflops(device, 1024, 1024, 1024),
+    }
+    best = max(peak.values())
+    parts = {}
+    for name, f in flops.items():
+        sec = seconds.get(name)
+        rate = f / sec / 1e9 if sec else None
+        parts[name] = {
+            "gflop": f / 1e9,
+            "seconds": sec,
+            "gflops_per_s": rate,
+            "fraction_of_matmul": rate / best if rate else None,
+        }
+    return {
+        "prompt_tokens": p,
+        "distinct_prompts": u,
+        "completions": n,
+        "completion_tokens": t,
+        "shared_prefix": q0,
+        "matmul_gflops": peak,
+        "parts": parts,
+    }

@@ -1,0 +1,137 @@
+"""TRL's ``GRPOTrainer`` on the same work as our step, timed step by step alternating with ours."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from arca.bench.common import PeakMemory
+from arca.config import Config
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- TRL peer
+def _trl_reward():
+    from arca.grading import gold_answer, grade_paper
+
+    def paper_reward(prompts, completions, answer, **kwargs) -> list[float]:
+        return [float(grade_paper(c, gold_answer(a))) for c, a in zip(completions, answer)]
+
+    return paper_reward
+
+
+def run_trl(
+    cfg: Config, device: torch.device, step_problems: list[list[dict]], steps: int, blocks: int, between_blocks
+) -> list[dict]:
+    """``1 + blocks * steps`` TRL GRPO steps (the first is a warm-up, dropped); after the warm-up and
+    after every block but the last, ``between_blocks(i)`` runs (our block i). Returns the timed steps."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from arca.models import peft_lora_config, torch_dtype
+    from arca.pretrain import finish_tokenizer
+    from arca.prompts import build_prompt
+
+    total = 1 + blocks * steps
+    P, K, L = cfg.train.prompts_per_step, cfg.rollout.k, cfg.rollout.max_new_tokens
+    # shuffle off: TRL's step i takes dataset rows i*P .. i*P+P-1, the same prompts as our step i
+    rows = [
+        {"prompt": build_prompt(p["problem"]), "answer": p["answer"]} for probs in step_problems[:total] for p in probs
+    ]
+    ds = datasets.Dataset.from_list(rows)
+    tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
+    torch.manual_seed(cfg.train.seed)
+    model = AutoModelForCausalLM.from_pretrained(
+        cfg.base_dir, dtype=torch_dtype(cfg.model.dtype), attn_implementation=cfg.model.attn_implementation
+    )
+    args = GRPOConfig(
+        output_dir=str(cfg.out_dir / "bench" / "trl_out"),
+        per_device_train_batch_size=P * K,
+        gradient_accumulation_steps=1,
+        num_generations=K,
+        max_completion_length=L,
+        generation_kwargs={"min_new_tokens": L},
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k,
+        beta=0.0,
+        loss_type="grpo",
+        num_iterations=1,
+        scale_rewards="group",
+        learning_rate=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        max_grad_norm=cfg.train.grad_clip,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.train.warmup_steps,
+        max_steps=total,
+        use_cpu=device.type == "cpu",
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        log_completions=False,
+        shuffle_dataset=False,
+        dataloader_num_workers=0,
+        seed=cfg.train.seed,
+        disable_tqdm=True,
+    )
+    timed: list[dict] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            self.mem = PeakMemory(device).__enter__()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            dt = time.perf_counter() - self.t0
+            self.mem.__exit__(None, None, None)
+            lengths = getattr(trainer, "_metrics", {}).get("train", {}).get("completions/mean_length") or []
+            tokens = P * K * (float(lengths[-1]) if lengths else L)
+            timed.append(
+                {
+                    "gen_seconds": trainer_gen[0],
+                    "update_seconds": dt - trainer_gen[0],
+                    "step_seconds": dt,
+                    "tokens": tokens,
+                    "tokens_per_second": tokens / dt,
+                    "peak_mem_mb": self.mem.peak_mb,
+                    "mem_start_mb": self.mem.start_mb,
+                    "threads": torch.get_num_threads(),
+                    "global_step": state.global_step,
+                }
+            )
+            trainer_gen[0] = 0.0
+            done = state.global_step
+            if done < total and (done - 1) % steps == 0:
+                between_blocks((done - 1) // steps)
+
+    trainer_gen = [0.0]
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[_trl_reward()],
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        peft_config=peft_lora_config(cfg.lora),
+        callbacks=[StepTimer()],
+    )
+    inner = trainer._generate_single_turn
+
+    def timed_generate(*a, **kw):  # the sampling part of TRL's step
+        t = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            trainer_gen[0] += time.perf_counter() - t
+
+    trainer._generate_single_turn = timed_generate
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    trainer.train()
+    return timed[1:]

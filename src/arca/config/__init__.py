@@ -1,0 +1,73 @@
+"""Typed experiment configuration: dataclasses with defaults, YAML loading, dotted overrides.
+
+A config is one or more YAML files deep-merged in order (the way Snakemake merges
+``configfile:`` and ``--configfile``), then ``--set a.b=value`` overrides. Every key is checked
+against the dataclasses below: unknown keys, wrong types and bad values raise ``ConfigError``
+whose message names the dotted key path and the file it came from, before any work starts.
+
+The sweep (methods x ranks x seeds) lives in ``sweep``; ``arca.grid.for_run(cfg, run_id)`` gives the
+resolved config of one training cell, and ``run_hash`` fingerprints it so that changing one
+method's settings changes only that method's cells.
+
+The package's modules: ``sections`` (the dataclasses, closed sets and run ids), ``loading``
+(files, overrides, coercion), ``checks`` (value checks) and ``schema`` (the generated JSON
+schema). Everything public is importable from ``arca.config`` itself.
+"""
+
+from __future__ import annotations
+
+from arca.config.checks import (  # noqa: F401
+    hub_offline,
+    is_local_path,
+    require_hub,
+    validate,
+)
+from arca.config.loading import (  # noqa: F401
+    FLOAT_STRING,
+    apply_overrides,
+    deep_merge,
+    dump_config,
+    from_dict,
+    load_config,
+    parse_override,
+    read_yaml,
+    set_dotted,
+)
+from arca.config.schema import (  # noqa: F401
+    SCHEMA_HEADER,
+    json_schema,
+    json_schema_text,
+)
+from arca.config.sections import (  # noqa: F401
+    RUN_ID_RE,
+    TRAINING_SECTIONS,
+    Backend,
+    Config,
+    ConfigError,
+    CreditConfig,
+    DataConfig,
+    DataSource,
+    Decoder,
+    Device,
+    DType,
+    EvalConfig,
+    ForksConfig,
+    LoraConfig,
+    MaskRule,
+    ModelConfig,
+    ModelSource,
+    MonitorConfig,
+    Normalization,
+    PathsConfig,
+    PretrainConfig,
+    Protocol,
+    ResourcesConfig,
+    RolloutConfig,
+    SweepCell,
+    SweepConfig,
+    TrainConfig,
+    make_run_id,
+    parse_run_id,
+    to_dict,
+    training_hash,
+)

@@ -1,0 +1,222 @@
+"""Value checks of a loaded config that types alone cannot express (ranges, divisibility,
+existing paths, the sweep's labels); each failure names the key and the source."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+from arca.config.sections import Config, ConfigError
+
+
+# ----------------------------------------------------------------------------- validation
+def _check(cond: bool, source: str, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{source}: key '{key}' {msg}")
+
+
+def is_local_path(s: str) -> bool:
+    """A data/model reference is a local path (not a Hub id) if it looks like a file or exists."""
+    return s.startswith((".", "/", "~")) or s.endswith((".jsonl", ".json", ".parquet")) or Path(s).exists()
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def require_hub(ref: str, key: str) -> None:
+    """Fail early, naming the key, when a step needs the Hub but the session is offline."""
+    if hub_offline():
+        raise ConfigError(f"key '{key}' names the Hub id {ref!r} but HF_HUB_OFFLINE=1; use a local path or go online")
+
+
+def validate(cfg: Config, source: str = "<config>") -> None:
+    """Value checks that types alone cannot express. Raises ``ConfigError``.
+
+    What a credit method requires (that it exists, the LoRA modules it reads) is checked where the
+    methods live, by ``arca.credit.check_config``.
+    """
+    _check(
+        bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", cfg.name)),
+        source,
+        "name",
+        f"must be a simple folder name, got {cfg.name!r}",
+    )
+    for check in (_check_model, _check_data, _check_rollout, _check_train_and_credit, _check_eval, _check_sweep):
+        check(cfg, source)
+
+
+def _check_model(cfg: Config, source: str) -> None:
+    m = cfg.model
+    if m.source in ("hub", "local"):
+        _check(bool(m.name_or_path), source, "model.name_or_path", f"is required when model.source is {m.source}")
+    if m.source == "local" or (m.source == "gguf" and m.name_or_path):
+        _check(
+            Path(m.name_or_path).exists(),
+            source,
+            "model.name_or_path",
+            f"names a path that does not exist: {m.name_or_path}",
+        )
+    if m.source == "hub":
+        _check(
+            not Path(m.name_or_path).exists() and not m.name_or_path.startswith((".", "/")),
+            source,
+            "model.name_or_path",
+            f"is a local path ({m.name_or_path}); use model.source: local",
+        )
+    p = m.pretrain
+    for k in (
+        "hidden_size",
+        "num_layers",
+        "num_heads",
+        "num_kv_heads",
+        "intermediate_size",
+        "steps",
+        "batch_size",
+        "seq_len",
+        "threads",
+    ):
+        _check(getattr(p, k) > 0, source, f"model.pretrain.{k}", f"must be > 0, got {getattr(p, k)}")
+    _check(
+        p.hidden_size % p.num_heads == 0,
+        source,
+        "model.pretrain.hidden_size",
+        "must be divisible by model.pretrain.num_heads",
+    )
+    _check(
+        p.num_heads % p.num_kv_heads == 0,
+        source,
+        "model.pretrain.num_heads",
+        "must be divisible by model.pretrain.num_kv_heads",
+    )
+
+    _check(cfg.lora.rank > 0, source, "lora.rank", f"must be > 0, got {cfg.lora.rank}")
+    _check(
+        cfg.lora.alpha is None or cfg.lora.alpha > 0, source, "lora.alpha", f"must be > 0 or null, got {cfg.lora.alpha}"
+    )
+    _check(0.0 <= cfg.lora.dropout < 1.0, source, "lora.dropout", f"must be in [0, 1), got {cfg.lora.dropout}")
+    _check(len(cfg.lora.target_modules) > 0, source, "lora.target_modules", "must not be empty")
+
+
+def _check_data(cfg: Config, source: str) -> None:
+    d = cfg.data
+    if d.source == "generated":
+        _check(d.n_train > 0 and d.n_test > 0, source, "data.n_train", "and data.n_test must be > 0")
+        _check(
+            bool(d.levels) and all(1 <= lv <= 5 for lv in d.levels),
+            source,
+            "data.levels",
+            f"must be levels in 1..5, got {d.levels}",
+        )
+        _check(0.0 <= d.forks.p_bug <= 1.0, source, "data.forks.p_bug", f"must be in [0, 1], got {d.forks.p_bug}")
+        _check(bool(d.forks.families), source, "data.forks.families", "must not be empty")
+    else:
+        for k in ("train", "test"):
+            v = getattr(d, k)
+            if is_local_path(v):
+                _check(Path(v).exists(), source, f"data.{k}", f"names a file that does not exist: {v}")
+
+
+def _check_rollout(cfg: Config, source: str) -> None:
+    r = cfg.rollout
+    _check(r.k >= 2, source, "rollout.k", f"(group size K) must be >= 2 for group-normalized advantages, got {r.k}")
+    _check(r.temperature > 0, source, "rollout.temperature", f"must be > 0, got {r.temperature}")
+    _check(0 < r.top_p <= 1, source, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
+    _check(r.top_k >= 0, source, "rollout.top_k", f"must be >= 0 (0 = off), got {r.top_k}")
+    _check(r.max_new_tokens > 0, source, "rollout.max_new_tokens", f"must be > 0, got {r.max_new_tokens}")
+    _check(
+        0 <= r.min_new_tokens <= r.max_new_tokens,
+        source,
+        "rollout.min_new_tokens",
+        f"must be in [0, rollout.max_new_tokens ({r.max_new_tokens})], got {r.min_new_tokens}",
+    )
+    _check(r.batch_size > 0, source, "rollout.batch_size", f"must be > 0, got {r.batch_size}")
+
+
+def _check_train_and_credit(cfg: Config, source: str) -> None:
+    t = cfg.train
+    _check(t.steps > 0, source, "train.steps", f"must be > 0, got {t.steps}")
+    _check(t.prompts_per_step > 0, source, "train.prompts_per_step", f"must be > 0, got {t.prompts_per_step}")
+    _check(
+        t.micro_batch_prompts > 0 and t.prompts_per_step % t.micro_batch_prompts == 0,
+        source,
+        "train.micro_batch_prompts",
+        f"must be > 0 and divide train.prompts_per_step ({t.prompts_per_step}), got {t.micro_batch_prompts}",
+    )
+    _check(t.lr > 0, source, "train.lr", f"must be > 0, got {t.lr}")
+    _check(t.warmup_steps >= 0, source, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
+    _check(t.grad_clip > 0, source, "train.grad_clip", f"must be > 0, got {t.grad_clip}")
+    _check(t.checkpoint_every > 0, source, "train.checkpoint_every", f"must be > 0, got {t.checkpoint_every}")
+    _check(t.threads > 0, source, "train.threads", f"must be > 0, got {t.threads}")
+
+    _check(cfg.credit.sharpen > 0, source, "credit.sharpen", f"must be > 0, got {cfg.credit.sharpen}")
+    _check(cfg.credit.eps > 0, source, "credit.eps", f"must be > 0, got {cfg.credit.eps}")
+
+
+def _check_eval(cfg: Config, source: str) -> None:
+    e = cfg.eval
+    _check(e.n_problems > 0, source, "eval.n_problems", f"must be > 0, got {e.n_problems}")
+    _check(e.pass_k >= 1, source, "eval.pass_k", f"must be >= 1, got {e.pass_k}")
+    _check(e.top_k >= 0, source, "eval.top_k", f"must be >= 0 (0 = off), got {e.top_k}")
+    _check(e.grader_timeout > 0, source, "eval.grader_timeout", f"must be > 0, got {e.grader_timeout}")
+    _check(e.every >= 0, source, "eval.every", f"must be >= 0 (0 = no learning curve), got {e.every}")
+    _check(e.curve_problems > 0, source, "eval.curve_problems", f"must be > 0, got {e.curve_problems}")
+    _check(e.probe_problems >= 0, source, "eval.probe_problems", f"must be >= 0 (0 = off), got {e.probe_problems}")
+
+    if cfg.monitor.tensorboard:
+        _check(
+            importlib.util.find_spec("tensorboard") is not None,
+            source,
+            "monitor.tensorboard",
+            "is true but the tensorboard package is not installed: pip install 'arca-bench[tensorboard]'",
+        )
+
+
+def _check_sweep(cfg: Config, source: str) -> None:
+    s = cfg.sweep
+    _check(len(s.cells) > 0, source, "sweep.cells", "must not be empty")
+    _check(
+        len(s.seeds) > 0 and len(set(s.seeds)) == len(s.seeds),
+        source,
+        "sweep.seeds",
+        f"must be a non-empty list of distinct seeds, got {s.seeds}",
+    )
+    labels = set()
+    for i, cell in enumerate(s.cells):
+        _check(
+            bool(cell.ranks) and all(rk > 0 for rk in cell.ranks),
+            source,
+            f"sweep.cells[{i}].ranks",
+            f"must be positive ranks, got {cell.ranks}",
+        )
+        _check(
+            re.fullmatch(r"[A-Za-z0-9\-]+(_[A-Za-z0-9\-]+)*", cell.name) is not None,
+            source,
+            f"sweep.cells[{i}].label",
+            f"must be letters, digits, '-' and '_', got {cell.name!r}",
+        )
+        _check(
+            cell.name not in labels,
+            source,
+            f"sweep.cells[{i}].label",
+            f"repeats the label {cell.name!r}; give ablations a distinct label",
+        )
+        labels.add(cell.name)
+        for key in cell.overrides:
+            _check(
+                key.split(".")[0] in {f.name for f in dataclasses.fields(Config)},
+                source,
+                f"sweep.cells[{i}].overrides",
+                f"has an unknown key {key!r}",
+            )
+    for i, cell in enumerate(s.cells):
+        for j, other in enumerate(cell.compare):
+            _check(
+                other in labels and other != cell.name,
+                source,
+                f"sweep.cells[{i}].compare[{j}]",
+                f"must name another cell of the sweep (labels: {sorted(labels)}), got {other!r}",
+            )

@@ -1,0 +1,192 @@
+"""Reading configs: YAML files deep-merged in order, dotted ``--set`` overrides, type coercion
+against the dataclasses (unknown keys and wrong types name the key and the file), dumping."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from arca.config.checks import validate
+from arca.config.sections import Config, ConfigError, to_dict
+
+# ----------------------------------------------------------------------------- (de)serialization
+FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against type annotation ``tp`` (ints are accepted where floats are)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{source}: key '{key}' has value {value!r}, expected {tp}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, source)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: key '{key}' must be a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key '{key}' must be a mapping, got {type(value).__name__}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{source}: key '{key}' must be one of {list(allowed)}, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and FLOAT_STRING.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: key '{key}' must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int or tp is bool or tp is str:
+        if type(value) is not tp:
+            raise ConfigError(f"{source}: key '{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{source}: key '{key}' has unsupported type {tp}")
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        where = f"key '{prefix}'" if prefix else "the top level"
+        raise ConfigError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"{source}: unknown key '{path}' (allowed here: {sorted(names)})")
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _coerce(value, hints[key], path, source)
+    return cls(**kwargs)
+
+
+def from_dict(raw: dict, source: str = "<config>") -> Config:
+    """Build and validate a ``Config`` from plain data; ``source`` names the origin in errors."""
+    cfg = _build(Config, raw, "", source)
+    validate(cfg, source)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- loading
+def deep_merge(base: dict, update: dict) -> dict:
+    """Recursive dict update, as Snakemake merges config files (lists are replaced)."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _parse_scalar(text: str) -> Any:
+    """An override's value, read as YAML; ``1e-4`` (a string to YAML 1.1) is read as a number."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def parse_override(entry: str, source: str = "--set") -> tuple[str, Any]:
+    """``"train.lr=1e-4"`` -> ``("train.lr", 1e-4)``; the value is read as YAML."""
+    if not isinstance(entry, str) or "=" not in entry:
+        raise ConfigError(f"{source} {entry!r}: expected key.path=value, e.g. train.lr=1e-4")
+    key, text = entry.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"{source} {entry!r}: {key!r} is not a dotted key path like train.lr")
+    return key, _parse_scalar(text)
+
+
+def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:
+    """A copy of the plain config ``raw`` with ``key.path=value`` overrides set (keys checked later)."""
+    out = copy.deepcopy(raw)
+    for entry in overrides:
+        key, value = parse_override(entry, source)
+        set_dotted(out, key, value, source=source)
+    return out
+
+
+def set_dotted(raw: dict, key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), dict):
+            node[part] = {} if part not in node else node[part]
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"{source}: key '{'.'.join(parts[: i + 1])}' is not a section")
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return raw
+
+
+def load_config(paths: list[str | Path] | str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load YAML files (deep-merged in order) and apply ``key.path=value`` overrides.
+
+    Each file is checked on its own first so that an error names the file it came from.
+    """
+    if paths is None:
+        paths = []
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    merged: dict = {}
+    for p in paths:
+        raw = read_yaml(Path(p))
+        _build(Config, raw, "", str(p))  # key and type errors, named with this file
+        merged = deep_merge(merged, raw)
+    source = " + ".join(str(p) for p in paths) or "<defaults>"
+    merged = apply_overrides(merged, list(overrides or []))
+    if overrides:
+        source = f"{source} (with --set)"
+    return from_dict(merged, source=source)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,99 @@
+"""The generic machinery of a problem with planted forks: forks, tasks and their branches.
+
+A ``Task`` is a problem plus a ``render`` function from choices (one option per ``Fork``) to the
+worked solution and the answer it reaches. ``branches`` enumerates every distinct solution text
+with its fork tokens; ``sample_choices`` draws one branch the way a pretraining solution does.
+The problem families themselves live in ``arca.data.forks``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Fork:
+    """A choice point in a solution: its options and how pretraining solutions pick among them.
+
+    ``correct`` names the option that gives the right answer for a decisive fork; harmless forks
+    have ``correct=None`` and pick by ``probs``. Decisive forks have exactly two options, the
+    correct one and the bug.
+    """
+
+    name: str
+    options: tuple[str, ...]
+    probs: tuple[float, ...] = ()
+    correct: str | None = None
+    planted: bool = True  # False: a decision pretraining always takes correctly (the twins)
+
+    @property
+    def decisive(self) -> bool:
+        return self.correct is not None
+
+
+Render = Callable[[dict], tuple[str, str]]  # choices {fork name: option} -> (steps, answer)
+
+
+@dataclass(frozen=True)
+class Task:
+    family: str
+    level: int
+    problem: str
+    forks: tuple[Fork, ...]
+    render: Render  # the worked steps and the answer they reach, before the connector and box
+
+    def text(self, choices: dict) -> tuple[str, str]:
+        steps, answer = self.render(choices)
+        return f"{steps}{choices['connector']}\\boxed{{{answer}}}", answer
+
+
+# ----------------------------------------------------------------------------- branches
+def _first_diff(s: str, t: str) -> int | None:
+    for i, (x, y) in enumerate(zip(s, t)):
+        if x != y:
+            return i
+    return None if len(s) == len(t) else min(len(s), len(t))
+
+
+def fork_token(task: Task, choices: dict, fork: Fork) -> int | None:
+    """Character index of ``fork``'s token on the branch ``choices`` (None: the fork changes nothing here)."""
+    text, _ = task.text(choices)
+    diffs = [
+        _first_diff(text, task.text({**choices, fork.name: o})[0]) for o in fork.options if o != choices[fork.name]
+    ]
+    diffs = [d for d in diffs if d is not None]
+    return min(diffs) if diffs else None
+
+
+def branches(task: Task) -> list[dict]:
+    """Every distinct branch of a task: text, answer, correct, and its fork tokens (char indices)."""
+    out: dict[str, dict] = {}
+    for combo in itertools.product(*(f.options for f in task.forks)):
+        choices = dict(zip((f.name for f in task.forks), combo))
+        text, answer = task.text(choices)
+        if text in out:
+            continue
+        tokens = {f.name: fork_token(task, choices, f) for f in task.forks}
+        out[text] = {
+            "text": text,
+            "answer": answer,
+            "correct": all(choices[f.name] == f.correct for f in task.forks if f.decisive),
+            "decisive": sorted(i for f in task.forks if f.decisive and (i := tokens[f.name]) is not None),
+            "distractor": sorted(i for f in task.forks if not f.decisive and (i := tokens[f.name]) is not None),
+        }
+    return list(out.values())
+
+
+def sample_choices(task: Task, rng: random.Random, p_bug: float) -> dict:
+    """One branch as a pretraining solution would take it: the bug with probability ``p_bug``."""
+    choices = {}
+    for f in task.forks:
+        if f.decisive:
+            bug = next(o for o in f.options if o != f.correct)
+            choices[f.name] = bug if f.planted and rng.random() < p_bug else f.correct
+        else:
+            choices[f.name] = rng.choices(f.options, weights=f.probs)[0]
+    return choices

@@ -1,0 +1,376 @@
+"""The lean decoder (arca.decode) against ``model.generate``: the same tokens, greedy and sampled.
+
+Both decoders run through ``TransformersGenerator`` on the same batches and seeds; the lean one
+must give the same completion ids, masks and texts and leave the global RNG where ``generate``
+leaves it (the training run's random stream continues from there). Models: a Qwen3 model
+pretrained here for a few dozen steps (it emits EOS, so rows stop at different steps) and a small
+random Llama model (SmolLM2's architecture), each with a LoRA adapter whose B is random and nonzero,
+decoded with the adapter on and off, on prompts of different lengths (left padding) and of one
+length (no padding: SDPA without a mask).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from arca.config import ConfigError, load_config
+from arca.decode import LeanDecoder, UnsupportedModelError, process_scores
+from arca.models import wrap_lora
+from arca.pretrain import char_tokenizer, pretrain
+from arca.prompts import build_prompt
+from arca.rollout import TransformersGenerator
+
+# the training prompt around problems of different lengths (left padding), and of one length
+PROMPTS = [build_prompt(p) for p in ["12+7-3", "5+60-1", "88+9-4", "3+4-2", "40+40-8"]]
+SAME_LENGTH = [build_prompt(p) for p in ["12+7-3", "5+60-1", "88+9-4"]]
+
+
+def arithmetic_records(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b, c = rng.randint(1, 99), rng.randint(1, 99), rng.randint(1, 9)
+        rows.append(
+            {
+                "id": f"g{i}",
+                "problem": f"{a}+{b}-{c}",
+                "solution": f"{a}+{b}={a + b}, {a + b}-{c}={a + b - c}. \\boxed{{{a + b - c}}}",
+                "answer": str(a + b - c),
+                "level": 1,
+                "subject": "arithmetic",
+            }
+        )
+    return rows
+
+
+def random_lora_b(model, std: float = 0.2, seed: int = 0) -> None:
+    """Give every LoRA B a random nonzero value, so the adapter changes the outputs."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+
+@pytest.fixture(scope="module")
+def qwen3(tmp_path_factory):
+    """A tiny Qwen3 model pretrained here (120 steps), with a random LoRA adapter."""
+    import json
+
+    from arca.config import from_dict, to_dict
+
+    root = tmp_path_factory.mktemp("decode")
+    raw = to_dict(load_config("configs/smoke.yaml", [f"paths.results={root}"]))
+    raw["model"]["pretrain"].update(
+        {
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 4,
+            "num_kv_heads": 2,
+            "intermediate_size": 64,
+            "steps": 120,
+            "batch_size": 8,
+            "seq_len": 160,
+            "lr": 1e-2,
+            "warmup_steps": 4,
+            "seed": 3,
+            "threads": 1,
+        }
+    )
+    cfg = from_dict(raw, source="test")
+    cfg.data_dir.mkdir(parents=True)
+    (cfg.data_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in arithmetic_records(64)))
+    out = root / "base"
+    out.mkdir()
+    model, tok, _ = pretrain(cfg, out)
+    model = wrap_lora(model, cfg.lora)
+    random_lora_b(model)
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def llama():
+    """A small random Llama model (no q/k norms, GQA) with a random LoRA adapter."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from arca.config import LoraConfig
+
+    tok = char_tokenizer(["0123456789+-=,. \\boxed{}"])
+    torch.manual_seed(1)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        attn_implementation="sdpa",
+    )
+    base = LlamaForCausalLM(config)
+    with torch.no_grad():  # make EOS likely enough that some rows stop early
+        base.model.embed_tokens.weight[tok.eos_token_id] *= 6
+    model = wrap_lora(
+        base,
+        LoraConfig(
+            rank=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        ),
+    )
+    random_lora_b(model, seed=1)
+    return model, tok
+
+
+SETTINGS = {
+    "greedy": {"greedy": True},
+    "paper_sampling": {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "seed": 11},
+    "no_filters": {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 12},
+    "hot_top_k": {"temperature": 1.7, "top_p": 0.8, "top_k": 5, "seed": 13},
+    "cold": {"temperature": 0.4, "top_p": 0.95, "top_k": 50, "seed": 14},
+    "min_new_tokens": {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "seed": 15, "min_new_tokens": 9},
+    "greedy_min_new_tokens": {"greedy": True, "min_new_tokens": 12},
+}
+
+
+def run_both(model, tok, prompts, n, setting, batch_size=64, max_new_tokens=32):
+    kw = dict(SETTINGS[setting])
+    temperature, top_p = kw.pop("temperature", 1.0), kw.pop("top_p", 1.0)
+    out = {}
+    for decoder in ("generate", "lean"):
+        gen = TransformersGenerator(model, tok, batch_size=batch_size, decoder=decoder)
+        torch.manual_seed(99)  # greedy runs without a seed: the RNG must still end where generate leaves it
+        r = gen.generate(prompts, n, temperature, top_p, max_new_tokens, **kw)
+        out[decoder] = (r, torch.get_rng_state())
+    return out["generate"], out["lean"]
+
+
+def assert_same(a, b):
+    (ra, rng_a), (rb, rng_b) = a, b
+    assert torch.equal(ra.completion_ids, rb.completion_ids)
+    assert torch.equal(ra.completion_mask, rb.completion_mask)
+    assert ra.texts == rb.texts
+    assert torch.equal(rng_a, rng_b)
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("adapter", ["on", "off"])
+@pytest.mark.parametrize("arch", ["qwen3", "llama"])
+def test_lean_decoder_gives_the_tokens_of_generate(request, arch, adapter, setting):
+    model, tok = request.getfixturevalue(arch)
+    n = 1 if setting.startswith("greedy") else 4  # 4 samples per prompt: one prompt pass serves the group
+    if adapter == "on":
+        a, b = run_both(model, tok, PROMPTS, n, setting)
+    else:
+        with model.disable_adapter():
+            a, b = run_both(model, tok, PROMPTS, n, setting)
+    assert_same(a, b)
+    lengths = a[0].completion_mask.sum(dim=1)
+    if not setting.startswith("greedy"):
+        assert lengths.min() < lengths.max()  # rows stopped at different steps (EOS, then padding)
+    if "min_new_tokens" in SETTINGS[setting]:
+        assert lengths.min() >= SETTINGS[setting]["min_new_tokens"]
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "llama"])
+def test_lean_decoder_without_padding_and_in_uneven_batches(request, arch):
+    model, tok = request.getfixturevalue(arch)
+    # every prompt of one length: generate drops the mask and SDPA runs causal / unmasked
+    assert_same(*run_both(model, tok, SAME_LENGTH, 4, "paper_sampling"))
+    assert_same(*run_both(model, tok, SAME_LENGTH, 1, "greedy"))
+    # batches of 3 rows split the groups of 4 samples: shared prompts inside a batch only
+    assert_same(*run_both(model, tok, PROMPTS, 4, "paper_sampling", batch_size=3))
+
+
+def test_stopped_rows_leave_the_batch_with_the_same_tokens(qwen3, monkeypatch):
+    import arca.decode as dec
+
+    model, tok = qwen3
+    kept, compact = [], dec.compact_rows
+    monkeypatch.setattr(dec, "compact_rows", lambda rows, live: kept.append(len(live)) or compact(rows, live))
+    assert_same(*run_both(model, tok, PROMPTS * 3, 4, "paper_sampling"))  # 60 rows
+    assert_same(*run_both(model, tok, PROMPTS * 4, 1, "greedy"))
+    assert kept and min(kept) < dec.MIN_ROWS  # the batch shrank, down to its floor of MIN_ROWS rows
+
+
+@pytest.mark.parametrize("setting", ["greedy", "paper_sampling", "hot_top_k"])
+def test_bfloat16_base_with_float32_adapter(setting):
+    # peft keeps adapters in float32 over a bf16 base (input cast up, sum cast back), here with a
+    # scaling that is not a power of two (lora_alpha 12, rank 4)
+    import peft
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = char_tokenizer(["0123456789+-=,. \\boxed{}"])
+    torch.manual_seed(2)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        attn_implementation="sdpa",
+    )
+    base = LlamaForCausalLM(config).to(torch.bfloat16)
+    with torch.no_grad():
+        base.model.embed_tokens.weight[tok.eos_token_id] *= 6
+    model = peft.get_peft_model(
+        base, peft.LoraConfig(r=4, lora_alpha=12, target_modules=["q_proj", "v_proj", "down_proj"])
+    )
+    model.eval()
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
+    random_lora_b(model, seed=2)
+    assert_same(*run_both(model, tok, PROMPTS, 1 if setting == "greedy" else 4, setting))
+
+
+def test_the_adapter_changes_the_tokens(qwen3):
+    # otherwise the adapter-on cases above would not test the LoRA arithmetic
+    model, tok = qwen3
+    on, _ = run_both(model, tok, PROMPTS, 1, "greedy")
+    with model.disable_adapter():
+        off, _ = run_both(model, tok, PROMPTS, 1, "greedy")
+    assert not torch.equal(on[0].completion_ids, off[0].completion_ids)
+
+
+def test_lean_decoder_follows_the_current_weights(qwen3):
+    # the decoder reads the adapter at every call: a training step's update shows in the next rollout
+    model, tok = qwen3
+    gen = TransformersGenerator(model, tok, decoder="lean")
+    before = gen.generate(PROMPTS, 1, 1.0, 1.0, 32, greedy=True).completion_ids
+    saved = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    try:
+        random_lora_b(model, seed=5)
+        after = gen.generate(PROMPTS, 1, 1.0, 1.0, 32, greedy=True)
+        ref = TransformersGenerator(model, tok, decoder="generate").generate(PROMPTS, 1, 1.0, 1.0, 32, greedy=True)
+        assert torch.equal(after.completion_ids, ref.completion_ids)
+        assert not torch.equal(after.completion_ids, before)
+    finally:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+
+
+# ----------------------------------------------------------------------------- the sampling filters
+def hf_processors(V, n_generated, min_new_tokens, eos, temperature, top_k, top_p):
+    """transformers' own processors, built the way generate() builds them for these settings."""
+    from transformers import LogitsProcessorList
+    from transformers.generation.logits_process import (
+        MinNewTokensLengthLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    procs = LogitsProcessorList()
+    if min_new_tokens > 0:
+        procs.append(MinNewTokensLengthLogitsProcessor(3, min_new_tokens, eos))
+    if temperature != 1.0:
+        procs.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        procs.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        procs.append(TopPLogitsWarper(top_p))
+    return procs, torch.zeros(1, 3 + n_generated, dtype=torch.long)  # input_ids: a 3-token prompt + n generated
+
+
+@pytest.mark.parametrize(
+    "temperature, top_k, top_p", [(1.0, 50, 0.95), (0.7, 0, 0.9), (1.3, 3, 1.0), (1.0, 0, 1.0), (1.0, 200, 0.5)]
+)
+@pytest.mark.parametrize("n_generated, min_new_tokens", [(0, 0), (2, 5), (5, 5)])
+def test_process_scores_equals_transformers_processors(temperature, top_k, top_p, n_generated, min_new_tokens):
+    gen = torch.Generator().manual_seed(0)
+    V, eos = 67, [1, 4]
+    logits = torch.randn(16, V, generator=gen) * 3
+    logits[:4, :10] = 2.5  # ties, across the top-k and top-p boundaries
+    logits[5, 7] = -math.inf
+    procs, input_ids = hf_processors(V, n_generated, min_new_tokens, torch.tensor(eos), temperature, top_k, top_p)
+    want = procs(input_ids.expand(16, -1), logits.clone())
+    eos_mask = torch.isin(torch.arange(V), torch.tensor(eos))
+    got = process_scores(logits.clone(), n_generated, False, temperature, top_k, top_p, min_new_tokens, eos_mask)
+    assert torch.equal(got, want)
+    # greedy applies only the EOS suppression
+    greedy = process_scores(logits.clone(), n_generated, True, temperature, top_k, top_p, min_new_tokens, eos_mask)
+    assert torch.equal(greedy.isinf(), logits.isinf() | (eos_mask & (n_generated < min_new_tokens)))
+
+
+# ----------------------------------------------------------------------------- what it refuses
+def test_lean_decoder_refuses_what_it_does_not_reproduce(qwen3):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model, _ = qwen3
+    eager = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=16,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            attn_implementation="eager",
+        )
+    )
+    with pytest.raises(UnsupportedModelError, match="rollout.decoder: generate"):
+        LeanDecoder(eager)
+    lm = model.get_base_model()
+    lm.generation_config.repetition_penalty = 1.3
+    try:
+        with pytest.raises(UnsupportedModelError, match="repetition_penalty"):
+            LeanDecoder(model)
+    finally:
+        lm.generation_config.repetition_penalty = 1.0
+
+
+def test_config_rejects_an_unknown_decoder(tmp_path):
+    with pytest.raises(ConfigError, match="rollout.decoder"):
+        load_config("configs/smoke.yaml", [f"paths.results={tmp_path}", "rollout.decoder=vllm"])
+    with pytest.raises(ValueError, match="rollout.decoder"):
+        TransformersGenerator(None, char_tokenizer(["1"]), decoder="fast")
+
+
+# ----------------------------------------------------------------------------- the reference pass
+@pytest.mark.parametrize("arch", ["qwen3", "llama"])
+@pytest.mark.parametrize("max_new_tokens, forced", [(8, False), (32, False), (32, True), (70, True)])
+def test_shared_prompt_reference_pass_equals_the_full_pass(request, arch, max_new_tokens, forced):
+    from arca.scoring import _final_hidden, _shared_prompt_hidden
+
+    model, tok = request.getfixturevalue(arch)
+    prompts = [build_prompt("1" * (40 + 3 * i) + "+2") for i in range(4)]  # 40+ tokens: a shared block exists
+    gen = TransformersGenerator(model, tok, decoder="lean")
+    r = gen.generate(
+        prompts, 4, 1.0, 0.95, max_new_tokens, seed=3, top_k=50, min_new_tokens=max_new_tokens if forced else 0
+    )
+    model.train()  # as in the update: train mode, adapter off, no gradient
+    try:
+        with torch.inference_mode(), model.disable_adapter():
+            full = _final_hidden(model, r)  # [B, T, H]
+            shared = _shared_prompt_hidden(model, r)
+    finally:
+        model.eval()
+    assert shared is not None and torch.equal(shared, full)
+
+
+def test_shared_prefix_follows_the_attention_query_blocks():
+    from arca.decode import flash_query_block, shared_prefix_length
+
+    def blocks(start, n):
+        b = min(flash_query_block(n), n)
+        return [(start + i, min(start + i + b, start + n)) for i in range(0, n, b)]
+
+    for prompt_len in range(1, 260, 7):
+        for seq_len in range(prompt_len + 1, prompt_len + 600, 13):
+            q0 = shared_prefix_length(prompt_len, seq_len)
+            assert 0 <= q0 < prompt_len
+            if q0:  # the two passes cut the queries exactly as the full pass
+                assert blocks(0, q0) + blocks(q0, seq_len - q0) == blocks(0, seq_len)
+    assert shared_prefix_length(68, 115) == 64  # the default model's training step
