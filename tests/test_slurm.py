@@ -5,6 +5,7 @@ slurmctld, slurmd and munge on localhost and waits for the node to be idle; ``do
 when the module ends, passed or failed. Where SLURM cannot be installed or set up (not root, no
 apt-get, the packages not found, a real cluster's slurm.conf already there) every test here is
 SKIPPED with the script's reason, which pytest prints (``-ra``); nothing passes without a cluster.
+Two test sessions on one machine take turns (a lock file): there can be one such cluster at a time.
 
 The smoke DAG goes through ``--profile workflow/profiles/slurm`` unchanged: every job of a rule
 that is not local is submitted with sbatch, run by slurmd through the plugin's srun job step, and
@@ -18,12 +19,14 @@ local run's tables that tests/test_pipeline.py checks every local smoke DAG agai
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -97,15 +100,21 @@ def planned_jobs(log: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm")
-    try:
-        up = subprocess.run(["bash", str(SCRIPT), "up", str(state)], capture_output=True, text=True, timeout=900)
-        if up.returncode == CANNOT_SET_UP:
-            pytest.skip(up.stderr.strip().splitlines()[-1])
-        assert up.returncode == 0, up.stderr[-4000:]
-        yield state
-    finally:
-        down = subprocess.run(["bash", str(SCRIPT), "down", str(state)], capture_output=True, text=True, timeout=120)
-        assert down.returncode == 0, down.stderr[-2000:]
+    # One cluster per machine (fixed ports, /etc/slurm): a second test session waits for the first
+    # one's cluster to go down. The lock goes with this process, however it ends.
+    with open(Path(tempfile.gettempdir()) / "arca-local-slurm.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            up = subprocess.run(["bash", str(SCRIPT), "up", str(state)], capture_output=True, text=True, timeout=900)
+            if up.returncode == CANNOT_SET_UP:
+                pytest.skip(up.stderr.strip().splitlines()[-1])
+            assert up.returncode == 0, up.stderr[-4000:]
+            yield state
+        finally:
+            down = subprocess.run(
+                ["bash", str(SCRIPT), "down", str(state)], capture_output=True, text=True, timeout=120
+            )
+            assert down.returncode == 0, down.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
