@@ -55,6 +55,7 @@ class Generator(Protocol):
         greedy: bool = False,
         seed: int | None = None,
         top_k: int = 0,
+        min_new_tokens: int = 0,
         progress: str | None = None,
     ) -> Rollouts: ...  # progress: label of a progress bar with ETA on stderr (None: no bar)
 

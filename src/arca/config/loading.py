@@ -104,16 +104,13 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
-
-
 def _parse_scalar(text: str) -> Any:
     """An override's value, read as YAML; ``1e-4`` (a string to YAML 1.1) is read as a number."""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+    if isinstance(value, str) and FLOAT_STRING.fullmatch(value.strip()):
         return float(value)
     return value
 
