@@ -48,6 +48,13 @@ def _write_dir(path: str) -> None:
     Path(path, "fake.txt").write_text("fake\n")
 
 
+def _declared(out: str, expected: str) -> str:
+    """The ``--out`` a rule passed: the real step writes there, so it must be the path grid names."""
+    if out != expected:
+        raise SystemExit(f"fake python: --out {out!r} is not the declared output {expected!r}")
+    return out
+
+
 def main(argv: list[str]) -> int:
     if argv[:2] != ["-m", "arca"]:
         raise SystemExit(f"fake python: unexpected arguments {argv}")
@@ -56,6 +63,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", action="append", default=[])
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--run", default="")
+    parser.add_argument("--out", default="")
     args = parser.parse_args(argv[2:])
     cfg = load_config(args.config, args.overrides)
     step, run = args.step, args.run
@@ -73,13 +81,13 @@ def main(argv: list[str]) -> int:
     elif step == "evaluate":
         files, dirs = list(grid.eval_outputs(cfg, run).values()), []
     elif step == "probe-rollouts":
-        files, dirs = [grid.probe_output(cfg)], []
+        files, dirs = [_declared(args.out, grid.probe_output(cfg))], []
     elif step == "aggregate":
         files, dirs = list(grid.table_outputs(cfg).values()), []
     elif step == "figures":
         files, dirs = list(grid.figure_outputs(cfg).values()), []
     elif step == "heatmap-rollouts":
-        files, dirs = [grid.heatmap_rollouts_output(cfg)], []
+        files, dirs = [_declared(args.out, grid.heatmap_rollouts_output(cfg))], []
     elif step == "heatmap":
         files, dirs = [grid.heatmap_output(cfg)], []
     elif step == "bench":

@@ -3,12 +3,13 @@
 Read from the source with ``ast`` (imports inside functions count too), so a late import cannot
 hide an arrow that goes the wrong way. The layers, bottom to top:
 
-0. ``config``: knows no other module of the package (``arca`` itself holds only the version).
+0. ``config``: knows no other module of the package (``arca`` itself holds only the version);
+   ``paths`` (every output path of an experiment) beside it, knowing only ``config``.
 1. ``io`` (atomic writes) and ``grid`` (every output path, the sweep's run ids).
 2. Pure functions on tensors and records: credit, grpo, diagnostics, grading, prompts, data,
-   labels, stats, cards (what an adapter folder records).
+   labels, stats, cards (what an adapter folder records), optimizer (the one AdamW factory).
 3. Model passes and sampling: scoring, models, pretrain, rollout and its backends.
-4. Steps: train, evaluate, analysis, bench, smoke.
+4. Steps: train (with run_files, its run folder), evaluate, probe, analysis, bench, smoke.
 5. ``report``: reads result files only, never a model.
 6. ``cli`` and ``__main__``.
 """
@@ -25,6 +26,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "arca"
 LAYERS = {
     "arca": 0,
     "arca.config": 0,  # the package itself holds only its version
+    "arca.paths": 0,
     "arca.io": 1,
     "arca.grid": 1,
     "arca.snakeconfig": 1,
@@ -38,6 +40,7 @@ LAYERS = {
     "arca.labels": 2,
     "arca.stats": 2,
     "arca.cards": 2,
+    "arca.optimizer": 2,
     "arca.scoring": 3,
     "arca.models": 3,
     "arca.pretrain": 3,
@@ -46,7 +49,9 @@ LAYERS = {
     "arca.decode": 3,
     "arca.backends": 3,
     "arca.train": 4,
+    "arca.run_files": 4,
     "arca.evaluate": 4,
+    "arca.probe": 4,
     "arca.analysis": 4,
     "arca.bench": 4,
     "arca.smoke": 4,
@@ -111,6 +116,10 @@ def test_imports_go_down_or_sideways(name):
     assert not upward, f"{name} (layer {layer_of(name)}) imports from a higher layer: " + ", ".join(
         f"{d} (layer {layer_of(d)})" for d in upward
     )
+
+
+def test_paths_knows_only_config():
+    assert {d for d in GRAPH["arca.paths"] if d != "arca"} <= {n for n in GRAPH if n.startswith("arca.config")}
 
 
 def test_config_knows_no_other_module():

@@ -21,6 +21,7 @@ import torch
 from arca import cards, credit, grid, models, train
 from arca.config import load_config, training_hash
 from arca.data import prepare_data
+from arca.paths import RunPaths
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -112,7 +113,7 @@ def captured(monkeypatch):
         box["initial"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return model, tok
 
-    monkeypatch.setattr(models, "load_policy", spy)
+    monkeypatch.setattr(train, "load_policy", spy)  # the name train_run calls
     return box
 
 
@@ -276,7 +277,7 @@ def test_kill_minus_9_then_rerun_equals_uninterrupted(results, tmp_path):
     # live/metrics.jsonl grew a line per finished step while it ran (possibly past the checkpoint);
     # the declared outputs do not exist yet
     assert not (run_dir / "metrics.jsonl").exists()
-    live = metrics(run_dir / train.LIVE)
+    live = metrics(RunPaths(run_dir).live)
     saved = max(int(c.name.split("_")[1]) for c in ckpt.glob("step_*"))
     assert len(live) >= saved and live == metrics(full / "smoke" / "runs" / run)[: len(live)]
 
@@ -326,7 +327,7 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(results, toy_reward, tm
         train.train_run(cfg, run, run_dir=tmp_path / "r")
     assert (ckpt / "trainer_state.pt").read_bytes() == before
     assert not (tmp_path / "r" / "adapter").exists() and not (tmp_path / "r" / "metrics.jsonl").exists()
-    assert [m["step"] for m in metrics(tmp_path / "r" / train.LIVE)] == [1, 2]  # the steps that finished
+    assert [m["step"] for m in metrics(RunPaths(tmp_path / "r").live)] == [1, 2]  # the steps that finished
     monkeypatch.setattr(train, "policy_scores", real)
     state = train.train_run(cfg, run, run_dir=tmp_path / "r")  # a rerun completes normally
     assert state.step == 4 and (tmp_path / "r" / "adapter").is_dir()
@@ -604,7 +605,7 @@ def test_live_metrics_grow_every_step_and_resume_drops_lines_past_the_checkpoint
     seen = []
     real = train.train_step
 
-    live = tmp_path / "split" / train.LIVE
+    live = RunPaths(tmp_path / "split").live
 
     def watch(*a, **k):  # before each step: what a `tail -f` of live/metrics.jsonl shows at that moment
         seen.append(len((live / "metrics.jsonl").read_text().splitlines()))

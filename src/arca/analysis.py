@@ -24,6 +24,7 @@ from arca.grading import gold_answer, grade_paper
 from arca.io import write_jsonl
 from arca.labels import align, completion_pieces, rollout_labels, token_flags
 from arca.models import load_policy, resolve_device
+from arca.paths import paths_of
 from arca.prompts import build_prompt
 from arca.scoring import credit_inputs_for_rollouts
 
@@ -53,10 +54,10 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
     """Sample held-out completions with the heat-map run's adapter; weigh them by every method."""
     run = grid.heatmap_run(cfg)
     rcfg = grid.for_run(cfg, run)
-    adapter = Path(grid.train_outputs(cfg, run)["adapter"])
+    adapter = paths_of(cfg).run(run).adapter
     if not adapter.is_dir():
         raise FileNotFoundError(f"heatmap-rollouts: missing adapter {adapter} (train run {run} first)")
-    problems = read_records(grid.data_outputs(cfg)["test"])[:N_HEATMAP]
+    problems = read_records(paths_of(cfg).data.test)[:N_HEATMAP]
     model, tok = load_policy(rcfg, adapter, is_trainable=False)
     model.eval()
     if resolve_device(rcfg.device).type == "cpu":
@@ -106,8 +107,10 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
 
 
 def heatmap_rollouts_main(cfg: Config, args=None) -> Path:
-    """``python -m arca heatmap-rollouts``: write the heat map's scored rollouts (JSONL)."""
-    path = Path(grid.heatmap_rollouts_output(cfg))
+    """``python -m arca heatmap-rollouts``: write the heat map's scored rollouts (JSONL) to
+    ``args.out`` (the rule's declared output; by hand, default ``arca.paths``' ``analysis/heatmap_rollouts.jsonl``)."""
+    out = getattr(args, "out", None)
+    path = Path(out) if out else paths_of(cfg).heatmap_rollouts
     rows = heatmap_rollouts(cfg)
     write_jsonl(path, rows)
     log.info("wrote %d scored rollouts of run %s to %s", len(rows), grid.heatmap_run(cfg), path)

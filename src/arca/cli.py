@@ -46,16 +46,26 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
         ],
     ),
     "probe-rollouts": (
-        "arca.evaluate:probe_main",
+        "arca.probe:probe_main",
         "sample the fixed held-out rollouts of the credit-precision probe",
-        [],
+        [
+            (
+                ("--out",),
+                dict(default=None, metavar="FILE", help="where to write it (default: its path under results/<name>/)"),
+            ),
+        ],
     ),
     "aggregate": ("arca.report.tables:aggregate_main", "gather runs and evals into results/<name>/tables/", []),
     "figures": ("arca.report.figures:figures_main", "draw results/<name>/figures/ from the tables", []),
     "heatmap-rollouts": (
         "arca.analysis:heatmap_rollouts_main",
         "score the heat map's held-out rollouts under every credit method",
-        [],
+        [
+            (
+                ("--out",),
+                dict(default=None, metavar="FILE", help="where to write it (default: its path under results/<name>/)"),
+            ),
+        ],
     ),
     "heatmap": ("arca.report.heatmap:heatmap_main", "write the token-credit heat map HTML page", []),
     "compare-reference": (

@@ -11,20 +11,31 @@ Each protocol measures greedy accuracy and, from ``eval.pass_k`` samples at ``ev
 ``eval.top_k`` / ``eval.top_p``, the unbiased pass@k and pass@1. Every completion is graded by BOTH graders.
 
 Writes ``eval/<run>/samples.jsonl`` (one line per graded completion) and ``eval/<run>/summary.json``
-(overall, per level, per subject, grader agreement), each renamed into place when complete.
+(overall, per level, per subject, grader agreement, and a run's credit precision on the probe of
+``arca.probe``), each renamed into place when complete (paths: ``arca.paths.EvalPaths``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from pathlib import Path
+from typing import Any
 
 import torch
 
-from arca import grid
+from arca import grading, grid
+from arca.backends import make_generator
+from arca.cards import check_adapter_hash
 from arca.config import Config, parse_run_id, training_hash
+from arca.data import read_records
+from arca.grading import gold_answer, grade_both
 from arca.io import read_jsonl, write_json, write_jsonl
+from arca.labels import align
+from arca.models import count_trainable, load_base_model, load_policy, resolve_device
+from arca.paths import paths_of
+from arca.probe import probe_precision, probe_problems
+from arca.prompts import build_prompt
+from arca.stats import pass_at_k
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +53,6 @@ def curve_point(cfg: Config, generator, problems: list[dict], step: int) -> dict
     Graded with the paper's string grader. The global RNG is saved and restored around the
     sampling, so evaluating a curve leaves the training run's random stream untouched.
     """
-    from arca.grading import gold_answer, grade_paper
-    from arca.prompts import build_prompt
-
     e = cfg.eval
     prompts = [build_prompt(p["problem"]) for p in problems]
     golds = [gold_answer(p["answer"]) for p in problems]
@@ -53,8 +61,9 @@ def curve_point(cfg: Config, generator, problems: list[dict], step: int) -> dict
         sampled = generator.generate(
             prompts, 1, e.temperature, e.top_p, e.max_new_tokens, seed=CURVE_SEED, top_k=e.top_k
         )
-    g_ok = [int(grade_paper(t, g)) for t, g in zip(greedy.texts, golds)]
-    s_ok = [int(grade_paper(t, g)) for t, g in zip(sampled.texts, golds)]
+    # grading.grade_paper, looked up at each call: the training tests swap in a toy reward
+    g_ok = [int(grading.grade_paper(t, g)) for t, g in zip(greedy.texts, golds)]
+    s_ok = [int(grading.grade_paper(t, g)) for t, g in zip(sampled.texts, golds)]
     n = max(1, len(problems))
     # per-problem verdicts (in the order of the test split) let the report pair runs problem by problem
     return {
@@ -67,132 +76,6 @@ def curve_point(cfg: Config, generator, problems: list[dict], step: int) -> dict
     }
 
 
-# ----------------------------------------------------------------------------- credit-precision probe
-PROBE_SEED = 20260601  # the fixed held-out rollouts: the base model's samples under this seed
-
-
-def probe_problems(cfg: Config) -> list[dict]:
-    """The held-out problems of the probe: the first ``eval.probe_problems`` of the test split."""
-    from arca.data import read_records
-
-    return read_records(cfg.data_dir / "test.jsonl")[: cfg.eval.probe_problems]
-
-
-def sample_probe(cfg: Config, generator, problems: list[dict]) -> list[dict]:
-    """K samples per problem (``rollout.k``, eval temperature and top-p, fixed seed), graded.
-
-    Each row keeps the completion's token ids up to its last masked-in or EOS token and the mask,
-    so a later step rebuilds exactly the batch that was sampled.
-    """
-    from arca.grading import gold_answer, grade_paper
-    from arca.prompts import build_prompt
-
-    e, k = cfg.eval, cfg.rollout.k
-    r = generator.generate(
-        [build_prompt(p["problem"]) for p in problems],
-        k,
-        e.temperature,
-        e.top_p,
-        e.max_new_tokens,
-        seed=PROBE_SEED,
-        top_k=e.top_k,
-    )
-    rows = []
-    for i, (ids, m, text) in enumerate(zip(r.completion_ids.tolist(), r.completion_mask.tolist(), r.texts)):
-        p = problems[i // k]
-        keep = max((t for t, v in enumerate(m) if v > 0), default=-1) + 2  # one column past the mask (the EOS)
-        rows.append(
-            {
-                "problem_id": p["id"],
-                "sample": i % k,
-                "completion_ids": ids[:keep],
-                "mask": m[:keep],
-                "text": text,
-                "reward": float(grade_paper(text, gold_answer(p["answer"]))),
-            }
-        )
-    return rows
-
-
-def probe_batch(rows: list[dict], problems: list[dict], tokenizer, pad_id: int, max_prompt_tokens: int):
-    """The probe's rows as a ``Rollouts`` batch (prompts re-encoded, completions as sampled)."""
-    from arca.prompts import build_prompt
-    from arca.rollout import Rollouts, pad_right
-
-    by_id = {p["id"]: p for p in problems}
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer(
-            [build_prompt(by_id[r["problem_id"]]["problem"]) for r in rows],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_prompt_tokens,
-            add_special_tokens=False,
-        )
-    finally:
-        tokenizer.padding_side = side
-    comp = pad_right([torch.tensor(r["completion_ids"]) for r in rows], pad_id).long()  # [N, T]
-    mask = pad_right([torch.tensor(r["mask"], dtype=torch.float32) for r in rows], 0.0).float()  # [N, T]
-    return Rollouts(enc["input_ids"], enc["attention_mask"], comp, mask, [r["text"] for r in rows])
-
-
-def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: list[dict]) -> dict[str, dict]:
-    """Credit precision of every registered method on the probe rollouts, under ``model`` (no gradient).
-
-    All methods see the same rollouts, labels and advantages (the group advantages of the probe's
-    rewards); the model is in eval mode, so no dropout enters the signals.
-    """
-    from arca import credit as credit_lib
-    from arca.diagnostics import credit_precision
-    from arca.grpo import group_advantages
-    from arca.labels import rollout_labels
-    from arca.scoring import credit_inputs_for_rollouts
-
-    by_id = {p["id"]: p for p in problems}
-    ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batch = probe_batch(rows, problems, tokenizer, pad_id, cfg.data.max_prompt_tokens)
-    labels = rollout_labels(tokenizer, batch, ordered, cfg.rollout.k)
-    if labels is None:
-        return {}
-    adv = group_advantages(torch.tensor([r["reward"] for r in rows]), cfg.rollout.k)  # [N]
-    was_training = model.training
-    model.eval()
-    try:
-        inputs = credit_inputs_for_rollouts(model, batch, seed=PROBE_SEED)
-    finally:
-        model.train(was_training)
-    inputs.decisive = labels.decisive.to(inputs.mask.device)
-    out = {"labeled_frac": float(labels.aligned.float().mean()), "n_rollouts": len(rows), "methods": {}}
-    for name in credit_lib.REGISTRY:
-        w, _ = credit_lib.token_weights(name, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [N, T]
-        out["methods"][name] = credit_precision(
-            w.cpu(), batch.completion_mask, labels.decisive, labels.distractor, adv, labels.aligned
-        )
-    return out
-
-
-def probe_main(cfg: Config, args) -> None:
-    """CLI step: sample the probe's fixed held-out rollouts from the base model."""
-    from arca.backends import make_generator
-    from arca.grid import probe_output
-    from arca.models import load_base_model, resolve_device
-
-    model, tok = load_base_model(cfg)
-    if resolve_device(cfg.device).type == "cpu":
-        torch.set_num_threads(cfg.train.threads)
-    rows = sample_probe(cfg, make_generator(cfg, model, tok, cfg.eval.batch_size), probe_problems(cfg))
-    write_jsonl(Path(probe_output(cfg)), rows)
-    log.info(
-        "probe: %d rollouts of %d problems, mean reward %.3f",
-        len(rows),
-        cfg.eval.probe_problems,
-        sum(r["reward"] for r in rows) / max(1, len(rows)),
-    )
-
-
 def fork_summary(rows: list[dict], problems: list[dict]) -> dict:
     """How the model handles the planted forks, from its graded completions (empty without forks).
 
@@ -201,9 +84,6 @@ def fork_summary(rows: list[dict], problems: list[dict]) -> dict:
     reaches (the arithmetic given the decision), also split by the branch taken; ``labeled``:
     share of completions that align with a branch at all.
     """
-    from arca.grading import grade_paper
-    from arca.labels import align
-
     by_id = {p["id"]: p for p in problems}
     if not any(p.get("branches") for p in problems):
         return {}
@@ -224,7 +104,7 @@ def fork_summary(rows: list[dict], problems: list[dict]) -> dict:
                 forked += 1
                 on_correct += a.correct
             exe[a.correct][1] += 1
-            exe[a.correct][0] += a.answer is not None and bool(grade_paper(r["completion"], a.answer))
+            exe[a.correct][0] += a.answer is not None and bool(grading.grade_paper(r["completion"], a.answer))
         ratio = lambda x, y: x / y if y else None  # noqa: E731
         out[mode] = {
             "n": n,
@@ -239,17 +119,14 @@ def fork_summary(rows: list[dict], problems: list[dict]) -> dict:
 
 def protocol_problems(cfg: Config, protocol: str) -> list[dict]:
     """The problems of one protocol, in dataset order, none skipped (``arca.data.math``)."""
-    from arca.data import read_records
-
+    data = paths_of(cfg).data
     if protocol == "math500":
-        return read_records(cfg.data_dir / "math500.jsonl")
-    return read_records(cfg.data_dir / "test.jsonl")[: cfg.eval.n_problems]
+        return read_records(data.math500)
+    return read_records(data.test)[: cfg.eval.n_problems]
 
 
 def summarize(rows: list[dict], pass_k: int, primary: str) -> dict:
     """Greedy accuracy, pass@k, pass@1 and grader agreement; per level and subject for ``primary``."""
-    from arca.stats import pass_at_k
-
     by_problem: dict[str, dict] = defaultdict(lambda: {"greedy": {}, "samples": []})
     for r in rows:
         p = by_problem[r["problem_id"]]
@@ -299,8 +176,6 @@ def evaluate_protocol(cfg: Config, generator, protocol: str, grader, name: str =
 
     Progress bars (completions done, rate, ETA) go to stderr, i.e. to the job's log.
     """
-    from arca.prompts import build_prompt
-
     problems = protocol_problems(cfg, protocol)
     no_gold = sum(not p["answer"] for p in problems)
     if no_gold:
@@ -346,29 +221,28 @@ def evaluate_protocol(cfg: Config, generator, protocol: str, grader, name: str =
     ]
 
 
+def load_target(cfg: Config, run: str) -> tuple[Config, dict, Any, Any, int | None]:
+    """The config, identity, model and tokenizer of ``run`` (a run id, or ``base``), and its
+    trainable parameter count (None for the base model)."""
+    if run == grid.BASE:
+        identity = {"run": run, "label": run, "method": run, "rank": None, "seed": None}
+        model, tok = load_base_model(cfg)
+        return cfg, identity, model, tok, None
+    run_cfg = grid.for_run(cfg, run)
+    label, rank, seed = parse_run_id(run)
+    identity = {"run": run, "label": label, "method": run_cfg.credit.method, "rank": rank, "seed": seed}
+    adapter = paths_of(cfg).run(run).adapter
+    if not adapter.is_dir():
+        raise FileNotFoundError(f"no trained adapter at {adapter}; run `python -m arca train --run {run}` first")
+    check_adapter_hash(adapter, run, training_hash(run_cfg))
+    model, tok = load_policy(run_cfg, adapter_dir=adapter)
+    return run_cfg, identity, model, tok, count_trainable(model)
+
+
 def evaluate_main(cfg: Config, args) -> None:
     """CLI step: evaluate ``args.run`` (a run id of the sweep, or ``base``)."""
-    from arca.backends import make_generator
-    from arca.grading import grade_both
-    from arca.models import count_trainable, load_base_model, load_policy, resolve_device
-
     run = args.run
-    if run == "base":
-        run_cfg, identity = cfg, {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None}
-        model, tok = load_base_model(cfg)
-        trainable = None
-    else:
-        run_cfg = grid.for_run(cfg, run)
-        label, rank, seed = parse_run_id(run)
-        identity = {"run": run, "label": label, "method": run_cfg.credit.method, "rank": rank, "seed": seed}
-        adapter = cfg.run_dir(run) / "adapter"
-        if not adapter.is_dir():
-            raise FileNotFoundError(f"no trained adapter at {adapter}; run `python -m arca train --run {run}` first")
-        from arca.cards import check_adapter_hash
-
-        check_adapter_hash(adapter, run, training_hash(run_cfg))
-        model, tok = load_policy(run_cfg, adapter_dir=adapter)
-        trainable = count_trainable(model)
+    run_cfg, identity, model, tok, trainable = load_target(cfg, run)
     if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(cfg.train.threads)
     generator = make_generator(run_cfg, model, tok, cfg.eval.batch_size)
@@ -393,14 +267,13 @@ def evaluate_main(cfg: Config, args) -> None:
             s["primary_grader"],
         )
     precision = {}
-    if run != "base" and cfg.eval.probe_problems > 0:
-        from arca.grid import probe_output
-
-        precision = probe_precision(run_cfg, model, tok, read_jsonl(probe_output(cfg)), probe_problems(cfg))
-    out = Path(cfg.eval_dir(run))
-    write_jsonl(out / "samples.jsonl", rows)
+    if run != grid.BASE and cfg.eval.probe_problems > 0:
+        probe_rows = read_jsonl(paths_of(cfg).probe_rollouts)
+        precision = probe_precision(run_cfg, model, tok, probe_rows, probe_problems(cfg))
+    out = paths_of(cfg).eval(run)
+    write_jsonl(out.samples, rows)
     write_json(
-        out / "summary.json",
+        out.summary,
         {
             **identity,
             "trainable_params": trainable,

@@ -3,8 +3,9 @@
 The Snakefile and ``workflow/rules/*.smk`` only declare rules; every decision they need (which
 runs exist, which files a step writes, which config files to hand to ``python -m arca``, whether a
 job asks for a GPU) is made here, in plain tested Python, from Snakemake's merged ``config`` dict
-or from a ``Config``. All paths are strings relative to the working directory unless
-``paths.results`` is absolute, exactly as the steps themselves compute them from ``cfg.out_dir``.
+or from a ``Config``. Every path comes from ``arca.paths``, the one place that names them (the
+steps write the same objects' paths), as a string relative to the working directory unless
+``paths.results`` is absolute.
 
 How the config reaches the Python steps is ``arca.snakeconfig``'s part.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from arca.config import (
@@ -27,6 +27,7 @@ from arca.config import (
     to_dict,
     training_hash,
 )
+from arca.paths import paths_of
 
 BASE = "base"  # the evaluation target that means "the base model, no adapter"
 
@@ -216,15 +217,13 @@ def base_gpu(config: Mapping[str, Any] | Config) -> dict[str, int]:
 
 
 # ----------------------------------------------------------------------------- paths
-def _p(cfg: Config, *parts: str) -> str:
-    return str(Path(cfg.out_dir, *parts))
-
-
+# Every path comes from arca.paths (the steps write the same objects' paths), as a string.
 def data_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
     cfg = as_config(config)
-    out = {"train": _p(cfg, "data", "train.jsonl"), "test": _p(cfg, "data", "test.jsonl")}
+    data = paths_of(cfg).data
+    out = {"train": str(data.train), "test": str(data.test)}
     if "math500" in cfg.eval.protocols and cfg.data.source == "math":
-        out["math500"] = _p(cfg, "data", "math500.jsonl")
+        out["math500"] = str(data.math500)
     return out
 
 
@@ -235,7 +234,7 @@ def base_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
 
 
 def base_output(config: Mapping[str, Any] | Config) -> str:
-    return _p(as_config(config), "base")
+    return str(paths_of(as_config(config)).base)
 
 
 def train_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
@@ -244,22 +243,19 @@ def train_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
     return {"base": base_output(cfg), "train": data["train"], "test": data["test"]}
 
 
-def train_outputs(config: Mapping[str, Any] | Config, run: str = "{run}") -> dict[str, str]:
-    """Declared outputs of one run. ``config.yaml`` and ``checkpoints/`` beside them are left
+def train_outputs(
+    config: Mapping[str, Any] | Config, run: str = "{run}", wrap_dir: Callable[[str], Any] = str
+) -> dict[str, Any]:
+    """Declared outputs of one run; the adapter folder passed through ``wrap_dir`` (the rule gives
+    Snakemake's ``directory``). ``config.yaml`` and ``checkpoints/`` beside them are left
     undeclared on purpose: Snakemake deletes declared outputs of a failed job, and the
     checkpoints must survive it so the rerun resumes."""
-    cfg = as_config(config)
-    return {
-        "adapter": _p(cfg, "runs", run, "adapter"),
-        "metrics": _p(cfg, "runs", run, "metrics.jsonl"),
-        "final_weights": _p(cfg, "runs", run, "final_weights.json"),
-        "curve": _p(cfg, "runs", run, "curve.jsonl"),
-    }
+    out = {key: str(path) for key, path in paths_of(as_config(config)).run(run).declared().items()}
+    return {**out, "adapter": wrap_dir(out["adapter"])}
 
 
 def eval_outputs(config: Mapping[str, Any] | Config, target: str = "{target}") -> dict[str, str]:
-    cfg = as_config(config)
-    return {"summary": _p(cfg, "eval", target, "summary.json"), "samples": _p(cfg, "eval", target, "samples.jsonl")}
+    return {key: str(path) for key, path in paths_of(as_config(config)).eval(target).declared().items()}
 
 
 def eval_inputs(config: Mapping[str, Any] | Config, target: str) -> dict[str, str]:
@@ -278,7 +274,7 @@ def eval_inputs(config: Mapping[str, Any] | Config, target: str) -> dict[str, st
 
 def probe_output(config: Mapping[str, Any] | Config) -> str:
     """The fixed held-out rollouts every run's credit precision is measured on (base model samples)."""
-    return _p(as_config(config), "eval", "probe_rollouts.jsonl")
+    return str(paths_of(as_config(config)).probe_rollouts)
 
 
 def probe_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
@@ -301,14 +297,14 @@ def aggregate_inputs(config: Mapping[str, Any] | Config) -> dict[str, list[str]]
 
 def table_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
     """``{"performance_csv": ".../tables/performance.csv", ...}``."""
-    cfg = as_config(config)
-    return {f"{name}_{ext}": _p(cfg, "tables", f"{name}.{ext}") for name, exts in TABLES.items() for ext in exts}
+    out = paths_of(as_config(config))
+    return {f"{name}_{ext}": str(out.table(name, ext)) for name, exts in TABLES.items() for ext in exts}
 
 
 def figure_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
     """``{"gini_bars_png": ".../figures/gini_bars.png", ...}``."""
-    cfg = as_config(config)
-    return {f"{name}_{ext}": _p(cfg, "figures", f"{name}.{ext}") for name in FIGURES for ext in FIGURE_FORMATS}
+    out = paths_of(as_config(config))
+    return {f"{name}_{ext}": str(out.figure(name, ext)) for name in FIGURES for ext in FIGURE_FORMATS}
 
 
 def report_outputs(outputs: Mapping[str, str], wrap: Callable[..., Any], captions: str) -> dict[str, Any]:
@@ -350,7 +346,7 @@ def heatmap_rollouts_inputs(config: Mapping[str, Any] | Config) -> dict[str, str
 
 def heatmap_rollouts_output(config: Mapping[str, Any] | Config) -> str:
     """The heat-map run's held-out rollouts, scored under every credit method (the analysis step)."""
-    return _p(as_config(config), "analysis", "heatmap_rollouts.jsonl")
+    return str(paths_of(as_config(config)).heatmap_rollouts)
 
 
 def heatmap_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
@@ -358,7 +354,7 @@ def heatmap_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
 
 
 def heatmap_output(config: Mapping[str, Any] | Config) -> str:
-    return _p(as_config(config), "figures", "credit_heatmap.html")
+    return str(paths_of(as_config(config)).heatmap)
 
 
 def bench_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
@@ -366,19 +362,19 @@ def bench_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
 
 
 def bench_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
-    cfg = as_config(config)
-    return {"json": _p(cfg, "bench", "summary.json"), "md": _p(cfg, "bench", "summary.md")}
+    out = paths_of(as_config(config))
+    return {ext: str(out.bench_summary(ext)) for ext in ("json", "md")}
 
 
 def log(config: Mapping[str, Any] | Config, rule: str, name: str = "") -> str:
     """``results/<name>/logs/<rule>/<name or rule>.log``; ``name`` may hold a wildcard."""
-    return _p(as_config(config), "logs", rule, f"{name or rule}.log")
+    return str(paths_of(as_config(config)).log(rule, name))
 
 
 def benchmark(config: Mapping[str, Any] | Config, rule: str, name: str = "") -> str:
     """``results/<name>/benchmarks/<rule>/<name or rule>.tsv``: Snakemake's record of one job's wall
     time and peak memory (rules in ``BENCHMARKED``); ``name`` may hold a wildcard."""
-    return _p(as_config(config), "benchmarks", rule, f"{name or rule}.tsv")
+    return str(paths_of(as_config(config)).benchmark(rule, name))
 
 
 def benchmarks(config: Mapping[str, Any] | Config) -> list[str]:

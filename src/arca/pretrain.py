@@ -2,7 +2,8 @@
 trained on the training split's worked solutions (``model.source: pretrain``).
 
 Pretraining uses the same transformers schedule as GRPO training (warm-up, then cosine) and
-AdamW without weight decay on norms and biases; ``arca.models.build_base`` calls ``pretrain``.
+AdamW without weight decay on norms and biases (``arca.optimizer.pretrain_adamw``);
+``arca.models.build_base`` calls ``pretrain``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 
 from arca.config import Config
 from arca.io import read_jsonl
+from arca.optimizer import pretrain_adamw
+from arca.paths import PRETRAIN_LOSS, paths_of
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +195,21 @@ def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator):
         order = order[batch_size:]
 
 
-def _adamw(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only; norm gains are left undecayed."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+def pretrain_examples(cfg: Config) -> tuple[Any, list[tuple[list[int], int]]]:
+    """The character tokenizer over the training split and its encoded examples (``encode_examples``)."""
+    train_file = paths_of(cfg).data.train
+    if not train_file.is_file():
+        raise FileNotFoundError(f"{train_file} not found; run `python -m arca prepare-data` first")
+    pairs = pretrain_texts(read_jsonl(train_file))
+    if not pairs:
+        raise ValueError(f"{train_file} holds no records")
+    tok = char_tokenizer([prompt + solution for prompt, solution in pairs])
+    examples = encode_examples(pairs, tok, cfg.model.pretrain.seq_len)
+    if not examples:
+        raise ValueError(
+            f"every prompt of {train_file} is longer than model.pretrain.seq_len={cfg.model.pretrain.seq_len}"
+        )
+    return tok, examples
 
 
 def pretrain(cfg: Config, out_dir: Path) -> tuple[Any, Any, dict]:
@@ -209,22 +221,12 @@ def pretrain(cfg: Config, out_dir: Path) -> tuple[Any, Any, dict]:
     from transformers import get_cosine_schedule_with_warmup
 
     p = cfg.model.pretrain
-    train_file = cfg.data_dir / "train.jsonl"
-    if not train_file.is_file():
-        raise FileNotFoundError(f"{train_file} not found; run `python -m arca prepare-data` first")
-    pairs = pretrain_texts(read_jsonl(train_file))
-    if not pairs:
-        raise ValueError(f"{train_file} holds no records")
-    tok = char_tokenizer([prompt + solution for prompt, solution in pairs])
-    examples = encode_examples(pairs, tok, p.seq_len)
-    if not examples:
-        raise ValueError(f"every prompt of {train_file} is longer than model.pretrain.seq_len={p.seq_len}")
-
+    tok, examples = pretrain_examples(cfg)
     torch.set_num_threads(p.threads)
     torch.manual_seed(p.seed)
     model = pretrain_model(cfg, len(tok), tok)
     model.train()
-    opt = _adamw(model, p.lr, p.weight_decay)
+    opt = pretrain_adamw(model, p.lr, p.weight_decay)
     # The library's schedule, the same as GRPO training: lr * s / warmup for step s < warmup (the
     # first step has lr 0), then cosine to 0 at the last step.
     sched = get_cosine_schedule_with_warmup(opt, p.warmup_steps, p.steps)
@@ -232,7 +234,7 @@ def pretrain(cfg: Config, out_dir: Path) -> tuple[Any, Any, dict]:
 
     losses: list[float] = []
     start = time.perf_counter()
-    with open(out_dir / "pretrain_loss.jsonl", "w", encoding="utf-8") as curve:
+    with open(out_dir / PRETRAIN_LOSS, "w", encoding="utf-8") as curve:
         bar = tqdm(_batches(len(examples), p.batch_size, p.steps, gen), total=p.steps, desc="pretrain", mininterval=5)
         for step, idx in enumerate(bar):
             input_ids, labels = collate([examples[i] for i in idx], tok.pad_token_id)

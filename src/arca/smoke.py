@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 
 from arca.config import Config, from_dict, to_dict
+from arca.optimizer import grpo_adamw
+from arca.paths import paths_of
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ def prepare_base(cfg: Config) -> float:
 
     start = time.perf_counter()
     train, _ = make_splits(cfg.data)
-    write_jsonl(cfg.data_dir / "train.jsonl", train)
+    write_jsonl(paths_of(cfg).data.train, train)
     build_base(cfg)
     return time.perf_counter() - start
 
@@ -112,9 +114,7 @@ def run_method(
     cfg = with_keys(cfg, credit__method=method)
     torch.manual_seed(cfg.train.seed)
     model, tok = load_policy(cfg)
-    opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
-    )
+    opt = grpo_adamw(model, cfg)
     sched = lr_scheduler(cfg, opt)
     generator = shared.get("generator")
     if generator is not None and hasattr(generator, "use_model"):  # one vLLM engine for every method
@@ -174,7 +174,7 @@ def run_smoke(cfg: Config, steps: int, workdir: str | None = None) -> tuple[list
     with tempfile.TemporaryDirectory(prefix="arca-smoke-", dir=workdir) as tmp:
         cfg = with_keys(cfg, paths__results=tmp)
         base_s = prepare_base(cfg)
-        records = read_records(cfg.data_dir / "train.jsonl")
+        records = read_records(paths_of(cfg).data.train)
         rows, shared = [], {}
         for method in REGISTRY:
             t0 = time.perf_counter()

@@ -14,33 +14,41 @@ One optimizer step (DESIGN.md "One training step"):
   5. diagnostics over the whole step, one JSON line in ``metrics.jsonl`` (with the seconds of
      sampling, the update and its phases: forward, backward, reference, optimizer).
 
-A run folder ``runs/<run>/`` holds ``config.yaml`` (resolved), ``checkpoints/step_XXXXXX/``
-(adapter, optimizer, scheduler, RNG states, data position, metrics so far) and ``live/`` (the
-metrics and curve lines so far, one flushed line per step, to follow a running job) while training, and
-at the end ``adapter/`` (loadable from anywhere, with tokenizer and model card: ``arca.cards``),
-``metrics.jsonl`` and ``final_weights.json``, each renamed into place only when complete.
-Started again on the same folder, training resumes from the last checkpoint and ends identical to an uninterrupted run.
+A run folder ``runs/<run>/`` (``arca.paths.RunPaths``) holds ``config.yaml`` (resolved),
+``checkpoints/`` and ``live/`` (the metrics and curve lines so far, one flushed line per step, to
+follow a running job) while training, and at the end ``adapter/``, ``metrics.jsonl``,
+``curve.jsonl`` and ``final_weights.json``, each renamed into place only when complete
+(``arca.run_files``). Started again on the same folder, training resumes from the last checkpoint
+and ends identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from arca import credit as credit_lib
-from arca import grid
-from arca.config import Config, ConfigError, dump_config, parse_run_id, training_hash
+from arca import grading, grid
+from arca.backends import make_generator
+from arca.config import Config, dump_config, parse_run_id, training_hash
+from arca.data import read_records
 from arca.diagnostics import effective_token_ratio, gini, nanmean
+from arca.evaluate import curve_point
+from arca.grading import gold_answer
 from arca.grpo import group_advantages, weighted_pg_loss
-from arca.io import JsonlAppender, atomic_path, progress_bar, write_json, write_jsonl, write_text
+from arca.io import JsonlAppender, progress_bar, write_text
 from arca.labels import label_metrics, rollout_labels
+from arca.models import count_trainable, load_policy, resolve_device
+from arca.optimizer import grpo_adamw
+from arca.paths import RunPaths, paths_of
+from arca.prompts import build_prompt
+from arca.run_files import RunState, finish_run, load_checkpoint, log_scalars, save_checkpoint, tensorboard_writer
 from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
 
 log = logging.getLogger(__name__)
@@ -70,70 +78,6 @@ def lr_scheduler(cfg: Config, opt: torch.optim.Optimizer) -> torch.optim.lr_sche
     if t.min_lr_ratio == 0:
         return get_cosine_schedule_with_warmup(opt, t.warmup_steps, t.steps)
     return get_cosine_with_min_lr_schedule_with_warmup(opt, t.warmup_steps, t.steps, min_lr_rate=t.min_lr_ratio)
-
-
-@dataclass
-class RunState:
-    step: int = 0  # optimizer steps done
-    metrics: list[dict] = field(default_factory=list)
-    last_weights: list[list[float]] = field(default_factory=list)  # masked weights of the last step
-    curve: list[dict] = field(default_factory=list)  # held-out accuracy at step 0 and every eval.every steps
-
-
-def _checkpoint_dirs(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("step_*"))
-
-
-def save_checkpoint(
-    run_dir: Path, model, opt, sched, state: RunState, data_gen: torch.Generator, run_hash: str, keep: int = 2
-) -> None:
-    """Adapter + trainer state in ``checkpoints/step_XXXXXX/``, renamed into place when complete."""
-    with atomic_path(run_dir / "checkpoints" / f"step_{state.step:06d}") as tmp:
-        model.save_pretrained(tmp / "adapter")
-        torch.save(
-            {
-                "step": state.step,
-                "metrics": state.metrics,
-                "last_weights": state.last_weights,
-                "curve": state.curve,
-                "run_hash": run_hash,
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "data_rng": data_gen.get_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
-            tmp / "trainer_state.pt",
-        )
-    for old in _checkpoint_dirs(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def load_checkpoint(run_dir: Path, model, opt, sched, data_gen: torch.Generator, run_hash: str) -> RunState | None:
-    """Restore the last checkpoint of this exact run config, or None to start fresh."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    ckpts = _checkpoint_dirs(run_dir)
-    if not ckpts:
-        return None
-    last = ckpts[-1]
-    st = torch.load(last / "trainer_state.pt", weights_only=False)
-    if st["run_hash"] != run_hash:
-        log.warning(
-            "checkpoint %s belongs to another config (hash %s != %s): starting fresh", last, st["run_hash"], run_hash
-        )
-        shutil.rmtree(run_dir / "checkpoints")
-        return None
-    set_peft_model_state_dict(model, load_file(str(last / "adapter" / "adapter_model.safetensors")))
-    opt.load_state_dict(st["optimizer"])
-    sched.load_state_dict(st["scheduler"])
-    torch.set_rng_state(st["torch_rng"])
-    data_gen.set_state(st["data_rng"])
-    if st["cuda_rng"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda_rng"])
-    log.info("resuming from %s (step %d)", last, st["step"])
-    return RunState(step=st["step"], metrics=st["metrics"], last_weights=st["last_weights"], curve=st.get("curve", []))
 
 
 def shuffled_rewards(rewards: torch.Tensor, seed: int, step: int) -> torch.Tensor:
@@ -184,9 +128,6 @@ def train_step(
 
     Returns the step's metrics and the masked token weights of every sequence.
     """
-    from arca.grading import gold_answer, grade_paper
-    from arca.prompts import build_prompt
-
     method = credit_lib.REGISTRY[cfg.credit.method]
     K = cfg.rollout.k
     t0 = time.perf_counter()
@@ -202,7 +143,8 @@ def train_step(
     )
     t_gen = time.perf_counter() - t0
     golds = [gold_answer(p["answer"]) for p in problems for _ in range(K)]
-    rewards = torch.tensor([float(grade_paper(c, g)) for c, g in zip(r.texts, golds)])  # [N]
+    # grading.grade_paper, looked up at each call: the training tests swap in a toy reward
+    rewards = torch.tensor([float(grading.grade_paper(c, g)) for c, g in zip(r.texts, golds)])  # [N]
     # the null control trains on shuffled rewards; metrics report the true ones
     adv = group_advantages(shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards, K)  # [N]
     labels = rollout_labels(generator.tokenizer, r, problems, K) if any(p.get("branches") for p in problems) else None
@@ -313,37 +255,74 @@ def _pad_cat(rows: list[torch.Tensor]) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the loop
 TIMING_KEYS = ("gen_seconds", "update_seconds", "step_seconds", *(f"{phase}_seconds" for phase in UPDATE_PHASES))
-# runs/<run>/live/: metrics.jsonl and curve.jsonl as they grow, a line per step, while the run
-# trains. Not the declared outputs: Snakemake must never see a declared output that is still
-# being written (a killed Snakemake would then refuse the same command with "incomplete files").
-LIVE = "live"
+
+
+@dataclass
+class Trainer:
+    """What one run's loop steps through: the policy, its optimizer, schedule and data stream."""
+
+    model: Any
+    tok: Any
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    data_gen: torch.Generator
+    generator: Any
+    state: RunState
+
+
+def _start(cfg: Config, run: RunPaths, run_hash: str) -> Trainer:
+    """Load the policy and build the optimizer, schedule and data stream; resume from a checkpoint.
+
+    The order of the seeded calls is the run's random stream: it must not change.
+    """
+    torch.manual_seed(cfg.train.seed)
+    model, tok = load_policy(cfg)
+    opt = grpo_adamw(model, cfg)
+    sched = lr_scheduler(cfg, opt)
+    data_gen = torch.Generator().manual_seed(cfg.train.seed)
+    state = load_checkpoint(run, model, opt, sched, data_gen, run_hash) or RunState()
+    generator = make_generator(cfg, model, tok)
+    return Trainer(model, tok, opt, sched, data_gen, generator, state)
+
+
+@dataclass
+class Progress:
+    """Where a run's progress goes as it trains: the state's lists, the ``live/`` lines (one flushed
+    line per step or curve point) and TensorBoard events (``monitor.tensorboard``)."""
+
+    cfg: Config
+    state: RunState
+    identity: dict
+    curve_set: list[dict]
+    live_metrics: JsonlAppender
+    live_curve: JsonlAppender
+    tb: Any = None
+
+    def step_done(self, m: dict) -> None:
+        self.state.metrics.append({**m, **self.identity})
+        self.live_metrics.append(self.state.metrics[-1])
+        log_scalars(self.tb, m, self.state.step, "train/")
+
+    def curve(self, generator, step: int) -> None:
+        self.state.curve.append({**curve_point(self.cfg, generator, self.curve_set, step), **self.identity})
+        self.live_curve.append(self.state.curve[-1])
+        log_scalars(self.tb, self.state.curve[-1], step, "heldout/")
 
 
 def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after: int | None = None) -> RunState:
-    """Train one run (``cfg`` already resolved for it); ``stop_after`` ends early (tests)."""
-    from arca.backends import make_generator
-    from arca.data import read_records
-    from arca.evaluate import curve_point
-    from arca.models import count_trainable, load_policy, resolve_device
-
-    run_dir = Path(run_dir or cfg.run_dir(run_id))
-    label, rank, seed = parse_run_id(run_id)
+    """Train one run (``cfg`` already resolved for it) in ``run_dir`` (default: its folder from
+    ``arca.paths``); ``stop_after`` ends early (tests)."""
+    run = RunPaths(Path(run_dir)) if run_dir is not None else paths_of(cfg).run(run_id)
+    label, _, _ = parse_run_id(run_id)
     run_hash = training_hash(cfg)
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
+    if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(cfg.train.threads)
-    records = read_records(cfg.data_dir / "train.jsonl")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", dump_config(cfg))
+    data = paths_of(cfg).data
+    records = read_records(data.train)
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_text(run.config, dump_config(cfg))
 
-    torch.manual_seed(cfg.train.seed)
-    model, tok = load_policy(cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    sched = lr_scheduler(cfg, opt)
-    data_gen = torch.Generator().manual_seed(cfg.train.seed)
-    state = load_checkpoint(run_dir, model, opt, sched, data_gen, run_hash) or RunState()
-    generator = make_generator(cfg, model, tok)
+    t = _start(cfg, run, run_hash)
     identity = {
         "run": run_id,
         "label": label,
@@ -351,105 +330,65 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
         "rank": cfg.lora.rank,
         "seed": cfg.train.seed,
     }
-    every = cfg.eval.every
-    curve_set = read_records(cfg.data_dir / "test.jsonl")[: cfg.eval.curve_problems] if every > 0 else []
-    # Live progress: live/metrics.jsonl and live/curve.jsonl get one flushed line per step (curve
-    # point), starting from what the checkpoint holds; TensorBoard events when monitor.tensorboard is on.
-    tb = tensorboard_writer(run_dir / "tensorboard", purge_step=state.step + 1) if cfg.monitor.tensorboard else None
+    curve_set = read_records(data.test)[: cfg.eval.curve_problems] if cfg.eval.every > 0 else []
+    # The live/ files start from what the checkpoint holds. They are not the declared outputs:
+    # Snakemake must never see a declared output that is still being written (a killed Snakemake
+    # would then refuse the same command with "incomplete files").
+    tb = tensorboard_writer(run, purge_step=t.state.step + 1) if cfg.monitor.tensorboard else None
     with (
-        JsonlAppender(run_dir / LIVE / "metrics.jsonl", state.metrics) as live_metrics,
-        JsonlAppender(run_dir / LIVE / "curve.jsonl", state.curve) as live_curve,
+        JsonlAppender(run.live_metrics, t.state.metrics) as live_metrics,
+        JsonlAppender(run.live_curve, t.state.curve) as live_curve,
     ):
-        if every > 0 and state.step == 0:
-            state.curve = [{**curve_point(cfg, generator, curve_set, 0), **identity}]
-            live_curve.append(state.curve[-1])
-            log_scalars(tb, state.curve[-1], 0, "heldout/")
-
-        bar = progress_bar(cfg.train.steps, run_id, unit="step", initial=state.step)
-        while state.step < cfg.train.steps:
-            # prompts drawn with replacement from a seeded generator whose state is checkpointed
-            idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=data_gen).tolist()
-            m, state.last_weights = train_step(
-                cfg, model, generator, opt, sched, [records[i] for i in idx], state.step, cfg.train.seed
-            )
-            state.metrics.append({**m, **identity})
-            state.step += 1
-            live_metrics.append(state.metrics[-1])
-            log_scalars(tb, m, state.step, "train/")
-            if every > 0 and (state.step % every == 0 or state.step == cfg.train.steps):
-                state.curve.append({**curve_point(cfg, generator, curve_set, state.step), **identity})
-                live_curve.append(state.curve[-1])
-                log_scalars(tb, state.curve[-1], state.step, "heldout/")
-            bar.update(1)
-            bar.set_postfix(
-                reward=f"{m['reward_mean']:.3f}", gini=f"{m['gini'] or 0:.2f}", s_per_step=f"{m['step_seconds']:.2f}"
-            )
-            if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps:
-                save_checkpoint(run_dir, model, opt, sched, state, data_gen, run_hash)
-            if stop_after is not None and state.step >= stop_after:
-                break
-        bar.close()
+        _loop(
+            cfg,
+            run,
+            t,
+            records,
+            Progress(cfg, t.state, identity, curve_set, live_metrics, live_curve, tb),
+            run_hash,
+            stop_after,
+        )
     if tb is not None:
         tb.close()
-    if state.step >= cfg.train.steps:
-        _finish(cfg, run_dir, model, tok, state, {**identity, "config_hash": run_hash}, count_trainable(model))
-    return state
+    if t.state.step >= cfg.train.steps:
+        finish_run(cfg, run, t.model, t.tok, t.state, {**identity, "config_hash": run_hash}, count_trainable(t.model))
+    return t.state
 
 
-def tensorboard_writer(log_dir: Path, purge_step: int):
-    """A ``torch.utils.tensorboard.SummaryWriter`` (``monitor.tensorboard``); ``purge_step`` drops
-    events a killed run logged after the checkpoint it resumes from."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # torch's writer needs the tensorboard package
-        raise ConfigError(
-            "key 'monitor.tensorboard' is true but the tensorboard package is not installed: "
-            "pip install 'arca-bench[tensorboard]' (or set monitor.tensorboard: false)"
-        ) from None
-    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
-
-
-def log_scalars(writer, row: dict, step: int, prefix: str) -> None:
-    """Every finite number of a metrics or curve row as a TensorBoard scalar (nothing without a writer)."""
-    if writer is None:
-        return
-    for key, value in row.items():
-        if key in ("step", "rank", "seed") or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if math.isfinite(value):
-            writer.add_scalar(prefix + key, value, step)
-    writer.flush()
-
-
-def _finish(cfg: Config, run_dir: Path, model, tok, state: RunState, identity: dict, n_trainable: int) -> None:
-    """Final outputs, each renamed into place when complete; then the checkpoints go.
-
-    The adapter folder is self-contained (``arca.cards``): the base recorded so that peft finds it
-    from any working directory, the tokenizer, ``arca_run.json`` and a filled model card.
-    """
-    from arca.cards import RUN_INFO, base_model_reference, final_metrics, model_card
-
-    write_json(
-        run_dir / "final_weights.json",
-        {**identity, "step": state.step, "trainable_params": n_trainable, "weights": state.last_weights},
-    )
-    write_jsonl(run_dir / "metrics.jsonl", state.metrics)
-    write_jsonl(run_dir / "curve.jsonl", state.curve)
-    info = {
-        **identity,
-        "steps": state.step,
-        "trainable_params": n_trainable,
-        "final_metrics": final_metrics(state.metrics, state.curve),
-    }
-    for peft_cfg in model.peft_config.values():
-        peft_cfg.base_model_name_or_path = base_model_reference(cfg)
-    with atomic_path(run_dir / "adapter") as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        write_json(tmp / RUN_INFO, info)
-        write_text(tmp / "README.md", model_card(cfg, info))  # replaces peft's blank template
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    shutil.rmtree(run_dir / LIVE, ignore_errors=True)  # the finished metrics.jsonl and curve.jsonl hold it all
+def _loop(
+    cfg: Config,
+    run: RunPaths,
+    t: Trainer,
+    records: list[dict],
+    progress: Progress,
+    run_hash: str,
+    stop_after: int | None,
+) -> None:
+    """Optimizer steps from ``t.state.step`` to ``train.steps`` (or ``stop_after``), with the
+    held-out curve points and checkpoints."""
+    state, every = t.state, cfg.eval.every
+    if every > 0 and state.step == 0:
+        progress.curve(t.generator, 0)
+    bar = progress_bar(cfg.train.steps, progress.identity["run"], unit="step", initial=state.step)
+    while state.step < cfg.train.steps:
+        # prompts drawn with replacement from a seeded generator whose state is checkpointed
+        idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=t.data_gen).tolist()
+        m, state.last_weights = train_step(
+            cfg, t.model, t.generator, t.opt, t.sched, [records[i] for i in idx], state.step, cfg.train.seed
+        )
+        state.step += 1
+        progress.step_done(m)
+        if every > 0 and (state.step % every == 0 or state.step == cfg.train.steps):
+            progress.curve(t.generator, state.step)
+        bar.update(1)
+        bar.set_postfix(
+            reward=f"{m['reward_mean']:.3f}", gini=f"{m['gini'] or 0:.2f}", s_per_step=f"{m['step_seconds']:.2f}"
+        )
+        if state.step % cfg.train.checkpoint_every == 0 or state.step == cfg.train.steps:
+            save_checkpoint(run, t.model, t.opt, t.sched, state, t.data_gen, run_hash)
+        if stop_after is not None and state.step >= stop_after:
+            break
+    bar.close()
 
 
 def train_main(cfg: Config, args) -> None:

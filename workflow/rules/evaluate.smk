@@ -45,4 +45,4 @@ rule probe_rollouts:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca probe-rollouts {params.config} > {log} 2>&1"
+        "python -m arca probe-rollouts {params.config} --out {output} > {log} 2>&1"

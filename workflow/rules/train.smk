@@ -7,10 +7,7 @@ rule train:
     input:
         **grid.train_inputs(CFG),
     output:
-        adapter=directory(grid.train_outputs(CFG)["adapter"]),
-        metrics=grid.train_outputs(CFG)["metrics"],
-        final_weights=grid.train_outputs(CFG)["final_weights"],
-        curve=grid.train_outputs(CFG)["curve"],
+        **grid.train_outputs(CFG, wrap_dir=directory),
     log:
         grid.log(CFG, "train", "{run}"),
     benchmark:

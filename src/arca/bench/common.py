@@ -146,13 +146,13 @@ class OurRunner:
     def __init__(self, cfg: Config, device: torch.device):
         from arca.backends import make_generator
         from arca.models import load_policy
+        from arca.optimizer import grpo_adamw
         from arca.train import lr_scheduler
 
         self.cfg, self.device = cfg, device
         torch.manual_seed(cfg.train.seed)
         self.model, self.tok = load_policy(cfg)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.opt = grpo_adamw(self.model, cfg)
         self.sched = lr_scheduler(cfg, self.opt)
         self.generator = make_generator(cfg, self.model, self.tok)
         self.steps_done = 0

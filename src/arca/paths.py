@@ -1,0 +1,205 @@
+"""Every output path of an experiment, named once: ``results/<name>/...`` as frozen dataclasses.
+
+``grid`` builds the Snakemake rules' inputs and outputs from these objects, and every step
+(``train``, ``evaluate``, the probe, ``analysis``, ``smoke``, ``pretrain``) takes the files it
+reads and writes from them, so a rule's declared output and the file its step writes cannot drift
+apart. The layout::
+
+    results/<name>/
+      data/{train,test,math500}.jsonl       prepare-data
+      base/                                 build-base (pretrain_loss.jsonl inside when pretrained here)
+      runs/<run>/                           train: adapter/, metrics.jsonl, final_weights.json,
+                                            curve.jsonl; beside them config.yaml, checkpoints/,
+                                            live/ and tensorboard/ (never declared outputs)
+      eval/<run or base>/                   evaluate: summary.json, samples.jsonl
+      eval/probe_rollouts.jsonl             probe-rollouts
+      analysis/heatmap_rollouts.jsonl       heatmap-rollouts
+      tables/, figures/, bench/             aggregate, figures and heatmap, bench
+      logs/<rule>/, benchmarks/<rule>/      Snakemake's logs and job benchmarks
+
+Config-level: it knows only ``arca.config``. A run id or target may be a Snakemake wildcard
+(``"{run}"``); the paths are then patterns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from arca.config import Config
+
+PRETRAIN_LOSS = "pretrain_loss.jsonl"  # the pretraining curve, inside the base model's folder
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """``data/``: the problem sets ``prepare-data`` writes."""
+
+    root: Path
+
+    @property
+    def train(self) -> Path:
+        return self.root / "train.jsonl"
+
+    @property
+    def test(self) -> Path:
+        return self.root / "test.jsonl"
+
+    @property
+    def math500(self) -> Path:
+        return self.root / "math500.jsonl"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """``runs/<run>/``: one training run's folder."""
+
+    root: Path
+
+    # The declared outputs of the train rule, each renamed into place when complete.
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def final_weights(self) -> Path:
+        return self.root / "final_weights.json"
+
+    @property
+    def curve(self) -> Path:
+        return self.root / "curve.jsonl"
+
+    # Beside them, never declared: Snakemake deletes a failed job's declared outputs, and these
+    # must survive for the rerun to resume (checkpoints) or stay readable while it trains (live).
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step:06d}"
+
+    @property
+    def live(self) -> Path:
+        """metrics.jsonl and curve.jsonl as they grow, a flushed line per step, while the run trains."""
+        return self.root / "live"
+
+    @property
+    def live_metrics(self) -> Path:
+        return self.live / "metrics.jsonl"
+
+    @property
+    def live_curve(self) -> Path:
+        return self.live / "curve.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def declared(self) -> dict[str, Path]:
+        """The train rule's outputs by name (``adapter`` is a folder)."""
+        return {
+            "adapter": self.adapter,
+            "metrics": self.metrics,
+            "final_weights": self.final_weights,
+            "curve": self.curve,
+        }
+
+
+@dataclass(frozen=True)
+class EvalPaths:
+    """``eval/<run or base>/``: one evaluation's files."""
+
+    root: Path
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples.jsonl"
+
+    def declared(self) -> dict[str, Path]:
+        return {"summary": self.summary, "samples": self.samples}
+
+
+@dataclass(frozen=True)
+class Paths:
+    """``results/<name>/`` of one experiment (``paths_of(cfg)``)."""
+
+    root: Path
+
+    @property
+    def data(self) -> DataPaths:
+        return DataPaths(self.root / "data")
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base"
+
+    def run(self, run_id: str) -> RunPaths:
+        return RunPaths(self.root / "runs" / run_id)
+
+    def eval(self, target: str) -> EvalPaths:
+        """``target`` is a run id or ``base``."""
+        return EvalPaths(self.root / "eval" / target)
+
+    @property
+    def probe_rollouts(self) -> Path:
+        """The credit-precision probe's fixed held-out rollouts (the base model's samples)."""
+        return self.root / "eval" / "probe_rollouts.jsonl"
+
+    @property
+    def analysis(self) -> Path:
+        return self.root / "analysis"
+
+    @property
+    def heatmap_rollouts(self) -> Path:
+        return self.analysis / "heatmap_rollouts.jsonl"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    def table(self, name: str, ext: str) -> Path:
+        return self.tables / f"{name}.{ext}"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    def figure(self, name: str, ext: str) -> Path:
+        return self.figures / f"{name}.{ext}"
+
+    @property
+    def heatmap(self) -> Path:
+        return self.figure("credit_heatmap", "html")
+
+    @property
+    def bench(self) -> Path:
+        return self.root / "bench"
+
+    def bench_summary(self, ext: str) -> Path:
+        """``bench/summary.json`` and ``summary.md``: the training-step benchmark."""
+        return self.bench / f"summary.{ext}"
+
+    def log(self, rule: str, name: str = "") -> Path:
+        """``logs/<rule>/<name or rule>.log``; ``name`` may hold a wildcard."""
+        return self.root / "logs" / rule / f"{name or rule}.log"
+
+    def benchmark(self, rule: str, name: str = "") -> Path:
+        """``benchmarks/<rule>/<name or rule>.tsv``: Snakemake's wall time and peak memory of a job."""
+        return self.root / "benchmarks" / rule / f"{name or rule}.tsv"
+
+
+def paths_of(cfg: Config) -> Paths:
+    """The output folders of ``cfg``'s experiment: ``<paths.results>/<name>/``."""
+    return Paths(cfg.out_dir)

@@ -1,0 +1,139 @@
+"""The credit-precision probe: fixed held-out rollouts on which every run's credit is measured.
+
+``python -m arca probe-rollouts`` samples them once from the base model (``rollout.k`` per problem
+of the first ``eval.probe_problems`` test problems, eval temperature, a fixed seed) and keeps each
+completion's token ids and mask. ``arca.evaluate`` then rebuilds exactly that batch for a trained
+run and reports, for every registered credit method, how its token weights fall on the planted
+decisive and distractor forks (``arca.diagnostics.credit_precision``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from arca import credit as credit_lib
+from arca import grading
+from arca.backends import make_generator
+from arca.config import Config
+from arca.data import read_records
+from arca.diagnostics import credit_precision
+from arca.grading import gold_answer
+from arca.grpo import group_advantages
+from arca.io import write_jsonl
+from arca.labels import rollout_labels
+from arca.models import load_base_model, resolve_device
+from arca.paths import paths_of
+from arca.prompts import build_prompt
+from arca.rollout import Rollouts, pad_right
+from arca.scoring import credit_inputs_for_rollouts
+
+log = logging.getLogger(__name__)
+
+PROBE_SEED = 20260601  # the fixed held-out rollouts: the base model's samples under this seed
+
+
+def probe_problems(cfg: Config) -> list[dict]:
+    """The held-out problems of the probe: the first ``eval.probe_problems`` of the test split."""
+    return read_records(paths_of(cfg).data.test)[: cfg.eval.probe_problems]
+
+
+def sample_probe(cfg: Config, generator, problems: list[dict]) -> list[dict]:
+    """K samples per problem (``rollout.k``, eval temperature and top-p, fixed seed), graded.
+
+    Each row keeps the completion's token ids up to its last masked-in or EOS token and the mask,
+    so a later step rebuilds exactly the batch that was sampled.
+    """
+    e, k = cfg.eval, cfg.rollout.k
+    r = generator.generate(
+        [build_prompt(p["problem"]) for p in problems],
+        k,
+        e.temperature,
+        e.top_p,
+        e.max_new_tokens,
+        seed=PROBE_SEED,
+        top_k=e.top_k,
+    )
+    rows = []
+    for i, (ids, m, text) in enumerate(zip(r.completion_ids.tolist(), r.completion_mask.tolist(), r.texts)):
+        p = problems[i // k]
+        keep = max((t for t, v in enumerate(m) if v > 0), default=-1) + 2  # one column past the mask (the EOS)
+        rows.append(
+            {
+                "problem_id": p["id"],
+                "sample": i % k,
+                "completion_ids": ids[:keep],
+                "mask": m[:keep],
+                "text": text,
+                "reward": float(grading.grade_paper(text, gold_answer(p["answer"]))),
+            }
+        )
+    return rows
+
+
+def probe_batch(rows: list[dict], problems: list[dict], tokenizer, pad_id: int, max_prompt_tokens: int):
+    """The probe's rows as a ``Rollouts`` batch (prompts re-encoded, completions as sampled)."""
+    by_id = {p["id"]: p for p in problems}
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(
+            [build_prompt(by_id[r["problem_id"]]["problem"]) for r in rows],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_prompt_tokens,
+            add_special_tokens=False,
+        )
+    finally:
+        tokenizer.padding_side = side
+    comp = pad_right([torch.tensor(r["completion_ids"]) for r in rows], pad_id).long()  # [N, T]
+    mask = pad_right([torch.tensor(r["mask"], dtype=torch.float32) for r in rows], 0.0).float()  # [N, T]
+    return Rollouts(enc["input_ids"], enc["attention_mask"], comp, mask, [r["text"] for r in rows])
+
+
+def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: list[dict]) -> dict[str, dict]:
+    """Credit precision of every registered method on the probe rollouts, under ``model`` (no gradient).
+
+    All methods see the same rollouts, labels and advantages (the group advantages of the probe's
+    rewards); the model is in eval mode, so no dropout enters the signals.
+    """
+    by_id = {p["id"]: p for p in problems}
+    ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batch = probe_batch(rows, problems, tokenizer, pad_id, cfg.data.max_prompt_tokens)
+    labels = rollout_labels(tokenizer, batch, ordered, cfg.rollout.k)
+    if labels is None:
+        return {}
+    adv = group_advantages(torch.tensor([r["reward"] for r in rows]), cfg.rollout.k)  # [N]
+    was_training = model.training
+    model.eval()
+    try:
+        inputs = credit_inputs_for_rollouts(model, batch, seed=PROBE_SEED)
+    finally:
+        model.train(was_training)
+    inputs.decisive = labels.decisive.to(inputs.mask.device)
+    out = {"labeled_frac": float(labels.aligned.float().mean()), "n_rollouts": len(rows), "methods": {}}
+    for name in credit_lib.REGISTRY:
+        w, _ = credit_lib.token_weights(name, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [N, T]
+        out["methods"][name] = credit_precision(
+            w.cpu(), batch.completion_mask, labels.decisive, labels.distractor, adv, labels.aligned
+        )
+    return out
+
+
+def probe_main(cfg: Config, args) -> None:
+    """CLI step: sample the probe's fixed held-out rollouts from the base model into ``args.out``
+    (the rule's declared output; by hand, default ``arca.paths``' ``eval/probe_rollouts.jsonl``)."""
+    model, tok = load_base_model(cfg)
+    if resolve_device(cfg.device).type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    rows = sample_probe(cfg, make_generator(cfg, model, tok, cfg.eval.batch_size), probe_problems(cfg))
+    write_jsonl(args.out or paths_of(cfg).probe_rollouts, rows)
+    log.info(
+        "probe: %d rollouts of %d problems, mean reward %.3f",
+        len(rows),
+        cfg.eval.probe_problems,
+        sum(r["reward"] for r in rows) / max(1, len(rows)),
+    )

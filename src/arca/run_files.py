@@ -1,0 +1,143 @@
+"""What a training run keeps in its folder ``runs/<run>/`` (``arca.paths.RunPaths``).
+
+While it trains: ``checkpoints/step_XXXXXX/`` (adapter, optimizer, scheduler, RNG states, data
+position, metrics so far; the last two kept), ``live/`` (``JsonlAppender`` lines, written by
+``arca.train``) and, with ``monitor.tensorboard``, TensorBoard events. At the end: ``adapter/``
+(loadable from anywhere, with tokenizer and model card: ``arca.cards``), ``metrics.jsonl``,
+``curve.jsonl`` and ``final_weights.json``, each renamed into place only when complete; then the
+checkpoints and ``live/`` go.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field
+
+import torch
+
+from arca.cards import RUN_INFO, base_model_reference, final_metrics, model_card
+from arca.config import Config, ConfigError
+from arca.io import atomic_path, write_json, write_jsonl, write_text
+from arca.paths import RunPaths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    step: int = 0  # optimizer steps done
+    metrics: list[dict] = field(default_factory=list)
+    last_weights: list[list[float]] = field(default_factory=list)  # masked weights of the last step
+    curve: list[dict] = field(default_factory=list)  # held-out accuracy at step 0 and every eval.every steps
+
+
+def _checkpoint_dirs(run: RunPaths) -> list:
+    return sorted(run.checkpoints.glob("step_*"))
+
+
+def save_checkpoint(
+    run: RunPaths, model, opt, sched, state: RunState, data_gen: torch.Generator, run_hash: str, keep: int = 2
+) -> None:
+    """Adapter + trainer state in ``checkpoints/step_XXXXXX/``, renamed into place when complete."""
+    with atomic_path(run.checkpoint(state.step)) as tmp:
+        model.save_pretrained(tmp / "adapter")
+        torch.save(
+            {
+                "step": state.step,
+                "metrics": state.metrics,
+                "last_weights": state.last_weights,
+                "curve": state.curve,
+                "run_hash": run_hash,
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "data_rng": data_gen.get_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+            tmp / "trainer_state.pt",
+        )
+    for old in _checkpoint_dirs(run)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(run: RunPaths, model, opt, sched, data_gen: torch.Generator, run_hash: str) -> RunState | None:
+    """Restore the last checkpoint of this exact run config, or None to start fresh."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    ckpts = _checkpoint_dirs(run)
+    if not ckpts:
+        return None
+    last = ckpts[-1]
+    st = torch.load(last / "trainer_state.pt", weights_only=False)
+    if st["run_hash"] != run_hash:
+        log.warning(
+            "checkpoint %s belongs to another config (hash %s != %s): starting fresh", last, st["run_hash"], run_hash
+        )
+        shutil.rmtree(run.checkpoints)
+        return None
+    set_peft_model_state_dict(model, load_file(str(last / "adapter" / "adapter_model.safetensors")))
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    torch.set_rng_state(st["torch_rng"])
+    data_gen.set_state(st["data_rng"])
+    if st["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda_rng"])
+    log.info("resuming from %s (step %d)", last, st["step"])
+    return RunState(step=st["step"], metrics=st["metrics"], last_weights=st["last_weights"], curve=st.get("curve", []))
+
+
+def tensorboard_writer(run: RunPaths, purge_step: int):
+    """A ``torch.utils.tensorboard.SummaryWriter`` (``monitor.tensorboard``); ``purge_step`` drops
+    events a killed run logged after the checkpoint it resumes from."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch's writer needs the tensorboard package
+        raise ConfigError(
+            "key 'monitor.tensorboard' is true but the tensorboard package is not installed: "
+            "pip install 'arca-bench[tensorboard]' (or set monitor.tensorboard: false)"
+        ) from None
+    return SummaryWriter(log_dir=str(run.tensorboard), purge_step=purge_step)
+
+
+def log_scalars(writer, row: dict, step: int, prefix: str) -> None:
+    """Every finite number of a metrics or curve row as a TensorBoard scalar (nothing without a writer)."""
+    if writer is None:
+        return
+    for key, value in row.items():
+        if key in ("step", "rank", "seed") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(value):
+            writer.add_scalar(prefix + key, value, step)
+    writer.flush()
+
+
+def finish_run(cfg: Config, run: RunPaths, model, tok, state: RunState, identity: dict, n_trainable: int) -> None:
+    """Final outputs, each renamed into place when complete; then the checkpoints go.
+
+    The adapter folder is self-contained (``arca.cards``): the base recorded so that peft finds it
+    from any working directory, the tokenizer, ``arca_run.json`` and a filled model card.
+    """
+    write_json(
+        run.final_weights,
+        {**identity, "step": state.step, "trainable_params": n_trainable, "weights": state.last_weights},
+    )
+    write_jsonl(run.metrics, state.metrics)
+    write_jsonl(run.curve, state.curve)
+    info = {
+        **identity,
+        "steps": state.step,
+        "trainable_params": n_trainable,
+        "final_metrics": final_metrics(state.metrics, state.curve),
+    }
+    for peft_cfg in model.peft_config.values():
+        peft_cfg.base_model_name_or_path = base_model_reference(cfg)
+    with atomic_path(run.adapter) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json(tmp / RUN_INFO, info)
+        write_text(tmp / "README.md", model_card(cfg, info))  # replaces peft's blank template
+    shutil.rmtree(run.checkpoints, ignore_errors=True)
+    shutil.rmtree(run.live, ignore_errors=True)  # the finished metrics.jsonl and curve.jsonl hold it all
