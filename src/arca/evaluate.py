@@ -25,6 +25,7 @@ import torch
 from arca import grid
 from arca.config import Config, parse_run_id, training_hash
 from arca.io import read_jsonl, write_json, write_jsonl
+from arca.prompts import prompt_format
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,10 @@ def curve_point(cfg: Config, generator, problems: list[dict], step: int) -> dict
     sampling, so evaluating a curve leaves the training run's random stream untouched.
     """
     from arca.grading import gold_answer, grade_paper
-    from arca.prompts import build_prompt
 
     e = cfg.eval
-    prompts = [build_prompt(p["problem"]) for p in problems]
+    fmt = prompt_format(cfg, generator.tokenizer)
+    prompts = [fmt(p["problem"]) for p in problems]
     golds = [gold_answer(p["answer"]) for p in problems]
     with torch.random.fork_rng(devices=[]):
         greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)
@@ -85,11 +86,11 @@ def sample_probe(cfg: Config, generator, problems: list[dict]) -> list[dict]:
     so a later step rebuilds exactly the batch that was sampled.
     """
     from arca.grading import gold_answer, grade_paper
-    from arca.prompts import build_prompt
 
     e, k = cfg.eval, cfg.rollout.k
+    fmt = prompt_format(cfg, generator.tokenizer)
     r = generator.generate(
-        [build_prompt(p["problem"]) for p in problems],
+        [fmt(p["problem"]) for p in problems],
         k,
         e.temperature,
         e.top_p,
@@ -114,9 +115,8 @@ def sample_probe(cfg: Config, generator, problems: list[dict]) -> list[dict]:
     return rows
 
 
-def probe_batch(rows: list[dict], problems: list[dict], tokenizer, pad_id: int, max_prompt_tokens: int):
-    """The probe's rows as a ``Rollouts`` batch (prompts re-encoded, completions as sampled)."""
-    from arca.prompts import build_prompt
+def probe_batch(rows: list[dict], problems: list[dict], tokenizer, pad_id: int, max_prompt_tokens: int, fmt):
+    """The probe's rows as a ``Rollouts`` batch (prompts re-encoded by ``fmt``, completions as sampled)."""
     from arca.rollout import Rollouts, pad_right
 
     by_id = {p["id"]: p for p in problems}
@@ -124,7 +124,7 @@ def probe_batch(rows: list[dict], problems: list[dict], tokenizer, pad_id: int, 
     tokenizer.padding_side = "left"
     try:
         enc = tokenizer(
-            [build_prompt(by_id[r["problem_id"]]["problem"]) for r in rows],
+            [fmt(by_id[r["problem_id"]]["problem"]) for r in rows],
             return_tensors="pt",
             padding=True,
             truncation=True,
@@ -153,7 +153,8 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
     by_id = {p["id"]: p for p in problems}
     ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batch = probe_batch(rows, problems, tokenizer, pad_id, cfg.data.max_prompt_tokens)
+    fmt = prompt_format(cfg, tokenizer)
+    batch = probe_batch(rows, problems, tokenizer, pad_id, cfg.data.max_prompt_tokens, fmt)
     labels = rollout_labels(tokenizer, batch, ordered, cfg.rollout.k)
     if labels is None:
         return {}
@@ -299,7 +300,6 @@ def evaluate_protocol(cfg: Config, generator, protocol: str, grader, name: str =
 
     Progress bars (completions done, rate, ETA) go to stderr, i.e. to the job's log.
     """
-    from arca.prompts import build_prompt
 
     problems = protocol_problems(cfg, protocol)
     no_gold = sum(not p["answer"] for p in problems)
@@ -310,7 +310,8 @@ def evaluate_protocol(cfg: Config, generator, protocol: str, grader, name: str =
             no_gold,
             len(problems),
         )
-    prompts = [build_prompt(p["problem"]) for p in problems]
+    fmt = prompt_format(cfg, generator.tokenizer)
+    prompts = [fmt(p["problem"]) for p in problems]
     e = cfg.eval
     label = f"{name} {protocol}".strip()
     greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True, progress=f"{label} greedy")

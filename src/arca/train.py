@@ -41,6 +41,7 @@ from arca.diagnostics import effective_token_ratio, gini, nanmean
 from arca.grpo import group_advantages, weighted_pg_loss
 from arca.io import JsonlAppender, atomic_path, progress_bar, write_json, write_jsonl, write_text
 from arca.labels import label_metrics, rollout_labels
+from arca.prompts import prompt_format
 from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
 
 log = logging.getLogger(__name__)
@@ -185,14 +186,13 @@ def train_step(
     Returns the step's metrics and the masked token weights of every sequence.
     """
     from arca.grading import gold_answer, grade_paper
-    from arca.prompts import build_prompt
 
     method = credit_lib.REGISTRY[cfg.credit.method]
     K = cfg.rollout.k
     t0 = time.perf_counter()
     fixed = {"min_new_tokens": cfg.rollout.min_new_tokens} if cfg.rollout.min_new_tokens > 0 else {}
     r = generator.generate(
-        [build_prompt(p["problem"]) for p in problems],
+        [prompt_format(cfg, generator.tokenizer)(p["problem"]) for p in problems],
         K,
         cfg.rollout.temperature,
         cfg.rollout.top_p,
