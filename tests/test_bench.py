@@ -70,6 +70,8 @@ def _lora_model(seed: int = 0):
 class FakeGenerator:
     """Fixed random rollouts (left-padded prompts, some completions ending early), half of them correct."""
 
+    tokenizer = None  # the prompt format needs one only for a chat template
+
     def __init__(self, seed: int = 0):
         self.gen = torch.Generator().manual_seed(seed)
 

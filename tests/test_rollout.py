@@ -27,6 +27,8 @@ def cfg(tmp_path):
 class RecordingGenerator:
     """A ``Generator`` that records its keyword arguments and returns fixed rollouts."""
 
+    tokenizer = None
+
     def __init__(self):
         self.calls: list[dict] = []
 
