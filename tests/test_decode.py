@@ -189,7 +189,7 @@ def test_lean_decoder_without_padding_and_in_uneven_batches(request, arch):
 
 
 def test_stopped_rows_leave_the_batch_with_the_same_tokens(qwen3, monkeypatch):
-    import arca.decode as dec
+    import arca.decode.decoder as dec
 
     model, tok = qwen3
     kept, compact = [], dec.compact_rows
