@@ -413,7 +413,7 @@ def test_figures_written(sweep):
 
 
 def test_lorenz_curve_shape():
-    from arca.report.figures import LORENZ_GRID, lorenz_curve
+    from arca.report.figures_concentration import LORENZ_GRID, lorenz_curve
 
     flat = lorenz_curve([0.25] * 4)
     assert np.allclose(flat, LORENZ_GRID)
@@ -600,10 +600,12 @@ def test_claims_without_variation_are_not_testable():
 
 
 def test_accuracy_figure_of_all_zero_accuracies_has_a_sane_axis(tmp_path, monkeypatch):
-    import arca.report.figures as figures
+    from arca.report import figures_performance as performance
+    from arca.report.figures_common import FRACTION_MIN_SPAN
+    from arca.report.style import apply_style
 
     kept = {}
-    monkeypatch.setattr(figures, "save_figure", lambda fig, out, name: kept.setdefault(name, fig) and [])
+    monkeypatch.setattr(performance, "save_figure", lambda fig, out, name: kept.setdefault(name, fig) and [])
     perf = pd.DataFrame(
         [
             {
@@ -618,16 +620,16 @@ def test_accuracy_figure_of_all_zero_accuracies_has_a_sane_axis(tmp_path, monkey
             for lab, m, rk in (("uniform", "uniform", 4), ("arca", "arca", 2), ("arca", "arca", 4))
         ]
     )
-    figures.apply_style()
-    figures.accuracy_vs_params(perf, tmp_path)
+    apply_style()
+    performance.accuracy_vs_params(perf, tmp_path)
     ax = kept["accuracy_vs_params"].axes[0]
     lo, hi = ax.get_ylim()
-    assert hi - lo >= figures.FRACTION_MIN_SPAN - 1e-9 and lo <= 0.0 <= hi
+    assert hi - lo >= FRACTION_MIN_SPAN - 1e-9 and lo <= 0.0 <= hi
     kept["accuracy_vs_params"].canvas.draw()
     assert ax.yaxis.get_offset_text().get_text() == ""  # no "1e-17" above the axis
     curves = pd.DataFrame(
         [{"label": "uniform", "method": "uniform", "rank": 4, "step": s, "reward_mean": 0.0} for s in (1, 2, 3)]
     )
-    figures.reward_curves(curves, tmp_path)
+    performance.reward_curves(curves, tmp_path)
     lo, hi = kept["reward_curves"].axes[0].get_ylim()
-    assert hi - lo >= figures.FRACTION_MIN_SPAN - 1e-9
+    assert hi - lo >= FRACTION_MIN_SPAN - 1e-9
