@@ -55,13 +55,14 @@ def _timed_rounds(
 
     Returns the timed rows of each backend and its warm-up seconds (vLLM builds its engine there).
     """
-    from arca.prompts import build_prompt
+    from arca.prompts import prompt_format
 
     r, L, K = cfg.rollout, cfg.rollout.max_new_tokens, cfg.rollout.k
     rows: dict[str, list[dict]] = {b: [] for b in gens}
     warmup: dict[str, float] = {}
+    fmt = prompt_format(cfg, next(iter(gens.values())).tokenizer)  # the config's prompt, as in training
     for i in range(steps + 1):
-        prompts = [build_prompt(p["problem"]) for p in problems[i]]
+        prompts = [fmt(p["problem"]) for p in problems[i]]
         for b, gen in gens.items():
             t0 = time.perf_counter()
             out = gen.generate(

@@ -23,7 +23,7 @@ def compare_decoders(cfg: Config, device: torch.device, step_problems: list[list
     same prompts and seed in a round, so their tokens should be identical (``identical``).
     """
     from arca.models import load_policy
-    from arca.prompts import build_prompt
+    from arca.prompts import prompt_format
     from arca.rollout import TransformersGenerator
 
     torch.manual_seed(cfg.train.seed)
@@ -36,8 +36,9 @@ def compare_decoders(cfg: Config, device: torch.device, step_problems: list[list
     seconds: dict[str, list[float]] = {d: [] for d in gens}
     tokens: list[float] = []
     identical = True
+    fmt = prompt_format(cfg, tok)
     for i in range(reps + 1):
-        prompts = [build_prompt(p["problem"]) for p in step_problems[i]]
+        prompts = [fmt(p["problem"]) for p in step_problems[i]]
         out = {}
         for d in ("generate", "lean") if i % 2 else ("lean", "generate"):
             t0 = time.perf_counter()
@@ -154,13 +155,14 @@ def hardware_summary(
 
     from arca.decode import shared_prefix_length
     from arca.pretrain import finish_tokenizer
-    from arca.prompts import build_prompt
+    from arca.prompts import prompt_format
 
     mc = AutoConfig.from_pretrained(cfg.base_dir)
     tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
+    fmt = prompt_format(cfg, tok)
     n, t = cfg.train.prompts_per_step * cfg.rollout.k, cfg.rollout.max_new_tokens
     widths = [
-        max(len(tok(build_prompt(q["problem"]), add_special_tokens=False)["input_ids"]) for q in probs)
+        max(len(tok(fmt(q["problem"]), add_special_tokens=False)["input_ids"]) for q in probs)
         for probs in step_problems
     ]
     p = int(statistics.median(widths))

@@ -23,14 +23,13 @@ def _trl_reward():
     return paper_reward
 
 
-def _trl_dataset(step_problems: list[list[dict]]):
-    """The prompts of every step in order, one dataset row per prompt (prompt text and gold answer)."""
+def _trl_dataset(step_problems: list[list[dict]], fmt):
+    """The prompts of every step in order, one dataset row per prompt (prompt text by ``fmt``, gold answer)."""
     import datasets
 
-    from arca.prompts import build_prompt
-
-    # shuffle off: TRL's step i takes dataset rows i*P .. i*P+P-1, the same prompts as our step i
-    rows = [{"prompt": build_prompt(p["problem"]), "answer": p["answer"]} for probs in step_problems for p in probs]
+    # shuffle off: TRL's step i takes dataset rows i*P .. i*P+P-1, the same prompts as our step i;
+    # the text is already formatted (worked examples, chat template), so it goes to TRL as plain text
+    rows = [{"prompt": fmt(p["problem"]), "answer": p["answer"]} for probs in step_problems for p in probs]
     return datasets.Dataset.from_list(rows)
 
 
@@ -140,11 +139,12 @@ def run_trl(
 
     from arca.models import peft_lora_config, torch_dtype
     from arca.pretrain import finish_tokenizer
+    from arca.prompts import prompt_format
 
     total = 1 + blocks * steps
     P, K, L = cfg.train.prompts_per_step, cfg.rollout.k, cfg.rollout.max_new_tokens
-    ds = _trl_dataset(step_problems[:total])
     tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
+    ds = _trl_dataset(step_problems[:total], prompt_format(cfg, tok))
     torch.manual_seed(cfg.train.seed)
     model = AutoModelForCausalLM.from_pretrained(
         cfg.base_dir, dtype=torch_dtype(cfg.model.dtype), attn_implementation=cfg.model.attn_implementation
