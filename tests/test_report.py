@@ -391,17 +391,6 @@ def test_render_heatmap_rejects_length_mismatch():
         render_heatmap([bad])
 
 
-def test_compare_must_name_another_cell(tmp_path):
-    from arca.config import ConfigError
-
-    cells = [{"method": "uniform", "ranks": [8]}, {"method": "arca_permuted", "ranks": [8], "compare": ["arcaa"]}]
-    with pytest.raises(ConfigError, match=r"sweep\.cells\[1\]\.compare\[0\].*'arcaa'"):
-        from_dict({"paths": {"results": str(tmp_path)}, "sweep": {"cells": cells, "seeds": [1]}}, source="test")
-    cells[1]["compare"] = ["arca_permuted"]  # itself
-    with pytest.raises(ConfigError, match=r"sweep\.cells\[1\]\.compare\[0\]"):
-        from_dict({"paths": {"results": str(tmp_path)}, "sweep": {"cells": cells, "seeds": [1]}}, source="test")
-
-
 def test_rank_correlation_hand_cases():
     assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
