@@ -241,16 +241,6 @@ def test_mean_one_loss_keeps_the_token_sum_scale():
     assert abs(m_mean["loss"]) > 2 * abs(m_sum["loss"])  # the scales really differ (5 tokens)
 
 
-def test_min_new_tokens_is_validated():
-    from arca.config import ConfigError
-
-    assert _cfg("uniform", 2, 2, rollout__min_new_tokens=5).rollout.min_new_tokens == 5
-    with pytest.raises(ConfigError, match="rollout.min_new_tokens"):
-        _cfg("uniform", 2, 2, rollout__min_new_tokens=6)
-    with pytest.raises(ConfigError, match="rollout.min_new_tokens"):
-        _cfg("uniform", 2, 2, rollout__min_new_tokens=-1)
-
-
 # ----------------------------------------------------------------------------- bench
 def _tiny_bench_cfg(results) -> Config:
     raw = to_dict(Config())
