@@ -12,4 +12,20 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # tests/test_vllm_cpu.py creates it and runs that folder there.
 import importlib.util  # noqa: E402
 
+import pytest  # noqa: E402
+
 collect_ignore = [] if importlib.util.find_spec("vllm") else ["in_vllm_env"]
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """One tiny pretrained base (a ``Config`` whose ``base_dir`` holds it), built once for the
+    pretraining tests (test_pretrain.py) and the loading and LoRA tests (test_models.py)."""
+    from test_pretrain import make_cfg, write_data
+
+    from arca import models
+
+    cfg = make_cfg(tmp_path_factory.mktemp("results"))
+    write_data(cfg)
+    models.build_base(cfg)
+    return cfg

@@ -30,6 +30,8 @@ def _write(path: Path, rows: list[dict]) -> Path:
 class AnsweringGenerator:
     """Answers every prompt with a fixed completion (greedy and sampled alike)."""
 
+    tokenizer = None  # the prompt format needs one only for a chat template
+
     def __init__(self, answers: dict[str, str]):
         self.answers = answers
 

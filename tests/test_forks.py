@@ -1,4 +1,4 @@
-"""The planted-fork corpus and its labels: branches, fork tokens, alignment, corpus rates."""
+"""The planted-fork corpus: branches, fork tokens, corpus rates (their alignment: test_labels.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from collections import Counter
 import pytest
 
 from arca.config import Config
-from arca.data.fork_tree import branches, sample_choices
+from arca.data.fork_tree import branches
 from arca.data.forks import FAMILIES, generate_forked
 from arca.data.generated import make_splits
-from arca.labels import align, label_batch, token_flags
 
 
 def _task(family: str, seed: int = 0):
@@ -117,63 +116,3 @@ def test_p_bug_zero_is_the_clean_corpus():
 def test_unknown_family_is_a_clear_error():
     with pytest.raises(ValueError, match="data.forks.families"):
         generate_forked(3, seed=0, p_bug=0.5, families=["none", "nope"])
-
-
-# ----------------------------------------------------------------------------- alignment
-BRANCHES = [  # "How many more": 9-4 right, 9+4 the bug; two connectors
-    {"text": "9-4=5. \\boxed{5}", "answer": "5", "correct": True, "decisive": [1], "distractor": [5]},
-    {"text": "9-4=5, so \\boxed{5}", "answer": "5", "correct": True, "decisive": [1], "distractor": [5]},
-    {"text": "9+4=13. \\boxed{13}", "answer": "13", "correct": False, "decisive": [1], "distractor": [6]},
-    {"text": "9+4=13, so \\boxed{13}", "answer": "13", "correct": False, "decisive": [1], "distractor": [6]},
-]
-
-
-def test_align_a_completion_that_takes_the_bug():
-    a = align("9+4=13, so \\boxed{13}", BRANCHES)
-    assert a is not None and not a.correct
-    assert a.decisive == (1,) and a.distractor == (6,)
-
-
-def test_align_a_completion_that_takes_the_correct_branch_then_slips():
-    # right decision, wrong arithmetic: labelled at the decision, no distractor label (never reached)
-    a = align("9-4=6. \\boxed{6}", BRANCHES)
-    assert a is not None and a.correct
-    assert a.decisive == (1,) and a.distractor == ()
-
-
-def test_a_completion_that_fits_no_branch_gets_no_label():
-    assert align("9*4=36. \\boxed{36}", BRANCHES) is None  # a third procedure at the fork
-    assert align("8-4=4. \\boxed{4}", BRANCHES) is None  # a slip before the decision
-    assert align("", BRANCHES) is None
-    assert align("9-4=5. \\boxed{5}", []) is None  # no branches: clean corpus
-
-
-def test_unforked_problem_aligns_with_distractors_only():
-    task = _task("none", seed=2)
-    bs = branches(task)
-    a = align(bs[0]["text"], bs)
-    assert a is not None and a.correct and a.answer == bs[0]["answer"]
-    assert a.decisive == () and a.distractor == tuple(bs[0]["distractor"])
-
-
-def test_token_flags_map_characters_to_tokens():
-    # a phrase token covers 7 characters: positions inside it flag that one token
-    pieces = ["9", "+", "4", "=", "1", "3", ".", " ", "\\boxed{", "1", "3", "}"]
-    assert token_flags(pieces, [1, 6]) == [0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]
-    assert token_flags(pieces, [10])[8] == 1  # inside \boxed{
-    lab = label_batch([pieces, list("8-4=4")], ["9+4=13. \\boxed{13}", "8-4=4"], [{"branches": BRANCHES}] * 2, 14)
-    assert lab.aligned == [True, False] and lab.forked == [True, True]
-    assert lab.decisive[0] == [0, 1] + [0] * 12 and lab.distractor[0][6] == 1 and len(lab.decisive[0]) == 14
-    assert lab.decisive[1] == [0] * 14 and lab.correct_branch == [False, None]
-
-
-def test_sampled_bug_choices_align_with_their_own_labels():
-    rng = random.Random(0)
-    for family, (make, _) in FAMILIES.items():
-        task = make(rng)
-        bs = {b["text"]: b for b in branches(task)}
-        for _ in range(5):
-            text, _ = task.text(sample_choices(task, rng, 0.5))
-            a = align(text, list(bs.values()))
-            assert a is not None, (family, text)
-            assert list(a.decisive) == bs[text]["decisive"] and list(a.distractor) == bs[text]["distractor"]

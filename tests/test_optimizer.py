@@ -1,4 +1,5 @@
-"""The AdamW factory (arca.optimizer): each setting is exactly the call it replaced.
+"""The AdamW factory (arca.optimizer): each setting is exactly the call it replaced (pretraining's
+matrices-only decay was tested in test_pretrain.py as ``pretrain._adamw``).
 
 "Exactly" means the same parameter groups in the same order with the same hyper-parameters, and
 bit-identical parameters after a few steps on the same gradients.
@@ -51,7 +52,7 @@ def test_grpo_adamw_is_the_training_call():
     opt = grpo_adamw(ours, cfg)
     params = [p for p in ref.parameters() if p.requires_grad]
     ref_opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    assert _groups(opt, ours) == _groups(ref_opt, ref)
+    assert _groups(opt, ours) == _groups(ref_opt, ref) and opt.defaults == ref_opt.defaults
     assert opt.param_groups[0]["betas"] == (0.9, 0.999) and opt.param_groups[0]["weight_decay"] == 0.05
     for a, b in zip(_steps(ours, opt), _steps(ref, ref_opt)):
         assert torch.equal(a, b)
@@ -65,7 +66,7 @@ def test_pretrain_adamw_is_the_pretraining_call():
     no_decay = [p for p in ref.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
     ref_opt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.95))
-    assert _groups(opt, ours) == _groups(ref_opt, ref)
+    assert _groups(opt, ours) == _groups(ref_opt, ref) and opt.defaults == ref_opt.defaults
     assert _groups(opt, ours)[0]["params"] == ["0.weight", "2.weight"]
     assert _groups(opt, ours)[1]["params"] == ["1.weight", "1.bias", "2.bias"]
     assert opt.param_groups[0]["betas"] == PRETRAIN_BETAS == (0.9, 0.95)

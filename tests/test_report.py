@@ -1,4 +1,4 @@
-"""Tests of arca.report: estimators, aggregation into tables, figures and the heat-map page.
+"""Tests of arca.report: aggregation into tables, figures and the heat-map page.
 
 The aggregation tests write a tiny sweep of hand-made producer files (metrics.jsonl,
 final_weights.json, summary.json, samples.jsonl) of exactly the contracted shape, and check
@@ -21,112 +21,7 @@ from arca.config import from_dict
 from arca.report.heatmap import NEWLINE_MARK, agreement, rank_correlation, render_heatmap
 from arca.report.paper import PAPER_REPORTED, match_paper_ranks
 from arca.report.tables import aggregate_main
-from arca.stats import Estimate, bootstrap_mean_ci, paired_difference, pass_at_k
-
-
-# ----------------------------------------------------------------------------- pass@k
-@pytest.mark.parametrize(
-    "n,c,k,expected",
-    [
-        (4, 1, 1, 0.25),
-        (4, 1, 4, 1.0),
-        (4, 0, 2, 0.0),
-        (10, 0, 1, 0.0),
-        (5, 2, 2, 1 - math.comb(3, 2) / math.comb(5, 2)),  # 0.7
-        (4, 4, 1, 1.0),
-    ],
-)
-def test_pass_at_k_hand_cases(n, c, k, expected):
-    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
-
-
-def test_pass_at_k_matches_binomial_formula():
-    for n in range(1, 12):
-        for c in range(n + 1):
-            for k in range(1, n + 1):
-                exact = 1 - math.comb(n - c, k) / math.comb(n, k)
-                assert pass_at_k(n, c, k) == pytest.approx(exact, abs=1e-12), (n, c, k)
-
-
-def test_pass_at_k_rejects_bad_input():
-    with pytest.raises(ValueError):
-        pass_at_k(4, 5, 1)
-    with pytest.raises(ValueError):
-        pass_at_k(2, 1, 3)
-
-
-# ----------------------------------------------------------------------------- bootstrap
-def test_estimate_format():
-    assert Estimate(0.62, 0.551, 0.689).fmt() == "0.620 [0.551, 0.689]"
-    # a narrow interval keeps its width visible (it once printed as "0.508 [0.51, 0.51]")
-    assert Estimate(0.508, 0.5052, 0.5114).fmt() == "0.508 [0.505, 0.511]"
-    assert Estimate(float("nan"), 0, 0).fmt() == "-"
-
-
-def test_bootstrap_covers_mean_one_seed():
-    rng = np.random.default_rng(123)
-    p, hits, reps = 0.6, 0, 200
-    for i in range(reps):
-        x = rng.random(80) < p
-        est = bootstrap_mean_ci(x.astype(float), n_boot=400, seed=i)
-        hits += est.contains(p)
-        assert est.lo <= est.mean <= est.hi
-    assert 0.88 <= hits / reps <= 0.99
-
-
-def test_bootstrap_covers_mean_seeds_and_problems():
-    """Problems of random difficulty, graded over several seeds: cover the population mean."""
-    rng = np.random.default_rng(7)
-    a, b = 2.0, 1.5
-    true_mean, hits, reps = a / (a + b), 0, 200
-    for i in range(reps):
-        difficulty = rng.beta(a, b, size=60)  # [P] per-problem success probability
-        x = rng.random((3, 60)) < difficulty[None, :]  # [S, P]
-        hits += bootstrap_mean_ci(x.astype(float), n_boot=400, seed=i).contains(true_mean)
-    assert 0.88 <= hits / reps <= 0.99
-
-
-def test_bootstrap_is_deterministic_and_shrinks_with_more_problems():
-    rng = np.random.default_rng(0)
-    small = (rng.random((2, 20)) < 0.5).astype(float)
-    large = (rng.random((2, 500)) < 0.5).astype(float)
-    assert bootstrap_mean_ci(small) == bootstrap_mean_ci(small)
-    e_small, e_large = bootstrap_mean_ci(small), bootstrap_mean_ci(large)
-    assert (e_large.hi - e_large.lo) < (e_small.hi - e_small.lo)
-    assert e_small.n_seeds == 2 and e_small.n_problems == 20
-
-
-def test_paired_difference_sign_and_interval():
-    rng = np.random.default_rng(3)
-    ref = (rng.random((2, 40)) < 0.5).astype(float)
-    better = ref.copy()
-    wrong = np.flatnonzero(ref[0] == 0)[:8]
-    better[:, wrong] = 1.0  # fix 8 problems for both seeds
-    expected = better.mean() - ref.mean()
-    up = paired_difference(better, ref, n_boot=1000)
-    assert up.mean == pytest.approx(expected)
-    assert up.mean > 0 and up.lo > 0 and up.lo <= up.mean <= up.hi
-    down = paired_difference(ref, better, n_boot=1000)
-    assert down.mean == pytest.approx(-expected) and down.hi < 0
-    same = paired_difference(ref, ref, n_boot=200)
-    assert same.mean == 0 and same.lo == 0 and same.hi == 0
-
-
-def test_paired_difference_is_tighter_than_unpaired_noise():
-    """Pairing removes problem difficulty: a constant shift has a narrow interval."""
-    rng = np.random.default_rng(5)
-    ref = (rng.random((1, 200)) < 0.5).astype(float)
-    method = ref.copy()
-    method[0, np.flatnonzero(ref[0] == 0)[:10]] = 1
-    paired = paired_difference(method, ref, n_boot=1000)
-    solo = bootstrap_mean_ci(method, n_boot=1000)
-    assert (paired.hi - paired.lo) < 0.5 * (solo.hi - solo.lo)
-
-
-def test_paired_difference_needs_same_problems():
-    with pytest.raises(ValueError):
-        paired_difference(np.ones((1, 3)), np.ones((1, 4)))
-
+from arca.stats import pass_at_k
 
 # ----------------------------------------------------------------------------- a tiny sweep
 PROBLEMS = [f"p{j}" for j in range(6)]
@@ -413,7 +308,7 @@ def test_figures_written(sweep):
 
 
 def test_lorenz_curve_shape():
-    from arca.report.figures import LORENZ_GRID, lorenz_curve
+    from arca.report.figures_concentration import LORENZ_GRID, lorenz_curve
 
     flat = lorenz_curve([0.25] * 4)
     assert np.allclose(flat, LORENZ_GRID)
@@ -494,17 +389,6 @@ def test_render_heatmap_rejects_length_mismatch():
     bad["weights"]["arca"] = [1.0]
     with pytest.raises(ValueError, match="arca"):
         render_heatmap([bad])
-
-
-def test_compare_must_name_another_cell(tmp_path):
-    from arca.config import ConfigError
-
-    cells = [{"method": "uniform", "ranks": [8]}, {"method": "arca_permuted", "ranks": [8], "compare": ["arcaa"]}]
-    with pytest.raises(ConfigError, match=r"sweep\.cells\[1\]\.compare\[0\].*'arcaa'"):
-        from_dict({"paths": {"results": str(tmp_path)}, "sweep": {"cells": cells, "seeds": [1]}}, source="test")
-    cells[1]["compare"] = ["arca_permuted"]  # itself
-    with pytest.raises(ConfigError, match=r"sweep\.cells\[1\]\.compare\[0\]"):
-        from_dict({"paths": {"results": str(tmp_path)}, "sweep": {"cells": cells, "seeds": [1]}}, source="test")
 
 
 def test_rank_correlation_hand_cases():
@@ -600,10 +484,12 @@ def test_claims_without_variation_are_not_testable():
 
 
 def test_accuracy_figure_of_all_zero_accuracies_has_a_sane_axis(tmp_path, monkeypatch):
-    import arca.report.figures as figures
+    from arca.report import figures_performance as performance
+    from arca.report.figures_common import FRACTION_MIN_SPAN
+    from arca.report.style import apply_style
 
     kept = {}
-    monkeypatch.setattr(figures, "save_figure", lambda fig, out, name: kept.setdefault(name, fig) and [])
+    monkeypatch.setattr(performance, "save_figure", lambda fig, out, name: kept.setdefault(name, fig) and [])
     perf = pd.DataFrame(
         [
             {
@@ -618,16 +504,16 @@ def test_accuracy_figure_of_all_zero_accuracies_has_a_sane_axis(tmp_path, monkey
             for lab, m, rk in (("uniform", "uniform", 4), ("arca", "arca", 2), ("arca", "arca", 4))
         ]
     )
-    figures.apply_style()
-    figures.accuracy_vs_params(perf, tmp_path)
+    apply_style()
+    performance.accuracy_vs_params(perf, tmp_path)
     ax = kept["accuracy_vs_params"].axes[0]
     lo, hi = ax.get_ylim()
-    assert hi - lo >= figures.FRACTION_MIN_SPAN - 1e-9 and lo <= 0.0 <= hi
+    assert hi - lo >= FRACTION_MIN_SPAN - 1e-9 and lo <= 0.0 <= hi
     kept["accuracy_vs_params"].canvas.draw()
     assert ax.yaxis.get_offset_text().get_text() == ""  # no "1e-17" above the axis
     curves = pd.DataFrame(
         [{"label": "uniform", "method": "uniform", "rank": 4, "step": s, "reward_mean": 0.0} for s in (1, 2, 3)]
     )
-    figures.reward_curves(curves, tmp_path)
+    performance.reward_curves(curves, tmp_path)
     lo, hi = kept["reward_curves"].axes[0].get_ylim()
-    assert hi - lo >= figures.FRACTION_MIN_SPAN - 1e-9
+    assert hi - lo >= FRACTION_MIN_SPAN - 1e-9

@@ -24,7 +24,6 @@ from arca.config import from_dict
 from arca.report.curves import curve_auc, first_step_reaching
 from arca.report.heatmap import pick_shown, render_heatmap
 from arca.report.tables import aggregate_main, read_table
-from arca.stats import bootstrap_ratio_ci, min_detectable_difference, paired_bootstrap, paired_difference
 
 SEEDS = [1, 2]
 CELLS = [("uniform", "uniform"), ("arca", "arca"), ("oracle", "oracle"), ("null", "uniform")]
@@ -303,33 +302,6 @@ def test_curve_auc_and_threshold_helpers():
     got = first_step_reaching(curves, steps, 0.5)
     assert got[0] == 10 and math.isnan(got[1]) and got[2] == 0
     assert np.isnan(first_step_reaching(curves, steps, float("nan"))).all()
-
-
-# ----------------------------------------------------------------------------- statistics
-def test_paired_bootstrap_mean_matches_paired_difference():
-    rng = np.random.default_rng(11)
-    a, b = (rng.random((3, 50)) < 0.6).astype(float), (rng.random((3, 50)) < 0.5).astype(float)
-    pb, pd_ = paired_bootstrap(a, b), paired_difference(a, b)
-    assert (pb.estimate.mean, pb.estimate.lo, pb.estimate.hi) == (pd_.mean, pd_.lo, pd_.hi)
-    assert pb.finite_frac == 1.0 and pb.mdd == pytest.approx(2.8 * pb.se)
-
-
-def test_paired_bootstrap_se_matches_the_analytic_one():
-    """One seed: the bootstrap SE of a mean of paired differences is sd(d) / sqrt(P)."""
-    rng = np.random.default_rng(2)
-    a, b = rng.normal(0.3, 1.0, (1, 400)), rng.normal(0.0, 1.0, (1, 400))
-    pb = paired_bootstrap(a, b, n_boot=4000)
-    d = (a - b)[0]
-    assert pb.se == pytest.approx(d.std() / math.sqrt(d.size), rel=0.1)
-    assert min_detectable_difference(0.1) == pytest.approx(0.28)
-
-
-def test_bootstrap_ratio_ci_hand_cases():
-    est = bootstrap_ratio_ci([1.0, 3.0], [1.0, 1.0])
-    assert est.mean == pytest.approx(2.0) and est.lo == pytest.approx(1.0) and est.hi == pytest.approx(3.0)
-    one = bootstrap_ratio_ci([0.3, float("nan")], [0.1, 0.2])  # the seed without a value is dropped
-    assert one.mean == pytest.approx(3.0) and one.lo == one.hi == pytest.approx(3.0) and one.n_seeds == 1
-    assert math.isnan(bootstrap_ratio_ci([float("nan")], [float("nan")]).mean)
 
 
 # ----------------------------------------------------------------------------- outputs

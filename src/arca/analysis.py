@@ -25,7 +25,7 @@ from arca.io import write_jsonl
 from arca.labels import align, completion_pieces, rollout_labels, token_flags
 from arca.models import load_policy, resolve_device
 from arca.paths import paths_of
-from arca.prompts import build_prompt
+from arca.prompts import prompt_format
 from arca.scoring import credit_inputs_for_rollouts
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
         torch.set_num_threads(rcfg.train.threads)
     gen = make_generator(rcfg, model, tok)  # rollout.backend, as in training
     ro = gen.generate(
-        [build_prompt(p["problem"]) for p in problems],
+        [prompt_format(rcfg, tok)(p["problem"]) for p in problems],
         1,
         rcfg.rollout.temperature,
         rcfg.rollout.top_p,

@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from arca import __version__
 from arca.config import Config
 
 RUN_INFO = "arca_run.json"  # in the adapter folder: which run, which settings (config hash), how far
@@ -65,21 +66,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def model_card(cfg: Config, info: dict) -> str:
-    """The adapter's ``README.md``: Hugging Face card metadata, then what the run was and how to load it.
-
-    ``info`` is the content of ``arca_run.json`` (identity, config hash, steps, final metrics).
-    """
-    from arca import __version__
-
-    base = base_model_reference(cfg)
-    hub = cfg.model.source == "hub"
+def _metadata(cfg: Config, base: str, hub: bool) -> list[str]:
+    """The card's Hugging Face metadata block (between ``---`` lines), then an empty line."""
     meta = ["---", "library_name: peft", "pipeline_tag: text-generation"]
     if hub:
         meta.append(f"base_model: {base}")
-    meta += ["tags:", "- lora", "- grpo", "- token-credit-assignment", f"- credit-{cfg.credit.method}", "---", ""]
+    return meta + ["tags:", "- lora", "- grpo", "- token-credit-assignment", f"- credit-{cfg.credit.method}", "---", ""]
+
+
+def _training_rows(cfg: Config, info: dict, base: str, hub: bool) -> list[tuple[str, str]]:
+    """The "Training" table: what was trained, with which settings, from which base, by what."""
     t, r = cfg.train, cfg.rollout
-    rows = [
+    return [
         ("run id", f"`{info['run']}` (experiment `{cfg.name}`)"),
         (
             "credit method (`credit.method`)",
@@ -105,20 +103,33 @@ def model_card(cfg: Config, info: dict) -> str:
         ("base model", f"`{base}`" + ("" if hub else " (built by `python -m arca build-base`)")),
         ("written by", f"arca-bench {__version__}, `python -m arca train --run {info['run']}`"),
     ]
+
+
+def _metric_rows(info: dict) -> list[tuple[str, str]]:
+    """The "Final training metrics" table: last step / mean of each card metric, and the last curve point."""
     fm = info.get("final_metrics", {})
-    metric_rows = [
+    rows = [
         (f"{key} (last step / mean over training)", f"{_fmt(fm.get('last_' + key))} / {_fmt(fm.get('mean_' + key))}")
         for key in CARD_METRICS
         if "last_" + key in fm
     ]
     if "curve_greedy" in fm:
-        metric_rows.append(
+        rows.append(
             (
                 f"held-out accuracy at step {fm['curve_step']} ({fm['curve_problems']} problems)",
                 f"greedy {_fmt(fm['curve_greedy'])}, one sample {_fmt(fm['curve_sampled'])}",
             )
         )
-    table = lambda pairs: "\n".join(["| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in pairs)])  # noqa: E731
+    return rows
+
+
+def _table(pairs: list[tuple[str, str]]) -> str:
+    """A two-column markdown table without a header."""
+    return "\n".join(["| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in pairs)])
+
+
+def _loading(hub: bool) -> list[str]:
+    """The "Loading" section; for a base built here, what to edit when the results folder moves."""
     moved = (
         ""
         if hub
@@ -126,9 +137,31 @@ def model_card(cfg: Config, info: dict) -> str:
         "`base_model_name_or_path` in `adapter_config.json` to the new location of `base/` "
         "(or load the base yourself and use `PeftModel.from_pretrained(base, adapter_dir)`).\n"
     )
+    return [
+        "## Loading",
+        "",
+        "```python",
+        "from peft import AutoPeftModelForCausalLM",
+        "from transformers import AutoTokenizer",
+        "",
+        'model = AutoPeftModelForCausalLM.from_pretrained("path/to/this/adapter")',
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/adapter")',
+        "```",
+        moved,
+    ]
+
+
+def model_card(cfg: Config, info: dict) -> str:
+    """The adapter's ``README.md``: Hugging Face card metadata, then what the run was and how to load it.
+
+    ``info`` is the content of ``arca_run.json`` (identity, config hash, steps, final metrics).
+    """
+    base = base_model_reference(cfg)
+    hub = cfg.model.source == "hub"
+    metric_rows = _metric_rows(info)
     return "\n".join(
         [
-            *meta,
+            *_metadata(cfg, base, hub),
             f"# {info['run']}: a LoRA adapter trained with GRPO and `{cfg.credit.method}` token credit",
             "",
             "Trained by arca-bench, a benchmark of token-level credit assignment in LoRA-GRPO that "
@@ -138,27 +171,18 @@ def model_card(cfg: Config, info: dict) -> str:
             "",
             "## Training",
             "",
-            table(rows),
+            _table(_training_rows(cfg, info, base, hub)),
             "",
             "## Final training metrics",
             "",
-            table(metric_rows) if metric_rows else "(no metrics recorded)",
+            _table(metric_rows) if metric_rows else "(no metrics recorded)",
             "",
             "`reward_mean`: share of correct completions (string-match grader); `gini` and `eff_ratio`: "
             "concentration of the token weights (0 and 1 for uniform credit); `fallback_frac`: share of "
             "sequences that fell back to uniform weights; `decisive_auroc`: how well the weights pick out "
             "the planted decisive tokens (0.5 = chance; planted-fork data only).",
             "",
-            "## Loading",
-            "",
-            "```python",
-            "from peft import AutoPeftModelForCausalLM",
-            "from transformers import AutoTokenizer",
-            "",
-            'model = AutoPeftModelForCausalLM.from_pretrained("path/to/this/adapter")',
-            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/adapter")',
-            "```",
-            moved,
+            *_loading(hub),
         ]
     )
 

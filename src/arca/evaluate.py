@@ -34,7 +34,7 @@ from arca.labels import align
 from arca.models import count_trainable, load_base_model, load_policy, resolve_device
 from arca.paths import paths_of
 from arca.probe import probe_precision, probe_problems
-from arca.prompts import build_prompt
+from arca.prompts import prompt_format
 from arca.stats import pass_at_k
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ def curve_point(cfg: Config, generator, problems: list[dict], step: int) -> dict
     sampling, so evaluating a curve leaves the training run's random stream untouched.
     """
     e = cfg.eval
-    prompts = [build_prompt(p["problem"]) for p in problems]
+    fmt = prompt_format(cfg, generator.tokenizer)
+    prompts = [fmt(p["problem"]) for p in problems]
     golds = [gold_answer(p["answer"]) for p in problems]
     with torch.random.fork_rng(devices=[]):
         greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)
@@ -185,7 +186,8 @@ def evaluate_protocol(cfg: Config, generator, protocol: str, grader, name: str =
             no_gold,
             len(problems),
         )
-    prompts = [build_prompt(p["problem"]) for p in problems]
+    fmt = prompt_format(cfg, generator.tokenizer)
+    prompts = [fmt(p["problem"]) for p in problems]
     e = cfg.eval
     label = f"{name} {protocol}".strip()
     greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True, progress=f"{label} greedy")

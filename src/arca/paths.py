@@ -6,7 +6,7 @@ reads and writes from them, so a rule's declared output and the file its step wr
 apart. The layout::
 
     results/<name>/
-      data/{train,test,math500}.jsonl       prepare-data
+      data/{train,test,math500,shots}.jsonl prepare-data
       base/                                 build-base (pretrain_loss.jsonl inside when pretrained here)
       runs/<run>/                           train: adapter/, metrics.jsonl, final_weights.json,
                                             curve.jsonl; beside them config.yaml, checkpoints/,
@@ -48,6 +48,11 @@ class DataPaths:
     @property
     def math500(self) -> Path:
         return self.root / "math500.jsonl"
+
+    @property
+    def shots(self) -> Path:
+        """The few-shot worked examples (``data.few_shot``), written beside the splits, never declared."""
+        return self.root / "shots.jsonl"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from arca.io import write_jsonl
 from arca.labels import rollout_labels
 from arca.models import load_base_model, resolve_device
 from arca.paths import paths_of
-from arca.prompts import build_prompt
+from arca.prompts import prompt_format
 from arca.rollout import Rollouts, pad_right
 from arca.scoring import credit_inputs_for_rollouts
 
@@ -46,8 +46,9 @@ def sample_probe(cfg: Config, generator, problems: list[dict]) -> list[dict]:
     so a later step rebuilds exactly the batch that was sampled.
     """
     e, k = cfg.eval, cfg.rollout.k
+    fmt = prompt_format(cfg, generator.tokenizer)
     r = generator.generate(
-        [build_prompt(p["problem"]) for p in problems],
+        [fmt(p["problem"]) for p in problems],
         k,
         e.temperature,
         e.top_p,
@@ -72,14 +73,14 @@ def sample_probe(cfg: Config, generator, problems: list[dict]) -> list[dict]:
     return rows
 
 
-def probe_batch(rows: list[dict], problems: list[dict], tokenizer, pad_id: int, max_prompt_tokens: int):
-    """The probe's rows as a ``Rollouts`` batch (prompts re-encoded, completions as sampled)."""
+def probe_batch(rows: list[dict], problems: list[dict], tokenizer, pad_id: int, max_prompt_tokens: int, fmt):
+    """The probe's rows as a ``Rollouts`` batch (prompts re-encoded by ``fmt``, completions as sampled)."""
     by_id = {p["id"]: p for p in problems}
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
         enc = tokenizer(
-            [build_prompt(by_id[r["problem_id"]]["problem"]) for r in rows],
+            [fmt(by_id[r["problem_id"]]["problem"]) for r in rows],
             return_tensors="pt",
             padding=True,
             truncation=True,
@@ -102,7 +103,8 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
     by_id = {p["id"]: p for p in problems}
     ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batch = probe_batch(rows, problems, tokenizer, pad_id, cfg.data.max_prompt_tokens)
+    fmt = prompt_format(cfg, tokenizer)
+    batch = probe_batch(rows, problems, tokenizer, pad_id, cfg.data.max_prompt_tokens, fmt)
     labels = rollout_labels(tokenizer, batch, ordered, cfg.rollout.k)
     if labels is None:
         return {}

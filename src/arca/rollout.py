@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import typing
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -45,6 +45,8 @@ class Rollouts:
 
 
 class Generator(Protocol):
+    tokenizer: Any  # the policy's tokenizer (the prompt format renders chat templates with it)
+
     def generate(
         self,
         prompts: list[str],

@@ -47,7 +47,7 @@ from arca.labels import label_metrics, rollout_labels
 from arca.models import count_trainable, load_policy, resolve_device
 from arca.optimizer import grpo_adamw
 from arca.paths import RunPaths, paths_of
-from arca.prompts import build_prompt
+from arca.prompts import prompt_format
 from arca.run_files import RunState, finish_run, load_checkpoint, log_scalars, save_checkpoint, tensorboard_writer
 from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
 
@@ -133,7 +133,7 @@ def train_step(
     t0 = time.perf_counter()
     fixed = {"min_new_tokens": cfg.rollout.min_new_tokens} if cfg.rollout.min_new_tokens > 0 else {}
     r = generator.generate(
-        [build_prompt(p["problem"]) for p in problems],
+        [prompt_format(cfg, generator.tokenizer)(p["problem"]) for p in problems],
         K,
         cfg.rollout.temperature,
         cfg.rollout.top_p,

@@ -36,35 +36,33 @@ def parse_backends(text: str) -> tuple[str, ...]:
     return names
 
 
-def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: int = DEFAULT_STEPS) -> dict:
-    """Completion tokens per second of each rollout backend on the training step's sampling batch."""
+def _generators(bcfg: Config, backends: tuple[str, ...], model, tok) -> dict:
+    """One generator per backend, all over the same policy (the config's ``rollout.backend`` replaced)."""
     from arca.backends import make_generator
-    from arca.io import write_json, write_text
-    from arca.models import load_policy, resolve_device
-    from arca.prompts import build_prompt
 
-    if steps < 1:
-        raise ValueError("--steps must be >= 1")
-    ensure_inputs(cfg)
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.train.threads)
-    rank, L, K = top_rank(cfg), cfg.rollout.max_new_tokens, cfg.rollout.k
-    bcfg = bench_config(cfg, "uniform", rank, L)
-    torch.manual_seed(cfg.train.seed)
-    model, tok = load_policy(bcfg, device=device)
     gens = {}
     for b in backends:
         raw = to_dict(bcfg)
         raw["rollout"]["backend"] = b
         gens[b] = make_generator(from_dict(raw, source="bench"), model, tok)
-    problems = problems_per_step(cfg, steps + 1)
-    r = cfg.rollout
-    rows: dict[str, list[dict]] = {b: [] for b in backends}
+    return gens
+
+
+def _timed_rounds(
+    cfg: Config, gens: dict, problems: list[list[dict]], steps: int
+) -> tuple[dict[str, list[dict]], dict[str, float]]:
+    """One warm-up round then ``steps`` timed rounds, every backend in turn on the same prompts and seed.
+
+    Returns the timed rows of each backend and its warm-up seconds (vLLM builds its engine there).
+    """
+    from arca.prompts import prompt_format
+
+    r, L, K = cfg.rollout, cfg.rollout.max_new_tokens, cfg.rollout.k
+    rows: dict[str, list[dict]] = {b: [] for b in gens}
     warmup: dict[str, float] = {}
-    t_start = time.perf_counter()
+    fmt = prompt_format(cfg, next(iter(gens.values())).tokenizer)  # the config's prompt, as in training
     for i in range(steps + 1):
-        prompts = [build_prompt(p["problem"]) for p in problems[i]]
+        prompts = [fmt(p["problem"]) for p in problems[i]]
         for b, gen in gens.items():
             t0 = time.perf_counter()
             out = gen.generate(
@@ -79,6 +77,11 @@ def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: i
             log.info(
                 "bench generation %s round %d%s: %.2f s, %d tokens", b, i, " (warm-up)" if i == 0 else "", dt, tokens
             )
+    return rows, warmup
+
+
+def _medians(rows: dict[str, list[dict]], warmup: dict[str, float], first: str) -> dict[str, dict]:
+    """Median seconds, tokens and rate of each backend, and its speed as a multiple of ``first``'s."""
     medians = {
         b: {
             "seconds": median([x["seconds"] for x in v]),
@@ -89,30 +92,58 @@ def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: i
         }
         for b, v in rows.items()
     }
-    ref = medians[backends[0]]["tokens_per_second"]
+    ref = medians[first]["tokens_per_second"]
     for v in medians.values():
         v["speed_x_first"] = ratio(v["tokens_per_second"], ref)
+    return medians
+
+
+def _settings(cfg: Config, model, backends: tuple[str, ...], steps: int, rank: int) -> dict:
+    """What the generation benchmark ran with, for the summary."""
+    r, K = cfg.rollout, cfg.rollout.k
+    return {
+        "config": cfg.name,
+        "model": cfg.model.source,
+        "n_params": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+        "backends": list(backends),
+        "steps": steps,
+        "prompts_per_step": cfg.train.prompts_per_step,
+        "k": K,
+        "completions": cfg.train.prompts_per_step * K,
+        "new_tokens": r.max_new_tokens,
+        "lora_rank": rank,
+        "dtype": cfg.model.dtype,
+        "threads": cfg.train.threads,
+        "temperature": r.temperature,
+        "top_p": r.top_p,
+        "top_k": r.top_k,
+    }
+
+
+def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: int = DEFAULT_STEPS) -> dict:
+    """Completion tokens per second of each rollout backend on the training step's sampling batch."""
+    from arca.io import write_json, write_text
+    from arca.models import load_policy, resolve_device
+
+    if steps < 1:
+        raise ValueError("--steps must be >= 1")
+    ensure_inputs(cfg)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    rank = top_rank(cfg)
+    bcfg = bench_config(cfg, "uniform", rank, cfg.rollout.max_new_tokens)
+    torch.manual_seed(cfg.train.seed)
+    model, tok = load_policy(bcfg, device=device)
+    gens = _generators(bcfg, backends, model, tok)
+    problems = problems_per_step(cfg, steps + 1)
+    t_start = time.perf_counter()
+    rows, warmup = _timed_rounds(cfg, gens, problems, steps)
     summary = {
-        "medians": medians,
+        "medians": _medians(rows, warmup, backends[0]),
         "raw": rows,
         "machine": machine_info(device) | {"vllm": _vllm_version() if "vllm" in backends else None},
-        "settings": {
-            "config": cfg.name,
-            "model": cfg.model.source,
-            "n_params": sum(p.numel() for p in model.parameters() if not p.requires_grad),
-            "backends": list(backends),
-            "steps": steps,
-            "prompts_per_step": cfg.train.prompts_per_step,
-            "k": K,
-            "completions": cfg.train.prompts_per_step * K,
-            "new_tokens": L,
-            "lora_rank": rank,
-            "dtype": cfg.model.dtype,
-            "threads": cfg.train.threads,
-            "temperature": r.temperature,
-            "top_p": r.top_p,
-            "top_k": r.top_k,
-        },
+        "settings": _settings(cfg, model, backends, steps, rank),
         "seconds": time.perf_counter() - t_start,
     }
     for gen in gens.values():

@@ -23,7 +23,7 @@ def compare_decoders(cfg: Config, device: torch.device, step_problems: list[list
     same prompts and seed in a round, so their tokens should be identical (``identical``).
     """
     from arca.models import load_policy
-    from arca.prompts import build_prompt
+    from arca.prompts import prompt_format
     from arca.rollout import TransformersGenerator
 
     torch.manual_seed(cfg.train.seed)
@@ -36,8 +36,9 @@ def compare_decoders(cfg: Config, device: torch.device, step_problems: list[list
     seconds: dict[str, list[float]] = {d: [] for d in gens}
     tokens: list[float] = []
     identical = True
+    fmt = prompt_format(cfg, tok)
     for i in range(reps + 1):
-        prompts = [build_prompt(p["problem"]) for p in step_problems[i]]
+        prompts = [fmt(p["problem"]) for p in step_problems[i]]
         out = {}
         for d in ("generate", "lean") if i % 2 else ("lean", "generate"):
             t0 = time.perf_counter()
@@ -138,6 +139,22 @@ def step_flops(mc, rank: int, targets: list[str], n: int, u: int, p: int, t: int
     }
 
 
+def _median_prompt_width(cfg: Config, step_problems: list[list[dict]]) -> int:
+    """Median over steps of the widest prompt of the step, in tokens, in the config's prompt format."""
+    from transformers import AutoTokenizer
+
+    from arca.pretrain import finish_tokenizer
+    from arca.prompts import prompt_format
+
+    tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
+    fmt = prompt_format(cfg, tok)
+    widths = [
+        max(len(tok(fmt(q["problem"]), add_special_tokens=False)["input_ids"]) for q in probs)
+        for probs in step_problems
+    ]
+    return int(statistics.median(widths))
+
+
 def hardware_summary(
     cfg: Config,
     device: torch.device,
@@ -150,20 +167,13 @@ def hardware_summary(
     Sampling is timed by ``sampling_seconds`` (the lean decoder alone) when given, else by uniform's
     generation time; forward and backward by uniform's steps, the reference pass by ARCA's.
     """
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from arca.decode import shared_prefix_length
-    from arca.pretrain import finish_tokenizer
-    from arca.prompts import build_prompt
 
     mc = AutoConfig.from_pretrained(cfg.base_dir)
-    tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
     n, t = cfg.train.prompts_per_step * cfg.rollout.k, cfg.rollout.max_new_tokens
-    widths = [
-        max(len(tok(build_prompt(q["problem"]), add_special_tokens=False)["input_ids"]) for q in probs)
-        for probs in step_problems
-    ]
-    p = int(statistics.median(widths))
+    p = _median_prompt_width(cfg, step_problems)
     u = int(statistics.median(len({q["id"] for q in probs}) for probs in step_problems))
     q0 = shared_prefix_length(p, p + t - 1)
     flops = step_flops(mc, top_rank(cfg), list(cfg.lora.target_modules), n, u, p, t, q0)

@@ -55,6 +55,86 @@ def _interleaved(
     return raw
 
 
+def _compare_methods(
+    cfg: Config, device: torch.device, problems: list[list[dict]], steps: int, rank: int, L: int, methods
+) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """Every method, round-robin: the raw timed rows and the medians of each method."""
+    runners = {m: OurRunner(bench_config(cfg, m, rank, L), device) for m in methods}
+    raw = _interleaved(runners, problems, steps, seed0=cfg.train.seed)
+    return raw, {m: summarize(rows) for m, rows in raw.items()}
+
+
+def _ratios_vs_uniform(medians: dict[str, dict], key: str) -> dict[str, float | None]:
+    """Each method's median ``key`` over uniform's."""
+    base = medians.get("uniform", {})
+    return {m: ratio(v[key], base.get(key)) for m, v in medians.items()}
+
+
+def _trl_comparison(
+    cfg: Config, device: torch.device, problems: list[list[dict]], steps: int, blocks: int, rank: int, L: int
+) -> dict[str, Any]:
+    """The TRL peer against our uniform, alternating step by step: medians, ratios and raw rows."""
+    ours_rows: list[dict] = []
+    uni = OurRunner(bench_config(cfg, "uniform", rank, L), device)
+    uni.step(problems[0], cfg.train.seed)  # warm-up
+
+    def our_step(b: int) -> None:
+        i = 1 + b
+        ours_rows.append(uni.step(problems[i], cfg.train.seed + i))
+
+    # blocks of one step: ours and TRL alternate step by step, blocks * steps times
+    trl_rows = run_trl(bench_config(cfg, "uniform", rank, L), device, problems, 1, blocks * steps, our_step)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    ours_m, trl_m = summarize(ours_rows), summarize(trl_rows)
+    return {
+        "ours_uniform": ours_m,
+        "trl": trl_m,
+        "ratio_vs_trl": ratio(ours_m["step_seconds"], trl_m["step_seconds"]),
+        "gen_ratio_vs_trl": ratio(ours_m["gen_seconds"], trl_m["gen_seconds"]),
+        "update_ratio_vs_trl": ratio(ours_m["update_seconds"], trl_m["update_seconds"]),
+        "raw": {"ours_uniform": ours_rows, "trl": trl_rows},
+    }
+
+
+def _length_scaling(
+    cfg: Config, device: torch.device, problems: list[list[dict]], rank: int, lengths: list[int], methods
+) -> dict[str, dict[str, dict]]:
+    """Uniform and arca (those of ``methods``) at each completion length: medians per length and method."""
+    scaling: dict[str, dict[str, dict]] = {}
+    for length in lengths:
+        rs = {m: OurRunner(bench_config(cfg, m, rank, length), device) for m in ("uniform", "arca") if m in methods}
+        raw_len = _interleaved(rs, problems, LENGTH_STEPS, seed0=cfg.train.seed)
+        scaling[str(length)] = {m: summarize(rows) for m, rows in raw_len.items()}
+        del rs
+    return scaling
+
+
+def _settings(
+    cfg: Config, steps: int, blocks: int, lengths: list[int], rank: int, methods: tuple[str, ...], trl: bool
+) -> dict[str, Any]:
+    """What the benchmark ran with, for the summary."""
+    L = cfg.rollout.max_new_tokens
+    return {
+        "config": cfg.name,
+        "steps": steps,
+        "warmup_steps": 1,
+        "trl_blocks": blocks,
+        "lengths": lengths,
+        "prompts_per_step": cfg.train.prompts_per_step,
+        "k": cfg.rollout.k,
+        "completions_per_step": cfg.train.prompts_per_step * cfg.rollout.k,
+        "max_new_tokens": L,
+        "min_new_tokens": L,
+        "micro_batch_prompts": cfg.train.micro_batch_prompts,
+        "lora_rank": rank,
+        "dtype": cfg.model.dtype,
+        "threads": cfg.train.threads,
+        "methods": list(methods),
+        "trl": trl,
+    }
+
+
 def bench(
     cfg: Config,
     steps: int = DEFAULT_STEPS,
@@ -80,57 +160,21 @@ def bench(
     t_start = time.perf_counter()
 
     # 1. every method, round-robin
-    runners = {m: OurRunner(bench_config(cfg, m, rank, L), device) for m in methods}
-    raw_methods = _interleaved(runners, problems, steps, seed0=cfg.train.seed)
-    medians = {m: summarize(rows) for m, rows in raw_methods.items()}
-    base = medians.get("uniform", {})
-    step_ratio = {m: ratio(v["step_seconds"], base.get("step_seconds")) for m, v in medians.items()}
-    upd_ratio = {m: ratio(v["update_seconds"], base.get("update_seconds")) for m, v in medians.items()}
-
+    raw_methods, medians = _compare_methods(cfg, device, problems, steps, rank, L, methods)
     # sampling, lean against generate; where the time goes
     uni_cfg = bench_config(cfg, "uniform", rank, L)
     decoders = compare_decoders(uni_cfg, device, problems, steps) if cfg.rollout.backend == "transformers" else None
     hardware = hardware_summary(
         uni_cfg, device, medians, problems[1 : steps + 1], decoders["seconds"]["lean"] if decoders else None
     )
-
     # 2. TRL peer, in blocks interleaved with our uniform
-    trl_out: dict[str, Any] | None = None
-    if trl:
-        ours_rows: list[dict] = []
-        uni = OurRunner(bench_config(cfg, "uniform", rank, L), device)
-        uni.step(problems[0], cfg.train.seed)  # warm-up
-
-        def our_step(b: int) -> None:
-            i = 1 + b
-            ours_rows.append(uni.step(problems[i], cfg.train.seed + i))
-
-        # blocks of one step: ours and TRL alternate step by step, blocks * steps times
-        trl_rows = run_trl(bench_config(cfg, "uniform", rank, L), device, problems, 1, blocks * steps, our_step)
-        if device.type == "cpu":
-            torch.set_num_threads(cfg.train.threads)
-        ours_m, trl_m = summarize(ours_rows), summarize(trl_rows)
-        trl_out = {
-            "ours_uniform": ours_m,
-            "trl": trl_m,
-            "ratio_vs_trl": ratio(ours_m["step_seconds"], trl_m["step_seconds"]),
-            "gen_ratio_vs_trl": ratio(ours_m["gen_seconds"], trl_m["gen_seconds"]),
-            "update_ratio_vs_trl": ratio(ours_m["update_seconds"], trl_m["update_seconds"]),
-            "raw": {"ours_uniform": ours_rows, "trl": trl_rows},
-        }
-        del uni
-
+    trl_out = _trl_comparison(cfg, device, problems, steps, blocks, rank, L) if trl else None
     # 3. length scaling
-    scaling: dict[str, dict[str, dict]] = {}
-    for length in lengths:
-        rs = {m: OurRunner(bench_config(cfg, m, rank, length), device) for m in ("uniform", "arca") if m in methods}
-        raw_len = _interleaved(rs, problems, LENGTH_STEPS, seed0=cfg.train.seed)
-        scaling[str(length)] = {m: summarize(rows) for m, rows in raw_len.items()}
-        del rs
+    scaling = _length_scaling(cfg, device, problems, rank, lengths, methods)
 
     summary = {
-        "ratio_vs_uniform": step_ratio,
-        "update_ratio_vs_uniform": upd_ratio,
+        "ratio_vs_uniform": _ratios_vs_uniform(medians, "step_seconds"),
+        "update_ratio_vs_uniform": _ratios_vs_uniform(medians, "update_seconds"),
         "ratio_vs_trl": trl_out["ratio_vs_trl"] if trl_out else None,
         "medians": medians,
         "trl": {k: v for k, v in trl_out.items() if k != "raw"} if trl_out else None,
@@ -143,29 +187,10 @@ def bench(
             "sampling": decoders["raw"] if decoders else None,
         },
         "machine": machine_info(device),
-        "settings": {
-            "config": cfg.name,
-            "steps": steps,
-            "warmup_steps": 1,
-            "trl_blocks": blocks,
-            "lengths": lengths,
-            "prompts_per_step": cfg.train.prompts_per_step,
-            "k": cfg.rollout.k,
-            "completions_per_step": cfg.train.prompts_per_step * cfg.rollout.k,
-            "max_new_tokens": L,
-            "min_new_tokens": L,
-            "micro_batch_prompts": cfg.train.micro_batch_prompts,
-            "lora_rank": rank,
-            "dtype": cfg.model.dtype,
-            "threads": cfg.train.threads,
-            "methods": list(methods),
-            "trl": trl,
-        },
+        "settings": _settings(cfg, steps, blocks, lengths, rank, methods, trl),
         "differences_from_trl": DIFFERENCES_FROM_TRL,
         "seconds": time.perf_counter() - t_start,
     }
-    out = cfg.out_dir / "bench"
-    write_json(out / "summary.json", summary)
-    table = format_table(summary)
-    write_text(out / "summary.md", table)
+    write_json(cfg.out_dir / "bench" / "summary.json", summary)
+    write_text(cfg.out_dir / "bench" / "summary.md", format_table(summary))
     return summary

@@ -23,32 +23,22 @@ def _trl_reward():
     return paper_reward
 
 
-def run_trl(
-    cfg: Config, device: torch.device, step_problems: list[list[dict]], steps: int, blocks: int, between_blocks
-) -> list[dict]:
-    """``1 + blocks * steps`` TRL GRPO steps (the first is a warm-up, dropped); after the warm-up and
-    after every block but the last, ``between_blocks(i)`` runs (our block i). Returns the timed steps."""
+def _trl_dataset(step_problems: list[list[dict]], fmt):
+    """The prompts of every step in order, one dataset row per prompt (prompt text by ``fmt``, gold answer)."""
     import datasets
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
 
-    from arca.models import peft_lora_config, torch_dtype
-    from arca.pretrain import finish_tokenizer
-    from arca.prompts import build_prompt
+    # shuffle off: TRL's step i takes dataset rows i*P .. i*P+P-1, the same prompts as our step i;
+    # the text is already formatted (worked examples, chat template), so it goes to TRL as plain text
+    rows = [{"prompt": fmt(p["problem"]), "answer": p["answer"]} for probs in step_problems for p in probs]
+    return datasets.Dataset.from_list(rows)
 
-    total = 1 + blocks * steps
+
+def _grpo_args(cfg: Config, device: torch.device, total: int):
+    """``GRPOConfig`` doing our step's work: P prompts x K completions of exactly L tokens, no KL, no logging."""
+    from trl import GRPOConfig
+
     P, K, L = cfg.train.prompts_per_step, cfg.rollout.k, cfg.rollout.max_new_tokens
-    # shuffle off: TRL's step i takes dataset rows i*P .. i*P+P-1, the same prompts as our step i
-    rows = [
-        {"prompt": build_prompt(p["problem"]), "answer": p["answer"]} for probs in step_problems[:total] for p in probs
-    ]
-    ds = datasets.Dataset.from_list(rows)
-    tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
-    torch.manual_seed(cfg.train.seed)
-    model = AutoModelForCausalLM.from_pretrained(
-        cfg.base_dir, dtype=torch_dtype(cfg.model.dtype), attn_implementation=cfg.model.attn_implementation
-    )
-    args = GRPOConfig(
+    return GRPOConfig(
         output_dir=str(cfg.out_dir / "bench" / "trl_out"),
         per_device_train_batch_size=P * K,
         gradient_accumulation_steps=1,
@@ -81,7 +71,18 @@ def run_trl(
         seed=cfg.train.seed,
         disable_tqdm=True,
     )
-    timed: list[dict] = []
+
+
+def _step_timer(
+    device: torch.device, rows: int, L: int, total: int, steps: int, between_blocks, timed: list[dict], held: dict
+):
+    """A ``TrainerCallback`` appending one timed row per TRL step to ``timed`` and calling ``between_blocks``.
+
+    ``held["gen"]`` is the step's sampling seconds (added up by ``_time_generation``), reset after
+    each step; ``held["trainer"]`` is the trainer, read for its completion lengths. ``rows``
+    completions per step of up to ``L`` tokens.
+    """
+    from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
@@ -91,12 +92,12 @@ def run_trl(
         def on_step_end(self, a, state, control, **kw):
             dt = time.perf_counter() - self.t0
             self.mem.__exit__(None, None, None)
-            lengths = getattr(trainer, "_metrics", {}).get("train", {}).get("completions/mean_length") or []
-            tokens = P * K * (float(lengths[-1]) if lengths else L)
+            lengths = getattr(held["trainer"], "_metrics", {}).get("train", {}).get("completions/mean_length") or []
+            tokens = rows * (float(lengths[-1]) if lengths else L)
             timed.append(
                 {
-                    "gen_seconds": trainer_gen[0],
-                    "update_seconds": dt - trainer_gen[0],
+                    "gen_seconds": held["gen"],
+                    "update_seconds": dt - held["gen"],
                     "step_seconds": dt,
                     "tokens": tokens,
                     "tokens_per_second": tokens / dt,
@@ -106,12 +107,51 @@ def run_trl(
                     "global_step": state.global_step,
                 }
             )
-            trainer_gen[0] = 0.0
+            held["gen"] = 0.0
             done = state.global_step
             if done < total and (done - 1) % steps == 0:
                 between_blocks((done - 1) // steps)
 
-    trainer_gen = [0.0]
+    return StepTimer()
+
+
+def _time_generation(trainer, held: dict) -> None:
+    """Wrap the sampling part of TRL's step so that its seconds add up in ``held["gen"]``."""
+    inner = trainer._generate_single_turn
+
+    def timed_generate(*a, **kw):
+        t = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            held["gen"] += time.perf_counter() - t
+
+    trainer._generate_single_turn = timed_generate
+
+
+def run_trl(
+    cfg: Config, device: torch.device, step_problems: list[list[dict]], steps: int, blocks: int, between_blocks
+) -> list[dict]:
+    """``1 + blocks * steps`` TRL GRPO steps (the first is a warm-up, dropped); after the warm-up and
+    after every block but the last, ``between_blocks(i)`` runs (our block i). Returns the timed steps."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer
+
+    from arca.models import peft_lora_config, torch_dtype
+    from arca.pretrain import finish_tokenizer
+    from arca.prompts import prompt_format
+
+    total = 1 + blocks * steps
+    P, K, L = cfg.train.prompts_per_step, cfg.rollout.k, cfg.rollout.max_new_tokens
+    tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
+    ds = _trl_dataset(step_problems[:total], prompt_format(cfg, tok))
+    torch.manual_seed(cfg.train.seed)
+    model = AutoModelForCausalLM.from_pretrained(
+        cfg.base_dir, dtype=torch_dtype(cfg.model.dtype), attn_implementation=cfg.model.attn_implementation
+    )
+    args = _grpo_args(cfg, device, total)
+    timed: list[dict] = []
+    held = {"gen": 0.0}
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[_trl_reward()],
@@ -119,18 +159,10 @@ def run_trl(
         train_dataset=ds,
         processing_class=tok,
         peft_config=peft_lora_config(cfg.lora),
-        callbacks=[StepTimer()],
+        callbacks=[_step_timer(device, P * K, L, total, steps, between_blocks, timed, held)],
     )
-    inner = trainer._generate_single_turn
-
-    def timed_generate(*a, **kw):  # the sampling part of TRL's step
-        t = time.perf_counter()
-        try:
-            return inner(*a, **kw)
-        finally:
-            trainer_gen[0] += time.perf_counter() - t
-
-    trainer._generate_single_turn = timed_generate
+    held["trainer"] = trainer
+    _time_generation(trainer, held)
     if device.type == "cpu":
         torch.set_num_threads(cfg.train.threads)
     trainer.train()

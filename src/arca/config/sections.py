@@ -125,6 +125,9 @@ class DataConfig:
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     seed: int = 1234
     max_prompt_tokens: int = 512
+    # worked examples shown before each problem (0 = none, the paper's zero-shot prompt); prepare-data
+    # takes them from the end of the train split, writes them to shots.jsonl and trains on the rest
+    few_shot: int = 0
     forks: ForksConfig = field(default_factory=ForksConfig)
 
 

@@ -6,7 +6,8 @@ A record is ``{"id": str, "problem": str, "solution": str, "answer": str, "level
 MATH-lighteval or MATH-500 format) or generated arithmetic problems (``arca.data.generated``).
 
 ``prepare_data`` is the ``prepare-data`` step: it writes ``<results>/<name>/data/train.jsonl``,
-``test.jsonl`` (and ``math500.jsonl`` when the ``math500`` protocol is on) plus the resolved
+``test.jsonl`` (and ``math500.jsonl`` when the ``math500`` protocol is on, ``shots.jsonl`` when
+``data.few_shot`` > 0) plus the resolved
 ``config.yaml``; later steps read them back with ``read_records``.
 """
 
@@ -72,6 +73,12 @@ def prepare_data(cfg, args=None) -> None:
                 no_gold,
             )
             splits[name] = records
+    if cfg.data.few_shot:
+        # the worked examples of the prompt come from the train split and are not trained on
+        n = cfg.data.few_shot
+        if len(splits["train"]) <= n:
+            raise ValueError(f"key 'data.few_shot': {n} examples leave no training problem ({len(splits['train'])})")
+        splits["train"], splits["shots"] = splits["train"][:-n], splits["train"][-n:]
     for name, records in splits.items():
         write_jsonl(out / f"{name}.jsonl", records)
         log.info("wrote %d %s problems to %s", len(records), name, out / f"{name}.jsonl")

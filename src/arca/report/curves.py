@@ -249,14 +249,9 @@ def _fmt_diff(row, prefix: str, digits: int = 3) -> str:
     return est(row, f"{prefix}_diff").fmt(digits=digits)
 
 
-def sample_efficiency_markdown(df: pd.DataFrame) -> str:
-    parts = ["# Sample efficiency on held-out problems\n"]
-    have = df.dropna(subset=["auc_greedy"])
-    if have.empty:
-        return "\n".join(parts + ["No learning curves in this experiment (`eval.every` is 0): nothing to report.\n"])
-    first = have.iloc[0]
-    ref = df["reference"].dropna().iloc[0] if df["reference"].notna().any() else None
-    parts.append(
+def _efficiency_intro(first: pd.Series, ref: str | None) -> str:
+    """What the tables measure, on how many problems and steps, and what the differences are."""
+    return (
         f"Held-out greedy accuracy and one T=1 sample per problem on {int(first['n_problems'])} test problems, "
         f"at curve steps {first['first_step']:g} to {first['last_step']:g}. AUC = trapezoid area under the curve "
         "divided by the step span (the mean accuracy over training). Final = greedy accuracy at the last curve step. "
@@ -269,6 +264,10 @@ def sample_efficiency_markdown(df: pd.DataFrame) -> str:
             else "No uniform cell: no differences.\n"
         )
     )
+
+
+def _efficiency_tables(df: pd.DataFrame, minus: str) -> list[str]:
+    """The AUC table and the final-accuracy / steps-to-threshold table, each under its heading."""
     rows = [
         [
             r["label"],
@@ -283,8 +282,7 @@ def sample_efficiency_markdown(df: pd.DataFrame) -> str:
         ]
         for _, r in df.iterrows()
     ]
-    minus = f"minus {ref}" if ref else "minus uniform"
-    parts += [
+    parts = [
         "## Area under the held-out learning curve\n",
         markdown_table(["method", "r", "seeds", "AUC greedy", minus, "MDD", "AUC sampled", minus, "MDD"], rows),
     ]
@@ -301,10 +299,14 @@ def sample_efficiency_markdown(df: pd.DataFrame) -> str:
         ]
         for _, r in df.iterrows()
     ]
-    parts += [
+    return parts + [
         "## Final accuracy and steps to threshold\n",
         markdown_table(["method", "r", "final greedy", minus, "MDD", "steps to threshold", minus, "MDD"], rows),
     ]
+
+
+def _efficiency_notes(df: pd.DataFrame, first: pd.Series, ref: str | None) -> str:
+    """The base model's accuracy, how the threshold was set, and the reference's seed-to-seed spread."""
     thr = first["threshold"]
     notes = [f"Base model (curve step 0): greedy accuracy {fmt_num(first['base_greedy'])}."]
     if np.isfinite(thr):
@@ -325,4 +327,16 @@ def sample_efficiency_markdown(df: pd.DataFrame) -> str:
             f"min {fmt_num(u['auc_greedy_seed_min'])}, max {fmt_num(u['auc_greedy_seed_max'])} "
             f"over {u['n_seeds']} seed{'s' if u['n_seeds'] != 1 else ''}."
         )
-    return "\n".join(parts + ["\n".join(notes) + "\n"])
+    return "\n".join(notes) + "\n"
+
+
+def sample_efficiency_markdown(df: pd.DataFrame) -> str:
+    parts = ["# Sample efficiency on held-out problems\n"]
+    have = df.dropna(subset=["auc_greedy"])
+    if have.empty:
+        return "\n".join(parts + ["No learning curves in this experiment (`eval.every` is 0): nothing to report.\n"])
+    first = have.iloc[0]
+    ref = df["reference"].dropna().iloc[0] if df["reference"].notna().any() else None
+    parts.append(_efficiency_intro(first, ref))
+    parts += _efficiency_tables(df, f"minus {ref}" if ref else "minus uniform")
+    return "\n".join(parts + [_efficiency_notes(df, first, ref)])

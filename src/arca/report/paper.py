@@ -66,6 +66,68 @@ def _with_signal(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return rows[~fell], (f"; left out, fell back to uniform weights on every step: {note}" if note else "")
 
 
+def _claim_baselines_concentrated(conc: pd.DataFrame) -> str:
+    """Claim (i): every output-distribution baseline has a Gini above ``CONCENTRATED_GINI``."""
+    base = conc[conc["label"].isin(OUTPUT_BASELINES)]
+    head = f"(i) Output-distribution baselines concentrated (Gini > {CONCENTRATED_GINI:.2f})"
+    if base.empty:
+        return f"{head}: not tested (no such cells)."
+    informative, note = _with_signal(base)
+    if informative.empty:
+        return f"{head}: not testable (every baseline fell back to uniform weights on every step)."
+    parts = [f"{r['label']} r{r['rank']} {r['gini']:.3f}" for _, r in informative.iterrows()]
+    ok = bool((informative["gini"] > CONCENTRATED_GINI).all())
+    return f"{head}: {'holds' if ok else 'does not hold'} ({', '.join(parts)}{note})."
+
+
+def _claim_arca_middle(conc: pd.DataFrame) -> str:
+    """Claim (ii): ARCA's Gini lies in ``MIDDLE_BAND`` (at every rank, or at some)."""
+    arca = conc[conc["label"] == "arca"]
+    lo, hi = MIDDLE_BAND
+    head = f"(ii) ARCA in the middle regime (Gini in {lo:.2f}-{hi:.2f})"
+    if arca.empty:
+        return "(ii) ARCA in the middle regime: not tested (no arca cells)."
+    informative, note = _with_signal(arca)
+    if informative.empty:
+        return (
+            f"{head}: not testable (ARCA fell back to uniform weights on every step: its adapter "
+            "residual was zero throughout)."
+        )
+    inside = informative["gini"].between(lo, hi)
+    parts = [f"r{r['rank']} {r['gini']:.3f}" for _, r in informative.iterrows()]
+    verdict = "holds" if inside.all() else ("holds at some ranks" if inside.any() else "does not hold")
+    return f"{head}: {verdict} ({', '.join(parts)}{note})."
+
+
+def _claim_arca_competitive(perf: pd.DataFrame, paired: pd.DataFrame) -> str:
+    """Claim (iii): ARCA's best rank is within ``COMPETITIVE_MARGIN`` of uniform's greedy accuracy."""
+    arca_perf = perf[perf["label"] == "arca"]
+    head = (
+        f"(iii) ARCA's accuracy competitive with uniform (0 in the paired CI, or difference > "
+        f"-{COMPETITIVE_MARGIN:.2f})"
+    )
+    if arca_perf.empty or paired.empty:
+        return "(iii) ARCA's accuracy competitive with uniform: not tested (needs arca and uniform cells)."
+    best = arca_perf.loc[arca_perf["greedy"].idxmax()]
+    row = _lookup(paired, "arca", int(best["rank"]))
+    if row is None:
+        return "(iii) ARCA's accuracy competitive with uniform: not tested (no paired row)."
+    ref = perf[perf["label"] == REFERENCE_METHOD]
+    involved = pd.concat([arca_perf, ref])[["greedy", "greedy_lo", "greedy_hi"]].to_numpy(dtype=float).ravel()
+    involved = involved[np.isfinite(involved)]
+    d = est(row, "diff")
+    if involved.size and involved.min() == involved.max():
+        return (
+            f"{head}: not testable (every greedy accuracy of ARCA and {REFERENCE_METHOD} is "
+            f"{involved[0]:.3f} on every problem: no variation to compare)."
+        )
+    ok = d.contains(0.0) or d.mean > -COMPETITIVE_MARGIN
+    return (
+        f"{head}: {'holds' if ok else 'does not hold'} (best ARCA r{int(best['rank'])} "
+        f"greedy {best['greedy']:.3f}; minus {row['reference']}: {d.fmt()})."
+    )
+
+
 def claims(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFrame) -> list[str]:
     """One line per claim of the paper, judged from our numbers.
 
@@ -73,70 +135,20 @@ def claims(perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFrame) -> list
     cannot tell (weights that fell back to uniform on every step, or accuracies without any
     variation, e.g. all 0); a verdict on them would be empty.
     """
-    lines = []
-    base = conc[conc["label"].isin(OUTPUT_BASELINES)]
-    head = f"(i) Output-distribution baselines concentrated (Gini > {CONCENTRATED_GINI:.2f})"
-    if base.empty:
-        lines.append(f"{head}: not tested (no such cells).")
-    else:
-        informative, note = _with_signal(base)
-        if informative.empty:
-            lines.append(f"{head}: not testable (every baseline fell back to uniform weights on every step).")
-        else:
-            parts = [f"{r['label']} r{r['rank']} {r['gini']:.3f}" for _, r in informative.iterrows()]
-            ok = bool((informative["gini"] > CONCENTRATED_GINI).all())
-            lines.append(f"{head}: {'holds' if ok else 'does not hold'} ({', '.join(parts)}{note}).")
-    arca = conc[conc["label"] == "arca"]
-    lo, hi = MIDDLE_BAND
-    head = f"(ii) ARCA in the middle regime (Gini in {lo:.2f}-{hi:.2f})"
-    if arca.empty:
-        lines.append("(ii) ARCA in the middle regime: not tested (no arca cells).")
-    else:
-        informative, note = _with_signal(arca)
-        if informative.empty:
-            lines.append(
-                f"{head}: not testable (ARCA fell back to uniform weights on every step: its adapter "
-                "residual was zero throughout)."
-            )
-        else:
-            inside = informative["gini"].between(lo, hi)
-            parts = [f"r{r['rank']} {r['gini']:.3f}" for _, r in informative.iterrows()]
-            verdict = "holds" if inside.all() else ("holds at some ranks" if inside.any() else "does not hold")
-            lines.append(f"{head}: {verdict} ({', '.join(parts)}{note}).")
-    arca_perf = perf[perf["label"] == "arca"]
-    head = (
-        f"(iii) ARCA's accuracy competitive with uniform (0 in the paired CI, or difference > "
-        f"-{COMPETITIVE_MARGIN:.2f})"
-    )
-    if arca_perf.empty or paired.empty:
-        lines.append("(iii) ARCA's accuracy competitive with uniform: not tested (needs arca and uniform cells).")
-    else:
-        best = arca_perf.loc[arca_perf["greedy"].idxmax()]
-        row = _lookup(paired, "arca", int(best["rank"]))
-        if row is None:
-            lines.append("(iii) ARCA's accuracy competitive with uniform: not tested (no paired row).")
-        else:
-            ref = perf[perf["label"] == REFERENCE_METHOD]
-            involved = pd.concat([arca_perf, ref])[["greedy", "greedy_lo", "greedy_hi"]].to_numpy(dtype=float).ravel()
-            involved = involved[np.isfinite(involved)]
-            d = est(row, "diff")
-            if involved.size and involved.min() == involved.max():
-                lines.append(
-                    f"{head}: not testable (every greedy accuracy of ARCA and {REFERENCE_METHOD} is "
-                    f"{involved[0]:.3f} on every problem: no variation to compare)."
-                )
-            else:
-                ok = d.contains(0.0) or d.mean > -COMPETITIVE_MARGIN
-                lines.append(
-                    f"{head}: {'holds' if ok else 'does not hold'} (best ARCA r{int(best['rank'])} "
-                    f"greedy {best['greedy']:.3f}; minus {row['reference']}: {d.fmt()})."
-                )
-    return lines
+    return [
+        _claim_baselines_concentrated(conc),
+        _claim_arca_middle(conc),
+        _claim_arca_competitive(perf, paired),
+    ]
 
 
-def paper_comparison(
-    perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFrame, protocol: str, grader: str, k: int, n_seeds: int
-) -> str:
+def _ours(row: pd.Series | None, key: str) -> str:
+    return est(row, key).fmt() if row is not None else "-"
+
+
+def _paper_rows(perf: pd.DataFrame, conc: pd.DataFrame) -> tuple[list[str], list[list[str]], list[list[str]]]:
+    """The methods the paper reports, and the rows of Tables 2 and 3: the paper's number beside ours
+    at the matched rank ("-" where our sweep has no cell at that position)."""
     by_method: dict[str, list[int]] = {}
     for method, rank in PAPER_REPORTED:
         by_method.setdefault(method, []).append(rank)
@@ -149,18 +161,17 @@ def paper_comparison(
             orank = mapping.get(pr)
             p = _lookup(perf, method, orank) if orank is not None else None
             c = _lookup(conc, method, orank) if orank is not None else None
-            ofmt = lambda row, key: est(row, key).fmt() if row is not None else "-"  # noqa: E731
             perf_rows.append(
                 [
                     method,
                     str(pr),
                     fmt_rank(orank),
                     f"{ref['greedy']:.3f}",
-                    ofmt(p, "greedy"),
+                    _ours(p, "greedy"),
                     f"{ref['pass_at_k']:.3f}",
-                    ofmt(p, "pass_at_k"),
+                    _ours(p, "pass_at_k"),
                     f"{ref['train_reward']:.3f}",
-                    ofmt(p, "train_reward"),
+                    _ours(p, "train_reward"),
                 ]
             )
             conc_rows.append(
@@ -169,12 +180,19 @@ def paper_comparison(
                     str(pr),
                     fmt_rank(orank),
                     f"{ref['gini']:.3f}",
-                    ofmt(c, "gini"),
+                    _ours(c, "gini"),
                     f"{ref['eff_ratio']:.3f}",
-                    ofmt(c, "eff_ratio"),
+                    _ours(c, "eff_ratio"),
                 ]
             )
-    extra = perf[~perf["label"].isin(list(by_method) + [BASE])]
+    return list(by_method), perf_rows, conc_rows
+
+
+def paper_comparison(
+    perf: pd.DataFrame, conc: pd.DataFrame, paired: pd.DataFrame, protocol: str, grader: str, k: int, n_seeds: int
+) -> str:
+    methods, perf_rows, conc_rows = _paper_rows(perf, conc)
+    extra = perf[~perf["label"].isin(methods + [BASE])]
     parts = [
         "# Our results beside the paper's\n",
         f"Paper: first 200 MATH test problems, one seed, string-match grader, pass@{PAPER_K}. "

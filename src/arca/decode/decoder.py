@@ -1,47 +1,18 @@
-"""Lean batched decoding (``rollout.decoder: lean``): ``generate``'s tokens without its per-token overhead.
+"""The lean decoder's loop: ``LeanDecoder`` runs a Llama/Qwen3 model's layers over a preallocated KV cache.
 
-For the small models of this benchmark most of ``model.generate``'s time is per-token Python and
-framework work (logits processors, stopping criteria, input preparation, attention-mask building,
-peft's module dispatch), not arithmetic. ``LeanDecoder`` runs the same computation as a plain
-loop over the decoder's weights, and rounds every number as ``generate`` does:
-
-- **Same arithmetic.** Each projection is ``F.linear(x, W)`` plus, per active LoRA adapter,
-  ``(x A^T) B^T * scaling`` added as peft adds it (eval mode: no dropout). For a power-of-two
-  scaling (the default lora_alpha = 2 * rank) the last multiply-add is one ``addmm``, which rounds
-  the same since the scaling is exact. RMSNorm, the model's own rotary module, transformers' own
-  ``sdpa_attention_forward`` and the residual stream follow the Llama/Qwen3 code; the boolean
-  mask is passed as the 0/-inf mask SDPA would make of it, and rotate_half's sign is folded into
-  sin (``(-a) * b == a * (-b)``). Positions are ``cumsum(mask) - 1`` (0 on left padding), then one
-  more per step; the last position's logits are read in fp32.
-- **Same sampling.** Each step applies, in ``generate``'s order: EOS at -inf while fewer than
-  ``min_new_tokens`` tokens exist (greedy too), then, when sampling, temperature, top-k and top-p
-  (``min_tokens_to_keep`` 1); then ``argmax`` or ``torch.multinomial(softmax(scores), 1)`` over
-  every row, stopped rows included, so the global RNG advances as in ``generate``. A row stops at
-  its first EOS and is padded with ``pad_id`` after it; the loop ends when every row has stopped
-  or ``max_new_tokens`` exist.
-- **Less work.** The KV cache is preallocated and read as a view of the current length; the
-  prompt runs once per distinct prompt, its cache copied to the K rows sharing it; rows that have
-  stopped leave the model's batch (``MIN_ROWS`` stay). ``final_hidden`` gives the training step's
-  adapter-off reference pass the same saving on the prompt.
-
-Row results do not depend on how many rows a matmul has (from 4 rows up, on MKL) nor on which
-other rows are in the batch, so the output equals ``model.generate``'s token for token on CPU,
-greedy and sampled under the same seed: ``tests/test_decode.py`` checks it with and without a
-LoRA adapter, with and without left padding, stopped rows, min_new_tokens, every filter, on
-Llama and Qwen3 blocks. On a GPU the kernels may round differently for other batch shapes (the
-distribution is the same). Supported: Llama and Qwen3 decoder-only models (the pretrained-here
-model, SmolLM2, Qwen3-1.7B-Base) with SDPA attention in every layer, plain LoRA adapters, no
-generation-config processor beyond the ones above; anything else is refused at construction with
-a message naming ``rollout.decoder``.
+``generate`` runs each distinct prompt once, copies its cache to the rows sharing it, then decodes
+one token per step for the rows still running (stopped rows leave the batch down to ``MIN_ROWS``);
+``final_hidden`` gives the training step's full-sequence pass the same saving on the prompt
+(``shared_prefix_length``). The package docstring (``arca.decode``) says why this equals ``generate``.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+
+from arca.decode.layers import Block, additive, projection, rms_norm, rotary_tables, rotate, unsupported
+from arca.decode.sampling import next_tokens, process_scores
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3")
 
@@ -71,169 +42,6 @@ _OFF_PROCESSORS = {
 }
 
 
-class UnsupportedModelError(ValueError):
-    """The model is outside what the lean decoder reproduces exactly."""
-
-
-def _unsupported(why: str) -> UnsupportedModelError:
-    return UnsupportedModelError(
-        f"rollout.decoder: lean cannot decode this model ({why}); set rollout.decoder: generate"
-    )
-
-
-# ----------------------------------------------------------------------------- sampling
-def process_scores(
-    logits: torch.Tensor,
-    n_generated: int,
-    greedy: bool,
-    temperature: float,
-    top_k: int,
-    top_p: float,
-    min_new_tokens: int,
-    eos_mask: torch.Tensor,
-) -> torch.Tensor:
-    """``generate``'s logits processors, in its order, on next-token logits [B, V] (float32).
-
-    EOS suppression while ``n_generated < min_new_tokens`` (also when greedy); then, for sampling
-    only, temperature (when != 1), top-k (when > 0) and top-p (when < 1), each masking with -inf
-    and keeping at least one token. ``eos_mask`` [V] is True on the EOS ids.
-    """
-    scores = logits
-    if n_generated < min_new_tokens:
-        scores = torch.where(eos_mask, -math.inf, scores)  # [B, V]
-    if greedy:
-        return scores
-    if temperature != 1.0:
-        scores = scores / temperature
-    if top_k:
-        k = min(top_k, scores.shape[-1])
-        kth = torch.topk(scores, k)[0][..., -1, None]  # [B, 1] the k-th largest score
-        scores = scores.masked_fill(scores < kth, -math.inf)
-    if top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=False)  # [B, V] ascending
-        cum = sorted_scores.softmax(dim=-1).cumsum(dim=-1)  # [B, V]
-        drop = cum <= (1 - top_p)  # the least likely tokens whose mass stays within 1 - top_p
-        drop[..., -1:] = 0  # the most likely token always stays
-        scores = scores.masked_fill(drop.scatter(1, order, drop), -math.inf)
-    return scores
-
-
-def next_tokens(scores: torch.Tensor, greedy: bool) -> torch.Tensor:
-    """Argmax, or one multinomial draw per row of softmax(scores): [B, V] -> [B]."""
-    if greedy:
-        return torch.argmax(scores, dim=-1)
-    return torch.multinomial(F.softmax(scores, dim=-1), num_samples=1).squeeze(1)
-
-
-# ----------------------------------------------------------------------------- weights
-@dataclass
-class Projection:
-    """A linear layer as it computes now: base weight and bias, plus (A, B, scaling) per active LoRA adapter."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    loras: list[tuple[torch.Tensor, torch.Tensor, float]]
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., K] -> [..., N]: ``base(x) + sum over adapters of B(A(x)) * scaling``, peft's order."""
-        out = F.linear(x, self.weight, self.bias)
-        if not self.loras:
-            return out
-        dtype = out.dtype
-        flat_x, flat = x.reshape(-1, x.shape[-1]), out.view(-1, out.shape[-1])  # [M, K], [M, N]
-        for a, b, scaling in self.loras:
-            if a.dtype != flat.dtype or a.dtype != flat_x.dtype:
-                # peft keeps adapters in float32 over a bf16/fp16 base: input cast to the adapter's
-                # dtype, the sum promoted, the result cast back once at the end
-                flat = flat + F.linear(F.linear(flat_x.to(a.dtype), a), b) * scaling
-            elif math.frexp(scaling)[0] == 0.5:
-                # a power of two scales exactly, so one fused multiply-add rounds as peft's
-                # ``out + (h @ B^T) * scaling`` does (the default: lora_alpha = 2 * rank)
-                flat.addmm_(F.linear(flat_x, a), b.t(), alpha=scaling)
-            else:
-                flat.add_(F.linear(F.linear(flat_x, a), b) * scaling)
-        return flat.to(dtype).view(out.shape)
-
-
-def projection(module: torch.nn.Module) -> Projection:
-    """The ``Projection`` of an ``nn.Linear`` or a peft LoRA ``Linear``, read at call time.
-
-    Reading it per ``generate`` call picks up the current weights and adapter state
-    (``disable_adapter()``, merged adapters, the active adapters).
-    """
-    from peft.tuners.lora import LoraLayer
-
-    if isinstance(module, torch.nn.Linear):
-        return Projection(module.weight, module.bias, [])
-    if not isinstance(module, LoraLayer) or not isinstance(module.base_layer, torch.nn.Linear):
-        raise _unsupported(f"layer type {type(module).__name__}")
-    base = module.base_layer
-    if module.disable_adapters or module.merged:
-        if module.disable_adapters and module.merged:
-            raise _unsupported("an adapter is merged into the weights and disabled")
-        return Projection(base.weight, base.bias, [])
-    loras = []
-    for name in module.active_adapters:
-        if name not in module.lora_A:
-            continue
-        if name in module.lora_variant or getattr(module, "fan_in_fan_out", False):
-            raise _unsupported(f"LoRA variant or fan_in_fan_out on adapter {name!r}")
-        a, b = module.lora_A[name], module.lora_B[name]
-        if a.bias is not None or b.bias is not None or a.weight.dtype != b.weight.dtype:
-            raise _unsupported(f"LoRA bias or mixed dtypes on adapter {name!r}")
-        loras.append((a.weight, b.weight, module.scaling[name]))
-    return Projection(base.weight, base.bias, loras)
-
-
-@dataclass
-class Block:
-    """One decoder layer's weights for the current call."""
-
-    attn: torch.nn.Module  # the attention module (its settings feed transformers' SDPA call)
-    ln1: torch.Tensor
-    ln2: torch.Tensor
-    q: Projection
-    k: Projection
-    v: Projection
-    o: Projection
-    qk_norm: torch.Tensor | None  # [heads + kv_heads, D]: Qwen3's q and k norm weights per head; Llama has none
-    gate: Projection
-    up: Projection
-    down: Projection
-    act: torch.nn.Module
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Llama/Qwen3 RMSNorm, op for op: normalize in fp32, scale in the input dtype."""
-    dtype = x.dtype
-    h = x.to(torch.float32)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(dtype)
-
-
-def rotary_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sign-folded sin [B, S, 1, D] for ``rotate``.
-
-    transformers' rotary embedding is ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) =
-    cat(-x2, x1)``. Since ``(-a) * b == a * (-b)`` exactly, the sign moves onto sin once per step
-    and every layer's rotation saves a negation: the same values with fewer kernels.
-    """
-    half = cos.shape[-1] // 2
-    signed_sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)  # [B, S, D]
-    return cos.unsqueeze(2), signed_sin.unsqueeze(2)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of x [B, S, heads, D] (tables from ``rotary_tables``)."""
-    half = x.shape[-1] // 2
-    return (x * cos) + (torch.cat((x[..., half:], x[..., :half]), dim=-1) * signed_sin)
-
-
-def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A boolean attention mask (True = attend) as SDPA turns it into an additive one: 0 or -inf."""
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, -math.inf)
-
-
 # ----------------------------------------------------------------------------- the decoder
 class LeanDecoder:
     """Batched decoding of a (peft-wrapped) Llama/Qwen3 causal LM, equal to its ``generate``."""
@@ -244,19 +52,19 @@ class LeanDecoder:
         self.lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         cfg = getattr(self.lm, "config", None)
         if getattr(cfg, "model_type", None) not in SUPPORTED_MODEL_TYPES:
-            raise _unsupported(
+            raise unsupported(
                 f"model type {getattr(cfg, 'model_type', type(self.lm).__name__)!r}, "
                 f"supported: {list(SUPPORTED_MODEL_TYPES)}"
             )
         if getattr(cfg, "_attn_implementation", None) != "sdpa":
-            raise _unsupported(f"attention implementation {getattr(cfg, '_attn_implementation', None)!r}, needs 'sdpa'")
+            raise unsupported(f"attention implementation {getattr(cfg, '_attn_implementation', None)!r}, needs 'sdpa'")
         if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
-            raise _unsupported("sliding-window layers")
+            raise unsupported("sliding-window layers")
         gen_cfg = getattr(self.lm, "generation_config", None)
         for key, off in _OFF_PROCESSORS.items():
             value = getattr(gen_cfg, key, off)
             if value is not None and value != off:
-                raise _unsupported(f"generation_config.{key} = {value!r} adds a logits processor")
+                raise unsupported(f"generation_config.{key} = {value!r} adds a logits processor")
         self.eps = cfg.rms_norm_eps
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
@@ -403,6 +211,39 @@ class LeanDecoder:
         h = self._hidden(blocks, ids[:, q0:], pos[:, q0:], q0, cache, mask)  # [B, S-q0, H]
         return h[:, P - 1 - q0 :]  # [B, T, H]
 
+    def _prefill(
+        self, blocks: list[Block], ids: torch.Tensor, am: torch.Tensor, max_new_tokens: int, padded: bool
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
+        """The prompts' pass for ``generate``: ``(logits [B, V], cache, pos [B, 1], full_mask [B, L])``.
+
+        ``cache`` holds the prompts' keys and values with room for ``max_new_tokens`` more (L = P +
+        max_new_tokens slots), ``pos`` is each row's last prompt position and ``full_mask`` the
+        additive mask over all L slots. ``padded`` False: no mask (causal SDPA, as generate()).
+        """
+        B, P = ids.shape
+        device = ids.device
+        # the prompt runs once per distinct (ids, mask) row; its cache is then copied to every row sharing it
+        uniq, inverse = torch.unique(torch.cat([ids, am], dim=1), dim=0, return_inverse=True)  # [U, 2P], [B]
+        if len(uniq) == B:  # nothing shared: keep the batch as it is
+            uniq, inverse = torch.cat([ids, am], dim=1), None
+        u_ids, u_am = uniq[:, :P], uniq[:, P:]  # [U, P]
+        pos0 = (u_am.long().cumsum(-1) - 1).masked_fill(u_am == 0, 0)  # [U, P]
+        dtype = self.lm.model.embed_tokens.weight.dtype
+        mask = None
+        if padded:
+            causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()  # [P, P]
+            mask = additive(causal[None, None] & u_am.bool()[:, None, None, :], dtype)  # [U, 1, P, P]
+        L = P + max_new_tokens
+        cache = self._cache(len(uniq), L, self.lm.model.embed_tokens.weight, len(blocks))
+        logits = self._forward(blocks, u_ids, pos0, 0, cache, mask)  # [U, V]
+        if inverse is not None:
+            logits, pos0 = logits[inverse], pos0[inverse]  # [B, V], [B, P]
+            cache = [(kc[inverse], vc[inverse]) for kc, vc in cache]
+        full_mask = additive(
+            torch.cat([am.bool(), am.new_ones(B, max_new_tokens, dtype=torch.bool)], 1), dtype
+        )  # [B, L]
+        return logits, cache, pos0[:, -1:], full_mask
+
     @torch.no_grad()
     def generate(
         self,
@@ -426,27 +267,7 @@ class LeanDecoder:
         device = ids.device
         blocks = self.blocks()
         padded = not bool((am == 1).all())  # generate() drops an all-ones mask: causal SDPA, no mask
-        # the prompt runs once per distinct (ids, mask) row; its cache is then copied to every row sharing it
-        uniq, inverse = torch.unique(torch.cat([ids, am], dim=1), dim=0, return_inverse=True)  # [U, 2P], [B]
-        if len(uniq) == B:  # nothing shared: keep the batch as it is
-            uniq, inverse = torch.cat([ids, am], dim=1), None
-        u_ids, u_am = uniq[:, :P], uniq[:, P:]  # [U, P]
-        pos0 = (u_am.long().cumsum(-1) - 1).masked_fill(u_am == 0, 0)  # [U, P]
-        dtype = self.lm.model.embed_tokens.weight.dtype
-        mask = None
-        if padded:
-            causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()  # [P, P]
-            mask = additive(causal[None, None] & u_am.bool()[:, None, None, :], dtype)  # [U, 1, P, P]
-        L = P + max_new_tokens
-        cache = self._cache(len(uniq), L, self.lm.model.embed_tokens.weight, len(blocks))
-        logits = self._forward(blocks, u_ids, pos0, 0, cache, mask)  # [U, V]
-        if inverse is not None:
-            logits, pos0 = logits[inverse], pos0[inverse]  # [B, V], [B, P]
-            cache = [(kc[inverse], vc[inverse]) for kc, vc in cache]
-        pos = pos0[:, -1:]  # [B, 1]
-        full_mask = additive(
-            torch.cat([am.bool(), am.new_ones(B, max_new_tokens, dtype=torch.bool)], 1), dtype
-        )  # [B, L]
+        logits, cache, pos, full_mask = self._prefill(blocks, ids, am, max_new_tokens, padded)
 
         eos = torch.tensor(sorted(eos_ids), device=device)
         eos_mask = torch.isin(torch.arange(logits.shape[-1], device=device), eos)  # [V]

@@ -1,0 +1,83 @@
+"""Tests of arca.cards: the end-of-training metrics an adapter folder records and its model card.
+
+(``base_model_reference`` is tested in test_train.py, ``check_adapter_hash`` in test_overrides.py,
+next to the steps that use them.) The card is checked line by line where a reader depends on it:
+the metadata block, the numbers of the metric table, and the note on moving a base built here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from arca.cards import RUN_INFO, adapter_run_info, final_metrics, model_card
+from arca.config import load_config
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    return load_config("configs/smoke.yaml", [f"paths.results={tmp_path}"])
+
+
+def test_final_metrics_last_step_and_finite_mean():
+    metrics = [
+        {"step": 0, "reward_mean": 0.25, "gini": 0.1},
+        {"step": 1, "reward_mean": None, "gini": math.nan},  # not a number: left out of the mean
+        {"step": 2, "reward_mean": 0.75, "gini": 0.3, "loss": 1.0},
+    ]
+    curve = [{"step": 0, "greedy": 0.1, "sampled": 0.0, "n": 8}, {"step": 2, "greedy": 0.5, "sampled": 0.25, "n": 8}]
+    assert final_metrics(metrics, curve) == {
+        "last_reward_mean": 0.75,
+        "mean_reward_mean": 0.5,
+        "last_gini": 0.3,
+        "mean_gini": pytest.approx(0.2),
+        "curve_step": 2,
+        "curve_greedy": 0.5,
+        "curve_sampled": 0.25,
+        "curve_problems": 8,
+    }  # eff_ratio, fallback_frac, decisive_auroc are not in the last step: not on the card
+    assert final_metrics([], []) == {}
+
+
+def _info(**extra) -> dict:
+    return {"run": "arca_r8_s1", "config_hash": "0123456789abcdef", "steps": 3, **extra}
+
+
+def test_model_card_of_a_base_built_here(cfg):
+    info = _info(
+        trainable_params=1234567,
+        final_metrics=final_metrics(
+            [{"reward_mean": 0.5, "gini": 0.123456}, {"reward_mean": 0.25, "gini": 0.2}],
+            [{"step": 3, "greedy": 0.5, "sampled": 0.375, "n": 16}],
+        ),
+    )
+    card = model_card(cfg, info)
+    lines = card.splitlines()
+    meta = lines[: lines.index("---", 1) + 1]
+    assert meta[0] == "---" and "library_name: peft" in meta and f"- credit-{cfg.credit.method}" in meta
+    assert not any(line.startswith("base_model:") for line in meta)  # a local path is no Hub reference
+    assert f"# arca_r8_s1: a LoRA adapter trained with GRPO and `{cfg.credit.method}` token credit" in lines
+    assert "| trainable parameters | 1,234,567 |" in lines
+    assert "| config hash | `0123456789abcdef` (training sections of `../config.yaml`) |" in lines
+    assert "| reward_mean (last step / mean over training) | 0.25 / 0.375 |" in lines
+    assert "| gini (last step / mean over training) | 0.2 / 0.1617 |" in lines  # 4 significant digits
+    assert "| held-out accuracy at step 3 (16 problems) | greedy 0.5, one sample 0.375 |" in lines
+    assert f"| base model | `{cfg.base_dir.resolve()}` (built by `python -m arca build-base`) |" in lines
+    assert "If you move or copy the results folder" in card
+
+
+def test_model_card_of_a_hub_base_without_metrics(cfg):
+    cfg.model.source, cfg.model.name_or_path = "hub", "Qwen/Qwen3-1.7B-Base"
+    card = model_card(cfg, _info())
+    assert "base_model: Qwen/Qwen3-1.7B-Base" in card.splitlines()[:6]
+    assert "| base model | `Qwen/Qwen3-1.7B-Base` |" in card
+    assert "| trainable parameters | - |" in card and "(no metrics recorded)" in card
+    assert "If you move or copy the results folder" not in card
+
+
+def test_adapter_run_info_reads_the_record_or_says_to_retrain(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a finished run.*retrain"):
+        adapter_run_info(tmp_path)
+    (tmp_path / RUN_INFO).write_text('{"run": "uniform_r8_s1", "config_hash": "ab"}')
+    assert adapter_run_info(tmp_path) == {"run": "uniform_r8_s1", "config_hash": "ab"}
