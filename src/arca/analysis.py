@@ -65,8 +65,9 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
         # and the sampled rollouts (float sums in another order) would depend on the machine
         torch.set_num_threads(rcfg.train.threads)
     gen = make_generator(rcfg, model, tok)  # rollout.backend, as in training
+    fmt = prompt_format(rcfg, tok)
     ro = gen.generate(
-        [prompt_format(rcfg, tok)(p["problem"]) for p in problems],
+        [fmt(p["problem"]) for p in problems],
         1,
         rcfg.rollout.temperature,
         rcfg.rollout.top_p,

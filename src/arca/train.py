@@ -130,10 +130,11 @@ def train_step(
     """
     method = credit_lib.REGISTRY[cfg.credit.method]
     K = cfg.rollout.k
+    fmt = prompt_format(cfg, generator.tokenizer)  # once per step (it reads shots.jsonl), not once per prompt
     t0 = time.perf_counter()
     fixed = {"min_new_tokens": cfg.rollout.min_new_tokens} if cfg.rollout.min_new_tokens > 0 else {}
     r = generator.generate(
-        [prompt_format(cfg, generator.tokenizer)(p["problem"]) for p in problems],
+        [fmt(p["problem"]) for p in problems],
         K,
         cfg.rollout.temperature,
         cfg.rollout.top_p,

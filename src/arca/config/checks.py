@@ -105,14 +105,13 @@ def _check_data(cfg: Config, source: str) -> None:
     d = cfg.data
     _check(d.few_shot >= 0, source, "data.few_shot", f"must be >= 0 (0 = zero-shot), got {d.few_shot}")
     if d.source == "generated":
+        _check(d.n_train > 0 and d.n_test > 0, source, "data.n_train", "and data.n_test must be > 0")
         _check(
             d.few_shot < d.n_train,
             source,
             "data.few_shot",
             f"must leave training problems: {d.few_shot} shots of data.n_train {d.n_train}",
         )
-    if d.source == "generated":
-        _check(d.n_train > 0 and d.n_test > 0, source, "data.n_train", "and data.n_test must be > 0")
         _check(
             bool(d.levels) and all(1 <= lv <= 5 for lv in d.levels),
             source,
