@@ -169,20 +169,30 @@ class Scores:
 
 
 def policy_scores(
-    model, r: Rollouts, want_entropies: bool, want_hidden: bool, chunk: int = 1024, want_lora_delta: bool = False
+    model,
+    r: Rollouts,
+    want_entropies: bool,
+    want_hidden: bool,
+    chunk: int = 1024,
+    want_lora_delta: bool = False,
+    share_prompt: bool = False,
 ) -> Scores:
     """Gradient pass, adapter on: log-probs (with grad) plus detached entropies / hidden states.
 
     ``want_lora_delta`` collects the summed LoRA residual deltas with hooks in this same pass.
+    ``share_prompt`` runs each distinct prompt once for the K rows sharing it
+    (``LeanDecoder.final_hidden(exact=False)``), where the lean decoder supports the model and no
+    hook needs peft's modules; else (and by default) the full pass runs.
     """
     delta = None
+    h = _shared_prompt_hidden(model, r, exact=False) if share_prompt and not want_lora_delta else None
     if want_lora_delta:
         with LoraDeltaSum(model) as deltas:
             h = _final_hidden(model, r)  # [B, T, H]
         P = r.prompt_ids.shape[1]
         # [B, P+T-1, H] -> [B, T, H], the positions of h; no hooked layer ran (none active) -> zeros
         delta = deltas.total[:, P - 1 :, :] if deltas.total is not None else torch.zeros_like(h, dtype=torch.float32)
-    else:
+    elif h is None:
         h = _final_hidden(model, r)  # [B, T, H]
     _, head = _backbone_and_head(model)
     logits = head(h)  # [B, T, V]
@@ -211,12 +221,13 @@ def step_entropies(model, r: Rollouts, mb: int, chunk: int = 1024) -> torch.Tens
     return torch.cat(out)  # [M]
 
 
-def _shared_prompt_hidden(model, r: Rollouts) -> torch.Tensor | None:
-    """``_final_hidden`` with the prompt run once per distinct prompt (no gradient; None if not possible).
+def _shared_prompt_hidden(model, r: Rollouts, exact: bool = True) -> torch.Tensor | None:
+    """``_final_hidden`` with the prompt run once per distinct prompt (None if not possible).
 
-    ``arca.decode.LeanDecoder.final_hidden`` gives the same values bit for bit on CPU (tested)
-    with about 40% less work when K completions share each prompt; it declines other models and
-    shapes, and the full pass runs instead.
+    ``arca.decode.LeanDecoder.final_hidden`` does about 40% less work when K completions share
+    each prompt. ``exact``: the same values bit for bit on CPU (tested; no gradient); else
+    differentiable and equal up to rounding and LoRA-dropout draws. It declines other models and
+    shapes, and the caller runs the full pass instead.
     """
     from arca.decode import LeanDecoder, UnsupportedModelError
 
@@ -226,7 +237,11 @@ def _shared_prompt_hidden(model, r: Rollouts) -> torch.Tensor | None:
         return None
     device = next(model.parameters()).device
     return lean.final_hidden(
-        r.prompt_ids.to(device), r.prompt_mask.to(device), r.completion_ids.to(device), r.completion_mask.to(device)
+        r.prompt_ids.to(device),
+        r.prompt_mask.to(device),
+        r.completion_ids.to(device),
+        r.completion_mask.to(device),
+        exact=exact,
     )
 
 

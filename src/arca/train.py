@@ -5,10 +5,11 @@ One optimizer step (DESIGN.md "One training step"):
   2. grade them -> rewards -> group-normalized advantages;
   3. per micro-batch: at most ONE no-grad adapter-off pass (reference log-probs and base final
      hidden states; its prompt part once per distinct prompt, bit for bit the full pass), only if
-     the credit method needs either; then the gradient pass, adapter on,
-     giving log-probs (with grad) and, detached, entropies, the adapted final hidden states and
-     (hooks) the summed LoRA residual deltas; a method that needs the entropies of the whole
-     step (entropy_top20) with several micro-batches first gets them from one no-grad pass each;
+     the credit method needs either; then the gradient pass, adapter on (its prompt part once per
+     distinct prompt with ``train.share_prompt``, else once per row), giving log-probs (with grad)
+     and, detached, entropies, the adapted final hidden states and (hooks, full pass) the summed
+     LoRA residual deltas; a method that needs the entropies of the whole step (entropy_top20)
+     with several micro-batches first gets them from one no-grad pass each;
   4. credit method -> token weights (-> ``mean_one`` scaling) -> loss -> backward; clip, AdamW
      step, LR schedule;
   5. diagnostics over the whole step, one JSON line in ``metrics.jsonl`` (with the seconds of
@@ -183,6 +184,7 @@ def train_step(
                 need_ent,
                 credit_lib.HIDDEN in method.needs,
                 want_lora_delta=credit_lib.LORA_DELTA in method.needs,
+                share_prompt=cfg.train.share_prompt,
             )
             mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
             _check_finite(pol.logprobs.detach(), mask, "log-probs", step + 1)

@@ -172,6 +172,11 @@ class TrainConfig:
     # Null control: rewards shuffled among the step's completions before the advantages, so the
     # update keeps its size and noise but carries no information about which answer was right.
     shuffle_rewards: bool = False
+    # The gradient pass runs each distinct prompt once for the K completions sharing it (their
+    # keys and values and, in train mode, the prompt positions' LoRA-dropout draw are shared):
+    # about half the work of the full pass per row, the same log-probs up to rounding. false =
+    # the full pass per row, as the author's code (and TRL) run it.
+    share_prompt: bool = True
 
 
 @dataclass

@@ -161,31 +161,46 @@ class LeanDecoder:
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [tuple(like.new_zeros(rows, self.n_kv, length, self.head_dim) for _ in "kv") for _ in range(n_blocks)]
 
-    @torch.no_grad()
     def final_hidden(
         self,
         prompt_ids: torch.Tensor,
         prompt_mask: torch.Tensor,
         completion_ids: torch.Tensor,
         completion_mask: torch.Tensor,
+        exact: bool = True,
     ) -> torch.Tensor | None:
-        """Final hidden states [B, T, H] at the positions predicting y_1..y_T, equal to the full-sequence pass.
+        """Final hidden states [B, T, H] at the positions predicting y_1..y_T, the prompt run once per distinct prompt.
 
         The full pass (``arca.scoring._final_hidden``) runs prompt + completion [B, S = P+T-1] with the
         attention mask (prompt mask, completion mask) and positions cumsum(mask) - 1. Here the first
-        Q0 <= P-1 positions run once per distinct prompt (their keys cached, the later slots masked
-        as causality masks them there), the rest once per row over all S key slots. Q0 is a multiple
-        of the query block of PyTorch's CPU flash attention for S queries, so every query falls in a
-        block of the same size as in the full pass and gets the same rounding. Returns None where
-        that cannot be arranged, on GPU, and where the full pass would take another attention path
-        (no masked slot, or a single query): the caller then runs the full pass.
+        Q0 <= P-1 positions run once per distinct prompt (their keys and values cached, then copied to
+        the rows sharing them), the rest once per row over all S key slots.
+
+        ``exact`` (the reference pass, no gradient): equal to the full pass bit for bit on CPU. The
+        first pass attends over all S slots (the later ones masked, as causality masks them there)
+        and Q0 is a multiple of the query block of PyTorch's CPU flash attention for S queries, so
+        every query falls in a block of the same size as in the full pass and gets the same
+        rounding. Returns None where that cannot be arranged, on GPU, and where the full pass would
+        take another attention path (no masked slot, or a single query): the caller then runs the
+        full pass.
+
+        ``exact=False`` (the gradient pass; differentiable, runs under autograd): Q0 = P-1, the whole
+        prompt once per distinct prompt, over its own P-1 slots. Equal to the full pass up to float
+        rounding, except that LoRA dropout (train mode) draws one mask per distinct prompt's
+        positions, shared by the K rows, where the full pass draws one per row. None only if P = 1.
         """
         P, T = prompt_ids.shape[1], completion_ids.shape[1]
         S = P + T - 1
         am = torch.cat([prompt_mask.float(), completion_mask.float()], dim=1)[:, :-1].long()  # [B, S]
-        q0 = shared_prefix_length(P, S)
-        if prompt_ids.device.type != "cpu" or q0 == 0 or bool((am == 1).all()):
-            return None
+        if exact:
+            q0 = shared_prefix_length(P, S)
+            if prompt_ids.device.type != "cpu" or q0 == 0 or bool((am == 1).all()):
+                return None
+        else:
+            q0 = P - 1
+            if q0 == 0:
+                return None
+        kv0 = S if exact else q0  # key slots the shared pass attends over
         ids = torch.cat([prompt_ids, completion_ids], dim=1)[:, :-1]  # [B, S]
         pos = (am.cumsum(dim=1) - 1).clamp(min=0)  # [B, S]
         blocks = self.blocks()
@@ -203,8 +218,8 @@ class LeanDecoder:
             u_pos,
             0,
             cache,
-            additive(causal[None, None, :q0] & u_am[:, None, None], dtype),
-            kv_end=S,
+            additive(causal[None, None, :q0, :kv0] & u_am[:, None, None, :kv0], dtype),  # [U, 1, q0, kv0]
+            kv_end=kv0,
         )  # fills the shared keys and values of positions 0..q0-1
         cache = [(kc[inverse], vc[inverse]) for kc, vc in cache]
         mask = additive(causal[None, None, q0:] & am.bool()[:, None, None], dtype)  # [B, 1, S-q0, S]

@@ -28,30 +28,37 @@ def unsupported(why: str) -> UnsupportedModelError:
 # ----------------------------------------------------------------------------- weights
 @dataclass
 class Projection:
-    """A linear layer as it computes now: base weight and bias, plus (A, B, scaling) per active LoRA adapter."""
+    """A linear layer as it computes now: base weight and bias, plus (A, B, scaling, dropout) per active LoRA adapter.
+
+    ``dropout`` is the adapter's ``nn.Dropout`` when its module is in train mode with p > 0
+    (peft applies it to the adapter's input only), else None.
+    """
 
     weight: torch.Tensor
     bias: torch.Tensor | None
-    loras: list[tuple[torch.Tensor, torch.Tensor, float]]
+    loras: list[tuple[torch.Tensor, torch.Tensor, float, torch.nn.Module | None]]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., K] -> [..., N]: ``base(x) + sum over adapters of B(A(x)) * scaling``, peft's order."""
+        """x [..., K] -> [..., N]: ``base(x) + sum over adapters of B(A(dropout(x))) * scaling``, peft's order."""
         out = F.linear(x, self.weight, self.bias)
         if not self.loras:
             return out
         dtype = out.dtype
         flat_x, flat = x.reshape(-1, x.shape[-1]), out.view(-1, out.shape[-1])  # [M, K], [M, N]
-        for a, b, scaling in self.loras:
+        for a, b, scaling, dropout in self.loras:
             if a.dtype != flat.dtype or a.dtype != flat_x.dtype:
                 # peft keeps adapters in float32 over a bf16/fp16 base: input cast to the adapter's
                 # dtype, the sum promoted, the result cast back once at the end
-                flat = flat + F.linear(F.linear(flat_x.to(a.dtype), a), b) * scaling
-            elif math.frexp(scaling)[0] == 0.5:
+                xa = flat_x.to(a.dtype)
+                flat = flat + F.linear(F.linear(xa if dropout is None else dropout(xa), a), b) * scaling
+                continue
+            xa = flat_x if dropout is None else dropout(flat_x)  # [M, K]
+            if math.frexp(scaling)[0] == 0.5:
                 # a power of two scales exactly, so one fused multiply-add rounds as peft's
                 # ``out + (h @ B^T) * scaling`` does (the default: lora_alpha = 2 * rank)
-                flat.addmm_(F.linear(flat_x, a), b.t(), alpha=scaling)
+                flat.addmm_(F.linear(xa, a), b.t(), alpha=scaling)
             else:
-                flat.add_(F.linear(F.linear(flat_x, a), b) * scaling)
+                flat.add_(F.linear(F.linear(xa, a), b) * scaling)
         return flat.to(dtype).view(out.shape)
 
 
@@ -81,7 +88,9 @@ def projection(module: torch.nn.Module) -> Projection:
         a, b = module.lora_A[name], module.lora_B[name]
         if a.bias is not None or b.bias is not None or a.weight.dtype != b.weight.dtype:
             raise unsupported(f"LoRA bias or mixed dtypes on adapter {name!r}")
-        loras.append((a.weight, b.weight, module.scaling[name]))
+        drop = module.lora_dropout[name] if name in module.lora_dropout else None
+        active = module.training and isinstance(drop, torch.nn.Dropout) and drop.p > 0
+        loras.append((a.weight, b.weight, module.scaling[name], drop if active else None))
     return Projection(base.weight, base.bias, loras)
 
 
