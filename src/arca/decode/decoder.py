@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from arca.decode.layers import Block, additive, projection, rms_norm, rotary_tables, rotate, unsupported
+from arca.decode.layers import Block, additive, merged, projection, rms_norm, rotary_tables, rotate, unsupported
 from arca.decode.sampling import next_tokens, process_scores
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3")
@@ -69,7 +69,9 @@ class LeanDecoder:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
 
-    def blocks(self) -> list[Block]:
+    def blocks(self, merge: bool = False) -> list[Block]:
+        """Every layer's weights as they compute now; ``merge``: LoRA folded into the weights (``merged``)."""
+        fold = merged if merge else (lambda p: p)
         out = []
         for layer in self.lm.model.layers:
             at, mlp = layer.self_attn, layer.mlp
@@ -81,14 +83,14 @@ class LeanDecoder:
                     at,
                     layer.input_layernorm.weight,
                     layer.post_attention_layernorm.weight,
-                    projection(at.q_proj),
-                    projection(at.k_proj),
-                    projection(at.v_proj),
-                    projection(at.o_proj),
+                    fold(projection(at.q_proj)),
+                    fold(projection(at.k_proj)),
+                    fold(projection(at.v_proj)),
+                    fold(projection(at.o_proj)),
                     qk_norm,
-                    projection(mlp.gate_proj),
-                    projection(mlp.up_proj),
-                    projection(mlp.down_proj),
+                    fold(projection(mlp.gate_proj)),
+                    fold(projection(mlp.up_proj)),
+                    fold(projection(mlp.down_proj)),
                     mlp.act_fn,
                 )
             )
@@ -128,15 +130,18 @@ class LeanDecoder:
             qk = rotate(qk, cos, sin)
             kc[:, :, start:end] = qk[:, :, n_q:].transpose(1, 2)
             vc[:, :, start:end] = blk.v(x).view(B, S, -1, self.head_dim).transpose(1, 2)
-            a, _ = sdpa_attention_forward(
-                blk.attn,
-                qk[:, :, :n_q].transpose(1, 2),
-                kc[:, :, :kv_end],
-                vc[:, :, :kv_end],
-                mask,
-                dropout=0.0,
-                scaling=blk.attn.scaling,
-            )  # [B, S, heads, D]
+            if S == 1 and h.dtype == torch.float32:  # a decode step (one query per row) in fp32
+                a = one_query_attention(qk[:, 0, :n_q], kc[:, :, :kv_end], vc[:, :, :kv_end], mask, blk.attn.scaling)
+            else:
+                a, _ = sdpa_attention_forward(
+                    blk.attn,
+                    qk[:, :, :n_q].transpose(1, 2),
+                    kc[:, :, :kv_end],
+                    vc[:, :, :kv_end],
+                    mask,
+                    dropout=0.0,
+                    scaling=blk.attn.scaling,
+                )  # [B, S, heads, D]
             h = h + blk.o(a.reshape(B, S, -1))
             x = rms_norm(h, blk.ln2, self.eps)
             h = h + blk.down(blk.act(blk.gate(x)) * blk.up(x))
@@ -280,7 +285,7 @@ class LeanDecoder:
         """
         B, P = ids.shape
         device = ids.device
-        blocks = self.blocks()
+        blocks = self.blocks(merge=True)
         padded = not bool((am == 1).all())  # generate() drops an all-ones mask: causal SDPA, no mask
         logits, cache, pos, full_mask = self._prefill(blocks, ids, am, max_new_tokens, padded)
 
@@ -312,6 +317,28 @@ class LeanDecoder:
             else:  # stopped rows keep their last logits: only their (discarded) draws read them
                 logits[rows] = new
         return out[:, :steps]
+
+
+def one_query_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
+    """Attention of one query per row: q [B, heads, D] over k, v [B, kv_heads, L, D] -> [B, 1, heads, D].
+
+    softmax(q k^T * scaling + mask) v with grouped heads (query head h reads key/value head
+    h // (heads / kv_heads), as ``repeat_kv``), as three batched matmul-sized kernels. PyTorch's CPU
+    flash-attention kernel runs two tiny GEMMs per row and head, which for a single query costs
+    more than the arithmetic; this is the same function, rounded differently (its own softmax):
+    float32 only, where that difference is about 1e-7 relative (a half-precision model keeps the
+    flash kernel, whose fp32 accumulation it would not reproduce). ``mask`` is the additive
+    [B, 1, 1, L] mask or None.
+    """
+    B, n_q, D = q.shape
+    n_kv = k.shape[1]
+    s = torch.matmul(q.view(B, n_kv, n_q // n_kv, D), k.transpose(-1, -2)) * scaling  # [B, kv_heads, G, L]
+    if mask is not None:
+        s = s + mask  # [B, 1, 1, L] broadcasts over heads and the group
+    p = torch.softmax(s, dim=-1)  # [B, kv_heads, G, L]
+    return torch.matmul(p, v).view(B, 1, n_q, D)  # [B, kv_heads, G, D] -> [B, 1, heads, D]
 
 
 def flash_query_block(n_queries: int) -> int:
