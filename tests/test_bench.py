@@ -387,3 +387,37 @@ def test_step_flops_counts_the_matmuls_of_the_training_passes():
     attention = n * s * s * 4 * mc.num_hidden_layers * mc.num_attention_heads * mc.head_dim
     assert est["forward"] - attention == fwd.get_total_flops()
     assert est["backward"] - 2 * attention == bwd.get_total_flops()
+
+
+def test_step_flops_counts_the_shared_prompt_gradient_pass():
+    # train.share_prompt: each of the u distinct prompts' first p - 1 positions once, then every row
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from arca.bench.hardware import step_flops
+    from arca.scoring import policy_scores
+
+    model = _lora_model()
+    mc = model.get_base_model().config
+    n, u, p, t, rank = 6, 3, 9, 7, 4
+    gen = torch.Generator().manual_seed(1)
+    r = Rollouts(
+        torch.randint(3, VOCAB, (u, p), generator=gen).repeat_interleave(n // u, dim=0),  # K = 2 rows per prompt
+        torch.ones(n, p, dtype=torch.long),
+        torch.randint(3, VOCAB, (n, t), generator=gen),
+        torch.ones(n, t),
+        [""] * n,
+    )
+    r.prompt_mask[:2, :2] = 0  # the first group's prompt is shorter (left padding)
+    with FlopCounterMode(display=False) as fwd:
+        scores = policy_scores(model, r, want_entropies=False, want_hidden=False, share_prompt=True)
+    with FlopCounterMode(display=False) as bwd:
+        scores.logprobs.sum().backward()
+    q0 = p - 1
+    est = step_flops(mc, rank, TARGETS, n, u=u, p=p, t=t, q0=0, grad_q0=q0)
+    s = p + t - 1
+    layers = mc.num_hidden_layers  # the shared pass's last layer computes only keys and values
+    attention = (u * q0 * q0 * (layers - 1) + n * (s - q0) * s * layers) * 4 * mc.num_attention_heads * mc.head_dim
+    assert est["forward"] - attention == fwd.get_total_flops()
+    assert est["backward"] - 2 * attention == bwd.get_total_flops()
+    full = step_flops(mc, rank, TARGETS, n, u=u, p=p, t=t, q0=0)
+    assert est["forward"] < 0.8 * full["forward"]

@@ -39,6 +39,11 @@ DIFFERENCES_FROM_TRL = [
     "the completion positions only and take chunked log-probs with a custom backward.",
     "TRL passes no position_ids (they follow from the attention mask inside the model); we pass the "
     "positions generate() used, explicitly.",
+    "Our gradient pass runs each distinct prompt once for its K completions (train.share_prompt), "
+    "sharing its keys, values and LoRA-dropout draw; TRL runs the full prompt + completion per row. "
+    "The log-probs are the same up to rounding; the work of the prompt part is 1/K.",
+    "Our sampler (lean decoder) folds the LoRA adapter into the weights and runs the prompt once per "
+    "group; TRL samples through peft's modules with generate().",
     "Both run fixed-length completions here (min_new_tokens = max_new_tokens, EOS suppressed).",
 ]
 

@@ -86,17 +86,30 @@ def matmul_gflops(device: torch.device, m: int, k: int, n: int, reps: int = 5) -
     return 2 * m * k * n / best / 1e9
 
 
-def step_flops(mc, rank: int, targets: list[str], n: int, u: int, p: int, t: int, q0: int) -> dict[str, float]:
+def step_flops(
+    mc,
+    rank: int,
+    targets: list[str],
+    n: int,
+    u: int,
+    p: int,
+    t: int,
+    q0: int,
+    grad_q0: int = 0,
+    sampling_lora: bool = True,
+) -> dict[str, float]:
     """Arithmetic of one step in FLOPs (2 per multiply-add) for a Llama/Qwen3 config ``mc``.
 
     ``n`` completions of ``t`` tokens after prompts ``p`` tokens wide (s = p + t - 1 positions per
     sequence), ``u`` distinct prompts, the reference pass sharing the first ``q0`` positions per
-    prompt. Matmuls: 2 * in * out per token and projection, LoRA 2 * rank * (in + out) on
+    prompt and the gradient pass the first ``grad_q0`` (0: the full pass per row; with
+    ``train.share_prompt`` p - 1, over their own slots). ``sampling_lora`` False: the adapter is
+    folded into the weights while sampling (the lean decoder in float32), so no LoRA matmuls there. Matmuls: 2 * in * out per token and projection, LoRA 2 * rank * (in + out) on
     ``targets``, the LM head 2 * hidden * vocab where logits are taken. Attention: 4 * heads *
     head_dim per query and key (QK and PV) over every key slot, masked ones included, as the
     attention kernels compute them.
     Sampling (lean decoder): the prompt once per distinct prompt, then t - 1 steps of n rows.
-    Forward: the gradient pass over n x s positions, the head on the t completion positions.
+    Forward: the gradient pass over its positions, the head on the t completion positions.
     Backward: the input gradient of every matmul (the base weights are frozen) except the first
     layer's q/k/v inputs (the embeddings need none), the LoRA weight gradients, attention twice
     its forward. Reference: the adapter-off pass without LoRA and head (ARCA).
@@ -121,21 +134,38 @@ def step_flops(mc, rank: int, targets: list[str], n: int, u: int, p: int, t: int
         if name in ("q_proj", "k_proj", "v_proj")
     )
     per_key = 4 * layers * mc.num_attention_heads * hd  # per query and key slot
+    # The shared positions' pass wants only the cache: its last layer computes keys and values, not
+    # queries, attention, o_proj or the MLP (per position: ``dead`` base and ``dead_lora`` FLOPs,
+    # ``per_key / layers`` per key slot).
+    live = ("k_proj", "v_proj")
+    dead = 2 * sum(a * b for name, (a, b) in shapes.items() if name not in live)
+    dead_lora = 2 * sum(rank * (a + b) for name, (a, b) in shapes.items() if name in targets and name not in live)
     head = 2 * h * v
     s = p + t - 1
     decode_keys = sum(p + j for j in range(1, t))  # keys of the t - 1 decode steps
-    attention = n * s * s * per_key
+    grad_positions = u * grad_q0 + n * (s - grad_q0)  # per distinct prompt, then per row
+    attention = (u * grad_q0 * grad_q0 * (layers - 1) / layers + n * (s - grad_q0) * s) * per_key
+    shared_dead = u * grad_q0 * (dead + dead_lora)
+    ref_positions = u * q0 + n * (s - q0)
+    ref_attention = (u * q0 * s * (layers - 1) / layers + n * (s - q0) * s) * per_key
+    sample_lora = lora if sampling_lora else 0
     return {
         "sampling": float(
-            u * p * (base + lora)
+            u * p * (base + sample_lora)
             + u * p * p * per_key
-            + n * (t - 1) * (base + lora)
+            + n * (t - 1) * (base + sample_lora)
             + n * decode_keys * per_key
             + (u + n * (t - 1)) * head
         ),
-        "forward": float(n * s * (base + lora) + attention + n * t * head),
-        "backward": float(n * s * (base + 2 * lora - first_in) + 2 * attention + n * t * head),
-        "reference": float((u * q0 + n * (s - q0)) * base + (u * q0 + n * (s - q0)) * s * per_key),
+        "forward": float(grad_positions * (base + lora) - shared_dead + attention + n * t * head),
+        "backward": float(
+            grad_positions * (base + 2 * lora - first_in)
+            - shared_dead
+            - u * grad_q0 * dead_lora
+            + 2 * attention
+            + n * t * head
+        ),
+        "reference": float(ref_positions * base - u * q0 * dead + ref_attention),
     }
 
 
@@ -176,7 +206,11 @@ def hardware_summary(
     p = _median_prompt_width(cfg, step_problems)
     u = int(statistics.median(len({q["id"] for q in probs}) for probs in step_problems))
     q0 = shared_prefix_length(p, p + t - 1)
-    flops = step_flops(mc, top_rank(cfg), list(cfg.lora.target_modules), n, u, p, t, q0)
+    grad_q0 = p - 1 if cfg.train.share_prompt else 0
+    folded = cfg.rollout.decoder == "lean" and cfg.model.dtype == "float32"
+    flops = step_flops(
+        mc, top_rank(cfg), list(cfg.lora.target_modules), n, u, p, t, q0, grad_q0, sampling_lora=not folded
+    )
     uni, arca = medians.get("uniform", {}), medians.get("arca", {})
     seconds = {
         "sampling": sampling_seconds or uni.get("gen_seconds"),
@@ -205,6 +239,7 @@ def hardware_summary(
         "completions": n,
         "completion_tokens": t,
         "shared_prefix": q0,
+        "grad_shared_prefix": grad_q0,
         "matmul_gflops": peak,
         "parts": parts,
     }

@@ -86,7 +86,8 @@ def _hardware_section(s: dict) -> list[str]:
     lines = [
         "",
         f"Arithmetic of one step (prompts {hw['prompt_tokens']} tokens wide, {hw['distinct_prompts']} distinct, "
-        f"reference pass sharing the first {hw['shared_prefix']} positions) against this machine's float32 "
+        f"reference pass sharing the first {hw['shared_prefix']} positions, gradient pass the first "
+        f"{hw.get('grad_shared_prefix', 0)}) against this machine's float32 "
         f"matmul: {_f(mm['model_shape'], '{:.1f}')} GFLOP/s at the model's MLP shape, "
         f"{_f(mm['square_1024'], '{:.1f}')} GFLOP/s at 1024 x 1024 x 1024:",
         "",

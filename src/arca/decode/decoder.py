@@ -105,12 +105,15 @@ class LeanDecoder:
         cache: list[tuple[torch.Tensor, torch.Tensor]],
         mask: torch.Tensor | None,
         kv_end: int | None = None,
-    ) -> torch.Tensor:
+        kv_only: bool = False,
+    ) -> torch.Tensor | None:
         """Final hidden states [B, S, H] (after the last norm) of tokens ``ids`` [B, S] at positions ``pos``.
 
         Their keys and values go into ``cache`` at start..start+S-1, and they attend over the first
         ``kv_end`` (default start+S) entries; ``mask`` is the [B, 1, S, kv_end] additive mask (0 or
-        -inf, see ``additive``) or None (causal, no padding).
+        -inf, see ``additive``) or None (causal, no padding). ``kv_only``: only the cache is wanted,
+        so the last layer computes its keys and values and nothing else (its queries, attention,
+        output projection and MLP would feed nothing), and None is returned.
         """
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -121,8 +124,15 @@ class LeanDecoder:
         end = start + S
         kv_end = end if kv_end is None else kv_end
         n_q = self.n_heads
-        for blk, (kc, vc) in zip(blocks, cache):
+        for i, (blk, (kc, vc)) in enumerate(zip(blocks, cache)):
             x = rms_norm(h, blk.ln1, self.eps)
+            if kv_only and i == len(blocks) - 1:
+                k = blk.k(x).view(B, S, -1, self.head_dim)  # [B, S, kv_heads, D]
+                if blk.qk_norm is not None:
+                    k = rms_norm(k, blk.qk_norm[n_q:], self.eps)
+                kc[:, :, start:end] = rotate(k, cos, sin).transpose(1, 2)
+                vc[:, :, start:end] = blk.v(x).view(B, S, -1, self.head_dim).transpose(1, 2)
+                return None
             # q and k side by side [B, S, heads + kv_heads, D]: one per-head norm and one rotation for both
             qk = torch.cat([blk.q(x).view(B, S, n_q, -1), blk.k(x).view(B, S, -1, self.head_dim)], dim=2)
             if blk.qk_norm is not None:
@@ -225,6 +235,7 @@ class LeanDecoder:
             cache,
             additive(causal[None, None, :q0, :kv0] & u_am[:, None, None, :kv0], dtype),  # [U, 1, q0, kv0]
             kv_end=kv0,
+            kv_only=True,
         )  # fills the shared keys and values of positions 0..q0-1
         cache = [(kc[inverse], vc[inverse]) for kc, vc in cache]
         mask = additive(causal[None, None, q0:] & am.bool()[:, None, None], dtype)  # [B, 1, S-q0, S]

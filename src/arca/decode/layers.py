@@ -56,9 +56,9 @@ class Projection:
             if math.frexp(scaling)[0] == 0.5:
                 # a power of two scales exactly, so one fused multiply-add rounds as peft's
                 # ``out + (h @ B^T) * scaling`` does (the default: lora_alpha = 2 * rank)
-                flat.addmm_(F.linear(xa, a), b.t(), alpha=scaling)
+                flat = torch.addmm(flat, F.linear(xa, a), b.t(), alpha=scaling)
             else:
-                flat.add_(F.linear(F.linear(xa, a), b) * scaling)
+                flat = flat + F.linear(F.linear(xa, a), b) * scaling
         return flat.to(dtype).view(out.shape)
 
 
