@@ -104,10 +104,10 @@ def step_flops(
     sequence), ``u`` distinct prompts, the reference pass sharing the first ``q0`` positions per
     prompt and the gradient pass the first ``grad_q0`` (0: the full pass per row; with
     ``train.share_prompt`` p - 1, over their own slots). ``sampling_lora`` False: the adapter is
-    folded into the weights while sampling (the lean decoder in float32), so no LoRA matmuls there. Matmuls: 2 * in * out per token and projection, LoRA 2 * rank * (in + out) on
-    ``targets``, the LM head 2 * hidden * vocab where logits are taken. Attention: 4 * heads *
-    head_dim per query and key (QK and PV) over every key slot, masked ones included, as the
-    attention kernels compute them.
+    folded into the weights while sampling (the lean decoder in float32), so no LoRA matmuls there.
+    Matmuls: 2 * in * out per token and projection, LoRA 2 * rank * (in + out) on ``targets``, the
+    LM head 2 * hidden * vocab where logits are taken. Attention: 4 * heads * head_dim per query and
+    key (QK and PV) over every key slot, masked ones included, as the attention kernels compute them.
     Sampling (lean decoder): the prompt once per distinct prompt, then t - 1 steps of n rows.
     Forward: the gradient pass over its positions, the head on the t completion positions.
     Backward: the input gradient of every matmul (the base weights are frozen) except the first
