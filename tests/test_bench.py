@@ -89,7 +89,12 @@ class FakeGenerator:
 
 
 class PassCounter:
-    """Counts adapter-off contexts and decoder forward calls (inside one and in all)."""
+    """Counts adapter-off contexts and passes over the model (inside one and in all).
+
+    A pass is a call of the decoder module's forward or of ``LeanDecoder.final_hidden``, which
+    runs the decoder's layers itself (the prompt once per group); the counting lasts until
+    ``close``.
+    """
 
     def __init__(self, model):
         self.model, self.disabled, self.off_forwards, self.forwards = model, 0, 0, 0
@@ -109,6 +114,23 @@ class PassCounter:
         model.disable_adapter = counting_disable_adapter
         decoder = model.get_base_model().get_decoder()
         self.handle = decoder.register_forward_pre_hook(self._hook)
+        from arca.decode import LeanDecoder
+
+        self._lean_final_hidden = real = LeanDecoder.final_hidden
+
+        def counting_final_hidden(lean, *args, **kwargs):
+            out = real(lean, *args, **kwargs)
+            if out is not None:  # None: it declined, and the caller runs the decoder module instead
+                self._hook(None, args)
+            return out
+
+        LeanDecoder.final_hidden = counting_final_hidden
+
+    def close(self) -> None:
+        from arca.decode import LeanDecoder
+
+        LeanDecoder.final_hidden = self._lean_final_hidden
+        self.handle.remove()
 
     def _hook(self, module, args):
         self.forwards += 1
@@ -130,7 +152,10 @@ def _train_step(cfg: Config, model) -> tuple[dict, list[list[float]]]:
 def _one_step(method: str, prompts: int, micro: int) -> tuple[PassCounter, dict]:
     model = _lora_model()
     counter = PassCounter(model)
-    metrics, _ = _train_step(_cfg(method, prompts, micro), model)
+    try:
+        metrics, _ = _train_step(_cfg(method, prompts, micro), model)
+    finally:
+        counter.close()
     assert metrics["reward_std"] > 0  # non-zero advantages: a real gradient step
     return counter, metrics
 

@@ -233,7 +233,12 @@ def hardware_summary(
             "gflops_per_s": rate,
             "fraction_of_matmul": rate / best if rate else None,
         }
+    # The least ARCA's step can cost over uniform's on this machine: its one extra part, the
+    # reference pass, at the best matmul rate measured here and with no other cost at all.
+    uni_step = uni.get("step_seconds")
+    floor = 1 + flops["reference"] / (best * 1e9) / uni_step if uni_step else None
     return {
+        "arca_floor_x_uniform": floor,
         "prompt_tokens": p,
         "distinct_prompts": u,
         "completions": n,

@@ -99,6 +99,12 @@ def _hardware_section(s: dict) -> list[str]:
             f"| {name} | {_f(v['gflop'])} | {_f(v['seconds'])} | {_f(v['gflops_per_s'], '{:.1f}')} | "
             f"{_f(v['fraction_of_matmul'] * 100 if v['fraction_of_matmul'] else None, '{:.0f}%')} |"
         )
+    if hw.get("arca_floor_x_uniform"):
+        lines += [
+            "",
+            f"ARCA's step can cost no less than **{_f(hw['arca_floor_x_uniform'])}x** uniform's here: its one "
+            "extra part, the reference pass, at the best matmul rate and nothing else, over uniform's step.",
+        ]
     return lines
 
 
