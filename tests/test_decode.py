@@ -530,3 +530,32 @@ def test_shared_prompt_gradient_pass_uses_dropout_and_the_lean_layers(qwen3, mon
         assert len(calls) == 2
     finally:
         model.eval()
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_adapter_at_zero_gives_the_reference_pass_bit_for_bit(qwen3, share):
+    # B = 0 (every run's first step): the adapted pass and the adapter-off pass must agree exactly,
+    # so that ARCA's residual and divergence's log-ratio are 0 and not the rounding noise of two
+    # differently shaped passes (the reference pass runs as the gradient pass runs)
+    from arca.scoring import policy_scores, reference_scores
+
+    model, tok = qwen3
+    r = TransformersGenerator(model, tok, decoder="lean").generate(PROMPTS, 4, 1.0, 0.95, 40, seed=8, top_k=50)
+    saved = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    model.train()  # LoRA dropout on, as in the update
+    try:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in saved:
+                    p.zero_()
+        pol = policy_scores(model, r, False, True, share_prompt=share)
+        with torch.no_grad():
+            ref = reference_scores(model, r, True, share_prompt=share)
+        assert torch.equal(pol.hidden, ref.hidden)
+        assert torch.equal(pol.logprobs.detach(), ref.logprobs)
+    finally:
+        model.eval()
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])

@@ -246,13 +246,17 @@ def _shared_prompt_hidden(model, r: Rollouts, exact: bool = True) -> torch.Tenso
 
 
 @torch.inference_mode()  # cheaper than no_grad; its outputs only feed detached credit signals
-def reference_scores(model, r: Rollouts, want_logprobs: bool, chunk: int = 1024) -> Scores:
+def reference_scores(model, r: Rollouts, want_logprobs: bool, chunk: int = 1024, share_prompt: bool = False) -> Scores:
     """The single adapter-off pass: reference log-probs and base final hidden states.
 
-    Its prompt part runs once per distinct prompt where ``arca.decode`` can do that exactly.
+    It runs as the gradient pass it is compared with runs, so that with the adapter at zero (B = 0,
+    the first step) both give the same numbers bit for bit and ARCA's residual and divergence's
+    log-ratio are exactly 0, not rounding noise: with ``share_prompt`` as the shared-prompt
+    gradient pass (``exact=False``); else the prompt part once per distinct prompt where
+    ``arca.decode`` can do that bit for bit like the full pass (``exact``), or the full pass.
     """
     with model.disable_adapter():
-        h = _shared_prompt_hidden(model, r)
+        h = _shared_prompt_hidden(model, r, exact=not share_prompt)
         if h is None:
             h = _final_hidden(model, r)  # [B, T, H]
         lp = None
