@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from arca.decode.layers import Block, additive, merged, projection, rms_norm, rotary_tables, rotate, unsupported
+from arca.decode.layers import Block, additive, merged, projection, stacked, rms_norm, rotary_tables, rotate, unsupported
 from arca.decode.sampling import next_tokens, process_scores
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3")
@@ -94,6 +94,9 @@ class LeanDecoder:
                     mlp.act_fn,
                 )
             )
+            if merge:  # sampling: also the projections of one input as one matmul
+                blk = out[-1]
+                blk.qkv, blk.gate_up = stacked(blk.q, blk.k, blk.v), stacked(blk.gate, blk.up)
         return out
 
     def _hidden(
@@ -133,13 +136,18 @@ class LeanDecoder:
                 kc[:, :, start:end] = rotate(k, cos, sin).transpose(1, 2)
                 vc[:, :, start:end] = blk.v(x).view(B, S, -1, self.head_dim).transpose(1, 2)
                 return None
-            # q and k side by side [B, S, heads + kv_heads, D]: one per-head norm and one rotation for both
-            qk = torch.cat([blk.q(x).view(B, S, n_q, -1), blk.k(x).view(B, S, -1, self.head_dim)], dim=2)
+            if blk.qkv is not None:  # [B, S, (heads + 2 kv_heads) D] in one matmul
+                q_k, v = blk.qkv(x).split([blk.qkv.weight.shape[0] - blk.v.weight.shape[0], blk.v.weight.shape[0]], -1)
+                qk = q_k.view(B, S, -1, self.head_dim)  # [B, S, heads + kv_heads, D]
+            else:
+                # q and k side by side [B, S, heads + kv_heads, D]: one per-head norm and one rotation for both
+                qk = torch.cat([blk.q(x).view(B, S, n_q, -1), blk.k(x).view(B, S, -1, self.head_dim)], dim=2)
+                v = blk.v(x)
             if blk.qk_norm is not None:
                 qk = rms_norm(qk, blk.qk_norm, self.eps)
             qk = rotate(qk, cos, sin)
             kc[:, :, start:end] = qk[:, :, n_q:].transpose(1, 2)
-            vc[:, :, start:end] = blk.v(x).view(B, S, -1, self.head_dim).transpose(1, 2)
+            vc[:, :, start:end] = v.view(B, S, -1, self.head_dim).transpose(1, 2)
             if S == 1 and h.dtype == torch.float32:  # a decode step (one query per row) in fp32
                 a = one_query_attention(qk[:, 0, :n_q], kc[:, :, :kv_end], vc[:, :, :kv_end], mask, blk.attn.scaling)
             else:
@@ -154,7 +162,11 @@ class LeanDecoder:
                 )  # [B, S, heads, D]
             h = h + blk.o(a.reshape(B, S, -1))
             x = rms_norm(h, blk.ln2, self.eps)
-            h = h + blk.down(blk.act(blk.gate(x)) * blk.up(x))
+            if blk.gate_up is not None:
+                g, u = blk.gate_up(x).chunk(2, dim=-1)  # [B, S, I] each
+            else:
+                g, u = blk.gate(x), blk.up(x)
+            h = h + blk.down(blk.act(g) * u)
         return rms_norm(h, lm.model.norm.weight, self.eps)  # [B, S, H]
 
     def _forward(

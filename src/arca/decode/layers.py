@@ -128,6 +128,23 @@ class Block:
     up: Projection
     down: Projection
     act: torch.nn.Module
+    # q, k, v and gate, up as one matmul each (``stacked``), where all of them are plain weights
+    qkv: Projection | None = None
+    gate_up: Projection | None = None
+
+
+def stacked(*parts: Projection) -> Projection | None:
+    """One projection computing ``parts`` side by side (outputs concatenated), or None if one has LoRA.
+
+    Projections of the same input in one matmul: fewer, wider calls for the decode steps, where
+    each call's fixed cost is comparable to its arithmetic.
+    """
+    if any(p.loras for p in parts) or len({p.weight.dtype for p in parts}) > 1:
+        return None
+    if any(p.bias is None for p in parts) and any(p.bias is not None for p in parts):
+        return None
+    bias = None if parts[0].bias is None else torch.cat([p.bias.detach() for p in parts])
+    return Projection(torch.cat([p.weight.detach() for p in parts]), bias, [])
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
