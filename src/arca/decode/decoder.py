@@ -11,7 +11,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from arca.decode.layers import Block, additive, merged, projection, stacked, rms_norm, rotary_tables, rotate, unsupported
+from arca.decode.layers import (
+    Block,
+    additive,
+    merged,
+    projection,
+    rms_norm,
+    rotary_tables,
+    rotate,
+    stacked,
+    unsupported,
+)
 from arca.decode.sampling import next_tokens, process_scores
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3")
