@@ -378,7 +378,7 @@ def test_shared_prefix_follows_the_attention_query_blocks():
 # are the same function, rounded differently (float32 only); the token tests above still find the
 # same tokens, and the tests below pin the size of the difference and the sampled distribution.
 def test_one_query_attention_equals_a_loop_over_rows_and_heads():
-    from arca.decode.decoder import one_query_attention
+    from arca.decode.layers import one_query_attention
 
     gen = torch.Generator().manual_seed(0)
     B, heads, kv_heads, L, D = 5, 6, 2, 9, 8

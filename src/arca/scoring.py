@@ -246,7 +246,7 @@ def _shared_prompt_hidden(model, r: Rollouts, exact: bool = True) -> torch.Tenso
 
 
 @torch.inference_mode()  # cheaper than no_grad; its outputs only feed detached credit signals
-def reference_scores(model, r: Rollouts, want_logprobs: bool, chunk: int = 1024, share_prompt: bool = False) -> Scores:
+def reference_scores(model, r: Rollouts, want_logprobs: bool, share_prompt: bool = False, chunk: int = 1024) -> Scores:
     """The single adapter-off pass: reference log-probs and base final hidden states.
 
     It runs as the gradient pass it is compared with runs, so that with the adapter at zero (B = 0,

@@ -176,9 +176,7 @@ def train_step(
         ref = None
         if need_ref:
             with clock.phase("reference"):
-                ref = reference_scores(
-                    model, part, credit_lib.REF_LOGPROBS in method.needs, share_prompt=cfg.train.share_prompt
-                )
+                ref = reference_scores(model, part, credit_lib.REF_LOGPROBS in method.needs, cfg.train.share_prompt)
         with clock.phase("forward"):
             pol = policy_scores(
                 model,

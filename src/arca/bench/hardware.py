@@ -86,6 +86,42 @@ def matmul_gflops(device: torch.device, m: int, k: int, n: int, reps: int = 5) -
     return 2 * m * k * n / best / 1e9
 
 
+def _token_flops(mc, rank: int, targets: list[str]) -> dict[str, float]:
+    """Per-token FLOPs of a Llama/Qwen3 config's parts, the terms of ``step_flops``.
+
+    base / lora: every layer's projections; first_in: the first layer's q/k/v input gradient,
+    which backward skips (the embeddings are frozen); per_key: attention per query and key slot;
+    head: the LM head; dead / dead_lora: the last layer's work a cache-only position skips (all
+    but k_proj and v_proj).
+    """
+    hd = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
+    h, i, layers = mc.hidden_size, mc.intermediate_size, mc.num_hidden_layers
+    shapes = {
+        "q_proj": (h, mc.num_attention_heads * hd),
+        "k_proj": (h, mc.num_key_value_heads * hd),
+        "v_proj": (h, mc.num_key_value_heads * hd),
+        "o_proj": (mc.num_attention_heads * hd, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
+    live = ("k_proj", "v_proj")
+    return {
+        "base": 2 * layers * sum(a * b for a, b in shapes.values()),
+        "lora": 2 * layers * sum(rank * (a + b) for name, (a, b) in shapes.items() if name in targets),
+        "first_in": 2
+        * sum(
+            a * b + (rank * a if name in targets else 0)
+            for name, (a, b) in shapes.items()
+            if name in ("q_proj", "k_proj", "v_proj")
+        ),
+        "per_key": 4 * layers * mc.num_attention_heads * hd,
+        "head": 2 * h * mc.vocab_size,
+        "dead": 2 * sum(a * b for name, (a, b) in shapes.items() if name not in live),
+        "dead_lora": 2 * sum(rank * (a + b) for name, (a, b) in shapes.items() if name in targets and name not in live),
+    }
+
+
 def step_flops(
     mc,
     rank: int,
@@ -97,13 +133,15 @@ def step_flops(
     q0: int,
     grad_q0: int = 0,
     sampling_lora: bool = True,
+    ref_exact: bool = True,
 ) -> dict[str, float]:
     """Arithmetic of one step in FLOPs (2 per multiply-add) for a Llama/Qwen3 config ``mc``.
 
     ``n`` completions of ``t`` tokens after prompts ``p`` tokens wide (s = p + t - 1 positions per
     sequence), ``u`` distinct prompts, the reference pass sharing the first ``q0`` positions per
     prompt and the gradient pass the first ``grad_q0`` (0: the full pass per row; with
-    ``train.share_prompt`` p - 1, over their own slots). ``sampling_lora`` False: the adapter is
+    ``train.share_prompt`` p - 1, over their own slots; the reference pass's shared positions
+    attend over all s slots when ``ref_exact``, else over their own). ``sampling_lora`` False: the adapter is
     folded into the weights while sampling (the lean decoder in float32), so no LoRA matmuls there.
     Matmuls: 2 * in * out per token and projection, LoRA 2 * rank * (in + out) on ``targets``, the
     LM head 2 * hidden * vocab where logits are taken. Attention: 4 * heads * head_dim per query and
@@ -114,40 +152,16 @@ def step_flops(
     layer's q/k/v inputs (the embeddings need none), the LoRA weight gradients, attention twice
     its forward. Reference: the adapter-off pass without LoRA and head (ARCA).
     """
-    hd = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
-    h, i, layers, v = mc.hidden_size, mc.intermediate_size, mc.num_hidden_layers, mc.vocab_size
-    shapes = {
-        "q_proj": (h, mc.num_attention_heads * hd),
-        "k_proj": (h, mc.num_key_value_heads * hd),
-        "v_proj": (h, mc.num_key_value_heads * hd),
-        "o_proj": (mc.num_attention_heads * hd, h),
-        "gate_proj": (h, i),
-        "up_proj": (h, i),
-        "down_proj": (i, h),
-    }
-    base = 2 * layers * sum(a * b for a, b in shapes.values())  # per token
-    lora = 2 * layers * sum(rank * (a + b) for name, (a, b) in shapes.items() if name in targets)
-    # the first layer's q/k/v input gradient, which backward skips (the embeddings are frozen)
-    first_in = 2 * sum(
-        a * b + (rank * a if name in targets else 0)
-        for name, (a, b) in shapes.items()
-        if name in ("q_proj", "k_proj", "v_proj")
-    )
-    per_key = 4 * layers * mc.num_attention_heads * hd  # per query and key slot
-    # The shared positions' pass wants only the cache: its last layer computes keys and values, not
-    # queries, attention, o_proj or the MLP (per position: ``dead`` base and ``dead_lora`` FLOPs,
-    # ``per_key / layers`` per key slot).
-    live = ("k_proj", "v_proj")
-    dead = 2 * sum(a * b for name, (a, b) in shapes.items() if name not in live)
-    dead_lora = 2 * sum(rank * (a + b) for name, (a, b) in shapes.items() if name in targets and name not in live)
-    head = 2 * h * v
+    f = _token_flops(mc, rank, targets)
+    base, lora, first_in, per_key, head = f["base"], f["lora"], f["first_in"], f["per_key"], f["head"]
+    dead, dead_lora, layers = f["dead"], f["dead_lora"], mc.num_hidden_layers
     s = p + t - 1
     decode_keys = sum(p + j for j in range(1, t))  # keys of the t - 1 decode steps
     grad_positions = u * grad_q0 + n * (s - grad_q0)  # per distinct prompt, then per row
     attention = (u * grad_q0 * grad_q0 * (layers - 1) / layers + n * (s - grad_q0) * s) * per_key
     shared_dead = u * grad_q0 * (dead + dead_lora)
     ref_positions = u * q0 + n * (s - q0)
-    ref_attention = (u * q0 * s * (layers - 1) / layers + n * (s - q0) * s) * per_key
+    ref_attention = (u * q0 * (s if ref_exact else q0) * (layers - 1) / layers + n * (s - q0) * s) * per_key
     sample_lora = lora if sampling_lora else 0
     return {
         "sampling": float(
@@ -185,6 +199,17 @@ def _median_prompt_width(cfg: Config, step_problems: list[list[dict]]) -> int:
     return int(statistics.median(widths))
 
 
+def _rates(flops: float, seconds: float | None, best: float) -> dict:
+    """One part's GFLOP, seconds, GFLOP/s and fraction of the best matmul rate (None where not timed)."""
+    rate = flops / seconds / 1e9 if seconds else None
+    return {
+        "gflop": flops / 1e9,
+        "seconds": seconds,
+        "gflops_per_s": rate,
+        "fraction_of_matmul": rate / best if rate else None,
+    }
+
+
 def hardware_summary(
     cfg: Config,
     device: torch.device,
@@ -205,12 +230,12 @@ def hardware_summary(
     n, t = cfg.train.prompts_per_step * cfg.rollout.k, cfg.rollout.max_new_tokens
     p = _median_prompt_width(cfg, step_problems)
     u = int(statistics.median(len({q["id"] for q in probs}) for probs in step_problems))
-    q0 = shared_prefix_length(p, p + t - 1)
-    grad_q0 = p - 1 if cfg.train.share_prompt else 0
+    share = cfg.train.share_prompt  # both passes share the prompt's p - 1 positions, over their own slots
+    q0 = p - 1 if share else shared_prefix_length(p, p + t - 1)
+    grad_q0 = p - 1 if share else 0
     folded = cfg.rollout.decoder == "lean" and cfg.model.dtype == "float32"
-    flops = step_flops(
-        mc, top_rank(cfg), list(cfg.lora.target_modules), n, u, p, t, q0, grad_q0, sampling_lora=not folded
-    )
+    targets = list(cfg.lora.target_modules)
+    flops = step_flops(mc, top_rank(cfg), targets, n, u, p, t, q0, grad_q0, not folded, ref_exact=not share)
     uni, arca = medians.get("uniform", {}), medians.get("arca", {})
     seconds = {
         "sampling": sampling_seconds or uni.get("gen_seconds"),
@@ -223,16 +248,7 @@ def hardware_summary(
         "square_1024": matmul_gflops(device, 1024, 1024, 1024),
     }
     best = max(peak.values())
-    parts = {}
-    for name, f in flops.items():
-        sec = seconds.get(name)
-        rate = f / sec / 1e9 if sec else None
-        parts[name] = {
-            "gflop": f / 1e9,
-            "seconds": sec,
-            "gflops_per_s": rate,
-            "fraction_of_matmul": rate / best if rate else None,
-        }
+    parts = {name: _rates(f, seconds.get(name), best) for name, f in flops.items()}
     # The least ARCA's step can cost over uniform's on this machine: its one extra part, the
     # reference pass, at the best matmul rate measured here and with no other cost at all.
     uni_step = uni.get("step_seconds")

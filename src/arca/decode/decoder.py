@@ -14,11 +14,14 @@ import torch.nn.functional as F
 from arca.decode.layers import (
     Block,
     additive,
+    attend,
+    feed_forward,
+    keys_values,
     merged,
     projection,
+    queries_keys_values,
     rms_norm,
     rotary_tables,
-    rotate,
     stacked,
     unsupported,
 )
@@ -128,55 +131,24 @@ class LeanDecoder:
         so the last layer computes its keys and values and nothing else (its queries, attention,
         output projection and MLP would feed nothing), and None is returned.
         """
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
         lm = self.lm
         h = lm.model.embed_tokens(ids)  # [B, S, H]
         cos, sin = rotary_tables(*lm.model.rotary_emb(h, pos))  # [B, S, 1, D] each
         B, S = ids.shape
         end = start + S
         kv_end = end if kv_end is None else kv_end
-        n_q = self.n_heads
+        shape = (self.n_heads, self.head_dim, self.eps)
         for i, (blk, (kc, vc)) in enumerate(zip(blocks, cache)):
             x = rms_norm(h, blk.ln1, self.eps)
             if kv_only and i == len(blocks) - 1:
-                k = blk.k(x).view(B, S, -1, self.head_dim)  # [B, S, kv_heads, D]
-                if blk.qk_norm is not None:
-                    k = rms_norm(k, blk.qk_norm[n_q:], self.eps)
-                kc[:, :, start:end] = rotate(k, cos, sin).transpose(1, 2)
-                vc[:, :, start:end] = blk.v(x).view(B, S, -1, self.head_dim).transpose(1, 2)
+                k, v = keys_values(blk, x, cos, sin, *shape)  # [B, S, kv_heads, D] each
+                kc[:, :, start:end], vc[:, :, start:end] = k.transpose(1, 2), v.transpose(1, 2)
                 return None
-            if blk.qkv is not None:  # [B, S, (heads + 2 kv_heads) D] in one matmul
-                q_k, v = blk.qkv(x).split([blk.qkv.weight.shape[0] - blk.v.weight.shape[0], blk.v.weight.shape[0]], -1)
-                qk = q_k.view(B, S, -1, self.head_dim)  # [B, S, heads + kv_heads, D]
-            else:
-                # q and k side by side [B, S, heads + kv_heads, D]: one per-head norm and one rotation for both
-                qk = torch.cat([blk.q(x).view(B, S, n_q, -1), blk.k(x).view(B, S, -1, self.head_dim)], dim=2)
-                v = blk.v(x)
-            if blk.qk_norm is not None:
-                qk = rms_norm(qk, blk.qk_norm, self.eps)
-            qk = rotate(qk, cos, sin)
-            kc[:, :, start:end] = qk[:, :, n_q:].transpose(1, 2)
-            vc[:, :, start:end] = v.view(B, S, -1, self.head_dim).transpose(1, 2)
-            if S == 1 and h.dtype == torch.float32:  # a decode step (one query per row) in fp32
-                a = one_query_attention(qk[:, 0, :n_q], kc[:, :, :kv_end], vc[:, :, :kv_end], mask, blk.attn.scaling)
-            else:
-                a, _ = sdpa_attention_forward(
-                    blk.attn,
-                    qk[:, :, :n_q].transpose(1, 2),
-                    kc[:, :, :kv_end],
-                    vc[:, :, :kv_end],
-                    mask,
-                    dropout=0.0,
-                    scaling=blk.attn.scaling,
-                )  # [B, S, heads, D]
+            q, k, v = queries_keys_values(blk, x, cos, sin, *shape)  # [B, S, heads or kv_heads, D]
+            kc[:, :, start:end], vc[:, :, start:end] = k.transpose(1, 2), v.transpose(1, 2)
+            a = attend(blk, q, kc[:, :, :kv_end], vc[:, :, :kv_end], mask)  # [B, S, heads, D]
             h = h + blk.o(a.reshape(B, S, -1))
-            x = rms_norm(h, blk.ln2, self.eps)
-            if blk.gate_up is not None:
-                g, u = blk.gate_up(x).chunk(2, dim=-1)  # [B, S, I] each
-            else:
-                g, u = blk.gate(x), blk.up(x)
-            h = h + blk.down(blk.act(g) * u)
+            h = h + feed_forward(blk, rms_norm(h, blk.ln2, self.eps))
         return rms_norm(h, lm.model.norm.weight, self.eps)  # [B, S, H]
 
     def _forward(
@@ -206,25 +178,17 @@ class LeanDecoder:
         completion_mask: torch.Tensor,
         exact: bool = True,
     ) -> torch.Tensor | None:
-        """Final hidden states [B, T, H] at the positions predicting y_1..y_T, the prompt run once per distinct prompt.
+        """Final hidden states [B, T, H] predicting y_1..y_T, the first Q0 <= P-1 positions once per distinct prompt.
 
-        The full pass (``arca.scoring._final_hidden``) runs prompt + completion [B, S = P+T-1] with the
-        attention mask (prompt mask, completion mask) and positions cumsum(mask) - 1. Here the first
-        Q0 <= P-1 positions run once per distinct prompt (their keys and values cached, then copied to
-        the rows sharing them), the rest once per row over all S key slots.
-
-        ``exact`` (the reference pass, no gradient): equal to the full pass bit for bit on CPU. The
-        first pass attends over all S slots (the later ones masked, as causality masks them there)
-        and Q0 is a multiple of the query block of PyTorch's CPU flash attention for S queries, so
-        every query falls in a block of the same size as in the full pass and gets the same
-        rounding. Returns None where that cannot be arranged, on GPU, and where the full pass would
-        take another attention path (no masked slot, or a single query): the caller then runs the
-        full pass.
-
-        ``exact=False`` (the gradient pass; differentiable, runs under autograd): Q0 = P-1, the whole
-        prompt once per distinct prompt, over its own P-1 slots. Equal to the full pass up to float
-        rounding, except that LoRA dropout (train mode) draws one mask per distinct prompt's
-        positions, shared by the K rows, where the full pass draws one per row. None only if P = 1.
+        As the full pass (``arca.scoring._final_hidden``: prompt + completion [B, S = P+T-1], mask
+        (prompt mask, completion mask), positions cumsum(mask) - 1), with the shared keys and values
+        copied to the rows sharing them. ``exact`` (the reference pass of ``share_prompt: false``):
+        bit for bit the full pass on CPU; the first pass attends over all S slots (the later ones
+        masked) and Q0 is a multiple of PyTorch's CPU flash-attention query block for S queries, so
+        every query gets the same blocks and rounding; None where that cannot be arranged (GPU, no
+        masked slot, a single query) and the caller runs the full pass. ``exact=False`` (either
+        pass of ``share_prompt``, differentiable): Q0 = P-1 over its own slots, equal up to rounding,
+        with one LoRA-dropout draw per distinct prompt's positions shared by its rows.
         """
         P, T = prompt_ids.shape[1], completion_ids.shape[1]
         S = P + T - 1
@@ -350,28 +314,6 @@ class LeanDecoder:
             else:  # stopped rows keep their last logits: only their (discarded) draws read them
                 logits[rows] = new
         return out[:, :steps]
-
-
-def one_query_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scaling: float
-) -> torch.Tensor:
-    """Attention of one query per row: q [B, heads, D] over k, v [B, kv_heads, L, D] -> [B, 1, heads, D].
-
-    softmax(q k^T * scaling + mask) v with grouped heads (query head h reads key/value head
-    h // (heads / kv_heads), as ``repeat_kv``), as three batched matmul-sized kernels. PyTorch's CPU
-    flash-attention kernel runs two tiny GEMMs per row and head, which for a single query costs
-    more than the arithmetic; this is the same function, rounded differently (its own softmax):
-    float32 only, where that difference is about 1e-7 relative (a half-precision model keeps the
-    flash kernel, whose fp32 accumulation it would not reproduce). ``mask`` is the additive
-    [B, 1, 1, L] mask or None.
-    """
-    B, n_q, D = q.shape
-    n_kv = k.shape[1]
-    s = torch.matmul(q.view(B, n_kv, n_q // n_kv, D), k.transpose(-1, -2)) * scaling  # [B, kv_heads, G, L]
-    if mask is not None:
-        s = s + mask  # [B, 1, 1, L] broadcasts over heads and the group
-    p = torch.softmax(s, dim=-1)  # [B, kv_heads, G, L]
-    return torch.matmul(p, v).view(B, 1, n_q, D)  # [B, kv_heads, G, D] -> [B, 1, heads, D]
 
 
 def flash_query_block(n_queries: int) -> int:

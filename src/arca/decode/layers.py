@@ -176,3 +176,79 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torc
 def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A boolean attention mask (True = attend) as SDPA turns it into an additive one: 0 or -inf."""
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, -math.inf)
+
+
+# ----------------------------------------------------------------------------- one layer's parts
+def queries_keys_values(
+    blk: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int, head_dim: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rotated queries [B, S, heads, D], rotated keys and values [B, S, kv_heads, D] of x [B, S, H]."""
+    B, S = x.shape[:2]
+    if blk.qkv is not None:  # [B, S, (heads + 2 kv_heads) D] in one matmul
+        n_v = blk.v.weight.shape[0]
+        q_k, v = blk.qkv(x).split([blk.qkv.weight.shape[0] - n_v, n_v], -1)
+        qk = q_k.view(B, S, -1, head_dim)  # [B, S, heads + kv_heads, D]
+    else:
+        # q and k side by side [B, S, heads + kv_heads, D]: one per-head norm and one rotation for both
+        qk = torch.cat([blk.q(x).view(B, S, n_heads, -1), blk.k(x).view(B, S, -1, head_dim)], dim=2)
+        v = blk.v(x)
+    if blk.qk_norm is not None:
+        qk = rms_norm(qk, blk.qk_norm, eps)
+    qk = rotate(qk, cos, sin)
+    return qk[:, :, :n_heads], qk[:, :, n_heads:], v.view(B, S, -1, head_dim)
+
+
+def keys_values(
+    blk: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int, head_dim: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotated keys and values [B, S, kv_heads, D] of x [B, S, H] alone (no queries computed)."""
+    B, S = x.shape[:2]
+    k = blk.k(x).view(B, S, -1, head_dim)  # [B, S, kv_heads, D]
+    if blk.qk_norm is not None:
+        k = rms_norm(k, blk.qk_norm[n_heads:], eps)
+    return rotate(k, cos, sin), blk.v(x).view(B, S, -1, head_dim)
+
+
+def attend(blk: Block, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of queries q [B, S, heads, D] over k, v [B, kv_heads, L, D] -> [B, S, heads, D].
+
+    Transformers' own SDPA call (the flash kernel on CPU), except a float32 decode step (S = 1):
+    ``one_query_attention``.
+    """
+    if q.shape[1] == 1 and q.dtype == torch.float32:
+        return one_query_attention(q[:, 0], k, v, mask, blk.attn.scaling)
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    a, _ = sdpa_attention_forward(blk.attn, q.transpose(1, 2), k, v, mask, dropout=0.0, scaling=blk.attn.scaling)
+    return a  # [B, S, heads, D]
+
+
+def feed_forward(blk: Block, x: torch.Tensor) -> torch.Tensor:
+    """The MLP of x [B, S, H]: down(act(gate(x)) * up(x)) -> [B, S, H]."""
+    if blk.gate_up is not None:
+        g, u = blk.gate_up(x).chunk(2, dim=-1)  # [B, S, I] each
+    else:
+        g, u = blk.gate(x), blk.up(x)
+    return blk.down(blk.act(g) * u)
+
+
+def one_query_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
+    """Attention of one query per row: q [B, heads, D] over k, v [B, kv_heads, L, D] -> [B, 1, heads, D].
+
+    softmax(q k^T * scaling + mask) v with grouped heads (query head h reads key/value head
+    h // (heads / kv_heads), as ``repeat_kv``), as three batched matmul-sized kernels. PyTorch's CPU
+    flash-attention kernel runs two tiny GEMMs per row and head, which for a single query costs
+    more than the arithmetic; this is the same function, rounded differently (its own softmax):
+    float32 only, where that difference is about 1e-7 relative (a half-precision model keeps the
+    flash kernel, whose fp32 accumulation it would not reproduce). ``mask`` is the additive
+    [B, 1, 1, L] mask or None.
+    """
+    B, n_q, D = q.shape
+    n_kv = k.shape[1]
+    s = torch.matmul(q.view(B, n_kv, n_q // n_kv, D), k.transpose(-1, -2)) * scaling  # [B, kv_heads, G, L]
+    if mask is not None:
+        s = s + mask  # [B, 1, 1, L] broadcasts over heads and the group
+    p = torch.softmax(s, dim=-1)  # [B, kv_heads, G, L]
+    return torch.matmul(p, v).view(B, 1, n_q, D)  # [B, kv_heads, G, D] -> [B, 1, heads, D]
