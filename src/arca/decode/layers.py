@@ -46,14 +46,13 @@ class Projection:
         dtype = out.dtype
         flat_x, flat = x.reshape(-1, x.shape[-1]), out.view(-1, out.shape[-1])  # [M, K], [M, N]
         for a, b, scaling, dropout in self.loras:
+            xa = flat_x.to(a.dtype)  # [M, K]; peft casts the input to the adapter's dtype
+            xa = xa if dropout is None else dropout(xa)
             if a.dtype != flat.dtype or a.dtype != flat_x.dtype:
-                # peft keeps adapters in float32 over a bf16/fp16 base: input cast to the adapter's
-                # dtype, the sum promoted, the result cast back once at the end
-                xa = flat_x.to(a.dtype)
-                flat = flat + F.linear(F.linear(xa if dropout is None else dropout(xa), a), b) * scaling
-                continue
-            xa = flat_x if dropout is None else dropout(flat_x)  # [M, K]
-            if math.frexp(scaling)[0] == 0.5:
+                # peft keeps adapters in float32 over a bf16/fp16 base: the sum promoted, the result
+                # cast back once at the end
+                flat = flat + F.linear(F.linear(xa, a), b) * scaling
+            elif math.frexp(scaling)[0] == 0.5:
                 # a power of two scales exactly, so one fused multiply-add rounds as peft's
                 # ``out + (h @ B^T) * scaling`` does (the default: lora_alpha = 2 * rank)
                 flat = torch.addmm(flat, F.linear(xa, a), b.t(), alpha=scaling)
