@@ -31,6 +31,8 @@ def full_inputs(B=3, T=6, H=5, seed=0, mask=None, requires_grad=False):
     base = torch.randn(B, T, H, generator=g)
     delta = torch.randn(B, T, H, generator=g)
     decisive = (torch.rand(B, T, generator=g) > 0.8).float()  # labelled decisive tokens (oracle methods)
+    first_error = torch.zeros(B, T)  # one first-error token in every other row (the oracle)
+    first_error[::2, 0] = 1.0
     if requires_grad:
         for x in (logprobs, ref, ent, hid, base, delta):
             x.requires_grad_(True)
@@ -43,6 +45,7 @@ def full_inputs(B=3, T=6, H=5, seed=0, mask=None, requires_grad=False):
         base_hidden=base,
         lora_delta=delta,
         decisive=decisive,
+        first_error=first_error,
         seed=3,
     )
 

@@ -16,7 +16,15 @@ from test_forks import _task
 
 from arca.data.fork_tree import branches, sample_choices
 from arca.data.forks import FAMILIES
-from arca.labels import align, completion_pieces, label_batch, label_metrics, rollout_labels, token_flags
+from arca.labels import (
+    align,
+    completion_pieces,
+    first_error,
+    label_batch,
+    label_metrics,
+    rollout_labels,
+    token_flags,
+)
 
 BRANCHES = [  # "How many more": 9-4 right, 9+4 the bug; two connectors
     {"text": "9-4=5. \\boxed{5}", "answer": "5", "correct": True, "decisive": [1], "distractor": [5]},
@@ -52,6 +60,45 @@ def test_unforked_problem_aligns_with_distractors_only():
     a = align(bs[0]["text"], bs)
     assert a is not None and a.correct and a.answer == bs[0]["answer"]
     assert a.decisive == () and a.distractor == tuple(bs[0]["distractor"])
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("9-4=5. \\boxed{5}", None),  # a correct branch, exactly: no error
+        ("9-4=5, so \\boxed{5}", None),
+        ("9+4=13. \\boxed{13}", 1),  # the bug: at the operator, the decisive token
+        ("9-4=6. \\boxed{6}", 4),  # right decision, then a slip in the result
+        ("9-4=5. \\boxed{7}", 14),  # ... or in the box
+        ("9-4=5. \\boxed{5}}", 16),  # wrote a correct branch, then went on
+        ("9-4=5", 4),  # stopped inside a correct branch: blamed at its last character
+        ("", None),
+    ],
+)
+def test_first_error_is_where_a_completion_leaves_every_correct_branch(completion, expected):
+    assert first_error(completion, BRANCHES) == expected
+
+
+def test_first_error_slow_reference():
+    # against a loop over characters: the first position where no correct branch continues
+    rng = random.Random(0)
+    correct = [b["text"] for b in BRANCHES if b["correct"]]
+    alphabet = sorted(set("".join(b["text"] for b in BRANCHES)))
+    for _ in range(300):
+        text = rng.choice([b["text"] for b in BRANCHES])
+        text = "".join(c if rng.random() > 0.1 else rng.choice(alphabet) for c in text)[: rng.randint(1, len(text))]
+        if text in correct:
+            assert first_error(text, BRANCHES) is None
+            continue
+        pos = next(
+            (i for i in range(len(text)) if not any(t.startswith(text[: i + 1]) for t in correct)), len(text) - 1
+        )
+        assert first_error(text, BRANCHES) == pos
+
+
+def test_first_error_without_a_correct_branch_is_none():
+    assert first_error("9+4", [b for b in BRANCHES if not b["correct"]]) is None
+    assert first_error("9+4", []) is None
 
 
 def test_token_flags_map_characters_to_tokens():
@@ -138,8 +185,12 @@ def test_rollout_labels_repeat_each_problem_k_times_and_are_none_without_forks()
     assert lab.decisive[0].nonzero().flatten().tolist() == [1]
     assert lab.distractor[0].nonzero().flatten().tolist() == [6]
     assert lab.decisive[1].sum() == 0 and lab.distractor[1].sum() == 0
+    # first errors: row 0 at the bug's "+" (character 1); row 1, unaligned, at its first character
+    assert lab.first_error[0].nonzero().flatten().tolist() == [1]
+    assert lab.first_error[1].nonzero().flatten().tolist() == [0]
     half = lab.select(slice(1, 2))
     assert half.aligned.tolist() == [False] and half.decisive.shape == (1, width)
+    assert torch.equal(half.first_error, lab.first_error[1:2])
 
 
 def test_label_metrics_hand_case():

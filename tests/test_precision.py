@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from arca import credit
@@ -60,13 +61,27 @@ def test_credit_precision_splits_by_advantage_and_skips_unaligned_rows():
     assert empty["decisive_share"] is None
 
 
-def test_oracle_weights_hand_case():
+def test_decision_oracle_weights_hand_case():
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], dtype=torch.float32)
     dec = torch.tensor([[0, 1, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.float32)  # row 1: unlabelled
     x = credit.CreditInputs(mask=mask, logprobs=torch.zeros(2, 5), decisive=dec)
-    w, fallback = credit.token_weights("oracle", x)
+    w, fallback = credit.token_weights("decision_oracle", x)
     assert torch.allclose(w[0], torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0]), atol=1e-12)
     assert torch.allclose(w[1], torch.tensor([1 / 3, 1 / 3, 1 / 3, 0.0, 0.0]))  # uniform fall-back
+    assert fallback.tolist() == [False, True]
+    assert credit.REGISTRY["decision_oracle"].needs == frozenset({credit.LABELS})
+
+
+def test_first_error_oracle_weights_hand_case():
+    # row 0 failed at its third token; row 1 wrote a correct solution (no error): uniform, as
+    # uniform credit would push it up; the decisive labels are not read
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], dtype=torch.float32)
+    err = torch.tensor([[0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.float32)
+    dec = torch.tensor([[0, 1, 0, 0, 0], [0, 1, 0, 0, 0]], dtype=torch.float32)
+    x = credit.CreditInputs(mask=mask, logprobs=torch.zeros(2, 5), decisive=dec, first_error=err)
+    w, fallback = credit.token_weights("oracle", x)
+    assert torch.allclose(w[0], torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0]), atol=1e-12)
+    assert torch.allclose(w[1], torch.tensor([1 / 3, 1 / 3, 1 / 3, 0.0, 0.0]))
     assert fallback.tolist() == [False, True]
     assert credit.REGISTRY["oracle"].needs == frozenset({credit.LABELS})
 
@@ -78,14 +93,11 @@ def test_anti_oracle_leaves_out_exactly_the_decisive_tokens():
     assert torch.allclose(w[0], torch.tensor([1 / 3, 0.0, 1 / 3, 1 / 3, 0.0]), atol=1e-12)
 
 
-def test_oracle_without_labels_is_a_clear_error():
+@pytest.mark.parametrize("method", ["oracle", "decision_oracle", "anti_oracle"])
+def test_oracle_without_labels_is_a_clear_error(method):
     x = credit.CreditInputs(mask=torch.ones(1, 3), logprobs=torch.zeros(1, 3))
-    try:
-        credit.token_weights("oracle", x)
-    except ValueError as e:
-        assert "labels" in str(e)
-    else:
-        raise AssertionError("the oracle ran without labels")
+    with pytest.raises(ValueError, match=f"'{method}' needs 'labels'"):
+        credit.token_weights(method, x)
 
 
 def test_shuffled_rewards_is_a_seeded_permutation():

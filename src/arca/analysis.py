@@ -80,6 +80,7 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
     labels = rollout_labels(tok, ro, problems, 1)  # None on a corpus without planted forks
     if labels is not None:
         inputs.decisive = labels.decisive.to(inputs.mask.device)  # [N, T], what the oracle methods read
+        inputs.first_error = labels.first_error.to(inputs.mask.device)  # [N, T]
     mask = inputs.mask  # [N, T]
     per_method = {}
     for method, spec in REGISTRY.items():

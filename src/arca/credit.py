@@ -48,7 +48,7 @@ LORA_DELTA = "lora_delta"
 # attention output projection and the MLP down projection. arca_layers sums their LoRA deltas,
 # so it requires at least one of them in lora.target_modules.
 RESIDUAL_WRITERS = ("o_proj", "down_proj")
-LABELS = "labels"  # the planted forks' decisive tokens (arca.labels); only the oracle reads them
+LABELS = "labels"  # the planted forks' labels (arca.labels); only the oracles and their controls read them
 # What needs the adapter-off (reference) forward pass.
 NEEDS_REFERENCE_PASS = frozenset({REF_LOGPROBS, HIDDEN})
 # What needs the policy entropies of the gradient pass.
@@ -75,6 +75,9 @@ class CreditInputs:
     step_entropies: torch.Tensor | None = None
     # [B, T] 1.0 on the labelled decisive fork tokens of aligned completions (planted-fork corpus)
     decisive: torch.Tensor | None = None
+    # [B, T] 1.0 on the token where the row first leaves every correct solution (planted-fork corpus;
+    # an all-zero row wrote a correct solution)
+    first_error: torch.Tensor | None = None
     seed: int = 0  # for methods with randomness (the permutation control)
 
 
@@ -177,13 +180,28 @@ def arca_layers_signal(x: CreditInputs) -> torch.Tensor:
 
 
 def oracle_signal(x: CreditInputs) -> torch.Tensor:
-    """alpha_t = 1 on the labelled decisive fork tokens, 0 elsewhere: the ceiling of token credit.
+    """alpha_t = 1[y_t is the row's first error]: the first-error oracle, the ceiling of token credit.
 
-    Only meaningful on the planted-fork corpus, where the generator knows which token decided each
-    completion's outcome (``arca.labels``). A row with no labelled token (unforked problem, or a
-    completion that cannot be aligned) has a signal sum of ~0 and falls back to uniform.
+    A failed completion gets all its weight on the first token where it leaves every correct
+    solution (the generator knows every branch of a planted-fork problem; a completion that stops
+    too early is blamed at its last token, ``arca.labels.first_error``). A completion that wrote a
+    correct solution has no such token: its signal sums to 0 and it falls back to uniform weights,
+    so a success pushes up its whole text, as under uniform credit. Unlike ``decision_oracle`` it
+    never pushes down a correct decision taken before the error.
     """
-    d = _require(x.decisive, LABELS, "oracle")  # [B, T]
+    e = _require(x.first_error, LABELS, "oracle")  # [B, T]
+    return e.to(x.mask.dtype) * (x.mask > 0)  # [B, T]
+
+
+def decision_oracle_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = 1 on the labelled decisive fork tokens, 0 elsewhere: all credit on the decisions.
+
+    A control: the whole update lands on the operator tokens of every row, successes and failures
+    alike, which shows what maximally concentrated credit does to everything else the shared
+    adapter computes. A row with no labelled token (unforked problem, or a completion that cannot be
+    aligned) has a signal sum of ~0 and falls back to uniform.
+    """
+    d = _require(x.decisive, LABELS, "decision_oracle")  # [B, T]
     return d.to(x.mask.dtype) * (x.mask > 0)  # [B, T]
 
 
@@ -240,7 +258,10 @@ REGISTRY: dict[str, CreditMethod] = {
         "||sum_l (alpha/r) B_l A_l x_l||_2 over residual writers",
         needs_residual_writer,
     ),
-    "oracle": CreditMethod(oracle_signal, frozenset({LABELS}), "1[y_t is a labelled decisive fork token]"),
+    "oracle": CreditMethod(oracle_signal, frozenset({LABELS}), "1[y_t is the first token off every correct solution]"),
+    "decision_oracle": CreditMethod(
+        decision_oracle_signal, frozenset({LABELS}), "1[y_t is a labelled decisive fork token]"
+    ),
     "anti_oracle": CreditMethod(anti_oracle_signal, frozenset({LABELS}), "1[y_t is not a labelled decisive token]"),
 }
 

@@ -15,6 +15,11 @@ a branch as follows:
    decision, a third procedure, an ambiguous tie) gets no label, never a guessed one, and is
    counted.
 
+The *first error* of a completion (what the first-error oracle credits) is where it leaves every
+correct branch: the character at L_c = the longest common prefix with any correct branch. A
+completion that writes a correct branch exactly has none; one that stops inside a correct branch
+(a prefix of it) is blamed at its last character.
+
 Character positions become token positions through each token's character span in the decoded
 completion, so this works for the character-level tokenizer and for subword tokenizers alike.
 """
@@ -66,6 +71,21 @@ def align(completion: str, branches: list[dict]) -> Alignment | None:
     return Alignment(cands[0]["correct"], answers.pop() if len(answers) == 1 else None, decisive, distractor)
 
 
+def first_error(completion: str, branches: list[dict]) -> int | None:
+    """Character position where ``completion`` leaves every correct branch; None when it is one.
+
+    L_c = max over correct branches of the common prefix length; the error is at L_c, or at the
+    last character when the completion stopped inside a correct branch (L_c = its length). None
+    also when the problem has no branches or no correct one (nothing to compare with), and for
+    an empty completion.
+    """
+    correct = [b["text"] for b in branches if b["correct"]]
+    if not correct or not completion or completion in correct:
+        return None
+    lc = max(_lcp(completion, t) for t in correct)
+    return min(lc, len(completion) - 1)
+
+
 def token_starts(token_texts: list[str]) -> list[int]:
     """Character offset where each token starts in the concatenated text."""
     starts, pos = [], 0
@@ -96,6 +116,7 @@ class TokenLabels:
     aligned: list[bool]  # [N] the row got labels
     forked: list[bool]  # [N] the row's problem has a decisive fork
     correct_branch: list[bool | None]  # [N] the aligned branch is the correct one (None: unaligned)
+    first_error: list[list[int]]  # [N][T] 1 on the token holding the row's first error (all 0: none)
 
 
 def label_batch(token_texts: list[list[str]], texts: list[str], problems: list[dict], width: int) -> TokenLabels:
@@ -104,7 +125,7 @@ def label_batch(token_texts: list[list[str]], texts: list[str], problems: list[d
     ``token_texts[i]`` are the decoded pieces of row i's real tokens (their concatenation is
     ``texts[i]``); records without ``branches`` (the clean corpus, MATH) give unaligned rows.
     """
-    out = TokenLabels([], [], [], [], [])
+    out = TokenLabels([], [], [], [], [], [])
     for pieces, text, prob in zip(token_texts, texts, problems):
         branches = prob.get("branches") or []
         a = align(text, branches)
@@ -116,6 +137,8 @@ def label_batch(token_texts: list[list[str]], texts: list[str], problems: list[d
         out.aligned.append(a is not None)
         out.forked.append(any(b["decisive"] for b in branches))
         out.correct_branch.append(a.correct if a else None)
+        err = first_error(text, branches)
+        out.first_error.append((token_flags(pieces, [err]) + pad)[:width] if err is not None else [0] * width)
     return out
 
 
@@ -149,9 +172,12 @@ class BatchLabels:
     distractor: torch.Tensor  # [N, T]
     aligned: torch.Tensor  # [N] bool
     forked: torch.Tensor  # [N] bool
+    first_error: torch.Tensor  # [N, T] 1 on the token of each row's first error (arca.labels.first_error)
 
     def select(self, sl: slice) -> "BatchLabels":
-        return BatchLabels(self.decisive[sl], self.distractor[sl], self.aligned[sl], self.forked[sl])
+        return BatchLabels(
+            *(t[sl] for t in (self.decisive, self.distractor, self.aligned, self.forked, self.first_error))
+        )
 
 
 def rollout_labels(tokenizer, r, problems: list[dict], k: int) -> BatchLabels | None:
@@ -165,6 +191,7 @@ def rollout_labels(tokenizer, r, problems: list[dict], k: int) -> BatchLabels | 
         torch.tensor(lab.distractor, dtype=torch.float32),
         torch.tensor(lab.aligned),
         torch.tensor(lab.forked),
+        torch.tensor(lab.first_error, dtype=torch.float32),
     )
 
 

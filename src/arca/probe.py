@@ -115,7 +115,8 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
         inputs = credit_inputs_for_rollouts(model, batch, seed=PROBE_SEED)
     finally:
         model.train(was_training)
-    inputs.decisive = labels.decisive.to(inputs.mask.device)
+    inputs.decisive = labels.decisive.to(inputs.mask.device)  # [N, T]
+    inputs.first_error = labels.first_error.to(inputs.mask.device)  # [N, T]
     out = {"labeled_frac": float(labels.aligned.float().mean()), "n_rollouts": len(rows), "methods": {}}
     for name in credit_lib.REGISTRY:
         w, _ = credit_lib.token_weights(name, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [N, T]

@@ -20,6 +20,7 @@ from peft.tuners.lora import LoraLayer
 from arca import credit as credit_lib
 from arca.config import ConfigError
 from arca.credit import RESIDUAL_WRITERS
+from arca.labels import BatchLabels
 from arca.rollout import Rollouts
 
 
@@ -301,8 +302,10 @@ def credit_inputs(
     ref: Scores | None,
     seed: int,
     step_ents: torch.Tensor | None = None,
-    decisive: torch.Tensor | None = None,
+    labels: BatchLabels | None = None,
 ) -> credit_lib.CreditInputs:
+    """The credit methods' inputs for rollouts ``r``; ``labels`` (the planted forks') for the oracles."""
+    dev = pol.logprobs.device
     return credit_lib.CreditInputs(
         mask=r.completion_mask.to(pol.logprobs.device),
         logprobs=pol.logprobs.detach(),
@@ -312,6 +315,7 @@ def credit_inputs(
         base_hidden=ref.hidden if ref is not None else None,
         lora_delta=pol.lora_delta,
         step_entropies=step_ents,
-        decisive=decisive.to(pol.logprobs.device) if decisive is not None else None,
+        decisive=labels.decisive.to(dev) if labels is not None else None,
+        first_error=labels.first_error.to(dev) if labels is not None else None,
         seed=seed,
     )

@@ -188,9 +188,9 @@ def train_step(
             )
             mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
             _check_finite(pol.logprobs.detach(), mask, "log-probs", step + 1)
-            dec = labels.decisive[s : s + mb] if labels is not None and credit_lib.LABELS in method.needs else None
+            lab = labels.select(slice(s, s + mb)) if labels is not None and credit_lib.LABELS in method.needs else None
             inputs = credit_inputs(
-                part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents, decisive=dec
+                part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents, labels=lab
             )
             w, fb = credit_lib.token_weights(
                 cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps

@@ -30,7 +30,7 @@ PRECISION_RATIOS = {
     "distractor_ratio": ("distractor_share", "distractor_share_uniform"),
 }
 PRECISION_SOURCES = ("train", "probe")
-ORACLE_METHOD = "oracle"
+ORACLE_METHOD = "decision_oracle"  # all weight on the decisive tokens: the most decisive share a method can reach
 
 
 def _num(value) -> float:
