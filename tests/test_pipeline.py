@@ -66,6 +66,7 @@ def test_smoke_dag_end_to_end(tmp_path):
         "accuracy_vs_params",
         "credit_precision",
         "learning_curves",
+        "performance_profile",
     ):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
         assert (out / "figures" / f"{fig}.pdf").stat().st_size > 1000

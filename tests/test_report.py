@@ -222,6 +222,7 @@ def test_performance_numbers(sweep):
     assert base["greedy"] == pytest.approx(1 / 6, abs=1e-6)
     md = (sweep.out_dir / "tables" / "performance.md").read_text()
     assert "| uniform | 8 | 0.583 [" in md and "pass@2" in md
+    assert "greedy IQM over runs" in md
     tex = (sweep.out_dir / "tables" / "performance.tex").read_text()
     assert r"arca\_permuted" in tex and r"\toprule" in tex
 
@@ -294,6 +295,72 @@ def test_missing_input_names_the_path(tmp_path):
         aggregate_main(cfg, None)
 
 
+def _run_greedy(label, rank):
+    """The per-run greedy accuracies of a cell of SPEC, by seed."""
+    greedy = SPEC[next(key for key in SPEC if key[0] == label and key[2] == rank)][0]
+    return [float(np.mean(_greedy_of(greedy, s))) for s in SEEDS]
+
+
+def test_performance_iqm_over_runs(sweep):
+    perf = pd.read_csv(sweep.out_dir / "tables" / "performance.csv")
+    cols = list(perf.columns)
+    assert cols[cols.index("greedy_hi") + 1 : cols.index("greedy_hi") + 4] == [
+        "greedy_iqm",
+        "greedy_iqm_lo",
+        "greedy_iqm_hi",
+    ]
+    runs = pd.read_csv(sweep.out_dir / "tables" / "runs.csv")
+    for label, _, rank in SPEC:
+        row = _row(perf, label, rank)
+        # Two runs: nothing is trimmed, the IQM is the mean of the runs' accuracies (runs.csv's `greedy`).
+        assert row["greedy_iqm"] == pytest.approx(np.mean(_run_greedy(label, rank)), abs=1e-6)
+        per_run = runs[(runs["label"] == label) & (runs["rank"] == rank)]["greedy"]
+        assert row["greedy_iqm"] == pytest.approx(per_run.mean(), abs=1e-6)
+        # Resampling two runs: the interval runs from the lower run to the higher one.
+        assert row["greedy_iqm_lo"] == pytest.approx(per_run.min(), abs=1e-6)
+        assert row["greedy_iqm_hi"] == pytest.approx(per_run.max(), abs=1e-6)
+    assert _row(perf, "base")[["greedy_iqm", "greedy_iqm_lo", "greedy_iqm_hi"]].isna().all()  # no runs
+
+
+def test_paired_probability_of_improvement(sweep):
+    tables = sweep.out_dir / "tables"
+    paired = pd.read_csv(tables / "paired.csv")
+    assert list(paired.columns[-6:]) == ["diff", "diff_lo", "diff_hi", "p_improve", "p_improve_lo", "p_improve_hi"]
+    # By hand, over all pairs of runs (uniform's runs score 3/6 and 4/6):
+    # surprisal (1/6, 2/6) loses every pair; arca r2 (2/6, 3/6) only ties 3/6 once: 0.5 / 4;
+    # arca r8 (4/6, 4/6) beats 3/6 twice and ties 4/6 twice: 3 / 4; arca_permuted (3/6, 4/6)
+    # against uniform is uniform itself: 1/2, and against arca r8 ties twice: 1 / 4.
+    expected = {
+        ("surprisal", "uniform_r8"): (0.0, 0.0, 0.0),
+        ("arca", "uniform_r8", 2): (0.125, 0.0, 0.5),
+        ("arca", "uniform_r8", 8): (0.75, 0.5, 1.0),
+        ("arca_permuted", "uniform_r8"): (0.5, 0.0, 1.0),
+        ("arca_permuted", "arca_r8"): (0.25, 0.0, 0.5),
+    }
+    for key, (p, lo, hi) in expected.items():
+        label, ref = key[:2]
+        hit = paired[(paired["label"] == label) & (paired["reference"] == ref)]
+        if len(key) == 3:
+            hit = hit[hit["rank"] == key[2]]
+        assert len(hit) == 1, key
+        row = hit.iloc[0]
+        assert row["p_improve"] == pytest.approx(p, abs=1e-9), key
+        assert row["p_improve_lo"] <= row["p_improve"] <= row["p_improve_hi"], key
+        assert (row["p_improve_lo"], row["p_improve_hi"]) == pytest.approx((lo, hi), abs=1e-9), key
+    md = (tables / "paired.md").read_text()
+    assert "P(improvement over reference) [95% CI]" in md
+    assert "| arca | 8 | uniform_r8 | " in md and "| 0.750 [0.500, 1.000] |" in md
+
+
+def test_tables_are_byte_reproducible(sweep, tmp_path):
+    again = make_sweep(tmp_path)
+    aggregate_main(again, None)
+    for name in ("performance.csv", "performance.md", "paired.csv", "paired.md"):
+        ours = (again.out_dir / "tables" / name).read_text().replace(str(again.out_dir), "")
+        first = (sweep.out_dir / "tables" / name).read_text().replace(str(sweep.out_dir), "")
+        assert ours == first, name
+
+
 # ----------------------------------------------------------------------------- figures
 def test_figures_written(sweep):
     from arca.report.figures import FIGURES, figures_main
@@ -304,6 +371,10 @@ def test_figures_written(sweep):
             p = sweep.out_dir / "figures" / f"{name}.{ext}"
             assert p in paths and p.is_file() and p.stat().st_size > 1000, p
     assert (sweep.out_dir / "figures" / "gini_bars.png").read_bytes()[:4] == b"\x89PNG"
+    assert "performance_profile" in FIGURES and FIGURES == grid.FIGURES
+    for ext in ("png", "pdf"):
+        assert sweep.out_dir / "figures" / f"performance_profile.{ext}" in paths
+    assert (sweep.out_dir / "figures" / "performance_profile.png").read_bytes()[:4] == b"\x89PNG"
     assert not list((sweep.out_dir / "figures").glob(".*tmp*"))  # no temporaries left behind
 
 
@@ -517,3 +588,35 @@ def test_accuracy_figure_of_all_zero_accuracies_has_a_sane_axis(tmp_path, monkey
     performance.reward_curves(curves, tmp_path)
     lo, hi = kept["reward_curves"].axes[0].get_ylim()
     assert hi - lo >= FRACTION_MIN_SPAN - 1e-9
+
+
+def test_performance_profile_figure_values(sweep, tmp_path, monkeypatch):
+    """The figure's lines are the fractions of each cell's runs above tau, read from runs.csv."""
+    from arca.report import figures_performance as performance
+    from arca.report.style import apply_style
+    from arca.report.tables import read_table
+
+    kept = {}
+    monkeypatch.setattr(performance, "save_figure", lambda fig, out, name: kept.setdefault(name, fig) and [])
+    apply_style()
+    runs = read_table(sweep.out_dir / "tables" / "runs.csv")
+    performance.performance_profile(runs, tmp_path)
+    ax = kept["performance_profile"].axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {f"{label} r{rank} (2 runs)" for label, _, rank in SPEC} | {"base model"}
+    assert lines["base model"].get_xdata()[0] == pytest.approx(1 / 6)
+    for label, _, rank in SPEC:
+        line = lines[f"{label} r{rank} (2 runs)"]
+        taus, frac = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+        assert line.get_drawstyle() == "steps-post" and taus[0] == 0.0 and taus[-1] == 1.0
+        for tau in (0.0, 0.5, 1 / 3, 0.9):
+            i = int(np.argmin(np.abs(taus - tau)))
+            # the scores as runs.csv holds them (8 digits), which is what the figure reads
+            scores = runs[(runs["label"] == label) & (runs["rank"] == rank)]["greedy"]
+            assert scores.to_numpy() == pytest.approx(_run_greedy(label, rank))
+            expected = np.mean(scores.to_numpy() > taus[i])
+            assert frac[i] == pytest.approx(expected), (label, rank, tau)
+    # uniform's runs score 3/6 and 4/6: half of them lie above 0.5 (strictly), none above 0.9
+    uni = lines["uniform r8 (2 runs)"]
+    i = int(np.flatnonzero(np.isclose(uni.get_xdata(), 0.5))[0])
+    assert uni.get_ydata()[i] == pytest.approx(0.5)

@@ -1,4 +1,5 @@
-"""Tests of arca.stats: pass@k, the bootstrap intervals over seeds and problems, paired differences.
+"""Tests of arca.stats: pass@k, the bootstrap intervals over seeds and problems, paired differences,
+and the robust summaries over runs (IQM, probability of improvement, performance profile).
 
 Each estimator is checked against a hand-computed value or a closed form (the binomial pass@k,
 the analytic standard error of a mean of paired differences), and the intervals against their
@@ -14,12 +15,17 @@ import pytest
 
 from arca.stats import (
     Estimate,
+    bootstrap_iqm_ci,
     bootstrap_mean_ci,
     bootstrap_ratio_ci,
+    iqm,
     min_detectable_difference,
     paired_bootstrap,
     paired_difference,
     pass_at_k,
+    performance_profile,
+    probability_of_improvement,
+    probability_of_improvement_ci,
 )
 
 
@@ -149,3 +155,123 @@ def test_bootstrap_ratio_ci_hand_cases():
     one = bootstrap_ratio_ci([0.3, float("nan")], [0.1, 0.2])  # the seed without a value is dropped
     assert one.mean == pytest.approx(3.0) and one.lo == one.hi == pytest.approx(3.0) and one.n_seeds == 1
     assert math.isnan(bootstrap_ratio_ci([float("nan")], [float("nan")]).mean)
+
+
+# ----------------------------------------------------------------------------- robust summaries over runs
+def _slow_iqm(values):
+    """scipy.stats.trim_mean(x, 0.25) written out: drop floor(n / 4) sorted runs at each end."""
+    xs = sorted(values)
+    g = len(xs) // 4
+    middle = xs[g : len(xs) - g]
+    return sum(middle) / len(middle)
+
+
+def _slow_improvement(x, y):
+    total = 0.0
+    for xi in x:
+        for yj in y:
+            total += 1.0 if xi > yj else 0.5 if xi == yj else 0.0
+    return total / (len(x) * len(y))
+
+
+def _bytes(est: Estimate) -> bytes:
+    return np.array([est.mean, est.lo, est.hi]).tobytes()
+
+
+def test_iqm_hand_cases():
+    assert iqm(range(1, 9)) == pytest.approx(4.5)  # middle four of 1..8: 3, 4, 5, 6
+    assert iqm([1000, 1, 2, 3, 4, 5, 6, -100]) == pytest.approx(3.5)  # outliers cut: 2, 3, 4, 5
+    assert iqm([1, 2, 3, 4, 100]) == pytest.approx(3.0)  # n = 5: floor(5 / 4) = 1 cut each end
+    assert iqm([1, 2, 10]) == pytest.approx(13 / 3)  # n < 4: nothing cut, the plain mean
+    assert iqm([0.7]) == pytest.approx(0.7)
+
+
+def test_iqm_matches_the_trimming_convention_written_out():
+    rng = np.random.default_rng(4)
+    for n in range(1, 30):
+        x = rng.normal(size=n)
+        assert iqm(x) == pytest.approx(_slow_iqm(x.tolist()), abs=1e-12), n
+
+
+def test_probability_of_improvement_hand_cases():
+    # 0.8 beats both runs of y (2); each 0.7 beats 0.6 and ties 0.7 (1.5 each): 5 of 6 pairs
+    assert probability_of_improvement([0.8, 0.7, 0.7], [0.6, 0.7]) == pytest.approx(5 / 6)
+    # 1 loses twice, 2 ties twice, 3 wins twice: (0 + 1 + 2) / 6
+    assert probability_of_improvement([1, 2, 3], [2, 2]) == pytest.approx(0.5)
+    assert probability_of_improvement([0.5], [0.4]) == 1.0
+
+
+def test_probability_of_improvement_matches_a_slow_loop():
+    rng = np.random.default_rng(8)
+    for n, m in [(1, 1), (3, 3), (5, 2), (2, 7), (10, 10)]:
+        x, y = rng.integers(0, 4, size=n) / 4, rng.integers(0, 4, size=m) / 4  # coarse: ties are common
+        p = probability_of_improvement(x, y)
+        assert p == pytest.approx(_slow_improvement(x.tolist(), y.tolist()), abs=1e-12)
+        assert p + probability_of_improvement(y, x) == pytest.approx(1.0)  # the roles swap
+
+
+def test_probability_of_improvement_degenerate_cases():
+    same = probability_of_improvement_ci([0.6, 0.6, 0.6], [0.6, 0.6])
+    assert (same.mean, same.lo, same.hi) == (0.5, 0.5, 0.5)
+    apart = probability_of_improvement_ci([0.8, 0.9, 0.85], [0.1, 0.2, 0.3])
+    assert (apart.mean, apart.lo, apart.hi) == (1.0, 1.0, 1.0)
+    below = probability_of_improvement_ci([0.1, 0.2], [0.8, 0.9, 0.85])
+    assert (below.mean, below.lo, below.hi) == (0.0, 0.0, 0.0) and below.n_seeds == 2
+
+
+def test_probability_of_improvement_ci_contains_point_and_is_reproducible():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(0.6, 0.05, size=5), rng.normal(0.55, 0.05, size=4)
+    est = probability_of_improvement_ci(x, y)
+    assert est.mean == pytest.approx(probability_of_improvement(x, y))
+    assert 0.0 <= est.lo <= est.mean <= est.hi <= 1.0 and est.lo < est.hi
+    assert _bytes(probability_of_improvement_ci(x, y)) == _bytes(est)  # the fixed seed, byte for byte
+    assert _bytes(probability_of_improvement_ci(x, y, seed=1)) != _bytes(est)
+    assert est.n_seeds == 4 and est.n_problems == 0
+
+
+def test_bootstrap_iqm_ci():
+    x = [0.2, 0.5, 0.55, 0.6, 0.62, 0.9]
+    est = bootstrap_iqm_ci(x)
+    assert est.mean == pytest.approx(iqm(x)) and est.lo <= est.mean <= est.hi and est.lo < est.hi
+    assert _bytes(bootstrap_iqm_ci(x)) == _bytes(est) and est.n_seeds == 6
+    one = bootstrap_iqm_ci([0.4])
+    assert (one.mean, one.lo, one.hi) == (0.4, 0.4, 0.4)
+
+
+def test_performance_profile_hand_values():
+    taus = [0.0, 0.2, 0.5, 0.6, 1.0]
+    prof = performance_profile({"a": [0.2, 0.5, 0.5, 0.9], "b": [0.4]}, taus)
+    assert list(prof) == ["a", "b"]
+    # strictly above tau: a run scoring exactly tau does not count
+    np.testing.assert_allclose(prof["a"], [1.0, 0.75, 0.25, 0.25, 0.0])
+    np.testing.assert_allclose(prof["b"], [1.0, 1.0, 0.0, 0.0, 0.0])
+    assert prof["a"].shape == (5,)
+
+
+def test_robust_summaries_reject_bad_input():
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        iqm([])
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        iqm(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="y must be a non-empty"):
+        probability_of_improvement([0.5], [])
+    with pytest.raises(ValueError, match="x must be a non-empty"):
+        probability_of_improvement_ci([], [0.5])
+    with pytest.raises(ValueError, match="non-finite"):
+        bootstrap_iqm_ci([0.5, float("nan")])
+    with pytest.raises(ValueError, match="thresholds"):
+        performance_profile({"a": [0.5]}, [])
+    with pytest.raises(ValueError, match="'a'"):
+        performance_profile({"a": []}, [0.5])
+
+
+def test_robust_summaries_agree_with_rliable():
+    """Optional: rliable's IQM and probability of improvement on the same runs (one task)."""
+    metrics = pytest.importorskip("rliable.metrics")
+    rng = np.random.default_rng(12)
+    for n, m in [(3, 3), (5, 8), (10, 4)]:
+        x, y = rng.integers(0, 6, size=n) / 6, rng.integers(0, 6, size=m) / 6
+        assert iqm(x) == pytest.approx(float(metrics.aggregate_iqm(x[:, None])), abs=1e-12)
+        theirs = metrics.probability_of_improvement(x[:, None], y[:, None])
+        assert probability_of_improvement(x, y) == pytest.approx(float(theirs), abs=1e-12)

@@ -165,8 +165,8 @@ def test_configs_are_the_expected_ones():
     assert {p.stem for p in CONFIGS} >= {"default", "smoke", "smollm2-cpu", "paper"}
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_config_runs_the_paper_design(path):
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.stem != "tune"], ids=lambda p: p.name)
+def test_config_runs_the_paper_design(path):  # tune.yaml: one cell per (method, lr) instead
     cfg = load_config(path)
     methods = [c.method for c in cfg.sweep.cells][:5]  # ablation configs add cells after these
     assert methods == ["uniform", "surprisal", "entropy_reduction", "divergence", "arca"]
@@ -668,3 +668,21 @@ def test_ablations_config_extends_the_default_sweep():
     # every ablation is paired with what it ablates
     assert by_label["arca_permuted"].compare == ["arca"] and by_label["arca_layers"].compare == ["arca"]
     assert by_label["arca_mean1"].compare == ["uniform_mean1", "arca"]
+
+
+def test_tune_config_runs_every_default_method_at_four_lrs_on_other_seeds():
+    default = read_yaml(REPO / "configs" / "default.yaml")
+    tune = read_yaml(REPO / "configs" / "tune.yaml")
+    assert {k: v for k, v in tune.items() if k not in ("name", "sweep")} == {
+        k: v for k, v in default.items() if k not in ("name", "sweep")
+    }
+    assert not set(tune["sweep"]["seeds"]) & set(default["sweep"]["seeds"])  # tuning seeds are not reported
+    cfg = load_config([REPO / "configs" / "tune.yaml"])
+    lrs: dict[str, set[float]] = {}
+    for cell in cfg.sweep.cells:
+        lrs.setdefault(cell.method, set()).add(grid.for_run(cfg, f"{cell.name}_r8_s101").train.lr)
+    shared = default["train"]["lr"]
+    methods = {c["method"] for c in default["sweep"]["cells"]}
+    assert set(lrs) == methods
+    for method, values in lrs.items():
+        assert len(values) >= 3 and max(values) / min(values) >= 10 and shared in values, (method, values)

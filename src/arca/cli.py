@@ -70,15 +70,30 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
     "heatmap": ("arca.report.heatmap:heatmap_main", "write the token-credit heat map HTML page", []),
     "compare-reference": (
         "arca.report.reference:compare_reference_main",
-        "list every number of the finished tables that differs from results/reference/<name>/",
+        "check the finished tables against the claims of results/reference/<name>/ "
+        "(exit status 1 unless every claim is reproduced)",
         [
             (
                 ("--reference",),
                 dict(default=None, metavar="DIR", help="reference folder (default: results/reference/<name>)"),
             ),
+            (
+                ("--exact",),
+                dict(
+                    action="store_true",
+                    help="instead list every number that differs from the reference beyond the tolerance "
+                    "(exit status 1 when any does)",
+                ),
+            ),
             # the defaults of arca.report.reference (DEFAULT_ATOL, DEFAULT_RTOL; a test checks they agree)
-            (("--atol",), dict(type=float, default=1e-6, help="absolute tolerance (default 1e-6)")),
-            (("--rtol",), dict(type=float, default=1e-5, help="relative tolerance (default 1e-5)")),
+            (
+                ("--atol",),
+                dict(type=float, default=1e-6, help="absolute tolerance of the number-by-number list (default 1e-6)"),
+            ),
+            (
+                ("--rtol",),
+                dict(type=float, default=1e-5, help="relative tolerance of the number-by-number list (default 1e-5)"),
+            ),
         ],
     ),
     "save-reference": (
@@ -135,7 +150,8 @@ examples:
   python -m arca <step> --help
 
 exit status: 0 on success, 2 on a bad config or bad input (one message on stderr),
-1 when compare-reference finds numbers that differ from the reference."""
+1 when compare-reference finds a claim of the reference not reproduced (with --exact: any number
+that differs beyond the tolerance)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,6 +41,7 @@ TABLES = {
     "credit_precision": ("csv", "md"),
     "learning_curves": ("csv",),
     "sample_efficiency": ("csv", "md"),
+    "tuning": ("csv", "md"),
     "cost": ("csv", "md"),
 }
 # Every figure, in PNG and PDF, with the subcategory `snakemake --report` files it under.
@@ -53,6 +54,7 @@ FIGURE_GROUPS = {
     "accuracy_vs_params": "Performance",
     "credit_precision": "Token credit",
     "learning_curves": "Performance",
+    "performance_profile": "Performance",
 }
 FIGURES = tuple(FIGURE_GROUPS)
 FIGURE_FORMATS = ("png", "pdf")

@@ -245,7 +245,7 @@ class SweepConfig:
             SweepCell("arca", [2, 4, 8]),
         ]
     )
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     heatmap_run: str = ""  # run whose rollouts the credit heat map shows ("" = first arca run)
 
 

@@ -14,6 +14,8 @@ figure can be redrawn without touching the evaluations. Figures:
 - ``credit_precision``      decisive-token share relative to uniform per cell (positive and negative
                             advantage), the oracle marked; and its trajectory over training steps
 - ``learning_curves``       held-out greedy and sampled accuracy over training, band = min-max over seeds
+- ``performance_profile``   fraction of each cell's runs whose final greedy accuracy exceeds a threshold
+                            tau, against tau (the run-score distribution of Agarwal et al., 2021)
 
 The figures are drawn by one module per family, as ``snakemake --report`` groups them:
 ``figures_concentration`` (weight concentration), ``figures_performance`` (performance) and
@@ -30,7 +32,13 @@ import pandas as pd
 from arca.config import Config
 from arca.report.figures_concentration import concentration_curves, gini_bars, lorenz
 from arca.report.figures_credit import credit_precision
-from arca.report.figures_performance import accuracy, accuracy_vs_params, learning_curves, reward_curves
+from arca.report.figures_performance import (
+    accuracy,
+    accuracy_vs_params,
+    learning_curves,
+    performance_profile,
+    reward_curves,
+)
 from arca.report.style import apply_style
 from arca.report.tables import read_table
 
@@ -45,6 +53,7 @@ FIGURES = (
     "accuracy_vs_params",
     "credit_precision",
     "learning_curves",
+    "performance_profile",
 )
 
 
@@ -72,5 +81,6 @@ def figures_main(cfg: Config, args=None) -> list[Path]:
     paths += accuracy_vs_params(perf, out)
     paths += credit_precision(_read_csv(tables / "credit_precision.csv"), curves, out)
     paths += learning_curves(_read_csv(tables / "learning_curves.csv"), out)
+    paths += performance_profile(runs, out)
     log.info("wrote %d figure files to %s", len(paths), out)
     return paths

@@ -1,5 +1,6 @@
 """Figures of performance: train reward over steps, test accuracy with confidence intervals,
-ARCA's accuracy against adapter size, and held-out learning curves."""
+ARCA's accuracy against adapter size, held-out learning curves, and the performance profile of the
+runs' final greedy accuracies (Agarwal et al., 2021)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from arca.report.figures_common import (
 )
 from arca.report.records import BASE, REFERENCE_METHOD
 from arca.report.style import cell_name, color_for, plt, rank_style, save_figure
+from arca.stats import performance_profile as run_score_profile
 
 
 def reward_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
@@ -158,3 +160,48 @@ def learning_curves(lc: pd.DataFrame, out: Path) -> list[Path]:
     fig.suptitle(f"Learning curves on {n} held-out problems: mean over seeds, band = min-max over seeds")
     legend_right(fig, axes[0])
     return save_figure(fig, out, "learning_curves")
+
+
+PROFILE_GRID = np.linspace(0.0, 1.0, 101)  # thresholds between the run scores, which are added exactly
+
+
+def performance_profile(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Fraction of a cell's runs whose final greedy accuracy exceeds tau, against tau (one step line per cell).
+
+    Reads ``runs.csv``: one score per run, so the curve of N seeds steps down by 1/N at each run's
+    accuracy. The thresholds hold every run score, and the lines are drawn as steps from each
+    threshold on, so each drop sits exactly at a score.
+    """
+    cells = trained_cells(runs)
+    greedy = pd.to_numeric(runs["greedy"], errors="coerce")
+    scores = {
+        cell: greedy[(runs["label"] == cell[0]) & (runs["rank"] == cell[2])].dropna().to_numpy() for cell in cells
+    }
+    scores = {cell: s for cell, s in scores.items() if s.size}
+    taus = np.unique(np.concatenate([PROFILE_GRID, *scores.values()]))  # [T], sorted
+    profiles = run_score_profile(scores, taus) if scores else {}
+    fig, ax = plt.subplots(figsize=(7.0, 3.8), layout="constrained")
+    for (label, method, rank), frac in profiles.items():
+        ls, _ = rank_style(rank, ranks_of(cells, label))
+        n = scores[(label, method, rank)].size
+        ax.step(
+            taus,
+            frac,
+            where="post",
+            ls=ls,
+            lw=1.6,
+            color=color_for(label, method),
+            label=f"{cell_name(label, rank)} ({n} runs)",
+        )
+    base = greedy[runs["label"] == BASE].dropna()
+    if len(base):
+        ax.axvline(base.iloc[0], color=color_for(BASE), ls="--", lw=1.2, label="base model")
+    if not profiles:
+        no_data(ax, "no trained runs in runs.csv")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("threshold τ on final greedy accuracy")
+    ax.set_ylabel("fraction of runs with accuracy > τ")
+    ax.set_title("Performance profile: the distribution of run scores per cell")
+    legend_right(fig, ax)
+    return save_figure(fig, out, "performance_profile")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -230,6 +231,17 @@ class Cell:
         if problems is not None:
             frame = frame.reindex(columns=problems)
         return frame.to_numpy(dtype=float)
+
+    def per_run(self, column: str, problems: list[str] | None = None) -> np.ndarray:
+        """[seeds] each run's mean score over problems (runs.csv's ``greedy``), seeds in sorted order.
+
+        The unit of the robust summaries over runs (IQM, probability of improvement); with
+        ``problems``, the mean over those problems only, so that two cells are scored alike.
+        """
+        with warnings.catch_warnings():
+            # A run without any of the problems is NaN here, and the statistics refuse it by name.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(self.matrix(column, problems), axis=1)
 
     def per_seed(self, column: str) -> np.ndarray:
         """[seeds, 1] training averages, for a bootstrap over seeds only."""

@@ -85,12 +85,13 @@ def fmt_num(value, digits: int = 3) -> str:
 
 def performance_rows(perf: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     k = int(perf["k"].iloc[0])
-    headers = ["method", "r", "greedy acc", f"pass@{k} (T=1, top-p 0.95)", "avg train reward"]
+    headers = ["method", "r", "greedy acc", "greedy IQM over runs", f"pass@{k} (T=1, top-p 0.95)", "avg train reward"]
     rows = [
         [
             r["label"],
             fmt_rank(r["rank"]),
             est(r, "greedy").fmt(),
+            est(r, "greedy_iqm").fmt(),
             est(r, "pass_at_k").fmt(),
             est(r, "train_reward").fmt(),
         ]
@@ -108,9 +109,25 @@ def concentration_rows(conc: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def paired_rows(paired: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    headers = ["method", "r", "reference", "greedy acc difference [95% CI]", "seeds", "problems"]
+    headers = [
+        "method",
+        "r",
+        "reference",
+        "greedy acc difference [95% CI]",
+        "P(improvement over reference) [95% CI]",
+        "seeds",
+        "problems",
+    ]
     rows = [
-        [r["label"], fmt_rank(r["rank"]), r["reference"], est(r, "diff").fmt(), str(r["n_seeds"]), str(r["n_problems"])]
+        [
+            r["label"],
+            fmt_rank(r["rank"]),
+            r["reference"],
+            est(r, "diff").fmt(),
+            est(r, "p_improve").fmt(),
+            str(r["n_seeds"]),
+            str(r["n_problems"]),
+        ]
         for _, r in paired.iterrows()
     ]
     return headers, rows

@@ -7,16 +7,22 @@ Outputs (each written atomically):
 
 - ``runs.csv``           one row per run (and the base model): identity, accuracies, training averages
 - ``curves.csv``         every metrics line of every run
-- ``performance.*``      the paper's Table 2 layout per (label, rank), mean and 95% CI
+- ``performance.*``      the paper's Table 2 layout per (label, rank), mean and 95% CI, and the
+                         interquartile mean of the runs' greedy accuracies (``greedy_iqm``) with
+                         a bootstrap CI over runs
 - ``concentration.*``    the paper's Table 3 layout: Gini and EffN/T averaged over training
 - ``paired.*``           each cell minus ``uniform`` (at uniform's top rank) on the same problems,
-                         and minus every cell its sweep entry names in ``compare`` (ablations)
+                         and minus every cell its sweep entry names in ``compare`` (ablations);
+                         with the probability that a run of the cell beats a run of the reference
+                         (``p_improve``, stratified bootstrap CI over runs)
 - ``paper_comparison.md`` our rows beside the paper's reported numbers, one line per claim
 - ``credit_precision.*`` how much weight each method puts on the planted decisive fork tokens,
                          relative to uniform weights: during training and on the held-out probe
 - ``learning_curves.csv`` held-out greedy and sampled accuracy at every curve step of every run
 - ``sample_efficiency.*`` area under the held-out learning curve, final accuracy and steps to a
                          threshold, each paired against ``uniform`` with its minimum detectable difference
+- ``tuning.*``           each setting's AUC and final accuracy at every lr the sweep runs it at,
+                         and its best lr (``arca.report.tuning``; configs/tune.yaml)
 - ``cost.*``             wall time and peak memory of each run's jobs, from Snakemake's benchmark
                          records (``arca.report.cost``)
 
@@ -63,10 +69,13 @@ from arca.report.render import (
     paired_rows,
     performance_rows,
 )
+from arca.report.tuning import tuning_markdown, tuning_table
 from arca.stats import (
     NAN_ESTIMATE,
+    bootstrap_iqm_ci,
     bootstrap_mean_ci,
     paired_difference,
+    probability_of_improvement_ci,
 )
 
 log = logging.getLogger(__name__)
@@ -120,6 +129,7 @@ def performance_table(cells: list[Cell], base: RunRecord, protocol: str, grader:
             "n_problems": len(base.scores),
             "trainable_params": None,
             **ci_columns("greedy", bootstrap_mean_ci(base_scores[0])),
+            **ci_columns("greedy_iqm", NAN_ESTIMATE),  # one model, no runs to summarize
             **ci_columns("pass_at_k", bootstrap_mean_ci(base_scores[1])),
             **ci_columns("train_reward", NAN_ESTIMATE),
         }
@@ -135,6 +145,7 @@ def performance_table(cells: list[Cell], base: RunRecord, protocol: str, grader:
                 "n_problems": greedy.n_problems,
                 "trainable_params": cell.trainable_params,
                 **ci_columns("greedy", greedy),
+                **ci_columns("greedy_iqm", bootstrap_iqm_ci(cell.per_run("greedy"))),
                 **ci_columns("pass_at_k", bootstrap_mean_ci(cell.matrix("pass_at_k"))),
                 **ci_columns("train_reward", bootstrap_mean_ci(cell.per_seed("reward_mean"))),
             }
@@ -169,6 +180,8 @@ def paired_table(cells: list[Cell], protocol: str, grader: str) -> pd.DataFrame:
     """Greedy-accuracy difference of every cell minus uniform, and minus each cell in its ``compare``, paired.
 
     Rows against uniform come first for every cell (``vs_uniform`` True), then the ablation pairs.
+    ``p_improve`` is the probability that a run of the cell scores a higher greedy accuracy than a
+    run of the reference (ties count half), on the same problems as the difference.
     """
     ref = reference_cell(cells)
     cols = [
@@ -184,6 +197,9 @@ def paired_table(cells: list[Cell], protocol: str, grader: str) -> pd.DataFrame:
         "diff",
         "diff_lo",
         "diff_hi",
+        "p_improve",
+        "p_improve_lo",
+        "p_improve_hi",
     ]
     pairs = [(cell, ref, True) for cell in cells if ref is not None and cell is not ref]
     for cell in cells:
@@ -200,6 +216,7 @@ def paired_table(cells: list[Cell], protocol: str, grader: str) -> pd.DataFrame:
             log.warning("no common problems between %s_r%d and %s_r%d", cell.label, cell.rank, other.label, other.rank)
             continue
         est = paired_difference(cell.matrix("greedy", problems), other.matrix("greedy", problems))
+        improve = probability_of_improvement_ci(cell.per_run("greedy", problems), other.per_run("greedy", problems))
         rows.append(
             {
                 "label": cell.label,
@@ -212,6 +229,7 @@ def paired_table(cells: list[Cell], protocol: str, grader: str) -> pd.DataFrame:
                 "n_seeds": est.n_seeds,
                 "n_problems": est.n_problems,
                 **ci_columns("diff", est),
+                **ci_columns("p_improve", improve),
             }
         )
     return pd.DataFrame(rows, columns=cols)
@@ -241,7 +259,9 @@ def aggregate_main(cfg: Config, args=None) -> None:
     write_text(out / "runs.csv", _csv(runs_table(runs, base, protocol, grader, k)))
     write_text(out / "curves.csv", _csv(curves))
     caption = (
-        f"Performance on protocol {protocol} (grader {grader}); mean and 95% bootstrap CI over seeds and problems."
+        f"Performance on protocol {protocol} (grader {grader}); mean and 95% bootstrap CI over seeds and problems. "
+        "Greedy IQM: interquartile mean of the runs' greedy accuracies (the plain mean below 4 runs), "
+        "95% bootstrap CI over runs."
     )
     headers, rows = performance_rows(perf)
     write_text(out / "performance.csv", _csv(perf))
@@ -273,6 +293,9 @@ def aggregate_main(cfg: Config, args=None) -> None:
     efficiency = sample_efficiency_table(cells)
     write_text(out / "sample_efficiency.csv", _csv(efficiency))
     write_text(out / "sample_efficiency.md", sample_efficiency_markdown(efficiency))
+    tuning = tuning_table(cfg, efficiency)
+    write_text(out / "tuning.csv", _csv(tuning))
+    write_text(out / "tuning.md", tuning_markdown(tuning))
     costs = cost.cost_table(cfg)
     paths = grid.table_outputs(cfg)
     write_text(paths["cost_csv"], _csv(costs))
