@@ -44,12 +44,33 @@ AUROC = {"uniform": 0.5, "null": 0.5, "arca": 0.7, "oracle": 1.0}
 PROBE_UNIFORM = 0.1
 PROBE = {  # (label of the run, seed) -> method -> decisive share
     **{
-        (lab, s): {"uniform": 0.1, "arca": 0.6, "oracle": 1.0, "arca_permuted": 0.1, "entropy_top20": 0.2}
+        (lab, s): {
+            "uniform": 0.1,
+            "arca": 0.6,
+            "oracle": 0.9,
+            "decision_oracle": 1.0,
+            "arca_permuted": 0.1,
+            "entropy_top20": 0.2,
+        }
         for lab in ("arca", "oracle", "null")
         for s in SEEDS
     },
-    ("uniform", 1): {"uniform": 0.1, "arca": 0.3, "oracle": 1.0, "arca_permuted": 0.1, "entropy_top20": 0.2},
-    ("uniform", 2): {"uniform": 0.1, "arca": 0.5, "oracle": 0.8, "arca_permuted": 0.12, "entropy_top20": 0.2},
+    ("uniform", 1): {
+        "uniform": 0.1,
+        "arca": 0.3,
+        "oracle": 0.5,
+        "decision_oracle": 1.0,
+        "arca_permuted": 0.1,
+        "entropy_top20": 0.2,
+    },
+    ("uniform", 2): {
+        "uniform": 0.1,
+        "arca": 0.5,
+        "oracle": 0.5,
+        "decision_oracle": 0.8,
+        "arca_permuted": 0.12,
+        "entropy_top20": 0.2,
+    },
 }
 
 # Learning curves: per (label, seed) the greedy verdicts on 4 problems at steps 0, 10 and 20.
@@ -217,19 +238,21 @@ def test_credit_precision_probe_blocks(forks):
     df = read_table(forks.out_dir / "tables" / "credit_precision.csv")
     # the sweep block: each cell's own method under its own final models
     assert _row(df, "arca", "sweep")["probe_decisive_ratio"] == pytest.approx(0.6 / PROBE_UNIFORM)
-    assert _row(df, "oracle", "sweep")["probe_decisive_ratio"] == pytest.approx(1.0 / PROBE_UNIFORM)
+    assert _row(df, "oracle", "sweep")["probe_decisive_ratio"] == pytest.approx(0.9 / PROBE_UNIFORM)
     assert _row(df, "null", "sweep")["probe_decisive_ratio"] == pytest.approx(1.0)
     assert _row(df, "arca", "sweep")["probe_labeled_frac"] == pytest.approx(0.75)
     # every method the probe scored, under the uniform cell's models (seeds 1 and 2 averaged)
     every = df[df["block"] == "probe_all"]
-    assert list(every["method"]) == ["uniform", "arca", "oracle", "arca_permuted", "entropy_top20"]
+    assert list(every["method"]) == ["uniform", "arca", "oracle", "decision_oracle", "arca_permuted", "entropy_top20"]
     assert set(every["models"]) == {"uniform_r8"}
     arca = _row(df, "arca", "probe_all")
     assert arca["probe_decisive_ratio"] == pytest.approx(0.4 / PROBE_UNIFORM)
     assert arca["probe_vs_oracle"] == pytest.approx(0.4 / 0.9)
     perm = _row(df, "arca_permuted", "probe_all")
     assert perm["probe_decisive_ratio"] == pytest.approx(0.11 / PROBE_UNIFORM)
-    assert _row(df, "oracle", "probe_all")["probe_vs_oracle"] == pytest.approx(1.0)
+    # "x oracle" is relative to the decision oracle (all weight on the decisive tokens)
+    assert _row(df, "decision_oracle", "probe_all")["probe_vs_oracle"] == pytest.approx(1.0)
+    assert _row(df, "oracle", "probe_all")["probe_vs_oracle"] == pytest.approx(0.5 / 0.9)
     top20 = _row(df, "entropy_top20", "probe_all")
     assert math.isnan(top20["probe_decisive_ratio_neg"]) and top20["probe_decisive_auroc"] == pytest.approx(0.55)
     md = (forks.out_dir / "tables" / "credit_precision.md").read_text()

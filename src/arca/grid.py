@@ -41,6 +41,7 @@ TABLES = {
     "credit_precision": ("csv", "md"),
     "learning_curves": ("csv",),
     "sample_efficiency": ("csv", "md"),
+    "outcomes": ("csv", "md"),
     "tuning": ("csv", "md"),
     "cost": ("csv", "md"),
 }

@@ -18,6 +18,8 @@ import pandas as pd
 from arca import grid
 from arca.config import Config, parse_run_id
 from arca.io import read_jsonl
+from arca.paths import paths_of
+from arca.report.branch_scores import outcome_scores
 from arca.stats import (
     pass_at_k,
 )
@@ -159,14 +161,26 @@ def _check_against_summary(rec: RunRecord, protocol: str, grader: str) -> None:
             )
 
 
-def load_eval(cfg: Config, run: str) -> tuple[dict, pd.DataFrame, str, str]:
-    """A run's summary and per-problem scores on the primary protocol, with that protocol and grader."""
+def test_problems(cfg: Config) -> dict[str, dict]:
+    """The test split by problem id (its planted-fork branches score the outcomes); empty if absent."""
+    path = paths_of(cfg).data.test
+    return {str(r["id"]): r for r in read_jsonl(path)} if path.is_file() else {}
+
+
+def load_eval(cfg: Config, run: str, problems: dict[str, dict] | None = None) -> tuple[dict, pd.DataFrame, str, str]:
+    """A run's summary and per-problem scores on the primary protocol, with that protocol and grader.
+
+    With ``problems`` (``test_problems``) that carry branches, the scores also hold the outcome
+    columns of ``arca.report.branch_scores``."""
     eval_dir = cfg.eval_dir(run)
     summary = read_summary(eval_dir / "summary.json")
     proto, grader = primary_protocol(cfg, summary)
     k = int(summary["protocols"][proto].get("pass_at_k", {}).get("k", cfg.eval.pass_k))
     samples_path = _require(eval_dir / "samples.jsonl")
-    scores = per_problem_scores(read_jsonl(samples_path), proto, grader, k, samples_path)
+    samples = read_jsonl(samples_path)
+    scores = per_problem_scores(samples, proto, grader, k, samples_path)
+    if problems and any(p.get("branches") for p in problems.values()):
+        scores = scores.join(outcome_scores(samples, problems, proto, grader))
     return summary, scores, proto, grader
 
 
@@ -193,11 +207,11 @@ def check_run_hash(cfg: Config, run: str, summary: dict) -> None:
 
 def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int]:
     """Every run of the sweep and the base model; returns (runs, base, protocol, grader, k)."""
-    runs = []
+    runs, problems = [], test_problems(cfg)
     for run in cfg.run_ids():
         label, rank, seed = parse_run_id(run)
         metrics = read_metrics(cfg.run_dir(run) / "metrics.jsonl")
-        summary, scores, proto, grader = load_eval(cfg, run)
+        summary, scores, proto, grader = load_eval(cfg, run, problems)
         check_run_hash(cfg, run, summary)
         method = summary.get("method") or str(metrics["method"].iloc[0])
         curve = read_curve(cfg.run_dir(run) / "curve.jsonl")
@@ -206,7 +220,7 @@ def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int
                 run, label, method, rank, seed, summary, scores, metrics, grid.for_run(cfg, run).train.grad_clip, curve
             )
         )
-    summary, scores, proto, grader = load_eval(cfg, BASE)
+    summary, scores, proto, grader = load_eval(cfg, BASE, problems)
     base = RunRecord(BASE, BASE, BASE, None, None, summary, scores)
     k = int(summary["protocols"][proto].get("pass_at_k", {}).get("k", cfg.eval.pass_k))
     for rec in runs + [base]:

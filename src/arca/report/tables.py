@@ -21,6 +21,9 @@ Outputs (each written atomically):
 - ``learning_curves.csv`` held-out greedy and sampled accuracy at every curve step of every run
 - ``sample_efficiency.*`` area under the held-out learning curve, final accuracy and steps to a
                          threshold, each paired against ``uniform`` with its minimum detectable difference
+- ``outcomes.*``         held-out greedy completions decomposed on the planted forks: aligned share,
+                         decision accuracy, execution given the branch, collateral accuracy
+                         (``arca.report.outcomes``), per cell and per family
 - ``tuning.*``           each setting's AUC and final accuracy at every lr the sweep runs it at,
                          and its best lr (``arca.report.tuning``; configs/tune.yaml)
 - ``cost.*``             wall time and peak memory of each run's jobs, from Snakemake's benchmark
@@ -49,6 +52,7 @@ from arca.report.curves import (
     sample_efficiency_markdown,
     sample_efficiency_table,
 )
+from arca.report.outcomes import family_decisions, outcomes_markdown, outcomes_table
 from arca.report.paper import paper_comparison
 from arca.report.precision import credit_precision_markdown, credit_precision_table
 from arca.report.records import (
@@ -59,6 +63,7 @@ from arca.report.records import (
     group_cells,
     load_records,
     reference_cell,
+    test_problems,
     train_mean,
 )
 from arca.report.render import (
@@ -293,6 +298,9 @@ def aggregate_main(cfg: Config, args=None) -> None:
     efficiency = sample_efficiency_table(cells)
     write_text(out / "sample_efficiency.csv", _csv(efficiency))
     write_text(out / "sample_efficiency.md", sample_efficiency_markdown(efficiency))
+    outcomes = outcomes_table(cells, base)
+    write_text(out / "outcomes.csv", _csv(outcomes))
+    write_text(out / "outcomes.md", outcomes_markdown(outcomes, family_decisions(cells, base, test_problems(cfg))))
     tuning = tuning_table(cfg, efficiency)
     write_text(out / "tuning.csv", _csv(tuning))
     write_text(out / "tuning.md", tuning_markdown(tuning))
