@@ -14,11 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from arca import cards, credit, grid, models, train
+from arca import cards, credit, grid, models, probe, train
 from arca.config import load_config, training_hash
 from arca.data import prepare_data, read_records
 from arca.paths import RunPaths
@@ -70,6 +71,7 @@ def results(tmp_path_factory) -> Path:
     cfg = load_config([SMOKE], overrides(root))
     prepare_data(cfg)
     models.build_base(cfg)
+    probe.probe_main(cfg, SimpleNamespace(out=None))  # as the DAG: the probe exists before any run
     return root
 
 
@@ -519,8 +521,66 @@ def test_learning_curve_leaves_training_untouched(results, toy_reward, tmp_path)
         c["n"] == 5 and len(c["greedy_correct"]) == 5 and c["greedy"] == sum(c["greedy_correct"]) / 5 for c in curve
     )
     assert (tmp_path / "plain" / "curve.jsonl").read_text() == ""
+    # ... and so does scoring the probe's decisions at every curve point (no dropout, no draw)
+    assert all(set(probe.DECISION_LOGPROB_KEYS) <= c.keys() for c in curve)
     # the smoke corpus has planted forks: every step logs its labels and credit precision
     assert all(PRECISION_KEYS <= r.keys() for r in metrics(tmp_path / "plain"))
+
+
+def test_update_norm_is_the_step_taken(results, toy_reward, captured, tmp_path):
+    run = "uniform_r4_s1"
+    train.train_run(run_cfg(results, run, "train.steps=1", "train.warmup_steps=0"), run, run_dir=tmp_path / "run")
+    init, after = captured["initial"], captured["model"].state_dict()
+    moved = math.sqrt(sum(float(((after[k] - init[k]) ** 2).sum()) for k in init if "lora_" in k))
+    (row,) = metrics(tmp_path / "run")
+    assert moved > 0 and row["update_norm"] == pytest.approx(moved, rel=1e-5)
+
+
+def test_decision_logprobs_against_a_row_by_row_forward(results):
+    from arca.labels import completion_pieces, label_batch
+    from arca.prompts import prompt_format
+
+    cfg = run_cfg(results, "uniform_r4_s1")
+    _, problems = train.training_probe(cfg)
+    model, tok = models.load_policy(cfg)
+    # probe rows that align for sure: each problem's branches written out, K rows per problem
+    k, rows = cfg.rollout.k, []
+    for p in [p for p in problems if any(b["decisive"] for b in p["branches"])]:
+        texts = [b["text"] for b in p["branches"]][:k]
+        for i in range(k):
+            ids = tok(texts[i % len(texts)], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            mask = [1] * (len(ids) - 1) + [0]
+            rows.append({"problem_id": p["id"], "completion_ids": ids, "mask": mask, "text": texts[i % len(texts)]})
+    with torch.no_grad():  # a nonzero adapter, so the LoRA path is part of what is checked
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 0.1)
+    rng = torch.get_rng_state()
+    got = probe.decision_logprobs(cfg, model, tok, rows, problems)
+    assert torch.equal(rng, torch.get_rng_state())  # no random draw
+    model.eval()
+    by_id, fmt = {p["id"]: p for p in problems}, prompt_format(cfg, tok)
+    sums = {k: [0.0, 0] for k in probe.DECISION_LOGPROB_KEYS}
+    for r in rows:
+        prompt = tok(fmt(by_id[r["problem_id"]]["problem"]), add_special_tokens=False)["input_ids"]
+        real = [t for t, m in zip(r["completion_ids"], r["mask"]) if m > 0]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt + real])).logits[0]  # [P+T, V]
+        lp = torch.log_softmax(logits[len(prompt) - 1 : -1].float(), -1)[torch.arange(len(real)), real]  # [T]
+        ro = SimpleNamespace(
+            completion_ids=torch.tensor([real]), completion_mask=torch.ones(1, len(real)), texts=[r["text"]]
+        )
+        lab = label_batch(completion_pieces(tok, ro), [r["text"]], [by_id[r["problem_id"]]], len(real))
+        if not lab.aligned[0]:
+            continue
+        for t, v in enumerate(lp.tolist()):
+            key = "probe_logp_rest"
+            if lab.decisive[0][t]:
+                key = "probe_logp_decisive_correct" if lab.correct_branch[0] else "probe_logp_decisive_bug"
+            sums[key][0] += v
+            sums[key][1] += 1
+    for key, (total, n) in sums.items():
+        assert n > 0 and got[key] == pytest.approx(total / n, abs=1e-4), key
 
 
 def test_resume_keeps_the_learning_curve(results, toy_reward, tmp_path):

@@ -243,7 +243,10 @@ def base_output(config: Mapping[str, Any] | Config) -> str:
 def train_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
     cfg = as_config(config)
     data = data_outputs(cfg)
-    return {"base": base_output(cfg), "train": data["train"], "test": data["test"]}
+    out = {"base": base_output(cfg), "train": data["train"], "test": data["test"]}
+    if cfg.eval.every > 0 and cfg.eval.probe_problems > 0:  # the curve points score the probe's decisions
+        out["probe"] = probe_output(cfg)
+    return out
 
 
 def train_outputs(

@@ -22,12 +22,12 @@ from arca.diagnostics import credit_precision
 from arca.grading import gold_answer
 from arca.grpo import group_advantages
 from arca.io import write_jsonl
-from arca.labels import rollout_labels
+from arca.labels import align, rollout_labels
 from arca.models import load_base_model, resolve_device
 from arca.paths import paths_of
 from arca.prompts import prompt_format
 from arca.rollout import Rollouts, pad_right
-from arca.scoring import credit_inputs_for_rollouts
+from arca.scoring import credit_inputs_for_rollouts, policy_scores
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,52 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
             w.cpu(), batch.completion_mask, labels.decisive, labels.distractor, adv, labels.aligned
         )
     return out
+
+
+# Keys of ``decision_logprobs`` (curve.jsonl): the effective step is their change between curve points.
+DECISION_LOGPROB_KEYS = ("probe_logp_decisive_correct", "probe_logp_decisive_bug", "probe_logp_rest")
+
+
+def decision_logprobs(cfg: Config, model, tokenizer, rows: list[dict], problems: list[dict]) -> dict:
+    """Mean log pi(y_t) of the probe's fixed rollouts under ``model`` (eval mode, no gradient):
+
+    - ``probe_logp_decisive_correct``: over the labelled decisive tokens of rows on a correct branch
+    - ``probe_logp_decisive_bug``: over those of rows on a bug branch
+    - ``probe_logp_rest``: over every other real token of the aligned rows
+
+    Logged at every learning-curve point, their change between points is how far the updates
+    moved the decisions (up for correct, down for bug) and how much they moved everything else.
+    No dropout and no random draw: the training run's random stream is untouched. Empty without
+    planted-fork labels.
+    """
+    by_id = {p["id"]: p for p in problems}
+    ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batch = probe_batch(rows, problems, tokenizer, pad_id, cfg.data.max_prompt_tokens, prompt_format(cfg, tokenizer))
+    labels = rollout_labels(tokenizer, batch, ordered, cfg.rollout.k)
+    if labels is None:
+        return {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            lp = policy_scores(model, batch, False, False).logprobs.float().cpu()  # [N, T]
+    finally:
+        model.train(was_training)
+    mask = batch.completion_mask > 0  # [N, T]
+    dec = (labels.decisive[:, : lp.shape[1]] > 0) & mask  # [N, T]
+    aligns = [align(r["text"], by_id[r["problem_id"]].get("branches") or []) for r in rows]
+    on_correct = torch.tensor([bool(a and a.correct) for a in aligns])  # [N]
+    aligned = labels.aligned[:, None]  # [N, 1]
+
+    def mean(sel: torch.Tensor) -> float | None:
+        return float(lp[sel].mean()) if sel.any() else None
+
+    return {
+        "probe_logp_decisive_correct": mean(dec & on_correct[:, None]),
+        "probe_logp_decisive_bug": mean(dec & ~on_correct[:, None] & aligned),
+        "probe_logp_rest": mean(mask & ~dec & aligned),
+    }
 
 
 def probe_main(cfg: Config, args) -> None:

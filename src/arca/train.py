@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,12 @@ from arca.diagnostics import effective_token_ratio, gini, nanmean
 from arca.evaluate import curve_point
 from arca.grading import gold_answer
 from arca.grpo import group_advantages, weighted_pg_loss
-from arca.io import JsonlAppender, progress_bar, write_text
+from arca.io import JsonlAppender, progress_bar, read_jsonl, write_text
 from arca.labels import label_metrics, rollout_labels
 from arca.models import count_trainable, load_policy, resolve_device
 from arca.optimizer import grpo_adamw
 from arca.paths import RunPaths, paths_of
+from arca.probe import decision_logprobs, probe_problems
 from arca.prompts import prompt_format
 from arca.run_files import RunState, finish_run, load_checkpoint, log_scalars, save_checkpoint, tensorboard_writer
 from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
@@ -212,14 +213,16 @@ def train_step(
         elif credit_lib.LORA_DELTA in method.needs:
             residual.append(credit_lib.arca_layers_signal(inputs)[mask > 0].cpu())
     with clock.phase("optimizer"):
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip
-        )
+        params = [p for p in model.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         if not torch.isfinite(grad_norm):
             raise NonFiniteError(f"step {step + 1}: non-finite gradient norm; stopping (last checkpoint kept)")
         lr = sched.get_last_lr()[0]
+        before = [p.detach().clone() for p in params]
         opt.step()
         sched.step()
+        # the step actually taken (Adam rescales the gradient): ||theta_after - theta_before||_2
+        update_norm = float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(params, before))))
     t_upd = time.perf_counter() - t1
 
     W = _pad_cat(all_w)
@@ -232,6 +235,7 @@ def train_step(
         "reward_std": float(rewards.std(unbiased=True)) if N > 1 else 0.0,
         "lr": lr,
         "grad_norm": float(grad_norm),
+        "update_norm": update_norm,
         "gen_seconds": t_gen,
         "update_seconds": t_upd,
         "step_seconds": time.perf_counter() - t0,
@@ -300,6 +304,8 @@ class Progress:
     live_metrics: JsonlAppender
     live_curve: JsonlAppender
     tb: Any = None
+    probe_rows: list[dict] = field(default_factory=list)  # the credit-precision probe's rollouts (or none)
+    probe_set: list[dict] = field(default_factory=list)  # ... and their problems
 
     def step_done(self, m: dict) -> None:
         self.state.metrics.append({**m, **self.identity})
@@ -307,9 +313,28 @@ class Progress:
         log_scalars(self.tb, m, self.state.step, "train/")
 
     def curve(self, generator, step: int) -> None:
-        self.state.curve.append({**curve_point(self.cfg, generator, self.curve_set, step), **self.identity})
+        point = curve_point(self.cfg, generator, self.curve_set, step)
+        if self.probe_rows:  # the decisions' log-probs on the fixed probe rollouts (the effective step)
+            point.update(
+                decision_logprobs(self.cfg, generator.model, generator.tokenizer, self.probe_rows, self.probe_set)
+            )
+        self.state.curve.append({**point, **self.identity})
         self.live_curve.append(self.state.curve[-1])
         log_scalars(self.tb, self.state.curve[-1], step, "heldout/")
+
+
+def training_probe(cfg: Config) -> tuple[list[dict], list[dict]]:
+    """The probe rollouts and problems the curve points score (none without curve points or probe).
+
+    The DAG makes the probe before any run (a declared input of ``train``); a run started by hand
+    without it trains the same, and its curve points leave out the decisions' log-probs."""
+    if cfg.eval.every <= 0 or cfg.eval.probe_problems <= 0:
+        return [], []
+    path = paths_of(cfg).probe_rollouts
+    if not path.is_file():
+        log.warning("%s is missing: the curve points leave out the decisions' log-probs", path)
+        return [], []
+    return read_jsonl(path), probe_problems(cfg)
 
 
 def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after: int | None = None) -> RunState:
@@ -334,6 +359,7 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
         "seed": cfg.train.seed,
     }
     curve_set = read_records(data.test)[: cfg.eval.curve_problems] if cfg.eval.every > 0 else []
+    probe_rows, probe_set = training_probe(cfg)
     # The live/ files start from what the checkpoint holds. They are not the declared outputs:
     # Snakemake must never see a declared output that is still being written (a killed Snakemake
     # would then refuse the same command with "incomplete files").
@@ -347,7 +373,7 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
             run,
             t,
             records,
-            Progress(cfg, t.state, identity, curve_set, live_metrics, live_curve, tb),
+            Progress(cfg, t.state, identity, curve_set, live_metrics, live_curve, tb, probe_rows, probe_set),
             run_hash,
             stop_after,
         )
