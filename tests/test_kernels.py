@@ -58,3 +58,18 @@ def test_an_unknown_kernel_mode_is_an_error():
         text=True,
     )
     assert out.returncode != 0 and "ARCA_KERNELS='fast'" in out.stderr
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not cpu_has_avx2(), reason="x86 AVX2 host only")
+def test_bench_kernels_runs_both_modes_side_by_side(tmp_path):
+    from arca.bench.kernels import compare_kernels, format_kernels
+    from arca.config import load_config
+
+    cfg = load_config("configs/smoke.yaml", [f"paths.results={tmp_path}"])
+    got = compare_kernels(cfg, steps=1, rounds=1)
+    assert got["capability"]["portable"] == "AVX2"  # native: whatever this CPU offers
+    assert all(len(v) == 1 and v[0] > 0 for v in got["raw_seconds"].values())
+    assert got["portable_over_native"] == pytest.approx(
+        got["median_step_seconds"]["portable"] / got["median_step_seconds"]["native"]
+    )
+    assert "portable / native:" in format_kernels(got)

@@ -113,6 +113,10 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
         [
             (("--steps",), dict(type=int, default=None, help="timed steps per method")),
             (("--no-trl",), dict(action="store_true", help="skip the TRL peer")),
+            (
+                ("--kernels",),
+                dict(action="store_true", help="instead: portable (AVX2) against native kernels, side by side"),
+            ),
             (("--lengths",), dict(default=None, help="comma-separated completion lengths to scale over")),
             (("--methods",), dict(default=None, help="comma-separated credit methods (default: the paper's five)")),
             (

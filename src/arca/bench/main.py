@@ -7,6 +7,7 @@ import logging
 from arca import credit as credit_lib
 from arca.bench.common import DEFAULT_STEPS, parse_lengths
 from arca.bench.generation import bench_generation, parse_backends
+from arca.bench.kernels import compare_kernels, format_kernels
 from arca.bench.step import bench
 from arca.bench.tables import format_generation_table, format_table
 from arca.config import Config
@@ -26,8 +27,13 @@ def parse_methods(text: str | None) -> tuple[str, ...]:
 
 
 def bench_main(cfg: Config, args) -> dict:
-    """CLI step ``bench`` (``--steps``, ``--no-trl``, ``--lengths``, ``--methods``; ``--backends``: generation only)."""
+    """CLI step ``bench`` (``--steps``, ``--no-trl``, ``--lengths``, ``--methods``; ``--backends``: generation
+    only; ``--kernels``: portable against native kernels only)."""
     steps = getattr(args, "steps", None) or DEFAULT_STEPS
+    if getattr(args, "kernels", False):
+        summary = compare_kernels(cfg, steps)
+        print(format_kernels(summary), end="")
+        return summary
     if getattr(args, "backends", None):
         summary = bench_generation(cfg, parse_backends(args.backends), steps=steps)
         print(format_generation_table(summary), end="")
