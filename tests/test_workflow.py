@@ -220,7 +220,7 @@ def test_smoke_config_is_small():
 def test_grid_run_ids_and_regexes():
     cfg = load_config(REPO / "configs" / "default.yaml")
     ids = grid.run_ids(cfg)
-    assert ids[0] == "uniform_r8_s1" and "arca_r2_s2" in ids and len(ids) == 9 * len(cfg.sweep.seeds)
+    assert ids[0] == "uniform_r8_s1" and "arca_r2_s2" in ids and len(ids) == 8 * len(cfg.sweep.seeds)
     assert "oracle_r8_s1" in ids and "null_r8_s3" in ids
     assert grid.eval_targets(cfg) == ["base", *ids]
     run_re, eval_re = re.compile(grid.run_regex(cfg)), re.compile(grid.eval_regex(cfg))
@@ -267,7 +267,10 @@ def test_grid_paths():
     assert benchmarks[0] == "/r/default/benchmarks/build_base/build_base.tsv"
     assert "/r/default/benchmarks/evaluate/base.tsv" in benchmarks
     targets = grid.all_targets(cfg)
-    assert len(targets) == 18 + 16 + 1  # table files, figure files (png + pdf), the heat map
+    assert len(targets) == 22 + 18 + 1  # table files, figure files (png + pdf), the heat map
+    assert "/r/default/tables/outcomes.md" in targets and "/r/default/tables/tuning.md" in targets
+    # the curve points score the probe's decisions: training waits for the probe
+    assert grid.train_inputs(cfg)["probe"] == grid.probe_output(cfg)
     assert "/r/default/tables/cost.csv" in targets and "/r/default/tables/cost.md" in targets
     assert "/r/default/tables/paired.md" in targets and "/r/default/figures/lorenz.pdf" in targets
     assert targets[-1] == "/r/default/figures/credit_heatmap.html"

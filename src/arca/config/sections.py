@@ -242,7 +242,7 @@ class SweepConfig:
             SweepCell("surprisal", [8]),
             SweepCell("entropy_reduction", [8]),
             SweepCell("divergence", [8]),
-            SweepCell("arca", [2, 4, 8]),
+            SweepCell("arca", [2, 8]),
         ]
     )
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
