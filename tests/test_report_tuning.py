@@ -57,8 +57,11 @@ def test_best_lr_per_setting_and_the_ranking(tmp_path):
     assert best == {"uniform": 1e-2, "oracle": 1e-4, "uniform (train.shuffle_rewards=True)": cfg.train.lr}
     assert math.isclose(df.loc[df["label"] == "uniform", "lr"].item(), cfg.train.lr)  # the default's lr
     md = tuning_markdown(df)
-    ranking = md.split("## Ranking")[1]
-    assert ranking.index("| 1 | oracle |") < ranking.index("| 2 | uniform |") < ranking.index("| 3 | uniform (")
+    best, shared = md.split("## Ranking")[1:]
+    assert best.index("| 1 | oracle |") < best.index("| 2 | uniform |") < best.index("| 3 | uniform (")
+    # at the shared lr: uniform (0.5) before the null (0.2); the oracle never ran at it
+    assert shared.index("| 1 | uniform | 8 |") < shared.index("| 2 | uniform (") and "oracle" not in shared
+    assert df["shared"].sum() == 2
 
 
 def test_setting_name_leaves_out_only_the_lr():

@@ -30,6 +30,7 @@ TUNING_COLUMNS = [
     "final_greedy_lo",
     "final_greedy_hi",
     "best",
+    "shared",
 ]
 
 
@@ -41,7 +42,8 @@ def setting_name(method: str, overrides: dict) -> str:
 
 def tuning_table(cfg: Config, efficiency: pd.DataFrame) -> pd.DataFrame:
     """One row per cell of ``efficiency`` (the sample-efficiency table): its setting, lr, AUC and
-    final greedy accuracy, ``best`` on the best lr of each (setting, rank)."""
+    final greedy accuracy, ``best`` on the best lr of each (setting, rank), ``shared`` on the
+    config's own ``train.lr``."""
     cells = {c.name: c for c in cfg.sweep.cells}
     rows = []
     for _, r in efficiency.iterrows():
@@ -59,8 +61,9 @@ def tuning_table(cfg: Config, efficiency: pd.DataFrame) -> pd.DataFrame:
                 **ci_columns("final_greedy", est(r, "final_greedy")),
             }
         )
-    df = pd.DataFrame(rows, columns=TUNING_COLUMNS[:-1])
+    df = pd.DataFrame(rows, columns=TUNING_COLUMNS[:-2])
     df["best"] = False
+    df["shared"] = df["lr"] == cfg.train.lr  # the config's own lr, every method's in the default sweep
     for _, group in df.groupby(["setting", "rank"], sort=False):
         ranked = group.dropna(subset=["auc_greedy"]).sort_values(["auc_greedy", "lr"], ascending=[False, True])
         if not ranked.empty:
@@ -82,11 +85,15 @@ def tuning_markdown(df: pd.DataFrame) -> str:
         ]
         for _, r in df.iterrows()
     ]
-    best = df[df["best"]].sort_values("auc_greedy", ascending=False, kind="stable")
-    ranking = [
-        [str(i + 1), r["setting"], fmt_rank(r["rank"]), f"{r['lr']:g}", est(r, "auc_greedy").fmt()]
-        for i, (_, r) in enumerate(best.iterrows())
-    ]
+
+    def ranking(rows: pd.DataFrame) -> list[list[str]]:
+        rows = rows.sort_values("auc_greedy", ascending=False, kind="stable")
+        return [
+            [str(i + 1), r["setting"], fmt_rank(r["rank"]), f"{r['lr']:g}", est(r, "auc_greedy").fmt()]
+            for i, (_, r) in enumerate(rows.iterrows())
+        ]
+
+    shared = df.loc[df["shared"], "lr"]
     return "\n".join(
         [
             "# Learning-rate tuning\n",
@@ -95,6 +102,10 @@ def tuning_markdown(df: pd.DataFrame) -> str:
             "mean AUC for that setting and rank.\n",
             markdown_table(["setting", "r", "lr", "seeds", "AUC greedy", "final greedy", ""], rows),
             "## Ranking at each setting's best lr (by AUC)\n",
-            markdown_table(["#", "setting", "r", "best lr", "AUC greedy"], ranking),
+            markdown_table(["#", "setting", "r", "best lr", "AUC greedy"], ranking(df[df["best"]])),
+            f"## Ranking at the shared lr ({shared.iloc[0]:g}, every method's in the default sweep)\n"
+            if len(shared)
+            else "## Ranking at the shared lr\n\nNo cell runs at the config's own `train.lr`.\n",
+            markdown_table(["#", "setting", "r", "lr", "AUC greedy"], ranking(df[df["shared"]])) if len(shared) else "",
         ]
     )
