@@ -132,6 +132,7 @@ def test_smoke_dag_end_to_end(tmp_path):
             str(ov),
             "--reference",
             str(REPO / "results" / "reference" / "smoke"),
+            "--exact",
         ],
         cwd=REPO,
         env=ENV,

