@@ -1,5 +1,5 @@
 """The credit-precision figure: each cell's share of token weight on the decisive fork tokens
-relative to uniform weights (bars by advantage sign, the oracle marked) and its trajectory over training."""
+relative to uniform weights (bars by advantage sign, the decision oracle marked) and its trajectory over training."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def _precision_bars(ax, sweep: pd.DataFrame, oracle: float) -> list[float]:
             ls="--",
             lw=1.2,
             zorder=4,
-            label=f"oracle, all completions ({oracle:.2f})",
+            label=f"decision oracle, all completions ({oracle:.2f})",
         )
         shown.append(oracle)
     cell_ticks(ax, [f"{r.label} r{int(r.rank)}" for r in sweep.itertuples()])
@@ -132,9 +132,10 @@ def _precision_trajectory(ax, curves: pd.DataFrame, cells) -> list[float]:
 
 def credit_precision(precision: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
     sweep = precision[precision["block"] == "sweep"].reset_index(drop=True)
-    oracle_rows = sweep[sweep["method"] == "oracle"]
-    if oracle_rows.empty:  # no oracle cell: its value on the probe, under the uniform cell's models
-        oracle_rows = precision[(precision["block"] == "probe_all") & (precision["method"] == "oracle")]
+    # the most decisive weight a method can carry: the decision oracle (all weight on the decisive tokens)
+    oracle_rows = sweep[sweep["method"] == "decision_oracle"]
+    if oracle_rows.empty:  # no such cell: its value on the probe, under the uniform cell's models
+        oracle_rows = precision[(precision["block"] == "probe_all") & (precision["method"] == "decision_oracle")]
         col = "probe_decisive_ratio"
     else:
         col = "train_decisive_ratio"

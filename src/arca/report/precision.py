@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- credit precision
 # Ratio column -> (a share of the weight on labelled tokens, the same rows' share under uniform
 # weights), as logged in metrics.jsonl and in summary.json's credit_precision. A ratio of 1 is
-# what uniform weights give; the oracle's ratio is the most a method can reach.
+# what uniform weights give; the decision oracle's ratio is the most a method can reach.
 PRECISION_RATIOS = {
     "decisive_ratio": ("decisive_share", "decisive_share_uniform"),
     "decisive_ratio_pos": ("decisive_share_pos", "decisive_share_pos_uniform"),
@@ -130,7 +130,7 @@ PRECISION_COLUMNS = [
 def credit_precision_table(cells: list[Cell]) -> pd.DataFrame:
     """Block ``sweep``: one row per cell, its own method, in training and on the probe under its final
     models. Block ``probe_all``: every method the probe scored, under the final models of the uniform
-    cell, with its decisive share relative to the oracle's on the same seeds."""
+    cell, with its decisive share relative to the decision oracle's on the same seeds."""
     rows = []
     for cell in cells:
         rows.append(
@@ -238,7 +238,8 @@ def credit_precision_markdown(df: pd.DataFrame) -> str:
         parts += [
             f"## Every credit method on the held-out probe, under the final models of {models} "
             f"({n} seed{'s' if n != 1 else ''})\n",
-            "x oracle: the method's decisive share divided by the oracle's (all weight on the decisive tokens).\n",
-            markdown_table(["method", "decisive share", *PRECISION_HEADERS[:5], "x oracle"], rows),
+            "x decision oracle: the method's decisive share divided by the decision oracle's (all weight on "
+            "the decisive tokens).\n",
+            markdown_table(["method", "decisive share", *PRECISION_HEADERS[:5], "x decision oracle"], rows),
         ]
     return "\n".join(parts)
