@@ -55,6 +55,9 @@ def batches(draw, values=hostile):
         base_hidden=tensor(B, T, H),
         lora_delta=tensor(B, T, H),
         decisive=torch.tensor(draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=B * T, max_size=B * T))).view(B, T),
+        first_error=torch.tensor(draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=B * T, max_size=B * T))).view(
+            B, T
+        ),
         seed=draw(st.integers(0, 2**31 - 1)),
     )
 
@@ -121,6 +124,7 @@ def test_every_special_value_everywhere(method, value):
         base_hidden=torch.zeros(B, T, H),
         lora_delta=torch.full((B, T, H), value),
         decisive=torch.eye(B, T),
+        first_error=torch.eye(B, T),
     )
     w, fb = token_weights(method, x)
     check_weights(w, fb, mask)
@@ -134,6 +138,7 @@ def test_every_special_value_everywhere(method, value):
         base_hidden=torch.zeros(1, 1, 1),
         lora_delta=torch.full((1, 1, 1), value),
         decisive=torch.ones(1, 1),
+        first_error=torch.ones(1, 1),
     )
     w1, _ = token_weights(method, x1)
     assert w1.tolist() == [[1.0]]  # T = 1: all weight on the one token
