@@ -94,18 +94,23 @@ def probe_batch(rows: list[dict], problems: list[dict], tokenizer, pad_id: int, 
     return Rollouts(enc["input_ids"], enc["attention_mask"], comp, mask, [r["text"] for r in rows])
 
 
+def labelled_probe(cfg: Config, tokenizer, rows: list[dict], problems: list[dict]):
+    """The probe's rows as a ``Rollouts`` batch with their fork labels (labels None without forks)."""
+    by_id = {p["id"]: p for p in problems}
+    ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    fmt = prompt_format(cfg, tokenizer)
+    batch = probe_batch(rows, problems, tokenizer, pad_id, cfg.data.max_prompt_tokens, fmt)
+    return batch, rollout_labels(tokenizer, batch, ordered, cfg.rollout.k)
+
+
 def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: list[dict]) -> dict[str, dict]:
     """Credit precision of every registered method on the probe rollouts, under ``model`` (no gradient).
 
     All methods see the same rollouts, labels and advantages (the group advantages of the probe's
     rewards); the model is in eval mode, so no dropout enters the signals.
     """
-    by_id = {p["id"]: p for p in problems}
-    ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    fmt = prompt_format(cfg, tokenizer)
-    batch = probe_batch(rows, problems, tokenizer, pad_id, cfg.data.max_prompt_tokens, fmt)
-    labels = rollout_labels(tokenizer, batch, ordered, cfg.rollout.k)
+    batch, labels = labelled_probe(cfg, tokenizer, rows, problems)
     if labels is None:
         return {}
     adv = group_advantages(torch.tensor([r["reward"] for r in rows]), cfg.rollout.k)  # [N]
@@ -143,10 +148,7 @@ def decision_logprobs(cfg: Config, model, tokenizer, rows: list[dict], problems:
     planted-fork labels.
     """
     by_id = {p["id"]: p for p in problems}
-    ordered = [by_id[r["problem_id"]] for r in rows[:: cfg.rollout.k]]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batch = probe_batch(rows, problems, tokenizer, pad_id, cfg.data.max_prompt_tokens, prompt_format(cfg, tokenizer))
-    labels = rollout_labels(tokenizer, batch, ordered, cfg.rollout.k)
+    batch, labels = labelled_probe(cfg, tokenizer, rows, problems)
     if labels is None:
         return {}
     was_training = model.training
