@@ -61,6 +61,7 @@ from __future__ import annotations
 import random
 from typing import Callable
 
+from arca.data.chains import CHAIN_FAMILIES
 from arca.data.fork_tree import Fork, Task, branches, sample_choices
 
 _NAMES = ["Ann", "Bob", "Sam", "Mia", "Tom", "Eva", "Max", "Zoe", "Leo", "Ivy"]
@@ -279,6 +280,7 @@ FAMILIES: dict[str, tuple[Callable[[random.Random], Task], float]] = {
     "share": (_share, 1),
     "cross_plus": (lambda rng: _cross("cross_plus", "+", rng), 1),
     "cross_minus": (lambda rng: _cross("cross_minus", "-", rng), 0.5),
+    **CHAIN_FAMILIES,  # several decisions per solution (arca.data.chains)
 }
 
 
