@@ -118,3 +118,18 @@ def test_test_split_is_correct_and_absent_from_train():
     assert not {r["problem"] for r in test} & {r["problem"] for r in train}
     for r in test:
         assert any(br["correct"] and br["text"] == r["solution"] for br in r["branches"])
+
+
+def test_outcomes_score_each_named_decision_of_a_chain():
+    from arca.report.branch_scores import problem_outcome
+
+    rng = random.Random(5)
+    task = chain_task("chain2", ["lose", "half"], rng)
+    bs = branches(task)
+    record = {"branches": bs, "fork": "chain2"}
+    wrong_half = next(br for br in bs if br["bugs"] == ["half"])
+    out = problem_outcome(wrong_half["text"], record, correct=False)
+    assert out["decision"] == 0.0 and out["execution"] == 1.0
+    assert out["decision:lose"] == 1.0 and out["decision:half"] == 0.0
+    right = next(br for br in bs if br["correct"])
+    assert problem_outcome(right["text"], record, correct=True)["decision:half"] == 1.0

@@ -70,12 +70,18 @@ def _apply(x: int, op: str, y: int) -> Fraction:
     return Fraction({"+": x + y, "-": x - y, "*": x * y}[op])
 
 
+def _fork_names(steps: list[tuple[str, int]]) -> list[str]:
+    """A decisive step's fork is named by its word (each word at most once per chain, so the
+    outcome tables can score every word's decision); a harmless step by its position."""
+    return [word if WORDS[word].bug is not None else f"{word}{i}" for i, (word, _) in enumerate(steps)]
+
+
 def _run(start: int, steps: list[tuple[str, int]], choices: dict) -> list[tuple[int, str, int, int]] | None:
     """The written steps (x, op, y, result) of one branch, or None where a value leaves the integers."""
     v, out = start, []
-    for i, (word, b) in enumerate(steps):
+    for name, (word, b) in zip(_fork_names(steps), steps):
         w = WORDS[word]
-        option = choices.get(f"step{i}", "ok")
+        option = choices.get(name, "ok")
         x, op, y = w.ok(v, b) if option in ("ok", "ab") else (w.bug(v, b) if w.bug else (b, "+", v))
         r = _apply(x, op, y)
         if r.denominator != 1 or abs(r) > _MAX_VALUE:
@@ -87,17 +93,17 @@ def _run(start: int, steps: list[tuple[str, int]], choices: dict) -> list[tuple[
 
 def _forks(steps: list[tuple[str, int]]) -> tuple[Fork, ...]:
     forks = []
-    for i, (word, _) in enumerate(steps):
+    for name, (word, _) in zip(_fork_names(steps), steps):
         if WORDS[word].bug is None:
-            forks.append(Fork(f"step{i}", ("ab", "ba"), (0.5, 0.5)))
+            forks.append(Fork(name, ("ab", "ba"), (0.5, 0.5)))
         else:
-            forks.append(Fork(f"step{i}", ("ok", "bug"), correct="ok"))
+            forks.append(Fork(name, ("ok", "bug"), correct="ok"))
     forks.append(Fork("connector", CONNECTORS, CONNECTOR_PROBS))
     return tuple(forks)
 
 
 def _all_branches_valid(start: int, steps: list[tuple[str, int]], forks: tuple[Fork, ...]) -> bool:
-    step_forks = [f for f in forks if f.name.startswith("step")]
+    step_forks = [f for f in forks if f.name != "connector"]
     for combo in itertools.product(*(f.options for f in step_forks)):
         if _run(start, steps, dict(zip((f.name for f in step_forks), combo))) is None:
             return False
