@@ -133,3 +133,21 @@ def test_outcomes_score_each_named_decision_of_a_chain():
     assert out["decision:lose"] == 1.0 and out["decision:half"] == 0.0
     right = next(br for br in bs if br["correct"])
     assert problem_outcome(right["text"], record, correct=True)["decision:half"] == 1.0
+
+
+def test_curve_outcomes_split_decisions_execution_and_collateral():
+    from arca.evaluate import outcome_means
+
+    rng = random.Random(9)
+    chain = chain_task("chain2", ["half", "lose"], rng)
+    none = chain_task("chain_none", ["add", "add"], rng)
+    pc = {"branches": branches(chain), "fork": "chain2"}
+    pn = {"branches": branches(none), "fork": ""}
+    right = next(b for b in pc["branches"] if b["correct"])
+    wrong = next(b for b in pc["branches"] if b["bugs"] == ["half"])
+    texts = [right["text"], wrong["text"], "garbage", pn["branches"][0]["text"]]
+    out = outcome_means(texts, [pc, pc, pc, pn], [1, 0, 0, 1])
+    assert out["aligned"] == 0.75  # "garbage" follows no branch
+    assert out["decision"] == 0.5  # of the two aligned forked completions, one took both decisions right
+    assert out["execution"] == 1.0 and out["collateral"] == 1.0
+    assert outcome_means(["x"], [{"problem": "p"}], [0]) == {}

@@ -21,7 +21,7 @@ No word's correct option is another word's bug: ``/`` is always right against ``
 ``+``, and only ``from`` decides the order of its operands (the operand order of ``add`` is a
 harmless fork, as is the wording before the box). The decisive token of a step is its operator
 (half, lose, split) or its first operand (from). Every intermediate value is an integer of
-magnitude under 100 on every branch, so that the outcome hinges on the decisions, not on execution.
+magnitude at most 24 on every branch, so that the outcome hinges on the decisions, not on execution.
 ``chain_none`` problems have only ``add`` steps: no decision, the collateral that no credit aims at.
 """
 
@@ -30,15 +30,14 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Callable
 
 from arca.data.fork_tree import Fork, Task
 
 _NAMES = ["Ann", "Bob", "Sam", "Mia", "Tom", "Eva", "Max", "Zoe", "Leo", "Ivy"]
 _ITEMS = ["apples", "pens", "cards", "books", "eggs", "coins", "stamps", "shells"]
-_MAX_VALUE = 99  # every intermediate value on every branch stays within +-99
-_MAX_TRIES = 1000
+_MAX_VALUE = 24  # every intermediate value on every branch stays within +-24: easy to execute
+_MAX_TRIES = 200
 
 CONNECTORS = (". ", ", so ", " thus ")
 CONNECTOR_PROBS = (0.47, 0.47, 0.06)
@@ -56,18 +55,19 @@ class Word:
 
 WORDS: dict[str, Word] = {
     "half": Word("gives away half", (2, 2), lambda v, b: (v, "/", 2), lambda v, b: (v, "*", 2)),
-    "lose": Word("loses {b}", (2, 9), lambda v, b: (v, "-", b), lambda v, b: (v, "+", b)),
-    "split": Word("keeps one of {b} equal piles", (2, 5), lambda v, b: (v, "/", b), lambda v, b: (v, "*", b)),
-    "from": Word("takes that from {b}", (10, 40), lambda v, b: (b, "-", v), lambda v, b: (v, "-", b)),
-    "add": Word("finds {b} more", (2, 9), lambda v, b: (v, "+", b), None),
+    "lose": Word("loses {b}", (1, 5), lambda v, b: (v, "-", b), lambda v, b: (v, "+", b)),
+    "split": Word("keeps one of {b} equal piles", (2, 3), lambda v, b: (v, "/", b), lambda v, b: (v, "*", b)),
+    "from": Word("takes that from {b}", (6, 20), lambda v, b: (b, "-", v), lambda v, b: (v, "-", b)),
+    "add": Word("finds {b} more", (1, 5), lambda v, b: (v, "+", b), None),
 }
 DECISIVE_WORDS = ("half", "lose", "split", "from")
 
 
-def _apply(x: int, op: str, y: int) -> Fraction:
+def _apply(x: int, op: str, y: int) -> int | None:
+    """x op y, or None where a division leaves the integers."""
     if op == "/":
-        return Fraction(x, y)
-    return Fraction({"+": x + y, "-": x - y, "*": x * y}[op])
+        return x // y if x % y == 0 else None
+    return {"+": x + y, "-": x - y, "*": x * y}[op]
 
 
 def _fork_names(steps: list[tuple[str, int]]) -> list[str]:
@@ -84,9 +84,9 @@ def _run(start: int, steps: list[tuple[str, int]], choices: dict) -> list[tuple[
         option = choices.get(name, "ok")
         x, op, y = w.ok(v, b) if option in ("ok", "ab") else (w.bug(v, b) if w.bug else (b, "+", v))
         r = _apply(x, op, y)
-        if r.denominator != 1 or abs(r) > _MAX_VALUE:
+        if r is None or abs(r) > _MAX_VALUE:
             return None
-        v = int(r)
+        v = r
         out.append((x, op, y, v))
     return out
 
@@ -114,7 +114,7 @@ def chain_task(family: str, words: list[str], rng: random.Random) -> Task:
     """A chain through ``words`` (in this order) from a random start, every branch kept integral."""
     p, item = rng.choice(_NAMES), rng.choice(_ITEMS)
     for _ in range(_MAX_TRIES):
-        start = rng.randint(2, 40)
+        start = rng.randint(2, 12)
         steps = [(w, rng.randint(*WORDS[w].operand)) for w in words]
         forks = _forks(steps)
         if _all_branches_valid(start, steps, forks):
@@ -124,10 +124,15 @@ def chain_task(family: str, words: list[str], rng: random.Random) -> Task:
     phrases = [WORDS[w].phrase.format(b=b) for w, b in steps]
     text = f"{p} has {start} {item}, " + ", then ".join(phrases) + ". How many now?"
 
+    rendered: dict[tuple, tuple[str, str]] = {}  # enumerating branches renders each choice many times
+
     def render(ch: dict) -> tuple[str, str]:
-        written = _run(start, steps, ch)
-        assert written is not None  # checked for every branch above
-        return ", ".join(f"{x}{op}{y}={r}" for x, op, y, r in written), str(written[-1][3])
+        key = tuple(sorted(ch.items()))
+        if key not in rendered:
+            written = _run(start, steps, ch)
+            assert written is not None  # checked for every branch above
+            rendered[key] = ", ".join(f"{x}{op}{y}={r}" for x, op, y, r in written), str(written[-1][3])
+        return rendered[key]
 
     level = {0: 1, 2: 4, 3: 5}.get(sum(WORDS[w].bug is not None for w in words), 3)
     return Task(family, level, text, forks, render)
@@ -137,10 +142,15 @@ def _decisive_chain(n: int, family: str) -> Callable[[random.Random], Task]:
     """``n`` distinct decisive words in random order; half the problems get a harmless ``add`` step too."""
 
     def make(rng: random.Random) -> Task:
-        words = rng.sample(DECISIVE_WORDS, n)
-        if rng.random() < 0.5:
-            words.insert(rng.randint(0, n), "add")
-        return chain_task(family, words, rng)
+        for _ in range(_MAX_TRIES):
+            words = rng.sample(DECISIVE_WORDS, n)
+            if rng.random() < 0.5:
+                words.insert(rng.randint(0, n), "add")
+            try:
+                return chain_task(family, words, rng)
+            except ValueError:  # some word orders rarely stay integral: draw another order
+                continue
+        raise ValueError(f"no integral {family} chain found in {_MAX_TRIES} word draws")
 
     return make
 
