@@ -36,6 +36,10 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
         "GRPO-train one run (resumes from its last checkpoint)",
         [
             (("--run",), dict(required=True, help="run id <method>_r<rank>_s<seed>")),
+            (
+                ("--force",),
+                dict(action="store_true", help="train a finished run again from scratch (default: do nothing)"),
+            ),
         ],
     ),
     "evaluate": (
@@ -106,6 +110,17 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
             ),
         ],
     ),
+    "docs": (
+        "arca.report.docs:docs_main",
+        "rewrite the generated regions of README.md and docs/*.md from results/reference/",
+        [
+            (("--root",), dict(default=".", metavar="DIR", help="repository root (default: the working directory)")),
+            (
+                ("--check",),
+                dict(action="store_true", help="change nothing; exit status 1 when a region is out of date"),
+            ),
+        ],
+    ),
     "grade": ("arca.grading:grade_main", "grade JSONL {gold, completion} lines from stdin", []),
     "bench": (
         "arca.bench:bench_main",
@@ -144,7 +159,8 @@ DESCRIPTION = """\
 The steps of the ARCA credit-assignment benchmark. Snakemake runs them for you
 (snakemake --cores all); run one by hand with the same config to debug or redo it.
 Every step reads its config from --config files (default: configs/default.yaml
-in the working directory) plus --set overrides, and checks it before doing anything."""
+in the working directory; an error where there is none) plus --set overrides, and
+checks it before doing anything."""
 
 EPILOG = """\
 examples:
@@ -177,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
             action="append",
             default=None,
             metavar="FILE",
-            help="config YAML; repeatable, later files override earlier ones (default: configs/default.yaml)",
+            help="config YAML; repeatable, later files override earlier ones (default: configs/default.yaml "
+            "of the working directory, which must exist)",
         )
         p.add_argument(
             "--set",
@@ -199,12 +216,25 @@ def show_config(cfg, args) -> None:
     print(dump_config(grid.for_run(cfg, args.run) if args.run else cfg), end="")
 
 
+# Steps that read no config: they run without --config anywhere.
+NO_CONFIG = frozenset({"docs"})
+
+
 def default_config_files() -> list[str]:
-    """Without ``--config``: ``configs/default.yaml`` of the working directory if it exists, else none."""
+    """Without ``--config``: ``configs/default.yaml`` of the working directory; an error when there is none.
+
+    Falling back to the dataclass defaults would run another experiment under the name ``default``.
+    """
     from pathlib import Path
 
     default = Path("configs") / "default.yaml"
-    return [str(default)] if default.is_file() else []
+    if not default.is_file():
+        raise ConfigError(
+            f"no --config given and no {default} in {Path.cwd()}: pass the experiment's config, "
+            "e.g. --config configs/default.yaml from the repository root "
+            "(or --config /path/to/the/repository/configs/default.yaml)"
+        )
+    return [str(default)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     target, _, _ = STEPS[args.step]
     module_name, func_name = target.split(":")
     try:
-        cfg = load_config(args.config or default_config_files(), args.overrides)
-        check_config(cfg)
+        if args.step in NO_CONFIG:
+            cfg = None
+        else:
+            cfg = load_config(args.config or default_config_files(), args.overrides)
+            check_config(cfg)
         run = getattr(args, "run", None)
         if run and run != "base" and args.overrides:
             check_run_overrides(cfg, run, args.overrides)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,8 @@ import torch
 from arca import credit as credit_lib
 from arca import grading, grid
 from arca.backends import make_generator
-from arca.config import Config, dump_config, parse_run_id, training_hash
+from arca.cards import adapter_run_info
+from arca.config import Config, ConfigError, dump_config, parse_run_id, training_hash
 from arca.data import read_records
 from arca.diagnostics import effective_token_ratio, gini, nanmean
 from arca.evaluate import curve_point
@@ -423,4 +425,31 @@ def _loop(
 def train_main(cfg: Config, args) -> None:
     """CLI step: train (or resume) the run ``args.run`` of the sweep."""
     run_cfg = grid.for_run(cfg, args.run)
+    run = paths_of(run_cfg).run(args.run)
+    if finished_run(run) and not getattr(args, "force", False):
+        info = adapter_run_info(run.adapter)
+        run_hash = training_hash(run_cfg)
+        if info.get("config_hash") == run_hash:
+            log.warning("%s is finished (%s); nothing to do. --force trains it again from scratch", args.run, run.root)
+            return
+        raise ConfigError(
+            f"{args.run} is finished with other settings (config hash {info.get('config_hash')}, "
+            f"these are {run_hash}) in {run.root}; pass --force to train it again from scratch"
+        )
+    if getattr(args, "force", False):
+        clear_run(run)
     train_run(run_cfg, args.run)
+
+
+def finished_run(run: RunPaths) -> bool:
+    """Whether every declared output of the run is in place."""
+    return all(p.exists() for p in (run.adapter, run.metrics, run.final_weights, run.curve))
+
+
+def clear_run(run: RunPaths) -> None:
+    """Remove a run's outputs, checkpoints and live files, so that it trains from scratch."""
+    for p in (run.adapter, run.metrics, run.final_weights, run.curve, run.checkpoints, run.live):
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
