@@ -1,8 +1,8 @@
 """Generated regions of README.md and docs/*.md, rewritten from results/reference/ (files only).
 
-A region is ``<!-- BEGIN arca:NAME -->`` ... ``<!-- END arca:NAME -->``. NAME is
-``<config>/<table>`` (the Markdown table ``results/reference/<config>/<table>.md``, its title
-line left out) or ``<config>/findings`` (one line per sweep cell, read off the reference's claims).
+A region is ``<!-- BEGIN arca:NAME -->`` ... ``<!-- END arca:NAME -->``, each marker on a line
+of its own. NAME is ``<config>/<table>`` (``results/reference/<config>/<table>.md`` without its
+title line) or ``<config>/findings`` (each cell's claims, read off the reference's tables).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 log = logging.getLogger("arca")
 
 REGION = re.compile(
-    r"(<!-- BEGIN arca:(?P<name>[\w./-]+) -->\n)(?P<body>.*?)(<!-- END arca:(?P=name) -->)",
-    flags=re.S,
+    r"^(<!-- BEGIN arca:(?P<name>[\w./-]+) -->\n)(?P<body>.*?)^(<!-- END arca:(?P=name) -->)$",
+    flags=re.S | re.M,
 )
-OPEN = re.compile(r"<!-- BEGIN arca:([\w./-]+) -->")
+OPEN = re.compile(r"^<!-- BEGIN arca:([\w./-]+) -->$", flags=re.M)
 REFERENCE = Path("results") / "reference"
 _WORDS = {"positive": "higher", "negative": "lower"}
 _SHORT = {"area under the greedy learning curve": "learning-curve area"}
@@ -42,7 +42,8 @@ def _table(path: Path) -> str:
         lines = lines[1:]
         while lines and not lines[0].strip():
             lines = lines[1:]
-    return "\n".join(lines)
+    # the table's own sections sit below the doc's heading (a ### section) for it
+    return "\n".join(f"##{line}" if line.startswith("#") else line for line in lines)
 
 
 def findings(folder: Path) -> str:
@@ -55,7 +56,8 @@ def findings(folder: Path) -> str:
         head, word = c.claim.rsplit(": ", 1)
         pair, quantity = head.split(", ", 1)
         cell, other = pair.split(" minus ", 1)
-        quantity = _SHORT.get(quantity.split(" (", 1)[0], quantity)
+        quantity = quantity.split(" (", 1)[0]
+        quantity = _SHORT.get(quantity, quantity)
         pairs.setdefault((cell, other.replace("_r", " r")), []).append(
             f"{quantity} {_WORDS.get(word, word)} ({c.reference})"
         )
