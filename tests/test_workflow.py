@@ -689,3 +689,29 @@ def test_tune_config_runs_every_default_method_at_four_lrs_on_other_seeds():
     assert set(lrs) == methods
     for method, values in lrs.items():
         assert len(values) >= 3 and max(values) / min(values) >= 10 and shared in values, (method, values)
+
+
+@pytest.mark.parametrize(
+    "args, named, hint",
+    [
+        (["--config", "train={lrr: 1.0e-4}"], '--config train={"lrr"', "did you mean 'lr'?"),
+        (["--config", "set=rollout.decoder=laen"], "--config set=rollout.decoder=laen", "did you mean 'lean'?"),
+        (["bad.yaml"], "bad.yaml", "did you mean 'lr'?"),
+        (["method.yaml"], "method.yaml", "did you mean 'arca'?"),
+    ],
+)
+def test_snakemake_config_errors_name_their_source_and_the_closest_key(tmp_path, args, named, hint):
+    (tmp_path / "bad.yaml").write_text("train: {lrr: 1.0e-4}\n")
+    (tmp_path / "method.yaml").write_text(
+        'sweep: {cells: [{method: arcaa, ranks: [2], label: "", overrides: {}, compare: []}]}\n'
+    )
+    files = [str(tmp_path / a) if a.endswith(".yaml") else a for a in args]
+    if args[0].endswith(".yaml"):
+        cli = ["--configfile", "configs/smoke.yaml", *files]
+    else:
+        cli = [*files, "--configfile", "configs/smoke.yaml"]
+    proc = run_snakemake("-n", "--nolock", "--cores", "1", *cli)
+    assert proc.returncode != 0
+    error = next(line for line in proc.log.splitlines() if line.startswith("error: "))
+    assert named in error and hint in error, proc.log
+    assert "Traceback" not in proc.log and 'File "' not in proc.log

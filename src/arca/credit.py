@@ -37,7 +37,7 @@ from typing import Callable
 import torch
 
 from arca import grid
-from arca.config import Config, ConfigError, Normalization, make_run_id
+from arca.config import Config, ConfigError, Normalization, did_you_mean, make_run_id
 
 ENTROPIES = "entropies"
 STEP_ENTROPIES = "step_entropies"
@@ -276,7 +276,8 @@ def check_config(cfg: Config, source: str = "<config>") -> None:
     def check(method: str, key: str, run_cfg: Config | None) -> None:
         if method not in REGISTRY:
             raise ConfigError(
-                f"{source}: key '{key}' names an unknown credit method {method!r} (known: {sorted(REGISTRY)})"
+                f"{source}: key '{key}' names an unknown credit method {method!r}{did_you_mean(method, REGISTRY)}; "
+                f"known: {', '.join(sorted(REGISTRY))}"
             )
         problem = REGISTRY[method].requires(run_cfg) if REGISTRY[method].requires and run_cfg is not None else None
         if problem:

@@ -16,10 +16,20 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from arca.config import Config, ConfigError, apply_overrides, parse_override
+from arca.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    check_keys,
+    from_dict,
+    parse_override,
+    read_yaml,
+    set_dotted,
+)
 from arca.grid import as_config, check_run_overrides
 
 
@@ -144,3 +154,39 @@ def config_param(args: str) -> Callable[[Any, Any], str]:
         return args
 
     return config
+
+
+def _cli_config(workflow: Any) -> dict:
+    return dict(workflow.config_settings.config or {})
+
+
+def config_source(workflow: Any) -> str:
+    """Where Snakemake's config came from, for error messages: the files, then the ``--config`` values."""
+    parts = config_files(workflow)
+    parts += [f"--config {key}={json.dumps(value)}" for key, value in _cli_config(workflow).items()]
+    return " + ".join(parts) or "the dataclass defaults"
+
+
+def checked_config(workflow: Any, config: Mapping[str, Any]) -> Config:
+    """Snakemake's merged ``config`` as a validated ``Config``.
+
+    Each config file and each ``--config`` value is checked on its own first, so that a key or
+    type error names the one it came from; a value error names them all.
+    """
+    for path in config_files(workflow):
+        check_keys(read_yaml(Path(path)), path)
+    cli = _cli_config(workflow)
+    for key, value in cli.items():
+        if key != SET_KEY:
+            check_keys({key: value}, f"--config {key}={json.dumps(value)}")
+    for entry in set_entries(cli):
+        layer: dict = {}
+        set_dotted(layer, *parse_override(entry, f"--config {SET_KEY}"), source=f"--config {SET_KEY}")
+        check_keys(layer, f"--config {SET_KEY}={entry}")
+    return from_dict(json.loads(json.dumps(dict(config))), source=config_source(workflow))
+
+
+def fail(error: Exception) -> None:
+    """End the Snakefile with the error's one message and no traceback."""
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(1)

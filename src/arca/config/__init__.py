@@ -25,7 +25,9 @@ from arca.config.checks import (  # noqa: F401
 from arca.config.loading import (  # noqa: F401
     FLOAT_STRING,
     apply_overrides,
+    check_keys,
     deep_merge,
+    did_you_mean,
     dump_config,
     from_dict,
     load_config,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -18,6 +19,12 @@ from arca.config.sections import Config, ConfigError, to_dict
 
 # ----------------------------------------------------------------------------- (de)serialization
 FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def did_you_mean(word: Any, known: Any) -> str:
+    """`` (did you mean 'lr'?)`` for the closest of ``known`` to ``word``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _type_name(tp: Any) -> str:
@@ -56,7 +63,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{source}: key '{key}' must be one of {list(allowed)}, got {value!r}")
+            raise ConfigError(
+                f"{source}: key '{key}' must be one of {list(allowed)}, got {value!r}{did_you_mean(value, allowed)}"
+            )
         return value
     if tp is float:
         if isinstance(value, str) and FLOAT_STRING.fullmatch(value.strip()):
@@ -80,12 +89,18 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     for key in raw:
         if key not in names:
             path = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(f"{source}: unknown key '{path}' (allowed here: {sorted(names)})")
+            hint = did_you_mean(key, names)
+            raise ConfigError(f"{source}: unknown key '{path}'{hint}; allowed here: {', '.join(sorted(names))}")
     kwargs = {}
     for key, value in raw.items():
         path = f"{prefix}.{key}" if prefix else key
         kwargs[key] = _coerce(value, hints[key], path, source)
     return cls(**kwargs)
+
+
+def check_keys(raw: dict, source: str) -> None:
+    """Key and type errors of one layer of config (a file, or ``--config`` values), named with ``source``."""
+    _build(Config, raw, "", source)
 
 
 def from_dict(raw: dict, source: str = "<config>") -> Config:
@@ -176,7 +191,7 @@ def load_config(paths: list[str | Path] | str | Path | None = None, overrides: l
     merged: dict = {}
     for p in paths:
         raw = read_yaml(Path(p))
-        _build(Config, raw, "", str(p))  # key and type errors, named with this file
+        check_keys(raw, str(p))  # key and type errors, named with this file
         merged = deep_merge(merged, raw)
     source = " + ".join(str(p) for p in paths) or "<defaults>"
     merged = apply_overrides(merged, list(overrides or []))
