@@ -6,11 +6,13 @@
 #   snakemake --cores all --config 'train={lr: 1.0e-4}'   # any key, Snakemake's nested form
 #   snakemake --cores all --config set=train.lr=1e-4      # the same, like python -m arca --set
 #   snakemake --profile workflow/profiles/slurm --configfile configs/paper.yaml
-#   snakemake --report results/<name>/report.html          # after a run
+#   (a run that succeeds writes results/<name>/report.html and prints the main table and the claims)
 from snakemake.utils import min_version
 
 from arca import credit, grid, snakeconfig
 from arca.config import ConfigError
+from arca.paths import paths_of
+from arca.report.summary import run_summary
 
 min_version("9.0")
 
@@ -19,8 +21,10 @@ configfile: "configs/default.yaml"
 
 
 try:
+    # `--config 'train={steps: 2}'` reaches us with every leaf a string: given its YAML type first.
     # `--config set=train.lr=1e-4` (or set='[train.lr=1e-4, credit.sharpen=1.0]'): the same overrides
     # as `python -m arca --set`, applied here so the DAG (and each run's hash) sees them.
+    snakeconfig.type_nested_values(config, workflow.config_settings.config)
     snakeconfig.apply_set(config)
     # The resolved, checked config the rules read (types, closed sets, values, the credit methods'
     # requirements), validated once here; errors name the key and the file or --config value.
@@ -65,3 +69,9 @@ rule all:
     input:
         grid.all_targets(CFG),
     default_target: True
+
+
+# The end of a successful run: Snakemake's HTML report (every table, figure and the claims), then
+# the main table, the claims and the report's path on the screen.
+onsuccess:
+    print(run_summary(CFG, snakeconfig.build_report(workflow, paths_of(CFG).report)))

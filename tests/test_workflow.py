@@ -348,8 +348,14 @@ def test_grid_report_outputs_caption_every_shown_file():
                 shown[key] = value[2]
             else:
                 assert value == outputs[key]
-    assert set(shown) == {f"{t}_csv" for t in grid.REPORT_TABLES} | {f"{f}_png" for f in grid.FIGURES}
-    assert shown["performance_csv"] == {"caption": "../report/tables/performance.rst", "category": "Tables"}
+    markdown = {f"{t}_md" for t in grid.REPORT_TABLES if "md" in grid.TABLES[t]}
+    assert set(shown) == {f"{t}_csv" for t in grid.REPORT_TABLES} | markdown | {f"{f}_png" for f in grid.FIGURES} | {
+        "paper_comparison_md"
+    }
+    caption = "../report/tables/performance.rst"
+    assert shown["performance_csv"] == {"caption": caption, "category": "Tables", "subcategory": "CSV"}
+    assert shown["performance_md"] == {"caption": caption, "category": "Tables", "subcategory": "Markdown"}
+    assert shown["paper_comparison_md"] == {"caption": "../report/tables/paper_comparison.rst", "category": "Claims"}
     assert shown["lorenz_png"] == {
         "caption": "../report/figures/lorenz.rst",
         "category": "Figures",
@@ -715,3 +721,20 @@ def test_snakemake_config_errors_name_their_source_and_the_closest_key(tmp_path,
     error = next(line for line in proc.log.splitlines() if line.startswith("error: "))
     assert named in error and hint in error, proc.log
     assert "Traceback" not in proc.log and 'File "' not in proc.log
+
+
+def test_snakemakes_nested_config_form_keeps_the_values_types():
+    # Snakemake reads the leaves of `train={steps: 2}` as strings; the steps must get the int
+    proc = run_snakemake(
+        "-n",
+        "--nolock",
+        "-p",
+        "--cores",
+        "1",
+        "--config",
+        "train={steps: 2, lr: 1.0e-4}",
+        "--configfile",
+        "configs/smoke.yaml",
+    )
+    assert proc.returncode == 0, proc.log
+    assert "--set train.steps=2 --set train.lr=0.0001" in proc.log

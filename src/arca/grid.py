@@ -59,8 +59,8 @@ FIGURE_GROUPS = {
 }
 FIGURES = tuple(FIGURE_GROUPS)
 FIGURE_FORMATS = ("png", "pdf")
-# The tables `snakemake --report` shows (their CSV). It shows every figure's PNG too; the Markdown,
-# LaTeX and PDF copies are written beside them but not shown. Captions: workflow/report/<folder>/<name>.rst.
+# The tables `snakemake --report` shows (their CSV and Markdown). It shows every figure's PNG too;
+# the LaTeX and PDF copies are written beside them but not shown. Captions: workflow/report/<folder>/<name>.rst.
 REPORT_TABLES = (
     "performance",
     "concentration",
@@ -71,6 +71,8 @@ REPORT_TABLES = (
     "learning_curves",
     "cost",
 )
+# The Markdown files the report shows as the claims: the paper's, judged at this scale.
+REPORT_CLAIMS = ("paper_comparison",)
 # The jobs whose wall time and peak memory Snakemake records (its `benchmark:` files) for the cost table.
 BENCHMARKED = ("build_base", "train", "evaluate")
 
@@ -317,7 +319,8 @@ def report_outputs(outputs: Mapping[str, str], wrap: Callable[..., Any], caption
     """``table_outputs`` or ``figure_outputs`` as a rule's ``output:``, the files the HTML report shows
     passed through ``wrap`` (Snakemake's ``report``) with their caption and category.
 
-    Shown: the CSV of every table in ``REPORT_TABLES`` and the PNG of every figure, captioned by
+    Shown: the CSV and Markdown of every table in ``REPORT_TABLES``, the claims (``REPORT_CLAIMS``)
+    and the PNG of every figure, captioned by
     ``<captions>/tables/<name>.rst`` and ``<captions>/figures/<name>.rst`` (``captions`` is relative
     to the rule's file, as Snakemake reads it).
     """
@@ -325,7 +328,11 @@ def report_outputs(outputs: Mapping[str, str], wrap: Callable[..., Any], caption
     for key, path in outputs.items():
         name, ext = key.rsplit("_", 1)
         if ext == "csv" and name in REPORT_TABLES:
-            out[key] = wrap(path, caption=f"{captions}/tables/{name}.rst", category="Tables")
+            out[key] = wrap(path, caption=f"{captions}/tables/{name}.rst", category="Tables", subcategory="CSV")
+        elif ext == "md" and name in REPORT_TABLES:
+            out[key] = wrap(path, caption=f"{captions}/tables/{name}.rst", category="Tables", subcategory="Markdown")
+        elif ext == "md" and name in REPORT_CLAIMS:
+            out[key] = wrap(path, caption=f"{captions}/tables/{name}.rst", category="Claims")
         elif ext == "png" and name in FIGURE_GROUPS:
             out[key] = wrap(
                 path, caption=f"{captions}/figures/{name}.rst", category="Figures", subcategory=FIGURE_GROUPS[name]

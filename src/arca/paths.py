@@ -178,6 +178,11 @@ class Paths:
         return self.tables / f"{name}.{ext}"
 
     @property
+    def report(self) -> Path:
+        """Snakemake's HTML report of the experiment, written when a run of the DAG succeeds."""
+        return self.root / "report.html"
+
+    @property
     def figures(self) -> Path:
         return self.root / "figures"
 

@@ -104,6 +104,35 @@ def cli_overrides(overrides: Mapping[str, Any] | None) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in _flatten(plain)] + set_entries(overrides)
 
 
+def _typed(value: Any) -> Any:
+    """A leaf of a nested ``--config`` value with its YAML type: Snakemake reads ``train={steps: 2}``
+    with YAML's base loader, which leaves every leaf a string."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if parsed is None or isinstance(parsed, (bool, int, float)) else value
+    return value
+
+
+def type_nested_values(config: dict, cli: dict) -> None:
+    """Give the leaves of nested ``--config`` values (``train={steps: 2}``) their YAML types, in
+    Snakemake's ``--config`` dict ``cli`` and in the merged ``config``, both in place."""
+    for key, value in list(cli.items()):
+        if key == SET_KEY or not isinstance(value, dict):
+            continue
+        cli[key] = _typed(value)
+        for path, leaf in _flatten(cli[key], f"{key}."):
+            set_dotted(config, path, leaf, source="--config")
+
+
 def apply_set(config: dict) -> list[str]:
     """Apply (in place) and remove the ``set`` entry of Snakemake's merged ``config``; return it.
 
@@ -190,3 +219,29 @@ def fail(error: Exception) -> None:
     """End the Snakefile with the error's one message and no traceback."""
     print(f"error: {error}", file=sys.stderr)
     raise SystemExit(1)
+
+
+def report_command(workflow: Any, path: str | Path) -> list[str]:
+    """``snakemake --report PATH`` for the DAG this Snakemake run planned: the same Snakefile,
+    ``--configfile`` files and ``--config`` values; ``--nolock`` because the run still holds the lock."""
+    cmd = [sys.executable, "-m", "snakemake", "--report", str(path), "--nolock"]
+    cmd += ["--snakefile", str(workflow.main_snakefile)]
+    cli_files = [_short_path(str(p)) for p in (workflow.overwrite_configfiles or [])]
+    if cli_files:
+        cmd += ["--configfile", *cli_files]
+    cli = _cli_config(workflow)
+    if cli:
+        cmd += ["--config", *[f"{key}={json.dumps(value)}" for key, value in cli.items()]]
+    return cmd
+
+
+def build_report(workflow: Any, path: str | Path) -> Path | None:
+    """Write Snakemake's HTML report to ``path``; None (and a warning) when Snakemake could not."""
+    import subprocess
+
+    proc = subprocess.run(report_command(workflow, path), capture_output=True, text=True)
+    if proc.returncode != 0 or not Path(path).is_file():
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+        print(f"warning: the HTML report was not written ({path}):\n{tail}", file=sys.stderr)
+        return None
+    return Path(path)
