@@ -44,7 +44,7 @@ def _info(**extra) -> dict:
     return {"run": "arca_r8_s1", "config_hash": "0123456789abcdef", "steps": 3, **extra}
 
 
-def test_model_card_of_a_base_built_here(cfg):
+def test_model_card_of_a_base_built_here(cfg, tmp_path):
     info = _info(
         trainable_params=1234567,
         final_metrics=final_metrics(
@@ -56,23 +56,71 @@ def test_model_card_of_a_base_built_here(cfg):
     lines = card.splitlines()
     meta = lines[: lines.index("---", 1) + 1]
     assert meta[0] == "---" and "library_name: peft" in meta and f"- credit-{cfg.credit.method}" in meta
-    assert not any(line.startswith("base_model:") for line in meta)  # a local path is no Hub reference
+    assert "license: mit" in meta
+    assert not any(line.startswith("base_model:") for line in meta)  # a base built here is no Hub reference
+    assert str(cfg.base_dir.resolve()) not in card and str(tmp_path) not in card  # no absolute path
     assert f"# arca_r8_s1: a LoRA adapter trained with GRPO and `{cfg.credit.method}` token credit" in lines
     assert "| trainable parameters | 1,234,567 |" in lines
     assert "| config hash | `0123456789abcdef` (training sections of `../config.yaml`) |" in lines
     assert "| reward_mean (last step / mean over training) | 0.25 / 0.375 |" in lines
     assert "| gini (last step / mean over training) | 0.2 / 0.1617 |" in lines  # 4 significant digits
     assert "| held-out accuracy at step 3 (16 problems) | greedy 0.5, one sample 0.375 |" in lines
-    assert f"| base model | `{cfg.base_dir.resolve()}` (built by `python -m arca build-base`) |" in lines
+    assert any(line.startswith("| base model | a Qwen3-architecture model pretrained by arca-bench") for line in lines)
     assert "If you move or copy the results folder" in card
+    assert "## Limitations" in lines
+
+
+def test_model_card_loads_with_huggingface_hub_and_carries_the_eval_results(cfg, tmp_path):
+    from huggingface_hub import ModelCard
+
+    summary = {
+        "protocols": {
+            "generated": {
+                "primary_grader": "paper",
+                "greedy": {"paper": 0.625, "math_verify": 0.6},
+                "pass_at_k": {"k": 2, "paper": 0.75, "math_verify": 0.7},
+            }
+        }
+    }
+    path = tmp_path / "README.md"
+    path.write_text(model_card(cfg, _info(), summary))
+    card = ModelCard.load(path)
+    assert card.data.library_name == "peft" and card.data.license == "mit"
+    assert f"credit-{cfg.credit.method}" in card.data.tags
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results == {"accuracy": 0.625, "pass@2": 0.75}
+    assert "`eval/arca_r8_s1/summary.json`" in card.text
+
+
+def test_model_card_without_an_evaluation_takes_the_learning_curve(cfg):
+    from huggingface_hub import ModelCard
+
+    info = _info(final_metrics={"curve_step": 3, "curve_greedy": 0.5, "curve_sampled": 0.25, "curve_problems": 8})
+    card = ModelCard(model_card(cfg, info))
+    (result,) = card.data.eval_results
+    assert result.metric_value == 0.5 and "step 3" in result.metric_name
+    assert "the held-out learning curve" in card.text
+
+
+def test_model_card_gives_the_exact_prompt_and_an_example_that_uses_it(cfg):
+    from arca.prompts import PROMPT_TEMPLATE, build_prompt
+
+    card = model_card(cfg, _info())
+    assert "```text\n" + PROMPT_TEMPLATE.format(problem="{problem}").rstrip("\n") + "\n```" in card
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(code.split("model, tok =", 1)[0].split("\n", 3)[-1], namespace)  # the ADAPTER, PROMPT line
+    assert namespace["PROMPT"].format(problem="What is 7 + 5?") == build_prompt("What is 7 + 5?")
+    assert len([line for line in code.splitlines() if line.startswith(("model, tok", "ids =", "print("))]) == 3
 
 
 def test_model_card_of_a_hub_base_without_metrics(cfg):
     cfg.model.source, cfg.model.name_or_path = "hub", "Qwen/Qwen3-1.7B-Base"
     card = model_card(cfg, _info())
-    assert "base_model: Qwen/Qwen3-1.7B-Base" in card.splitlines()[:6]
+    assert "base_model: Qwen/Qwen3-1.7B-Base" in card.splitlines()[:8]
     assert "| base model | `Qwen/Qwen3-1.7B-Base` |" in card
     assert "| trainable parameters | - |" in card and "(no metrics recorded)" in card
+    assert "(not evaluated yet)" in card
     assert "If you move or copy the results folder" not in card
 
 

@@ -6,6 +6,8 @@ before any output is written.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -659,6 +661,12 @@ def test_adapter_loads_from_another_directory_with_card_and_tokenizer(results, t
     ):
         assert needle in card, needle
     assert "More Information Needed" not in card  # not peft's blank template
+    # the card's loading-and-generating example runs as written, on the card's prompt
+    code = card.split("```python\n", 1)[1].split("```", 1)[0].replace(cards.ADAPTER_PLACEHOLDER, str(adapter))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {})
+    assert printed.getvalue().endswith("\n")  # it got as far as printing the completion
 
 
 def test_hub_base_is_recorded_as_its_hub_id(tmp_path):
