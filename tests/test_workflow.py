@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import os
 import re
 import shlex
@@ -738,3 +739,48 @@ def test_snakemakes_nested_config_form_keeps_the_values_types():
     )
     assert proc.returncode == 0, proc.log
     assert "--set train.steps=2 --set train.lr=0.0001" in proc.log
+
+
+def _byo_config(tmp_path: Path) -> Path:
+    """docs/bring-your-own.md's settings file on a local MATH-format JSONL data set, the model swapped
+    for the smoke config's pretrained-here one (no Hub here) and the sweep for two cells."""
+    text = (REPO / "docs" / "bring-your-own.md").read_text()
+    raw = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, flags=re.S).group(1))
+    assert raw["data"]["source"] == "math" and raw["model"]["source"] in ("hub", "local")
+    rows = {"train": 40, "test": 12}
+    for split, n in rows.items():
+        lines = []
+        for i in range(n):
+            a, b = i + 2, 2 * i + 1
+            row = {"problem": f"What is {a} + {b}?", "solution": f"{a} + {b} = {a + b}, so $\\boxed{{{a + b}}}$."}
+            lines.append(json.dumps({**row, "level": "Level 1", "type": "Prealgebra"}))
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    raw["data"].update(train=str(tmp_path / "train.jsonl"), test=str(tmp_path / "test.jsonl"))
+    raw["model"] = {"source": "pretrain"}
+    raw["eval"]["n_problems"] = rows["test"]
+    raw["paths"] = {"results": str(tmp_path / "results")}
+    raw["sweep"] = {
+        "cells": [{"method": m, "ranks": [4], "label": "", "overrides": {}, "compare": []} for m in ("uniform", "arca")]
+    }
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_bring_your_own_data_set_plans_the_smoke_dag_and_prepares_the_data(tmp_path):
+    mine = _byo_config(tmp_path)
+    proc = run_snakemake("-n", "--nolock", "--cores", "1", "--configfile", "configs/smoke.yaml", str(mine))
+    assert proc.returncode == 0, proc.log
+    counts = job_counts(proc.log)
+    assert counts["train"] == 2 and counts["evaluate"] == 3 and counts["prepare_data"] == 1
+    step = subprocess.run(
+        [sys.executable, "-m", "arca", "prepare-data", "--config", "configs/smoke.yaml", "--config", str(mine)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert step.returncode == 0, step.stderr
+    test = [json.loads(x) for x in (tmp_path / "results" / "mine" / "data" / "test.jsonl").read_text().splitlines()]
+    assert len(test) == 12 and test[0]["answer"] == "3" and test[0]["level"] == 1 and test[0]["subject"] == "Prealgebra"
