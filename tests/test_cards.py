@@ -129,3 +129,29 @@ def test_adapter_run_info_reads_the_record_or_says_to_retrain(tmp_path):
         adapter_run_info(tmp_path)
     (tmp_path / RUN_INFO).write_text('{"run": "uniform_r8_s1", "config_hash": "ab"}')
     assert adapter_run_info(tmp_path) == {"run": "uniform_r8_s1", "config_hash": "ab"}
+
+
+def test_refresh_card_adds_the_evaluation_and_keeps_the_modification_times(cfg):
+    import json
+    import os
+
+    from arca import grid
+    from arca.cards import refresh_card
+    from arca.paths import paths_of
+
+    run = "arca_r4_s1"
+    run_cfg = grid.for_run(cfg, run)
+    adapter = paths_of(run_cfg).run(run).adapter
+    adapter.mkdir(parents=True)
+    (adapter / RUN_INFO).write_text(json.dumps(_info(run=run)))
+    (adapter / "README.md").write_text(model_card(run_cfg, _info(run=run), summary={}))
+    for path in (adapter / "README.md", adapter):
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    with pytest.raises(FileNotFoundError, match="evaluate arca_r4_s1 first"):
+        refresh_card(cfg, run)
+    summary = {"protocols": {"generated": {"greedy": {"paper": 0.25}, "pass_at_k": {"k": 2, "paper": 0.5}}}}
+    run_cfg.eval_dir(run).mkdir(parents=True)
+    (run_cfg.eval_dir(run) / "summary.json").write_text(json.dumps(summary))
+    card = refresh_card(cfg, run).read_text()
+    assert "From `eval/arca_r4_s1/summary.json`." in card and "| pass@2, held-out" in card
+    assert (adapter / "README.md").stat().st_mtime_ns == adapter.stat().st_mtime_ns == 1_000_000_000

@@ -110,6 +110,13 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
             ),
         ],
     ),
+    "card": (
+        "arca.cards:card_main",
+        "rewrite a finished run's model card with its held-out evaluation",
+        [
+            (("--run",), dict(required=True, help="run id <method>_r<rank>_s<seed>")),
+        ],
+    ),
     "docs": (
         "arca.report.docs:docs_main",
         "rewrite the generated regions of README.md and docs/*.md from results/reference/",

@@ -138,6 +138,7 @@ def finish_run(cfg: Config, run: RunPaths, model, tok, state: RunState, identity
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         write_json(tmp / RUN_INFO, info)
-        write_text(tmp / "README.md", model_card(cfg, info))  # replaces peft's blank template
+        # replaces peft's blank template; a fresh adapter has no evaluation yet (an old one may lie around)
+        write_text(tmp / "README.md", model_card(cfg, info, summary={}))
     shutil.rmtree(run.checkpoints, ignore_errors=True)
     shutil.rmtree(run.live, ignore_errors=True)  # the finished metrics.jsonl and curve.jsonl hold it all
