@@ -20,7 +20,7 @@ REGION = re.compile(
 )
 OPEN = re.compile(r"^<!-- BEGIN arca:([\w./-]+) -->$", flags=re.M)
 REFERENCE = Path("results") / "reference"
-_WORDS = {"positive": "higher", "negative": "lower"}
+_WORDS = {"positive": "higher", "negative": "lower", "no detectable difference": "not detectably different"}
 _SHORT = {"area under the greedy learning curve": "learning-curve area"}
 
 
@@ -61,7 +61,7 @@ def findings(folder: Path) -> str:
         pairs.setdefault((cell, other.replace("_r", " r")), []).append(
             f"{quantity} {_WORDS.get(word, word)} ({c.reference})"
         )
-    return "\n".join(f"- **{cell}** against {other}: " + "; ".join(parts) for (cell, other), parts in pairs.items())
+    return "\n".join(f"- **{cell}** vs {other}: " + "; ".join(parts) for (cell, other), parts in pairs.items())
 
 
 def render_region(name: str, root: Path) -> str:
