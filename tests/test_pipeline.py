@@ -29,7 +29,7 @@ ENV = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
 }
-# The x86 kernel choices results/reference/smoke/ was made with (README "Checking a reproduction"):
+# The x86 kernel choices results/reference/smoke/ was made with (docs/reproducibility.md):
 # torch's AVX2 kernels and MKL's AVX2 code path exist on every x86-64 CPU of the last decade, so the
 # smoke DAG computes the same bits on each of them, and its tables can be checked number by number.
 PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
