@@ -33,7 +33,7 @@ reference's per-seed runs in ``runs.csv``; it informs, it is not a claim. Both t
 claims reproduced, 2 inconclusive"); the step exits with status 1 unless every claim is
 reproduced.
 
-The number-by-number comparison of earlier versions stays: ``--exact`` prints it and exits with
+The number-by-number comparison is there too: ``--exact`` prints it and exits with
 status 1 when any number differs; without ``--exact`` it is still written, to
 ``results/<name>/reference_comparison.md``, and counted in one line. Rows are matched by their
 identity columns (``KEYS``); a row present on one side only, or a text cell that differs (a
