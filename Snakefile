@@ -29,6 +29,8 @@ try:
     # The resolved, checked config the rules read (types, closed sets, values, the credit methods'
     # requirements), validated once here; errors name the key and the file or --config value.
     CFG = snakeconfig.checked_config(workflow, config)
+    for source, layer in snakeconfig.config_layers(workflow):
+        credit.check_methods_named(layer, source)  # an unknown method, named with its file
     credit.check_config(CFG, snakeconfig.config_source(workflow))
     # An override of what a run id fixes (method, rank, seed, a cell's overrides) is an error.
     snakeconfig.check_overrides(CFG, snakeconfig.cli_overrides(workflow.config_settings.config))

@@ -119,3 +119,21 @@ def test_docs_step_needs_no_config_and_reports_stale_regions(tmp_path, monkeypat
     assert cli.main(["docs"]) == 0
     assert readme.read_text() == "intro\n<!-- BEGIN arca:x/t -->\n| a |\n|---|\n| 1 |\n<!-- END arca:x/t -->\nend\n"
     assert cli.main(["docs", "--check"]) == 0
+
+
+@pytest.mark.parametrize(
+    "extra, named, hint",
+    [
+        (["--set", "credit.method=surprisl"], "--set credit.method=surprisl", "did you mean 'surprisal'?"),
+        (["--config", "BAD"], "bad.yaml: key 'sweep.cells[0].method'", "did you mean 'arca'?"),
+        (["--set", "train.lrr=1"], "unknown key 'train.lrr'", "did you mean 'lr'?"),
+    ],
+)
+def test_config_errors_name_their_source_and_the_closest_name(tmp_path, capsys, extra, named, hint):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('sweep: {cells: [{method: arcaa, ranks: [2], label: "", overrides: {}, compare: []}]}\n')
+    smoke = str(Path(cli.__file__).parents[2] / "configs" / "smoke.yaml")
+    argv = ["show-config", "--config", smoke, *[str(bad) if a == "BAD" else a for a in extra]]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert named in err and hint in err and "Traceback" not in err

@@ -14,8 +14,8 @@ import logging
 import sys
 
 from arca import grid
-from arca.config import ConfigError, load_config
-from arca.credit import check_config
+from arca.config import ConfigError, apply_overrides, load_config, read_yaml
+from arca.credit import check_config, check_methods_named
 from arca.grid import check_run_overrides
 
 log = logging.getLogger("arca")
@@ -255,8 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.step in NO_CONFIG:
             cfg = None
         else:
-            cfg = load_config(args.config or default_config_files(), args.overrides)
-            check_config(cfg)
+            files = args.config or default_config_files()
+            cfg = load_config(files, args.overrides)
+            for path in files:  # an unknown credit method, named with its file or --set value
+                check_methods_named(read_yaml(path), path)
+            for entry in args.overrides:
+                check_methods_named(apply_overrides({}, [entry]), f"--set {entry}")
+            check_config(cfg, " + ".join(files))
         run = getattr(args, "run", None)
         if run and run != "base" and args.overrides:
             check_run_overrides(cfg, run, args.overrides)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -267,6 +267,20 @@ REGISTRY: dict[str, CreditMethod] = {
 
 # The methods of the paper (the rest are controls this project adds).
 PAPER_METHODS = ("uniform", "surprisal", "entropy_reduction", "divergence", "arca")
+
+
+def check_methods_named(raw: Mapping[str, Any], source: str) -> None:
+    """The credit methods one layer of config (a file, or ``--config`` values) names exist; the
+    error names that layer and the closest method. Raises ``ConfigError``."""
+    named = [("credit.method", (raw.get("credit") or {}).get("method"))]
+    cells = (raw.get("sweep") or {}).get("cells") or []
+    named += [(f"sweep.cells[{i}].method", c.get("method")) for i, c in enumerate(cells) if isinstance(c, Mapping)]
+    for key, method in named:
+        if isinstance(method, str) and method not in REGISTRY:
+            raise ConfigError(
+                f"{source}: key '{key}' names an unknown credit method {method!r}{did_you_mean(method, REGISTRY)}; "
+                f"known: {', '.join(sorted(REGISTRY))}"
+            )
 
 
 def check_config(cfg: Config, source: str = "<config>") -> None:

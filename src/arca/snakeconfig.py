@@ -196,22 +196,27 @@ def config_source(workflow: Any) -> str:
     return " + ".join(parts) or "the dataclass defaults"
 
 
+def config_layers(workflow: Any) -> list[tuple[str, dict]]:
+    """Each layer of Snakemake's config as (where it came from, its content): the files in merge
+    order, then each ``--config`` value and each ``set=`` entry."""
+    layers = [(path, read_yaml(Path(path))) for path in config_files(workflow)]
+    cli = _cli_config(workflow)
+    layers += [(f"--config {key}={json.dumps(value)}", {key: value}) for key, value in cli.items() if key != SET_KEY]
+    for entry in set_entries(cli):
+        layer: dict = {}
+        set_dotted(layer, *parse_override(entry, f"--config {SET_KEY}"), source=f"--config {SET_KEY}")
+        layers.append((f"--config {SET_KEY}={entry}", layer))
+    return layers
+
+
 def checked_config(workflow: Any, config: Mapping[str, Any]) -> Config:
     """Snakemake's merged ``config`` as a validated ``Config``.
 
     Each config file and each ``--config`` value is checked on its own first, so that a key or
     type error names the one it came from; a value error names them all.
     """
-    for path in config_files(workflow):
-        check_keys(read_yaml(Path(path)), path)
-    cli = _cli_config(workflow)
-    for key, value in cli.items():
-        if key != SET_KEY:
-            check_keys({key: value}, f"--config {key}={json.dumps(value)}")
-    for entry in set_entries(cli):
-        layer: dict = {}
-        set_dotted(layer, *parse_override(entry, f"--config {SET_KEY}"), source=f"--config {SET_KEY}")
-        check_keys(layer, f"--config {SET_KEY}={entry}")
+    for source, layer in config_layers(workflow):
+        check_keys(layer, source)
     return from_dict(json.loads(json.dumps(dict(config))), source=config_source(workflow))
 
 
