@@ -100,7 +100,9 @@ def _dataset(cfg: Config, protocol: str) -> tuple[str, str]:
 
 def read_summary(cfg: Config, run: str) -> dict | None:
     """The run's ``eval/<run>/summary.json`` when the evaluation has been written, else None."""
-    path = cfg.eval_dir(run) / "summary.json"
+    from arca.paths import paths_of
+
+    path = paths_of(cfg).eval(run).summary
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -376,7 +378,7 @@ def refresh_card(cfg: Config, run_id: str) -> Path:
     summary = read_summary(run_cfg, run_id)
     if summary is None:
         raise FileNotFoundError(
-            f"{run_cfg.eval_dir(run_id) / 'summary.json'} not found: evaluate {run_id} first "
+            f"{paths_of(run_cfg).eval(run_id).summary} not found: evaluate {run_id} first "
             f"(python -m arca evaluate --run {run_id} with the same --config)"
         )
     card = adapter / "README.md"
