@@ -155,3 +155,57 @@ def test_refresh_card_adds_the_evaluation_and_keeps_the_modification_times(cfg):
     card = refresh_card(cfg, run).read_text()
     assert "From `eval/arca_r4_s1/summary.json`." in card and "| pass@2, held-out" in card
     assert (adapter / "README.md").stat().st_mtime_ns == adapter.stat().st_mtime_ns == 1_000_000_000
+
+
+class LocalHub:
+    """Stands in for huggingface_hub.HfApi: a repository is a folder under ``root``."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def create_repo(self, repo_id, private=False, exist_ok=False):
+        (self.root / repo_id).mkdir(parents=True, exist_ok=exist_ok)
+
+    def upload_folder(self, folder_path, repo_id, commit_message):
+        import shutil
+
+        shutil.copytree(folder_path, self.root / repo_id, dirs_exist_ok=True)
+        return f"uploaded: {commit_message}"
+
+
+def _finished_adapter(cfg, run):
+    import json
+
+    from arca import grid
+    from arca.paths import paths_of
+
+    run_cfg = grid.for_run(cfg, run)
+    adapter = paths_of(run_cfg).run(run).adapter
+    adapter.mkdir(parents=True)
+    (adapter / RUN_INFO).write_text(json.dumps(_info(run=run)))
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "README.md").write_text(model_card(run_cfg, _info(run=run), summary={}))
+    return adapter
+
+
+def test_push_uploads_the_adapter_folder_with_a_card_the_hub_reads(cfg, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from arca.cards import push_adapter
+
+    cfg.model.source, cfg.model.name_or_path = "hub", "Qwen/Qwen3-0.6B-Base"
+    _finished_adapter(cfg, "arca_r4_s1")
+    hub = LocalHub(tmp_path / "hub")
+    assert push_adapter(cfg, "arca_r4_s1", "me/arca-r4", api=hub) == "uploaded: arca-bench arca_r4_s1"
+    pushed = tmp_path / "hub" / "me" / "arca-r4"
+    assert (pushed / "adapter_config.json").is_file()
+    assert ModelCard.load(pushed / "README.md").data.base_model == "Qwen/Qwen3-0.6B-Base"
+
+
+def test_push_refuses_a_base_that_is_not_on_the_hub(cfg, tmp_path):
+    from arca.cards import push_adapter
+
+    _finished_adapter(cfg, "arca_r4_s1")
+    with pytest.raises(ValueError, match="not on the Hub"):
+        push_adapter(cfg, "arca_r4_s1", "me/arca-r4", api=LocalHub(tmp_path / "hub"))
+    assert not (tmp_path / "hub").exists()

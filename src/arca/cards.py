@@ -391,3 +391,33 @@ def refresh_card(cfg: Config, run_id: str) -> Path:
 
 def card_main(cfg: Config, args) -> None:
     print(refresh_card(cfg, args.run))
+
+
+def push_adapter(cfg: Config, run_id: str, repo_id: str, private: bool = False, api: Any = None) -> str:
+    """Upload a finished run's adapter folder (weights, tokenizer, card) to the Hub repo ``repo_id``.
+
+    Only for a base model on the Hub: any other base is recorded as a local path, so the uploaded
+    adapter would not load. ``api`` stands in for ``huggingface_hub.HfApi()`` (tests).
+    """
+    from arca import grid
+    from arca.paths import paths_of
+
+    run_cfg = grid.for_run(cfg, run_id)
+    adapter = paths_of(run_cfg).run(run_id).adapter
+    adapter_run_info(adapter)  # a finished run, or an error saying so
+    if run_cfg.model.source != "hub":
+        raise ValueError(
+            f"{run_id}: its base model ({base_model_name(run_cfg)}) is not on the Hub, so the uploaded adapter "
+            "would not load; push runs of a config with model.source: hub"
+        )
+    ModelCard.load(adapter / "README.md")  # the card must be one the Hub reads
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
+    return str(api.upload_folder(folder_path=str(adapter), repo_id=repo_id, commit_message=f"arca-bench {run_id}"))
+
+
+def push_main(cfg: Config, args) -> None:
+    print(push_adapter(cfg, args.run, args.repo_id, private=args.private))

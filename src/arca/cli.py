@@ -117,6 +117,15 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
             (("--run",), dict(required=True, help="run id <method>_r<rank>_s<seed>")),
         ],
     ),
+    "push": (
+        "arca.cards:push_main",
+        "upload a finished run's adapter and model card to the Hugging Face Hub (a Hub base model only)",
+        [
+            (("--run",), dict(required=True, help="run id <method>_r<rank>_s<seed>")),
+            (("--repo-id",), dict(required=True, help="the Hub model repository, e.g. you/arca-r8")),
+            (("--private",), dict(action="store_true", help="create the repository as private")),
+        ],
+    ),
     "docs": (
         "arca.report.docs:docs_main",
         "rewrite the generated regions of README.md and docs/*.md from results/reference/",
