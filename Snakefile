@@ -73,7 +73,8 @@ rule all:
     default_target: True
 
 
-# The end of a successful run: Snakemake's HTML report (every table, figure and the claims), then
-# the main table, the claims and the report's path on the screen.
+# The end of a successful run that leaves the whole DAG complete: Snakemake's HTML report (every
+# table, figure and the claims), then the main table, the claims and the report's path on the screen.
 onsuccess:
-    print(run_summary(CFG, snakeconfig.build_report(workflow, paths_of(CFG).report)))
+    if grid.complete(CFG):
+        print(run_summary(CFG, snakeconfig.build_report(workflow, paths_of(CFG).report)))

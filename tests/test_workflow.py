@@ -784,3 +784,15 @@ def test_bring_your_own_data_set_plans_the_smoke_dag_and_prepares_the_data(tmp_p
     assert step.returncode == 0, step.stderr
     test = [json.loads(x) for x in (tmp_path / "results" / "mine" / "data" / "test.jsonl").read_text().splitlines()]
     assert len(test) == 12 and test[0]["answer"] == "3" and test[0]["level"] == 1 and test[0]["subject"] == "Prealgebra"
+
+
+def test_grid_complete_only_when_every_target_of_rule_all_exists(tmp_path):
+    cfg = load_config([REPO / "configs" / "smoke.yaml"], [f"paths.results={tmp_path}"])
+    targets = [Path(p) for p in grid.all_targets(cfg)]
+    for path in targets[:-1]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    assert not grid.complete(cfg)
+    targets[-1].parent.mkdir(parents=True, exist_ok=True)
+    targets[-1].write_text("x")
+    assert grid.complete(cfg)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from arca.config import (
@@ -404,3 +405,8 @@ def all_targets(config: Mapping[str, Any] | Config) -> list[str]:
     """What ``rule all`` asks for: every table, every figure and the credit heat map."""
     cfg = as_config(config)
     return [*table_outputs(cfg).values(), *figure_outputs(cfg).values(), heatmap_output(cfg)]
+
+
+def complete(config: Mapping[str, Any] | Config) -> bool:
+    """Whether every file ``rule all`` asks for exists (a run of part of the DAG may leave some out)."""
+    return all(Path(p).exists() for p in all_targets(config))
