@@ -172,6 +172,13 @@ def _check_eval(cfg: Config, source: str) -> None:
     _check(e.every >= 0, source, "eval.every", f"must be >= 0 (0 = no learning curve), got {e.every}")
     _check(e.curve_problems > 0, source, "eval.curve_problems", f"must be > 0, got {e.curve_problems}")
     _check(e.probe_problems >= 0, source, "eval.probe_problems", f"must be >= 0 (0 = off), got {e.probe_problems}")
+    _check(
+        0 <= e.mc_problems <= e.probe_problems,
+        source,
+        "eval.mc_problems",
+        f"must be between 0 (off) and eval.probe_problems ({e.probe_problems}), got {e.mc_problems}",
+    )
+    _check(e.mc_samples >= 1, source, "eval.mc_samples", f"must be >= 1, got {e.mc_samples}")
 
     if cfg.monitor.tensorboard:
         _check(
