@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 
+from arca.config.ranges import check_paths, check_ranges
 from arca.config.sections import Config, ConfigError
 
 
@@ -39,14 +40,10 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     What a credit method requires (that it exists, the LoRA modules it reads) is checked where the
     methods live, by ``arca.credit.check_config``.
     """
-    _check(
-        bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", cfg.name)),
-        source,
-        "name",
-        f"must be a simple folder name, got {cfg.name!r}",
-    )
+    check_paths(cfg, source)
     for check in (_check_model, _check_data, _check_rollout, _check_train_and_credit, _check_eval, _check_sweep):
         check(cfg, source)
+    check_ranges(cfg, source)
 
 
 def _check_model(cfg: Config, source: str) -> None:
@@ -172,6 +169,12 @@ def _check_eval(cfg: Config, source: str) -> None:
     _check(e.every >= 0, source, "eval.every", f"must be >= 0 (0 = no learning curve), got {e.every}")
     _check(e.curve_problems > 0, source, "eval.curve_problems", f"must be > 0, got {e.curve_problems}")
     _check(e.probe_problems >= 0, source, "eval.probe_problems", f"must be >= 0 (0 = off), got {e.probe_problems}")
+    _check(
+        "math500" not in e.protocols or cfg.data.source == "math",
+        source,
+        "eval.protocols",
+        f"includes math500, which needs data.source: math (got data.source: {cfg.data.source})",
+    )
 
     if cfg.monitor.tensorboard:
         _check(
@@ -218,6 +221,13 @@ def _check_sweep(cfg: Config, source: str) -> None:
                 source,
                 f"sweep.cells[{i}].overrides",
                 f"has an unknown key {key!r}",
+            )
+            # every run of the sweep writes under one results/<name>/ folder
+            _check(
+                key.split(".")[0] not in ("name", "paths", "sweep"),
+                source,
+                f"sweep.cells[{i}].overrides",
+                f"may not set {key!r}: all runs of a sweep share name, paths and sweep",
             )
     for i, cell in enumerate(s.cells):
         for j, other in enumerate(cell.compare):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 
 from arca.config.checks import validate
+from arca.config.ranges import short
 from arca.config.sections import Config, ConfigError, to_dict
 
 # ----------------------------------------------------------------------------- (de)serialization
@@ -62,8 +63,11 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if isinstance(value, str) and FLOAT_STRING.fullmatch(value.strip()):
             return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: key '{key}' must be a number, got {type(value).__name__} {value!r}")
-        return float(value)
+            raise ConfigError(f"{source}: key '{key}' must be a number, got {type(value).__name__} {short(value)}")
+        try:
+            return float(value)
+        except OverflowError:  # an int of hundreds of digits
+            raise ConfigError(f"{source}: key '{key}' is too large a number: {short(value)}") from None
     if tp is int or tp is bool or tp is str:
         if type(value) is not tp:
             raise ConfigError(f"{source}: key '{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
