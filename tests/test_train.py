@@ -209,7 +209,7 @@ def test_lr_scheduler_state_survives_a_checkpoint_round_trip(results, tmp_path):
     buf.seek(0)
     opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     resumed = train.lr_scheduler(cfg, opt2)
-    resumed.load_state_dict(torch.load(buf, weights_only=False)["scheduler"])
+    resumed.load_state_dict(torch.load(buf, weights_only=True)["scheduler"])
     assert first + _lr_curve(cfg, 13, resumed) == pytest.approx(_lr_curve(cfg, 20))
 
 

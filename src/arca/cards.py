@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from arca import __version__
-from arca.config import Config
+from arca.config import Config, InputError
 
 RUN_INFO = "arca_run.json"  # in the adapter folder: which run, which settings (config hash), how far
 
@@ -205,7 +205,7 @@ def check_adapter_hash(adapter_dir: Path, run_id: str, expected: str) -> None:
     """
     got = adapter_run_info(adapter_dir).get("config_hash")
     if got != expected:
-        raise ValueError(
+        raise InputError(
             f"{adapter_dir} was trained with config hash {got}, but this config gives run '{run_id}' the hash "
             f"{expected}: it was trained with other settings (by hand with --set?). Retrain it with this config "
             f"(snakemake --cores all --forcerun {adapter_dir}, with your --configfile, "

@@ -62,23 +62,60 @@ def save_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(run: RunPaths, model, opt, sched, data_gen: torch.Generator, run_hash: str) -> RunState | None:
-    """Restore the last checkpoint of this exact run config, or None to start fresh."""
-    from peft import set_peft_model_state_dict
+def _read_checkpoint(ckpt) -> tuple[dict, dict] | None:
+    """(trainer state, adapter tensors) of one checkpoint folder, or None when it is damaged.
+
+    ``weights_only=True``: a checkpoint holds tensors and plain data only, so a planted file cannot
+    run code. Anything that fails to read (truncated, garbage, a pickled object) counts as damage.
+    """
     from safetensors.torch import load_file
 
-    ckpts = _checkpoint_dirs(run)
-    if not ckpts:
+    try:
+        st = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+        adapter = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))
+    except Exception as e:  # noqa: BLE001 - every way a file can be damaged, reported below
+        log.warning("checkpoint %s is damaged (%s: %s); trying the one before", ckpt, type(e).__name__, e)
         return None
-    last = ckpts[-1]
-    st = torch.load(last / "trainer_state.pt", weights_only=False)
-    if st["run_hash"] != run_hash:
-        log.warning(
-            "checkpoint %s belongs to another config (hash %s != %s): starting fresh", last, st["run_hash"], run_hash
-        )
-        shutil.rmtree(run.checkpoints)
+    if not isinstance(st, dict) or not {"step", "run_hash", "optimizer", "scheduler"} <= set(st):
+        log.warning("checkpoint %s is damaged (no trainer state); trying the one before", ckpt)
         return None
-    set_peft_model_state_dict(model, load_file(str(last / "adapter" / "adapter_model.safetensors")))
+    return st, adapter
+
+
+def _latest_intact(run: RunPaths) -> tuple[dict, dict, object] | None:
+    for ckpt in reversed(_checkpoint_dirs(run)):
+        read = _read_checkpoint(ckpt)
+        if read is not None:
+            return (*read, ckpt)
+    return None
+
+
+def _set_aside_other_config(run: RunPaths, run_hash: str) -> None:
+    """Move checkpoints of another config to ``checkpoints.<its hash>`` (never delete them: a hand
+    run with other settings must not cost the sweep its progress) and bring back this config's."""
+    found = _latest_intact(run)
+    if found is not None and found[0]["run_hash"] != run_hash:
+        other = run.set_aside(str(found[0]["run_hash"]))
+        log.warning("checkpoints in %s belong to another config: moved to %s", run.checkpoints, other)
+        if other.exists():
+            shutil.rmtree(other)  # an older set of that same config
+        run.checkpoints.rename(other)
+    mine = run.set_aside(run_hash)
+    if mine.is_dir() and not run.checkpoints.exists():
+        log.info("bringing back this config's checkpoints from %s", mine)
+        mine.rename(run.checkpoints)
+
+
+def load_checkpoint(run: RunPaths, model, opt, sched, data_gen: torch.Generator, run_hash: str) -> RunState | None:
+    """Restore the latest intact checkpoint of this exact run config, or None to start fresh."""
+    from peft import set_peft_model_state_dict
+
+    _set_aside_other_config(run, run_hash)
+    found = _latest_intact(run)
+    if found is None:
+        return None
+    st, adapter, last = found
+    set_peft_model_state_dict(model, adapter)
     opt.load_state_dict(st["optimizer"])
     sched.load_state_dict(st["scheduler"])
     torch.set_rng_state(st["torch_rng"])
