@@ -218,3 +218,21 @@ def test_smollm2_from_gguf(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "load_gguf", no_reload)
     models.build_base(make_cfg(tmp_path, name="smol2", source="gguf"))
     assert (tmp_path / "smol2" / "base" / "model.safetensors").is_file()
+
+
+def test_a_non_finite_base_model_is_refused_at_load(built, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from arca.config import NonFiniteError
+
+    cfg = from_dict({**to_dict(built), "paths": {**to_dict(built.paths), "results": str(tmp_path)}})
+    shutil.copytree(built.base_dir, cfg.base_dir)
+    weights = cfg.base_dir / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = sorted(tensors)[0]
+    tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    with pytest.raises(NonFiniteError, match=f"{cfg.base_dir}.*NaN or inf"):
+        models.load_base_model(cfg)

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from arca.config import Config, ConfigError, LoraConfig, dump_config, require_hub
+from arca.config import Config, ConfigError, LoraConfig, NonFiniteError, dump_config, require_hub
 from arca.io import atomic_path, write_json
 from arca.pretrain import finish_tokenizer, pretrain, sync_generation_config
 
@@ -271,7 +271,16 @@ def load_base_model(cfg: Config, device: str | torch.device | None = None):
     ).to(dev)
     model.eval()
     model.requires_grad_(False)
+    check_finite_weights(model, str(base))
     return model, tok
+
+
+def check_finite_weights(model, where: str) -> None:
+    """Every parameter and buffer finite, checked once at load: a NaN in the weights would
+    otherwise show up steps later as a raw sampling error."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(f"{where}: the model's tensor {name} holds NaN or inf")
 
 
 def peft_lora_config(lora: LoraConfig):
@@ -320,4 +329,5 @@ def load_policy(
         return wrap_lora(model, cfg.lora), tok
     policy = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
     policy.eval()
+    check_finite_weights(policy, str(adapter_dir))
     return policy, tok
