@@ -854,3 +854,16 @@ def test_one_trainer_per_run_folder(results, tmp_path):
         with pytest.raises(InputError, match="another process"):
             train.train_run(run_cfg(results, run), run, run_dir=folder.root)
     assert not folder.lock.exists()
+
+
+def test_non_finite_logits_while_sampling_name_the_run_and_step(results, toy_reward, tmp_path, monkeypatch):
+    from arca.decode import decoder
+
+    run = "uniform_r4_s1"
+    cfg = run_cfg(results, run)
+    train.train_run(cfg, run, run_dir=tmp_path / "r", stop_after=2)
+    real = decoder.LeanDecoder._forward
+    monkeypatch.setattr(decoder.LeanDecoder, "_forward", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(train.NonFiniteError, match=r"run uniform_r4_s1: step 3: sampling: non-finite logits"):
+        train.train_run(cfg, run, run_dir=tmp_path / "r")
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["step_000002"]

@@ -415,8 +415,9 @@ def _loop(
             m, state.last_weights = train_step(
                 cfg, t.model, t.generator, t.opt, t.sched, [records[i] for i in idx], state.step, cfg.train.seed
             )
-        except NonFiniteError as e:  # name the run: Snakemake's log of a sweep interleaves many
-            raise NonFiniteError(f"run {progress.identity['run']}: {e}") from None
+        except NonFiniteError as e:  # name the run (a sweep's logs interleave many) and the step
+            where = "" if str(e).startswith("step ") else f"step {state.step + 1}: "
+            raise NonFiniteError(f"run {progress.identity['run']}: {where}{e}") from None
         state.step += 1
         progress.step_done(m)
         if every > 0 and (state.step % every == 0 or state.step == cfg.train.steps):
