@@ -19,6 +19,8 @@ configfile: "configs/default.yaml"
 # `--config set=train.lr=1e-4` (or set='[train.lr=1e-4, credit.sharpen=1.0]'): the same overrides
 # as `python -m arca --set`, applied here so the DAG (and each run's hash) sees them.
 snakeconfig.apply_set(config)
+# The files again, read by arca's own strict reader: the checks of `python -m arca --config`.
+snakeconfig.check_config_files(snakeconfig.config_files(workflow))
 
 # The resolved, checked config the rules read (types, closed sets, values, the credit methods'
 # requirements), validated once here; errors name the offending key.

@@ -4,6 +4,7 @@ the cross-key checks, and the shell commands that carry the paths."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,63 @@ def test_every_shell_path_is_quoted():
         for field in re.findall(r"\{([^{}]+)\}", cmd):
             # params.config is built with shlex.quote, word by word (snakeconfig.config_args)
             assert field == "params.config" or field.endswith(":q"), f"{name}: {{{field}}} is not quoted"
+
+
+# ----------------------------------------------------------------------------- YAML
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("train:\n  steps: 3:00\n", "base-60"),
+        ("train:\n  steps: 010\n", "octal"),
+        ("train:\n  lr: 1:30.5\n", "base-60"),
+        ("name: a\nname: b\n", "duplicate key 'name'"),
+        ("train:\n  steps: 3\n  steps: 4\n", "duplicate key 'steps'"),
+        ("a: &x 1\n", "anchors and aliases"),
+        ("__use_yte__: true\nname: a\n", "__use_yte__"),
+    ],
+)
+def test_yaml_surprises_are_refused_naming_the_file(tmp_path, text, problem):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(problem)) as e:
+        load_config([path])
+    assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+
+
+def test_an_anchor_bomb_is_refused_at_once_with_a_short_message(tmp_path):
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 12)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="anchors and aliases") as e:
+        load_config([path])
+    assert time.perf_counter() - t0 < 1.0 and len(str(e.value)) < 400
+
+
+@pytest.mark.parametrize("entry, problem", [("train.steps=3:00", "base-60"), ("train.steps=0755", "octal")])
+def test_set_refuses_yaml_11_numbers(entry, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load_config(overrides=[entry])
+
+
+def test_a_mapping_valued_set_changes_only_the_keys_it_names():
+    cfg = load_config(overrides=["train.steps=7", "train={}", "credit={sharpen: 1.5}"])
+    assert cfg.train.steps == 7 and cfg.train.lr == 5e-4  # train={} reset nothing
+    assert cfg.credit.sharpen == 1.5 and cfg.credit.eps == 1e-8
+
+
+def test_snakemakes_config_of_a_date_is_a_config_error():
+    import datetime
+
+    from arca import grid
+
+    with pytest.raises(ConfigError, match="not plain data"):
+        grid.as_config({"name": datetime.date(2024, 1, 1)})
+
+
+def test_snakemake_refuses_a_duplicate_key_like_the_cli(tmp_path):
+    bad = tmp_path / "dup.yaml"
+    bad.write_text("train:\n  steps: 3\n  steps: 4\n")
+    proc = run_snakemake("-n", "--nolock", "--cores", "1", "--configfile", str(bad))
+    assert proc.returncode != 0 and "duplicate key 'steps'" in proc.log

@@ -27,6 +27,7 @@ from arca.config import (
     to_dict,
     training_hash,
 )
+from arca.config.ranges import short
 from arca.paths import paths_of
 
 BASE = "base"  # the evaluation target that means "the base model, no adapter"
@@ -83,7 +84,11 @@ def as_config(config: Mapping[str, Any] | Config) -> Config:
     """
     if isinstance(config, Config):
         return config
-    return from_dict(json.loads(json.dumps(dict(config))), source="snakemake config")
+    try:
+        plain = json.loads(json.dumps(dict(config)))
+    except (TypeError, ValueError) as e:  # a date, a set, a Python object: not plain config data
+        raise ConfigError(f"snakemake config: holds a value that is not plain data ({short(str(e))})") from None
+    return from_dict(plain, source="snakemake config")
 
 
 # ----------------------------------------------------------------------------- the grid

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from arca.config import Config, ConfigError, apply_overrides, parse_override
+from arca.config.loading import check_file
 from arca.grid import as_config, check_run_overrides
 
 
@@ -37,6 +38,14 @@ def config_files(workflow: Any) -> list[str]:
     if getattr(workflow.config_settings, "replace_workflow_config", False):
         directive = []
     return [_short_path(p) for p in directive + cli]
+
+
+def check_config_files(files: Iterable[str]) -> None:
+    """Read every config file Snakemake merged again with arca's own reader, so that this front
+    door refuses what ``python -m arca --config`` refuses (duplicate keys, anchors, base-60
+    numbers, ``__use_yte__``, unknown keys and wrong types), naming the file."""
+    for f in files:
+        check_file(f)
 
 
 def _short_path(path: str) -> str:
