@@ -7,6 +7,7 @@ materializes the real SmolLM2-135M GGUF.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -236,3 +237,10 @@ def test_a_non_finite_base_model_is_refused_at_load(built, tmp_path):
     save_file(tensors, str(weights), metadata={"format": "pt"})
     with pytest.raises(NonFiniteError, match=f"{cfg.base_dir}.*NaN or inf"):
         models.load_base_model(cfg)
+
+
+def test_unknown_lora_target_modules_are_a_config_error(built):
+    model, _ = models.load_base_model(built)
+    lora = dataclasses.replace(built.lora, target_modules=["q_proj", "qkv_proj"])
+    with pytest.raises(ConfigError, match=r"lora.target_modules.*'qkv_proj'.*q_proj"):
+        models.wrap_lora(model, lora)

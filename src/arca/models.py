@@ -297,6 +297,18 @@ def peft_lora_config(lora: LoraConfig):
     )
 
 
+def check_target_modules(model, targets: list[str]) -> None:
+    """Every ``lora.target_modules`` entry names modules of ``model`` (as peft matches them: the
+    whole name or its last dotted parts), or a ``ConfigError`` listing what the model has."""
+    names = [n for n, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ConfigError(
+            f"key 'lora.target_modules': {missing} match no module of the model (its linear layers: {linear})"
+        )
+
+
 def wrap_lora(model, lora: LoraConfig):
     """A fresh LoRA adapter on ``model``: base frozen, A random, B zero (so the policy starts at the base).
 
@@ -305,6 +317,7 @@ def wrap_lora(model, lora: LoraConfig):
     """
     from peft import get_peft_model
 
+    check_target_modules(model, lora.target_modules)
     model.requires_grad_(False)
     policy = get_peft_model(model, peft_lora_config(lora))
     policy.eval()
