@@ -111,11 +111,17 @@ def test_load_config_names_the_file_of_a_bad_path(tmp_path):
         load_config([bad])
 
 
-def test_snakemake_refuses_an_injected_results_path(tmp_path):
-    bad = tmp_path / "bad.yaml"
+@pytest.mark.parametrize("door", ["--configfile", "--config set="])
+def test_snakemake_refuses_an_injected_results_path(tmp_path, door):
     marker = tmp_path / "PWNED"
-    bad.write_text(yaml.safe_dump({"paths": {"results": f"results/x; touch {marker};"}}))
-    proc = run_snakemake("-n", "--nolock", "--cores", "1", "--configfile", str(bad))
+    value = f"results/x; touch {marker};"
+    if door == "--configfile":
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({"paths": {"results": value}}))
+        args = ["--configfile", str(bad)]
+    else:
+        args = ["--config", f"set=paths.results={value}"]
+    proc = run_snakemake("-n", "--nolock", "--cores", "1", *args)
     assert proc.returncode != 0 and "paths.results" in proc.log
     assert not marker.exists()
 

@@ -244,3 +244,14 @@ def test_unknown_lora_target_modules_are_a_config_error(built):
     lora = dataclasses.replace(built.lora, target_modules=["q_proj", "qkv_proj"])
     with pytest.raises(ConfigError, match=r"lora.target_modules.*'qkv_proj'.*q_proj"):
         models.wrap_lora(model, lora)
+
+
+def test_a_truncated_adapter_is_an_input_error(built, tmp_path):
+    from arca.config import InputError
+
+    policy, _ = models.load_policy(built)
+    policy.save_pretrained(tmp_path / "adapter")
+    weights = tmp_path / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(InputError, match="adapter's weights cannot be read"):
+        models.load_policy(built, adapter_dir=tmp_path / "adapter")

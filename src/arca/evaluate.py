@@ -230,7 +230,15 @@ def protocol_summary(cfg: Config, generator, protocol: str, grader, name: str = 
     rows = evaluate_protocol(cfg, generator, protocol, grader, name=name)
     after = math_verify_failures(cfg.eval.grader_workers)
     summary = summarize(rows, cfg.eval.pass_k, PRIMARY_GRADER[protocol])
-    summary["forks"] = fork_summary(rows, protocol_problems(cfg, protocol))
+    problems = protocol_problems(cfg, protocol)
+    summary["forks"] = fork_summary(rows, problems)
+    if protocol != "math500" and len(problems) < cfg.eval.n_problems:
+        log.warning(
+            "%s: the test split holds %d problems, fewer than eval.n_problems = %d; all of them are evaluated",
+            protocol,
+            len(problems),
+            cfg.eval.n_problems,
+        )
     failures = summary["math_verify_failures"] = {k: after[k] - before[k] for k in after}
     if any(failures.values()):
         log.warning(

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from arca.config import Config, ConfigError, LoraConfig, NonFiniteError, dump_config, require_hub
+from arca.config import Config, ConfigError, InputError, LoraConfig, NonFiniteError, dump_config, require_hub
 from arca.io import atomic_path, write_json
 from arca.pretrain import finish_tokenizer, pretrain, sync_generation_config
 
@@ -340,7 +340,12 @@ def load_policy(
     model, tok = load_base_model(cfg, device)
     if adapter_dir is None:
         return wrap_lora(model, cfg.lora), tok
-    policy = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+    from safetensors import SafetensorError
+
+    try:
+        policy = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+    except SafetensorError as e:  # a truncated or overwritten file: bad input, not a bug
+        raise InputError(f"{adapter_dir}: the adapter's weights cannot be read ({e})") from None
     policy.eval()
     check_finite_weights(policy, str(adapter_dir))
     return policy, tok
