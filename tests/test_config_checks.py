@@ -202,3 +202,21 @@ def test_snakemake_refuses_a_duplicate_key_like_the_cli(tmp_path):
     bad.write_text("train:\n  steps: 3\n  steps: 4\n")
     proc = run_snakemake("-n", "--nolock", "--cores", "1", "--configfile", str(bad))
     assert proc.returncode != 0 and "duplicate key 'steps'" in proc.log
+
+
+def test_a_control_character_in_a_string_is_refused():
+    with pytest.raises(ConfigError, match="'model.attn_implementation' holds a control character"):
+        from_dict({"model": {"attn_implementation": "sdpa\x1b[2J"}})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"sweep": {"seeds": [1] * 5000}},  # a long list in a value check
+        {"train": {"steps": "x" * 5000}},  # a long value of the wrong type
+    ],
+)
+def test_every_message_cuts_a_long_value(raw):
+    with pytest.raises(ConfigError) as e:
+        from_dict(raw)
+    assert len(str(e.value)) < 300

@@ -40,12 +40,12 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 return _coerce(value, arg, key, source)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{source}: key '{key}' has value {value!r}, expected {tp}")
+        raise ConfigError(f"{source}: key '{key}' has value {short(value)}, expected {tp}")
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key, source)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{source}: key '{key}' must be a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{source}: key '{key}' must be a list, got {type(value).__name__} {short(value)}")
         (item_tp,) = typing.get_args(tp)
         return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin is dict:
@@ -57,7 +57,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{source}: key '{key}' must be one of {list(allowed)}, got {value!r}")
+            raise ConfigError(f"{source}: key '{key}' must be one of {list(allowed)}, got {short(value)}")
         return value
     if tp is float:
         if isinstance(value, str) and FLOAT_STRING.fullmatch(value.strip()):
@@ -70,7 +70,12 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: key '{key}' is too large a number: {short(value)}") from None
     if tp is int or tp is bool or tp is str:
         if type(value) is not tp:
-            raise ConfigError(f"{source}: key '{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+            raise ConfigError(
+                f"{source}: key '{key}' must be {_type_name(tp)}, got {type(value).__name__} {short(value)}"
+            )
+        if tp is str and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            # names, paths, ids and methods: a control character is a mistake or an attack
+            raise ConfigError(f"{source}: key '{key}' holds a control character: {short(value)}")
         return value
     raise ConfigError(f"{source}: key '{key}' has unsupported type {tp}")
 
