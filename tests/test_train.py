@@ -867,3 +867,13 @@ def test_non_finite_logits_while_sampling_name_the_run_and_step(results, toy_rew
     with pytest.raises(train.NonFiniteError, match=r"run uniform_r4_s1: step 3: sampling: non-finite logits"):
         train.train_run(cfg, run, run_dir=tmp_path / "r")
     assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["step_000002"]
+
+
+def test_checkpoint_state_is_plain_data():
+    import numpy as np
+
+    from arca.run_files import plain
+
+    state = plain([{"a": np.float64(0.1), "b": torch.tensor(3), "c": [np.int64(2), None, True, "x"]}])
+    assert state == [{"a": 0.1, "b": 3, "c": [2, None, True, "x"]}]
+    assert type(state[0]["a"]) is float and type(state[0]["c"][0]) is int

@@ -37,6 +37,20 @@ def _checkpoint_dirs(run: RunPaths) -> list:
     return sorted(run.checkpoints.glob("step_*"))
 
 
+def plain(obj):
+    """``obj`` with every number a Python int or float (a numpy or 0-d torch scalar becomes one,
+    exactly), so that ``torch.load(weights_only=True)`` reads it back."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if obj is None or type(obj) in (bool, int, float, str):  # exact: np.float64 is a float subclass
+        return obj
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"checkpoint state holds a {type(obj).__name__}: {obj!r}")
+
+
 def save_checkpoint(
     run: RunPaths, model, opt, sched, state: RunState, data_gen: torch.Generator, run_hash: str, keep: int = 2
 ) -> None:
@@ -46,9 +60,9 @@ def save_checkpoint(
         torch.save(
             {
                 "step": state.step,
-                "metrics": state.metrics,
-                "last_weights": state.last_weights,
-                "curve": state.curve,
+                "metrics": plain(state.metrics),
+                "last_weights": plain(state.last_weights),
+                "curve": plain(state.curve),
                 "run_hash": run_hash,
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
