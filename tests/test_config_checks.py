@@ -220,3 +220,10 @@ def test_every_message_cuts_a_long_value(raw):
     with pytest.raises(ConfigError) as e:
         from_dict(raw)
     assert len(str(e.value)) < 300
+
+
+def test_lora_targets_of_the_pretrained_model_are_checked_before_any_work():
+    with pytest.raises(ConfigError, match=r"'lora.target_modules'.*'qkv_proj'"):
+        from_dict({"lora": {"target_modules": ["q_proj", "qkv_proj"]}})
+    assert from_dict({"lora": {"target_modules": ["model.layers.0.self_attn.q_proj"]}})  # peft's dotted form
+    # other sources are checked against the model itself when it is loaded (arca.models.wrap_lora)

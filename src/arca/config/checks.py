@@ -12,6 +12,19 @@ from pathlib import Path
 from arca.config.ranges import check_paths, check_ranges, short
 from arca.config.sections import Config, ConfigError
 
+# The modules of the Qwen3 model that ``build-base`` pretrains which a LoRA adapter can wrap.
+PRETRAIN_MODULES = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "lm_head",
+    "embed_tokens",
+)
+
 
 # ----------------------------------------------------------------------------- validation
 def _check(cond: bool, source: str, key: str, msg: str) -> None:
@@ -99,6 +112,14 @@ def _check_model(cfg: Config, source: str) -> None:
     )
     _check(0.0 <= cfg.lora.dropout < 1.0, source, "lora.dropout", f"must be in [0, 1), got {short(cfg.lora.dropout)}")
     _check(len(cfg.lora.target_modules) > 0, source, "lora.target_modules", "must not be empty")
+    if m.source == "pretrain":  # the model is known before it exists: refuse a typo before any work
+        unknown = [t for t in cfg.lora.target_modules if t.rsplit(".", 1)[-1] not in PRETRAIN_MODULES]
+        _check(
+            not unknown,
+            source,
+            "lora.target_modules",
+            f"names modules the pretrained Qwen3 model lacks: {short(unknown)} (it has {list(PRETRAIN_MODULES)})",
+        )
 
 
 def _check_data(cfg: Config, source: str) -> None:
