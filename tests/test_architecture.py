@@ -52,6 +52,7 @@ LAYERS = {
     "arca.run_files": 4,
     "arca.evaluate": 4,
     "arca.probe": 4,
+    "arca.mc_values": 4,
     "arca.analysis": 4,
     "arca.bench": 4,
     "arca.smoke": 4,

@@ -86,6 +86,20 @@ def test_first_error_oracle_weights_hand_case():
     assert credit.REGISTRY["oracle"].needs == frozenset({credit.LABELS})
 
 
+def test_oracle_decisive_puts_a_successs_weight_on_its_decisions_hand_case():
+    # row 0 failed at its third token; row 1 succeeded with decisions at tokens 1 and 2; row 2
+    # succeeded on a problem without a decision: uniform
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.float32)
+    err = torch.tensor([[0, 0, 1, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.float32)
+    dec = torch.tensor([[0, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.float32)
+    x = credit.CreditInputs(mask=mask, logprobs=torch.zeros(3, 5), decisive=dec, first_error=err)
+    w, fallback = credit.token_weights("oracle_decisive", x)
+    assert torch.allclose(w[0], torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0]), atol=1e-12)
+    assert torch.allclose(w[1], torch.tensor([0.0, 0.5, 0.5, 0.0, 0.0]), atol=1e-12)
+    assert torch.allclose(w[2], torch.tensor([0.5, 0.5, 0.0, 0.0, 0.0]))
+    assert fallback.tolist() == [False, False, True]
+
+
 def test_anti_oracle_leaves_out_exactly_the_decisive_tokens():
     mask = torch.tensor([[1, 1, 1, 1, 0]], dtype=torch.float32)
     dec = torch.tensor([[0, 1, 0, 0, 0]], dtype=torch.float32)
@@ -93,7 +107,7 @@ def test_anti_oracle_leaves_out_exactly_the_decisive_tokens():
     assert torch.allclose(w[0], torch.tensor([1 / 3, 0.0, 1 / 3, 1 / 3, 0.0]), atol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["oracle", "decision_oracle", "anti_oracle"])
+@pytest.mark.parametrize("method", ["oracle", "oracle_decisive", "decision_oracle", "anti_oracle"])
 def test_oracle_without_labels_is_a_clear_error(method):
     x = credit.CreditInputs(mask=torch.ones(1, 3), logprobs=torch.zeros(1, 3))
     with pytest.raises(ValueError, match=f"'{method}' needs 'labels'"):

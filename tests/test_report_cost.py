@@ -43,6 +43,7 @@ def cfg(tmp_path):
 
 def test_cost_table_rows_per_run_and_cells(cfg):
     _bench(grid.benchmark(cfg, "build_base"), ("120.0", "900"))
+    _bench(grid.benchmark(cfg, "mc_values"), ("40.0", "600"))
     _bench(grid.benchmark(cfg, "evaluate", "base"), ("10.0", "800"))
     for i, run in enumerate(cfg.run_ids()):
         _bench(grid.benchmark(cfg, "train", run), (f"{30 + i}", f"{1000 + i}"))
@@ -53,6 +54,7 @@ def test_cost_table_rows_per_run_and_cells(cfg):
     assert list(df["run"]) == ["base", *cfg.run_ids()]
     base = df.iloc[0]
     assert (base["build_base_s"], base["build_base_max_rss_mb"], base["evaluate_s"]) == (120.0, 900.0, 10.0)
+    assert base["mc_values_s"] == 40.0 and math.isnan(df.iloc[1]["mc_values_s"])
     assert math.isnan(base["train_s"]) and base["rank"] is pd.NA
     row = df.set_index("run").loc["arca_r2_s1"]
     assert (row["label"], row["method"], row["rank"], row["seed"]) == ("arca", "arca", 2, 1)
@@ -65,6 +67,8 @@ def test_cost_table_rows_per_run_and_cells(cfg):
         "jobs",
         "build_base s",
         "build_base max RSS MB",
+        "mc_values s",
+        "mc_values max RSS MB",
         "train s",
         "train max RSS MB",
         "evaluate s",
@@ -80,14 +84,16 @@ def test_cost_table_rows_per_run_and_cells(cfg):
         "2",
         "",
         "",
+        "",
+        "",
         f"{30 + (i1 + i2) / 2:.1f}",
         str(1000 + max(i1, i2)),
         "5.0",
         "700",
     ]
     total_train = sum(30 + i for i in range(len(ids)))
-    assert by_cell["total"][:5] == ["total", str(1 + len(ids)), "120.0", "900", f"{total_train:.1f}"]
-    assert by_cell["total"][6] == f"{10.0 + 5.0 * (len(ids) - 1):.1f}"
+    assert by_cell["total"][:7] == ["total", str(1 + len(ids)), "120.0", "900", "40.0", "600", f"{total_train:.1f}"]
+    assert by_cell["total"][8] == f"{10.0 + 5.0 * (len(ids) - 1):.1f}"
 
 
 def test_cost_table_without_any_record_is_empty_not_an_error(cfg):

@@ -57,6 +57,16 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
             ),
         ],
     ),
+    "mc-values": (
+        "arca.mc_values:mc_values_main",
+        "estimate the base model's value of every prefix of the probe rollouts (Monte Carlo)",
+        [
+            (
+                ("--out",),
+                dict(default=None, metavar="FILE", help="where to write it (default: its path under results/<name>/)"),
+            ),
+        ],
+    ),
     "aggregate": ("arca.report.tables:aggregate_main", "gather runs and evals into results/<name>/tables/", []),
     "figures": ("arca.report.figures:figures_main", "draw results/<name>/figures/ from the tables", []),
     "heatmap-rollouts": (

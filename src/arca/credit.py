@@ -193,6 +193,19 @@ def oracle_signal(x: CreditInputs) -> torch.Tensor:
     return e.to(x.mask.dtype) * (x.mask > 0)  # [B, T]
 
 
+def oracle_decisive_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = 1[first error] on failed rows, 1[decisive fork token] on rows without an error.
+
+    The first-error oracle with the other choice for successes: a correct completion pushes up only
+    its decisions instead of its whole text. Rows with neither label (a success on a problem without
+    a decision) fall back to uniform.
+    """
+    e = _require(x.first_error, LABELS, "oracle_decisive")  # [B, T]
+    d = _require(x.decisive, LABELS, "oracle_decisive")  # [B, T]
+    failed = e.sum(dim=1, keepdim=True) > 0  # [B, 1]
+    return torch.where(failed, e, d).to(x.mask.dtype) * (x.mask > 0)  # [B, T]
+
+
 def decision_oracle_signal(x: CreditInputs) -> torch.Tensor:
     """alpha_t = 1 on the labelled decisive fork tokens, 0 elsewhere: all credit on the decisions.
 
@@ -259,6 +272,9 @@ REGISTRY: dict[str, CreditMethod] = {
         needs_residual_writer,
     ),
     "oracle": CreditMethod(oracle_signal, frozenset({LABELS}), "1[y_t is the first token off every correct solution]"),
+    "oracle_decisive": CreditMethod(
+        oracle_decisive_signal, frozenset({LABELS}), "first error on failures, decisive tokens on successes"
+    ),
     "decision_oracle": CreditMethod(
         decision_oracle_signal, frozenset({LABELS}), "1[y_t is a labelled decisive fork token]"
     ),

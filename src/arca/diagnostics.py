@@ -6,6 +6,8 @@ as NaN so that averages skip them (``nanmean``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -124,3 +126,54 @@ def credit_precision(
         "distractor_share": nanmean(dis),
         "distractor_share_uniform": nanmean(dis_u),
     }
+
+
+# ----------------------------------------------------------------------------- Monte Carlo agreement
+# Against the Monte Carlo token advantages of ``arca.mc_values``: |A_t| = |V_t - V_{t-1}| is how much
+# writing token t changed the base model's chance of success; a precise credit method follows it.
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Average ranks (ties share their mean rank), 1-based; x is 1-D."""
+    order = torch.argsort(x, stable=True)
+    ranks = torch.empty_like(x, dtype=torch.float64)
+    ranks[order] = torch.arange(1, len(x) + 1, dtype=torch.float64)
+    for v in torch.unique(x):
+        tie = x == v
+        ranks[tie] = ranks[tie].mean()
+    return ranks
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation of two 1-D tensors; 0 when either is constant (no ranking at all)."""
+    ra, rb = _ranks(a.to(torch.float64)), _ranks(b.to(torch.float64))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / den if den > 0 else 0.0
+
+
+def mc_agreement(weights: torch.Tensor, mask: torch.Tensor, abs_adv: torch.Tensor, top_frac: float = 0.1) -> dict:
+    """How a method's weights follow |A_t| (means over rows that have Monte Carlo values).
+
+    ``mc_spearman``: rank correlation of w_t with |A_t| over a row's real tokens; ``mc_top_share``:
+    weight on the row's ceil(top_frac * n) tokens of largest |A_t|; ``mc_top_share_uniform``: what
+    uniform weights put there. ``abs_adv`` is [B, T] with NaN on rows without values.
+    """
+    rho, top, top_u = [], [], []
+    for w, m, a in zip(weights.to(torch.float64), mask > 0, abs_adv.to(torch.float64)):  # [T] each
+        n, w, a = int(m.sum()), w[m], a[m]  # the row's real tokens
+        if n < 2 or not torch.isfinite(a).all():
+            continue
+        k = max(1, math.ceil(top_frac * n))
+        best = torch.argsort(a, descending=True, stable=True)[:k]
+        rho.append(spearman(w, a))
+        top.append(float(w[best].sum() / w.sum()) if w.sum() > 0 else math.nan)
+        top_u.append(k / n)
+    return {
+        "mc_spearman": _mean_or_none(rho),
+        "mc_top_share": _mean_or_none(top),
+        "mc_top_share_uniform": _mean_or_none(top_u),
+        "mc_rows": len(rho),
+    }
+
+
+def _mean_or_none(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None

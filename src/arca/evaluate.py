@@ -74,7 +74,38 @@ def curve_point(cfg: Config, generator, problems: list[dict], step: int) -> dict
         "n": len(problems),
         "greedy_correct": g_ok,
         "sampled_correct": s_ok,
+        **{f"greedy_{k}": v for k, v in outcome_means(greedy.texts, problems, g_ok).items()},
     }
+
+
+CURVE_OUTCOMES = ("aligned", "decision", "execution", "collateral")
+
+
+def outcome_means(texts: list[str], problems: list[dict], correct: list[int]) -> dict[str, float | None]:
+    """The planted-fork outcomes of a set of completions, as means (None where undefined; empty without forks):
+
+    ``aligned``: follows one of its problem's branches; ``decision``: an aligned completion of a
+    forked problem took every decision correctly; ``execution``: an aligned completion's answer is
+    its branch's; ``collateral``: correct on the problems whose decision pretraining never planted
+    (nothing a credit method aims at), so a method's spill-over shows along the curve.
+    """
+    if not any(p.get("branches") for p in problems):
+        return {}
+    seen: dict[str, list[int]] = {k: [] for k in CURVE_OUTCOMES}
+    for text, p, ok in zip(texts, problems, correct):
+        branches = p.get("branches") or []
+        if not branches:
+            continue
+        if not p.get("fork"):
+            seen["collateral"].append(int(ok))
+        a = align(text, branches)
+        seen["aligned"].append(int(a is not None))
+        if a is None:
+            continue
+        if any(b["decisive"] for b in branches):
+            seen["decision"].append(int(a.correct))
+        seen["execution"].append(int(a.answer is not None and bool(grading.grade_paper(text, a.answer))))
+    return {k: (sum(v) / len(v) if v else None) for k, v in seen.items()}
 
 
 def fork_summary(rows: list[dict], problems: list[dict]) -> dict:

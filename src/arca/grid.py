@@ -43,6 +43,7 @@ TABLES = {
     "learning_curves": ("csv",),
     "sample_efficiency": ("csv", "md"),
     "outcomes": ("csv", "md"),
+    "mc_agreement": ("csv", "md"),
     "tuning": ("csv", "md"),
     "cost": ("csv", "md"),
 }
@@ -73,7 +74,7 @@ REPORT_TABLES = (
     "cost",
 )
 # The jobs whose wall time and peak memory Snakemake records (its `benchmark:` files) for the cost table.
-BENCHMARKED = ("build_base", "train", "evaluate")
+BENCHMARKED = ("build_base", "mc_values", "train", "evaluate")
 
 
 # ----------------------------------------------------------------------------- config
@@ -280,12 +281,24 @@ def eval_inputs(config: Mapping[str, Any] | Config, target: str) -> dict[str, st
         out["adapter"] = train_outputs(cfg, target)["adapter"]
         if cfg.eval.probe_problems > 0:
             out["probe"] = probe_output(cfg)
+        if cfg.eval.mc_problems > 0:  # the probe scores every method against the Monte Carlo values
+            out["mc"] = mc_outputs(cfg)["values"]
     return out
 
 
 def probe_output(config: Mapping[str, Any] | Config) -> str:
     """The fixed held-out rollouts every run's credit precision is measured on (base model samples)."""
     return str(paths_of(as_config(config)).probe_rollouts)
+
+
+def mc_outputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    """The Monte Carlo values of the probe rollouts' prefixes and the step's summary."""
+    p = paths_of(as_config(config))
+    return {"values": str(p.mc_values), "summary": str(p.mc_summary)}
+
+
+def mc_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
+    return {**probe_inputs(config), "probe": probe_output(config)}
 
 
 def probe_inputs(config: Mapping[str, Any] | Config) -> dict[str, str]:
@@ -389,10 +402,12 @@ def benchmark(config: Mapping[str, Any] | Config, rule: str, name: str = "") -> 
 
 
 def benchmarks(config: Mapping[str, Any] | Config) -> list[str]:
-    """Every benchmark file of the sweep: the base model's build, each run's training, each evaluation."""
+    """Every benchmark file of the sweep: the base model's build (and Monte Carlo values), each
+    run's training, each evaluation."""
     cfg = as_config(config)
     return [
         benchmark(cfg, "build_base"),
+        *([benchmark(cfg, "mc_values")] if cfg.eval.mc_problems > 0 else []),
         *(benchmark(cfg, "train", r) for r in cfg.run_ids()),
         *(benchmark(cfg, "evaluate", t) for t in eval_targets(cfg)),
     ]

@@ -39,6 +39,7 @@ class Alignment:
     answer: str | None  # the answer the branch reaches (None when the candidates' answers differ)
     decisive: tuple[int, ...]  # character positions in the completion
     distractor: tuple[int, ...]
+    bugs: tuple[str, ...] | None = None  # the decisive forks it takes wrongly (None: not recorded)
 
 
 def _lcp(a: str, b: str) -> int:
@@ -68,7 +69,14 @@ def align(completion: str, branches: list[dict]) -> Alignment | None:
     if not forked and best == 0:
         return None
     answers = {b["answer"] for b in cands}
-    return Alignment(cands[0]["correct"], answers.pop() if len(answers) == 1 else None, decisive, distractor)
+    bugs = {tuple(b["bugs"]) if "bugs" in b else None for b in cands}
+    return Alignment(
+        cands[0]["correct"],
+        answers.pop() if len(answers) == 1 else None,
+        decisive,
+        distractor,
+        bugs.pop() if len(bugs) == 1 else None,
+    )
 
 
 def first_error(completion: str, branches: list[dict]) -> int | None:

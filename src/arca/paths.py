@@ -13,6 +13,7 @@ apart. The layout::
                                             live/ and tensorboard/ (never declared outputs)
       eval/<run or base>/                   evaluate: summary.json, samples.jsonl
       eval/probe_rollouts.jsonl             probe-rollouts
+      eval/mc_values.jsonl, mc_summary.json mc-values
       analysis/heatmap_rollouts.jsonl       heatmap-rollouts
       tables/, figures/, bench/             aggregate, figures and heatmap, bench
       logs/<rule>/, benchmarks/<rule>/      Snakemake's logs and job benchmarks
@@ -170,6 +171,16 @@ class Paths:
     def probe_rollouts(self) -> Path:
         """The credit-precision probe's fixed held-out rollouts (the base model's samples)."""
         return self.root / "eval" / "probe_rollouts.jsonl"
+
+    @property
+    def mc_values(self) -> Path:
+        """V_t of the probe rollouts' prefixes under the base model (``arca.mc_values``)."""
+        return self.root / "eval" / "mc_values.jsonl"
+
+    @property
+    def mc_summary(self) -> Path:
+        """The Monte Carlo step's cost and its check of the first-error labels."""
+        return self.root / "eval" / "mc_summary.json"
 
     @property
     def analysis(self) -> Path:

@@ -18,10 +18,10 @@ from arca import grading
 from arca.backends import make_generator
 from arca.config import Config
 from arca.data import read_records
-from arca.diagnostics import credit_precision
+from arca.diagnostics import credit_precision, mc_agreement
 from arca.grading import gold_answer
 from arca.grpo import group_advantages
-from arca.io import write_jsonl
+from arca.io import read_jsonl, write_jsonl
 from arca.labels import align, rollout_labels
 from arca.models import load_base_model, resolve_device
 from arca.paths import paths_of
@@ -123,11 +123,35 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
     inputs.decisive = labels.decisive.to(inputs.mask.device)  # [N, T]
     inputs.first_error = labels.first_error.to(inputs.mask.device)  # [N, T]
     out = {"labeled_frac": float(labels.aligned.float().mean()), "n_rollouts": len(rows), "methods": {}}
+    abs_adv = mc_abs_advantages(load_mc_values(cfg), rows, batch.completion_mask.shape[1])  # [N, T] or None
     for name in credit_lib.REGISTRY:
         w, _ = credit_lib.token_weights(name, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [N, T]
         out["methods"][name] = credit_precision(
             w.cpu(), batch.completion_mask, labels.decisive, labels.distractor, adv, labels.aligned
         )
+        if abs_adv is not None:
+            out["methods"][name].update(mc_agreement(w.cpu(), batch.completion_mask, abs_adv))
+    return out
+
+
+def load_mc_values(cfg: Config) -> dict[tuple[str, int], list[float]]:
+    """(problem_id, sample) -> V_0..V_L from ``arca.mc_values``' output; empty when it is off or absent."""
+    path = paths_of(cfg).mc_values
+    if cfg.eval.mc_problems <= 0 or not path.exists():
+        return {}
+    return {(r["problem_id"], int(r["sample"])): r["values"] for r in read_jsonl(path)}
+
+
+def mc_abs_advantages(values: dict, rows: list[dict], width: int) -> torch.Tensor | None:
+    """|A_t| = |V_{t+1} - V_t| of each probe row's token t as [N, width] (NaN: no values); None if none."""
+    if not values:
+        return None
+    out = torch.full((len(rows), width), float("nan"), dtype=torch.float64)  # [N, T]
+    for i, r in enumerate(rows):
+        v = values.get((r["problem_id"], int(r["sample"])))
+        if v is not None:
+            a = torch.tensor(v, dtype=torch.float64).diff().abs()[:width]  # [L]
+            out[i, : len(a)] = a
     return out
 
 

@@ -46,3 +46,27 @@ rule probe_rollouts:
         "../envs/arca.yaml"
     shell:
         "python -m arca probe-rollouts {params.config} --out {output:q} > {log:q} 2>&1"
+
+
+# Monte Carlo ground truth: the base model's chance of success from every prefix of the probe
+# rollouts of the first eval.mc_problems problems (every evaluation scores credit against it).
+rule mc_values:
+    input:
+        **grid.mc_inputs(CFG),
+    output:
+        **grid.mc_outputs(CFG),
+    log:
+        grid.log(CFG, "mc_values"),
+    benchmark:
+        grid.benchmark(CFG, "mc_values")
+    params:
+        config=CONFIG,
+    threads: CFG.resources.train_threads
+    resources:
+        mem_mb=CFG.resources.eval_mem_mb,
+        runtime=CFG.resources.runtime_min,
+        **GPU,
+    conda:
+        "../envs/arca.yaml"
+    shell:
+        "python -m arca mc-values {params.config} --out {output.values:q} > {log:q} 2>&1"

@@ -205,6 +205,13 @@ def _check_eval(cfg: Config, source: str) -> None:
         "eval.protocols",
         f"includes math500, which needs data.source: math (got data.source: {cfg.data.source})",
     )
+    _check(
+        0 <= e.mc_problems <= e.probe_problems,
+        source,
+        "eval.mc_problems",
+        f"must be between 0 (off) and eval.probe_problems ({e.probe_problems}), got {short(e.mc_problems)}",
+    )
+    _check(e.mc_samples >= 1, source, "eval.mc_samples", f"must be >= 1, got {short(e.mc_samples)}")
 
     if cfg.monitor.tensorboard:
         _check(

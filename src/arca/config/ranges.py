@@ -105,6 +105,8 @@ RANGES: dict[str, Range] = {
     "eval.every": Range(0, 10**9),
     "eval.curve_problems": COUNT,
     "eval.probe_problems": Range(0, 10**9),
+    "eval.mc_problems": Range(0, 10**9),
+    "eval.mc_samples": Range(1, 2**20),
     "sweep.cells[].ranks[]": RANK,
     "sweep.seeds[]": SEED,
     "resources.train_mem_mb": Range(1, 2**40),

@@ -226,6 +226,10 @@ class EvalConfig:
     # Credit precision on a fixed set of held-out rollouts: the base model's K samples on the first
     # ``probe_problems`` test problems, scored by every run's final model (0 = off).
     probe_problems: int = 0
+    # Monte Carlo ground truth (arca.mc_values): the value of every prefix of the probe rollouts of
+    # the first ``mc_problems`` probe problems, from ``mc_samples`` base-model continuations (0 = off).
+    mc_problems: int = 0
+    mc_samples: int = 8
 
 
 @dataclass

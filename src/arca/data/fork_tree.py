@@ -69,7 +69,8 @@ def fork_token(task: Task, choices: dict, fork: Fork) -> int | None:
 
 
 def branches(task: Task) -> list[dict]:
-    """Every distinct branch of a task: text, answer, correct, and its fork tokens (char indices)."""
+    """Every distinct branch of a task: text, answer, correct, the decisive forks it takes wrongly
+    (``bugs``, by fork name), and its fork tokens (char indices)."""
     out: dict[str, dict] = {}
     for combo in itertools.product(*(f.options for f in task.forks)):
         choices = dict(zip((f.name for f in task.forks), combo))
@@ -81,6 +82,7 @@ def branches(task: Task) -> list[dict]:
             "text": text,
             "answer": answer,
             "correct": all(choices[f.name] == f.correct for f in task.forks if f.decisive),
+            "bugs": sorted(f.name for f in task.forks if f.decisive and choices[f.name] != f.correct),
             "decisive": sorted(i for f in task.forks if f.decisive and (i := tokens[f.name]) is not None),
             "distractor": sorted(i for f in task.forks if not f.decisive and (i := tokens[f.name]) is not None),
         }

@@ -62,6 +62,7 @@ import random
 from typing import Callable
 
 from arca.config import InputError
+from arca.data.chains import CHAIN_FAMILIES
 from arca.data.fork_tree import Fork, Task, branches, sample_choices
 
 _NAMES = ["Ann", "Bob", "Sam", "Mia", "Tom", "Eva", "Max", "Zoe", "Leo", "Ivy"]
@@ -281,6 +282,8 @@ FAMILIES: dict[str, tuple[Callable[[random.Random], Task], float]] = {
     "cross_plus": (lambda rng: _cross("cross_plus", "+", rng), 1),
     "cross_minus": (lambda rng: _cross("cross_minus", "-", rng), 0.5),
 }
+SINGLE_DECISION = tuple(FAMILIES)  # one decision per problem: the default family set
+FAMILIES.update(CHAIN_FAMILIES)  # several decisions per solution (arca.data.chains)
 
 
 def draw_family(rng: random.Random, families: list[str]) -> str:
@@ -323,7 +326,7 @@ def generate_forked(
     ``exclude`` (problem texts) switches to held-out mode: distinct texts not in ``exclude``.
     """
     rng = random.Random(seed)
-    families = check_families(families or list(FAMILIES))
+    families = check_families(families or list(SINGLE_DECISION))
     seen = set(exclude) if exclude is not None else None
     # A held-out set gets exact family quotas (shuffled), so no family's share drifts by chance.
     plan = _quotas(n, families, rng) if seen is not None else None

@@ -17,7 +17,8 @@ OUTCOMES = ("aligned", "decision", "execution", "collateral")
 
 
 def problem_outcome(completion: str, record: dict, correct: bool) -> dict[str, float]:
-    """The four outcome scores of one greedy completion of ``record`` (all NaN without branches)."""
+    """The four outcome scores of one greedy completion of ``record`` (all NaN without branches), plus
+    ``decision:<fork>`` for each named decision of an aligned completion."""
     branches = record.get("branches") or []
     out = dict.fromkeys(OUTCOMES, math.nan)
     if not branches:
@@ -30,7 +31,18 @@ def problem_outcome(completion: str, record: dict, correct: bool) -> dict[str, f
     if a is not None:
         out["decision"] = float(a.correct) if forked else math.nan
         out["execution"] = float(a.answer is not None and bool(grade_paper(completion, a.answer)))
+        if a.bugs is not None:  # each named decision on its own: 1 taken correctly, 0 taken wrongly
+            for name in decision_names(branches):
+                out[f"{DECISION_PREFIX}{name}"] = float(name not in a.bugs)
     return out
+
+
+DECISION_PREFIX = "decision:"
+
+
+def decision_names(branches: list[dict]) -> list[str]:
+    """The problem's decisive forks by name: those some branch takes wrongly."""
+    return sorted({name for b in branches for name in b.get("bugs", ())})
 
 
 def outcome_scores(samples: list[dict], problems: dict[str, dict], protocol: str, grader: str) -> pd.DataFrame:
@@ -42,6 +54,7 @@ def outcome_scores(samples: list[dict], problems: dict[str, dict], protocol: str
         rec = problems.get(str(r["problem_id"]))
         if rec is not None and rec.get("branches"):
             rows[str(r["problem_id"])] = problem_outcome(r["completion"], rec, bool(r[grader]))
-    df = pd.DataFrame.from_dict(rows, orient="index", columns=list(OUTCOMES), dtype=float)
+    named = sorted({k for row in rows.values() for k in row if k.startswith(DECISION_PREFIX)})
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=[*OUTCOMES, *named], dtype=float)
     df.index.name = "problem_id"
     return df.sort_index()

@@ -1,6 +1,6 @@
 """The cost table: wall time and peak memory of every job Snakemake benchmarked, per run and per cell.
 
-Reads the ``benchmark:`` records of ``build_base``, ``train`` and ``evaluate`` (paths from
+Reads the ``benchmark:`` records of ``build_base``, ``mc_values``, ``train`` and ``evaluate`` (paths from
 ``arca.grid.benchmark``). Snakemake writes each as a tab-separated file with one line per repeat;
 ``s`` is the wall time in seconds and ``max_rss`` the peak resident memory in MB, summed over the
 job's processes (``NA`` when the job ended before the first sample). A job run by hand, outside
@@ -47,6 +47,7 @@ def cost_table(cfg: Config) -> pd.DataFrame:
     evaluation), in sweep order; columns ``COLUMNS``."""
     base = {"run": BASE, "label": BASE, "method": BASE, "rank": None, "seed": None}
     _costs(base, "build_base", grid.benchmark(cfg, "build_base"))
+    _costs(base, "mc_values", grid.benchmark(cfg, "mc_values") if cfg.eval.mc_problems > 0 else None)
     _costs(base, "train", None)
     _costs(base, "evaluate", grid.benchmark(cfg, "evaluate", BASE))
     rows = [base]
@@ -54,6 +55,7 @@ def cost_table(cfg: Config) -> pd.DataFrame:
         label, rank, seed = parse_run_id(run)
         row = {"run": run, "label": label, "method": grid.for_run(cfg, run).credit.method, "rank": rank, "seed": seed}
         _costs(row, "build_base", None)
+        _costs(row, "mc_values", None)
         _costs(row, "train", grid.benchmark(cfg, "train", run))
         _costs(row, "evaluate", grid.benchmark(cfg, "evaluate", run))
         rows.append(row)

@@ -23,7 +23,19 @@ from arca.stats import (
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- learning curves
-LEARNING_CURVE_COLUMNS = ["label", "method", "rank", "seed", "run", "step", "greedy", "sampled", "n"]
+CURVE_OUTCOME_COLUMNS = ["greedy_aligned", "greedy_decision", "greedy_execution", "greedy_collateral"]
+LEARNING_CURVE_COLUMNS = [
+    "label",
+    "method",
+    "rank",
+    "seed",
+    "run",
+    "step",
+    "greedy",
+    "sampled",
+    "n",
+    *CURVE_OUTCOME_COLUMNS,
+]
 # Steps to threshold: the first curve step where greedy accuracy reaches the base model's plus this
 # fraction of uniform's mean final gain.
 THRESHOLD_FRACTION = 0.5
@@ -31,7 +43,8 @@ _TOL = 1e-9  # accuracies are k / n; the threshold may equal one exactly
 
 
 def learning_curves_table(runs: list[RunRecord]) -> pd.DataFrame:
-    """Long format: one row per (run, curve step), the held-out greedy and sampled accuracy."""
+    """Long format: one row per (run, curve step), the held-out greedy and sampled accuracy and the
+    greedy completions' planted-fork outcomes (``arca.evaluate.outcome_means``)."""
     rows = [
         {
             "label": r.label,
@@ -43,6 +56,7 @@ def learning_curves_table(runs: list[RunRecord]) -> pd.DataFrame:
             "greedy": p["greedy"],
             "sampled": p["sampled"],
             "n": p.get("n"),
+            **{c: p.get(c) for c in CURVE_OUTCOME_COLUMNS},  # planted-fork outcomes (absent without forks)
         }
         for r in runs
         for p in r.curve

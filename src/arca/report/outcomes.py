@@ -24,7 +24,7 @@ import math
 
 import pandas as pd
 
-from arca.report.branch_scores import OUTCOMES
+from arca.report.branch_scores import DECISION_PREFIX, OUTCOMES
 from arca.report.records import Cell, RunRecord
 from arca.report.render import ci_columns, est, fmt_rank, markdown_table
 from arca.stats import bootstrap_mean_ci
@@ -61,7 +61,8 @@ def outcomes_table(cells: list[Cell], base: RunRecord) -> pd.DataFrame:
 
 
 def family_decisions(cells: list[Cell], base: RunRecord, problems: dict[str, dict]) -> pd.DataFrame:
-    """[cell, family] mean decision accuracy (and collateral accuracy for the unplanted families)."""
+    """[cell, family] mean decision accuracy (and collateral accuracy for the unplanted families);
+    with several named decisions per problem (``arca.data.chains``), also one column per decision."""
     out = {}
     for name, runs in [(base.label, [base])] + [(f"{c.label}_r{c.rank}", c.runs) for c in cells]:
         have = [r.scores for r in runs if "decision" in r.scores]
@@ -71,7 +72,11 @@ def family_decisions(cells: list[Cell], base: RunRecord, problems: dict[str, dic
         family = scores.index.map(lambda pid: problems.get(pid, {}).get("subject", "?"))
         planted = scores.index.map(lambda pid: bool(problems.get(pid, {}).get("fork")))
         value = scores["decision"].where(planted, scores["collateral"])  # unplanted: plain correctness
-        out[name] = value.groupby(family).mean()
+        row = value.groupby(family).mean()
+        for col in scores.columns:  # problems with several decisions: each named decision on its own
+            if col.startswith(DECISION_PREFIX) and col != f"{DECISION_PREFIX}decision":
+                row[f"{col[len(DECISION_PREFIX) :]} (decision)"] = scores[col].mean()
+        out[name] = row
     return pd.DataFrame(out).T
 
 
@@ -95,8 +100,10 @@ def outcomes_markdown(df: pd.DataFrame, families: pd.DataFrame) -> str:
             "pretraining never planted). Mean [95% bootstrap interval over seeds and problems].\n",
             markdown_table(["method", "r", "seeds", *(OUTCOME_NAMES[o] for o in OUTCOMES)], rows),
             "## Per family\n",
-            "Decision accuracy of aligned completions for the planted families; greedy accuracy for the "
-            "unplanted ones (`none` and the twins). Mean over seeds and problems.\n",
+            "Decision accuracy of aligned completions for the planted families (every decision right); greedy "
+            "accuracy for the unplanted ones (`none`, `chain_none` and the twins); `<word> (decision)`: that one "
+            "decision taken correctly, over the aligned completions of problems holding it. Mean over seeds and "
+            "problems.\n",
             markdown_table(["cell", *families.columns], fam_rows),
         ]
     )

@@ -46,12 +46,14 @@ import pandas as pd
 from arca import grid
 from arca.config import Config
 from arca.io import write_text
+from arca.paths import paths_of
 from arca.report import cost
 from arca.report.curves import (
     learning_curves_table,
     sample_efficiency_markdown,
     sample_efficiency_table,
 )
+from arca.report.mc_agreement import mc_agreement_markdown, mc_agreement_table, read_mc_summary
 from arca.report.outcomes import family_decisions, outcomes_markdown, outcomes_table
 from arca.report.paper import paper_comparison
 from arca.report.precision import credit_precision_markdown, credit_precision_table
@@ -301,6 +303,9 @@ def aggregate_main(cfg: Config, args=None) -> None:
     outcomes = outcomes_table(cells, base)
     write_text(out / "outcomes.csv", _csv(outcomes))
     write_text(out / "outcomes.md", outcomes_markdown(outcomes, family_decisions(cells, base, test_problems(cfg))))
+    agreement = mc_agreement_table(cells)
+    write_text(out / "mc_agreement.csv", _csv(agreement))
+    write_text(out / "mc_agreement.md", mc_agreement_markdown(agreement, read_mc_summary(paths_of(cfg).mc_summary)))
     tuning = tuning_table(cfg, efficiency)
     write_text(out / "tuning.csv", _csv(tuning))
     write_text(out / "tuning.md", tuning_markdown(tuning))
