@@ -21,11 +21,12 @@ configfile: "configs/default.yaml"
 snakeconfig.apply_set(config)
 # The files again, read by arca's own strict reader: the checks of `python -m arca --config`.
 snakeconfig.check_config_files(snakeconfig.config_files(workflow))
+SOURCE = snakeconfig.config_source(snakeconfig.config_files(workflow), workflow.config_settings.config)
 
 # The resolved, checked config the rules read (types, closed sets, values, the credit methods'
 # requirements), validated once here; errors name the offending key.
-CFG = grid.as_config(config)
-credit.check_config(CFG, "snakemake config")
+CFG = grid.as_config(config, SOURCE)
+credit.check_config(CFG, SOURCE)
 # An override of what a run id fixes (method, rank, seed, a cell's overrides) is an error.
 snakeconfig.check_overrides(CFG, snakeconfig.cli_overrides(workflow.config_settings.config))
 # The same config files, in Snakemake's merge order, plus --config values as --set: every rule

@@ -123,6 +123,9 @@ def test_snakemake_refuses_an_injected_results_path(tmp_path, door):
         args = ["--config", f"set=paths.results={value}"]
     proc = run_snakemake("-n", "--nolock", "--cores", "1", *args)
     assert proc.returncode != 0 and "paths.results" in proc.log
+    # named as python -m arca names it: the files, and the --config on top
+    named = "bad.yaml: key 'paths.results'" if door == "--configfile" else "(with --config): key 'paths.results'"
+    assert named in proc.log, proc.log[-2000:]
     assert not marker.exists()
 
 

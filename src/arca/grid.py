@@ -78,7 +78,7 @@ BENCHMARKED = ("build_base", "mc_values", "train", "evaluate")
 
 
 # ----------------------------------------------------------------------------- config
-def as_config(config: Mapping[str, Any] | Config) -> Config:
+def as_config(config: Mapping[str, Any] | Config, source: str = "snakemake config") -> Config:
     """A validated ``Config`` from Snakemake's merged ``config`` dict (or a ``Config`` as is).
 
     Keys the YAML files leave out take the dataclass defaults, as in ``load_config``.
@@ -88,8 +88,8 @@ def as_config(config: Mapping[str, Any] | Config) -> Config:
     try:
         plain = json.loads(json.dumps(dict(config)))
     except (TypeError, ValueError) as e:  # a date, a set, a Python object: not plain config data
-        raise ConfigError(f"snakemake config: holds a value that is not plain data ({short(str(e))})") from None
-    return from_dict(plain, source="snakemake config")
+        raise ConfigError(f"{source}: holds a value that is not plain data ({short(str(e))})") from None
+    return from_dict(plain, source=source)
 
 
 # ----------------------------------------------------------------------------- the grid

@@ -48,6 +48,12 @@ def check_config_files(files: Iterable[str]) -> None:
         check_file(f)
 
 
+def config_source(files: Iterable[str], overrides: Mapping[str, Any] | None) -> str:
+    """How errors name Snakemake's merged config: its files, as ``python -m arca`` names them."""
+    source = " + ".join(files) or "<defaults>"
+    return f"{source} (with --config)" if overrides else source
+
+
 def _short_path(path: str) -> str:
     """Relative to the working directory when inside it: keeps shell commands and logs readable."""
     p = Path(path)
