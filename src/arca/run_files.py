@@ -104,9 +104,10 @@ def _latest_intact(run: RunPaths) -> tuple[dict, dict, object] | None:
     return None
 
 
-def _set_aside_other_config(run: RunPaths, run_hash: str) -> None:
-    """Move checkpoints of another config to ``checkpoints.<its hash>`` (never delete them: a hand
-    run with other settings must not cost the sweep its progress) and bring back this config's."""
+def _intact_checkpoint_of(run: RunPaths, run_hash: str) -> tuple[dict, dict, object] | None:
+    """The latest intact checkpoint of this config, or None. Checkpoints of another config move
+    to ``checkpoints.<its hash>`` (never deleted: a hand run with other settings must not cost the
+    sweep its progress), and this config's come back from there."""
     found = _latest_intact(run)
     if found is not None and found[0]["run_hash"] != run_hash:
         other = run.set_aside(str(found[0]["run_hash"]))
@@ -114,18 +115,20 @@ def _set_aside_other_config(run: RunPaths, run_hash: str) -> None:
         if other.exists():
             shutil.rmtree(other)  # an older set of that same config
         run.checkpoints.rename(other)
+        found = None
     mine = run.set_aside(run_hash)
     if mine.is_dir() and not run.checkpoints.exists():
         log.info("bringing back this config's checkpoints from %s", mine)
         mine.rename(run.checkpoints)
+        found = _latest_intact(run)
+    return found
 
 
 def load_checkpoint(run: RunPaths, model, opt, sched, data_gen: torch.Generator, run_hash: str) -> RunState | None:
     """Restore the latest intact checkpoint of this exact run config, or None to start fresh."""
     from peft import set_peft_model_state_dict
 
-    _set_aside_other_config(run, run_hash)
-    found = _latest_intact(run)
+    found = _intact_checkpoint_of(run, run_hash)
     if found is None:
         return None
     st, adapter, last = found
