@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -70,7 +71,11 @@ def test_the_projects_own_error_is_one_line_and_exit_2(monkeypatch, capsys):
     assert capsys.readouterr().err == "error: data.jsonl:3: malformed JSON line (column 4)\n"
 
 
-@pytest.mark.parametrize("exc", [ValueError("a bug"), TypeError("a bug"), OverflowError("a bug")])
+@pytest.mark.parametrize(
+    "exc",
+    [ValueError("a bug"), json.JSONDecodeError("a bug", "{", 0), FloatingPointError("a bug")],
+    ids=["ValueError", "JSONDecodeError", "FloatingPointError"],
+)
 def test_any_other_error_keeps_its_traceback(monkeypatch, exc):
     _failing_step(monkeypatch, exc)
     with pytest.raises(type(exc)):

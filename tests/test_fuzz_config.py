@@ -125,11 +125,6 @@ def test_yaml_tricks_are_refused_in_one_line_and_fast(text, prefix):
     _assert_accepted_and_valid_or_refused(rc, out, err, seconds)
 
 
-def test_a_file_that_is_not_utf8_is_refused_in_one_line():
-    rc, _, err, _ = _show_config(b"name: \xff\xfe\n")
-    assert rc == 2 and err.count("\n") == 1
-
-
 @settings(max_examples=3, deadline=None)
 @given(st.sampled_from(TRICKS[:8]))
 def test_snakemakes_front_door_refuses_them_too(text):
