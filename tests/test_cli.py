@@ -137,3 +137,39 @@ def test_config_errors_name_their_source_and_the_closest_name(tmp_path, capsys, 
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert named in err and hint in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- errors
+def _failing_step(monkeypatch, exc: BaseException) -> None:
+    def step(cfg, args):
+        raise exc
+
+    monkeypatch.setattr(cli, "show_config", step)
+
+
+def test_an_os_error_is_one_line_naming_the_path_and_errno(monkeypatch, capsys):
+    import errno
+
+    _failing_step(monkeypatch, OSError(errno.ENOSPC, "No space left on device", "/r/x/adapter"))
+    assert cli.main(["show-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "/r/x/adapter" in err and "errno 28" in err and "ENOSPC" in err
+
+
+def test_the_projects_own_error_is_one_line_and_exit_2(monkeypatch, capsys):
+    from arca.config import InputError
+
+    _failing_step(monkeypatch, InputError("data.jsonl:3: malformed JSON line\n  (column 4)"))
+    assert cli.main(["show-config"]) == 2
+    assert capsys.readouterr().err == "error: data.jsonl:3: malformed JSON line (column 4)\n"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [ValueError("a bug"), json.JSONDecodeError("a bug", "{", 0), FloatingPointError("a bug")],
+    ids=["ValueError", "JSONDecodeError", "FloatingPointError"],
+)
+def test_any_other_error_keeps_its_traceback(monkeypatch, exc):
+    _failing_step(monkeypatch, exc)
+    with pytest.raises(type(exc)):
+        cli.main(["show-config"])

@@ -290,8 +290,9 @@ def test_grid_math500_only_for_math_data():
     assert grid.data_outputs(paper)["math500"].endswith("paper/data/math500.jsonl")
     assert "math500" in grid.eval_inputs(paper, "base")
     assert grid.base_inputs(paper) == {}, "a Hub model needs no training data to build"
-    generated = load_config(REPO / "configs" / "default.yaml", ["eval.protocols=[generated, math500]"])
-    assert "math500" not in grid.data_outputs(generated)
+    # MATH-500 with generated data is refused before any data or base model is built
+    with pytest.raises(ConfigError, match="eval.protocols"):
+        load_config(REPO / "configs" / "default.yaml", ["eval.protocols=[generated, math500]"])
 
 
 def test_grid_heatmap_run():

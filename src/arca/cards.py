@@ -23,7 +23,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from arca import __version__
-from arca.config import Config
+from arca.config import Config, InputError
 from arca.prompts import PROMPT_TEMPLATE
 
 RUN_INFO = "arca_run.json"  # in the adapter folder: which run, which settings (config hash), how far
@@ -351,7 +351,7 @@ def check_adapter_hash(adapter_dir: Path, run_id: str, expected: str) -> None:
     """
     got = adapter_run_info(adapter_dir).get("config_hash")
     if got != expected:
-        raise ValueError(
+        raise InputError(
             f"{adapter_dir} was trained with config hash {got}, but this config gives run '{run_id}' the hash "
             f"{expected}: it was trained with other settings (by hand with --set?). Retrain it with this config "
             f"(snakemake --cores all --forcerun {adapter_dir}, with your --configfile, "

@@ -2,19 +2,21 @@
 
 Every step takes ``--config FILE`` (repeatable, deep-merged in order like Snakemake's
 ``--configfile``) and ``--set key.path=value`` overrides. The config is validated before any
-work; a ``ConfigError`` or bad input ends the step with exit code 2 and one message.
+work; the project's own errors (``ArcaError``: bad config, bad input) and OS errors (disk full,
+read-only) end the step with exit code 2 and one line; anything else keeps its traceback.
 Step implementations live in their modules and are imported lazily so ``--help`` is fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 
 from arca import grid
-from arca.config import ConfigError, apply_overrides, load_config, read_yaml
+from arca.config import ArcaError, ConfigError, apply_overrides, load_config, read_yaml
 from arca.credit import check_config, check_methods_named
 from arca.grid import check_run_overrides
 
@@ -195,7 +197,8 @@ examples:
   python -m arca evaluate --config configs/smoke.yaml --run base --set eval.n_problems=5
   python -m arca <step> --help
 
-exit status: 0 on success, 2 on a bad config or bad input (one message on stderr),
+exit status: 0 on success, 2 on a bad config, bad input or an OS error such as a full disk
+(one line on stderr),
 1 when compare-reference finds a claim of the reference not reproduced (with --exact: any number
 that differs beyond the tolerance)."""
 
@@ -263,6 +266,16 @@ def default_config_files() -> list[str]:
     return [str(default)]
 
 
+def one_line(e: BaseException) -> str:
+    """The message of the project's own error, or of an OS error with its path and errno, as one line."""
+    if isinstance(e, OSError) and e.errno is not None:
+        where = f"{e.filename}: " if e.filename is not None else ""
+        text = f"{where}{e.strerror or e} (errno {e.errno}, {errno.errorcode.get(e.errno, '?')})"
+    else:
+        text = str(e)
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from arca.io import setup_logging
@@ -286,10 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             check_run_overrides(cfg, run, args.overrides)
         func = getattr(importlib.import_module(module_name), func_name)
         func(cfg, args)
-    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ArcaError, OSError) as e:
         if args.verbose:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # a step's own verdict (e.g. compare-reference found differences) carries its status
         status = getattr(e, "exit_status", None)

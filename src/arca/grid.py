@@ -28,6 +28,7 @@ from arca.config import (
     to_dict,
     training_hash,
 )
+from arca.config.ranges import short
 from arca.paths import paths_of
 
 BASE = "base"  # the evaluation target that means "the base model, no adapter"
@@ -80,14 +81,18 @@ BENCHMARKED = ("build_base", "mc_values", "train", "evaluate")
 
 
 # ----------------------------------------------------------------------------- config
-def as_config(config: Mapping[str, Any] | Config) -> Config:
+def as_config(config: Mapping[str, Any] | Config, source: str = "snakemake config") -> Config:
     """A validated ``Config`` from Snakemake's merged ``config`` dict (or a ``Config`` as is).
 
     Keys the YAML files leave out take the dataclass defaults, as in ``load_config``.
     """
     if isinstance(config, Config):
         return config
-    return from_dict(json.loads(json.dumps(dict(config))), source="snakemake config")
+    try:
+        plain = json.loads(json.dumps(dict(config)))
+    except (TypeError, ValueError) as e:  # a date, a set, a Python object: not plain config data
+        raise ConfigError(f"{source}: holds a value that is not plain data ({short(str(e))})") from None
+    return from_dict(plain, source=source)
 
 
 # ----------------------------------------------------------------------------- the grid

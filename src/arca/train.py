@@ -39,13 +39,13 @@ from arca import credit as credit_lib
 from arca import grading, grid
 from arca.backends import make_generator
 from arca.cards import adapter_run_info
-from arca.config import Config, ConfigError, dump_config, parse_run_id, training_hash
+from arca.config import Config, ConfigError, NonFiniteError, dump_config, parse_run_id, training_hash
 from arca.data import read_records
 from arca.diagnostics import effective_token_ratio, gini, nanmean
 from arca.evaluate import curve_point
 from arca.grading import gold_answer
 from arca.grpo import group_advantages, weighted_pg_loss
-from arca.io import JsonlAppender, progress_bar, read_jsonl, write_text
+from arca.io import JsonlAppender, folder_lock, progress_bar, read_jsonl, write_text
 from arca.labels import label_metrics, rollout_labels
 from arca.models import count_trainable, load_policy, resolve_device
 from arca.optimizer import grpo_adamw
@@ -56,10 +56,6 @@ from arca.run_files import RunState, finish_run, load_checkpoint, log_scalars, s
 from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteError(FloatingPointError):
-    """A NaN or inf appeared in a training forward/backward pass."""
 
 
 # ----------------------------------------------------------------------------- schedule & state
@@ -122,6 +118,14 @@ def _check_finite(t: torch.Tensor, mask: torch.Tensor, what: str, step: int) -> 
     if not torch.isfinite(t[mask > 0]).all():
         raise NonFiniteError(
             f"step {step}: non-finite {what} in the training forward pass; stopping (last checkpoint kept)"
+        )
+
+
+def _check_adapter_finite(params: list[torch.Tensor], step: int) -> None:
+    if not all(bool(torch.isfinite(p.detach()).all()) for p in params):
+        raise NonFiniteError(
+            f"step {step}: non-finite adapter weights after the optimizer step; stopping "
+            "(no checkpoint written, the last one kept)"
         )
 
 
@@ -222,6 +226,7 @@ def train_step(
         lr = sched.get_last_lr()[0]
         before = [p.detach().clone() for p in params]
         opt.step()
+        _check_adapter_finite(params, step + 1)  # before anything can write these weights
         sched.step()
         # the step actually taken (Adam rescales the gradient): ||theta_after - theta_before||_2
         update_norm = float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(params, before))))
@@ -347,11 +352,15 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
     run_hash = training_hash(cfg)
     if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(cfg.train.threads)
-    data = paths_of(cfg).data
-    records = read_records(data.train)
-    run.root.mkdir(parents=True, exist_ok=True)
-    write_text(run.config, dump_config(cfg))
+    records = read_records(paths_of(cfg).data.train)
+    with folder_lock(run.lock, f"run folder {run.root}"):  # one trainer per run folder
+        return _train_locked(cfg, run, run_id, label, records, run_hash, stop_after)
 
+
+def _train_locked(
+    cfg: Config, run: RunPaths, run_id: str, label: str, records: list[dict], run_hash: str, stop_after: int | None
+) -> RunState:
+    write_text(run.config, dump_config(cfg))
     t = _start(cfg, run, run_hash)
     identity = {
         "run": run_id,
@@ -360,7 +369,7 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
         "rank": cfg.lora.rank,
         "seed": cfg.train.seed,
     }
-    curve_set = read_records(data.test)[: cfg.eval.curve_problems] if cfg.eval.every > 0 else []
+    curve_set = read_records(paths_of(cfg).data.test)[: cfg.eval.curve_problems] if cfg.eval.every > 0 else []
     probe_rows, probe_set = training_probe(cfg)
     # The live/ files start from what the checkpoint holds. They are not the declared outputs:
     # Snakemake must never see a declared output that is still being written (a killed Snakemake
@@ -404,9 +413,13 @@ def _loop(
     while state.step < cfg.train.steps:
         # prompts drawn with replacement from a seeded generator whose state is checkpointed
         idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=t.data_gen).tolist()
-        m, state.last_weights = train_step(
-            cfg, t.model, t.generator, t.opt, t.sched, [records[i] for i in idx], state.step, cfg.train.seed
-        )
+        try:
+            m, state.last_weights = train_step(
+                cfg, t.model, t.generator, t.opt, t.sched, [records[i] for i in idx], state.step, cfg.train.seed
+            )
+        except NonFiniteError as e:  # name the run (a sweep's logs interleave many) and the step
+            where = "" if str(e).startswith("step ") else f"step {state.step + 1}: "
+            raise NonFiniteError(f"run {progress.identity['run']}: {where}{e}") from None
         state.step += 1
         progress.step_done(m)
         if every > 0 and (state.step % every == 0 or state.step == cfg.train.steps):

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from arca import PORTABLE_KERNELS, grid
-from arca.config import Config
+from arca.config import Config, InputError
 from arca.io import atomic_path, write_json, write_text
 from arca.stats import Estimate, bootstrap_mean_ci
 
@@ -184,12 +184,12 @@ def _indexed(df: pd.DataFrame, table: str, path: Path) -> pd.DataFrame:
     keys = list(KEYS[table])
     absent = [k for k in keys if k not in df.columns]
     if absent:
-        raise ValueError(f"{path}: missing identity columns {absent}")
+        raise InputError(f"{path}: missing identity columns {absent}")
     df = df.copy()
     for k in keys:
         df[k] = df[k].map(_key_text)
     if df.duplicated(keys).any():
-        raise ValueError(f"{path}: rows repeat the identity {keys}")
+        raise InputError(f"{path}: rows repeat the identity {keys}")
     return df.set_index(keys)
 
 
