@@ -3,12 +3,16 @@
 #   snakemake --cores all --configfile configs/smoke.yaml  # any file in configs/, layered on it
 #   snakemake --cores all --configfile configs/smoke.yaml my.yaml  # several: ONE --configfile flag
 #     (a second `--configfile` flag replaces the first instead of adding to it)
-#   snakemake --cores all --config set=train.lr=1e-4      # any key, like python -m arca --set
+#   snakemake --cores all --config 'train={lr: 1.0e-4}'   # any key, Snakemake's nested form
+#   snakemake --cores all --config set=train.lr=1e-4      # the same, like python -m arca --set
 #   snakemake --profile workflow/profiles/slurm --configfile configs/paper.yaml
-#   snakemake --report results/<name>/report.html          # after a run
+#   (a run that succeeds writes results/<name>/report.html and prints the main table and the claims)
 from snakemake.utils import min_version
 
 from arca import credit, grid, snakeconfig
+from arca.config import ConfigError
+from arca.paths import paths_of
+from arca.report.summary import run_summary
 
 min_version("9.0")
 
@@ -16,16 +20,22 @@ min_version("9.0")
 configfile: "configs/default.yaml"
 
 
-# `--config set=train.lr=1e-4` (or set='[train.lr=1e-4, credit.sharpen=1.0]'): the same overrides
-# as `python -m arca --set`, applied here so the DAG (and each run's hash) sees them.
-snakeconfig.apply_set(config)
-
-# The resolved, checked config the rules read (types, closed sets, values, the credit methods'
-# requirements), validated once here; errors name the offending key.
-CFG = grid.as_config(config)
-credit.check_config(CFG, "snakemake config")
-# An override of what a run id fixes (method, rank, seed, a cell's overrides) is an error.
-snakeconfig.check_overrides(CFG, snakeconfig.cli_overrides(workflow.config_settings.config))
+try:
+    # `--config 'train={steps: 2}'` reaches us with every leaf a string: given its YAML type first.
+    # `--config set=train.lr=1e-4` (or set='[train.lr=1e-4, credit.sharpen=1.0]'): the same overrides
+    # as `python -m arca --set`, applied here so the DAG (and each run's hash) sees them.
+    snakeconfig.type_nested_values(config, workflow.config_settings.config)
+    snakeconfig.apply_set(config)
+    # The resolved, checked config the rules read (types, closed sets, values, the credit methods'
+    # requirements), validated once here; errors name the key and the file or --config value.
+    CFG = snakeconfig.checked_config(workflow, config)
+    for source, layer in snakeconfig.config_layers(workflow):
+        credit.check_methods_named(layer, source)  # an unknown method, named with its file
+    credit.check_config(CFG, snakeconfig.config_source(workflow))
+    # An override of what a run id fixes (method, rank, seed, a cell's overrides) is an error.
+    snakeconfig.check_overrides(CFG, snakeconfig.cli_overrides(workflow.config_settings.config))
+except ConfigError as e:
+    snakeconfig.fail(e)  # one message, no traceback
 # The same config files, in Snakemake's merge order, plus --config values as --set: every rule
 # hands them to `python -m arca` as {params.config}. A params function that Snakemake's rerun
 # triggers leave out (see snakeconfig.config_param), so that adding a config file does not by itself rerun
@@ -61,3 +71,10 @@ rule all:
     input:
         grid.all_targets(CFG),
     default_target: True
+
+
+# The end of a successful run that leaves the whole DAG complete: Snakemake's HTML report (every
+# table, figure and the claims), then the main table, the claims and the report's path on the screen.
+onsuccess:
+    if grid.complete(CFG):
+        print(run_summary(CFG, snakeconfig.build_report(workflow, paths_of(CFG).report)))

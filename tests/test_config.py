@@ -72,12 +72,19 @@ def test_values_are_checked_against_the_field_types():
         ({"rollout": {"decoder": "fast"}}, r"'rollout\.decoder' must be one of \['lean', 'generate'\], got 'fast'"),
         ({"lora": {"target_modules": "q_proj"}}, r"'lora\.target_modules' must be a list, got str"),
         ({"lora": {"target_modules": ["q_proj", 1]}}, r"'lora\.target_modules\[1\]' must be str"),
-        ({"train": {"lrr": 1.0}}, r"unknown key 'train\.lrr' \(allowed here: \["),
+        ({"train": {"lrr": 1.0}}, r"unknown key 'train\.lrr' \(did you mean 'lr'\?\); allowed here: checkpoint_every"),
+        ({"rollout": {"decoder": "laen"}}, r"got 'laen' \(did you mean 'lean'\?\)"),
         ({"train": 3}, r"key 'train' must be a mapping, got int"),
     ]
     for raw, message in cases:
         with pytest.raises(ConfigError, match=r"^src\.yaml: .*" + message):
             from_dict(raw, source="src.yaml")
+
+
+def test_no_suggestion_when_nothing_is_close():
+    with pytest.raises(ConfigError) as e:
+        from_dict({"train": {"zzzz": 1.0}}, source="src.yaml")
+    assert "did you mean" not in str(e.value) and "allowed here: checkpoint_every" in str(e.value)
 
 
 def test_floats_accept_ints_and_yaml_1_1_exponent_strings():

@@ -570,3 +570,22 @@ def test_adapter_at_zero_gives_the_reference_pass_bit_for_bit(qwen3, share):
             for n, p in model.named_parameters():
                 if n in saved:
                     p.copy_(saved[n])
+
+
+@pytest.mark.parametrize("greedy", [False, True], ids=["sampled", "greedy"])
+@pytest.mark.parametrize("decoder", ["lean", "generate"])
+def test_non_finite_logits_raise_the_projects_error(llama, decoder, greedy):
+    from arca.config import NonFiniteError
+
+    model, tok = llama
+    head = model.get_output_embeddings().weight
+    saved = head.detach().clone()
+    try:
+        with torch.no_grad():
+            head[0, 0] = float("nan")  # one weight: token 0's logit is NaN in every row
+        gen = TransformersGenerator(model, tok, batch_size=8, decoder=decoder)
+        with pytest.raises(NonFiniteError, match="non-finite logits"):
+            gen.generate(["1+1=", "2+2="], 2, 1.0, 0.95, 8, greedy=greedy)
+    finally:
+        with torch.no_grad():
+            head.copy_(saved)

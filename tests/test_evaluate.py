@@ -88,3 +88,27 @@ def test_paper200_and_math500_keep_every_row_in_order_and_no_gold_scores_zero(tm
     s500 = summarize(evaluate_protocol(cfg, gen, "math500", grader), cfg.eval.pass_k, "math_verify")
     assert s500["n_problems"] == len(m500_rows) and s500["n_no_gold"] == 1
     assert s500["greedy"]["math_verify"] == (len(m500_rows) - 1) / len(m500_rows)
+
+
+def test_summary_reports_math_verify_timeouts_and_errors(tmp_path, caplog):
+    from collections import defaultdict
+
+    from arca.evaluate import protocol_summary
+    from arca.math_verify_pool import shared_grader
+
+    cfg = load_config(overrides=[f"paths.results={tmp_path}", "data.n_train=20", "data.n_test=4", "eval.n_problems=9"])
+    prepare_data(cfg)
+    pool = shared_grader(cfg.eval.grader_workers)
+
+    def grader(golds, completions):  # as if Math-Verify hung on three items and crashed on one
+        pool.n_timeouts += 3
+        pool.n_errors += 1
+        return [{"answer": None, "paper": False, "math_verify": False} for _ in golds]
+
+    gen = AnsweringGenerator(defaultdict(lambda: "The answer is \\boxed{1}."))
+    with caplog.at_level("WARNING", logger="arca"):
+        rows, summary = protocol_summary(cfg, gen, "generated", grader)
+    assert summary["math_verify_failures"] == {"timeouts": 3, "errors": 1}
+    assert "Math-Verify timed out on 3 and failed on 1" in caplog.text
+    assert len(rows) == 4 * (1 + cfg.eval.pass_k)
+    assert "holds 4 problems, fewer than eval.n_problems = 9" in caplog.text  # said, not silent

@@ -91,3 +91,24 @@ def test_progress_bar_in_a_log_file_redraws_rarely_in_ascii(capsys):
     bar.close()
     assert bar.mininterval == 30.0 and bar.ascii  # stderr is captured here, not a terminal
     assert bar.n == 4 and "train" in capsys.readouterr().err
+
+
+def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = io.os.fsync, io.os.replace
+    monkeypatch.setattr(io.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(io.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    io.write_text(tmp_path / "a.txt", "hello")
+    assert events[:2] == ["fsync", "replace"]
+    assert (tmp_path / "a.txt").read_text() == "hello"
+
+
+def test_folder_lock_refuses_a_second_holder_and_is_gone_after(tmp_path):
+    lock = tmp_path / "run" / ".train.lock"
+    with io.folder_lock(lock, "run folder x"):
+        with pytest.raises(ValueError, match="run folder x is being written by another process"):
+            with io.folder_lock(lock, "run folder x"):
+                pass
+    assert not lock.exists()
+    with io.folder_lock(lock, "run folder x"):  # free again
+        pass

@@ -7,6 +7,7 @@ materializes the real SmolLM2-135M GGUF.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -218,3 +219,39 @@ def test_smollm2_from_gguf(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "load_gguf", no_reload)
     models.build_base(make_cfg(tmp_path, name="smol2", source="gguf"))
     assert (tmp_path / "smol2" / "base" / "model.safetensors").is_file()
+
+
+def test_a_non_finite_base_model_is_refused_at_load(built, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from arca.config import NonFiniteError
+
+    cfg = from_dict({**to_dict(built), "paths": {**to_dict(built.paths), "results": str(tmp_path)}})
+    shutil.copytree(built.base_dir, cfg.base_dir)
+    weights = cfg.base_dir / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = sorted(tensors)[0]
+    tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    with pytest.raises(NonFiniteError, match=f"{cfg.base_dir}.*NaN or inf"):
+        models.load_base_model(cfg)
+
+
+def test_unknown_lora_target_modules_are_a_config_error(built):
+    model, _ = models.load_base_model(built)
+    lora = dataclasses.replace(built.lora, target_modules=["q_proj", "qkv_proj"])
+    with pytest.raises(ConfigError, match=r"lora.target_modules.*'qkv_proj'.*q_proj"):
+        models.wrap_lora(model, lora)
+
+
+def test_a_truncated_adapter_is_an_input_error(built, tmp_path):
+    from arca.config import InputError
+
+    policy, _ = models.load_policy(built)
+    policy.save_pretrained(tmp_path / "adapter")
+    weights = tmp_path / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(InputError, match="adapter's weights cannot be read"):
+        models.load_policy(built, adapter_dir=tmp_path / "adapter")

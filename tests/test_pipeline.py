@@ -29,7 +29,7 @@ ENV = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
 }
-# The x86 kernel choices results/reference/smoke/ was made with (README "Checking a reproduction"):
+# The x86 kernel choices results/reference/smoke/ was made with (docs/reproducibility.md):
 # torch's AVX2 kernels and MKL's AVX2 code path exist on every x86-64 CPU of the last decade, so the
 # smoke DAG computes the same bits on each of them, and its tables can be checked number by number.
 PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
@@ -54,6 +54,13 @@ def test_smoke_dag_end_to_end(tmp_path):
     proc = snakemake(*args, env={**ENV, **PORTABLE_KERNELS})
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = tmp_path / "results" / "smoke"
+    # the run ends in one place: the HTML report, and on the screen the main table, the claims and its path
+    report = out / "report.html"
+    assert report.stat().st_size > 10_000 and "paper_comparison.md" in report.read_text(errors="replace")
+    screen = proc.stdout + proc.stderr
+    assert (out / "tables" / "performance.md").read_text().strip() in screen
+    assert "## The paper's claims, judged at this scale" in screen
+    assert f"Report with every table, figure and the claims: {report}" in screen
     for name in ("performance", "concentration"):
         for ext in ("csv", "md", "tex"):
             assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0

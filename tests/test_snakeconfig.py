@@ -54,3 +54,11 @@ def test_check_overrides_reads_snakemakes_plain_dict():
     snakeconfig.check_overrides(raw, ["train.lr=1e-4"])
     with pytest.raises(ConfigError, match="'credit.method' is fixed by run id"):
         snakeconfig.check_overrides(raw, ["credit.method=arca"])
+
+
+def test_nested_config_values_get_their_yaml_types_in_both_dicts():
+    cli = {"train": {"steps": "2", "lr": "1.0e-4", "shuffle_rewards": "true"}, "name": "x", "set": "a.b=1"}
+    config = {"train": dict(cli["train"]), "name": "x"}
+    snakeconfig.type_nested_values(config, cli)
+    assert cli["train"] == {"steps": 2, "lr": 1.0e-4, "shuffle_rewards": True} == config["train"]
+    assert cli["name"] == "x" and cli["set"] == "a.b=1"  # top-level values are Snakemake's own, as typed

@@ -6,6 +6,8 @@ before any output is written.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -209,7 +211,7 @@ def test_lr_scheduler_state_survives_a_checkpoint_round_trip(results, tmp_path):
     buf.seek(0)
     opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     resumed = train.lr_scheduler(cfg, opt2)
-    resumed.load_state_dict(torch.load(buf, weights_only=False)["scheduler"])
+    resumed.load_state_dict(torch.load(buf, weights_only=True)["scheduler"])
     assert first + _lr_curve(cfg, 13, resumed) == pytest.approx(_lr_curve(cfg, 20))
 
 
@@ -659,6 +661,12 @@ def test_adapter_loads_from_another_directory_with_card_and_tokenizer(results, t
     ):
         assert needle in card, needle
     assert "More Information Needed" not in card  # not peft's blank template
+    # the card's loading-and-generating example runs as written, on the card's prompt
+    code = card.split("```python\n", 1)[1].split("```", 1)[0].replace(cards.ADAPTER_PLACEHOLDER, str(adapter))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {})
+    assert printed.getvalue().endswith("\n")  # it got as far as printing the completion
 
 
 def test_hub_base_is_recorded_as_its_hub_id(tmp_path):
@@ -772,3 +780,108 @@ def test_logging_is_info_for_arca_and_warning_for_third_party():
     for noisy in ("fontTools.subset", "matplotlib.font_manager", "urllib3", "filelock"):
         assert not logging.getLogger(noisy).isEnabledFor(logging.INFO), noisy
         assert logging.getLogger(noisy).isEnabledFor(logging.WARNING), noisy
+
+
+# ----------------------------------------------------------------------------- hostile and damaged files
+class _Planted:
+    """Unpickling this runs ``touch``: what a planted checkpoint would do under weights_only=False."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_planted_latest_checkpoint_runs_no_code_and_the_older_one_resumes(results, toy_reward, tmp_path, caplog):
+    run = "arca_r4_s1"
+    cfg = run_cfg(results, run, "train.steps=6")
+    train.train_run(cfg, run, run_dir=tmp_path / "full")
+    train.train_run(cfg, run, run_dir=tmp_path / "r", stop_after=4)
+    marker = tmp_path / "PWNED"
+    torch.save(
+        {"step": 4, "payload": _Planted(marker)}, tmp_path / "r" / "checkpoints" / "step_000004" / "trainer_state.pt"
+    )
+    with caplog.at_level("WARNING", logger="arca"):
+        state = train.train_run(cfg, run, run_dir=tmp_path / "r")
+    assert not marker.exists()
+    assert "step_000004 is damaged" in caplog.text
+    assert state.step == 6 and metrics(tmp_path / "r") == metrics(tmp_path / "full")
+    a, b = adapter_tensors(tmp_path / "full" / "adapter"), adapter_tensors(tmp_path / "r" / "adapter")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # resumed from step 2: the same run, bit for bit
+
+
+def test_a_truncated_checkpoint_counts_as_damaged(tmp_path):
+    from arca.run_files import _read_checkpoint
+
+    ckpt = tmp_path / "step_000002"
+    (ckpt / "adapter").mkdir(parents=True)
+    (ckpt / "trainer_state.pt").write_bytes(b"PK\x03\x04 truncated")
+    (ckpt / "adapter" / "adapter_model.safetensors").write_bytes(b"")
+    assert _read_checkpoint(ckpt) is None
+
+
+def test_another_configs_run_sets_the_checkpoints_aside_and_gives_them_back(results, toy_reward, tmp_path, caplog):
+    run = "uniform_r4_s1"
+    sweep = run_cfg(results, run, "train.steps=6")
+    train.train_run(sweep, run, run_dir=tmp_path / "r", stop_after=2)
+    by_hand = run_cfg(results, run, "train.steps=6", "train.lr=1e-3")
+    train.train_run(by_hand, run, run_dir=tmp_path / "r", stop_after=2)
+    aside = RunPaths(tmp_path / "r").set_aside(training_hash(sweep))
+    assert (aside / "step_000002" / "trainer_state.pt").is_file()  # not deleted
+    with caplog.at_level("INFO", logger="arca"):
+        state = train.train_run(sweep, run, run_dir=tmp_path / "r", stop_after=3)
+    assert "resuming from" in caplog.text and "step_000002" in caplog.text and state.step == 3
+    assert RunPaths(tmp_path / "r").set_aside(training_hash(by_hand)).is_dir()
+
+
+def test_non_finite_adapter_weights_stop_the_run_before_any_checkpoint(results, toy_reward, tmp_path, monkeypatch):
+    run = "arca_r4_s1"
+    cfg = run_cfg(results, run, "train.checkpoint_every=1")
+    real = torch.optim.AdamW.step
+
+    def poisoned(self, *a, **k):
+        out = real(self, *a, **k)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", poisoned)
+    with pytest.raises(train.NonFiniteError, match=r"run arca_r4_s1: step 1: non-finite adapter weights"):
+        train.train_run(cfg, run, run_dir=tmp_path / "r")
+    assert not list((tmp_path / "r").glob("checkpoints/step_*"))
+
+
+def test_one_trainer_per_run_folder(results, tmp_path):
+    from arca.config import InputError
+    from arca.io import folder_lock
+
+    run = "uniform_r4_s1"
+    folder = RunPaths(tmp_path / "r")
+    with folder_lock(folder.lock, "test"):
+        with pytest.raises(InputError, match="another process"):
+            train.train_run(run_cfg(results, run), run, run_dir=folder.root)
+    assert not folder.lock.exists()
+
+
+def test_non_finite_logits_while_sampling_name_the_run_and_step(results, toy_reward, tmp_path, monkeypatch):
+    from arca.decode import decoder
+
+    run = "uniform_r4_s1"
+    cfg = run_cfg(results, run)
+    train.train_run(cfg, run, run_dir=tmp_path / "r", stop_after=2)
+    real = decoder.LeanDecoder._forward
+    monkeypatch.setattr(decoder.LeanDecoder, "_forward", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(train.NonFiniteError, match=r"run uniform_r4_s1: step 3: sampling: non-finite logits"):
+        train.train_run(cfg, run, run_dir=tmp_path / "r")
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["step_000002"]
+
+
+def test_checkpoint_state_is_plain_data():
+    import numpy as np
+
+    from arca.run_files import plain
+
+    state = plain([{"a": np.float64(0.1), "b": torch.tensor(3), "c": [np.int64(2), None, True, "x"]}])
+    assert state == [{"a": 0.1, "b": 3, "c": [2, None, True, "x"]}]
+    assert type(state[0]["a"]) is float and type(state[0]["c"][0]) is int

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import os
 import re
 import shlex
@@ -289,8 +290,9 @@ def test_grid_math500_only_for_math_data():
     assert grid.data_outputs(paper)["math500"].endswith("paper/data/math500.jsonl")
     assert "math500" in grid.eval_inputs(paper, "base")
     assert grid.base_inputs(paper) == {}, "a Hub model needs no training data to build"
-    generated = load_config(REPO / "configs" / "default.yaml", ["eval.protocols=[generated, math500]"])
-    assert "math500" not in grid.data_outputs(generated)
+    # MATH-500 with generated data is refused before any data or base model is built
+    with pytest.raises(ConfigError, match="eval.protocols"):
+        load_config(REPO / "configs" / "default.yaml", ["eval.protocols=[generated, math500]"])
 
 
 def test_grid_heatmap_run():
@@ -348,8 +350,14 @@ def test_grid_report_outputs_caption_every_shown_file():
                 shown[key] = value[2]
             else:
                 assert value == outputs[key]
-    assert set(shown) == {f"{t}_csv" for t in grid.REPORT_TABLES} | {f"{f}_png" for f in grid.FIGURES}
-    assert shown["performance_csv"] == {"caption": "../report/tables/performance.rst", "category": "Tables"}
+    markdown = {f"{t}_md" for t in grid.REPORT_TABLES if "md" in grid.TABLES[t]}
+    assert set(shown) == {f"{t}_csv" for t in grid.REPORT_TABLES} | markdown | {f"{f}_png" for f in grid.FIGURES} | {
+        "paper_comparison_md"
+    }
+    caption = "../report/tables/performance.rst"
+    assert shown["performance_csv"] == {"caption": caption, "category": "Tables", "subcategory": "CSV"}
+    assert shown["performance_md"] == {"caption": caption, "category": "Tables", "subcategory": "Markdown"}
+    assert shown["paper_comparison_md"] == {"caption": "../report/tables/paper_comparison.rst", "category": "Claims"}
     assert shown["lorenz_png"] == {
         "caption": "../report/figures/lorenz.rst",
         "category": "Figures",
@@ -689,3 +697,103 @@ def test_tune_config_runs_every_default_method_at_four_lrs_on_other_seeds():
     assert set(lrs) == methods
     for method, values in lrs.items():
         assert len(values) >= 3 and max(values) / min(values) >= 10 and shared in values, (method, values)
+
+
+@pytest.mark.parametrize(
+    "args, named, hint",
+    [
+        (["--config", "train={lrr: 1.0e-4}"], '--config train={"lrr"', "did you mean 'lr'?"),
+        (["--config", "set=rollout.decoder=laen"], "--config set=rollout.decoder=laen", "did you mean 'lean'?"),
+        (["bad.yaml"], "bad.yaml", "did you mean 'lr'?"),
+        (["method.yaml"], "method.yaml", "did you mean 'arca'?"),
+    ],
+)
+def test_snakemake_config_errors_name_their_source_and_the_closest_key(tmp_path, args, named, hint):
+    (tmp_path / "bad.yaml").write_text("train: {lrr: 1.0e-4}\n")
+    (tmp_path / "method.yaml").write_text(
+        'sweep: {cells: [{method: arcaa, ranks: [2], label: "", overrides: {}, compare: []}]}\n'
+    )
+    files = [str(tmp_path / a) if a.endswith(".yaml") else a for a in args]
+    if args[0].endswith(".yaml"):
+        cli = ["--configfile", "configs/smoke.yaml", *files]
+    else:
+        cli = [*files, "--configfile", "configs/smoke.yaml"]
+    proc = run_snakemake("-n", "--nolock", "--cores", "1", *cli)
+    assert proc.returncode != 0
+    error = next(line for line in proc.log.splitlines() if line.startswith("error: "))
+    assert named in error and hint in error, proc.log
+    assert "Traceback" not in proc.log and 'File "' not in proc.log
+
+
+def test_snakemakes_nested_config_form_keeps_the_values_types():
+    # Snakemake reads the leaves of `train={steps: 2}` as strings; the steps must get the int
+    proc = run_snakemake(
+        "-n",
+        "--nolock",
+        "-p",
+        "--cores",
+        "1",
+        "--config",
+        "train={steps: 2, lr: 1.0e-4}",
+        "--configfile",
+        "configs/smoke.yaml",
+    )
+    assert proc.returncode == 0, proc.log
+    assert "--set train.steps=2 --set train.lr=0.0001" in proc.log
+
+
+def _byo_config(tmp_path: Path) -> Path:
+    """docs/bring-your-own.md's settings file on a local MATH-format JSONL data set, the model swapped
+    for the smoke config's pretrained-here one (no Hub here) and the sweep for two cells."""
+    text = (REPO / "docs" / "bring-your-own.md").read_text()
+    raw = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, flags=re.S).group(1))
+    assert raw["data"]["source"] == "math" and raw["model"]["source"] in ("hub", "local")
+    rows = {"train": 40, "test": 12}
+    for split, n in rows.items():
+        lines = []
+        for i in range(n):
+            a, b = i + 2, 2 * i + 1
+            row = {"problem": f"What is {a} + {b}?", "solution": f"{a} + {b} = {a + b}, so $\\boxed{{{a + b}}}$."}
+            lines.append(json.dumps({**row, "level": "Level 1", "type": "Prealgebra"}))
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    raw["data"].update(train=str(tmp_path / "train.jsonl"), test=str(tmp_path / "test.jsonl"))
+    raw["model"] = {"source": "pretrain"}
+    raw["eval"]["n_problems"] = rows["test"]
+    raw["paths"] = {"results": str(tmp_path / "results")}
+    raw["sweep"] = {
+        "cells": [{"method": m, "ranks": [4], "label": "", "overrides": {}, "compare": []} for m in ("uniform", "arca")]
+    }
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_bring_your_own_data_set_plans_the_smoke_dag_and_prepares_the_data(tmp_path):
+    mine = _byo_config(tmp_path)
+    proc = run_snakemake("-n", "--nolock", "--cores", "1", "--configfile", "configs/smoke.yaml", str(mine))
+    assert proc.returncode == 0, proc.log
+    counts = job_counts(proc.log)
+    assert counts["train"] == 2 and counts["evaluate"] == 3 and counts["prepare_data"] == 1
+    step = subprocess.run(
+        [sys.executable, "-m", "arca", "prepare-data", "--config", "configs/smoke.yaml", "--config", str(mine)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert step.returncode == 0, step.stderr
+    test = [json.loads(x) for x in (tmp_path / "results" / "mine" / "data" / "test.jsonl").read_text().splitlines()]
+    assert len(test) == 12 and test[0]["answer"] == "3" and test[0]["level"] == 1 and test[0]["subject"] == "Prealgebra"
+
+
+def test_grid_complete_only_when_every_target_of_rule_all_exists(tmp_path):
+    cfg = load_config([REPO / "configs" / "smoke.yaml"], [f"paths.results={tmp_path}"])
+    targets = [Path(p) for p in grid.all_targets(cfg)]
+    for path in targets[:-1]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    assert not grid.complete(cfg)
+    targets[-1].parent.mkdir(parents=True, exist_ok=True)
+    targets[-1].write_text("x")
+    assert grid.complete(cfg)

@@ -2,20 +2,22 @@
 
 Every step takes ``--config FILE`` (repeatable, deep-merged in order like Snakemake's
 ``--configfile``) and ``--set key.path=value`` overrides. The config is validated before any
-work; a ``ConfigError`` or bad input ends the step with exit code 2 and one message.
+work; the project's own errors (``ArcaError``: bad config, bad input) and OS errors (disk full,
+read-only) end the step with exit code 2 and one line; anything else keeps its traceback.
 Step implementations live in their modules and are imported lazily so ``--help`` is fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 
 from arca import grid
-from arca.config import ConfigError, load_config
-from arca.credit import check_config
+from arca.config import ArcaError, ConfigError, apply_overrides, load_config, read_yaml
+from arca.credit import check_config, check_methods_named
 from arca.grid import check_run_overrides
 
 log = logging.getLogger("arca")
@@ -36,6 +38,10 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
         "GRPO-train one run (resumes from its last checkpoint)",
         [
             (("--run",), dict(required=True, help="run id <method>_r<rank>_s<seed>")),
+            (
+                ("--force",),
+                dict(action="store_true", help="train a finished run again from scratch (default: do nothing)"),
+            ),
         ],
     ),
     "evaluate": (
@@ -116,6 +122,33 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
             ),
         ],
     ),
+    "card": (
+        "arca.cards:card_main",
+        "rewrite a finished run's model card with its held-out evaluation",
+        [
+            (("--run",), dict(required=True, help="run id <method>_r<rank>_s<seed>")),
+        ],
+    ),
+    "push": (
+        "arca.cards:push_main",
+        "upload a finished run's adapter and model card to the Hugging Face Hub (a Hub base model only)",
+        [
+            (("--run",), dict(required=True, help="run id <method>_r<rank>_s<seed>")),
+            (("--repo-id",), dict(required=True, help="the Hub model repository, e.g. you/arca-r8")),
+            (("--private",), dict(action="store_true", help="create the repository as private")),
+        ],
+    ),
+    "docs": (
+        "arca.report.docs:docs_main",
+        "rewrite the generated regions of README.md and docs/*.md from results/reference/",
+        [
+            (("--root",), dict(default=".", metavar="DIR", help="repository root (default: the working directory)")),
+            (
+                ("--check",),
+                dict(action="store_true", help="change nothing; exit status 1 when a region is out of date"),
+            ),
+        ],
+    ),
     "grade": ("arca.grading:grade_main", "grade JSONL {gold, completion} lines from stdin", []),
     "bench": (
         "arca.bench:bench_main",
@@ -154,7 +187,8 @@ DESCRIPTION = """\
 The steps of the ARCA credit-assignment benchmark. Snakemake runs them for you
 (snakemake --cores all); run one by hand with the same config to debug or redo it.
 Every step reads its config from --config files (default: configs/default.yaml
-in the working directory) plus --set overrides, and checks it before doing anything."""
+in the working directory; an error where there is none) plus --set overrides, and
+checks it before doing anything."""
 
 EPILOG = """\
 examples:
@@ -163,7 +197,8 @@ examples:
   python -m arca evaluate --config configs/smoke.yaml --run base --set eval.n_problems=5
   python -m arca <step> --help
 
-exit status: 0 on success, 2 on a bad config or bad input (one message on stderr),
+exit status: 0 on success, 2 on a bad config, bad input or an OS error such as a full disk
+(one line on stderr),
 1 when compare-reference finds a claim of the reference not reproduced (with --exact: any number
 that differs beyond the tolerance)."""
 
@@ -187,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
             action="append",
             default=None,
             metavar="FILE",
-            help="config YAML; repeatable, later files override earlier ones (default: configs/default.yaml)",
+            help="config YAML; repeatable, later files override earlier ones (default: configs/default.yaml "
+            "of the working directory, which must exist)",
         )
         p.add_argument(
             "--set",
@@ -209,12 +245,35 @@ def show_config(cfg, args) -> None:
     print(dump_config(grid.for_run(cfg, args.run) if args.run else cfg), end="")
 
 
+# Steps that read no config: they run without --config anywhere.
+NO_CONFIG = frozenset({"docs"})
+
+
 def default_config_files() -> list[str]:
-    """Without ``--config``: ``configs/default.yaml`` of the working directory if it exists, else none."""
+    """Without ``--config``: ``configs/default.yaml`` of the working directory; an error when there is none.
+
+    Falling back to the dataclass defaults would run another experiment under the name ``default``.
+    """
     from pathlib import Path
 
     default = Path("configs") / "default.yaml"
-    return [str(default)] if default.is_file() else []
+    if not default.is_file():
+        raise ConfigError(
+            f"no --config given and no {default} in {Path.cwd()}: pass the experiment's config, "
+            "e.g. --config configs/default.yaml from the repository root "
+            "(or --config /path/to/the/repository/configs/default.yaml)"
+        )
+    return [str(default)]
+
+
+def one_line(e: BaseException) -> str:
+    """The message of the project's own error, or of an OS error with its path and errno, as one line."""
+    if isinstance(e, OSError) and e.errno is not None:
+        where = f"{e.filename}: " if e.filename is not None else ""
+        text = f"{where}{e.strerror or e} (errno {e.errno}, {errno.errorcode.get(e.errno, '?')})"
+    else:
+        text = str(e)
+    return " ".join(text.split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,17 +284,25 @@ def main(argv: list[str] | None = None) -> int:
     target, _, _ = STEPS[args.step]
     module_name, func_name = target.split(":")
     try:
-        cfg = load_config(args.config or default_config_files(), args.overrides)
-        check_config(cfg)
+        if args.step in NO_CONFIG:
+            cfg = None
+        else:
+            files = args.config or default_config_files()
+            cfg = load_config(files, args.overrides)
+            for path in files:  # an unknown credit method, named with its file or --set value
+                check_methods_named(read_yaml(path), path)
+            for entry in args.overrides:
+                check_methods_named(apply_overrides({}, [entry]), f"--set {entry}")
+            check_config(cfg, " + ".join(files))
         run = getattr(args, "run", None)
         if run and run != "base" and args.overrides:
             check_run_overrides(cfg, run, args.overrides)
         func = getattr(importlib.import_module(module_name), func_name)
         func(cfg, args)
-    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ArcaError, OSError) as e:
         if args.verbose:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # a step's own verdict (e.g. compare-reference found differences) carries its status
         status = getattr(e, "exit_status", None)

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
 from arca import grid
-from arca.config import Config, ConfigError, Normalization, make_run_id
+from arca.config import Config, ConfigError, Normalization, did_you_mean, make_run_id
 
 ENTROPIES = "entropies"
 STEP_ENTROPIES = "step_entropies"
@@ -285,6 +285,20 @@ REGISTRY: dict[str, CreditMethod] = {
 PAPER_METHODS = ("uniform", "surprisal", "entropy_reduction", "divergence", "arca")
 
 
+def check_methods_named(raw: Mapping[str, Any], source: str) -> None:
+    """The credit methods one layer of config (a file, or ``--config`` values) names exist; the
+    error names that layer and the closest method. Raises ``ConfigError``."""
+    named = [("credit.method", (raw.get("credit") or {}).get("method"))]
+    cells = (raw.get("sweep") or {}).get("cells") or []
+    named += [(f"sweep.cells[{i}].method", c.get("method")) for i, c in enumerate(cells) if isinstance(c, Mapping)]
+    for key, method in named:
+        if isinstance(method, str) and method not in REGISTRY:
+            raise ConfigError(
+                f"{source}: key '{key}' names an unknown credit method {method!r}{did_you_mean(method, REGISTRY)}; "
+                f"known: {', '.join(sorted(REGISTRY))}"
+            )
+
+
 def check_config(cfg: Config, source: str = "<config>") -> None:
     """What only the registry can check: every method the config names exists, and each run's
     config meets its method's requirements. Raises ``ConfigError`` naming the key."""
@@ -292,7 +306,8 @@ def check_config(cfg: Config, source: str = "<config>") -> None:
     def check(method: str, key: str, run_cfg: Config | None) -> None:
         if method not in REGISTRY:
             raise ConfigError(
-                f"{source}: key '{key}' names an unknown credit method {method!r} (known: {sorted(REGISTRY)})"
+                f"{source}: key '{key}' names an unknown credit method {method!r}{did_you_mean(method, REGISTRY)}; "
+                f"known: {', '.join(sorted(REGISTRY))}"
             )
         problem = REGISTRY[method].requires(run_cfg) if REGISTRY[method].requires and run_cfg is not None else None
         if problem:

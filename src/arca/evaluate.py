@@ -28,7 +28,7 @@ from arca.backends import make_generator
 from arca.cards import check_adapter_hash
 from arca.config import Config, parse_run_id, training_hash
 from arca.data import read_records
-from arca.grading import gold_answer, grade_both
+from arca.grading import gold_answer, grade_both, math_verify_failures
 from arca.io import read_jsonl, write_json, write_jsonl
 from arca.labels import align
 from arca.models import count_trainable, load_base_model, load_policy, resolve_device
@@ -254,6 +254,34 @@ def evaluate_protocol(cfg: Config, generator, protocol: str, grader, name: str =
     ]
 
 
+def protocol_summary(cfg: Config, generator, protocol: str, grader, name: str = "") -> tuple[list[dict], dict]:
+    """The graded rows of one protocol and their summary, with the Math-Verify items that timed
+    out or failed (scored False, so a non-zero count qualifies its numbers)."""
+    before = math_verify_failures(cfg.eval.grader_workers)
+    rows = evaluate_protocol(cfg, generator, protocol, grader, name=name)
+    after = math_verify_failures(cfg.eval.grader_workers)
+    summary = summarize(rows, cfg.eval.pass_k, PRIMARY_GRADER[protocol])
+    problems = protocol_problems(cfg, protocol)
+    summary["forks"] = fork_summary(rows, problems)
+    if protocol != "math500" and len(problems) < cfg.eval.n_problems:
+        log.warning(
+            "%s: the test split holds %d problems, fewer than eval.n_problems = %d; all of them are evaluated",
+            protocol,
+            len(problems),
+            cfg.eval.n_problems,
+        )
+    failures = summary["math_verify_failures"] = {k: after[k] - before[k] for k in after}
+    if any(failures.values()):
+        log.warning(
+            "%s %s: Math-Verify timed out on %d and failed on %d completions; they score False",
+            name,
+            protocol,
+            failures["timeouts"],
+            failures["errors"],
+        )
+    return rows, summary
+
+
 def load_target(cfg: Config, run: str) -> tuple[Config, dict, Any, Any, int | None]:
     """The config, identity, model and tokenizer of ``run`` (a run id, or ``base``), and its
     trainable parameter count (None for the base model)."""
@@ -285,9 +313,7 @@ def evaluate_main(cfg: Config, args) -> None:
 
     rows, protocols = [], {}
     for protocol in cfg.eval.protocols:
-        prows = evaluate_protocol(cfg, generator, protocol, grader, name=run)
-        protocols[protocol] = summarize(prows, cfg.eval.pass_k, PRIMARY_GRADER[protocol])
-        protocols[protocol]["forks"] = fork_summary(prows, protocol_problems(cfg, protocol))
+        prows, protocols[protocol] = protocol_summary(cfg, generator, protocol, grader, run)
         rows += prows
         s = protocols[protocol]
         log.info(

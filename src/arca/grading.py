@@ -128,6 +128,12 @@ def grade_both(golds: Sequence[str], completions: Sequence[str], timeout: float 
     ]
 
 
+def math_verify_failures(workers: int = 1) -> dict[str, int]:
+    """Items the shared Math-Verify grader timed out or failed on so far (each scored False)."""
+    g = shared_grader(max(1, int(workers)))
+    return {"timeouts": g.n_timeouts, "errors": g.n_errors}
+
+
 # ----------------------------------------------------------------------------- CLI step
 def _parse_grade_line(raw: bytes, lineno: int) -> tuple[str, str] | str:
     """``(gold, completion)`` from one input line, or an error message naming the line."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from arca.config import (
@@ -27,6 +28,7 @@ from arca.config import (
     to_dict,
     training_hash,
 )
+from arca.config.ranges import short
 from arca.paths import paths_of
 
 BASE = "base"  # the evaluation target that means "the base model, no adapter"
@@ -60,8 +62,8 @@ FIGURE_GROUPS = {
 }
 FIGURES = tuple(FIGURE_GROUPS)
 FIGURE_FORMATS = ("png", "pdf")
-# The tables `snakemake --report` shows (their CSV). It shows every figure's PNG too; the Markdown,
-# LaTeX and PDF copies are written beside them but not shown. Captions: workflow/report/<folder>/<name>.rst.
+# The tables `snakemake --report` shows (their CSV and Markdown). It shows every figure's PNG too;
+# the LaTeX and PDF copies are written beside them but not shown. Captions: workflow/report/<folder>/<name>.rst.
 REPORT_TABLES = (
     "performance",
     "concentration",
@@ -72,19 +74,25 @@ REPORT_TABLES = (
     "learning_curves",
     "cost",
 )
+# The Markdown files the report shows as the claims: the paper's, judged at this scale.
+REPORT_CLAIMS = ("paper_comparison",)
 # The jobs whose wall time and peak memory Snakemake records (its `benchmark:` files) for the cost table.
 BENCHMARKED = ("build_base", "mc_values", "train", "evaluate")
 
 
 # ----------------------------------------------------------------------------- config
-def as_config(config: Mapping[str, Any] | Config) -> Config:
+def as_config(config: Mapping[str, Any] | Config, source: str = "snakemake config") -> Config:
     """A validated ``Config`` from Snakemake's merged ``config`` dict (or a ``Config`` as is).
 
     Keys the YAML files leave out take the dataclass defaults, as in ``load_config``.
     """
     if isinstance(config, Config):
         return config
-    return from_dict(json.loads(json.dumps(dict(config))), source="snakemake config")
+    try:
+        plain = json.loads(json.dumps(dict(config)))
+    except (TypeError, ValueError) as e:  # a date, a set, a Python object: not plain config data
+        raise ConfigError(f"{source}: holds a value that is not plain data ({short(str(e))})") from None
+    return from_dict(plain, source=source)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -330,7 +338,8 @@ def report_outputs(outputs: Mapping[str, str], wrap: Callable[..., Any], caption
     """``table_outputs`` or ``figure_outputs`` as a rule's ``output:``, the files the HTML report shows
     passed through ``wrap`` (Snakemake's ``report``) with their caption and category.
 
-    Shown: the CSV of every table in ``REPORT_TABLES`` and the PNG of every figure, captioned by
+    Shown: the CSV and Markdown of every table in ``REPORT_TABLES``, the claims (``REPORT_CLAIMS``)
+    and the PNG of every figure, captioned by
     ``<captions>/tables/<name>.rst`` and ``<captions>/figures/<name>.rst`` (``captions`` is relative
     to the rule's file, as Snakemake reads it).
     """
@@ -338,7 +347,11 @@ def report_outputs(outputs: Mapping[str, str], wrap: Callable[..., Any], caption
     for key, path in outputs.items():
         name, ext = key.rsplit("_", 1)
         if ext == "csv" and name in REPORT_TABLES:
-            out[key] = wrap(path, caption=f"{captions}/tables/{name}.rst", category="Tables")
+            out[key] = wrap(path, caption=f"{captions}/tables/{name}.rst", category="Tables", subcategory="CSV")
+        elif ext == "md" and name in REPORT_TABLES:
+            out[key] = wrap(path, caption=f"{captions}/tables/{name}.rst", category="Tables", subcategory="Markdown")
+        elif ext == "md" and name in REPORT_CLAIMS:
+            out[key] = wrap(path, caption=f"{captions}/tables/{name}.rst", category="Claims")
         elif ext == "png" and name in FIGURE_GROUPS:
             out[key] = wrap(
                 path, caption=f"{captions}/figures/{name}.rst", category="Figures", subcategory=FIGURE_GROUPS[name]
@@ -412,3 +425,8 @@ def all_targets(config: Mapping[str, Any] | Config) -> list[str]:
     """What ``rule all`` asks for: every table, every figure and the credit heat map."""
     cfg = as_config(config)
     return [*table_outputs(cfg).values(), *figure_outputs(cfg).values(), heatmap_output(cfg)]
+
+
+def complete(config: Mapping[str, Any] | Config) -> bool:
+    """Whether every file ``rule all`` asks for exists (a run of part of the DAG may leave some out)."""
+    return all(Path(p).exists() for p in all_targets(config))

@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from arca.config import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -29,6 +31,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     _remove(tmp)
     try:
         yield tmp
+        _fsync_tree(tmp)  # the bytes reach the disk before the name does: a crash leaves old or new
         if path.is_dir() and tmp.is_dir():
             old = path.parent / f".{path.name}.old{os.getpid()}"
             path.rename(old)
@@ -36,8 +39,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             _remove(old)
         else:
             os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         _remove(tmp)
+
+
+def _fsync_tree(p: Path) -> None:
+    """fsync a file, or every file and folder under a folder."""
+    if p.is_symlink() or not p.exists():
+        return
+    if p.is_dir():
+        for child in p.iterdir():
+            _fsync_tree(child)
+        _fsync_dir(p)
+        return
+    with open(p, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(p: Path) -> None:
+    """fsync a folder so a rename inside it survives a crash (not every file system allows it)."""
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _remove(p: Path) -> None:
@@ -45,6 +76,28 @@ def _remove(p: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
     elif p.exists() or p.is_symlink():
         p.unlink()
+
+
+@contextlib.contextmanager
+def folder_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (the OS drops it if the process dies), or raise
+    ``InputError`` at once when another process holds it; the file goes when the block ends."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # the holder may have removed the file between our open and our lock: that lock guards nothing
+            if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
+                raise BlockingIOError
+        except BlockingIOError:
+            raise InputError(f"{what} is being written by another process (lock {path}); wait for it") from None
+        yield
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -73,7 +126,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: malformed JSON line: {e.msg}") from None
+                raise InputError(f"{path}:{i}: malformed JSON line: {e.msg}") from None
     return rows
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from arca.config import Config, ConfigError, LoraConfig, dump_config, require_hub
+from arca.config import Config, ConfigError, InputError, LoraConfig, NonFiniteError, dump_config, require_hub
 from arca.io import atomic_path, write_json
 from arca.pretrain import finish_tokenizer, pretrain, sync_generation_config
 
@@ -271,7 +271,16 @@ def load_base_model(cfg: Config, device: str | torch.device | None = None):
     ).to(dev)
     model.eval()
     model.requires_grad_(False)
+    check_finite_weights(model, str(base))
     return model, tok
+
+
+def check_finite_weights(model, where: str) -> None:
+    """Every parameter and buffer finite, checked once at load: a NaN in the weights would
+    otherwise show up steps later as a raw sampling error."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(f"{where}: the model's tensor {name} holds NaN or inf")
 
 
 def peft_lora_config(lora: LoraConfig):
@@ -288,6 +297,18 @@ def peft_lora_config(lora: LoraConfig):
     )
 
 
+def check_target_modules(model, targets: list[str]) -> None:
+    """Every ``lora.target_modules`` entry names modules of ``model`` (as peft matches them: the
+    whole name or its last dotted parts), or a ``ConfigError`` listing what the model has."""
+    names = [n for n, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ConfigError(
+            f"key 'lora.target_modules': {missing} match no module of the model (its linear layers: {linear})"
+        )
+
+
 def wrap_lora(model, lora: LoraConfig):
     """A fresh LoRA adapter on ``model``: base frozen, A random, B zero (so the policy starts at the base).
 
@@ -296,6 +317,7 @@ def wrap_lora(model, lora: LoraConfig):
     """
     from peft import get_peft_model
 
+    check_target_modules(model, lora.target_modules)
     model.requires_grad_(False)
     policy = get_peft_model(model, peft_lora_config(lora))
     policy.eval()
@@ -318,6 +340,12 @@ def load_policy(
     model, tok = load_base_model(cfg, device)
     if adapter_dir is None:
         return wrap_lora(model, cfg.lora), tok
-    policy = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+    from safetensors import SafetensorError
+
+    try:
+        policy = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+    except SafetensorError as e:  # a truncated or overwritten file: bad input, not a bug
+        raise InputError(f"{adapter_dir}: the adapter's weights cannot be read ({e})") from None
     policy.eval()
+    check_finite_weights(policy, str(adapter_dir))
     return policy, tok

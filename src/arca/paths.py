@@ -92,6 +92,15 @@ class RunPaths:
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step_{step:06d}"
 
+    def set_aside(self, run_hash: str) -> Path:
+        """Where the checkpoints of another config of this run wait while this one trains."""
+        return self.root / f"checkpoints.{run_hash}"
+
+    @property
+    def lock(self) -> Path:
+        """Held (``flock``) by the one trainer writing this folder; removed when it ends."""
+        return self.root / ".train.lock"
+
     @property
     def live(self) -> Path:
         """metrics.jsonl and curve.jsonl as they grow, a flushed line per step, while the run trains."""
@@ -187,6 +196,11 @@ class Paths:
 
     def table(self, name: str, ext: str) -> Path:
         return self.tables / f"{name}.{ext}"
+
+    @property
+    def report(self) -> Path:
+        """Snakemake's HTML report of the experiment, written when a run of the DAG succeeds."""
+        return self.root / "report.html"
 
     @property
     def figures(self) -> Path:

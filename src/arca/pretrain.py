@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from arca.config import Config
+from arca.config import Config, InputError
 from arca.io import read_jsonl
 from arca.optimizer import pretrain_adamw
 from arca.paths import PRETRAIN_LOSS, paths_of
@@ -202,11 +202,11 @@ def pretrain_examples(cfg: Config) -> tuple[Any, list[tuple[list[int], int]]]:
         raise FileNotFoundError(f"{train_file} not found; run `python -m arca prepare-data` first")
     pairs = pretrain_texts(read_jsonl(train_file))
     if not pairs:
-        raise ValueError(f"{train_file} holds no records")
+        raise InputError(f"{train_file} holds no records")
     tok = char_tokenizer([prompt + solution for prompt, solution in pairs])
     examples = encode_examples(pairs, tok, cfg.model.pretrain.seq_len)
     if not examples:
-        raise ValueError(
+        raise InputError(
             f"every prompt of {train_file} is longer than model.pretrain.seq_len={cfg.model.pretrain.seq_len}"
         )
     return tok, examples

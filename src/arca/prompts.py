@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from arca.config import ConfigError, InputError
 from arca.data import read_records
 
 PROMPT_TEMPLATE = "Solve this math problem step by step. Put your final answer in \\boxed{{}}.\n\nProblem: {problem}\n"
@@ -63,7 +64,7 @@ def read_shots(data_dir: Path, n: int) -> tuple[tuple[str, str], ...]:
         raise FileNotFoundError(f"data.few_shot is {n} but {path} does not exist: rerun prepare-data")
     shots = read_records(path)
     if len(shots) != n:
-        raise ValueError(f"data.few_shot is {n} but {path} holds {len(shots)} examples: rerun prepare-data")
+        raise InputError(f"data.few_shot is {n} but {path} holds {len(shots)} examples: rerun prepare-data")
     return tuple((r["problem"], r["solution"]) for r in shots)
 
 
@@ -72,7 +73,7 @@ def prompt_format(cfg, tokenizer) -> PromptFormat:
     chat = None
     if cfg.model.chat_template:
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
+            raise ConfigError(
                 f"key 'model.chat_template' is true but the tokenizer of {cfg.model.source} model "
                 f"{cfg.model.name_or_path or cfg.model.gguf_package!r} has no chat template"
             )

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from arca.config import Decoder, MaskRule
+from arca.decode.sampling import check_scores
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,18 @@ class Generator(Protocol):
 MASK_RULES = typing.get_args(MaskRule)  # ("author", "through_eos")
 # Values of ``rollout.decoder`` (Transformers backend); the first is the default.
 DECODERS = typing.get_args(Decoder)  # ("lean", "generate")
+
+
+class FiniteScores:
+    """A ``generate`` logits processor that raises ``NonFiniteError`` on non-finite logits."""
+
+    def __init__(self):
+        self.token = 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        check_scores(scores, self.token)
+        self.token += 1
+        return scores
 
 
 def completion_mask(
@@ -259,6 +272,7 @@ class TransformersGenerator:
         if min_new_tokens > 0:
             kwargs["min_new_tokens"] = min_new_tokens
         out = self.model.generate(
+            logits_processor=[FiniteScores()],  # reads the scores, changes nothing
             input_ids=ids,
             attention_mask=am,
             max_new_tokens=max_new_tokens,

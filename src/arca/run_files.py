@@ -37,6 +37,20 @@ def _checkpoint_dirs(run: RunPaths) -> list:
     return sorted(run.checkpoints.glob("step_*"))
 
 
+def plain(obj):
+    """``obj`` with every number a Python int or float (a numpy or 0-d torch scalar becomes one,
+    exactly), so that ``torch.load(weights_only=True)`` reads it back."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if obj is None or type(obj) in (bool, int, float, str):  # exact: np.float64 is a float subclass
+        return obj
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"checkpoint state holds a {type(obj).__name__}: {obj!r}")
+
+
 def save_checkpoint(
     run: RunPaths, model, opt, sched, state: RunState, data_gen: torch.Generator, run_hash: str, keep: int = 2
 ) -> None:
@@ -46,9 +60,9 @@ def save_checkpoint(
         torch.save(
             {
                 "step": state.step,
-                "metrics": state.metrics,
-                "last_weights": state.last_weights,
-                "curve": state.curve,
+                "metrics": plain(state.metrics),
+                "last_weights": plain(state.last_weights),
+                "curve": plain(state.curve),
                 "run_hash": run_hash,
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
@@ -62,23 +76,63 @@ def save_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(run: RunPaths, model, opt, sched, data_gen: torch.Generator, run_hash: str) -> RunState | None:
-    """Restore the last checkpoint of this exact run config, or None to start fresh."""
-    from peft import set_peft_model_state_dict
+def _read_checkpoint(ckpt) -> tuple[dict, dict] | None:
+    """(trainer state, adapter tensors) of one checkpoint folder, or None when it is damaged.
+
+    ``weights_only=True``: a checkpoint holds tensors and plain data only, so a planted file cannot
+    run code. Anything that fails to read (truncated, garbage, a pickled object) counts as damage.
+    """
     from safetensors.torch import load_file
 
-    ckpts = _checkpoint_dirs(run)
-    if not ckpts:
+    try:
+        st = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+        adapter = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))
+    except Exception as e:  # noqa: BLE001 - every way a file can be damaged, reported below
+        log.warning("checkpoint %s is damaged (%s: %s); trying the one before", ckpt, type(e).__name__, e)
         return None
-    last = ckpts[-1]
-    st = torch.load(last / "trainer_state.pt", weights_only=False)
-    if st["run_hash"] != run_hash:
-        log.warning(
-            "checkpoint %s belongs to another config (hash %s != %s): starting fresh", last, st["run_hash"], run_hash
-        )
-        shutil.rmtree(run.checkpoints)
+    if not isinstance(st, dict) or not {"step", "run_hash", "optimizer", "scheduler"} <= set(st):
+        log.warning("checkpoint %s is damaged (no trainer state); trying the one before", ckpt)
         return None
-    set_peft_model_state_dict(model, load_file(str(last / "adapter" / "adapter_model.safetensors")))
+    return st, adapter
+
+
+def _latest_intact(run: RunPaths) -> tuple[dict, dict, object] | None:
+    for ckpt in reversed(_checkpoint_dirs(run)):
+        read = _read_checkpoint(ckpt)
+        if read is not None:
+            return (*read, ckpt)
+    return None
+
+
+def _intact_checkpoint_of(run: RunPaths, run_hash: str) -> tuple[dict, dict, object] | None:
+    """The latest intact checkpoint of this config, or None. Checkpoints of another config move
+    to ``checkpoints.<its hash>`` (never deleted: a hand run with other settings must not cost the
+    sweep its progress), and this config's come back from there."""
+    found = _latest_intact(run)
+    if found is not None and found[0]["run_hash"] != run_hash:
+        other = run.set_aside(str(found[0]["run_hash"]))
+        log.warning("checkpoints in %s belong to another config: moved to %s", run.checkpoints, other)
+        if other.exists():
+            shutil.rmtree(other)  # an older set of that same config
+        run.checkpoints.rename(other)
+        found = None
+    mine = run.set_aside(run_hash)
+    if mine.is_dir() and not run.checkpoints.exists():
+        log.info("bringing back this config's checkpoints from %s", mine)
+        mine.rename(run.checkpoints)
+        found = _latest_intact(run)
+    return found
+
+
+def load_checkpoint(run: RunPaths, model, opt, sched, data_gen: torch.Generator, run_hash: str) -> RunState | None:
+    """Restore the latest intact checkpoint of this exact run config, or None to start fresh."""
+    from peft import set_peft_model_state_dict
+
+    found = _intact_checkpoint_of(run, run_hash)
+    if found is None:
+        return None
+    st, adapter, last = found
+    set_peft_model_state_dict(model, adapter)
     opt.load_state_dict(st["optimizer"])
     sched.load_state_dict(st["scheduler"])
     torch.set_rng_state(st["torch_rng"])
@@ -138,6 +192,7 @@ def finish_run(cfg: Config, run: RunPaths, model, tok, state: RunState, identity
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         write_json(tmp / RUN_INFO, info)
-        write_text(tmp / "README.md", model_card(cfg, info))  # replaces peft's blank template
+        # replaces peft's blank template; a fresh adapter has no evaluation yet (an old one may lie around)
+        write_text(tmp / "README.md", model_card(cfg, info, summary={}))
     shutil.rmtree(run.checkpoints, ignore_errors=True)
     shutil.rmtree(run.live, ignore_errors=True)  # the finished metrics.jsonl and curve.jsonl hold it all

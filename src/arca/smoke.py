@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from arca.config import Config, from_dict, to_dict
+from arca.config import Config, InputError, from_dict, to_dict
 from arca.optimizer import grpo_adamw
 from arca.paths import paths_of
 
@@ -166,7 +166,7 @@ def run_smoke(cfg: Config, steps: int, workdir: str | None = None) -> tuple[list
     from arca.models import resolve_device
 
     if steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {steps}")
+        raise InputError(f"--steps must be >= 1, got {steps}")
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.train.threads)

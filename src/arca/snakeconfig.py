@@ -16,10 +16,20 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from arca.config import Config, ConfigError, apply_overrides, parse_override
+from arca.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    check_keys,
+    from_dict,
+    parse_override,
+    read_yaml,
+    set_dotted,
+)
 from arca.grid import as_config, check_run_overrides
 
 
@@ -94,6 +104,35 @@ def cli_overrides(overrides: Mapping[str, Any] | None) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in _flatten(plain)] + set_entries(overrides)
 
 
+def _typed(value: Any) -> Any:
+    """A leaf of a nested ``--config`` value with its YAML type: Snakemake reads ``train={steps: 2}``
+    with YAML's base loader, which leaves every leaf a string."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if parsed is None or isinstance(parsed, (bool, int, float)) else value
+    return value
+
+
+def type_nested_values(config: dict, cli: dict) -> None:
+    """Give the leaves of nested ``--config`` values (``train={steps: 2}``) their YAML types, in
+    Snakemake's ``--config`` dict ``cli`` and in the merged ``config``, both in place."""
+    for key, value in list(cli.items()):
+        if key == SET_KEY or not isinstance(value, dict):
+            continue
+        cli[key] = _typed(value)
+        for path, leaf in _flatten(cli[key], f"{key}."):
+            set_dotted(config, path, leaf, source="--config")
+
+
 def apply_set(config: dict) -> list[str]:
     """Apply (in place) and remove the ``set`` entry of Snakemake's merged ``config``; return it.
 
@@ -144,3 +183,70 @@ def config_param(args: str) -> Callable[[Any, Any], str]:
         return args
 
     return config
+
+
+def _cli_config(workflow: Any) -> dict:
+    return dict(workflow.config_settings.config or {})
+
+
+def config_source(workflow: Any) -> str:
+    """Where Snakemake's config came from, for error messages: the files, then the ``--config`` values."""
+    parts = config_files(workflow)
+    parts += [f"--config {key}={json.dumps(value)}" for key, value in _cli_config(workflow).items()]
+    return " + ".join(parts) or "the dataclass defaults"
+
+
+def config_layers(workflow: Any) -> list[tuple[str, dict]]:
+    """Each layer of Snakemake's config as (where it came from, its content): the files in merge
+    order, then each ``--config`` value and each ``set=`` entry."""
+    layers = [(path, read_yaml(Path(path))) for path in config_files(workflow)]
+    cli = _cli_config(workflow)
+    layers += [(f"--config {key}={json.dumps(value)}", {key: value}) for key, value in cli.items() if key != SET_KEY]
+    for entry in set_entries(cli):
+        layer: dict = {}
+        set_dotted(layer, *parse_override(entry, f"--config {SET_KEY}"), source=f"--config {SET_KEY}")
+        layers.append((f"--config {SET_KEY}={entry}", layer))
+    return layers
+
+
+def checked_config(workflow: Any, config: Mapping[str, Any]) -> Config:
+    """Snakemake's merged ``config`` as a validated ``Config``.
+
+    Each config file and each ``--config`` value is checked on its own first, so that a key or
+    type error names the one it came from; a value error names them all.
+    """
+    for source, layer in config_layers(workflow):
+        check_keys(layer, source)
+    return from_dict(json.loads(json.dumps(dict(config))), source=config_source(workflow))
+
+
+def fail(error: Exception) -> None:
+    """End the Snakefile with the error's one message and no traceback."""
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def report_command(workflow: Any, path: str | Path) -> list[str]:
+    """``snakemake --report PATH`` for the DAG this Snakemake run planned: the same Snakefile,
+    ``--configfile`` files and ``--config`` values; ``--nolock`` because the run still holds the lock."""
+    cmd = [sys.executable, "-m", "snakemake", "--report", str(path), "--nolock"]
+    cmd += ["--snakefile", str(workflow.main_snakefile)]
+    cli_files = [_short_path(str(p)) for p in (workflow.overwrite_configfiles or [])]
+    if cli_files:
+        cmd += ["--configfile", *cli_files]
+    cli = _cli_config(workflow)
+    if cli:
+        cmd += ["--config", *[f"{key}={json.dumps(value)}" for key, value in cli.items()]]
+    return cmd
+
+
+def build_report(workflow: Any, path: str | Path) -> Path | None:
+    """Write Snakemake's HTML report to ``path``; None (and a warning) when Snakemake could not."""
+    import subprocess
+
+    proc = subprocess.run(report_command(workflow, path), capture_output=True, text=True)
+    if proc.returncode != 0 or not Path(path).is_file():
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+        print(f"warning: the HTML report was not written ({path}):\n{tail}", file=sys.stderr)
+        return None
+    return Path(path)

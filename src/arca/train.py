@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +38,14 @@ import torch
 from arca import credit as credit_lib
 from arca import grading, grid
 from arca.backends import make_generator
-from arca.config import Config, dump_config, parse_run_id, training_hash
+from arca.cards import adapter_run_info
+from arca.config import Config, ConfigError, NonFiniteError, dump_config, parse_run_id, training_hash
 from arca.data import read_records
 from arca.diagnostics import effective_token_ratio, gini, nanmean
 from arca.evaluate import curve_point
 from arca.grading import gold_answer
 from arca.grpo import group_advantages, weighted_pg_loss
-from arca.io import JsonlAppender, progress_bar, read_jsonl, write_text
+from arca.io import JsonlAppender, folder_lock, progress_bar, read_jsonl, write_text
 from arca.labels import label_metrics, rollout_labels
 from arca.models import count_trainable, load_policy, resolve_device
 from arca.optimizer import grpo_adamw
@@ -54,10 +56,6 @@ from arca.run_files import RunState, finish_run, load_checkpoint, log_scalars, s
 from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteError(FloatingPointError):
-    """A NaN or inf appeared in a training forward/backward pass."""
 
 
 # ----------------------------------------------------------------------------- schedule & state
@@ -120,6 +118,14 @@ def _check_finite(t: torch.Tensor, mask: torch.Tensor, what: str, step: int) -> 
     if not torch.isfinite(t[mask > 0]).all():
         raise NonFiniteError(
             f"step {step}: non-finite {what} in the training forward pass; stopping (last checkpoint kept)"
+        )
+
+
+def _check_adapter_finite(params: list[torch.Tensor], step: int) -> None:
+    if not all(bool(torch.isfinite(p.detach()).all()) for p in params):
+        raise NonFiniteError(
+            f"step {step}: non-finite adapter weights after the optimizer step; stopping "
+            "(no checkpoint written, the last one kept)"
         )
 
 
@@ -220,6 +226,7 @@ def train_step(
         lr = sched.get_last_lr()[0]
         before = [p.detach().clone() for p in params]
         opt.step()
+        _check_adapter_finite(params, step + 1)  # before anything can write these weights
         sched.step()
         # the step actually taken (Adam rescales the gradient): ||theta_after - theta_before||_2
         update_norm = float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(params, before))))
@@ -345,11 +352,15 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
     run_hash = training_hash(cfg)
     if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(cfg.train.threads)
-    data = paths_of(cfg).data
-    records = read_records(data.train)
-    run.root.mkdir(parents=True, exist_ok=True)
-    write_text(run.config, dump_config(cfg))
+    records = read_records(paths_of(cfg).data.train)
+    with folder_lock(run.lock, f"run folder {run.root}"):  # one trainer per run folder
+        return _train_locked(cfg, run, run_id, label, records, run_hash, stop_after)
 
+
+def _train_locked(
+    cfg: Config, run: RunPaths, run_id: str, label: str, records: list[dict], run_hash: str, stop_after: int | None
+) -> RunState:
+    write_text(run.config, dump_config(cfg))
     t = _start(cfg, run, run_hash)
     identity = {
         "run": run_id,
@@ -358,7 +369,7 @@ def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after:
         "rank": cfg.lora.rank,
         "seed": cfg.train.seed,
     }
-    curve_set = read_records(data.test)[: cfg.eval.curve_problems] if cfg.eval.every > 0 else []
+    curve_set = read_records(paths_of(cfg).data.test)[: cfg.eval.curve_problems] if cfg.eval.every > 0 else []
     probe_rows, probe_set = training_probe(cfg)
     # The live/ files start from what the checkpoint holds. They are not the declared outputs:
     # Snakemake must never see a declared output that is still being written (a killed Snakemake
@@ -402,9 +413,13 @@ def _loop(
     while state.step < cfg.train.steps:
         # prompts drawn with replacement from a seeded generator whose state is checkpointed
         idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=t.data_gen).tolist()
-        m, state.last_weights = train_step(
-            cfg, t.model, t.generator, t.opt, t.sched, [records[i] for i in idx], state.step, cfg.train.seed
-        )
+        try:
+            m, state.last_weights = train_step(
+                cfg, t.model, t.generator, t.opt, t.sched, [records[i] for i in idx], state.step, cfg.train.seed
+            )
+        except NonFiniteError as e:  # name the run (a sweep's logs interleave many) and the step
+            where = "" if str(e).startswith("step ") else f"step {state.step + 1}: "
+            raise NonFiniteError(f"run {progress.identity['run']}: {where}{e}") from None
         state.step += 1
         progress.step_done(m)
         if every > 0 and (state.step % every == 0 or state.step == cfg.train.steps):
@@ -423,4 +438,31 @@ def _loop(
 def train_main(cfg: Config, args) -> None:
     """CLI step: train (or resume) the run ``args.run`` of the sweep."""
     run_cfg = grid.for_run(cfg, args.run)
+    run = paths_of(run_cfg).run(args.run)
+    if finished_run(run) and not getattr(args, "force", False):
+        info = adapter_run_info(run.adapter)
+        run_hash = training_hash(run_cfg)
+        if info.get("config_hash") == run_hash:
+            log.warning("%s is finished (%s); nothing to do. --force trains it again from scratch", args.run, run.root)
+            return
+        raise ConfigError(
+            f"{args.run} is finished with other settings (config hash {info.get('config_hash')}, "
+            f"these are {run_hash}) in {run.root}; pass --force to train it again from scratch"
+        )
+    if getattr(args, "force", False):
+        clear_run(run)
     train_run(run_cfg, args.run)
+
+
+def finished_run(run: RunPaths) -> bool:
+    """Whether every declared output of the run is in place."""
+    return all(p.exists() for p in (run.adapter, run.metrics, run.final_weights, run.curve))
+
+
+def clear_run(run: RunPaths) -> None:
+    """Remove a run's outputs, checkpoints and live files, so that it trains from scratch."""
+    for p in (run.adapter, run.metrics, run.final_weights, run.curve, run.checkpoints, run.live):
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()

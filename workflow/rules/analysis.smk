@@ -20,4 +20,4 @@ rule heatmap_rollouts:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca heatmap-rollouts {params.config} --out {output} > {log} 2>&1"
+        "python -m arca heatmap-rollouts {params.config} --out {output:q} > {log:q} 2>&1"

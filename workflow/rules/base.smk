@@ -20,4 +20,4 @@ rule build_base:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca build-base {params.config} > {log} 2>&1"
+        "python -m arca build-base {params.config} > {log:q} 2>&1"

@@ -19,4 +19,4 @@ rule bench:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca bench {params.config} > {log} 2>&1"
+        "python -m arca bench {params.config} > {log:q} 2>&1"

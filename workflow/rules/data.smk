@@ -15,4 +15,4 @@ rule prepare_data:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca prepare-data {params.config} > {log} 2>&1"
+        "python -m arca prepare-data {params.config} > {log:q} 2>&1"

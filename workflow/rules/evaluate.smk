@@ -24,7 +24,7 @@ rule evaluate:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca evaluate {params.config} --run {wildcards.target} > {log} 2>&1"
+        "python -m arca evaluate {params.config} --run {wildcards.target:q} > {log:q} 2>&1"
 
 
 # The fixed held-out rollouts of the credit-precision probe: the base model's samples, once.
@@ -45,7 +45,7 @@ rule probe_rollouts:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca probe-rollouts {params.config} --out {output} > {log} 2>&1"
+        "python -m arca probe-rollouts {params.config} --out {output:q} > {log:q} 2>&1"
 
 
 # Monte Carlo ground truth: the base model's chance of success from every prefix of the probe
@@ -69,4 +69,4 @@ rule mc_values:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca mc-values {params.config} --out {output.values} > {log} 2>&1"
+        "python -m arca mc-values {params.config} --out {output.values:q} > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule aggregate:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca aggregate {params.config} > {log} 2>&1"
+        "python -m arca aggregate {params.config} > {log:q} 2>&1"
 
 
 rule figures:
@@ -38,7 +38,7 @@ rule figures:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca figures {params.config} > {log} 2>&1"
+        "python -m arca figures {params.config} > {log:q} 2>&1"
 
 
 rule heatmap:
@@ -61,4 +61,4 @@ rule heatmap:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca heatmap {params.config} > {log} 2>&1"
+        "python -m arca heatmap {params.config} > {log:q} 2>&1"

@@ -26,4 +26,4 @@ rule train:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca train {params.config} --run {wildcards.run} > {log} 2>&1"
+        "python -m arca train {params.config} --run {wildcards.run:q} > {log:q} 2>&1"

@@ -9,7 +9,21 @@ import os
 import re
 from pathlib import Path
 
+from arca.config.ranges import check_paths, check_ranges, short
 from arca.config.sections import Config, ConfigError
+
+# The modules of the Qwen3 model that ``build-base`` pretrains which a LoRA adapter can wrap.
+PRETRAIN_MODULES = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "lm_head",
+    "embed_tokens",
+)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -39,14 +53,10 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     What a credit method requires (that it exists, the LoRA modules it reads) is checked where the
     methods live, by ``arca.credit.check_config``.
     """
-    _check(
-        bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", cfg.name)),
-        source,
-        "name",
-        f"must be a simple folder name, got {cfg.name!r}",
-    )
+    check_paths(cfg, source)
     for check in (_check_model, _check_data, _check_rollout, _check_train_and_credit, _check_eval, _check_sweep):
         check(cfg, source)
+    check_ranges(cfg, source)
 
 
 def _check_model(cfg: Config, source: str) -> None:
@@ -79,7 +89,7 @@ def _check_model(cfg: Config, source: str) -> None:
         "seq_len",
         "threads",
     ):
-        _check(getattr(p, k) > 0, source, f"model.pretrain.{k}", f"must be > 0, got {getattr(p, k)}")
+        _check(getattr(p, k) > 0, source, f"model.pretrain.{k}", f"must be > 0, got {short(getattr(p, k))}")
     _check(
         p.hidden_size % p.num_heads == 0,
         source,
@@ -93,17 +103,28 @@ def _check_model(cfg: Config, source: str) -> None:
         "must be divisible by model.pretrain.num_kv_heads",
     )
 
-    _check(cfg.lora.rank > 0, source, "lora.rank", f"must be > 0, got {cfg.lora.rank}")
+    _check(cfg.lora.rank > 0, source, "lora.rank", f"must be > 0, got {short(cfg.lora.rank)}")
     _check(
-        cfg.lora.alpha is None or cfg.lora.alpha > 0, source, "lora.alpha", f"must be > 0 or null, got {cfg.lora.alpha}"
+        cfg.lora.alpha is None or cfg.lora.alpha > 0,
+        source,
+        "lora.alpha",
+        f"must be > 0 or null, got {short(cfg.lora.alpha)}",
     )
-    _check(0.0 <= cfg.lora.dropout < 1.0, source, "lora.dropout", f"must be in [0, 1), got {cfg.lora.dropout}")
+    _check(0.0 <= cfg.lora.dropout < 1.0, source, "lora.dropout", f"must be in [0, 1), got {short(cfg.lora.dropout)}")
     _check(len(cfg.lora.target_modules) > 0, source, "lora.target_modules", "must not be empty")
+    if m.source == "pretrain":  # the model is known before it exists: refuse a typo before any work
+        unknown = [t for t in cfg.lora.target_modules if t.rsplit(".", 1)[-1] not in PRETRAIN_MODULES]
+        _check(
+            not unknown,
+            source,
+            "lora.target_modules",
+            f"names modules the pretrained Qwen3 model lacks: {short(unknown)} (it has {list(PRETRAIN_MODULES)})",
+        )
 
 
 def _check_data(cfg: Config, source: str) -> None:
     d = cfg.data
-    _check(d.few_shot >= 0, source, "data.few_shot", f"must be >= 0 (0 = zero-shot), got {d.few_shot}")
+    _check(d.few_shot >= 0, source, "data.few_shot", f"must be >= 0 (0 = zero-shot), got {short(d.few_shot)}")
     if d.source == "generated":
         _check(d.n_train > 0 and d.n_test > 0, source, "data.n_train", "and data.n_test must be > 0")
         _check(
@@ -116,9 +137,11 @@ def _check_data(cfg: Config, source: str) -> None:
             bool(d.levels) and all(1 <= lv <= 5 for lv in d.levels),
             source,
             "data.levels",
-            f"must be levels in 1..5, got {d.levels}",
+            f"must be levels in 1..5, got {short(d.levels)}",
         )
-        _check(0.0 <= d.forks.p_bug <= 1.0, source, "data.forks.p_bug", f"must be in [0, 1], got {d.forks.p_bug}")
+        _check(
+            0.0 <= d.forks.p_bug <= 1.0, source, "data.forks.p_bug", f"must be in [0, 1], got {short(d.forks.p_bug)}"
+        )
         _check(bool(d.forks.families), source, "data.forks.families", "must not be empty")
     else:
         for k in ("train", "test"):
@@ -129,56 +152,66 @@ def _check_data(cfg: Config, source: str) -> None:
 
 def _check_rollout(cfg: Config, source: str) -> None:
     r = cfg.rollout
-    _check(r.k >= 2, source, "rollout.k", f"(group size K) must be >= 2 for group-normalized advantages, got {r.k}")
-    _check(r.temperature > 0, source, "rollout.temperature", f"must be > 0, got {r.temperature}")
-    _check(0 < r.top_p <= 1, source, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
-    _check(r.top_k >= 0, source, "rollout.top_k", f"must be >= 0 (0 = off), got {r.top_k}")
-    _check(r.max_new_tokens > 0, source, "rollout.max_new_tokens", f"must be > 0, got {r.max_new_tokens}")
+    _check(
+        r.k >= 2, source, "rollout.k", f"(group size K) must be >= 2 for group-normalized advantages, got {short(r.k)}"
+    )
+    _check(r.temperature > 0, source, "rollout.temperature", f"must be > 0, got {short(r.temperature)}")
+    _check(0 < r.top_p <= 1, source, "rollout.top_p", f"must be in (0, 1], got {short(r.top_p)}")
+    _check(r.top_k >= 0, source, "rollout.top_k", f"must be >= 0 (0 = off), got {short(r.top_k)}")
+    _check(r.max_new_tokens > 0, source, "rollout.max_new_tokens", f"must be > 0, got {short(r.max_new_tokens)}")
     _check(
         0 <= r.min_new_tokens <= r.max_new_tokens,
         source,
         "rollout.min_new_tokens",
-        f"must be in [0, rollout.max_new_tokens ({r.max_new_tokens})], got {r.min_new_tokens}",
+        f"must be in [0, rollout.max_new_tokens ({r.max_new_tokens})], got {short(r.min_new_tokens)}",
     )
-    _check(r.batch_size > 0, source, "rollout.batch_size", f"must be > 0, got {r.batch_size}")
+    _check(r.batch_size > 0, source, "rollout.batch_size", f"must be > 0, got {short(r.batch_size)}")
 
 
 def _check_train_and_credit(cfg: Config, source: str) -> None:
     t = cfg.train
-    _check(t.steps > 0, source, "train.steps", f"must be > 0, got {t.steps}")
-    _check(t.prompts_per_step > 0, source, "train.prompts_per_step", f"must be > 0, got {t.prompts_per_step}")
+    _check(t.steps > 0, source, "train.steps", f"must be > 0, got {short(t.steps)}")
+    _check(t.prompts_per_step > 0, source, "train.prompts_per_step", f"must be > 0, got {short(t.prompts_per_step)}")
     _check(
         t.micro_batch_prompts > 0 and t.prompts_per_step % t.micro_batch_prompts == 0,
         source,
         "train.micro_batch_prompts",
-        f"must be > 0 and divide train.prompts_per_step ({t.prompts_per_step}), got {t.micro_batch_prompts}",
+        f"must be > 0 and divide train.prompts_per_step ({t.prompts_per_step}), got {short(t.micro_batch_prompts)}",
     )
-    _check(t.lr > 0, source, "train.lr", f"must be > 0, got {t.lr}")
-    _check(t.warmup_steps >= 0, source, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
-    _check(t.grad_clip > 0, source, "train.grad_clip", f"must be > 0, got {t.grad_clip}")
-    _check(t.checkpoint_every > 0, source, "train.checkpoint_every", f"must be > 0, got {t.checkpoint_every}")
-    _check(t.threads > 0, source, "train.threads", f"must be > 0, got {t.threads}")
+    _check(t.lr > 0, source, "train.lr", f"must be > 0, got {short(t.lr)}")
+    _check(t.warmup_steps >= 0, source, "train.warmup_steps", f"must be >= 0, got {short(t.warmup_steps)}")
+    _check(t.grad_clip > 0, source, "train.grad_clip", f"must be > 0, got {short(t.grad_clip)}")
+    _check(t.checkpoint_every > 0, source, "train.checkpoint_every", f"must be > 0, got {short(t.checkpoint_every)}")
+    _check(t.threads > 0, source, "train.threads", f"must be > 0, got {short(t.threads)}")
 
-    _check(cfg.credit.sharpen > 0, source, "credit.sharpen", f"must be > 0, got {cfg.credit.sharpen}")
-    _check(cfg.credit.eps > 0, source, "credit.eps", f"must be > 0, got {cfg.credit.eps}")
+    _check(cfg.credit.sharpen > 0, source, "credit.sharpen", f"must be > 0, got {short(cfg.credit.sharpen)}")
+    _check(cfg.credit.eps > 0, source, "credit.eps", f"must be > 0, got {short(cfg.credit.eps)}")
 
 
 def _check_eval(cfg: Config, source: str) -> None:
     e = cfg.eval
-    _check(e.n_problems > 0, source, "eval.n_problems", f"must be > 0, got {e.n_problems}")
-    _check(e.pass_k >= 1, source, "eval.pass_k", f"must be >= 1, got {e.pass_k}")
-    _check(e.top_k >= 0, source, "eval.top_k", f"must be >= 0 (0 = off), got {e.top_k}")
-    _check(e.grader_timeout > 0, source, "eval.grader_timeout", f"must be > 0, got {e.grader_timeout}")
-    _check(e.every >= 0, source, "eval.every", f"must be >= 0 (0 = no learning curve), got {e.every}")
-    _check(e.curve_problems > 0, source, "eval.curve_problems", f"must be > 0, got {e.curve_problems}")
-    _check(e.probe_problems >= 0, source, "eval.probe_problems", f"must be >= 0 (0 = off), got {e.probe_problems}")
+    _check(e.n_problems > 0, source, "eval.n_problems", f"must be > 0, got {short(e.n_problems)}")
+    _check(e.pass_k >= 1, source, "eval.pass_k", f"must be >= 1, got {short(e.pass_k)}")
+    _check(e.top_k >= 0, source, "eval.top_k", f"must be >= 0 (0 = off), got {short(e.top_k)}")
+    _check(e.grader_timeout > 0, source, "eval.grader_timeout", f"must be > 0, got {short(e.grader_timeout)}")
+    _check(e.every >= 0, source, "eval.every", f"must be >= 0 (0 = no learning curve), got {short(e.every)}")
+    _check(e.curve_problems > 0, source, "eval.curve_problems", f"must be > 0, got {short(e.curve_problems)}")
+    _check(
+        e.probe_problems >= 0, source, "eval.probe_problems", f"must be >= 0 (0 = off), got {short(e.probe_problems)}"
+    )
+    _check(
+        "math500" not in e.protocols or cfg.data.source == "math",
+        source,
+        "eval.protocols",
+        f"includes math500, which needs data.source: math (got data.source: {cfg.data.source})",
+    )
     _check(
         0 <= e.mc_problems <= e.probe_problems,
         source,
         "eval.mc_problems",
-        f"must be between 0 (off) and eval.probe_problems ({e.probe_problems}), got {e.mc_problems}",
+        f"must be between 0 (off) and eval.probe_problems ({e.probe_problems}), got {short(e.mc_problems)}",
     )
-    _check(e.mc_samples >= 1, source, "eval.mc_samples", f"must be >= 1, got {e.mc_samples}")
+    _check(e.mc_samples >= 1, source, "eval.mc_samples", f"must be >= 1, got {short(e.mc_samples)}")
 
     if cfg.monitor.tensorboard:
         _check(
@@ -196,7 +229,7 @@ def _check_sweep(cfg: Config, source: str) -> None:
         len(s.seeds) > 0 and len(set(s.seeds)) == len(s.seeds),
         source,
         "sweep.seeds",
-        f"must be a non-empty list of distinct seeds, got {s.seeds}",
+        f"must be a non-empty list of distinct seeds, got {short(s.seeds)}",
     )
     labels = set()
     for i, cell in enumerate(s.cells):
@@ -204,13 +237,13 @@ def _check_sweep(cfg: Config, source: str) -> None:
             bool(cell.ranks) and all(rk > 0 for rk in cell.ranks),
             source,
             f"sweep.cells[{i}].ranks",
-            f"must be positive ranks, got {cell.ranks}",
+            f"must be positive ranks, got {short(cell.ranks)}",
         )
         _check(
             re.fullmatch(r"[A-Za-z0-9\-]+(_[A-Za-z0-9\-]+)*", cell.name) is not None,
             source,
             f"sweep.cells[{i}].label",
-            f"must be letters, digits, '-' and '_', got {cell.name!r}",
+            f"must be letters, digits, '-' and '_', got {short(cell.name)}",
         )
         _check(
             cell.name not in labels,
@@ -226,11 +259,18 @@ def _check_sweep(cfg: Config, source: str) -> None:
                 f"sweep.cells[{i}].overrides",
                 f"has an unknown key {key!r}",
             )
+            # every run of the sweep writes under one results/<name>/ folder
+            _check(
+                key.split(".")[0] not in ("name", "paths", "sweep"),
+                source,
+                f"sweep.cells[{i}].overrides",
+                f"may not set {key!r}: all runs of a sweep share name, paths and sweep",
+            )
     for i, cell in enumerate(s.cells):
         for j, other in enumerate(cell.compare):
             _check(
                 other in labels and other != cell.name,
                 source,
                 f"sweep.cells[{i}].compare[{j}]",
-                f"must name another cell of the sweep (labels: {sorted(labels)}), got {other!r}",
+                f"must name another cell of the sweep (labels: {sorted(labels)}), got {short(other)}",
             )

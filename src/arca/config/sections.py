@@ -13,8 +13,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 
-class ConfigError(ValueError):
+class ArcaError(ValueError):
+    """The project's own verdict on its input: the CLI prints the message as one line and exits 2
+    (a ``ValueError``, so callers that catch bad values keep catching it)."""
+
+
+class ConfigError(ArcaError):
     """A config problem, with the key path and the source file in its message."""
+
+
+class NonFiniteError(ArcaError, FloatingPointError):
+    """A NaN or inf in a model's weights, logits, loss or gradients; the message names where."""
+
+
+class InputError(ArcaError):
+    """A bad input file (data, results, checkpoints), with the path (and line) in its message."""
 
 
 # Closed sets of values, checked when a config is loaded (the modules that act on them read the

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from arca.config import dump_config
+from arca.config import InputError, dump_config
 from arca.data.generated import generate_disjoint, generate_problems, make_splits
 from arca.data.math import FIELDS, count_no_gold, first_n, load_math, random_subset, read_records, validate_record
 from arca.io import write_jsonl, write_text
@@ -64,7 +64,7 @@ def prepare_data(cfg, args=None) -> None:
         for name, ref, split, key in _math_sources(cfg):
             records, no_gold = load_math(ref, split, key=key)
             if no_gold == len(records):
-                raise ValueError(f"key '{key}': {ref} has no row with a recoverable gold answer ({no_gold} rows)")
+                raise InputError(f"key '{key}': {ref} has no row with a recoverable gold answer ({no_gold} rows)")
             log.info(
                 "%s: %d problems from %s (%d without a gold answer: kept, they score 0)",
                 name,
@@ -77,7 +77,7 @@ def prepare_data(cfg, args=None) -> None:
         # the worked examples of the prompt come from the train split and are not trained on
         n = cfg.data.few_shot
         if len(splits["train"]) <= n:
-            raise ValueError(f"key 'data.few_shot': {n} examples leave no training problem ({len(splits['train'])})")
+            raise InputError(f"key 'data.few_shot': {n} examples leave no training problem ({len(splits['train'])})")
         splits["train"], splits["shots"] = splits["train"][:-n], splits["train"][-n:]
     for name, records in splits.items():
         write_jsonl(out / f"{name}.jsonl", records)

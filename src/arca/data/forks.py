@@ -61,6 +61,7 @@ from __future__ import annotations
 import random
 from typing import Callable
 
+from arca.config import InputError
 from arca.data.chains import CHAIN_FAMILIES
 from arca.data.fork_tree import Fork, Task, branches, sample_choices
 
@@ -292,7 +293,7 @@ def draw_family(rng: random.Random, families: list[str]) -> str:
 def check_families(families: list[str]) -> list[str]:
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families:
-        raise ValueError(f"data.forks.families must be a non-empty list of {list(FAMILIES)}; unknown: {unknown}")
+        raise InputError(f"data.forks.families must be a non-empty list of {list(FAMILIES)}; unknown: {unknown}")
     return list(families)
 
 
@@ -339,7 +340,7 @@ def generate_forked(
             if seen is None or task.problem not in seen:
                 break
         else:
-            raise ValueError(
+            raise InputError(
                 f"could not draw a held-out '{family}' problem absent from the training set after "
                 f"{_MAX_TRIES} tries ({len(out)} of {n} found); lower data.n_test or data.n_train"
             )

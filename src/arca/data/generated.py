@@ -32,6 +32,7 @@ from fractions import Fraction
 from math import lcm
 from typing import Callable
 
+from arca.config import InputError
 from arca.data.forks import generate_forked
 
 SUBJECTS = {1: "Arithmetic", 2: "Arithmetic", 3: "Prealgebra", 4: "Fractions", 5: "Algebra"}
@@ -207,7 +208,7 @@ def _record(rid: str, level: int, problem: Problem) -> dict:
 def _check_levels(levels: list[int]) -> list[int]:
     levels = list(levels)
     if not levels or any(lv not in _LEVELS for lv in levels):
-        raise ValueError(f"levels must be a non-empty list of 1..5, got {levels}")
+        raise InputError(f"levels must be a non-empty list of 1..5, got {levels}")
     return levels
 
 
@@ -219,7 +220,7 @@ def generate_problems(
     Problem texts may repeat (training samples prompts with replacement anyway).
     """
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise InputError(f"n must be >= 0, got {n}")
     levels = _check_levels(levels)
     rng = random.Random(seed)
     return [
@@ -240,7 +241,7 @@ def generate_disjoint(
         lv = levels[len(out) % len(levels)]
         problem = _LEVELS[lv](rng)
         if rejected_in_a_row >= _MAX_REJECTED_IN_A_ROW:
-            raise ValueError(
+            raise InputError(
                 f"could not draw {n} distinct problems at levels {levels} that are not in the "
                 f"training set ({len(out)} found); lower data.n_test or data.n_train"
             )

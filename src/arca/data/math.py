@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from arca.config import is_local_path, require_hub
+from arca.config import InputError, is_local_path, require_hub
 from arca.grading import extract_boxed
 
 log = logging.getLogger(__name__)
@@ -41,43 +41,43 @@ _LEVEL_RE = re.compile(r"^\s*Level\s+([1-5])\s*$")
 
 def _get_str(row: dict, key: str, where: str) -> str:
     if key not in row or row[key] is None:
-        raise ValueError(f"{where}: missing required field '{key}'")
+        raise InputError(f"{where}: missing required field '{key}'")
     value = row[key]
     if not isinstance(value, str):
-        raise ValueError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
+        raise InputError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
     return value
 
 
 def _level(value: Any, where: str) -> int | None:
     if isinstance(value, bool):
-        raise ValueError(f"{where}: field 'level' must be an int 1-5 or 'Level N', got {value!r}")
+        raise InputError(f"{where}: field 'level' must be an int 1-5 or 'Level N', got {value!r}")
     if isinstance(value, int):
         if 1 <= value <= 5:
             return value
-        raise ValueError(f"{where}: field 'level' must be 1-5, got {value}")
+        raise InputError(f"{where}: field 'level' must be 1-5, got {value}")
     if isinstance(value, str):
         m = _LEVEL_RE.match(value)
         if m:
             return int(m.group(1))
         if value.strip().startswith("Level"):
             return None  # MATH's "Level ?": kept, its level unknown
-    raise ValueError(f"{where}: field 'level' must be an int 1-5 or 'Level N', got {value!r}")
+    raise InputError(f"{where}: field 'level' must be an int 1-5 or 'Level N', got {value!r}")
 
 
 def normalize_row(row: Any, index: int, split: str, where: str) -> dict:
     """One source row (either format) -> a normalized record (``answer`` "" when none). Raises ``ValueError``."""
     if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
     problem = _get_str(row, "problem", where)
     solution = _get_str(row, "solution", where)
     if "level" not in row or row["level"] is None:
-        raise ValueError(f"{where}: missing required field 'level'")
+        raise InputError(f"{where}: missing required field 'level'")
     subject_key = "subject" if "subject" in row else "type"
     subject = _get_str(row, subject_key, where).strip()
     level = _level(row["level"], where)
     answer = row.get("answer")
     if answer is not None and not isinstance(answer, str):
-        raise ValueError(f"{where}: field 'answer' must be a string, got {type(answer).__name__}")
+        raise InputError(f"{where}: field 'answer' must be a string, got {type(answer).__name__}")
     answer = (answer or "").strip()
     if not answer:
         answer = (extract_boxed(solution) or "").strip()  # "" when there is none: kept, scores 0
@@ -98,13 +98,13 @@ def _normalize_rows(rows: Iterable[tuple[str, Any]], split: str, source: str) ->
     for index, (where, row) in enumerate(rows):
         rec = normalize_row(row, index, split, where)
         if rec["id"] in first_seen:
-            raise ValueError(f"{where}: duplicate id {rec['id']!r} (first at {first_seen[rec['id']]})")
+            raise InputError(f"{where}: duplicate id {rec['id']!r} (first at {first_seen[rec['id']]})")
         first_seen[rec["id"]] = where
         if not rec["answer"]:
             log.debug("%s: no recoverable gold answer (kept; it scores 0)", where)
         records.append(rec)
     if not records:
-        raise ValueError(f"{source}:1: empty file (no records)")
+        raise InputError(f"{source}:1: empty file (no records)")
     no_gold = count_no_gold(records)
     if no_gold:
         log.warning(
@@ -132,13 +132,13 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(f"{where}: not UTF-8 text (byte {e.start} of the line: {e.reason})") from None
+                raise InputError(f"{where}: not UTF-8 text (byte {e.start} of the line: {e.reason})") from None
             if not text.strip():
                 continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: malformed JSON line: {e.msg} (column {e.colno})") from None
+                raise InputError(f"{where}: malformed JSON line: {e.msg} (column {e.colno})") from None
             yield where, obj
 
 
@@ -149,7 +149,7 @@ def _iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
     try:
         table = pq.read_table(path)
     except Exception as e:  # noqa: BLE001  (pyarrow raises several types for a bad file)
-        raise ValueError(f"{path}:1: not a readable Parquet file: {e}") from None
+        raise InputError(f"{path}:1: not a readable Parquet file: {e}") from None
     for i, row in enumerate(table.to_pylist(), 1):
         yield f"{path}:{i}", row
 
@@ -178,7 +178,7 @@ def load_math(ref: str, split: str, key: str | None = None) -> tuple[list[dict],
         elif path.suffix in (".jsonl", ".json"):
             rows = _iter_jsonl(path)
         else:
-            raise ValueError(f"key '{key}': {path} is neither .jsonl nor .parquet")
+            raise InputError(f"key '{key}': {path} is neither .jsonl nor .parquet")
         return _normalize_rows(rows, split, str(path))
     require_hub(ref, key)
     return _normalize_rows(_iter_hub(ref, split), split, f"{ref}[{split}]")
@@ -188,7 +188,7 @@ def load_math(ref: str, split: str, key: str | None = None) -> tuple[list[dict],
 def first_n(records: list[dict], n: int) -> list[dict]:
     """The first ``n`` records in dataset order (the paper's "first 200 test problems")."""
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise InputError(f"n must be >= 0, got {n}")
     if n > len(records):
         log.warning("asked for the first %d records but there are only %d", n, len(records))
     return list(records[:n])
@@ -197,7 +197,7 @@ def first_n(records: list[dict], n: int) -> list[dict]:
 def random_subset(records: list[dict], n: int, seed: int) -> list[dict]:
     """``n`` records drawn without replacement by ``random.Random(seed)``, kept in dataset order."""
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise InputError(f"n must be >= 0, got {n}")
     if n >= len(records):
         if n > len(records):
             log.warning("asked for %d random records but there are only %d", n, len(records))
@@ -210,16 +210,16 @@ def random_subset(records: list[dict], n: int, seed: int) -> list[dict]:
 def validate_record(rec: Any, where: str) -> dict:
     """Check one normalized record; ``ValueError`` naming ``where`` on any problem."""
     if not isinstance(rec, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        raise InputError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     missing = [k for k in FIELDS if k not in rec]
     if missing:
-        raise ValueError(f"{where}: missing required field(s) {missing}")
+        raise InputError(f"{where}: missing required field(s) {missing}")
     for k in ("id", "problem", "solution", "answer", "subject"):
         if not isinstance(rec[k], str):
-            raise ValueError(f"{where}: field '{k}' must be a string, got {type(rec[k]).__name__}")
+            raise InputError(f"{where}: field '{k}' must be a string, got {type(rec[k]).__name__}")
     lv = rec["level"]  # None: unknown (MATH's "Level ?"); an empty answer: no gold, scores 0
     if lv is not None and (isinstance(lv, bool) or not isinstance(lv, int) or not 1 <= lv <= 5):
-        raise ValueError(f"{where}: field 'level' must be an int 1-5 or null, got {lv!r}")
+        raise InputError(f"{where}: field 'level' must be an int 1-5 or null, got {lv!r}")
     return rec
 
 
@@ -233,9 +233,9 @@ def read_records(path: str | Path) -> list[dict]:
     for where, obj in _iter_jsonl(path):
         rec = validate_record(obj, where)
         if rec["id"] in first_seen:
-            raise ValueError(f"{where}: duplicate id {rec['id']!r} (first at {first_seen[rec['id']]})")
+            raise InputError(f"{where}: duplicate id {rec['id']!r} (first at {first_seen[rec['id']]})")
         first_seen[rec["id"]] = where
         records.append(rec)
     if not records:
-        raise ValueError(f"{path}:1: empty file (no records)")
+        raise InputError(f"{path}:1: empty file (no records)")
     return records

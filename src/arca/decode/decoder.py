@@ -25,7 +25,7 @@ from arca.decode.layers import (
     stacked,
     unsupported,
 )
-from arca.decode.sampling import next_tokens, process_scores
+from arca.decode.sampling import check_logits, next_tokens, process_scores
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3")
 
@@ -285,6 +285,7 @@ class LeanDecoder:
         blocks = self.blocks(merge=True)
         padded = not bool((am == 1).all())  # generate() drops an all-ones mask: causal SDPA, no mask
         logits, cache, pos, full_mask = self._prefill(blocks, ids, am, max_new_tokens, padded)
+        check_logits(logits, 0)
 
         eos = torch.tensor(sorted(eos_ids), device=device)
         eos_mask = torch.isin(torch.arange(logits.shape[-1], device=device), eos)  # [V]
@@ -309,6 +310,7 @@ class LeanDecoder:
             pos = pos + 1
             step_mask = full_mask[:, None, None, : P + steps] if padded else None  # [R, 1, 1, P+steps]
             new = self._forward(blocks, tok[rows, None], pos, P + steps - 1, cache, step_mask)  # [R, V]
+            check_logits(new, steps)
             if len(rows) == B:
                 logits = new
             else:  # stopped rows keep their last logits: only their (discarded) draws read them

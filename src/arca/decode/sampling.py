@@ -12,6 +12,22 @@ import math
 import torch
 import torch.nn.functional as F
 
+from arca.config import NonFiniteError
+
+
+def check_logits(logits: torch.Tensor, token: int) -> None:
+    """A model's raw next-token logits must be finite: a NaN would otherwise surface as torch's
+    raw multinomial error, or as garbage tokens under greedy decoding."""
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteError(f"sampling: non-finite logits from the model at completion token {token}")
+
+
+def check_scores(scores: torch.Tensor, token: int) -> None:
+    """``generate``'s processed scores: -inf marks filtered tokens; NaN, +inf or a row with no
+    token left means the model's logits were not finite."""
+    if bool(torch.isnan(scores).any() | torch.isposinf(scores).any() | torch.isneginf(scores).all(dim=-1).any()):
+        raise NonFiniteError(f"sampling: non-finite logits from the model at completion token {token}")
+
 
 def process_scores(
     logits: torch.Tensor,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from arca import grid
-from arca.config import Config, parse_run_id
+from arca.config import Config, InputError, parse_run_id
 
 BASE = grid.BASE
 IDENTITY = ["run", "label", "method", "rank", "seed"]
@@ -31,7 +31,7 @@ def read_benchmark(path: str | Path) -> tuple[float, float]:
     df = pd.read_csv(path, sep="\t", na_values=["NA"])
     missing = {"s", "max_rss"} - set(df.columns)
     if missing:
-        raise ValueError(f"{path}: not a Snakemake benchmark file (no column {', '.join(sorted(missing))})")
+        raise InputError(f"{path}: not a Snakemake benchmark file (no column {', '.join(sorted(missing))})")
     wall = pd.to_numeric(df["s"], errors="coerce").mean()
     rss = pd.to_numeric(df["max_rss"], errors="coerce").max()
     return float(wall), float(rss)

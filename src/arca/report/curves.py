@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from arca.config import InputError
 from arca.report.records import Cell, RunRecord, reference_cell
 from arca.report.render import ci_columns, est, fmt_num, fmt_rank, markdown_table
 from arca.stats import (
@@ -87,7 +88,7 @@ def cell_curves(cell: Cell) -> CellCurves | None:
         lists = [[b[s].get(key) for s in steps] for b in by_step]  # [S][N] lists of P verdicts
         sizes = {len(v) if isinstance(v, list) else -1 for seed in lists for v in seed}
         if len(sizes) != 1 or -1 in sizes:
-            raise ValueError(
+            raise InputError(
                 f"curves of {cell.label}_r{cell.rank}: {key!r} must be one list of the same length "
                 f"at every step of every seed (found lengths {sorted(sizes)})"
             )

@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from arca import grid
-from arca.config import Config
+from arca.config import Config, InputError
 from arca.io import read_jsonl, write_text
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def _token_spans(tokens: list[str], weights: list[float], method: str, marks: di
 def rank_correlation(a: list[float], b: list[float]) -> float:
     """Spearman's rho of two equal-length lists (average ranks for ties); NaN if either is constant."""
     if len(a) != len(b):
-        raise ValueError(f"rank_correlation: lengths differ ({len(a)} != {len(b)})")
+        raise InputError(f"rank_correlation: lengths differ ({len(a)} != {len(b)})")
     ra = pd.Series(a, dtype=float).rank(method="average")
     rb = pd.Series(b, dtype=float).rank(method="average")
     if len(a) < 2 or ra.nunique() < 2 or rb.nunique() < 2:
@@ -207,12 +207,12 @@ def _rollout_html(i: int, r: dict) -> str:
     gini = r.get("gini", {})
     marks = r.get("marks")
     if marks is not None and any(len(marks[k]) != len(tokens) for k in ("decisive", "distractor")):
-        raise ValueError(f"rollout {i}: fork marks do not have one flag per token ({len(tokens)} tokens)")
+        raise InputError(f"rollout {i}: fork marks do not have one flag per token ({len(tokens)} tokens)")
     rows = []
     for method, weights in r["weights"].items():
         weights = [float(w) for w in weights]
         if len(weights) != len(tokens):
-            raise ValueError(f"rollout {i}: method {method!r} has {len(weights)} weights for {len(tokens)} tokens")
+            raise InputError(f"rollout {i}: method {method!r} has {len(weights)} weights for {len(tokens)} tokens")
         g = gini.get(method)
         g_txt = f"{float(g):.3f}" if g is not None and math.isfinite(float(g)) else "-"
         rows.append(

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from arca import grid
-from arca.config import Config, parse_run_id
+from arca.config import Config, InputError, parse_run_id
 from arca.io import read_jsonl
 from arca.paths import paths_of
 from arca.report.branch_scores import outcome_scores
@@ -99,13 +99,13 @@ def read_summary(path: Path) -> dict:
     try:
         return json.loads(_require(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON: {e.msg}") from None
+        raise InputError(f"{path}: not valid JSON: {e.msg}") from None
 
 
 def read_metrics(path: Path) -> pd.DataFrame:
     rows = read_jsonl(_require(path))
     if not rows:
-        raise ValueError(f"{path}: no metrics lines")
+        raise InputError(f"{path}: no metrics lines")
     df = pd.DataFrame(rows)
     # Keep the contract's column order first; extra keys a producer adds are kept after it.
     cols = [c for c in METRIC_COLUMNS if c in df.columns] + [c for c in df.columns if c not in METRIC_COLUMNS]
@@ -122,7 +122,7 @@ def primary_protocol(cfg: Config, summary: dict) -> tuple[str, str]:
     protocol = cfg.eval.protocols[0]
     info = summary.get("protocols", {}).get(protocol)
     if info is None:
-        raise ValueError(
+        raise InputError(
             f"summary of run {summary.get('run')!r} has no protocol {protocol!r} "
             f"(has {sorted(summary.get('protocols', {}))})"
         )
@@ -133,7 +133,7 @@ def per_problem_scores(samples: list[dict], protocol: str, grader: str, k: int, 
     """Per-problem greedy correctness and unbiased pass@k for one protocol and grader."""
     rows = [r for r in samples if r.get("protocol") == protocol]
     if not rows:
-        raise ValueError(f"{source}: no graded completions for protocol {protocol!r}")
+        raise InputError(f"{source}: no graded completions for protocol {protocol!r}")
     df = pd.DataFrame(rows)
     df["problem_id"] = df["problem_id"].astype(str)
     df["correct"] = df[grader].astype(bool)
@@ -142,7 +142,7 @@ def per_problem_scores(samples: list[dict], protocol: str, grader: str, k: int, 
     pak = {}
     for pid, (n, c) in sampled.iterrows():
         if n < k:
-            raise ValueError(f"{source}: problem {pid} has {n} samples for pass@{k}")
+            raise InputError(f"{source}: problem {pid} has {n} samples for pass@{k}")
         pak[pid] = pass_at_k(int(n), int(c), k)
     out = pd.DataFrame({"greedy": greedy, "pass_at_k": pd.Series(pak, dtype=float)})
     out.index.name = "problem_id"
@@ -197,7 +197,7 @@ def check_run_hash(cfg: Config, run: str, summary: dict) -> None:
         sources.append((fw, json.loads(fw.read_text(encoding="utf-8")).get("config_hash", expected)))
     for path, got in sources:
         if got != expected:
-            raise ValueError(
+            raise InputError(
                 f"{path}: run '{run}' has config hash {got}, but this sweep's settings give {expected}: "
                 "it was trained or evaluated with other settings (by hand with --set?); rerun it "
                 f"with this config (snakemake --cores all --forcerun {cfg.run_dir(run) / 'adapter'}, "

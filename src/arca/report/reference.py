@@ -5,7 +5,7 @@ read) and key figures from ``results/<name>/`` into ``results/reference/<name>/`
 the repository keeps under version control, with ``provenance.json`` saying where they came from.
 
 ``python -m arca compare-reference`` gives a verdict first. Numbers legitimately differ between
-machines and seeds (README, "Checking a reproduction"), so what it checks is whether the
+machines and seeds (docs/reproducibility.md), so what it checks is whether the
 reference's *claims* hold in the user's tables. The claims are read off the reference's own
 tables, none is written here:
 
@@ -33,13 +33,13 @@ reference's per-seed runs in ``runs.csv``; it informs, it is not a claim. Both t
 claims reproduced, 2 inconclusive"); the step exits with status 1 unless every claim is
 reproduced.
 
-The number-by-number comparison of earlier versions stays: ``--exact`` prints it and exits with
+The number-by-number comparison is there too: ``--exact`` prints it and exits with
 status 1 when any number differs; without ``--exact`` it is still written, to
 ``results/<name>/reference_comparison.md``, and counted in one line. Rows are matched by their
 identity columns (``KEYS``); a row present on one side only, or a text cell that differs (a
 label, a config hash), is always a difference. Numbers match when
 ``|ours - ref| <= atol + rtol * |ref|``; two empty cells match. Timing columns are not compared.
-The default tolerance and why it is what it is: README, "Checking a reproduction".
+The default tolerance and why it is what it is: docs/reproducibility.md.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from arca import PORTABLE_KERNELS, grid
-from arca.config import Config
+from arca.config import Config, InputError
 from arca.io import atomic_path, write_json, write_text
 from arca.stats import Estimate, bootstrap_mean_ci
 
@@ -88,8 +88,8 @@ MARKDOWN = (
 FIGURES = ("learning_curves", "gini_bars", "accuracy", "performance_profile")
 # wall-clock measurements: they differ between any two runs
 IGNORED_COLUMNS = frozenset({"step_seconds", "gen_seconds", "update_seconds"})
-# Defaults of --atol / --rtol, from measurements on the smoke config (README "Checking a
-# reproduction"): reruns, resumed runs and 1 or 2 threads gave byte-identical tables; torch's
+# Defaults of --atol / --rtol, from measurements on the smoke config (docs/reproducibility.md):
+# reruns, resumed runs and 1 or 2 threads gave byte-identical tables; torch's
 # AVX-512 against its AVX2 kernels moved table numbers by at most 2.2e-6 relative (2e-5 on a ratio
 # near 9) and 2e-7 absolute elsewhere. The defaults pass that float-level noise with a margin of
 # about 5 and flag everything larger; CSV cells carry 8 significant digits.
@@ -184,12 +184,12 @@ def _indexed(df: pd.DataFrame, table: str, path: Path) -> pd.DataFrame:
     keys = list(KEYS[table])
     absent = [k for k in keys if k not in df.columns]
     if absent:
-        raise ValueError(f"{path}: missing identity columns {absent}")
+        raise InputError(f"{path}: missing identity columns {absent}")
     df = df.copy()
     for k in keys:
         df[k] = df[k].map(_key_text)
     if df.duplicated(keys).any():
-        raise ValueError(f"{path}: rows repeat the identity {keys}")
+        raise InputError(f"{path}: rows repeat the identity {keys}")
     return df.set_index(keys)
 
 

@@ -55,7 +55,7 @@ from arca.report.curves import (
 )
 from arca.report.mc_agreement import mc_agreement_markdown, mc_agreement_table, read_mc_summary
 from arca.report.outcomes import family_decisions, outcomes_markdown, outcomes_table
-from arca.report.paper import paper_comparison
+from arca.report.paper import our_setting, paper_comparison
 from arca.report.precision import credit_precision_markdown, credit_precision_table
 from arca.report.records import (
     BASE,
@@ -291,7 +291,8 @@ def aggregate_main(cfg: Config, args=None) -> None:
     note = "" if not paired.empty else "No uniform cell in the sweep: nothing to pair against.\n"
     write_text(out / "paired.md", note + markdown_table(headers, rows))
     write_text(
-        out / "paper_comparison.md", paper_comparison(perf, conc, paired, protocol, grader, k, len(cfg.sweep.seeds))
+        out / "paper_comparison.md",
+        paper_comparison(perf, conc, paired, protocol, grader, k, len(cfg.sweep.seeds), our_setting(cfg)),
     )
     precision = credit_precision_table(cells)
     write_text(out / "credit_precision.csv", _csv(precision))
