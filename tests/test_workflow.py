@@ -264,11 +264,15 @@ def test_grid_paths():
     assert grid.bench_outputs(cfg) == {"json": "/r/default/bench/summary.json", "md": "/r/default/bench/summary.md"}
     assert grid.benchmark(cfg, "train", "{run}") == "/r/default/benchmarks/train/{run}.tsv"
     benchmarks = grid.aggregate_inputs(cfg)["benchmarks"]
-    assert benchmarks == grid.benchmarks(cfg) and len(benchmarks) == 1 + 2 * len(cfg.run_ids()) + 1
-    assert benchmarks[0] == "/r/default/benchmarks/build_base/build_base.tsv"
+    # the base model's build and its Monte Carlo values, then each run's training and every evaluation
+    assert benchmarks == grid.benchmarks(cfg) and len(benchmarks) == 2 + 2 * len(cfg.run_ids()) + 1
+    assert benchmarks[:2] == [
+        "/r/default/benchmarks/build_base/build_base.tsv",
+        "/r/default/benchmarks/mc_values/mc_values.tsv",
+    ]
     assert "/r/default/benchmarks/evaluate/base.tsv" in benchmarks
     targets = grid.all_targets(cfg)
-    assert len(targets) == 22 + 18 + 1  # table files, figure files (png + pdf), the heat map
+    assert len(targets) == 24 + 18 + 1  # table files, figure files (png + pdf), the heat map
     assert "/r/default/tables/outcomes.md" in targets and "/r/default/tables/tuning.md" in targets
     # the curve points score the probe's decisions: training waits for the probe
     assert grid.train_inputs(cfg)["probe"] == grid.probe_output(cfg)
