@@ -82,6 +82,9 @@ def main(argv: list[str]) -> int:
         files, dirs = list(grid.eval_outputs(cfg, run).values()), []
     elif step == "probe-rollouts":
         files, dirs = [_declared(args.out, grid.probe_output(cfg))], []
+    elif step == "mc-values":
+        outs = grid.mc_outputs(cfg)
+        files, dirs = [_declared(args.out, outs["values"]), outs["summary"]], []
     elif step == "aggregate":
         files, dirs = list(grid.table_outputs(cfg).values()), []
     elif step == "figures":

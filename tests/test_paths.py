@@ -164,6 +164,7 @@ def test_rule_outputs_are_the_paths_the_steps_write(tmp_path):
         "train": {f for r in cfg.run_ids() for f in p.run(r).declared().values()},
         "evaluate": {f for t in grid.eval_targets(cfg) for f in p.eval(t).declared().values()},
         "probe_rollouts": {p.probe_rollouts},
+        "mc_values": {p.mc_values, p.mc_summary},
         "heatmap_rollouts": {p.heatmap_rollouts},
         "aggregate": {p.table(n, e) for n, exts in grid.TABLES.items() for e in exts},
         "figures": {p.figure(n, e) for n in grid.FIGURES for e in grid.FIGURE_FORMATS},
@@ -176,4 +177,8 @@ def test_rule_outputs_are_the_paths_the_steps_write(tmp_path):
         if line.startswith("Shell command: python -m arca") and " --out " in line:
             cmd = shlex.split(line[len("Shell command: ") :].split(" > ")[0])
             outs[cmd[3]] = cmd[cmd.index("--out") + 1]
-    assert outs == {"probe-rollouts": str(p.probe_rollouts), "heatmap-rollouts": str(p.heatmap_rollouts)}
+    assert outs == {
+        "probe-rollouts": str(p.probe_rollouts),
+        "mc-values": str(p.mc_values),
+        "heatmap-rollouts": str(p.heatmap_rollouts),
+    }

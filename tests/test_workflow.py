@@ -454,6 +454,7 @@ def test_python_steps_get_the_config_snakemake_planned_with(tmp_path):
         "train",
         "evaluate",
         "probe-rollouts",
+        "mc-values",
         "aggregate",
         "figures",
         "heatmap-rollouts",
