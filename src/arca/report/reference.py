@@ -73,6 +73,7 @@ KEYS = {
     "runs": ("run",),
     "learning_curves": ("run", "step"),
     "outcomes": ("label", "rank"),
+    "mc_agreement": ("label", "rank"),
     "tuning": ("label", "rank"),
 }
 MARKDOWN = (
@@ -83,6 +84,7 @@ MARKDOWN = (
     "credit_precision",
     "paper_comparison",
     "outcomes",
+    "mc_agreement",
     "tuning",
 )
 FIGURES = ("learning_curves", "gini_bars", "accuracy", "performance_profile")
