@@ -42,6 +42,8 @@ def test_mc_agreement_hand_case():
     assert out["mc_top_share"] == pytest.approx(0.6)  # ceil(0.1 * 4) = 1 token: the 0.8 one
     assert out["mc_top_share_uniform"] == pytest.approx(0.25)
     assert out["mc_spearman"] == pytest.approx(_slow_spearman([0.1, 0.6, 0.2, 0.1], [0.0, 0.8, 0.1, 0.0]))
+    flat = mc_agreement(w, mask, torch.zeros(2, 5, dtype=torch.float64))  # no token moved V: nothing to rank
+    assert flat["mc_rows"] == 0 and flat["mc_spearman"] is None
 
 
 def test_largest_drop_names_the_token_holding_the_first_error():

@@ -160,8 +160,8 @@ def mc_agreement(weights: torch.Tensor, mask: torch.Tensor, abs_adv: torch.Tenso
     rho, top, top_u = [], [], []
     for w, m, a in zip(weights.to(torch.float64), mask > 0, abs_adv.to(torch.float64)):  # [T] each
         n, w, a = int(m.sum()), w[m], a[m]  # the row's real tokens
-        if n < 2 or not torch.isfinite(a).all():
-            continue
+        if n < 2 or not torch.isfinite(a).all() or bool(a.max() == a.min()):
+            continue  # no values, or no token changed the chance of success more than another
         k = max(1, math.ceil(top_frac * n))
         best = torch.argsort(a, descending=True, stable=True)[:k]
         rho.append(spearman(w, a))

@@ -67,15 +67,15 @@ def read_mc_summary(path: Path) -> dict:
 
 def mc_agreement_markdown(df: pd.DataFrame, summary: dict) -> str:
     if df.empty:
-        return "No Monte Carlo values (eval.mc_problems = 0).\n"
+        return "No Monte Carlo agreement: eval.mc_problems is 0, or no token of the rollouts changed their value.\n"
     rows = [
         [
             r["label"],
             fmt_rank(r["rank"]),
             str(r["n_seeds"]),
-            *(est(r, f"own_{m}") for m in METRICS),
+            *(est(r, f"own_{m}").fmt() for m in METRICS),
             fmt_num(r["mc_top_share_uniform"]),
-            *(est(r, f"{b}_{m}") for b in BESIDE for m in METRICS),
+            *(est(r, f"{b}_{m}").fmt() for b in BESIDE for m in METRICS),
         ]
         for _, r in df.iterrows()
     ]
