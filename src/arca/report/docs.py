@@ -52,8 +52,12 @@ def findings(folder: Path) -> str:
 
     verdict = reference_verdict(folder, folder)
     pairs: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+    other_claims = []  # claims that are not a paired difference, e.g. an ordering of Gini by rank
     for c in verdict.claims:
         head, word = c.claim.rsplit(": ", 1)
+        if ", " not in head or " minus " not in head.split(", ", 1)[0]:
+            other_claims.append(f"- {head}: {word}")
+            continue
         pair, quantity = head.split(", ", 1)
         cell, other = pair.split(" minus ", 1)
         quantity = quantity.split(" (", 1)[0]
@@ -61,7 +65,8 @@ def findings(folder: Path) -> str:
         pairs.setdefault((cell, other.replace("_r", " r")), []).append(
             f"{quantity} {_WORDS.get(word, word)} ({c.reference})"
         )
-    return "\n".join(f"- **{cell}** vs {other}: " + "; ".join(parts) for (cell, other), parts in pairs.items())
+    lines = [f"- **{cell}** vs {other}: " + "; ".join(parts) for (cell, other), parts in pairs.items()]
+    return "\n".join(lines + other_claims)
 
 
 def render_region(name: str, root: Path) -> str:
