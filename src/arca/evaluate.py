@@ -18,6 +18,7 @@ Writes ``eval/<run>/samples.jsonl`` (one line per graded completion) and ``eval/
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -30,7 +31,7 @@ from arca.config import Config, parse_run_id, training_hash
 from arca.data import read_records
 from arca.grading import gold_answer, grade_both, math_verify_failures
 from arca.io import read_jsonl, write_json, write_jsonl
-from arca.labels import align
+from arca.labels import OUTCOMES, align, problem_outcome
 from arca.models import count_trainable, load_base_model, load_policy, resolve_device
 from arca.paths import paths_of
 from arca.probe import probe_precision, probe_problems
@@ -78,34 +79,18 @@ def curve_point(cfg: Config, generator, problems: list[dict], step: int) -> dict
     }
 
 
-CURVE_OUTCOMES = ("aligned", "decision", "execution", "collateral")
-
-
 def outcome_means(texts: list[str], problems: list[dict], correct: list[int]) -> dict[str, float | None]:
-    """The planted-fork outcomes of a set of completions, as means (None where undefined; empty without forks):
-
-    ``aligned``: follows one of its problem's branches; ``decision``: an aligned completion of a
-    forked problem took every decision correctly; ``execution``: an aligned completion's answer is
-    its branch's; ``collateral``: correct on the problems whose decision pretraining never planted
-    (nothing a credit method aims at), so a method's spill-over shows along the curve.
-    """
+    """The planted-fork outcomes of a set of completions (``arca.labels.problem_outcome``), as means
+    over the problems each is defined on (None where none; empty without forks), so a method's
+    spill-over onto the collateral problems shows along the curve."""
     if not any(p.get("branches") for p in problems):
         return {}
-    seen: dict[str, list[int]] = {k: [] for k in CURVE_OUTCOMES}
-    for text, p, ok in zip(texts, problems, correct):
-        branches = p.get("branches") or []
-        if not branches:
-            continue
-        if not p.get("fork"):
-            seen["collateral"].append(int(ok))
-        a = align(text, branches)
-        seen["aligned"].append(int(a is not None))
-        if a is None:
-            continue
-        if any(b["decisive"] for b in branches):
-            seen["decision"].append(int(a.correct))
-        seen["execution"].append(int(a.answer is not None and bool(grading.grade_paper(text, a.answer))))
-    return {k: (sum(v) / len(v) if v else None) for k, v in seen.items()}
+    scores = [problem_outcome(t, p, bool(ok)) for t, p, ok in zip(texts, problems, correct)]
+    means = {}
+    for key in OUTCOMES:
+        seen = [sc[key] for sc in scores if not math.isnan(sc[key])]
+        means[key] = sum(seen) / len(seen) if seen else None
+    return means
 
 
 def fork_summary(rows: list[dict], problems: list[dict]) -> dict:

@@ -26,11 +26,13 @@ completion, so this works for the character-level tokenizer and for subword toke
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from arca.diagnostics import credit_precision
+from arca.grading import grade_paper
 
 
 @dataclass(frozen=True)
@@ -215,3 +217,36 @@ def label_metrics(labels: BatchLabels | None, W: torch.Tensor, M: torch.Tensor, 
             W, M, labels.decisive[:, : W.shape[1]], labels.distractor[:, : W.shape[1]], adv, labels.aligned
         ),
     }
+
+
+# ----------------------------------------------------------------------------- outcomes
+OUTCOMES = ("aligned", "decision", "execution", "collateral")
+
+
+def problem_outcome(completion: str, record: dict, correct: bool) -> dict[str, float]:
+    """The four outcome scores of one greedy completion of ``record`` (all NaN without branches), plus
+    ``decision:<fork>`` for each named decision of an aligned completion."""
+    branches = record.get("branches") or []
+    out = dict.fromkeys(OUTCOMES, math.nan)
+    if not branches:
+        return out
+    forked = any(b["decisive"] for b in branches)
+    if not record.get("fork"):
+        out["collateral"] = float(correct)
+    a = align(completion, branches)
+    out["aligned"] = float(a is not None)
+    if a is not None:
+        out["decision"] = float(a.correct) if forked else math.nan
+        out["execution"] = float(a.answer is not None and bool(grade_paper(completion, a.answer)))
+        if a.bugs is not None:  # each named decision on its own: 1 taken correctly, 0 taken wrongly
+            for name in decision_names(branches):
+                out[f"{DECISION_PREFIX}{name}"] = float(name not in a.bugs)
+    return out
+
+
+DECISION_PREFIX = "decision:"
+
+
+def decision_names(branches: list[dict]) -> list[str]:
+    """The problem's decisive forks by name: those some branch takes wrongly."""
+    return sorted({name for b in branches for name in b.get("bugs", ())})
