@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 
@@ -40,24 +41,18 @@ def test_a_hand_made_chain_has_every_branch_with_its_arithmetic():
             assert {"+": x + y, "-": x - y, "*": x * y, "/": x / y}[op] == r
 
 
-def test_decisive_tokens_are_the_operator_or_the_first_operand_of_from():
+@pytest.mark.parametrize("words", [["split", "lose"], ["lose", "half"], ["half", "split", "lose"]])
+def test_decisive_tokens_are_the_operators_of_the_decisions(words):
     rng = random.Random(3)
-    task = chain_task("chain2", ["split", "from"], rng)
-    for br in branches(task):
-        text = br["text"]
-        first, second = br["decisive"]
-        assert text[first] in "/*"  # split: / right, * the bug
-        # from: b-v against v-b differ at the first operand of the second step (its first or second character)
-        start = text.index(", ") + 2
-        assert second - start in (0, 1) and (second == start or text[start:second].isdigit())
-
-
-def test_no_word_takes_another_words_bug_as_correct():
-    v, b = 12, 3
-    right = {WORDS[w].ok(v, b)[1] for w in DECISIVE_WORDS if w != "from"}
-    wrong = {WORDS[w].bug(v, b)[1] for w in DECISIVE_WORDS if w != "from"}
-    assert right == {"/", "-"} and wrong == {"*", "+"}
-    assert not right & wrong
+    task = chain_task("chain3" if len(words) == 3 else "chain2", words, rng)
+    bs = branches(task)
+    assert len(bs) == 2 ** len(words) * 3  # every decision x every connector
+    for br in bs:
+        ops = [m.start(2) for m in STEP.finditer(br["text"])]
+        assert br["decisive"] == ops  # one decisive token per step, at its operator
+        assert "".join(br["text"][i] for i in br["decisive"]) in {
+            "".join(o) for o in itertools.product(*(("/*" if w != "lose" else "-+") for w in words))
+        }
 
 
 def test_first_error_blames_the_second_decision_when_only_it_is_wrong():

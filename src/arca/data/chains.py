@@ -13,14 +13,14 @@ word       problem text                               correct  bug
 half       "gives away half"                          v/2      v*2
 lose       "loses b"                                  v-b      v+b
 split      "keeps one of b equal piles"               v/b      v*b
-from       "takes that from b" (the rest of b)        b-v      v-b
 add        "finds b more" (harmless: either order)    v+b      b+v
 =========  =========================================  =======  =====
 
-No word's correct option is another word's bug: ``/`` is always right against ``*``, ``-`` against
-``+``, and only ``from`` decides the order of its operands (the operand order of ``add`` is a
-harmless fork, as is the wording before the box). The decisive token of a step is its operator
-(half, lose, split) or its first operand (from). Every intermediate value is an integer of
+No word's correct option is another word's bug: ``/`` is always right against ``*`` and ``-``
+against ``+`` (the operand order of ``add`` is a harmless fork, as is the wording before the box).
+The decisive token of a step is its operator. An operand-order decision ("takes that from b": b-v
+against v-b) was tried and dropped: no credit method taught the small model to stop copying the
+running value first, so it capped every method alike. Every intermediate value is an integer of
 magnitude at most 24 on every branch, so that the outcome hinges on the decisions, not on execution.
 ``chain_none`` problems have only ``add`` steps: no decision, the collateral that no credit aims at.
 """
@@ -57,10 +57,9 @@ WORDS: dict[str, Word] = {
     "half": Word("gives away half", (2, 2), lambda v, b: (v, "/", 2), lambda v, b: (v, "*", 2)),
     "lose": Word("loses {b}", (1, 5), lambda v, b: (v, "-", b), lambda v, b: (v, "+", b)),
     "split": Word("keeps one of {b} equal piles", (2, 3), lambda v, b: (v, "/", b), lambda v, b: (v, "*", b)),
-    "from": Word("takes that from {b}", (6, 20), lambda v, b: (b, "-", v), lambda v, b: (v, "-", b)),
     "add": Word("finds {b} more", (1, 5), lambda v, b: (v, "+", b), None),
 }
-DECISIVE_WORDS = ("half", "lose", "split", "from")
+DECISIVE_WORDS = ("half", "lose", "split")
 
 
 def _apply(x: int, op: str, y: int) -> int | None:
@@ -163,5 +162,5 @@ def _none_chain(rng: random.Random) -> Task:
 CHAIN_FAMILIES: dict[str, tuple[Callable[[random.Random], Task], float]] = {
     "chain2": (_decisive_chain(2, "chain2"), 1.0),
     "chain3": (_decisive_chain(3, "chain3"), 1.0),
-    "chain_none": (_none_chain, 0.15),
+    "chain_none": (_none_chain, 0.3),
 }

@@ -58,31 +58,36 @@ def _first_diff(s: str, t: str) -> int | None:
     return None if len(s) == len(t) else min(len(s), len(t))
 
 
-def fork_token(task: Task, choices: dict, fork: Fork) -> int | None:
-    """Character index of ``fork``'s token on the branch ``choices`` (None: the fork changes nothing here)."""
-    text, _ = task.text(choices)
-    diffs = [
-        _first_diff(text, task.text({**choices, fork.name: o})[0]) for o in fork.options if o != choices[fork.name]
-    ]
-    diffs = [d for d in diffs if d is not None]
+def fork_token(text: str, alternatives: list[str]) -> int | None:
+    """Character index of a fork's token in ``text``, given the texts its other options write from the
+    same choices elsewhere (None: the fork changes nothing here)."""
+    diffs = [d for alt in alternatives if (d := _first_diff(text, alt)) is not None]
     return min(diffs) if diffs else None
 
 
 def branches(task: Task) -> list[dict]:
     """Every distinct branch of a task: text, answer, correct, the decisive forks it takes wrongly
     (``bugs``, by fork name), and its fork tokens (char indices)."""
+    names = [f.name for f in task.forks]
+    combos = list(itertools.product(*(f.options for f in task.forks)))
+    # every combination is rendered once; a fork's token compares a branch with its neighbours,
+    # the combinations that differ from it in that fork only
+    texts = {combo: task.text(dict(zip(names, combo))) for combo in combos}
     out: dict[str, dict] = {}
-    for combo in itertools.product(*(f.options for f in task.forks)):
-        choices = dict(zip((f.name for f in task.forks), combo))
-        text, answer = task.text(choices)
+    for combo in combos:
+        text, answer = texts[combo]
         if text in out:
             continue
-        tokens = {f.name: fork_token(task, choices, f) for f in task.forks}
+        chosen = dict(zip(names, combo))
+        tokens = {
+            f.name: fork_token(text, [texts[combo[:k] + (o,) + combo[k + 1 :]][0] for o in f.options if o != combo[k]])
+            for k, f in enumerate(task.forks)
+        }
         out[text] = {
             "text": text,
             "answer": answer,
-            "correct": all(choices[f.name] == f.correct for f in task.forks if f.decisive),
-            "bugs": sorted(f.name for f in task.forks if f.decisive and choices[f.name] != f.correct),
+            "correct": all(chosen[f.name] == f.correct for f in task.forks if f.decisive),
+            "bugs": sorted(f.name for f in task.forks if f.decisive and chosen[f.name] != f.correct),
             "decisive": sorted(i for f in task.forks if f.decisive and (i := tokens[f.name]) is not None),
             "distractor": sorted(i for f in task.forks if not f.decisive and (i := tokens[f.name]) is not None),
         }

@@ -297,8 +297,9 @@ def check_families(families: list[str]) -> list[str]:
     return list(families)
 
 
-def task_record(rid: str, task: Task, choices: dict) -> dict:
-    """A record of the normalized schema plus ``fork`` (the family, "" when unforked) and ``branches``."""
+def task_record(rid: str, task: Task, choices: dict, bs: list[dict] | None = None) -> dict:
+    """A record of the normalized schema plus ``fork`` (the family, "" when unforked) and ``branches``
+    (``bs`` when the caller has already enumerated them)."""
     solution, _ = task.text(choices)
     _, answer = task.text({**choices, **{f.name: f.correct for f in task.forks if f.decisive}})
     return {
@@ -309,7 +310,7 @@ def task_record(rid: str, task: Task, choices: dict) -> dict:
         "level": task.level,
         "subject": task.family,
         "fork": task.family if any(f.decisive and f.planted for f in task.forks) else "",
-        "branches": branches(task),
+        "branches": branches(task) if bs is None else bs,
     }
 
 
@@ -335,7 +336,8 @@ def generate_forked(
         family = plan[len(out)] if plan else draw_family(rng, families)
         for _ in range(_MAX_TRIES):
             task = FAMILIES[family][0](rng)
-            if _bug_hits_answer(task):
+            bs = branches(task)
+            if _bug_hits_answer(bs):
                 continue  # e.g. 2*2 = 2+2: the decision would not decide
             if seen is None or task.problem not in seen:
                 break
@@ -346,7 +348,7 @@ def generate_forked(
             )
         if seen is not None:
             seen.add(task.problem)
-        out.append(task_record(f"{id_prefix}/{len(out)}", task, sample_choices(task, rng, p_bug)))
+        out.append(task_record(f"{id_prefix}/{len(out)}", task, sample_choices(task, rng, p_bug), bs))
     return out
 
 
@@ -365,7 +367,6 @@ def _quotas(n: int, families: list[str], rng: random.Random) -> list[str]:
     return plan
 
 
-def _bug_hits_answer(task: Task) -> bool:
-    bs = branches(task)
+def _bug_hits_answer(bs: list[dict]) -> bool:
     right = {b["answer"] for b in bs if b["correct"]}
     return any(b["answer"] in right for b in bs if not b["correct"])
