@@ -184,6 +184,33 @@ def test_vllm_logprobs_match_the_training_pass(cfg, engine, prompts):
     assert lp_train[mask].min() < -1.0  # sampled, not greedy: some unlikely tokens were drawn
 
 
+def test_asking_for_logprobs_changes_no_sampled_token(cfg, engine, prompts):
+    """Every call asks vLLM for the sampled tokens' log-probs (the finiteness check reads their sum):
+    the samples must be those drawn without them, and each sample's sum must be there and finite."""
+    from vllm import SamplingParams
+
+    from arca.vllm_backend import build_requests, encode_prompts, sampling_params_kwargs
+
+    base, tok = load_base_model(cfg)
+    engine.use_model(base)  # no adapter: the engine alone
+    lists, _, _ = encode_prompts(tok, prompts[:8], engine.max_prompt_tokens)
+
+    def sample(logprobs: bool):
+        kw = sampling_params_kwargs(
+            4, 1.0, 0.95, MAX_NEW, seed=11, stop_token_ids=engine.eos_ids, top_k=50, logprobs=logprobs
+        )
+        return engine._engine().generate(build_requests(lists), SamplingParams(**kw), use_tqdm=False)
+
+    plain, checked = sample(False), sample(True)
+    ids = [[list(s.token_ids) for s in req.outputs] for req in plain]
+    assert ids == [[list(s.token_ids) for s in req.outputs] for req in checked]
+    for req in checked:
+        for s in req.outputs:
+            assert len(s.logprobs) == len(s.token_ids) and all(len(lp) == 1 for lp in s.logprobs)  # sampled only
+            total = sum(lp[t].logprob for t, lp in zip(s.token_ids, s.logprobs))
+            assert math.isfinite(s.cumulative_logprob) and math.isclose(s.cumulative_logprob, total, rel_tol=1e-6)
+
+
 def test_smoke_dag_with_vllm_backend(tmp_path):
     """The smoke config's Snakemake DAG with ``rollout.backend: vllm`` (this environment's snakemake).
 
