@@ -270,3 +270,30 @@ def test_bench_generation_both_backends(cfg):
         assert v["tokens"] == cfg.train.prompts_per_step * cfg.rollout.k * cfg.rollout.max_new_tokens
     assert s["machine"]["vllm"]
     assert "| vllm |" in (cfg.out_dir / "bench" / "generation.md").read_text()
+
+
+def test_a_nan_in_the_weights_vllm_loads_stops_sampling(cfg, prompts, tmp_path):
+    """vLLM exposes no logits: a NaN in the weights it samples with must still stop the call, through
+    the sampled tokens' log-probabilities (a copy of the base folder with a NaN final norm; the
+    policy arca holds, checked at load, is the clean one)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from arca.config import NonFiniteError
+
+    poisoned = load_config(REPO / "configs" / "smoke.yaml", [f"paths.results={tmp_path}", "rollout.backend=vllm"])
+    shutil.copytree(cfg.base_dir, poisoned.base_dir)
+    weights = load_file(str(poisoned.base_dir / "model.safetensors"))
+    weights["model.norm.weight"] = torch.full_like(weights["model.norm.weight"], float("nan"))
+    save_file(weights, str(poisoned.base_dir / "model.safetensors"), metadata={"format": "pt"})
+    model, tok = random_b_policy(cfg, 6)
+    gen = VLLMGenerator(poisoned, model, tok)
+    try:
+        for greedy in (True, False):
+            with pytest.raises(
+                NonFiniteError, match="^sampling: non-finite logits from the model at completion token 0 "
+            ):
+                gen.generate(prompts[:4], 2, 1.0, 0.95, 8, greedy=greedy, seed=1, top_k=50)
+    finally:
+        gen.close()
