@@ -7,6 +7,9 @@ or folder is still there unchanged and no temporary is left beside it.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -54,6 +57,22 @@ def test_failed_folder_write_leaves_nothing(tmp_path):
             (tmp / "config.json").write_text("{}")
             raise ValueError("bad config")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_removes_the_temporaries_of_killed_writers_of_that_path_only(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid, live_pid = int(dead.stdout), os.getppid()
+    (tmp_path / f".test.jsonl.tmp{dead_pid}").write_text('{"half": ')  # a file write killed before its rename
+    (tmp_path / f".base.old{dead_pid}").mkdir()  # a folder write killed between its two renames
+    (tmp_path / f".base.tmp{dead_pid}").mkdir()
+    (tmp_path / f".base.tmp{dead_pid}" / "model.safetensors").write_text("weights")
+    kept = [f".test.jsonl.tmp{live_pid}", f".train.jsonl.tmp{dead_pid}", ".test.jsonl.tmpx", "notes.test.jsonl.tmp1"]
+    for name in kept:  # a live writer's, another path's, and names this module never makes
+        (tmp_path / name).write_text("")
+    io.write_jsonl(tmp_path / "test.jsonl", [{"a": 1}])
+    with io.atomic_path(tmp_path / "base") as tmp:
+        tmp.mkdir()
+    assert _siblings(tmp_path / "x") == sorted(["base", "test.jsonl", *kept])
 
 
 def test_json_and_jsonl_round_trip(tmp_path):

@@ -3,6 +3,7 @@ engine-calling code driven by a stand-in ``vllm`` module shaped like the real on
 
 from __future__ import annotations
 
+import math
 import sys
 import types
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from arca import vllm_backend as vb
-from arca.config import load_config
+from arca.config import NonFiniteError, load_config
 from arca.models import wrap_lora
 from arca.pretrain import char_tokenizer, pretrain_model
 from arca.rollout import TransformersGenerator, completion_mask
@@ -22,12 +23,25 @@ ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyz.,\n\\{}:"
 
 # ----------------------------------------------------------------------------- stand-ins for vLLM outputs
 @dataclass
+class Logprob:  # vllm.logprobs.Logprob, the field we read
+    logprob: float
+
+
+@dataclass
 class CompletionOutput:  # vllm.outputs.CompletionOutput, the fields we read
     index: int
     token_ids: list[int]
     text: str = ""
     finish_reason: str | None = None  # "stop" or "length"
     stop_reason: int | str | None = None
+    cumulative_logprob: float | None = None  # with logprobs requested: the sum of the sampled tokens'
+    logprobs: list[dict[int, Logprob]] | None = None  # with logprobs=0: {sampled token id: its Logprob} per token
+
+
+def with_logprobs(token_ids: list[int], values: list[float], **kw) -> CompletionOutput:
+    """A sample as vLLM returns it with ``logprobs=0``: one log-prob per sampled token, and their sum."""
+    lps = [{t: Logprob(v)} for t, v in zip(token_ids, values)]
+    return CompletionOutput(0, token_ids, cumulative_logprob=sum(values), logprobs=lps, **kw)
 
 
 @dataclass
@@ -189,6 +203,44 @@ def test_parse_outputs_nothing_generated(tok):
     assert r.completion_ids.shape == (2, 1) and r.completion_mask.sum() == 0 and r.texts == ["", ""]
 
 
+# ----------------------------------------------------------------------------- sampled log-probs
+def test_sampled_logprobs_rows_and_a_greedy_repeat():
+    outputs = [
+        RequestOutput("0", [5], [with_logprobs([7, 8, 1], [-0.5, -1.0, -2.0]), with_logprobs([9], [-0.25])]),
+        RequestOutput("1", [6], [with_logprobs([3, 4], [-3.0, -4.0])]),  # greedy: one sample, repeated
+    ]
+    lp = vb.sampled_logprobs(outputs, 2, 4)  # [N=4, T=4]
+    nan = float("nan")
+    expected = [[-0.5, -1.0, -2.0, nan], [-0.25, nan, nan, nan], [-3.0, -4.0, nan, nan], [-3.0, -4.0, nan, nan]]
+    assert torch.equal(lp.isnan(), torch.tensor(expected).isnan())
+    assert torch.equal(lp.nan_to_num(9.0), torch.tensor(expected).nan_to_num(9.0))
+
+
+def test_finite_sampled_logprobs_pass_the_check():
+    # very unlikely tokens (finite, however negative) and an empty sample are fine
+    vb.check_sampled_logprobs([RequestOutput("0", [5], [with_logprobs([7, 8], [-1e30, -0.1]), with_logprobs([], [])])])
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_sampled_logprob_is_named_with_its_token(bad):
+    outputs = [
+        RequestOutput("0", [5], [with_logprobs([7, 8], [-0.1, -0.2])]),
+        RequestOutput("1", [6], [with_logprobs([7, 8], [-0.1, -0.2]), with_logprobs([4, 5, 6, 7], [-1, -1, bad, bad])]),
+    ]
+    message = (
+        "sampling: non-finite logits from the model at completion token 2 "
+        f"(vLLM's log-probability of the sampled token is {bad})"
+    )
+    with pytest.raises(NonFiniteError) as e:
+        vb.check_sampled_logprobs(outputs)
+    assert str(e.value) == message
+
+
+def test_the_check_refuses_outputs_without_logprobs():
+    with pytest.raises(ValueError, match="no log-probs"):
+        vb.check_sampled_logprobs([RequestOutput("0", [5], [CompletionOutput(0, [7, 8])])])
+
+
 # ----------------------------------------------------------------------------- adapter sync
 def _sgd_step(model):
     params = [p for p in model.parameters() if p.requires_grad]
@@ -241,8 +293,9 @@ def test_missing_vllm_gives_install_hint(cfg, tok, monkeypatch):
 
 @pytest.fixture()
 def fake_vllm(monkeypatch):
-    """A stand-in ``vllm`` package recording what the generator passes to it."""
-    calls = {"llm": [], "generate": []}
+    """A stand-in ``vllm`` package recording what the generator passes to it; every sample is the
+    tokens 10 + j, 11, 1 with the log-probs ``calls["logprobs"]`` when they are asked for."""
+    calls = {"llm": [], "generate": [], "logprobs": [-0.5, -1.5, -0.25]}
 
     class SamplingParams:
         def __init__(self, **kw):
@@ -259,8 +312,13 @@ def fake_vllm(monkeypatch):
         def generate(self, prompts, params, use_tqdm=True, lora_request=None):
             calls["generate"].append((prompts, params, lora_request))
             n = params.kw["n"]
+
+            def sample(j):
+                ids = [10 + j, 11, 1]
+                return with_logprobs(ids, calls["logprobs"]) if "logprobs" in params.kw else CompletionOutput(j, ids)
+
             return [
-                RequestOutput(str(i), p["prompt_token_ids"], [CompletionOutput(j, [10 + j, 11, 1]) for j in range(n)])
+                RequestOutput(str(i), p["prompt_token_ids"], [sample(j) for j in range(n)])
                 for i, p in enumerate(prompts)
             ]
 
@@ -289,7 +347,8 @@ def test_generator_with_stand_in_vllm(cfg, tok, fake_vllm, tmp_path):
     assert (llm_kw["dtype"], llm_kw["seed"]) == ("bfloat16", cfg.train.seed)
     (p1, s1, l1), (p2, s2, l2) = fake_vllm["generate"]
     assert p1[0]["prompt_token_ids"] == tok("1+1=", add_special_tokens=False)["input_ids"]
-    assert s1.kw == vb.sampling_params_kwargs(2, 1.0, 0.95, 5, stop_token_ids=gen.eos_ids, top_k=50)
+    assert s1.kw == vb.sampling_params_kwargs(2, 1.0, 0.95, 5, stop_token_ids=gen.eos_ids, top_k=50, logprobs=True)
+    assert s1.kw["logprobs"] == 0  # the sampled token's log-prob only, for the finiteness check
     assert (s1.kw["top_k"], s2.kw["top_k"]) == (50, -1)  # passed through; the default is off
     assert (l1.lora_int_id, l2.lora_int_id) == (1, 2)  # a new id after the optimizer step: vLLM reloads
     assert (tmp_path / "lora" / "step_000002" / "adapter_model.safetensors").is_file()
@@ -297,3 +356,36 @@ def test_generator_with_stand_in_vllm(cfg, tok, fake_vllm, tmp_path):
     assert len(r) == 4 and r.completion_ids[:, 0].tolist() == [10, 11, 10, 11]
     assert r.completion_mask.tolist() == [[1, 1, 1]] * 4  # EOS id 1 included
     gen.close()
+
+
+@pytest.mark.parametrize("with_logprobs_asked", [False, True])
+def test_generator_stops_on_a_non_finite_sampled_logprob(cfg, tok, fake_vllm, tmp_path, with_logprobs_asked):
+    gen = vb.VLLMGenerator(cfg, tiny_policy(cfg, tok), tok, adapter_root=tmp_path / "lora")
+    fake_vllm["logprobs"] = [-0.5, float("nan"), -0.25]
+    with pytest.raises(NonFiniteError, match=r"^sampling: non-finite logits from the model at completion token 1 "):
+        if with_logprobs_asked:
+            gen.generate_with_logprobs(["1+1="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5)
+        else:
+            gen.generate(["1+1="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5, greedy=True)
+    gen.close()
+
+
+@pytest.mark.slow
+def test_a_non_finite_sampled_logprob_in_training_names_the_run_and_step(cfg, fake_vllm, tmp_path):
+    from arca import grid, train
+    from arca.data import prepare_data
+    from arca.models import build_base
+
+    prepare_data(cfg)
+    build_base(cfg)
+    run = "uniform_r4_s1"
+    run_cfg = grid.for_run(cfg, run)
+    run_cfg.rollout.backend, run_cfg.eval.every = "vllm", 0  # no held-out curve: the first sampling is step 1's
+    fake_vllm["logprobs"] = [-0.5, -1.5, float("inf")]
+    with pytest.raises(NonFiniteError) as e:
+        train.train_run(run_cfg, run, run_dir=tmp_path / "r")
+    assert str(e.value) == (
+        "run uniform_r4_s1: step 1: sampling: non-finite logits from the model at completion token 2 "
+        "(vLLM's log-probability of the sampled token is inf)"
+    )
+    assert not (tmp_path / "r" / "checkpoints").exists() or not list((tmp_path / "r" / "checkpoints").iterdir())

@@ -2,16 +2,19 @@
 
 Every output a Snakemake rule declares is written under a temporary name in the same folder and
 renamed into place when complete, so a killed job never leaves a half-written file that looks
-finished. Progress files that grow while a job runs (``JsonlAppender``: a training run's
+finished; the temporaries a killed writer leaves beside it go at the next write of that path.
+Progress files that grow while a job runs (``JsonlAppender``: a training run's
 ``live/metrics.jsonl``) are never declared outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -29,6 +32,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
     _remove(tmp)
+    _remove_stale(path)
     try:
         yield tmp
         _fsync_tree(tmp)  # the bytes reach the disk before the name does: a crash leaves old or new
@@ -42,6 +46,27 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _fsync_dir(path.parent)
     finally:
         _remove(tmp)
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove what writers of ``path`` killed mid-write left beside it: ``.<name>.tmp<pid>`` and
+    ``.<name>.old<pid>`` of processes no longer alive on this host (one writer per path at a time is
+    the rule Snakemake's DAG and the run-folder lock keep, so these are never another's live work)."""
+    prefix = f".{path.name}."
+    for p in path.parent.glob(glob.escape(prefix) + "*"):
+        m = re.fullmatch(r"(?:tmp|old)(\d+)", p.name[len(prefix) :])
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            _remove(p)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process id reaches
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _fsync_tree(p: Path) -> None:

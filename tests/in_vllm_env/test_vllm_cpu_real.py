@@ -184,6 +184,33 @@ def test_vllm_logprobs_match_the_training_pass(cfg, engine, prompts):
     assert lp_train[mask].min() < -1.0  # sampled, not greedy: some unlikely tokens were drawn
 
 
+def test_asking_for_logprobs_changes_no_sampled_token(cfg, engine, prompts):
+    """Every call asks vLLM for the sampled tokens' log-probs (the finiteness check reads their sum):
+    the samples must be those drawn without them, and each sample's sum must be there and finite."""
+    from vllm import SamplingParams
+
+    from arca.vllm_backend import build_requests, encode_prompts, sampling_params_kwargs
+
+    base, tok = load_base_model(cfg)
+    engine.use_model(base)  # no adapter: the engine alone
+    lists, _, _ = encode_prompts(tok, prompts[:8], engine.max_prompt_tokens)
+
+    def sample(logprobs: bool):
+        kw = sampling_params_kwargs(
+            4, 1.0, 0.95, MAX_NEW, seed=11, stop_token_ids=engine.eos_ids, top_k=50, logprobs=logprobs
+        )
+        return engine._engine().generate(build_requests(lists), SamplingParams(**kw), use_tqdm=False)
+
+    plain, checked = sample(False), sample(True)
+    ids = [[list(s.token_ids) for s in req.outputs] for req in plain]
+    assert ids == [[list(s.token_ids) for s in req.outputs] for req in checked]
+    for req in checked:
+        for s in req.outputs:
+            assert len(s.logprobs) == len(s.token_ids) and all(len(lp) == 1 for lp in s.logprobs)  # sampled only
+            total = sum(lp[t].logprob for t, lp in zip(s.token_ids, s.logprobs))
+            assert math.isfinite(s.cumulative_logprob) and math.isclose(s.cumulative_logprob, total, rel_tol=1e-6)
+
+
 def test_smoke_dag_with_vllm_backend(tmp_path):
     """The smoke config's Snakemake DAG with ``rollout.backend: vllm`` (this environment's snakemake).
 
@@ -243,3 +270,30 @@ def test_bench_generation_both_backends(cfg):
         assert v["tokens"] == cfg.train.prompts_per_step * cfg.rollout.k * cfg.rollout.max_new_tokens
     assert s["machine"]["vllm"]
     assert "| vllm |" in (cfg.out_dir / "bench" / "generation.md").read_text()
+
+
+def test_a_nan_in_the_weights_vllm_loads_stops_sampling(cfg, prompts, tmp_path):
+    """vLLM exposes no logits: a NaN in the weights it samples with must still stop the call, through
+    the sampled tokens' log-probabilities (a copy of the base folder with a NaN final norm; the
+    policy arca holds, checked at load, is the clean one)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from arca.config import NonFiniteError
+
+    poisoned = load_config(REPO / "configs" / "smoke.yaml", [f"paths.results={tmp_path}", "rollout.backend=vllm"])
+    shutil.copytree(cfg.base_dir, poisoned.base_dir)
+    weights = load_file(str(poisoned.base_dir / "model.safetensors"))
+    weights["model.norm.weight"] = torch.full_like(weights["model.norm.weight"], float("nan"))
+    save_file(weights, str(poisoned.base_dir / "model.safetensors"), metadata={"format": "pt"})
+    model, tok = random_b_policy(cfg, 6)
+    gen = VLLMGenerator(poisoned, model, tok)
+    try:
+        for greedy in (True, False):
+            with pytest.raises(
+                NonFiniteError, match="^sampling: non-finite logits from the model at completion token 0 "
+            ):
+                gen.generate(prompts[:4], 2, 1.0, 0.95, 8, greedy=greedy, seed=1, top_k=50)
+    finally:
+        gen.close()

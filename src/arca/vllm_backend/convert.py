@@ -2,16 +2,18 @@
 
 Sampling settings as ``vllm.SamplingParams`` keyword arguments, prompts as token-id requests,
 vLLM's ``RequestOutput``s back into a ``Rollouts`` batch (an EOS put back where vLLM dropped it),
-sampled log-probs, the LoRA rank and the engine's sequence length. None of it needs vLLM
+sampled log-probs and their finiteness check, the LoRA rank and the engine's sequence length. None of it needs vLLM
 installed; ``arca.vllm_backend`` says why each rule is what it is.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
 
+from arca.config import NonFiniteError
 from arca.rollout import Rollouts, completion_mask, pad_right
 
 # The ranks vLLM's LoRA kernels accept for ``max_lora_rank`` (vllm.config.lora.MaxLoRARanks).
@@ -44,7 +46,8 @@ def sampling_params_kwargs(
     (every greedy sample is the same; ``parse_outputs`` repeats it ``n`` times, which also avoids
     vLLM versions that refuse n > 1 with greedy decoding). ``min_new_tokens`` > 0 becomes
     ``min_tokens`` (greedy or not, as transformers). ``logprobs`` asks for the log-probability of
-    each sampled token (``logprobs=0``: no alternatives), read by ``sampled_logprobs``.
+    each sampled token (``logprobs=0``: no alternatives), read by ``sampled_logprobs`` and
+    ``check_sampled_logprobs``.
     """
     kw: dict[str, Any] = dict(max_tokens=int(max_new_tokens), detokenize=False)
     if greedy:
@@ -129,10 +132,41 @@ def sampled_logprobs(outputs: Sequence[Any], n: int, width: int) -> torch.Tensor
             if s.logprobs is None:
                 raise ValueError("vLLM returned no log-probs; pass logprobs=True to sampling_params_kwargs")
             row = torch.full((width,), float("nan"))
-            for t, (tid, lp) in enumerate(zip(s.token_ids, s.logprobs)):
-                row[t] = float(lp[int(tid)].logprob)
+            values = _token_logprobs(s)
+            row[: len(values)] = torch.tensor(values)
             rows.append(row)
     return torch.stack(rows) if rows else torch.empty(0, width)  # [N, width]
+
+
+def check_sampled_logprobs(outputs: Sequence[Any]) -> None:
+    """Raise ``NonFiniteError`` when a sampled token's log-probability is NaN or inf.
+
+    vLLM exposes no logits; the log-probability it reports for each sampled token is the raw
+    model's (vLLM's default ``logprobs_mode``), so a NaN or inf logit anywhere in a step's
+    distribution makes it NaN. One float per sample is read: ``cumulative_logprob``, the sum over
+    its tokens, is finite exactly when every term is (a sum of finite log-probabilities of a few
+    thousand tokens cannot overflow). Only for a sample that fails are its tokens scanned, to name
+    the first bad one.
+    """
+    for req in outputs:
+        for s in req.outputs:
+            total = getattr(s, "cumulative_logprob", None)
+            if total is None:
+                raise ValueError("vLLM returned no log-probs; pass logprobs=True to sampling_params_kwargs")
+            if math.isfinite(total):
+                continue
+            token, value = next(
+                ((t, v) for t, v in enumerate(_token_logprobs(s)) if not math.isfinite(v)), ("?", total)
+            )
+            raise NonFiniteError(
+                f"sampling: non-finite logits from the model at completion token {token} "
+                f"(vLLM's log-probability of the sampled token is {value})"
+            )
+
+
+def _token_logprobs(sample: Any) -> list[float]:
+    """The log-probability of each sampled token of one ``CompletionOutput`` (logprobs requested)."""
+    return [float(lp[int(tid)].logprob) for tid, lp in zip(sample.token_ids, sample.logprobs or [])]
 
 
 def parse_outputs(

@@ -1,7 +1,8 @@
 """``VLLMGenerator``: the ``Generator`` on a vLLM engine, and the process state that starting one touches.
 
 The engine is created once on the base folder with LoRA on; each call encodes the prompts, passes
-the current adapter as a LoRA request and converts vLLM's outputs (``arca.vllm_backend.convert``).
+the current adapter as a LoRA request, checks the sampled tokens' log-probabilities are finite and
+converts vLLM's outputs (``arca.vllm_backend.convert``).
 On a CPU it runs in this process with ``CPU_ENV_DEFAULTS``; the global RNGs and
 ``torch.set_num_threads`` are restored after it starts. vLLM is imported inside functions.
 """
@@ -19,6 +20,7 @@ from arca.rollout import Rollouts, eos_token_ids
 from arca.vllm_backend.adapters import AdapterSync
 from arca.vllm_backend.convert import (
     build_requests,
+    check_sampled_logprobs,
     encode_prompts,
     max_model_len,
     parse_outputs,
@@ -138,14 +140,14 @@ class VLLMGenerator:
         seed: int | None,
         top_k: int,
         min_new_tokens: int,
-        logprobs: bool,
         progress: str | None = None,
     ) -> tuple[Rollouts, list]:
+        """Sample, with the sampled tokens' log-probabilities (always: the finiteness check reads them)."""
         _, SamplingParams, LoRARequest = self._vllm
         lists, p_ids, p_mask = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
         params = SamplingParams(
             **sampling_params_kwargs(
-                n, temperature, top_p, max_new_tokens, greedy, seed, self.eos_ids, top_k, min_new_tokens, logprobs
+                n, temperature, top_p, max_new_tokens, greedy, seed, self.eos_ids, top_k, min_new_tokens, True
             )
         )
         lora = self.sync.request_args(self.model)
@@ -155,6 +157,7 @@ class VLLMGenerator:
             use_tqdm=progress is not None,
             lora_request=LoRARequest(*lora) if lora else None,
         )
+        check_sampled_logprobs(outputs)
         r = parse_outputs(
             outputs, n, self.eos_ids, self.pad_id, p_ids, p_mask, self.tokenizer, self.cfg.rollout.completion_mask
         )
@@ -175,9 +178,9 @@ class VLLMGenerator:
         progress: str | None = None,
     ) -> Rollouts:
         """``progress``: vLLM's own progress bar (any name turns it on)."""
-        return self._run(
-            prompts, n, temperature, top_p, max_new_tokens, greedy, seed, top_k, min_new_tokens, False, progress
-        )[0]
+        return self._run(prompts, n, temperature, top_p, max_new_tokens, greedy, seed, top_k, min_new_tokens, progress)[
+            0
+        ]
 
     @torch.no_grad()
     def generate_with_logprobs(
@@ -196,7 +199,7 @@ class VLLMGenerator:
         vLLM reports the raw model's log-probabilities (before temperature, top-k and top-p), the
         quantity the training pass recomputes.
         """
-        r, outputs = self._run(prompts, n, temperature, top_p, max_new_tokens, False, seed, top_k, min_new_tokens, True)
+        r, outputs = self._run(prompts, n, temperature, top_p, max_new_tokens, False, seed, top_k, min_new_tokens)
         return r, sampled_logprobs(outputs, n, r.completion_ids.shape[1])
 
     def close(self) -> None:
