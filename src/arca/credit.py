@@ -271,7 +271,7 @@ def ktae_signal(x: CreditInputs) -> torch.Tensor:
     rewards = _require(x.rewards, GROUPS, "ktae")  # [B]
     groups = _require(x.groups, GROUPS, "ktae")  # [B]
     adv = _require(x.advantages, GROUPS, "ktae")  # [B]
-    return lit.ktae_alpha(lit.ktae_scores(ids, x.mask, rewards, groups), x.mask, adv)  # [B, T]
+    return lit.ktae_alpha(lit.ktae_scores(ids, x.mask, rewards, groups), x.mask, adv).to(x.logprobs.dtype)  # [B, T]
 
 
 def clip_cov_signal(x: CreditInputs) -> torch.Tensor:
@@ -296,7 +296,7 @@ def oar_g_signal(x: CreditInputs) -> torch.Tensor:
     normalization keeps each sequence's advantage mass (sum_t A_i w_t = A_i). The answer's own tokens
     and the last token influence no later answer token and get 0.
     """
-    return _require(x.saliency, INPUT_GRAD, "oar_g").clamp(min=0.0)  # [B, T]
+    return _require(x.saliency, INPUT_GRAD, "oar_g").clamp(min=0.0).to(x.logprobs.dtype)  # [B, T]
 
 
 def causal_span_signal(x: CreditInputs) -> torch.Tensor:
@@ -306,12 +306,14 @@ def causal_span_signal(x: CreditInputs) -> torch.Tensor:
     answer's probability are causally important and get up-weighted; a row where no span matters
     stays uniform. Spans of ``credit.span_length`` tokens, answer = the last ``credit.answer_tokens``.
     """
-    return lit.span_alpha(_require(x.span_drop, SPAN_DROP, "causal_span"), x.mask)  # [B, T]
+    return lit.span_alpha(_require(x.span_drop, SPAN_DROP, "causal_span"), x.mask).to(x.logprobs.dtype)  # [B, T]
 
 
 def causal_span_inverted_signal(x: CreditInputs) -> torch.Tensor:
     """Control: causal_span with d'_t = max d + min d - d_t, the least important spans up-weighted."""
-    return lit.span_alpha(_require(x.span_drop, SPAN_DROP, "causal_span_inverted"), x.mask, inverted=True)
+    return lit.span_alpha(_require(x.span_drop, SPAN_DROP, "causal_span_inverted"), x.mask, inverted=True).to(
+        x.logprobs.dtype
+    )
 
 
 def vineppo_signal(x: CreditInputs) -> torch.Tensor:
@@ -324,7 +326,8 @@ def vineppo_signal(x: CreditInputs) -> torch.Tensor:
     moved with the outcome carry it in proportion; a row where none did stays uniform.
     """
     v = _require(x.step_values, MC_VALUES, "vineppo")  # [B, T]
-    return lit.value_step_alpha(v, x.mask, _require(x.advantages, GROUPS, "vineppo"))  # [B, T]
+    adv = _require(x.advantages, GROUPS, "vineppo")  # [B]
+    return lit.value_step_alpha(v, x.mask, adv).to(x.logprobs.dtype)  # [B, T]
 
 
 def needs_residual_writer(cfg: Config) -> tuple[str, str] | None:
