@@ -55,6 +55,7 @@ LAYERS = {
     "arca.probe": 4,
     "arca.mc_values": 4,
     "arca.credit_passes": 4,
+    "arca.trl_credit": 4,
     "arca.analysis": 4,
     "arca.bench": 4,
     "arca.smoke": 4,
