@@ -61,6 +61,7 @@ LAYERS = {
     "arca.smoke": 4,
     "arca.report": 5,
     "arca.cli": 6,
+    "arca.scorecard": 6,
     "arca.__main__": 6,
 }
 # What runs a model: the report must import none of it, not even in a function.
