@@ -101,10 +101,11 @@ def test_scorecard_end_to_end_on_the_smoke_task(package, tmp_path):
     assert {"uniform r4", "oracle r4", "confidence r4"} <= set(rows)
     # the smoke model aligns no completion with a fork, so precision stays empty ("-") at this size;
     # the numbers the page does show: concentration and cost, and paired differences against uniform
-    cells = [c.strip() for c in rows["confidence r4"].strip("|").split("|")]
-    shape = [line for line in page.splitlines() if line.startswith("| confidence r4 |")][-1]
+    mine = [line for line in page.splitlines() if line.startswith("| confidence r4 |")]  # one per table
+    cells = [c.strip() for c in mine[0].strip("|").split("|")]
+    shape = mine[-1]
     gini, eff = (float(v) for v in shape.strip("|").split("|")[1:3])
     assert 0.0 < gini < 1.0 and 0.0 < eff < 1.0  # pi(y_t) weights are neither uniform nor one-hot
     assert "| uniform r4 | 0.000 | 1.000 |" in page and "1.00 |" in page  # uniform: its own cost reference
     assert "(+0.000 [+0.000, +0.000])" in page or "(-" in page or "(+" in page
-    assert len(cells) == 6
+    assert len(mine) == 3 and len(cells) == 6
