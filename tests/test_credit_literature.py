@@ -130,3 +130,9 @@ def test_every_literature_method_is_registered_with_its_needs():
     for m in credit.LITERATURE_METHODS:  # the docstring names the paper
         assert "arXiv" in credit.REGISTRY[m].signal.__doc__, m
     assert math.isclose(credit.CLIP_COV_FRACTION, 0.002)
+
+
+def test_the_bench_measures_the_literature_methods_by_one_name():
+    from arca.bench.main import parse_methods
+
+    assert parse_methods("literature") == ("uniform", *credit.LITERATURE_METHODS)

@@ -175,7 +175,10 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
                 dict(action="store_true", help="instead: portable (AVX2) against native kernels, side by side"),
             ),
             (("--lengths",), dict(default=None, help="comma-separated completion lengths to scale over")),
-            (("--methods",), dict(default=None, help="comma-separated credit methods (default: the paper's five)")),
+            (
+                ("--methods",),
+                dict(default=None, help="comma-separated credit methods, or 'literature' (default: the paper's five)"),
+            ),
             (
                 ("--backends",),
                 dict(

@@ -201,8 +201,9 @@ def train_step(
             )
             if method.needs & credit_lib.EXTRA_NEEDS:  # the literature's extra passes (arca.credit_passes)
                 rows = range(s, s + len(part))
+                trained = shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards
                 batch = credit_passes.Batch(
-                    rewards[s : s + mb],
+                    trained[s : s + mb],  # the rewards the advantages come from
                     adv[s : s + mb],
                     K,
                     [fmt(problems[i // K]["problem"]) for i in rows],
