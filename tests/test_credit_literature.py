@@ -47,7 +47,9 @@ def test_ktae_signal_by_hand():
     )
     alpha = credit.ktae_signal(x)
     k = 2 / 3
-    expected = torch.tensor([[1 + k, 1, 0], [1, 1 + k, 0], [1 + k, 1, 0], [1, 1 + k, 0]], dtype=torch.float64)
+    expected = torch.tensor(
+        [[1 + k, 1, 0], [1, 1 + k, 0], [1 + k, 1, 0], [1, 1 + k, 0]],
+    )  # in the policy dtype
     torch.testing.assert_close(alpha, expected)
     # a correct row that contained the failure token would get 1 - 2/3 there
     assert float(lit.ktae_alpha(torch.tensor([[-k]]), torch.ones(1, 1), torch.tensor([1.0]))) == pytest.approx(1 / 3)
