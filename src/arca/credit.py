@@ -20,8 +20,10 @@ To add a method, write one function and register it::
 ``"entropies"``, ``"step_entropies"`` (the entropies of every real token of the optimizer step, for
 batch-level thresholds), ``"ref_logprobs"``, ``"hidden"`` (adapted and base final hidden states) and
 ``"lora_delta"`` (the summed LoRA outputs into the residual stream, collected by hooks in the
-gradient pass); the training loop computes only what the method asks for, and runs the single
-adapter-off pass only when ``ref_logprobs`` or ``hidden`` is needed.
+gradient pass), and for the methods from the literature ``"groups"`` (token ids, rewards,
+advantages, group ids), ``"input_grad"``, ``"span_drop"`` and ``"mc_values"`` (the extra passes and
+rollouts of ``arca.credit_passes``); the training loop computes only what the method asks for, and
+runs the single adapter-off pass only when ``ref_logprobs`` or ``hidden`` is needed.
 
 The loss may use the weights as they are (``sum_to_one``, the paper) or scaled by the masked
 length so that they average 1 over the mask (``mean_one``, see ``loss_weights``); diagnostics
