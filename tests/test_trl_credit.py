@@ -14,6 +14,7 @@ from arca.trl_credit import credit_trainer_class, token_advantages, trl_rollouts
 trl = pytest.importorskip("trl")
 transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
+peft = pytest.importorskip("peft")
 
 VOCAB, PAD, EOS = 24, 0, 1
 P_PROMPTS, K, L = 2, 2, 6  # the bench's shape: 2 prompts x 2 completions of 6 tokens
@@ -56,7 +57,7 @@ def _model():
     return transformers.Qwen3ForCausalLM(config)
 
 
-def _trainer(tmp_path, method: str):
+def _trainer(tmp_path, method: str, lora: bool = False):
     args = trl.GRPOConfig(
         output_dir=str(tmp_path / "trl"),
         per_device_train_batch_size=P_PROMPTS * K,
@@ -80,7 +81,14 @@ def _trainer(tmp_path, method: str):
         args=args,
         train_dataset=ds,
         processing_class=_tokenizer(),
+        peft_config=peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"]) if lora else None,
     )
+    if lora:  # B = 0 at the start: move the adapter so that adapted and base hidden states differ
+        g = torch.Generator().manual_seed(2)
+        with torch.no_grad():
+            for name, p in trainer.model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     cfg = Config()
     cfg.credit.method = method
     cfg.credit.answer_tokens, cfg.credit.span_length = 2, 2  # spans before the answer in 6 tokens
@@ -108,9 +116,9 @@ def _batch() -> dict:
 
 
 # ktae is uniform at K = 2: a group of two can show no significant association (Fisher p = 1)
-@pytest.mark.parametrize("method", ["surprisal", "entropy_top20", "clip_cov", "oar_g", "causal_span"])
+@pytest.mark.parametrize("method", ["surprisal", "entropy_top20", "clip_cov", "oar_g", "causal_span", "arca"])
 def test_trl_per_token_gradient_equals_ours(tmp_path, method):
-    trainer = _trainer(tmp_path, method)
+    trainer = _trainer(tmp_path, method, lora=method == "arca")
     model = trainer.model
     inputs = _batch()
     seen = {}
