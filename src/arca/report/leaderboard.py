@@ -209,7 +209,8 @@ def scorecard_markdown(method: str, rows: list[dict], note: str = "") -> str:
 
 LEADERBOARD_NOTE = (
     "One row per method of `configs/leaderboard.yaml` (the default task), best decisive AUROC first: "
-    "AUROC of the weights for the labelled decisive tokens of the held-out probe (0.5 = chance), their "
+    "AUROC of the weights for the labelled decisive tokens of the held-out probe (0.5 = chance; of the "
+    "training rollouts for a method the probe cannot score, vineppo, whose values need rollouts), their "
     "weight share over uniform's, the area under the greedy learning curve and the final greedy accuracy "
     "with their paired differences against uniform [95% CI over seeds and problems], and the mean "
     "training-step seconds over uniform's.\n\n"
