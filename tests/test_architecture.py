@@ -31,6 +31,7 @@ LAYERS = {
     "arca.grid": 1,
     "arca.snakeconfig": 1,
     "arca.credit": 2,
+    "arca.credit_literature": 2,
     "arca.grpo": 2,
     "arca.diagnostics": 2,
     "arca.grading": 2,
@@ -53,11 +54,14 @@ LAYERS = {
     "arca.evaluate": 4,
     "arca.probe": 4,
     "arca.mc_values": 4,
+    "arca.credit_passes": 4,
+    "arca.trl_credit": 4,
     "arca.analysis": 4,
     "arca.bench": 4,
     "arca.smoke": 4,
     "arca.report": 5,
     "arca.cli": 6,
+    "arca.scorecard": 6,
     "arca.__main__": 6,
 }
 # What runs a model: the report must import none of it, not even in a function.

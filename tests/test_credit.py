@@ -33,6 +33,12 @@ def full_inputs(B=3, T=6, H=5, seed=0, mask=None, requires_grad=False):
     decisive = (torch.rand(B, T, generator=g) > 0.8).float()  # labelled decisive tokens (oracle methods)
     first_error = torch.zeros(B, T)  # one first-error token in every other row (the oracle)
     first_error[::2, 0] = 1.0
+    # the literature methods' inputs (arca.credit_passes): groups of two rows
+    token_ids = torch.randint(0, 5, (B, T), generator=g)
+    rewards = (torch.rand(B, generator=g) > 0.5).float()
+    saliency = torch.rand(B, T, generator=g)
+    span_drop = torch.randn(B, T, generator=g)
+    step_values = torch.randn(B, T, generator=g)
     if requires_grad:
         for x in (logprobs, ref, ent, hid, base, delta):
             x.requires_grad_(True)
@@ -47,6 +53,13 @@ def full_inputs(B=3, T=6, H=5, seed=0, mask=None, requires_grad=False):
         decisive=decisive,
         first_error=first_error,
         seed=3,
+        token_ids=token_ids,
+        rewards=rewards,
+        advantages=rewards - 0.5,
+        groups=torch.arange(B) // 2,
+        saliency=saliency,
+        span_drop=span_drop,
+        step_values=step_values,
     )
 
 
@@ -188,6 +201,10 @@ def test_masked_positions_zero_and_do_not_affect_others(method):
     y.hidden[0, 3:] += 1000.0
     y.base_hidden[0, 3:] -= 7.0
     y.lora_delta[0, 3:] *= 100.0
+    y.token_ids[0, 3:] = t([1, 2]).long()
+    y.saliency[0, 3:] = 77.0
+    y.span_drop[0, 3:] = t([9.0, -9.0])
+    y.step_values[0, 3:] = 5.0
     w2, _ = token_weights(method, y)
     torch.testing.assert_close(w2, w, rtol=0, atol=0)
 

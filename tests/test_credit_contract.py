@@ -38,6 +38,14 @@ def _inputs(seed: int = 0) -> credit.CreditInputs:
         decisive=decisive,
         first_error=first_error,
         seed=seed,
+        # the group structure and the extra passes' outputs (arca.credit_passes): groups of 3 rows
+        token_ids=torch.randint(0, 6, (B, T), generator=g),
+        rewards=torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 0.0]),
+        advantages=torch.tensor([1.15, -0.58, -0.58, 0.58, 0.58, -1.15]),
+        groups=torch.tensor([0, 0, 0, 1, 1, 1]),
+        saliency=torch.rand(B, T, generator=g),
+        span_drop=torch.randn(B, T, generator=g),
+        step_values=torch.randn(B, T, generator=g) * 0.3,
     )
 
 

@@ -59,6 +59,13 @@ def batches(draw, values=hostile):
             B, T
         ),
         seed=draw(st.integers(0, 2**31 - 1)),
+        token_ids=torch.tensor(draw(st.lists(st.integers(0, 3), min_size=B * T, max_size=B * T))).view(B, T),
+        rewards=tensor(B),
+        advantages=tensor(B),
+        groups=torch.arange(B) // 2,
+        saliency=tensor(B, T),
+        span_drop=tensor(B, T),
+        step_values=tensor(B, T),
     )
 
 
@@ -125,6 +132,13 @@ def test_every_special_value_everywhere(method, value):
         lora_delta=torch.full((B, T, H), value),
         decisive=torch.eye(B, T),
         first_error=torch.eye(B, T),
+        token_ids=torch.zeros(B, T, dtype=torch.long),
+        rewards=torch.full((B,), value),
+        advantages=torch.full((B,), value),
+        groups=torch.zeros(B, dtype=torch.long),
+        saliency=full.clone(),
+        span_drop=full.clone(),
+        step_values=full.clone(),
     )
     w, fb = token_weights(method, x)
     check_weights(w, fb, mask)
@@ -139,6 +153,13 @@ def test_every_special_value_everywhere(method, value):
         lora_delta=torch.full((1, 1, 1), value),
         decisive=torch.ones(1, 1),
         first_error=torch.ones(1, 1),
+        token_ids=torch.zeros(1, 1, dtype=torch.long),
+        rewards=torch.full((1,), value),
+        advantages=torch.full((1,), value),
+        groups=torch.zeros(1, dtype=torch.long),
+        saliency=torch.full((1, 1), value),
+        span_drop=torch.full((1, 1), value),
+        step_values=torch.full((1, 1), value),
     )
     w1, _ = token_weights(method, x1)
     assert w1.tolist() == [[1.0]]  # T = 1: all weight on the one token

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from arca import grid
+from arca import credit_passes, grid
 from arca.backends import make_generator
 from arca.config import Config
 from arca.credit import LABELS, REGISTRY, token_weights
@@ -82,9 +82,11 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
         inputs.decisive = labels.decisive.to(inputs.mask.device)  # [N, T], what the oracle methods read
         inputs.first_error = labels.first_error.to(inputs.mask.device)  # [N, T]
     mask = inputs.mask  # [N, T]
+    zeros = torch.zeros(len(ro))  # one rollout per problem: no group contrast, no advantage
+    inputs, lacking = credit_passes.complete_for_registry(rcfg, model, ro, inputs, credit_passes.Batch(zeros, zeros, 1))
     per_method = {}
     for method, spec in REGISTRY.items():
-        if LABELS in spec.needs and inputs.decisive is None:
+        if (LABELS in spec.needs and inputs.decisive is None) or method in lacking:
             continue  # no fork labels here: the label-reading methods (the oracle) have nothing to weigh
         w, _ = token_weights(method, inputs, rcfg.credit.sharpen, rcfg.credit.eps)  # [N, T]
         per_method[method] = (w.float().cpu(), gini(w, mask).float().cpu())  # [N, T], [N]

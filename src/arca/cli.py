@@ -71,6 +71,20 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
             ),
         ],
     ),
+    "scorecard": (
+        "arca.scorecard:scorecard_main",
+        "score an external credit method beside uniform and the oracle (one Markdown page)",
+        [
+            (
+                ("--method",),
+                dict(required=True, help="module:signal, or a name in entry-point group arca.credit_methods"),
+            ),
+            (
+                ("--out",),
+                dict(default=None, metavar="FILE", help="where to write the page (default: beside its tables)"),
+            ),
+        ],
+    ),
     "aggregate": ("arca.report.tables:aggregate_main", "gather runs and evals into results/<name>/tables/", []),
     "figures": ("arca.report.figures:figures_main", "draw results/<name>/figures/ from the tables", []),
     "heatmap-rollouts": (
@@ -161,7 +175,10 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
                 dict(action="store_true", help="instead: portable (AVX2) against native kernels, side by side"),
             ),
             (("--lengths",), dict(default=None, help="comma-separated completion lengths to scale over")),
-            (("--methods",), dict(default=None, help="comma-separated credit methods (default: the paper's five)")),
+            (
+                ("--methods",),
+                dict(default=None, help="comma-separated credit methods, or 'literature' (default: the paper's five)"),
+            ),
             (
                 ("--backends",),
                 dict(

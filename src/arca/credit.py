@@ -20,8 +20,10 @@ To add a method, write one function and register it::
 ``"entropies"``, ``"step_entropies"`` (the entropies of every real token of the optimizer step, for
 batch-level thresholds), ``"ref_logprobs"``, ``"hidden"`` (adapted and base final hidden states) and
 ``"lora_delta"`` (the summed LoRA outputs into the residual stream, collected by hooks in the
-gradient pass); the training loop computes only what the method asks for, and runs the single
-adapter-off pass only when ``ref_logprobs`` or ``hidden`` is needed.
+gradient pass), and for the methods from the literature ``"groups"`` (token ids, rewards,
+advantages, group ids), ``"input_grad"``, ``"span_drop"`` and ``"mc_values"`` (the extra passes and
+rollouts of ``arca.credit_passes``); the training loop computes only what the method asks for, and
+runs the single adapter-off pass only when ``ref_logprobs`` or ``hidden`` is needed.
 
 The loss may use the weights as they are (``sum_to_one``, the paper) or scaled by the masked
 length so that they average 1 over the mask (``mean_one``, see ``loss_weights``); diagnostics
@@ -36,6 +38,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from arca import credit_literature as lit
 from arca import grid
 from arca.config import Config, ConfigError, Normalization, did_you_mean, make_run_id
 
@@ -49,6 +52,16 @@ LORA_DELTA = "lora_delta"
 # so it requires at least one of them in lora.target_modules.
 RESIDUAL_WRITERS = ("o_proj", "down_proj")
 LABELS = "labels"  # the planted forks' labels (arca.labels); only the oracles and their controls read them
+# The group's structure (completion token ids, rewards, advantages, group ids): no extra pass.
+GROUPS = "groups"
+# One extra forward and backward pass: the gradient of the answer's log-prob w.r.t. input embeddings.
+INPUT_GRAD = "input_grad"
+# One no-grad forward pass per masked span: the drop of the answer's log-prob.
+SPAN_DROP = "span_drop"
+# Extra rollouts: Monte Carlo values at segment boundaries, sampled from the policy.
+MC_VALUES = "mc_values"
+# What the passes in ``arca.credit_passes`` compute (beyond the gradient and reference passes).
+EXTRA_NEEDS = frozenset({GROUPS, INPUT_GRAD, SPAN_DROP, MC_VALUES})
 # What needs the adapter-off (reference) forward pass.
 NEEDS_REFERENCE_PASS = frozenset({REF_LOGPROBS, HIDDEN})
 # What needs the policy entropies of the gradient pass.
@@ -79,6 +92,17 @@ class CreditInputs:
     # an all-zero row wrote a correct solution)
     first_error: torch.Tensor | None = None
     seed: int = 0  # for methods with randomness (the permutation control)
+    # ``groups`` (arca.credit_passes): [B, T] completion token ids, [B] rewards, advantages, group ids
+    token_ids: torch.Tensor | None = None
+    rewards: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
+    # [B, T] |<d log pi(answer) / d e_t, e_t>| of y_t's input embedding (``input_grad``)
+    saliency: torch.Tensor | None = None
+    # [B, T] log pi(answer) minus the same with y_t's span masked out (``span_drop``; 0 on the answer)
+    span_drop: torch.Tensor | None = None
+    # [B, T] V_after - V_before of y_t's segment, Monte Carlo values from policy rollouts (``mc_values``)
+    step_values: torch.Tensor | None = None
 
 
 def _require(x: torch.Tensor | None, name: str, method: str) -> torch.Tensor:
@@ -157,6 +181,10 @@ def entropy_top20_signal(x: CreditInputs) -> torch.Tensor:
     sequence share its weight equally, and a sequence with none of them falls back to uniform.
     tau is ``torch.quantile`` (linear interpolation), so of n distinct entropies the
     1 + floor(0.2 * (n - 1)) highest are selected (2 of 10; ties at tau are all kept).
+
+    Wang et al. 2025, "Beyond the 80/20 Rule: High-Entropy Minority Tokens Drive Effective
+    Reinforcement Learning for LLM Reasoning" (arXiv 2506.01939): the policy gradient restricted to
+    the top 20% highest-entropy tokens.
     """
     h = _require(x.entropies, ENTROPIES, "entropy_top20")  # [B, T]
     pool = x.step_entropies if x.step_entropies is not None else h[x.mask > 0]  # [M]
@@ -228,6 +256,82 @@ def anti_oracle_signal(x: CreditInputs) -> torch.Tensor:
     return (1.0 - d.to(x.mask.dtype)) * (x.mask > 0)  # [B, T]
 
 
+# Fraction of the batch's real tokens whose gradient clip_cov removes (Cui et al. use 2e-4 to 2e-3).
+CLIP_COV_FRACTION = 0.002
+
+
+def ktae_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = max(0, 1 + sign(A_i) k(y_t)), k = the key-token score of y_t's id in its group.
+
+    KTAE, Sun et al. 2025, "KTAE: A Model-Free Algorithm to Key-Tokens Advantage Estimation in
+    Mathematical Reasoning" (arXiv 2505.16826): no model pass; for every token id of a group, the
+    2x2 table (correct / incorrect rollouts) x (contains it / not) gives
+    k(v) = dir(v) IG(v) / H(R) (1 - p_Fisher(v)) in [-1, 1] (``arca.credit_literature.key_token_score``),
+    and the token's advantage A_i + |A_i| sign(A_i) k = A_i (1 + sign(A_i) k) becomes a weight.
+    """
+    ids = _require(x.token_ids, GROUPS, "ktae")  # [B, T]
+    rewards = _require(x.rewards, GROUPS, "ktae")  # [B]
+    groups = _require(x.groups, GROUPS, "ktae")  # [B]
+    adv = _require(x.advantages, GROUPS, "ktae")  # [B]
+    return lit.ktae_alpha(lit.ktae_scores(ids, x.mask, rewards, groups), x.mask, adv).to(x.logprobs.dtype)  # [B, T]
+
+
+def clip_cov_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = 0 on the ceil(0.002 M) tokens of largest Cov_t, 1 elsewhere (M = real tokens of the batch).
+
+    Clip-Cov, Cui et al. 2025, "The Entropy Mechanism of Reinforcement Learning for Reasoning
+    Language Models" (arXiv 2505.22617): Cov_t = (log pi(y_t) - mean log pi)(A_i - mean A) over the
+    batch's real tokens; the tokens of highest covariance, which drive the entropy collapse, are
+    detached from the gradient. Here the top ones by covariance (KL-Cov's selection) rather than a
+    random draw within a covariance band, so the weights are deterministic.
+    """
+    adv = _require(x.advantages, GROUPS, "clip_cov")  # [B]
+    cov = lit.token_covariance(x.logprobs, x.mask, adv)  # [B, T]
+    return lit.clip_cov_alpha(cov, x.mask, CLIP_COV_FRACTION).to(x.logprobs.dtype)  # [B, T]
+
+
+def oar_g_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = |<d log pi(answer) / d e_t, e_t>|: gradient x input of y_t's embedding (one extra backward).
+
+    OAR-G, Li et al. 2026 (arXiv 2601.07408): how strongly the answer depends on each earlier token,
+    to first order, from one backward pass to the input embeddings (``arca.credit_passes``); the
+    normalization keeps each sequence's advantage mass (sum_t A_i w_t = A_i). The answer's own tokens
+    and the last token influence no later answer token and get 0.
+    """
+    return _require(x.saliency, INPUT_GRAD, "oar_g").clamp(min=0.0).to(x.logprobs.dtype)  # [B, T]
+
+
+def causal_span_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = 1 + d_t / mean_row(d), d_t = max(0, log pi(answer) - log pi(answer | y_t's span masked)).
+
+    Causal span credit, Khandoga et al. 2026 (arXiv 2602.09331): spans whose removal lowers the
+    answer's probability are causally important and get up-weighted; a row where no span matters
+    stays uniform. Spans of ``credit.span_length`` tokens, answer = the last ``credit.answer_tokens``.
+    """
+    return lit.span_alpha(_require(x.span_drop, SPAN_DROP, "causal_span"), x.mask).to(x.logprobs.dtype)  # [B, T]
+
+
+def causal_span_inverted_signal(x: CreditInputs) -> torch.Tensor:
+    """Control: causal_span with d'_t = max d + min d - d_t, the least important spans up-weighted."""
+    return lit.span_alpha(_require(x.span_drop, SPAN_DROP, "causal_span_inverted"), x.mask, inverted=True).to(
+        x.logprobs.dtype
+    )
+
+
+def vineppo_signal(x: CreditInputs) -> torch.Tensor:
+    """alpha_t = max(0, sign(A_i) (V(s_{j+1}) - V(s_j))) for y_t in segment j: VinePPO's step advantage.
+
+    VinePPO, Kazemnejad et al. 2024, "VinePPO: Unlocking RL Potential For LLM Reasoning Through
+    Refined Credit Assignment" (arXiv 2410.01679): V(s_j) = mean reward of ``credit.vine_rollouts``
+    policy continuations from the state after segment j-1 (``credit.vine_segment`` tokens each;
+    V after the last segment = the rollout's reward). As a weight of A_i, segments whose value
+    moved with the outcome carry it in proportion; a row where none did stays uniform.
+    """
+    v = _require(x.step_values, MC_VALUES, "vineppo")  # [B, T]
+    adv = _require(x.advantages, GROUPS, "vineppo")  # [B]
+    return lit.value_step_alpha(v, x.mask, adv).to(x.logprobs.dtype)  # [B, T]
+
+
 def needs_residual_writer(cfg: Config) -> tuple[str, str] | None:
     """arca_layers reads the LoRA outputs of the residual-stream writers: one must be adapted."""
     if set(cfg.lora.target_modules) & set(RESIDUAL_WRITERS):
@@ -279,7 +383,19 @@ REGISTRY: dict[str, CreditMethod] = {
         decision_oracle_signal, frozenset({LABELS}), "1[y_t is a labelled decisive fork token]"
     ),
     "anti_oracle": CreditMethod(anti_oracle_signal, frozenset({LABELS}), "1[y_t is not a labelled decisive token]"),
+    # Methods from the literature (docs/method.md, "Methods from the literature").
+    "ktae": CreditMethod(ktae_signal, frozenset({GROUPS}), "max(0, 1 + sign(A) k(y_t)), k from the group's 2x2 tables"),
+    "clip_cov": CreditMethod(clip_cov_signal, frozenset({GROUPS}), "0 on the top 0.2% of Cov(log pi, A), else 1"),
+    "oar_g": CreditMethod(oar_g_signal, frozenset({INPUT_GRAD}), "|<d log pi(answer)/d e_t, e_t>|"),
+    "causal_span": CreditMethod(causal_span_signal, frozenset({SPAN_DROP}), "1 + drop of log pi(answer) / mean"),
+    "causal_span_inverted": CreditMethod(
+        causal_span_inverted_signal, frozenset({SPAN_DROP}), "causal_span with the span order reversed"
+    ),
+    "vineppo": CreditMethod(vineppo_signal, frozenset({MC_VALUES, GROUPS}), "max(0, sign(A) (V_after - V_before))"),
 }
+
+# The literature's methods (``entropy_top20`` is Wang et al.'s forking tokens).
+LITERATURE_METHODS = ("entropy_top20", "ktae", "clip_cov", "oar_g", "causal_span", "vineppo")
 
 # The methods of the paper (the rest are controls this project adds).
 PAPER_METHODS = ("uniform", "surprisal", "entropy_reduction", "divergence", "arca")

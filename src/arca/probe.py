@@ -14,7 +14,7 @@ import logging
 import torch
 
 from arca import credit as credit_lib
-from arca import grading
+from arca import credit_passes, grading
 from arca.backends import make_generator
 from arca.config import Config
 from arca.data import read_records
@@ -122,9 +122,16 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
         model.train(was_training)
     inputs.decisive = labels.decisive.to(inputs.mask.device)  # [N, T]
     inputs.first_error = labels.first_error.to(inputs.mask.device)  # [N, T]
+    rewards = torch.tensor([float(r["reward"]) for r in rows])  # [N]
+    # no generator here: a method that needs rollouts of its own (vineppo) is left out
+    inputs, lacking = credit_passes.complete_for_registry(
+        cfg, model, batch, inputs, credit_passes.Batch(rewards, adv, cfg.rollout.k)
+    )
     out = {"labeled_frac": float(labels.aligned.float().mean()), "n_rollouts": len(rows), "methods": {}}
     abs_adv = mc_abs_advantages(load_mc_values(cfg), rows, batch.completion_mask.shape[1])  # [N, T] or None
     for name in credit_lib.REGISTRY:
+        if name in lacking:
+            continue
         w, _ = credit_lib.token_weights(name, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [N, T]
         out["methods"][name] = credit_precision(
             w.cpu(), batch.completion_mask, labels.decisive, labels.distractor, adv, labels.aligned

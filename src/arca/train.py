@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from arca import credit as credit_lib
-from arca import grading, grid
+from arca import credit_passes, grading, grid
 from arca.backends import make_generator
 from arca.cards import adapter_run_info
 from arca.config import Config, ConfigError, NonFiniteError, dump_config, parse_run_id, training_hash
@@ -199,6 +199,18 @@ def train_step(
             inputs = credit_inputs(
                 part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents, labels=lab
             )
+            if method.needs & credit_lib.EXTRA_NEEDS:  # the literature's extra passes (arca.credit_passes)
+                rows = range(s, s + len(part))
+                trained = shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards
+                batch = credit_passes.Batch(
+                    trained[s : s + mb],  # the rewards the advantages come from
+                    adv[s : s + mb],
+                    K,
+                    [fmt(problems[i // K]["problem"]) for i in rows],
+                    [golds[i] for i in rows],
+                    generator,
+                )
+                inputs = credit_passes.complete(cfg, method.needs, model, part, inputs, batch)
             w, fb = credit_lib.token_weights(
                 cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps
             )  # [b, T], [b]

@@ -16,9 +16,11 @@ log = logging.getLogger(__name__)
 
 
 def parse_methods(text: str | None) -> tuple[str, ...]:
-    """``--methods a,b`` -> registry names (``uniform`` first, the reference of every ratio)."""
+    """``--methods a,b`` (or ``literature``) -> registry names (``uniform`` first, the reference of every ratio)."""
     if not text:
         return credit_lib.PAPER_METHODS
+    if text.strip() == "literature":  # the methods from the literature (docs/method.md)
+        return tuple(dict.fromkeys(["uniform", *credit_lib.LITERATURE_METHODS]))
     names = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in names if m not in credit_lib.REGISTRY]
     if unknown or not names:

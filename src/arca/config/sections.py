@@ -201,6 +201,11 @@ class CreditConfig:
     eps: float = 1e-8
     # sum_to_one: weights sum to 1 per sequence (the paper); mean_one: they average 1 over the mask
     normalization: Normalization = "sum_to_one"
+    # The extra passes of methods from the literature (arca.credit_passes; docs/method.md):
+    answer_tokens: int = 8  # the answer = the last tokens of a completion (oar_g, causal_span)
+    span_length: int = 4  # tokens per masked span (causal_span): one no-grad pass per span
+    vine_segment: int = 8  # tokens per segment between valued states (vineppo)
+    vine_rollouts: int = 4  # policy continuations per valued state (vineppo)
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 A region is ``<!-- BEGIN arca:NAME -->`` ... ``<!-- END arca:NAME -->``, each marker on a line
 of its own. NAME is ``<config>/<table>`` (``results/reference/<config>/<table>.md`` without its
-title line) or ``<config>/findings`` (each cell's claims, read off the reference's tables).
+title line), ``<config>/findings`` (each cell's claims, read off the reference's tables) or
+``<config>/leaderboard`` (one row per method, ``arca.report.leaderboard``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import logging
 import re
 from collections import OrderedDict
 from pathlib import Path
+
+from arca.report.leaderboard import leaderboard_region
 
 log = logging.getLogger("arca")
 
@@ -73,6 +76,8 @@ def render_region(name: str, root: Path) -> str:
     """What the region ``name`` holds, without its markers."""
     config, _, what = name.partition("/")
     folder = root / REFERENCE / config
+    if what == "leaderboard":  # one row per method from the reference's CSV tables (arca.report.leaderboard)
+        return leaderboard_region(folder, shown=(REFERENCE / config).as_posix())
     if not what or not folder.is_dir():
         raise FileNotFoundError(f"arca:{name}: expected <config>/<table> with a folder {folder}")
     if what == "findings":
