@@ -5,13 +5,15 @@ hide an arrow that goes the wrong way. The layers, bottom to top:
 
 0. ``config``: knows no other module of the package (``arca`` itself holds only the version);
    ``paths`` (every output path of an experiment) beside it, knowing only ``config``.
-1. ``io`` (atomic writes) and ``grid`` (every output path, the sweep's run ids).
+1. ``io`` (atomic writes).
 2. Pure functions on tensors and records: credit, grpo, diagnostics, grading, prompts, data,
    labels, stats, cards (what an adapter folder records), optimizer (the one AdamW factory).
 3. Model passes and sampling: scoring, models, pretrain, rollout and its backends.
 4. Steps: train (with run_files, its run folder), evaluate, probe, analysis, bench, smoke.
 5. ``report``: reads result files only, never a model.
 6. ``cli`` and ``__main__``.
+7. The Snakemake adapter (``snakerules``, ``snakeconfig``): what only the Snakefile needs. Nothing
+   in the package imports it; a step or the report that did would run differently under the CLI.
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ LAYERS = {
     "arca.config": 0,  # the package itself holds only its version
     "arca.paths": 0,
     "arca.io": 1,
-    "arca.grid": 1,
-    "arca.snakeconfig": 1,
     "arca.credit": 2,
     "arca.grpo": 2,
     "arca.diagnostics": 2,
@@ -59,7 +59,10 @@ LAYERS = {
     "arca.report": 5,
     "arca.cli": 6,
     "arca.__main__": 6,
+    "arca.snakerules": 7,
+    "arca.snakeconfig": 7,
 }
+SNAKEMAKE_ADAPTER = {"arca.snakerules", "arca.snakeconfig"}
 # What runs a model: the report must import none of it, not even in a function.
 RUNS_A_MODEL = {name for name, layer in LAYERS.items() if layer in (3, 4)}
 
@@ -137,6 +140,15 @@ def test_report_never_imports_what_runs_a_model():
         if name.startswith("arca.report")
     }
     assert not any(offenders.values()), offenders
+
+
+def test_nothing_but_the_adapter_imports_the_adapter():
+    # The steps, the credit methods and the report take paths from arca.paths and the sweep's
+    # meaning from arca.config; the Snakefile alone reads arca.snakerules and arca.snakeconfig.
+    users = {name: sorted(deps & SNAKEMAKE_ADAPTER) for name, deps in GRAPH.items() if name not in SNAKEMAKE_ADAPTER}
+    assert not any(users.values()), {n: d for n, d in users.items() if d}
+    for name in ("arca.credit", "arca.train", "arca.evaluate", "arca.report.tables", "arca.report.records"):
+        assert name in GRAPH
 
 
 def test_no_import_cycles():

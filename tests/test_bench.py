@@ -17,6 +17,7 @@ import torch
 
 from arca import credit
 from arca.config import Config, from_dict, to_dict
+from arca.paths import paths_of
 from arca.rollout import Rollouts
 from arca.train import lr_scheduler, train_step
 
@@ -312,8 +313,8 @@ def test_bench_main_tiny_no_trl(tmp_path, capsys):
 
     cfg = _tiny_bench_cfg(tmp_path)
     bench_main(cfg, argparse.Namespace(steps=1, no_trl=True, lengths="8"))
-    assert (cfg.data_dir / "train.jsonl").is_file() and (cfg.base_dir / "config.json").is_file()  # built first
-    summary = json.loads((cfg.out_dir / "bench" / "summary.json").read_text())
+    assert paths_of(cfg).data.train.is_file() and (paths_of(cfg).base / "config.json").is_file()  # built first
+    summary = json.loads((paths_of(cfg).root / "bench" / "summary.json").read_text())
     assert REQUIRED_KEYS <= set(summary)
     assert set(summary["ratio_vs_uniform"]) == set(credit.PAPER_METHODS)
     assert summary["ratio_vs_uniform"]["uniform"] == pytest.approx(1.0)
@@ -329,7 +330,7 @@ def test_bench_main_tiny_no_trl(tmp_path, capsys):
         assert row["peak_mem_mb"] > 0 and row["step_seconds"] >= row["update_seconds"]
     assert set(summary["length_scaling"]) == {"8"}
     assert set(summary["length_scaling"]["8"]) == {"uniform", "arca"}
-    md = (cfg.out_dir / "bench" / "summary.md").read_text()
+    md = (paths_of(cfg).root / "bench" / "summary.md").read_text()
     assert "| arca |" in md and "Length scaling" in md
     assert "| arca |" in capsys.readouterr().out
 
@@ -346,7 +347,7 @@ def test_bench_trl_peer_tiny(tmp_path):
     raw = summary["raw"]["trl"]
     assert len(raw["trl"]) == 1 and len(raw["ours_uniform"]) == 1
     assert raw["trl"][0]["tokens"] == 2 * 2 * 6
-    assert json.loads((cfg.out_dir / "bench" / "summary.json").read_text())["trl"]["trl"]["n"] == 1
+    assert json.loads((paths_of(cfg).root / "bench" / "summary.json").read_text())["trl"]["trl"]["n"] == 1
 
 
 def test_parse_methods():
@@ -375,11 +376,11 @@ def test_bench_generation_transformers_only(tmp_path, capsys):
 
     cfg = _tiny_bench_cfg(tmp_path)
     bench_main(cfg, argparse.Namespace(steps=2, no_trl=True, lengths=None, backends="transformers"))
-    s = json.loads((cfg.out_dir / "bench" / "generation.json").read_text())
+    s = json.loads((paths_of(cfg).root / "bench" / "generation.json").read_text())
     assert list(s["medians"]) == ["transformers"] and s["medians"]["transformers"]["n"] == 2
     assert [r["tokens"] for r in s["raw"]["transformers"]] == [2 * 2 * 6] * 2  # forced length
     assert s["medians"]["transformers"]["speed_x_first"] == pytest.approx(1.0)
-    assert not (cfg.out_dir / "bench" / "summary.json").exists()  # the training-step bench did not run
+    assert not (paths_of(cfg).root / "bench" / "summary.json").exists()  # the training-step bench did not run
     assert "| transformers |" in capsys.readouterr().out
 
 

@@ -66,17 +66,16 @@ def test_a_step_without_config_in_the_repository_reads_configs_default(tmp_path,
 
 
 def _finished_run(tmp_path: Path) -> tuple[list[str], Path]:
-    from arca import grid
-    from arca.config import load_config, training_hash
+    from arca.config import for_run, load_config, training_hash
     from arca.paths import paths_of
 
     config = tmp_path / "c.yaml"
     config.write_text(f"name: fin\npaths: {{results: {tmp_path / 'results'}}}\n")
     cfg = load_config([str(config)])
     run_id = cfg.run_ids()[0]
-    run = paths_of(grid.for_run(cfg, run_id)).run(run_id)
+    run = paths_of(for_run(cfg, run_id)).run(run_id)
     run.adapter.mkdir(parents=True)
-    info = {"run": run_id, "config_hash": training_hash(grid.for_run(cfg, run_id))}
+    info = {"run": run_id, "config_hash": training_hash(for_run(cfg, run_id))}
     (run.adapter / "arca_run.json").write_text(json.dumps(info))
     for p in (run.metrics, run.final_weights, run.curve):
         p.write_text("{}\n")

@@ -16,6 +16,7 @@ import torch
 
 from arca import models, pretrain
 from arca.config import Config, from_dict, to_dict
+from arca.paths import paths_of
 from arca.prompts import build_prompt
 
 TINY_PRETRAIN = {
@@ -67,8 +68,8 @@ def make_cfg(results: Path, name: str = "tiny", **model_overrides) -> Config:
 
 
 def write_data(cfg: Config, n: int = 64) -> None:
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    with open(cfg.data_dir / "train.jsonl", "w", encoding="utf-8") as f:
+    paths_of(cfg).data.root.mkdir(parents=True, exist_ok=True)
+    with open(paths_of(cfg).data.root / "train.jsonl", "w", encoding="utf-8") as f:
         for row in arithmetic_records(n):
             f.write(json.dumps(row) + "\n")
 
@@ -117,7 +118,7 @@ def ids_of(tok, text: str) -> list[int]:
 def test_pretrain_build_writes_loadable_base(built):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = built.base_dir
+    base = paths_of(built).base
     for name in (
         "config.json",
         "model.safetensors",
@@ -161,7 +162,7 @@ def test_pretrain_is_deterministic(tmp_path):
         cfg.model.pretrain.steps = 6
         write_data(cfg, n=24)
         models.build_base(cfg)
-        weights.append(load_file(cfg.base_dir / "model.safetensors"))
+        weights.append(load_file(paths_of(cfg).base / "model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k

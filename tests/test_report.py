@@ -18,6 +18,7 @@ import pytest
 
 from arca import grid
 from arca.config import from_dict
+from arca.paths import paths_of
 from arca.report.heatmap import NEWLINE_MARK, agreement, rank_correlation, render_heatmap
 from arca.report.paper import PAPER_REPORTED, match_paper_ranks
 from arca.report.tables import aggregate_main
@@ -131,7 +132,7 @@ def make_sweep(root: Path):
     for (label, method, rank), (greedy, counts, (gini, eff, reward)) in SPEC.items():
         for seed in SEEDS:
             run = f"{label}_r{rank}_s{seed}"
-            run_dir = cfg.run_dir(run)
+            run_dir = paths_of(cfg).run(run).root
             run_dir.mkdir(parents=True)
             is_arca = method.startswith("arca")
             lines = []
@@ -171,7 +172,7 @@ def make_sweep(root: Path):
                 json.dumps({"run": run, "method": method, "step": STEPS, "weights": weights})
             )
             _write_eval(
-                cfg.eval_dir(run),
+                paths_of(cfg).eval(run).root,
                 {"run": run, "label": label, "method": method, "rank": rank, "seed": seed},
                 _greedy_of(greedy, seed),
                 counts,
@@ -179,7 +180,7 @@ def make_sweep(root: Path):
                 config_hash=grid.run_hash(cfg, run),
             )
     _write_eval(
-        cfg.eval_dir("base"),
+        paths_of(cfg).eval("base").root,
         {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
         BASE_GREEDY,
         BASE_COUNTS,
@@ -202,7 +203,7 @@ def _row(df, label, rank=None):
 
 
 def test_performance_numbers(sweep):
-    perf = pd.read_csv(sweep.out_dir / "tables" / "performance.csv")
+    perf = pd.read_csv(paths_of(sweep).root / "tables" / "performance.csv")
     assert len(perf) == len(SPEC) + 1
     for (label, _, rank), (greedy, counts, (_, _, reward)) in SPEC.items():
         row = _row(perf, label, rank)
@@ -220,15 +221,15 @@ def test_performance_numbers(sweep):
     assert uni["pass_at_k"] == pytest.approx((1 + 5 / 6 + 0.5 + 1) / 6, abs=1e-6)
     base = _row(perf, "base")
     assert base["greedy"] == pytest.approx(1 / 6, abs=1e-6)
-    md = (sweep.out_dir / "tables" / "performance.md").read_text()
+    md = (paths_of(sweep).root / "tables" / "performance.md").read_text()
     assert "| uniform | 8 | 0.583 [" in md and "pass@2" in md
     assert "greedy IQM over runs" in md
-    tex = (sweep.out_dir / "tables" / "performance.tex").read_text()
+    tex = (paths_of(sweep).root / "tables" / "performance.tex").read_text()
     assert r"arca\_permuted" in tex and r"\toprule" in tex
 
 
 def test_concentration_numbers(sweep):
-    conc = pd.read_csv(sweep.out_dir / "tables" / "concentration.csv")
+    conc = pd.read_csv(paths_of(sweep).root / "tables" / "concentration.csv")
     assert len(conc) == len(SPEC)
     for (label, _, rank), (_, _, (gini, eff, _)) in SPEC.items():
         row = _row(conc, label, rank)
@@ -241,7 +242,7 @@ def test_concentration_numbers(sweep):
 
 
 def test_runs_and_curves(sweep):
-    tables = sweep.out_dir / "tables"
+    tables = paths_of(sweep).root / "tables"
     runs = pd.read_csv(tables / "runs.csv")
     assert set(runs["run"]) == set(sweep.run_ids()) | {"base"}
     r = runs[runs["run"] == "surprisal_r8_s2"].iloc[0]
@@ -253,7 +254,7 @@ def test_runs_and_curves(sweep):
 
 
 def test_paired_and_comparison(sweep):
-    tables = sweep.out_dir / "tables"
+    tables = paths_of(sweep).root / "tables"
     paired = pd.read_csv(tables / "paired.csv")
     assert set(paired["label"]) == {"surprisal", "arca", "arca_permuted"}
     vs_uni = paired[paired["vs_uniform"]]
@@ -289,7 +290,7 @@ def test_match_paper_ranks():
 
 def test_missing_input_names_the_path(tmp_path):
     cfg = make_sweep(tmp_path)
-    missing = cfg.eval_dir("arca_r2_s1") / "samples.jsonl"
+    missing = paths_of(cfg).eval("arca_r2_s1").root / "samples.jsonl"
     missing.unlink()
     with pytest.raises(FileNotFoundError, match="arca_r2_s1/samples.jsonl"):
         aggregate_main(cfg, None)
@@ -302,14 +303,14 @@ def _run_greedy(label, rank):
 
 
 def test_performance_iqm_over_runs(sweep):
-    perf = pd.read_csv(sweep.out_dir / "tables" / "performance.csv")
+    perf = pd.read_csv(paths_of(sweep).root / "tables" / "performance.csv")
     cols = list(perf.columns)
     assert cols[cols.index("greedy_hi") + 1 : cols.index("greedy_hi") + 4] == [
         "greedy_iqm",
         "greedy_iqm_lo",
         "greedy_iqm_hi",
     ]
-    runs = pd.read_csv(sweep.out_dir / "tables" / "runs.csv")
+    runs = pd.read_csv(paths_of(sweep).root / "tables" / "runs.csv")
     for label, _, rank in SPEC:
         row = _row(perf, label, rank)
         # Two runs: nothing is trimmed, the IQM is the mean of the runs' accuracies (runs.csv's `greedy`).
@@ -323,7 +324,7 @@ def test_performance_iqm_over_runs(sweep):
 
 
 def test_paired_probability_of_improvement(sweep):
-    tables = sweep.out_dir / "tables"
+    tables = paths_of(sweep).root / "tables"
     paired = pd.read_csv(tables / "paired.csv")
     assert list(paired.columns[-6:]) == ["diff", "diff_lo", "diff_hi", "p_improve", "p_improve_lo", "p_improve_hi"]
     # By hand, over all pairs of runs (uniform's runs score 3/6 and 4/6):
@@ -356,8 +357,8 @@ def test_tables_are_byte_reproducible(sweep, tmp_path):
     again = make_sweep(tmp_path)
     aggregate_main(again, None)
     for name in ("performance.csv", "performance.md", "paired.csv", "paired.md"):
-        ours = (again.out_dir / "tables" / name).read_text().replace(str(again.out_dir), "")
-        first = (sweep.out_dir / "tables" / name).read_text().replace(str(sweep.out_dir), "")
+        ours = (paths_of(again).root / "tables" / name).read_text().replace(str(paths_of(again).root), "")
+        first = (paths_of(sweep).root / "tables" / name).read_text().replace(str(paths_of(sweep).root), "")
         assert ours == first, name
 
 
@@ -368,14 +369,14 @@ def test_figures_written(sweep):
     paths = figures_main(sweep, None)
     for name in FIGURES:
         for ext in ("png", "pdf"):
-            p = sweep.out_dir / "figures" / f"{name}.{ext}"
+            p = paths_of(sweep).root / "figures" / f"{name}.{ext}"
             assert p in paths and p.is_file() and p.stat().st_size > 1000, p
-    assert (sweep.out_dir / "figures" / "gini_bars.png").read_bytes()[:4] == b"\x89PNG"
+    assert (paths_of(sweep).root / "figures" / "gini_bars.png").read_bytes()[:4] == b"\x89PNG"
     assert "performance_profile" in FIGURES and FIGURES == grid.FIGURES
     for ext in ("png", "pdf"):
-        assert sweep.out_dir / "figures" / f"performance_profile.{ext}" in paths
-    assert (sweep.out_dir / "figures" / "performance_profile.png").read_bytes()[:4] == b"\x89PNG"
-    assert not list((sweep.out_dir / "figures").glob(".*tmp*"))  # no temporaries left behind
+        assert paths_of(sweep).root / "figures" / f"performance_profile.{ext}" in paths
+    assert (paths_of(sweep).root / "figures" / "performance_profile.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list((paths_of(sweep).root / "figures").glob(".*tmp*"))  # no temporaries left behind
 
 
 def test_lorenz_curve_shape():
@@ -599,7 +600,7 @@ def test_performance_profile_figure_values(sweep, tmp_path, monkeypatch):
     kept = {}
     monkeypatch.setattr(performance, "save_figure", lambda fig, out, name: kept.setdefault(name, fig) and [])
     apply_style()
-    runs = read_table(sweep.out_dir / "tables" / "runs.csv")
+    runs = read_table(paths_of(sweep).root / "tables" / "runs.csv")
     performance.performance_profile(runs, tmp_path)
     ax = kept["performance_profile"].axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}

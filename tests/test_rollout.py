@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from arca.config import load_config
+from arca.paths import paths_of
 from arca.pretrain import char_tokenizer, pretrain_model
 from arca.rollout import Rollouts, TransformersGenerator
 
@@ -77,9 +78,9 @@ def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path, monkeypa
     train_step(cfg, model, gen, opt, lr_scheduler(cfg, opt), problems, 0, 0)
     assert gen.calls[-1]["top_k"] == 7 and gen.calls[-1]["top_p"] == cfg.rollout.top_p
 
-    cfg.data_dir.mkdir(parents=True)
+    paths_of(cfg).data.root.mkdir(parents=True)
     rec = {"id": "t/0", "problem": "1+1", "solution": r"\boxed{2}", "answer": "2", "level": 1, "subject": "s"}
-    (cfg.data_dir / "test.jsonl").write_text(json.dumps(rec) + "\n")
+    (paths_of(cfg).data.root / "test.jsonl").write_text(json.dumps(rec) + "\n")
     gen.calls.clear()
     evaluate_protocol(
         cfg,

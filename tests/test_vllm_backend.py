@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from arca import vllm_backend as vb
 from arca.config import load_config
 from arca.models import wrap_lora
+from arca.paths import paths_of
 from arca.pretrain import char_tokenizer, pretrain_model
 from arca.rollout import TransformersGenerator, completion_mask
 
@@ -283,7 +284,7 @@ def test_generator_with_stand_in_vllm(cfg, tok, fake_vllm, tmp_path):
     _sgd_step(model)
     gen.generate(["3+3="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5)
     (llm_kw,) = fake_vllm["llm"]  # one engine for every step
-    assert llm_kw["model"] == str(cfg.base_dir) and llm_kw["enable_lora"] is True
+    assert llm_kw["model"] == str(paths_of(cfg).base) and llm_kw["enable_lora"] is True
     assert llm_kw["max_lora_rank"] == 8 and cfg.lora.rank == 4  # rounded up to a vLLM rank
     assert llm_kw["gpu_memory_utilization"] == cfg.rollout.vllm_gpu_memory_utilization
     assert (llm_kw["dtype"], llm_kw["seed"]) == ("bfloat16", cfg.train.seed)

@@ -1,4 +1,4 @@
-"""The Snakemake workflow, the experiment grid (arca.grid), the configs, the schema and profiles.
+"""The Snakemake workflow, the sweep, the rules' inputs (arca.snakerules), the configs, the schema and profiles.
 
 Dry runs only plan the DAG, so they pass before the heavy steps exist. The one executed run uses
 tests/fake_arca.py in place of ``python -m arca`` to check wiring, reruns and the report in
@@ -25,8 +25,22 @@ import jsonschema
 import pytest
 import yaml
 
-from arca import grid, snakeconfig
-from arca.config import Config, ConfigError, deep_merge, from_dict, load_config, read_yaml, to_dict
+from arca import snakeconfig, snakerules
+from arca.config import (
+    Config,
+    ConfigError,
+    deep_merge,
+    eval_hash,
+    eval_targets,
+    for_run,
+    from_dict,
+    heatmap_run,
+    load_config,
+    read_yaml,
+    run_hash,
+    to_dict,
+)
+from arca.paths import FIGURES, TABLES, paths_of
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -217,14 +231,14 @@ def test_smoke_config_is_small():
     assert len(cfg.sweep.seeds) == 1 and cfg.data.n_train <= 300 and cfg.eval.n_problems <= 10
 
 
-# ----------------------------------------------------------------------------- grid
-def test_grid_run_ids_and_regexes():
+# ----------------------------------------------------------------------------- the sweep and the rules' inputs
+def test_run_ids_and_wildcard_regexes():
     cfg = load_config(REPO / "configs" / "default.yaml")
-    ids = grid.run_ids(cfg)
+    ids = cfg.run_ids()
     assert ids[0] == "uniform_r8_s1" and "arca_r2_s2" in ids and len(ids) == 8 * len(cfg.sweep.seeds)
     assert "oracle_r8_s1" in ids and "null_r8_s3" in ids
-    assert grid.eval_targets(cfg) == ["base", *ids]
-    run_re, eval_re = re.compile(grid.run_regex(cfg)), re.compile(grid.eval_regex(cfg))
+    assert eval_targets(cfg) == ["base", *ids]
+    run_re, eval_re = re.compile(snakerules.run_regex(cfg)), re.compile(snakerules.eval_regex(cfg))
     for run in ids:
         assert run_re.fullmatch(run) and eval_re.fullmatch(run)
     assert eval_re.fullmatch("base") and not run_re.fullmatch("base")
@@ -232,121 +246,102 @@ def test_grid_run_ids_and_regexes():
         assert not run_re.fullmatch(bad) and not eval_re.fullmatch(bad)
 
 
-def test_grid_accepts_snakemake_config_dict():
+def test_snakerules_accepts_snakemake_config_dict():
     raw = deep_merge(read_yaml(REPO / "configs" / "default.yaml"), read_yaml(REPO / "configs" / "smoke.yaml"))
-    assert grid.run_ids(raw) == load_config(REPO / "configs" / "smoke.yaml").run_ids()
+    assert snakerules.as_config(raw).run_ids() == load_config(REPO / "configs" / "smoke.yaml").run_ids()
     with pytest.raises(ConfigError, match="unknown key"):
-        grid.as_config({"train": {"stepz": 3}})
+        snakerules.as_config({"train": {"stepz": 3}})
 
 
-def test_grid_paths():
+def _strs(d):
+    return {k: str(v) for k, v in d.items()}
+
+
+def test_rule_inputs():
     cfg = load_config(REPO / "configs" / "default.yaml", ["paths.results=/r"])
-    assert grid.data_outputs(cfg) == {"train": "/r/default/data/train.jsonl", "test": "/r/default/data/test.jsonl"}
-    assert grid.base_output(cfg) == "/r/default/base"
-    assert grid.train_outputs(cfg, "arca_r2_s1") == {
-        "adapter": "/r/default/runs/arca_r2_s1/adapter",
-        "metrics": "/r/default/runs/arca_r2_s1/metrics.jsonl",
-        "final_weights": "/r/default/runs/arca_r2_s1/final_weights.json",
-        "curve": "/r/default/runs/arca_r2_s1/curve.jsonl",
-    }
-    assert grid.eval_outputs(cfg, "base") == {
-        "summary": "/r/default/eval/base/summary.json",
-        "samples": "/r/default/eval/base/samples.jsonl",
-    }
-    assert "adapter" not in grid.eval_inputs(cfg, "base")
-    assert grid.eval_inputs(cfg, "arca_r2_s1")["adapter"] == "/r/default/runs/arca_r2_s1/adapter"
+    assert "adapter" not in snakerules.eval_inputs(cfg, "base")
+    assert str(snakerules.eval_inputs(cfg, "arca_r2_s1")["adapter"]) == "/r/default/runs/arca_r2_s1/adapter"
     # every run's credit precision is read on the one set of base-model probe rollouts
-    assert (
-        grid.eval_inputs(cfg, "arca_r2_s1")["probe"] == grid.probe_output(cfg) == "/r/default/eval/probe_rollouts.jsonl"
-    )
-    assert "probe" not in grid.eval_inputs(cfg, "base")
-    assert grid.log(cfg, "train", "{run}") == "/r/default/logs/train/{run}.log"
-    assert grid.bench_outputs(cfg) == {"json": "/r/default/bench/summary.json", "md": "/r/default/bench/summary.md"}
-    assert grid.benchmark(cfg, "train", "{run}") == "/r/default/benchmarks/train/{run}.tsv"
-    benchmarks = grid.aggregate_inputs(cfg)["benchmarks"]
+    assert str(snakerules.eval_inputs(cfg, "arca_r2_s1")["probe"]) == "/r/default/eval/probe_rollouts.jsonl"
+    assert "probe" not in snakerules.eval_inputs(cfg, "base")
+    benchmarks = [str(b) for b in snakerules.aggregate_inputs(cfg)["benchmarks"]]
     # the base model's build and its Monte Carlo values, then each run's training and every evaluation
-    assert benchmarks == grid.benchmarks(cfg) and len(benchmarks) == 2 + 2 * len(cfg.run_ids()) + 1
+    assert benchmarks == [str(b) for b in snakerules.benchmarks(cfg)]
+    assert len(benchmarks) == 2 + 2 * len(cfg.run_ids()) + 1
     assert benchmarks[:2] == [
         "/r/default/benchmarks/build_base/build_base.tsv",
         "/r/default/benchmarks/mc_values/mc_values.tsv",
     ]
     assert "/r/default/benchmarks/evaluate/base.tsv" in benchmarks
-    targets = grid.all_targets(cfg)
+    targets = [str(t) for t in snakerules.all_targets(cfg)]
     assert len(targets) == 24 + 18 + 1  # table files, figure files (png + pdf), the heat map
     assert "/r/default/tables/outcomes.md" in targets and "/r/default/tables/tuning.md" in targets
     # the curve points score the probe's decisions: training waits for the probe
-    assert grid.train_inputs(cfg)["probe"] == grid.probe_output(cfg)
+    assert str(snakerules.train_inputs(cfg)["probe"]) == "/r/default/eval/probe_rollouts.jsonl"
     assert "/r/default/tables/cost.csv" in targets and "/r/default/tables/cost.md" in targets
     assert "/r/default/tables/paired.md" in targets and "/r/default/figures/lorenz.pdf" in targets
     assert targets[-1] == "/r/default/figures/credit_heatmap.html"
     assert not any("bench" in t for t in targets), "bench stays outside `all`"
-    assert grid.base_inputs(cfg) == {"train": "/r/default/data/train.jsonl"}
+    assert _strs(snakerules.base_inputs(cfg)) == {"train": "/r/default/data/train.jsonl"}
 
 
-def test_grid_checkpoints_are_not_outputs():
-    cfg = load_config(REPO / "configs" / "smoke.yaml")
-    outs = grid.train_outputs(cfg, "arca_r2_s1").values()
-    assert not any("checkpoint" in o or o.endswith("config.yaml") for o in outs)
-
-
-def test_grid_math500_only_for_math_data():
+def test_math500_only_for_math_data():
     paper = load_config(REPO / "configs" / "paper.yaml")
-    assert grid.data_outputs(paper)["math500"].endswith("paper/data/math500.jsonl")
-    assert "math500" in grid.eval_inputs(paper, "base")
-    assert grid.base_inputs(paper) == {}, "a Hub model needs no training data to build"
+    assert str(paths_of(paper).data.declared()["math500"]).endswith("paper/data/math500.jsonl")
+    assert "math500" in snakerules.eval_inputs(paper, "base")
+    assert snakerules.base_inputs(paper) == {}, "a Hub model needs no training data to build"
+    assert "math500" not in paths_of(load_config(REPO / "configs" / "default.yaml")).data.declared()
     # MATH-500 with generated data is refused before any data or base model is built
     with pytest.raises(ConfigError, match="eval.protocols"):
         load_config(REPO / "configs" / "default.yaml", ["eval.protocols=[generated, math500]"])
 
 
-def test_grid_heatmap_run():
+def test_heatmap_run():
     cfg = load_config(REPO / "configs" / "default.yaml")
-    assert grid.heatmap_run(cfg) == "arca_r2_s1"
+    assert heatmap_run(cfg) == "arca_r2_s1"
     assert (
-        grid.heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=divergence_r8_s2"]))
+        heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=divergence_r8_s2"]))
         == "divergence_r8_s2"
     )
     no_arca = load_config(REPO / "configs" / "default.yaml", ["sweep.cells=[{method: surprisal, ranks: [4]}]"])
-    assert grid.heatmap_run(no_arca) == "surprisal_r4_s1"
+    assert heatmap_run(no_arca) == "surprisal_r4_s1"
     with pytest.raises(ConfigError, match="heatmap_run"):
-        grid.heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=arca_r3_s1"]))
-    inputs = grid.heatmap_rollouts_inputs(cfg)
+        heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=arca_r3_s1"]))
+    inputs = _strs(snakerules.heatmap_rollouts_inputs(cfg))
     assert inputs["adapter"].endswith("runs/arca_r2_s1/adapter") and inputs["test"].endswith("data/test.jsonl")
-    # the page is drawn from the analysis step's file alone: the report never loads a model
-    assert grid.heatmap_inputs(cfg) == {"rollouts": grid.heatmap_rollouts_output(cfg)}
 
 
-def test_grid_gpu_resources():
-    assert grid.gpu(load_config(REPO / "configs" / "default.yaml")) == {}
-    assert grid.gpu(load_config(REPO / "configs" / "paper.yaml")) == {"gpu": 1}
-    assert grid.gpu(load_config(REPO / "configs" / "default.yaml", ["device=cuda"])) == {"gpu": 1}
-    assert grid.gpu(load_config(REPO / "configs" / "default.yaml", ["resources.gpu=true"])) == {"gpu": 1}
-    assert grid.base_gpu(load_config(REPO / "configs" / "paper.yaml")) == {}, "a Hub download needs no GPU"
-    assert grid.base_gpu(load_config(REPO / "configs" / "default.yaml", ["device=cuda"])) == {"gpu": 1}
+def test_gpu_resources():
+    assert snakerules.gpu(load_config(REPO / "configs" / "default.yaml")) == {}
+    assert snakerules.gpu(load_config(REPO / "configs" / "paper.yaml")) == {"gpu": 1}
+    assert snakerules.gpu(load_config(REPO / "configs" / "default.yaml", ["device=cuda"])) == {"gpu": 1}
+    assert snakerules.gpu(load_config(REPO / "configs" / "default.yaml", ["resources.gpu=true"])) == {"gpu": 1}
+    assert snakerules.base_gpu(load_config(REPO / "configs" / "paper.yaml")) == {}, "a Hub download needs no GPU"
+    assert snakerules.base_gpu(load_config(REPO / "configs" / "default.yaml", ["device=cuda"])) == {"gpu": 1}
 
 
-def test_grid_run_hash_changes_only_the_edited_cell():
+def test_run_hash_changes_only_the_edited_cell():
     base = load_config(REPO / "configs" / "default.yaml")
     raw = to_dict(base)
     raw["sweep"]["cells"][4]["overrides"] = {"credit.sharpen": 1.0}
     edited = from_dict(raw)
-    changed = {r for r in base.run_ids() if grid.run_hash(base, r) != grid.run_hash(edited, r)}
+    changed = {r for r in base.run_ids() if run_hash(base, r) != run_hash(edited, r)}
     assert changed == {r for r in base.run_ids() if r.startswith("arca_")}
     # Evaluation and report settings are not part of any run's hash.
     other = load_config(REPO / "configs" / "default.yaml", ["eval.pass_k=8", "sweep.heatmap_run=arca_r4_s1"])
-    assert all(grid.run_hash(base, r) == grid.run_hash(other, r) for r in base.run_ids())
-    assert grid.eval_hash(base) != grid.eval_hash(other)
+    assert all(run_hash(base, r) == run_hash(other, r) for r in base.run_ids())
+    assert eval_hash(base) != eval_hash(other)
 
 
-def test_grid_report_outputs_caption_every_shown_file():
+def test_report_outputs_caption_every_shown_file():
     cfg = load_config(REPO / "configs" / "default.yaml")
 
     def wrap(path, **meta):
         return ("shown", path, meta)
 
     shown = {}
-    for outputs in (grid.table_outputs(cfg), grid.figure_outputs(cfg)):
-        declared = grid.report_outputs(outputs, wrap, "../report")
+    for outputs in (paths_of(cfg).table_files(), paths_of(cfg).figure_files()):
+        declared = snakerules.report_outputs(outputs, wrap, "../report")
         assert list(declared) == list(outputs)  # every output declared, in order
         for key, value in declared.items():
             if isinstance(value, tuple):
@@ -354,8 +349,8 @@ def test_grid_report_outputs_caption_every_shown_file():
                 shown[key] = value[2]
             else:
                 assert value == outputs[key]
-    markdown = {f"{t}_md" for t in grid.REPORT_TABLES if "md" in grid.TABLES[t]}
-    assert set(shown) == {f"{t}_csv" for t in grid.REPORT_TABLES} | markdown | {f"{f}_png" for f in grid.FIGURES} | {
+    markdown = {f"{t}_md" for t in snakerules.REPORT_TABLES if "md" in TABLES[t]}
+    assert set(shown) == {f"{t}_csv" for t in snakerules.REPORT_TABLES} | markdown | {f"{f}_png" for f in FIGURES} | {
         "paper_comparison_md"
     }
     caption = "../report/tables/performance.rst"
@@ -377,7 +372,7 @@ def test_grid_report_outputs_caption_every_shown_file():
     assert "credit_heatmap.rst" in (rules_dir / "report.smk").read_text()
 
 
-def test_grid_config_files_in_snakemake_merge_order(tmp_path, monkeypatch):
+def test_snakeconfig_files_in_snakemake_merge_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = [str(tmp_path / "a.yaml"), "/elsewhere/b.yaml"]
     workflow = SimpleNamespace(
@@ -394,7 +389,7 @@ def test_grid_config_files_in_snakemake_merge_order(tmp_path, monkeypatch):
     assert snakeconfig.config_files(workflow) == ["configs/default.yaml"]
 
 
-def test_grid_config_param_is_left_out_of_rerun_triggers():
+def test_snakeconfig_param_is_left_out_of_rerun_triggers():
     # Snakemake treats a params function that takes `output` (or input, threads, resources) as
     # derived from the job's files and does not rerun a job when its value changes.
     param = snakeconfig.config_param("--config a.yaml")
@@ -402,7 +397,7 @@ def test_grid_config_param_is_left_out_of_rerun_triggers():
     assert param(None, None) == "--config a.yaml"
 
 
-def test_grid_config_args_round_trip():
+def test_snakeconfig_args_round_trip():
     args = snakeconfig.config_args(
         ["configs/default.yaml", "my dir/x.yaml"],
         {"name": "odd name's", "train": {"steps": 3, "lr": 0.001}, "eval": {"protocols": ["generated"]}},
@@ -438,7 +433,7 @@ def test_dry_run_default_without_configfile(tmp_path):
     assert proc.returncode == 0, proc.log[-4000:]
     cmds = shell_commands(proc.log)
     assert cmds and all(_opt(c, "--config") == ["configs/default.yaml"] for c in cmds)
-    assert all(_config_of(c).out_dir == tmp_path / "r" / "default" for c in cmds)
+    assert all(paths_of(_config_of(c)).root == tmp_path / "r" / "default" for c in cmds)
 
 
 @pytest.mark.slow
@@ -492,7 +487,7 @@ def test_snakemake_config_set_overrides_one_hyperparameter(tmp_path):
     assert expected.train.lr == 1e-4 and expected.eval.pass_k == 3
     # the runs' hashes (train params) follow the override, so a real run retrains every cell
     plain = load_config([REPO / "configs" / "smoke.yaml", ov])
-    assert all(grid.run_hash(expected, r) != grid.run_hash(plain, r) for r in plain.run_ids())
+    assert all(run_hash(expected, r) != run_hash(plain, r) for r in plain.run_ids())
 
     bad = run_snakemake("-n", "--nolock", "--configfile", "configs/smoke.yaml", str(ov), "--config", "set=lora.rank=16")
     assert bad.returncode != 0 and "'lora.rank' is fixed by run id" in bad.log, bad.log[-4000:]
@@ -616,14 +611,14 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
     proc = run_snakemake("--cores", "2", *common, cwd=wf, env=env)
     assert proc.returncode == 0, proc.log[-6000:]
     smoke = load_config([REPO / "configs" / "smoke.yaml", ov])
-    assert all(Path(t).exists() for t in grid.all_targets(smoke))
+    assert all(Path(t).exists() for t in snakerules.all_targets(smoke))
     done = calls.read_text().splitlines()
     trained = sorted(c for c in done if c.startswith("train "))
-    assert trained == sorted(f"train {r} {grid.run_hash(smoke, r)}" for r in smoke.run_ids())
+    assert trained == sorted(f"train {r} {run_hash(smoke, r)}" for r in smoke.run_ids())
     assert len([c for c in done if c.startswith("evaluate ")]) == len(smoke.run_ids()) + 1
     # Snakemake recorded the wall time and memory of every benchmarked job, for the cost table.
-    assert all(Path(b).is_file() for b in grid.benchmarks(smoke))
-    assert set(grid.aggregate_inputs(smoke)["benchmarks"]) == set(grid.benchmarks(smoke))
+    assert all(Path(b).is_file() for b in snakerules.benchmarks(smoke))
+    assert set(snakerules.aggregate_inputs(smoke)["benchmarks"]) == set(snakerules.benchmarks(smoke))
 
     proc = run_snakemake("-n", *common, cwd=wf, env=env)
     assert proc.returncode == 0 and "Nothing to be done" in proc.log, proc.log[-4000:]
@@ -646,9 +641,9 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
     assert proc.returncode == 0, proc.log[-6000:]
     assert [_opt(c, "--run")[0] for c in shell_commands(proc.log) if c[3] == "train"] == ["uniform_r4_s1"]
     lr = load_config([REPO / "configs" / "smoke.yaml", ov])
-    assert grid.for_run(lr, "uniform_r4_s1").train.lr == 0.5
+    assert for_run(lr, "uniform_r4_s1").train.lr == 0.5
     assert [c for c in calls.read_text().splitlines()[len(done) :] if c.startswith("train ")] == [
-        f"train uniform_r4_s1 {grid.run_hash(lr, 'uniform_r4_s1')}"
+        f"train uniform_r4_s1 {run_hash(lr, 'uniform_r4_s1')}"
     ]
 
     html = tmp_path / "report.html"
@@ -657,7 +652,7 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
 
     proc = run_snakemake("bench", "--cores", "1", *common, cwd=wf, env=env)
     assert proc.returncode == 0, proc.log[-4000:]
-    assert all(Path(p).exists() for p in grid.bench_outputs(smoke).values())
+    assert all(paths_of(smoke).bench_summary(ext).exists() for ext in ("json", "md"))
 
 
 def test_ablations_config_extends_the_default_sweep():
@@ -674,12 +669,12 @@ def test_ablations_config_extends_the_default_sweep():
     methods = {c.method for c in cfg.sweep.cells}
     assert {"arca_permuted", "entropy_top20", "arca_layers"} <= methods
     by_label = {c.name: c for c in cfg.sweep.cells}
-    assert grid.for_run(cfg, "arca_s1_r8_s1").credit.sharpen == 1.0
-    assert grid.for_run(cfg, "arca_mean1_r8_s1").credit.normalization == "mean_one"
-    assert grid.for_run(cfg, "uniform_mean1_r8_s1").credit.normalization == "mean_one"
+    assert for_run(cfg, "arca_s1_r8_s1").credit.sharpen == 1.0
+    assert for_run(cfg, "arca_mean1_r8_s1").credit.normalization == "mean_one"
+    assert for_run(cfg, "uniform_mean1_r8_s1").credit.normalization == "mean_one"
     assert (
-        grid.for_run(cfg, "arca_r8_s1").credit.normalization == "sum_to_one"
-        and grid.for_run(cfg, "arca_r8_s1").credit.sharpen == 2.0
+        for_run(cfg, "arca_r8_s1").credit.normalization == "sum_to_one"
+        and for_run(cfg, "arca_r8_s1").credit.sharpen == 2.0
     )
     # every ablation is paired with what it ablates
     assert by_label["arca_permuted"].compare == ["arca"] and by_label["arca_layers"].compare == ["arca"]
@@ -696,7 +691,7 @@ def test_tune_config_runs_every_default_method_at_three_lrs_on_other_seeds():
     cfg = load_config([REPO / "configs" / "tune.yaml"])
     lrs: dict[str, set[float]] = {}
     for cell in cfg.sweep.cells:
-        lrs.setdefault(cell.method, set()).add(grid.for_run(cfg, f"{cell.name}_r8_s101").train.lr)
+        lrs.setdefault(cell.method, set()).add(for_run(cfg, f"{cell.name}_r8_s101").train.lr)
     shared = default["train"]["lr"]
     methods = {c["method"] for c in default["sweep"]["cells"]}
     assert set(lrs) == methods
@@ -792,13 +787,13 @@ def test_bring_your_own_data_set_plans_the_smoke_dag_and_prepares_the_data(tmp_p
     assert len(test) == 12 and test[0]["answer"] == "3" and test[0]["level"] == 1 and test[0]["subject"] == "Prealgebra"
 
 
-def test_grid_complete_only_when_every_target_of_rule_all_exists(tmp_path):
+def test_complete_only_when_every_target_of_rule_all_exists(tmp_path):
     cfg = load_config([REPO / "configs" / "smoke.yaml"], [f"paths.results={tmp_path}"])
-    targets = [Path(p) for p in grid.all_targets(cfg)]
+    targets = [Path(p) for p in snakerules.all_targets(cfg)]
     for path in targets[:-1]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
-    assert not grid.complete(cfg)
+    assert not snakerules.complete(cfg)
     targets[-1].parent.mkdir(parents=True, exist_ok=True)
     targets[-1].write_text("x")
-    assert grid.complete(cfg)
+    assert snakerules.complete(cfg)

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 
-from arca import grid
 from arca.backends import make_generator
-from arca.config import Config
+from arca.config import Config, for_run, heatmap_run
 from arca.credit import LABELS, REGISTRY, token_weights
 from arca.data import read_records
 from arca.diagnostics import gini
@@ -52,8 +51,8 @@ def fork_marks(tokens: list[str], completion: str, branches: list[dict] | None) 
 
 def heatmap_rollouts(cfg: Config) -> list[dict]:
     """Sample held-out completions with the heat-map run's adapter; weigh them by every method."""
-    run = grid.heatmap_run(cfg)
-    rcfg = grid.for_run(cfg, run)
+    run = heatmap_run(cfg)
+    rcfg = for_run(cfg, run)
     adapter = paths_of(cfg).run(run).adapter
     if not adapter.is_dir():
         raise FileNotFoundError(f"heatmap-rollouts: missing adapter {adapter} (train run {run} first)")
@@ -115,5 +114,5 @@ def heatmap_rollouts_main(cfg: Config, args=None) -> Path:
     path = Path(out) if out else paths_of(cfg).heatmap_rollouts
     rows = heatmap_rollouts(cfg)
     write_jsonl(path, rows)
-    log.info("wrote %d scored rollouts of run %s to %s", len(rows), grid.heatmap_run(cfg), path)
+    log.info("wrote %d scored rollouts of run %s to %s", len(rows), heatmap_run(cfg), path)
     return path

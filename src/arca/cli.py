@@ -15,10 +15,8 @@ import importlib
 import logging
 import sys
 
-from arca import grid
-from arca.config import ArcaError, ConfigError, apply_overrides, load_config, read_yaml
+from arca.config import ArcaError, ConfigError, apply_overrides, check_run_overrides, for_run, load_config, read_yaml
 from arca.credit import check_config, check_methods_named
-from arca.grid import check_run_overrides
 
 log = logging.getLogger("arca")
 
@@ -242,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 def show_config(cfg, args) -> None:
     from arca.config import dump_config
 
-    print(dump_config(grid.for_run(cfg, args.run) if args.run else cfg), end="")
+    print(dump_config(for_run(cfg, args.run) if args.run else cfg), end="")
 
 
 # Steps that read no config: they run without --config anywhere.

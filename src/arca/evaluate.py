@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from arca import grading, grid
+from arca import grading
 from arca.backends import make_generator
 from arca.cards import check_adapter_hash
-from arca.config import Config, parse_run_id, training_hash
+from arca.config import BASE, Config, for_run, parse_run_id, training_hash
 from arca.data import read_records
 from arca.grading import gold_answer, grade_both, math_verify_failures
 from arca.io import read_jsonl, write_json, write_jsonl
@@ -270,11 +270,11 @@ def protocol_summary(cfg: Config, generator, protocol: str, grader, name: str = 
 def load_target(cfg: Config, run: str) -> tuple[Config, dict, Any, Any, int | None]:
     """The config, identity, model and tokenizer of ``run`` (a run id, or ``base``), and its
     trainable parameter count (None for the base model)."""
-    if run == grid.BASE:
+    if run == BASE:
         identity = {"run": run, "label": run, "method": run, "rank": None, "seed": None}
         model, tok = load_base_model(cfg)
         return cfg, identity, model, tok, None
-    run_cfg = grid.for_run(cfg, run)
+    run_cfg = for_run(cfg, run)
     label, rank, seed = parse_run_id(run)
     identity = {"run": run, "label": label, "method": run_cfg.credit.method, "rank": rank, "seed": seed}
     adapter = paths_of(cfg).run(run).adapter
@@ -311,7 +311,7 @@ def evaluate_main(cfg: Config, args) -> None:
             s["primary_grader"],
         )
     precision = {}
-    if run != grid.BASE and cfg.eval.probe_problems > 0:
+    if run != BASE and cfg.eval.probe_problems > 0:
         probe_rows = read_jsonl(paths_of(cfg).probe_rollouts)
         precision = probe_precision(run_cfg, model, tok, probe_rows, probe_problems(cfg))
     out = paths_of(cfg).eval(run)

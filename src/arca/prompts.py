@@ -19,6 +19,7 @@ from pathlib import Path
 
 from arca.config import ConfigError, InputError
 from arca.data import read_records
+from arca.paths import paths_of
 
 PROMPT_TEMPLATE = "Solve this math problem step by step. Put your final answer in \\boxed{{}}.\n\nProblem: {problem}\n"
 SHOTS_FILE = "shots.jsonl"  # the worked examples, next to train.jsonl (written by prepare-data)
@@ -78,4 +79,4 @@ def prompt_format(cfg, tokenizer) -> PromptFormat:
                 f"{cfg.model.name_or_path or cfg.model.gguf_package!r} has no chat template"
             )
         chat = tokenizer
-    return PromptFormat(read_shots(cfg.data_dir, cfg.data.few_shot), chat)
+    return PromptFormat(read_shots(paths_of(cfg).data.root, cfg.data.few_shot), chat)

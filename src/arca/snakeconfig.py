@@ -25,12 +25,13 @@ from arca.config import (
     ConfigError,
     apply_overrides,
     check_keys,
+    check_run_overrides,
     from_dict,
     parse_override,
     read_yaml,
     set_dotted,
 )
-from arca.grid import as_config, check_run_overrides
+from arca.snakerules import as_config
 
 
 def config_files(workflow: Any) -> list[str]:

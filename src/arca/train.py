@@ -36,10 +36,10 @@ from typing import Any
 import torch
 
 from arca import credit as credit_lib
-from arca import grading, grid
+from arca import grading
 from arca.backends import make_generator
 from arca.cards import adapter_run_info
-from arca.config import Config, ConfigError, NonFiniteError, dump_config, parse_run_id, training_hash
+from arca.config import Config, ConfigError, NonFiniteError, dump_config, for_run, parse_run_id, training_hash
 from arca.data import read_records
 from arca.diagnostics import effective_token_ratio, gini, nanmean
 from arca.evaluate import curve_point
@@ -437,7 +437,7 @@ def _loop(
 
 def train_main(cfg: Config, args) -> None:
     """CLI step: train (or resume) the run ``args.run`` of the sweep."""
-    run_cfg = grid.for_run(cfg, args.run)
+    run_cfg = for_run(cfg, args.run)
     run = paths_of(run_cfg).run(args.run)
     if finished_run(run) and not getattr(args, "force", False):
         info = adapter_run_info(run.adapter)

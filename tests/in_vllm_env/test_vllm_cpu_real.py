@@ -26,6 +26,7 @@ import yaml
 from arca.config import load_config
 from arca.data import prepare_data, read_records
 from arca.models import build_base, load_base_model, wrap_lora
+from arca.paths import paths_of
 from arca.prompts import build_prompt
 from arca.rollout import TransformersGenerator
 from arca.train import policy_scores
@@ -63,7 +64,7 @@ def cfg(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prompts(cfg):
-    return [build_prompt(p["problem"]) for p in read_records(cfg.data_dir / "test.jsonl")[:N_PROMPTS]]
+    return [build_prompt(p["problem"]) for p in read_records(paths_of(cfg).data.root / "test.jsonl")[:N_PROMPTS]]
 
 
 def random_b_policy(cfg, seed: int, scale: float = 0.2):
@@ -242,4 +243,4 @@ def test_bench_generation_both_backends(cfg):
         # forced length: every completion has exactly max_new_tokens tokens
         assert v["tokens"] == cfg.train.prompts_per_step * cfg.rollout.k * cfg.rollout.max_new_tokens
     assert s["machine"]["vllm"]
-    assert "| vllm |" in (cfg.out_dir / "bench" / "generation.md").read_text()
+    assert "| vllm |" in (paths_of(cfg).root / "bench" / "generation.md").read_text()

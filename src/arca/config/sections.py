@@ -9,7 +9,6 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 
@@ -313,25 +312,6 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
-
-    # ------------------------------------------------------------------ derived paths
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.paths.results) / self.name
-
-    @property
-    def data_dir(self) -> Path:
-        return self.out_dir / "data"
-
-    @property
-    def base_dir(self) -> Path:
-        return self.out_dir / "base"
-
-    def run_dir(self, run_id: str) -> Path:
-        return self.out_dir / "runs" / run_id
-
-    def eval_dir(self, run_id: str) -> Path:
-        return self.out_dir / "eval" / run_id
 
     # ------------------------------------------------------------------ the sweep
     def run_ids(self) -> list[str]:

@@ -20,6 +20,7 @@ from arca.config import InputError, dump_config
 from arca.data.generated import generate_disjoint, generate_problems, make_splits
 from arca.data.math import FIELDS, count_no_gold, first_n, load_math, random_subset, read_records, validate_record
 from arca.io import write_jsonl, write_text
+from arca.paths import paths_of
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ class Record:
 
 
 def prepare_data(cfg, args=None) -> None:
-    """Write the train/test (and MATH-500) records and the resolved config to ``cfg.data_dir``."""
-    out = cfg.data_dir
+    """Write the train/test (and MATH-500) records and the resolved config to ``paths_of(cfg).data.root``."""
+    out = paths_of(cfg).data.root
     splits: dict[str, list[dict]] = {}
     if cfg.data.source == "generated":
         splits["train"], splits["test"] = make_splits(cfg.data)

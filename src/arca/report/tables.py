@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arca import grid
 from arca.config import Config
 from arca.io import write_text
 from arca.paths import paths_of
@@ -257,28 +256,28 @@ def aggregate_main(cfg: Config, args=None) -> None:
     """Read every run and evaluation of the sweep; write ``<out_dir>/tables/``."""
     runs, base, protocol, grader, k = load_records(cfg)
     cells = group_cells(cfg, runs)
-    out = cfg.out_dir / "tables"
+    out = paths_of(cfg)
     perf = performance_table(cells, base, protocol, grader, k)
     conc = concentration_table(cells)
     paired = paired_table(cells, protocol, grader)
     curves = pd.concat([r.metrics for r in runs], ignore_index=True)
 
-    write_text(out / "runs.csv", _csv(runs_table(runs, base, protocol, grader, k)))
-    write_text(out / "curves.csv", _csv(curves))
+    write_text(out.table("runs", "csv"), _csv(runs_table(runs, base, protocol, grader, k)))
+    write_text(out.table("curves", "csv"), _csv(curves))
     caption = (
         f"Performance on protocol {protocol} (grader {grader}); mean and 95% bootstrap CI over seeds and problems. "
         "Greedy IQM: interquartile mean of the runs' greedy accuracies (the plain mean below 4 runs), "
         "95% bootstrap CI over runs."
     )
     headers, rows = performance_rows(perf)
-    write_text(out / "performance.csv", _csv(perf))
-    write_text(out / "performance.md", markdown_table(headers, rows))
-    write_text(out / "performance.tex", latex_table(headers, rows, caption, "tab:performance"))
+    write_text(out.table("performance", "csv"), _csv(perf))
+    write_text(out.table("performance", "md"), markdown_table(headers, rows))
+    write_text(out.table("performance", "tex"), latex_table(headers, rows, caption, "tab:performance"))
     headers, rows = concentration_rows(conc)
-    write_text(out / "concentration.csv", _csv(conc))
-    write_text(out / "concentration.md", markdown_table(headers, rows))
+    write_text(out.table("concentration", "csv"), _csv(conc))
+    write_text(out.table("concentration", "md"), markdown_table(headers, rows))
     write_text(
-        out / "concentration.tex",
+        out.table("concentration", "tex"),
         latex_table(
             headers,
             rows,
@@ -287,31 +286,32 @@ def aggregate_main(cfg: Config, args=None) -> None:
         ),
     )
     headers, rows = paired_rows(paired)
-    write_text(out / "paired.csv", _csv(paired))
+    write_text(out.table("paired", "csv"), _csv(paired))
     note = "" if not paired.empty else "No uniform cell in the sweep: nothing to pair against.\n"
-    write_text(out / "paired.md", note + markdown_table(headers, rows))
+    write_text(out.table("paired", "md"), note + markdown_table(headers, rows))
     write_text(
-        out / "paper_comparison.md",
+        out.table("paper_comparison", "md"),
         paper_comparison(perf, conc, paired, protocol, grader, k, len(cfg.sweep.seeds), our_setting(cfg)),
     )
     precision = credit_precision_table(cells)
-    write_text(out / "credit_precision.csv", _csv(precision))
-    write_text(out / "credit_precision.md", credit_precision_markdown(precision))
-    write_text(out / "learning_curves.csv", _csv(learning_curves_table(runs)))
+    write_text(out.table("credit_precision", "csv"), _csv(precision))
+    write_text(out.table("credit_precision", "md"), credit_precision_markdown(precision))
+    write_text(out.table("learning_curves", "csv"), _csv(learning_curves_table(runs)))
     efficiency = sample_efficiency_table(cells)
-    write_text(out / "sample_efficiency.csv", _csv(efficiency))
-    write_text(out / "sample_efficiency.md", sample_efficiency_markdown(efficiency))
+    write_text(out.table("sample_efficiency", "csv"), _csv(efficiency))
+    write_text(out.table("sample_efficiency", "md"), sample_efficiency_markdown(efficiency))
     outcomes = outcomes_table(cells, base)
-    write_text(out / "outcomes.csv", _csv(outcomes))
-    write_text(out / "outcomes.md", outcomes_markdown(outcomes, family_decisions(cells, base, test_problems(cfg))))
+    write_text(out.table("outcomes", "csv"), _csv(outcomes))
+    write_text(
+        out.table("outcomes", "md"), outcomes_markdown(outcomes, family_decisions(cells, base, test_problems(cfg)))
+    )
     agreement = mc_agreement_table(cells)
-    write_text(out / "mc_agreement.csv", _csv(agreement))
-    write_text(out / "mc_agreement.md", mc_agreement_markdown(agreement, read_mc_summary(paths_of(cfg).mc_summary)))
+    write_text(out.table("mc_agreement", "csv"), _csv(agreement))
+    write_text(out.table("mc_agreement", "md"), mc_agreement_markdown(agreement, read_mc_summary(out.mc_summary)))
     tuning = tuning_table(cfg, efficiency)
-    write_text(out / "tuning.csv", _csv(tuning))
-    write_text(out / "tuning.md", tuning_markdown(tuning))
+    write_text(out.table("tuning", "csv"), _csv(tuning))
+    write_text(out.table("tuning", "md"), tuning_markdown(tuning))
     costs = cost.cost_table(cfg)
-    paths = grid.table_outputs(cfg)
-    write_text(paths["cost_csv"], _csv(costs))
-    write_text(paths["cost_md"], cost.NOTE + markdown_table(*cost.cost_rows(cfg, costs)))
-    log.info("wrote %d cells (%d runs) to %s", len(cells), len(runs), out)
+    write_text(out.table("cost", "csv"), _csv(costs))
+    write_text(out.table("cost", "md"), cost.NOTE + markdown_table(*cost.cost_rows(cfg, costs)))
+    log.info("wrote %d cells (%d runs) to %s", len(cells), len(runs), out.tables)
