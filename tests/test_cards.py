@@ -175,7 +175,6 @@ class LocalHub:
 def _finished_adapter(cfg, run):
     import json
 
-
     run_cfg = for_run(cfg, run)
     adapter = paths_of(run_cfg).run(run).adapter
     adapter.mkdir(parents=True)

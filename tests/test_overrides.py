@@ -109,9 +109,7 @@ def test_adapter_of_other_settings_is_refused(tmp_path):
     check_adapter_hash(adapter, run, run_hash(cfg, run))
     hand = load_config(DEFAULT, ["train.lr=1e-4"])  # what a hand run with --set train.lr=1e-4 trained
     (adapter / RUN_INFO).write_text(json.dumps({"run": run, "config_hash": run_hash(hand, run)}))
-    with pytest.raises(
-        ValueError, match=f"trained with config hash {run_hash(hand, run)}.*{run_hash(cfg, run)}"
-    ):
+    with pytest.raises(ValueError, match=f"trained with config hash {run_hash(hand, run)}.*{run_hash(cfg, run)}"):
         check_adapter_hash(adapter, run, run_hash(cfg, run))
 
 

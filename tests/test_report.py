@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arca import grid
-from arca.config import from_dict
+from arca.config import from_dict, run_hash
 from arca.paths import paths_of
 from arca.report.heatmap import NEWLINE_MARK, agreement, rank_correlation, render_heatmap
 from arca.report.paper import PAPER_REPORTED, match_paper_ranks
@@ -177,7 +176,7 @@ def make_sweep(root: Path):
                 _greedy_of(greedy, seed),
                 counts,
                 trainable=1000 * rank,
-                config_hash=grid.run_hash(cfg, run),
+                config_hash=run_hash(cfg, run),
             )
     _write_eval(
         paths_of(cfg).eval("base").root,
@@ -364,7 +363,8 @@ def test_tables_are_byte_reproducible(sweep, tmp_path):
 
 # ----------------------------------------------------------------------------- figures
 def test_figures_written(sweep):
-    from arca.report.figures import FIGURES, figures_main
+    from arca.paths import FIGURES
+    from arca.report.figures import figures_main
 
     paths = figures_main(sweep, None)
     for name in FIGURES:
@@ -372,7 +372,7 @@ def test_figures_written(sweep):
             p = paths_of(sweep).root / "figures" / f"{name}.{ext}"
             assert p in paths and p.is_file() and p.stat().st_size > 1000, p
     assert (paths_of(sweep).root / "figures" / "gini_bars.png").read_bytes()[:4] == b"\x89PNG"
-    assert "performance_profile" in FIGURES and FIGURES == grid.FIGURES
+    assert "performance_profile" in FIGURES
     for ext in ("png", "pdf"):
         assert paths_of(sweep).root / "figures" / f"performance_profile.{ext}" in paths
     assert (paths_of(sweep).root / "figures" / "performance_profile.png").read_bytes()[:4] == b"\x89PNG"

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from arca.backends import make_generator
-from arca.config import Config, for_run, heatmap_run
+from arca.config import Config, MissingInputError, for_run, heatmap_run
 from arca.credit import LABELS, REGISTRY, token_weights
 from arca.data import read_records
 from arca.diagnostics import gini
@@ -55,7 +55,7 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
     rcfg = for_run(cfg, run)
     adapter = paths_of(cfg).run(run).adapter
     if not adapter.is_dir():
-        raise FileNotFoundError(f"heatmap-rollouts: missing adapter {adapter} (train run {run} first)")
+        raise MissingInputError(f"heatmap-rollouts: missing adapter {adapter} (train run {run} first)")
     problems = read_records(paths_of(cfg).data.test)[:N_HEATMAP]
     model, tok = load_policy(rcfg, adapter, is_trainable=False)
     model.eval()

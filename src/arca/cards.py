@@ -23,7 +23,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from arca import __version__
-from arca.config import Config, InputError, for_run
+from arca.config import Config, InputError, MissingInputError, for_run
 from arca.paths import paths_of
 from arca.prompts import PROMPT_TEMPLATE
 
@@ -338,7 +338,7 @@ def adapter_run_info(adapter_dir: Path) -> dict:
     """The ``arca_run.json`` a finished run wrote into its adapter folder (its identity and config hash)."""
     path = Path(adapter_dir) / RUN_INFO
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path} not found: {adapter_dir} is not a finished run of this version of arca; retrain it"
         )
     return json.loads(path.read_text(encoding="utf-8"))
@@ -377,7 +377,7 @@ def refresh_card(cfg: Config, run_id: str) -> Path:
     info = adapter_run_info(adapter)
     summary = read_summary(run_cfg, run_id)
     if summary is None:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{paths_of(run_cfg).eval(run_id).summary} not found: evaluate {run_id} first "
             f"(python -m arca evaluate --run {run_id} with the same --config)"
         )

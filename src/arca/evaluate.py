@@ -27,7 +27,7 @@ import torch
 from arca import grading
 from arca.backends import make_generator
 from arca.cards import check_adapter_hash
-from arca.config import BASE, Config, for_run, parse_run_id, training_hash
+from arca.config import BASE, Config, MissingInputError, for_run, parse_run_id, training_hash
 from arca.data import read_records
 from arca.grading import gold_answer, grade_both, math_verify_failures
 from arca.io import read_jsonl, write_json, write_jsonl
@@ -279,7 +279,7 @@ def load_target(cfg: Config, run: str) -> tuple[Config, dict, Any, Any, int | No
     identity = {"run": run, "label": label, "method": run_cfg.credit.method, "rank": rank, "seed": seed}
     adapter = paths_of(cfg).run(run).adapter
     if not adapter.is_dir():
-        raise FileNotFoundError(f"no trained adapter at {adapter}; run `python -m arca train --run {run}` first")
+        raise MissingInputError(f"no trained adapter at {adapter}; run `python -m arca train --run {run}` first")
     check_adapter_hash(adapter, run, training_hash(run_cfg))
     model, tok = load_policy(run_cfg, adapter_dir=adapter)
     return run_cfg, identity, model, tok, count_trainable(model)

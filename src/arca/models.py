@@ -37,7 +37,16 @@ from typing import Any
 
 import torch
 
-from arca.config import Config, ConfigError, InputError, LoraConfig, NonFiniteError, dump_config, require_hub
+from arca.config import (
+    Config,
+    ConfigError,
+    InputError,
+    LoraConfig,
+    MissingInputError,
+    NonFiniteError,
+    dump_config,
+    require_hub,
+)
 from arca.io import atomic_path, write_json
 from arca.paths import paths_of
 from arca.pretrain import finish_tokenizer, pretrain, sync_generation_config
@@ -264,7 +273,7 @@ def load_base_model(cfg: Config, device: str | torch.device | None = None):
 
     base = paths_of(cfg).base
     if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"{base} holds no base model; run `python -m arca build-base` first")
+        raise MissingInputError(f"{base} holds no base model; run `python -m arca build-base` first")
     dev = resolve_device(cfg.device if device is None else device)
     tok = finish_tokenizer(AutoTokenizer.from_pretrained(base))
     model = AutoModelForCausalLM.from_pretrained(

@@ -59,13 +59,13 @@ FIGURES = (
 )
 FIGURE_FORMATS = ("png", "pdf")
 
+# The jobs whose wall time and peak memory Snakemake records (their `benchmark:` files) for the cost table.
+BENCHMARKED = ("build_base", "mc_values", "train", "evaluate")
+
 
 def table_file(name: str, ext: str) -> str:
     """A table's file name, in ``tables/`` and in a reference folder that copies it."""
     return f"{name}.{ext}"
-
-# The jobs whose wall time and peak memory Snakemake records (their `benchmark:` files) for the cost table.
-BENCHMARKED = ("build_base", "mc_values", "train", "evaluate")
 
 
 @dataclass(frozen=True)

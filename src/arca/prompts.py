@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from arca.config import ConfigError, InputError
+from arca.config import ConfigError, InputError, MissingInputError
 from arca.data import read_records
 from arca.paths import paths_of
 
@@ -62,7 +62,7 @@ def read_shots(data_dir: Path, n: int) -> tuple[tuple[str, str], ...]:
         return ()
     path = Path(data_dir) / SHOTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"data.few_shot is {n} but {path} does not exist: rerun prepare-data")
+        raise MissingInputError(f"data.few_shot is {n} but {path} does not exist: rerun prepare-data")
     shots = read_records(path)
     if len(shots) != n:
         raise InputError(f"data.few_shot is {n} but {path} holds {len(shots)} examples: rerun prepare-data")

@@ -58,6 +58,7 @@ from arca.config.sections import (  # noqa: F401
     InputError,
     LoraConfig,
     MaskRule,
+    MissingInputError,
     ModelConfig,
     ModelSource,
     MonitorConfig,

@@ -1,5 +1,5 @@
 """The config's sections as typed dataclasses with defaults, the closed sets of values, and the
-sweep's run ids (``arca.grid.for_run`` resolves one training cell)."""
+sweep's run ids (``arca.config.sweep.for_run`` resolves one training cell)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ class NonFiniteError(ArcaError, FloatingPointError):
 
 class InputError(ArcaError):
     """A bad input file (data, results, checkpoints), with the path (and line) in its message."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """An input file a step needs is absent; the message names it and the step that writes it."""
 
 
 # Closed sets of values, checked when a config is loaded (the modules that act on them read the

@@ -12,6 +12,8 @@ import re
 from collections import OrderedDict
 from pathlib import Path
 
+from arca.config import MissingInputError
+
 log = logging.getLogger("arca")
 
 REGION = re.compile(
@@ -74,13 +76,13 @@ def render_region(name: str, root: Path) -> str:
     config, _, what = name.partition("/")
     folder = root / REFERENCE / config
     if not what or not folder.is_dir():
-        raise FileNotFoundError(f"arca:{name}: expected <config>/<table> with a folder {folder}")
+        raise MissingInputError(f"arca:{name}: expected <config>/<table> with a folder {folder}")
     if what == "findings":
         return findings(folder)
     path = folder / f"{what}.md"
     if not path.is_file():
         tables = ", ".join(sorted(p.stem for p in folder.glob("*.md")))
-        raise FileNotFoundError(f"arca:{name}: no {path} (tables there: {tables})")
+        raise MissingInputError(f"arca:{name}: no {path} (tables there: {tables})")
     return _table(path)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from arca.config import Config
+from arca.config import Config, MissingInputError
 from arca.paths import paths_of
 from arca.report.figures_concentration import concentration_curves, gini_bars, lorenz
 from arca.report.figures_credit import credit_precision
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise FileNotFoundError(f"figures: missing table {path} (run `python -m arca aggregate` first)")
+        raise MissingInputError(f"figures: missing table {path} (run `python -m arca aggregate` first)")
     return read_table(path)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arca.config import Config
+from arca.config import Config, MissingInputError
 from arca.paths import paths_of
 from arca.report.figures_common import cell_ticks, integer_steps, legend_right, mean_curve, ranks_of, trained_cells
 from arca.report.paper import MIDDLE_BAND
@@ -78,7 +78,7 @@ def lorenz_curve(weights) -> np.ndarray:
 
 def read_final_weights(path: Path) -> list[list[float]]:
     if not path.is_file():
-        raise FileNotFoundError(f"figures: missing {path} (written by `python -m arca train`)")
+        raise MissingInputError(f"figures: missing {path} (written by `python -m arca train`)")
     return json.loads(path.read_text(encoding="utf-8"))["weights"]
 
 

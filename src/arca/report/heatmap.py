@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from arca.config import Config, InputError, heatmap_run
+from arca.config import Config, InputError, MissingInputError, heatmap_run
 from arca.io import read_jsonl, write_text
 from arca.paths import paths_of
 
@@ -257,7 +257,7 @@ def heatmap_main(cfg: Config, args=None) -> Path:
     """Render the heat-map page from the analysis step's rollouts (no model runs here)."""
     source = paths_of(cfg).heatmap_rollouts
     if not source.is_file():
-        raise FileNotFoundError(f"heatmap: missing {source} (run `python -m arca heatmap-rollouts` first)")
+        raise MissingInputError(f"heatmap: missing {source} (run `python -m arca heatmap-rollouts` first)")
     rollouts = read_jsonl(source)
     run = heatmap_run(cfg)
     page = render_heatmap(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arca.config import Config, InputError, for_run, parse_run_id, run_hash
+from arca.config import Config, InputError, MissingInputError, for_run, parse_run_id, run_hash
 from arca.io import read_jsonl
 from arca.paths import paths_of
 from arca.report.branch_scores import outcome_scores
@@ -90,7 +90,7 @@ class RunRecord:
 
 def _require(path: Path) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"aggregate: missing input {path}")
+        raise MissingInputError(f"aggregate: missing input {path}")
     return path
 
 

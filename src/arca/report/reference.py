@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from arca import PORTABLE_KERNELS
-from arca.config import Config, InputError, run_hash
+from arca.config import Config, InputError, MissingInputError, run_hash
 from arca.io import atomic_path, write_json, write_text
 from arca.paths import paths_of, table_file
 from arca.stats import Estimate, bootstrap_mean_ci
@@ -140,7 +140,7 @@ def save_reference(cfg: Config, dest: Path) -> list[str]:
     files += [figures / f"{f}.png" for f in FIGURES]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"save-reference: the experiment is not finished, missing {missing[:3]}"
             f"{' ...' if len(missing) > 3 else ''} (run snakemake for config '{cfg.name}' first)"
         )
@@ -167,7 +167,7 @@ def _read(path: Path) -> pd.DataFrame:
     from arca.report.tables import read_table
 
     if not path.is_file():
-        raise FileNotFoundError(f"compare-reference: missing table {path}")
+        raise MissingInputError(f"compare-reference: missing table {path}")
     return read_table(path)
 
 
@@ -260,7 +260,7 @@ def compare_reference(
 ) -> list[Difference]:
     """All differences between ``cfg``'s finished tables and the reference folder."""
     if not ref_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"compare-reference: no reference folder {ref_dir} (save one with python -m arca save-reference)"
         )
     diffs: list[Difference] = []
@@ -400,7 +400,7 @@ def _tables(folder: Path, required: tuple[str, ...]) -> dict[str, pd.DataFrame]:
         if path.is_file():
             out[table] = _read(path)
         elif table in required:
-            raise FileNotFoundError(f"compare-reference: missing table {path}")
+            raise MissingInputError(f"compare-reference: missing table {path}")
     return out
 
 
@@ -622,7 +622,7 @@ def reference_verdict(ref_dir: Path, our_dir: Path) -> Verdict:
     """The claims of the reference folder's tables checked on the tables in ``our_dir``, and the
     headline numbers of ``our_dir`` against the reference's seed spread."""
     if not ref_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"compare-reference: no reference folder {ref_dir} (save one with python -m arca save-reference)"
         )
     ref = _tables(ref_dir, required=("performance", "runs"))
