@@ -51,6 +51,7 @@ LAYERS = {
     "arca.train": 4,
     "arca.run_files": 4,
     "arca.evaluate": 4,
+    "arca.learning_curve": 4,
     "arca.probe": 4,
     "arca.mc_values": 4,
     "arca.analysis": 4,

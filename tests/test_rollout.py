@@ -61,21 +61,19 @@ def test_top_k_one_samples_the_greedy_completion(cfg, tok):
         assert not torch.equal(free.completion_ids, greedy.completion_ids)
 
 
-def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path, monkeypatch):
-    import arca.grading
+def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path):
     from arca.evaluate import evaluate_protocol
     from arca.models import wrap_lora
     from arca.train import lr_scheduler, train_step
 
     tok = char_tokenizer([ALPHABET])
-    monkeypatch.setattr(arca.grading, "grade_paper", lambda completion, gold: True)
     cfg.rollout.top_k, cfg.eval.top_k = 7, 11
     torch.manual_seed(0)
     model = wrap_lora(pretrain_model(cfg, len(tok), tok), cfg.lora)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     gen = RecordingGenerator()
     problems = [{"problem": "1+1", "answer": "2"}] * cfg.train.prompts_per_step
-    train_step(cfg, model, gen, opt, lr_scheduler(cfg, opt), problems, 0, 0)
+    train_step(cfg, model, gen, opt, lr_scheduler(cfg, opt), problems, 0, 0, reward=lambda completion, gold: True)
     assert gen.calls[-1]["top_k"] == 7 and gen.calls[-1]["top_p"] == cfg.rollout.top_p
 
     paths_of(cfg).data.root.mkdir(parents=True)

@@ -84,11 +84,11 @@ def run_cfg(results: Path, run: str, *extra: str):
 @pytest.fixture
 def toy_reward(monkeypatch):
     """Rewards that vary within a group (see tests/train_toy_reward.py), so adapters move."""
+    import functools
+
     from train_toy_reward import toy_reward as reward
 
-    import arca.grading
-
-    monkeypatch.setattr(arca.grading, "grade_paper", reward)
+    monkeypatch.setattr(train, "train_run", functools.partial(train.train_run, reward=reward))
 
 
 def adapter_tensors(folder: Path) -> dict[str, torch.Tensor]:
