@@ -174,6 +174,31 @@ def test_no_import_cycles():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(path: Path) -> list[tuple[str, int]]:
+    """``(name, lines)`` of every function of a file longer than ``MAX_FUNCTION_LINES``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+def test_functions_stay_short():
+    long = {module_name(p): long_functions(p) for p in sorted(SRC.rglob("*.py"))}
+    assert not {m: f for m, f in long.items() if f}, "split these functions into named parts"
+
+
+def test_the_length_checker_counts_lines(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES + "\n\ndef g():\n    pass\n")
+    assert long_functions(f) == [("f", MAX_FUNCTION_LINES + 1)]
+
+
 def test_the_checker_sees_late_imports(tmp_path):
     # the rules above have teeth: an import inside a function is found like a top-level one
     f = tmp_path / "m.py"

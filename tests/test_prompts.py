@@ -94,10 +94,10 @@ def test_zero_shot_writes_no_shots_file(tmp_path):
 def test_missing_or_stale_shots_file_is_a_clear_error(tmp_path):
     cfg = _cfg(tmp_path, "data.few_shot=2", "data.n_train=50", "data.n_test=10")
     with pytest.raises(FileNotFoundError, match="data.few_shot is 2 .*shots.jsonl does not exist: rerun prepare-data"):
-        read_shots(paths_of(cfg).data.root, 2)
+        read_shots(paths_of(cfg).data.shots, 2)
     prepare_data(cfg)
     with pytest.raises(ValueError, match="data.few_shot is 3 .* holds 2 examples: rerun prepare-data"):
-        read_shots(paths_of(cfg).data.root, 3)
+        read_shots(paths_of(cfg).data.shots, 3)
 
 
 def test_chat_template_without_a_template_is_a_clear_error(tmp_path):

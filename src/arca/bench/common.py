@@ -97,8 +97,8 @@ def ensure_inputs(cfg: Config) -> None:
     from arca.data import prepare_data
     from arca.models import build_base
 
-    if not (paths_of(cfg).data.root / "train.jsonl").is_file():
-        log.info("bench: %s is missing; running prepare-data first", paths_of(cfg).data.root / "train.jsonl")
+    if not (paths_of(cfg).data.train).is_file():
+        log.info("bench: %s is missing; running prepare-data first", paths_of(cfg).data.train)
         prepare_data(cfg)
     if not (paths_of(cfg).base / "config.json").is_file():
         log.info("bench: no base model in %s; running build-base first (this may take minutes)", paths_of(cfg).base)
@@ -240,7 +240,7 @@ def machine_info(device: torch.device) -> dict:
 def problems_per_step(cfg: Config, n_steps: int) -> list[list[dict]]:
     from arca.data import read_records
 
-    records = read_records(paths_of(cfg).data.root / "train.jsonl")
+    records = read_records(paths_of(cfg).data.train)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     return [
         [records[i] for i in torch.randint(len(records), (cfg.train.prompts_per_step,), generator=gen).tolist()]

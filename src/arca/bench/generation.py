@@ -150,7 +150,7 @@ def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: i
     for gen in gens.values():
         if hasattr(gen, "close"):
             gen.close()
-    out_dir = paths_of(cfg).root / "bench"
+    out_dir = paths_of(cfg).bench
     write_json(out_dir / "generation.json", summary)
     write_text(out_dir / "generation.md", format_generation_table(summary))
     return summary

@@ -192,6 +192,6 @@ def bench(
         "differences_from_trl": DIFFERENCES_FROM_TRL,
         "seconds": time.perf_counter() - t_start,
     }
-    write_json(paths_of(cfg).root / "bench" / "summary.json", summary)
-    write_text(paths_of(cfg).root / "bench" / "summary.md", format_table(summary))
+    write_json(paths_of(cfg).bench_summary("json"), summary)
+    write_text(paths_of(cfg).bench_summary("md"), format_table(summary))
     return summary

@@ -40,7 +40,7 @@ def _grpo_args(cfg: Config, device: torch.device, total: int):
 
     P, K, L = cfg.train.prompts_per_step, cfg.rollout.k, cfg.rollout.max_new_tokens
     return GRPOConfig(
-        output_dir=str(paths_of(cfg).root / "bench" / "trl_out"),
+        output_dir=str(paths_of(cfg).bench / "trl_out"),
         per_device_train_batch_size=P * K,
         gradient_accumulation_steps=1,
         num_generations=K,

@@ -1,4 +1,4 @@
-"""``python -m arca figures``: draw ``<out_dir>/figures/*.{png,pdf}`` from the tables.
+"""``python -m arca figures``: draw ``results/<name>/figures/*.{png,pdf}`` from the tables.
 
 Reads only what ``aggregate`` wrote (``tables/runs.csv``, ``tables/curves.csv``,
 ``tables/credit_precision.csv``, ``tables/learning_curves.csv`` and, for the confidence intervals,

@@ -1,4 +1,4 @@
-"""``python -m arca aggregate``: gather every run and evaluation into ``<out_dir>/tables/``.
+"""``python -m arca aggregate``: gather every run and evaluation into ``results/<name>/tables/``.
 
 Inputs, per run of ``cfg.run_ids()`` (and ``eval/base`` for the base model):
 ``runs/<run>/metrics.jsonl``, ``runs/<run>/curve.jsonl`` (empty when ``eval.every`` is 0),
@@ -45,7 +45,7 @@ import pandas as pd
 
 from arca.config import Config
 from arca.io import write_text
-from arca.paths import paths_of
+from arca.paths import Paths, paths_of
 from arca.report import cost
 from arca.report.curves import (
     learning_curves_table,
@@ -252,18 +252,8 @@ def read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
-def aggregate_main(cfg: Config, args=None) -> None:
-    """Read every run and evaluation of the sweep; write ``<out_dir>/tables/``."""
-    runs, base, protocol, grader, k = load_records(cfg)
-    cells = group_cells(cfg, runs)
-    out = paths_of(cfg)
-    perf = performance_table(cells, base, protocol, grader, k)
-    conc = concentration_table(cells)
-    paired = paired_table(cells, protocol, grader)
-    curves = pd.concat([r.metrics for r in runs], ignore_index=True)
-
-    write_text(out.table("runs", "csv"), _csv(runs_table(runs, base, protocol, grader, k)))
-    write_text(out.table("curves", "csv"), _csv(curves))
+def _write_paper_tables(out: Paths, perf: pd.DataFrame, conc: pd.DataFrame, protocol: str, grader: str) -> None:
+    """The paper's Table 2 (performance) and Table 3 (concentration) as CSV, Markdown and LaTeX."""
     caption = (
         f"Performance on protocol {protocol} (grader {grader}); mean and 95% bootstrap CI over seeds and problems. "
         "Greedy IQM: interquartile mean of the runs' greedy accuracies (the plain mean below 4 runs), "
@@ -285,6 +275,21 @@ def aggregate_main(cfg: Config, args=None) -> None:
             "tab:concentration",
         ),
     )
+
+
+def aggregate_main(cfg: Config, args=None) -> None:
+    """Read every run and evaluation of the sweep; write ``tables/``."""
+    runs, base, protocol, grader, k = load_records(cfg)
+    cells = group_cells(cfg, runs)
+    out = paths_of(cfg)
+    perf = performance_table(cells, base, protocol, grader, k)
+    conc = concentration_table(cells)
+    paired = paired_table(cells, protocol, grader)
+    curves = pd.concat([r.metrics for r in runs], ignore_index=True)
+
+    write_text(out.table("runs", "csv"), _csv(runs_table(runs, base, protocol, grader, k)))
+    write_text(out.table("curves", "csv"), _csv(curves))
+    _write_paper_tables(out, perf, conc, protocol, grader)
     headers, rows = paired_rows(paired)
     write_text(out.table("paired", "csv"), _csv(paired))
     note = "" if not paired.empty else "No uniform cell in the sweep: nothing to pair against.\n"
