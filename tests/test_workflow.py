@@ -1,4 +1,4 @@
-"""The Snakemake workflow, the sweep, the rules' inputs (arca.snakerules), the configs, the schema and profiles.
+"""The Snakemake workflow, the sweep, the rules' inputs (arca.snakerules), the configs and profiles.
 
 Dry runs only plan the DAG, so they pass before the heavy steps exist. The one executed run uses
 tests/fake_arca.py in place of ``python -m arca`` to check wiring, reruns and the report in
@@ -8,7 +8,6 @@ repository, passed with ``--configfile`` so that the Python steps see it too.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import os
@@ -17,11 +16,9 @@ import shlex
 import shutil
 import subprocess
 import sys
-import typing
 from pathlib import Path
 from types import SimpleNamespace
 
-import jsonschema
 import pytest
 import yaml
 
@@ -44,7 +41,6 @@ from arca.paths import FIGURES, TABLES, paths_of
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 VENV_BIN = Path(sys.executable).parent
 SNAKEMAKE = str(VENV_BIN / "snakemake") if (VENV_BIN / "snakemake").exists() else shutil.which("snakemake")
 
@@ -104,65 +100,6 @@ def _opt(cmd: list[str], flag: str) -> list[str]:
     return [cmd[i + 1] for i, a in enumerate(cmd) if a == flag]
 
 
-def _schema() -> dict:
-    return yaml.safe_load(SCHEMA.read_text())
-
-
-# ----------------------------------------------------------------------------- schema
-def test_schema_is_generated_from_the_dataclasses_and_current():
-    # regenerate with:
-    #   python -c "from arca.config import json_schema_text as t; print(t(), end='')" \
-    #     > workflow/schemas/config.schema.yaml
-    from arca.config import json_schema_text
-
-    assert SCHEMA.read_text() == json_schema_text()
-    # every section is closed and lists exactly its dataclass's fields
-    _check_mirrors(Config, _schema(), "config")
-
-
-def _check_mirrors(cls: type, node: dict, where: str) -> None:
-    assert node.get("additionalProperties") is False, f"{where}: additionalProperties must be false"
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    assert set(node["properties"]) == set(fields), f"{where}: schema keys differ from {cls.__name__}"
-    hints = typing.get_type_hints(cls)
-    for name in fields:
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            _check_mirrors(tp, node["properties"][name], f"{where}.{name}")
-        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
-            _check_mirrors(typing.get_args(tp)[0], node["properties"][name]["items"], f"{where}.{name}[]")
-
-
-def test_schema_rejects_what_the_loader_rejects():
-    validator = jsonschema.Draft202012Validator(_schema())
-    good = read_yaml(REPO / "configs" / "default.yaml")
-    validator.validate(good)
-    for bad in (
-        {"device": "tpu"},
-        {"train": {"stepz": 3}},
-        {"rollout": {"completion_mask": "x"}},
-        {"train": {"lr": "fast"}},
-    ):
-        raw = deep_merge(good, bad)
-        assert not validator.is_valid(raw), bad
-        with pytest.raises(ConfigError):
-            from_dict(raw)
-
-
-def test_schema_has_no_defaults():
-    # snakemake.utils.validate would copy schema defaults into the config; the dataclasses own them.
-    def keys(node):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                yield k
-                yield from keys(v)
-        elif isinstance(node, list):
-            for v in node:
-                yield from keys(v)
-
-    assert "default" not in set(keys(_schema()))
-
-
 # ----------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_loads_validates_and_is_self_contained(path):
@@ -170,9 +107,6 @@ def test_config_loads_validates_and_is_self_contained(path):
     # Snakemake layers every --configfile on configs/default.yaml; each file is complete, so the
     # Python steps and `python -m arca --config X` by hand see the same config.
     assert load_config([REPO / "configs" / "default.yaml", path]) == cfg
-    validator = jsonschema.Draft202012Validator(_schema())
-    validator.validate(read_yaml(path))
-    validator.validate(deep_merge(read_yaml(REPO / "configs" / "default.yaml"), read_yaml(path)))
     assert cfg.name == path.stem
 
 
@@ -542,7 +476,7 @@ def test_local_profile_dry_run(tmp_path):
         ({"credit": {"method": "nope"}}, "nope"),
     ],
 )
-def test_schema_rejects_bad_config(tmp_path, bad, message):
+def test_snakefile_rejects_bad_config(tmp_path, bad, message):
     proc = run_snakemake("-n", "--nolock", "--configfile", str(overlay(tmp_path, **bad)))
     assert proc.returncode != 0 and message in proc.log, proc.log[-4000:]
 

@@ -10,8 +10,8 @@ resolved config of one training cell, and ``run_hash`` fingerprints it so that c
 method's settings changes only that method's cells.
 
 The package's modules: ``sections`` (the dataclasses, closed sets and run ids), ``loading``
-(files, overrides, coercion), ``checks`` (value checks), ``sweep`` (the sweep's meaning) and
-``schema`` (the generated JSON schema). Everything public is importable from ``arca.config`` itself.
+(files, overrides, coercion), ``checks`` (value checks), ``ranges`` (numeric ranges, safe paths)
+and ``sweep`` (the sweep's meaning). Everything public is importable from ``arca.config`` itself.
 """
 
 from __future__ import annotations
@@ -34,11 +34,6 @@ from arca.config.loading import (  # noqa: F401
     parse_override,
     read_yaml,
     set_dotted,
-)
-from arca.config.schema import (  # noqa: F401
-    SCHEMA_HEADER,
-    json_schema,
-    json_schema_text,
 )
 from arca.config.sections import (  # noqa: F401
     RUN_ID_RE,
