@@ -199,6 +199,24 @@ def test_the_length_checker_counts_lines(tmp_path):
     assert long_functions(f) == [("f", MAX_FUNCTION_LINES + 1)]
 
 
+TESTS = Path(__file__).resolve().parent
+
+
+def test_no_test_module_imports_another():
+    # Shared builders live in tests/helpers.py; a test module that imports another runs its tests' set-up.
+    offenders = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            bad = [n for n in names if n.split(".")[0].startswith("test_") or n.split(".")[0] == "conftest"]
+            if bad:
+                offenders.setdefault(path.name, []).extend(bad)
+    assert not offenders, offenders
+
+
 def test_the_checker_sees_late_imports(tmp_path):
     # the rules above have teeth: an import inside a function is found like a top-level one
     f = tmp_path / "m.py"

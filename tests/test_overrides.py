@@ -114,7 +114,7 @@ def test_adapter_of_other_settings_is_refused(tmp_path):
 
 
 def test_tables_refuse_a_run_of_other_settings(tmp_path):
-    from test_report import make_sweep
+    from helpers import make_sweep
 
     from arca.report.tables import aggregate_main
 

@@ -102,7 +102,7 @@ def test_keys_name_every_compared_table():
 
 
 def test_save_then_compare_round_trip_and_cli_status(tmp_path, monkeypatch, capsys):
-    from test_report import make_sweep
+    from helpers import make_sweep
 
     from arca.report.figures import figures_main
     from arca.report.tables import aggregate_main

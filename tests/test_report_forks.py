@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_report import _write_eval, make_sweep
+from helpers import make_sweep, write_eval
 
 from arca.analysis import fork_marks
 from arca.config import from_dict, run_hash
@@ -179,14 +179,14 @@ def make_fork_sweep(root: Path):
                 for step, g in zip(CURVE_STEPS, GREEDY[(label, seed)])
             ]
             (run_dir / "curve.jsonl").write_text("".join(json.dumps(x) + "\n" for x in curve))
-            _write_eval(
+            write_eval(
                 paths_of(cfg).eval(run).root, identity, greedy6, counts6, trainable=1000, config_hash=run_hash(cfg, run)
             )
             summary_path = paths_of(cfg).eval(run).root / "summary.json"
             summary = json.loads(summary_path.read_text())
             summary["credit_precision"] = _probe(label, seed)
             summary_path.write_text(json.dumps(summary))
-    _write_eval(
+    write_eval(
         paths_of(cfg).eval("base").root,
         {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
         greedy6,

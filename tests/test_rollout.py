@@ -6,13 +6,12 @@ import json
 
 import pytest
 import torch
+from helpers import ALPHABET, EOS1, PAD0
 
 from arca.config import load_config
 from arca.paths import paths_of
 from arca.pretrain import char_tokenizer, pretrain_model
 from arca.rollout import Rollouts, TransformersGenerator
-
-ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyz.,\n\\{}:"
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,6 @@ def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the completion mask
-PAD0, EOS1 = 0, 1
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 import shlex
 import shutil
@@ -21,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from helpers import REPO, run_snakemake, snakemake_env
 
 from arca import snakeconfig, snakerules
 from arca.config import (
@@ -39,25 +39,10 @@ from arca.config import (
 )
 from arca.paths import FIGURES, TABLES, paths_of
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-VENV_BIN = Path(sys.executable).parent
-SNAKEMAKE = str(VENV_BIN / "snakemake") if (VENV_BIN / "snakemake").exists() else shutil.which("snakemake")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _env(extra_path: Path | None = None) -> dict[str, str]:
-    path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    if extra_path is not None:
-        path = f"{extra_path}{os.pathsep}{path}"
-    return {**os.environ, "PATH": path, "HF_HUB_OFFLINE": "1"}
-
-
-def run_snakemake(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
-    # --nolock: dry runs must not collide with a real run in the same working directory.
-    proc = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=600)
-    proc.log = proc.stdout + proc.stderr  # type: ignore[attr-defined]
-    return proc
 
 
 def overlay(tmp_path: Path, name: str = "overlay.yaml", **extra) -> Path:
@@ -516,7 +501,14 @@ def test_conda_dry_run_plans_one_environment_for_every_job(tmp_path):
     )
     (shim / "conda").chmod(0o755)
     proc = run_snakemake(
-        "-n", "--nolock", "--sdm", "conda", "--configfile", "configs/smoke.yaml", str(overlay(tmp_path)), env=_env(shim)
+        "-n",
+        "--nolock",
+        "--sdm",
+        "conda",
+        "--configfile",
+        "configs/smoke.yaml",
+        str(overlay(tmp_path)),
+        env=snakemake_env(shim),
     )
     assert proc.returncode == 0, proc.log[-4000:]
     created = re.findall(r"^Conda environment (\S+) will be created\.$", proc.log, flags=re.M)
@@ -536,7 +528,7 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
     (shim / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "fake_arca.py"}" "$@"\n')
     (shim / "python").chmod(0o755)
     calls = tmp_path / "calls.txt"
-    env = {**_env(shim), "FAKE_ARCA_CALLS": str(calls)}
+    env = {**snakemake_env(shim), "FAKE_ARCA_CALLS": str(calls)}
     # Three runs are enough to see one cell rerun alone; fewer jobs keep the test quick.
     cells = [{"method": "uniform", "ranks": [4]}, {"method": "arca", "ranks": [2, 4]}]
     ov = overlay(tmp_path, sweep={"cells": cells})
@@ -711,7 +703,7 @@ def test_bring_your_own_data_set_plans_the_smoke_dag_and_prepares_the_data(tmp_p
     step = subprocess.run(
         [sys.executable, "-m", "arca", "prepare-data", "--config", "configs/smoke.yaml", "--config", str(mine)],
         cwd=REPO,
-        env=_env(),
+        env=snakemake_env(),
         capture_output=True,
         text=True,
         timeout=300,
