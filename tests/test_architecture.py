@@ -54,7 +54,7 @@ LAYERS = {
     "arca.learning_curve": 4,
     "arca.probe": 4,
     "arca.mc_values": 4,
-    "arca.analysis": 4,
+    "arca.heatmap_rollouts": 4,
     "arca.bench": 4,
     "arca.smoke": 4,
     "arca.report": 5,

@@ -28,7 +28,7 @@ VENV_BIN = Path(sys.executable).parent
 SNAKEMAKE = str(VENV_BIN / "snakemake") if (VENV_BIN / "snakemake").exists() else shutil.which("snakemake")
 # The steps that write results, the report that reads them and the Snakemake adapter: none may
 # spell a file name of the layout.
-STEP_MODULES = ("snakerules", "train", "run_files", "evaluate", "probe", "analysis", "smoke", "pretrain")
+STEP_MODULES = ("snakerules", "train", "run_files", "evaluate", "probe", "heatmap_rollouts", "smoke", "pretrain")
 REPORT_MODULES = tuple(sorted(f"report/{p.stem}" for p in (SRC / "report").glob("*.py")))
 
 

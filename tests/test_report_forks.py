@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 from helpers import make_sweep, write_eval
 
-from arca.analysis import fork_marks
 from arca.config import from_dict, run_hash
+from arca.heatmap_rollouts import fork_marks
 from arca.paths import paths_of
-from arca.report.curves import curve_auc, first_step_reaching
 from arca.report.heatmap import pick_shown, render_heatmap
+from arca.report.sample_efficiency import curve_auc, first_step_reaching
 from arca.report.tables import aggregate_main, read_table
 
 SEEDS = [1, 2]

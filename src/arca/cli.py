@@ -71,7 +71,7 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
     "aggregate": ("arca.report.tables:aggregate_main", "gather runs and evals into results/<name>/tables/", []),
     "figures": ("arca.report.figures:figures_main", "draw results/<name>/figures/ from the tables", []),
     "heatmap-rollouts": (
-        "arca.analysis:heatmap_rollouts_main",
+        "arca.heatmap_rollouts:heatmap_rollouts_main",
         "score the heat map's held-out rollouts under every credit method",
         [
             (

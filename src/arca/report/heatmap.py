@@ -1,6 +1,6 @@
 """``python -m arca heatmap``: where each credit method puts its weight, token by token.
 
-The model run is the analysis step's (``arca.analysis``): it samples held-out completions with
+The model run is the heatmap-rollouts step's (``arca.heatmap_rollouts``): it samples held-out completions with
 the heat-map run's adapter and writes the weights every registered credit method gives their
 tokens, all on the same rollouts, to ``analysis/heatmap_rollouts.jsonl``. This module only reads
 that file: ``render_heatmap`` turns it into one self-contained HTML page (inline CSS, no

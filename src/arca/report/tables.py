@@ -47,15 +47,10 @@ from arca.config import Config
 from arca.io import write_text
 from arca.paths import Paths, paths_of
 from arca.report import cost
-from arca.report.curves import (
-    learning_curves_table,
-    sample_efficiency_markdown,
-    sample_efficiency_table,
-)
+from arca.report.credit_precision import credit_precision_markdown, credit_precision_table
 from arca.report.mc_agreement import mc_agreement_markdown, mc_agreement_table, read_mc_summary
 from arca.report.outcomes import family_decisions, outcomes_markdown, outcomes_table
 from arca.report.paper import our_setting, paper_comparison
-from arca.report.precision import credit_precision_markdown, credit_precision_table
 from arca.report.records import (
     BASE,
     Cell,
@@ -74,6 +69,11 @@ from arca.report.render import (
     markdown_table,
     paired_rows,
     performance_rows,
+)
+from arca.report.sample_efficiency import (
+    learning_curves_table,
+    sample_efficiency_markdown,
+    sample_efficiency_table,
 )
 from arca.report.tuning import tuning_markdown, tuning_table
 from arca.stats import (

@@ -1,4 +1,4 @@
-"""Analysis steps: model runs whose per-token results the report shows but does not compute.
+"""``python -m arca heatmap-rollouts``: the model run whose per-token results the heat map shows.
 
 ``heatmap-rollouts`` samples held-out completions with the heat-map run's adapter and scores them
 under every registered credit method, all on the same rollouts, so methods are compared on
