@@ -95,6 +95,30 @@ def test_config_loads_validates_and_is_self_contained(path):
     assert cfg.name == path.stem
 
 
+def test_a_config_of_differences_reads_as_its_base_with_them_merged_over(tmp_path):
+    (tmp_path / "full.yaml").write_text("name: full\ntrain: {steps: 7, lr: 0.5}\n")
+    (tmp_path / "diff.yaml").write_text("base: full.yaml\nname: diff\ntrain: {steps: 3}\n")
+    assert read_yaml(tmp_path / "diff.yaml") == {"name": "diff", "train": {"steps": 3, "lr": 0.5}}
+    cfg = load_config(tmp_path / "diff.yaml")
+    assert (cfg.name, cfg.train.steps, cfg.train.lr) == ("diff", 3, 0.5)
+    (tmp_path / "chain.yaml").write_text("base: diff.yaml\n")
+    with pytest.raises(ConfigError, match="complete config file"):
+        read_yaml(tmp_path / "chain.yaml")
+    (tmp_path / "bad.yaml").write_text("base: 3\n")
+    with pytest.raises(ConfigError, match="must name a config file"):
+        read_yaml(tmp_path / "bad.yaml")
+
+
+@pytest.mark.slow
+def test_snakemake_refuses_a_base_it_does_not_merge_first(tmp_path):
+    diff = tmp_path / "diff.yaml"
+    diff.write_text(f"base: {REPO / 'configs' / 'smoke.yaml'}\nname: diff\n")
+    proc = run_snakemake("-n", "--nolock", "--configfile", str(diff))
+    assert proc.returncode != 0 and "does not merge before it" in proc.log, proc.log[-4000:]
+    proc = run_snakemake("-n", "--nolock", "--configfile", "configs/smoke.yaml", str(diff), str(overlay(tmp_path)))
+    assert proc.returncode == 0, proc.log[-4000:]
+
+
 def test_configs_are_the_expected_ones():
     assert {p.stem for p in CONFIGS} >= {"default", "smoke", "smollm2-cpu", "paper"}
 
@@ -583,6 +607,9 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
 
 def test_ablations_config_extends_the_default_sweep():
     default = read_yaml(REPO / "configs" / "default.yaml")
+    # only differences: the file names its base and holds nothing but the name and the sweep
+    written = yaml.safe_load((REPO / "configs" / "ablations.yaml").read_text())
+    assert set(written) == {"base", "name", "sweep"} and written["base"] == "default.yaml"
     abl = read_yaml(REPO / "configs" / "ablations.yaml")
     # one change at a time: outside name and sweep, the ablation experiment is the default one
     assert {k: v for k, v in abl.items() if k not in ("name", "sweep")} == {

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from arca.config import BASE, Config, ConfigError, eval_targets, from_dict, heatmap_run
+from arca.config import BASE, BASE_KEY, Config, ConfigError, eval_targets, from_dict, heatmap_run
 from arca.config.ranges import short
 from arca.paths import paths_of
 
@@ -53,7 +53,7 @@ def as_config(config: Mapping[str, Any] | Config, source: str = "snakemake confi
     if isinstance(config, Config):
         return config
     try:
-        plain = json.loads(json.dumps(dict(config)))
+        plain = json.loads(json.dumps({k: v for k, v in dict(config).items() if k != BASE_KEY}))
     except (TypeError, ValueError) as e:  # a date, a set, a Python object: not plain config data
         raise ConfigError(f"{source}: holds a value that is not plain data ({short(str(e))})") from None
     return from_dict(plain, source=source)

@@ -23,8 +23,10 @@ from arca.config.checks import (  # noqa: F401
     validate,
 )
 from arca.config.loading import (  # noqa: F401
+    BASE_KEY,
     FLOAT_STRING,
     apply_overrides,
+    base_of,
     check_keys,
     deep_merge,
     did_you_mean,
