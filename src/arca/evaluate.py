@@ -26,7 +26,7 @@ import torch
 from arca import grading
 from arca.backends import make_generator
 from arca.cards import check_adapter_hash
-from arca.config import BASE, Config, MissingInputError, for_run, parse_run_id, training_hash
+from arca.config import BASE, Config, MissingInputError, for_run, run_identity, training_hash
 from arca.data import read_records
 from arca.grading import grade_both, math_verify_failures
 from arca.io import read_jsonl, write_json, write_jsonl
@@ -226,8 +226,7 @@ def load_target(cfg: Config, run: str) -> tuple[Config, dict, Any, Any, int | No
         model, tok = load_base_model(cfg)
         return cfg, identity, model, tok, None
     run_cfg = for_run(cfg, run)
-    label, rank, seed = parse_run_id(run)
-    identity = {"run": run, "label": label, "method": run_cfg.credit.method, "rank": rank, "seed": seed}
+    identity = run_identity(run, run_cfg.credit.method)
     adapter = paths_of(cfg).run(run).adapter
     if not adapter.is_dir():
         raise MissingInputError(f"no trained adapter at {adapter}; run `python -m arca train --run {run}` first")

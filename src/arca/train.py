@@ -38,7 +38,16 @@ import torch
 from arca import credit as credit_lib
 from arca.backends import make_generator
 from arca.cards import adapter_run_info
-from arca.config import Config, ConfigError, NonFiniteError, dump_config, for_run, parse_run_id, training_hash
+from arca.config import (
+    Config,
+    ConfigError,
+    NonFiniteError,
+    dump_config,
+    for_run,
+    parse_run_id,
+    run_identity,
+    training_hash,
+)
 from arca.data import read_records
 from arca.diagnostics import effective_token_ratio, gini, nanmean
 from arca.grading import gold_answer, grade_paper
@@ -412,20 +421,19 @@ def train_run(
     """Train one run (``cfg`` already resolved for it) in ``run_dir`` (default: its folder from
     ``arca.paths``) on ``reward`` (the paper's grader); ``stop_after`` ends early (tests)."""
     run = RunPaths(Path(run_dir)) if run_dir is not None else paths_of(cfg).run(run_id)
-    label, _, _ = parse_run_id(run_id)
+    parse_run_id(run_id)  # a malformed run id fails before any work
     run_hash = training_hash(cfg)
     if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(cfg.train.threads)
     records = read_records(paths_of(cfg).data.train)
     with folder_lock(run.lock, f"run folder {run.root}"):  # one trainer per run folder
-        return _train_locked(cfg, run, run_id, label, records, run_hash, stop_after, reward)
+        return _train_locked(cfg, run, run_id, records, run_hash, stop_after, reward)
 
 
 def _train_locked(
     cfg: Config,
     run: RunPaths,
     run_id: str,
-    label: str,
     records: list[dict],
     run_hash: str,
     stop_after: int | None,
@@ -433,13 +441,7 @@ def _train_locked(
 ) -> RunState:
     write_text(run.config, dump_config(cfg))
     t = _start(cfg, run, run_hash)
-    identity = {
-        "run": run_id,
-        "label": label,
-        "method": cfg.credit.method,
-        "rank": cfg.lora.rank,
-        "seed": cfg.train.seed,
-    }
+    identity = run_identity(run_id, cfg.credit.method)
     curve_set = read_records(paths_of(cfg).data.test)[: cfg.eval.curve_problems] if cfg.eval.every > 0 else []
     probe_rows, probe_set = training_probe(cfg)
     # The live/ files start from what the checkpoint holds. They are not the declared outputs:

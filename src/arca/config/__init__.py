@@ -83,4 +83,5 @@ from arca.config.sweep import (  # noqa: F401
     heatmap_run,
     run_fixed_keys,
     run_hash,
+    run_identity,
 )

@@ -21,6 +21,12 @@ def eval_targets(cfg: Config) -> list[str]:
     return [BASE, *cfg.run_ids()]
 
 
+def run_identity(run_id: str, method: str) -> dict:
+    """What every record of a run carries: ``{"run", "label", "method", "rank", "seed"}``."""
+    label, rank, seed = parse_run_id(run_id)
+    return {"run": run_id, "label": label, "method": method, "rank": rank, "seed": seed}
+
+
 def for_run(cfg: Config, run_id: str) -> Config:
     """The resolved config of one training cell (method, rank, seed and the cell's overrides set)."""
     label, rank, seed = parse_run_id(run_id)

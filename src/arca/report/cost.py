@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from arca.config import BASE, Config, InputError, for_run, parse_run_id
+from arca.config import BASE, Config, InputError, for_run, run_identity
 from arca.paths import BENCHMARKED, paths_of
 
 IDENTITY = ["run", "label", "method", "rank", "seed"]
@@ -51,8 +51,7 @@ def cost_table(cfg: Config) -> pd.DataFrame:
     _costs(base, "evaluate", paths_of(cfg).benchmark("evaluate", BASE))
     rows = [base]
     for run in cfg.run_ids():
-        label, rank, seed = parse_run_id(run)
-        row = {"run": run, "label": label, "method": for_run(cfg, run).credit.method, "rank": rank, "seed": seed}
+        row = run_identity(run, for_run(cfg, run).credit.method)
         _costs(row, "build_base", None)
         _costs(row, "mc_values", None)
         _costs(row, "train", paths_of(cfg).benchmark("train", run))
