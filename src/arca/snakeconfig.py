@@ -140,7 +140,7 @@ def apply_set(config: dict) -> list[str]:
     """Apply (in place) and remove the ``set`` entry of Snakemake's merged ``config``; return it.
 
     The Snakefile calls this before validating, so the DAG is planned from the overridden config
-    and the schema never sees a ``set`` key.
+    and the config check never sees a ``set`` key.
     """
     entries = set_entries(config)
     config.pop(SET_KEY, None)
