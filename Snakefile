@@ -1,4 +1,5 @@
-# ARCA reproduction: the DAG at a glance. Declarations only; every decision is in src/arca/grid.py.
+# ARCA reproduction: the DAG at a glance. Declarations only: the rules name their files through
+# P = paths_of(CFG) (src/arca/paths.py); the decisions they need are in src/arca/snakerules.py.
 #   snakemake --cores all                                  # configs/default.yaml
 #   snakemake --cores all --configfile configs/smoke.yaml  # any file in configs/, layered on it
 #   snakemake --cores all --configfile configs/smoke.yaml my.yaml  # several: ONE --configfile flag
@@ -9,8 +10,8 @@
 #   (a run that succeeds writes results/<name>/report.html and prints the main table and the claims)
 from snakemake.utils import min_version
 
-from arca import credit, grid, snakeconfig
-from arca.config import ConfigError
+from arca import credit, snakeconfig, snakerules
+from arca.config import ConfigError, eval_hash, heatmap_run, run_hash
 from arca.paths import paths_of
 from arca.report.summary import run_summary
 
@@ -41,8 +42,10 @@ except ConfigError as e:
 # triggers leave out (see snakeconfig.config_param), so that adding a config file does not by itself rerun
 # jobs; what a training run depends on is its run_hash param.
 CONFIG = snakeconfig.config_param(snakeconfig.config_args(snakeconfig.config_files(workflow), workflow.config_settings.config))
+# Every file a rule reads or writes, named once (arca.paths).
+P = paths_of(CFG)
 # {"gpu": 1} on model jobs when the config targets a GPU, else {}.
-GPU = grid.gpu(CFG)
+GPU = snakerules.gpu(CFG)
 
 
 report: "workflow/report/workflow.rst"
@@ -69,12 +72,12 @@ include: "workflow/rules/bench.smk"
 
 rule all:
     input:
-        grid.all_targets(CFG),
+        snakerules.all_targets(CFG),
     default_target: True
 
 
 # The end of a successful run that leaves the whole DAG complete: Snakemake's HTML report (every
 # table, figure and the claims), then the main table, the claims and the report's path on the screen.
 onsuccess:
-    if grid.complete(CFG):
-        print(run_summary(CFG, snakeconfig.build_report(workflow, paths_of(CFG).report)))
+    if snakerules.complete(CFG):
+        print(run_summary(CFG, snakeconfig.build_report(workflow, P.report)))

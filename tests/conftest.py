@@ -24,11 +24,11 @@ collect_ignore = [] if importlib.util.find_spec("vllm") else ["in_vllm_env"]
 def built(tmp_path_factory):
     """One tiny pretrained base (a ``Config`` whose ``base_dir`` holds it), built once for the
     pretraining tests (test_pretrain.py) and the loading and LoRA tests (test_models.py)."""
-    from test_pretrain import make_cfg, write_data
+    from helpers import tiny_cfg, write_data
 
     from arca import models
 
-    cfg = make_cfg(tmp_path_factory.mktemp("results"))
+    cfg = tiny_cfg(tmp_path_factory.mktemp("results"))
     write_data(cfg)
     models.build_base(cfg)
     return cfg

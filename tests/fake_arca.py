@@ -2,7 +2,7 @@
 
 tests/test_workflow.py puts a ``python`` shim on PATH that runs this file, so Snakemake executes
 the real Snakefile end to end in seconds without training anything. The outputs come from
-``arca.grid`` fed with the config the step was given, so the test also checks that the arguments
+``arca.paths`` fed with the config the step was given, so the test also checks that the arguments
 each rule passes resolve to the config Snakemake planned with. Every call is appended to the file
 named by ``FAKE_ARCA_CALLS`` as ``<step> <run>``, a training run's line followed by the run hash of
 the config it was given.
@@ -17,8 +17,8 @@ import sys
 import zlib
 from pathlib import Path
 
-from arca import grid
-from arca.config import load_config
+from arca.config import load_config, run_hash
+from arca.paths import paths_of
 
 
 def _png() -> bytes:
@@ -32,7 +32,7 @@ def _png() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
-def _write(path: str) -> None:
+def _write(path: str | Path) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.suffix == ".png":
@@ -43,14 +43,14 @@ def _write(path: str) -> None:
         p.write_text("fake\n")
 
 
-def _write_dir(path: str) -> None:
+def _write_dir(path: str | Path) -> None:
     Path(path).mkdir(parents=True, exist_ok=True)
     Path(path, "fake.txt").write_text("fake\n")
 
 
-def _declared(out: str, expected: str) -> str:
-    """The ``--out`` a rule passed: the real step writes there, so it must be the path grid names."""
-    if out != expected:
+def _declared(out: str, expected: Path) -> str:
+    """The ``--out`` a rule passed: the real step writes there, so it must be the path arca.paths names."""
+    if out != str(expected):
         raise SystemExit(f"fake python: --out {out!r} is not the declared output {expected!r}")
     return out
 
@@ -66,35 +66,35 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv[2:])
     cfg = load_config(args.config, args.overrides)
+    p = paths_of(cfg)
     step, run = args.step, args.run
     note = ""
     if step == "prepare-data":
-        files, dirs = list(grid.data_outputs(cfg).values()), []
+        files, dirs = list(p.data.declared().values()), []
     elif step == "build-base":
-        files, dirs = [], [grid.base_output(cfg)]
+        files, dirs = [], [p.base]
     elif step == "train":
-        note = f" {grid.run_hash(cfg, run)}"  # also fails on an unknown run id, as the real step would
-        out = grid.train_outputs(cfg, run)
-        files, dirs = [out["metrics"], out["final_weights"], out["curve"]], [out["adapter"]]
+        note = f" {run_hash(cfg, run)}"  # also fails on an unknown run id, as the real step would
+        out = p.run(run)
+        files, dirs = [out.metrics, out.final_weights, out.curve], [out.adapter]
         # Undeclared siblings, as the real step writes them.
-        dirs.append(str(Path(out["adapter"]).parent / "checkpoints"))
+        dirs.append(out.checkpoints)
     elif step == "evaluate":
-        files, dirs = list(grid.eval_outputs(cfg, run).values()), []
+        files, dirs = list(p.eval(run).declared().values()), []
     elif step == "probe-rollouts":
-        files, dirs = [_declared(args.out, grid.probe_output(cfg))], []
+        files, dirs = [_declared(args.out, p.probe_rollouts)], []
     elif step == "mc-values":
-        outs = grid.mc_outputs(cfg)
-        files, dirs = [_declared(args.out, outs["values"]), outs["summary"]], []
+        files, dirs = [_declared(args.out, p.mc_values), p.mc_summary], []
     elif step == "aggregate":
-        files, dirs = list(grid.table_outputs(cfg).values()), []
+        files, dirs = list(p.table_files().values()), []
     elif step == "figures":
-        files, dirs = list(grid.figure_outputs(cfg).values()), []
+        files, dirs = list(p.figure_files().values()), []
     elif step == "heatmap-rollouts":
-        files, dirs = [_declared(args.out, grid.heatmap_rollouts_output(cfg))], []
+        files, dirs = [_declared(args.out, p.heatmap_rollouts)], []
     elif step == "heatmap":
-        files, dirs = [grid.heatmap_output(cfg)], []
+        files, dirs = [p.heatmap], []
     elif step == "bench":
-        files, dirs = list(grid.bench_outputs(cfg).values()), []
+        files, dirs = [p.bench_summary("json"), p.bench_summary("md")], []
     else:
         raise SystemExit(f"fake python: unknown step {step}")
     for d in dirs:

@@ -5,13 +5,15 @@ hide an arrow that goes the wrong way. The layers, bottom to top:
 
 0. ``config``: knows no other module of the package (``arca`` itself holds only the version);
    ``paths`` (every output path of an experiment) beside it, knowing only ``config``.
-1. ``io`` (atomic writes) and ``grid`` (every output path, the sweep's run ids).
+1. ``io`` (atomic writes).
 2. Pure functions on tensors and records: credit, grpo, diagnostics, grading, prompts, data,
    labels, stats, cards (what an adapter folder records), optimizer (the one AdamW factory).
 3. Model passes and sampling: scoring, models, pretrain, rollout and its backends.
 4. Steps: train (with run_files, its run folder), evaluate, probe, analysis, bench, smoke.
 5. ``report``: reads result files only, never a model.
 6. ``cli`` and ``__main__``.
+7. The Snakemake adapter (``snakerules``, ``snakeconfig``): what only the Snakefile needs. Nothing
+   in the package imports it; a step or the report that did would run differently under the CLI.
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ LAYERS = {
     "arca.config": 0,  # the package itself holds only its version
     "arca.paths": 0,
     "arca.io": 1,
-    "arca.grid": 1,
-    "arca.snakeconfig": 1,
     "arca.credit": 2,
     "arca.credit_literature": 2,
     "arca.grpo": 2,
@@ -52,18 +52,22 @@ LAYERS = {
     "arca.train": 4,
     "arca.run_files": 4,
     "arca.evaluate": 4,
+    "arca.learning_curve": 4,
     "arca.probe": 4,
     "arca.mc_values": 4,
     "arca.credit_passes": 4,
     "arca.trl_credit": 4,
-    "arca.analysis": 4,
+    "arca.heatmap_rollouts": 4,
     "arca.bench": 4,
     "arca.smoke": 4,
     "arca.report": 5,
     "arca.cli": 6,
     "arca.scorecard": 6,
     "arca.__main__": 6,
+    "arca.snakerules": 7,
+    "arca.snakeconfig": 7,
 }
+SNAKEMAKE_ADAPTER = {"arca.snakerules", "arca.snakeconfig"}
 # What runs a model: the report must import none of it, not even in a function.
 RUNS_A_MODEL = {name for name, layer in LAYERS.items() if layer in (3, 4)}
 
@@ -143,6 +147,15 @@ def test_report_never_imports_what_runs_a_model():
     assert not any(offenders.values()), offenders
 
 
+def test_nothing_but_the_adapter_imports_the_adapter():
+    # The steps, the credit methods and the report take paths from arca.paths and the sweep's
+    # meaning from arca.config; the Snakefile alone reads arca.snakerules and arca.snakeconfig.
+    users = {name: sorted(deps & SNAKEMAKE_ADAPTER) for name, deps in GRAPH.items() if name not in SNAKEMAKE_ADAPTER}
+    assert not any(users.values()), {n: d for n, d in users.items() if d}
+    for name in ("arca.credit", "arca.train", "arca.evaluate", "arca.report.tables", "arca.report.records"):
+        assert name in GRAPH
+
+
 def test_no_import_cycles():
     # Depth-first search over module -> imported module edges (the package itself excluded:
     # `import arca.x` names the package, which imports nothing).
@@ -163,6 +176,49 @@ def test_no_import_cycles():
         if n not in state:
             visit(n, [n])
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(path: Path) -> list[tuple[str, int]]:
+    """``(name, lines)`` of every function of a file longer than ``MAX_FUNCTION_LINES``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+def test_functions_stay_short():
+    long = {module_name(p): long_functions(p) for p in sorted(SRC.rglob("*.py"))}
+    assert not {m: f for m, f in long.items() if f}, "split these functions into named parts"
+
+
+def test_the_length_checker_counts_lines(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES + "\n\ndef g():\n    pass\n")
+    assert long_functions(f) == [("f", MAX_FUNCTION_LINES + 1)]
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_no_test_module_imports_another():
+    # Shared builders live in tests/helpers.py; a test module that imports another runs its tests' set-up.
+    offenders = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            bad = [n for n in names if n.split(".")[0].startswith("test_") or n.split(".")[0] == "conftest"]
+            if bad:
+                offenders.setdefault(path.name, []).extend(bad)
+    assert not offenders, offenders
 
 
 def test_the_checker_sees_late_imports(tmp_path):

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 import torch
-from test_rollout import ALPHABET, EOS1
+from helpers import ALPHABET, EOS1
 
 from arca.backends import make_generator
 from arca.config import load_config

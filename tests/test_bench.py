@@ -14,9 +14,11 @@ import json
 
 import pytest
 import torch
+from helpers import bench_cfg
 
 from arca import credit
 from arca.config import Config, from_dict, to_dict
+from arca.paths import paths_of
 from arca.rollout import Rollouts
 from arca.train import lr_scheduler, train_step
 
@@ -25,20 +27,6 @@ peft = pytest.importorskip("peft")
 
 VOCAB, PAD, EOS = 24, 0, 1
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def _cfg(method: str, prompts: int, micro: int, k: int = 2, **extra) -> Config:
-    raw = to_dict(Config())
-    raw["device"] = "cpu"
-    raw["credit"]["method"] = method
-    raw["rollout"]["k"] = k
-    raw["rollout"]["max_new_tokens"] = 5
-    raw["train"]["prompts_per_step"] = prompts
-    raw["train"]["micro_batch_prompts"] = micro
-    for key, value in extra.items():
-        section, name = key.split("__")
-        raw[section][name] = value
-    return from_dict(raw, source="test")
 
 
 def _lora_model(seed: int = 0):
@@ -153,7 +141,7 @@ def _one_step(method: str, prompts: int, micro: int) -> tuple[PassCounter, dict]
     model = _lora_model()
     counter = PassCounter(model)
     try:
-        metrics, _ = _train_step(_cfg(method, prompts, micro), model)
+        metrics, _ = _train_step(bench_cfg(method, prompts, micro), model)
     finally:
         counter.close()
     assert metrics["reward_std"] > 0  # non-zero advantages: a real gradient step
@@ -213,7 +201,7 @@ def test_entropy_top20_extra_pass_only_with_several_micro_batches(prompts, micro
 
 
 def _step_weights(method: str, prompts: int, micro: int, **extra) -> tuple[dict, list[list[float]]]:
-    return _train_step(_cfg(method, prompts, micro, **extra), _lora_model())
+    return _train_step(bench_cfg(method, prompts, micro, **extra), _lora_model())
 
 
 def test_entropy_top20_threshold_spans_the_whole_step():
@@ -228,7 +216,7 @@ def test_entropy_top20_threshold_spans_the_whole_step():
     # ~20% of the step's tokens (rows with none fall back to uniform and add their length)
     assert 0.1 * n_tokens < n_selected < 0.8 * n_tokens
     # per-micro-batch thresholds really would differ here (the test has teeth)
-    cfg = _cfg("entropy_top20", 4, 1)
+    cfg = bench_cfg("entropy_top20", 4, 1)
     model = _lora_model()
     r = FakeGenerator().generate([f"p{i}" for i in range(4)], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
     from arca.scoring import credit_inputs_for_rollouts
@@ -245,7 +233,7 @@ def test_entropy_top20_threshold_spans_the_whole_step():
 
 def test_mean_one_loss_keeps_the_token_sum_scale():
     # uniform: sum_to_one gives -(1/N) sum_i A_i mean_t lp_it, mean_one -(1/N) sum_i A_i sum_t lp_it
-    cfg = _cfg("uniform", 2, 2)
+    cfg = bench_cfg("uniform", 2, 2)
     model = _lora_model()
     model.train()
     r = FakeGenerator().generate(["p0", "p1"], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
@@ -312,8 +300,8 @@ def test_bench_main_tiny_no_trl(tmp_path, capsys):
 
     cfg = _tiny_bench_cfg(tmp_path)
     bench_main(cfg, argparse.Namespace(steps=1, no_trl=True, lengths="8"))
-    assert (cfg.data_dir / "train.jsonl").is_file() and (cfg.base_dir / "config.json").is_file()  # built first
-    summary = json.loads((cfg.out_dir / "bench" / "summary.json").read_text())
+    assert paths_of(cfg).data.train.is_file() and (paths_of(cfg).base / "config.json").is_file()  # built first
+    summary = json.loads((paths_of(cfg).root / "bench" / "summary.json").read_text())
     assert REQUIRED_KEYS <= set(summary)
     assert set(summary["ratio_vs_uniform"]) == set(credit.PAPER_METHODS)
     assert summary["ratio_vs_uniform"]["uniform"] == pytest.approx(1.0)
@@ -329,7 +317,7 @@ def test_bench_main_tiny_no_trl(tmp_path, capsys):
         assert row["peak_mem_mb"] > 0 and row["step_seconds"] >= row["update_seconds"]
     assert set(summary["length_scaling"]) == {"8"}
     assert set(summary["length_scaling"]["8"]) == {"uniform", "arca"}
-    md = (cfg.out_dir / "bench" / "summary.md").read_text()
+    md = (paths_of(cfg).root / "bench" / "summary.md").read_text()
     assert "| arca |" in md and "Length scaling" in md
     assert "| arca |" in capsys.readouterr().out
 
@@ -346,7 +334,7 @@ def test_bench_trl_peer_tiny(tmp_path):
     raw = summary["raw"]["trl"]
     assert len(raw["trl"]) == 1 and len(raw["ours_uniform"]) == 1
     assert raw["trl"][0]["tokens"] == 2 * 2 * 6
-    assert json.loads((cfg.out_dir / "bench" / "summary.json").read_text())["trl"]["trl"]["n"] == 1
+    assert json.loads((paths_of(cfg).root / "bench" / "summary.json").read_text())["trl"]["trl"]["n"] == 1
 
 
 def test_parse_methods():
@@ -375,11 +363,11 @@ def test_bench_generation_transformers_only(tmp_path, capsys):
 
     cfg = _tiny_bench_cfg(tmp_path)
     bench_main(cfg, argparse.Namespace(steps=2, no_trl=True, lengths=None, backends="transformers"))
-    s = json.loads((cfg.out_dir / "bench" / "generation.json").read_text())
+    s = json.loads((paths_of(cfg).root / "bench" / "generation.json").read_text())
     assert list(s["medians"]) == ["transformers"] and s["medians"]["transformers"]["n"] == 2
     assert [r["tokens"] for r in s["raw"]["transformers"]] == [2 * 2 * 6] * 2  # forced length
     assert s["medians"]["transformers"]["speed_x_first"] == pytest.approx(1.0)
-    assert not (cfg.out_dir / "bench" / "summary.json").exists()  # the training-step bench did not run
+    assert not (paths_of(cfg).root / "bench" / "summary.json").exists()  # the training-step bench did not run
     assert "| transformers |" in capsys.readouterr().out
 
 

@@ -12,7 +12,8 @@ import math
 import pytest
 
 from arca.cards import RUN_INFO, adapter_run_info, final_metrics, model_card
-from arca.config import load_config
+from arca.config import for_run, load_config
+from arca.paths import paths_of
 
 
 @pytest.fixture()
@@ -58,7 +59,7 @@ def test_model_card_of_a_base_built_here(cfg, tmp_path):
     assert meta[0] == "---" and "library_name: peft" in meta and f"- credit-{cfg.credit.method}" in meta
     assert "license: mit" in meta
     assert not any(line.startswith("base_model:") for line in meta)  # a base built here is no Hub reference
-    assert str(cfg.base_dir.resolve()) not in card and str(tmp_path) not in card  # no absolute path
+    assert str(paths_of(cfg).base.resolve()) not in card and str(tmp_path) not in card  # no absolute path
     assert f"# arca_r8_s1: a LoRA adapter trained with GRPO and `{cfg.credit.method}` token credit" in lines
     assert "| trainable parameters | 1,234,567 |" in lines
     assert "| config hash | `0123456789abcdef` (training sections of `../config.yaml`) |" in lines
@@ -135,12 +136,10 @@ def test_refresh_card_adds_the_evaluation_and_keeps_the_modification_times(cfg):
     import json
     import os
 
-    from arca import grid
     from arca.cards import refresh_card
-    from arca.paths import paths_of
 
     run = "arca_r4_s1"
-    run_cfg = grid.for_run(cfg, run)
+    run_cfg = for_run(cfg, run)
     adapter = paths_of(run_cfg).run(run).adapter
     adapter.mkdir(parents=True)
     (adapter / RUN_INFO).write_text(json.dumps(_info(run=run)))
@@ -150,8 +149,8 @@ def test_refresh_card_adds_the_evaluation_and_keeps_the_modification_times(cfg):
     with pytest.raises(FileNotFoundError, match="evaluate arca_r4_s1 first"):
         refresh_card(cfg, run)
     summary = {"protocols": {"generated": {"greedy": {"paper": 0.25}, "pass_at_k": {"k": 2, "paper": 0.5}}}}
-    run_cfg.eval_dir(run).mkdir(parents=True)
-    (run_cfg.eval_dir(run) / "summary.json").write_text(json.dumps(summary))
+    paths_of(run_cfg).eval(run).root.mkdir(parents=True)
+    (paths_of(run_cfg).eval(run).root / "summary.json").write_text(json.dumps(summary))
     card = refresh_card(cfg, run).read_text()
     assert "From `eval/arca_r4_s1/summary.json`." in card and "| pass@2, held-out" in card
     assert (adapter / "README.md").stat().st_mtime_ns == adapter.stat().st_mtime_ns == 1_000_000_000
@@ -176,10 +175,7 @@ class LocalHub:
 def _finished_adapter(cfg, run):
     import json
 
-    from arca import grid
-    from arca.paths import paths_of
-
-    run_cfg = grid.for_run(cfg, run)
+    run_cfg = for_run(cfg, run)
     adapter = paths_of(run_cfg).run(run).adapter
     adapter.mkdir(parents=True)
     (adapter / RUN_INFO).write_text(json.dumps(_info(run=run)))

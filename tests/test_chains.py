@@ -131,7 +131,7 @@ def test_outcomes_score_each_named_decision_of_a_chain():
 
 
 def test_curve_outcomes_split_decisions_execution_and_collateral():
-    from arca.evaluate import outcome_means
+    from arca.labels import outcome_means
 
     rng = random.Random(9)
     chain = chain_task("chain2", ["half", "lose"], rng)

@@ -66,17 +66,16 @@ def test_a_step_without_config_in_the_repository_reads_configs_default(tmp_path,
 
 
 def _finished_run(tmp_path: Path) -> tuple[list[str], Path]:
-    from arca import grid
-    from arca.config import load_config, training_hash
+    from arca.config import for_run, load_config, training_hash
     from arca.paths import paths_of
 
     config = tmp_path / "c.yaml"
     config.write_text(f"name: fin\npaths: {{results: {tmp_path / 'results'}}}\n")
     cfg = load_config([str(config)])
     run_id = cfg.run_ids()[0]
-    run = paths_of(grid.for_run(cfg, run_id)).run(run_id)
+    run = paths_of(for_run(cfg, run_id)).run(run_id)
     run.adapter.mkdir(parents=True)
-    info = {"run": run_id, "config_hash": training_hash(grid.for_run(cfg, run_id))}
+    info = {"run": run_id, "config_hash": training_hash(for_run(cfg, run_id))}
     (run.adapter / "arca_run.json").write_text(json.dumps(info))
     for p in (run.metrics, run.final_weights, run.curve):
         p.write_text("{}\n")
@@ -147,13 +146,12 @@ def _failing_step(monkeypatch, exc: BaseException) -> None:
     monkeypatch.setattr(cli, "show_config", step)
 
 
-def test_an_os_error_is_one_line_naming_the_path_and_errno(monkeypatch, capsys):
-    import errno
+def test_a_missing_input_is_one_line_and_exit_2(monkeypatch, capsys):
+    from arca.config import MissingInputError
 
-    _failing_step(monkeypatch, OSError(errno.ENOSPC, "No space left on device", "/r/x/adapter"))
+    _failing_step(monkeypatch, MissingInputError("aggregate: missing input /r/x/summary.json"))
     assert cli.main(["show-config"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "/r/x/adapter" in err and "errno 28" in err and "ENOSPC" in err
+    assert capsys.readouterr().err == "error: aggregate: missing input /r/x/summary.json\n"
 
 
 def test_the_projects_own_error_is_one_line_and_exit_2(monkeypatch, capsys):
@@ -166,8 +164,14 @@ def test_the_projects_own_error_is_one_line_and_exit_2(monkeypatch, capsys):
 
 @pytest.mark.parametrize(
     "exc",
-    [ValueError("a bug"), json.JSONDecodeError("a bug", "{", 0), FloatingPointError("a bug")],
-    ids=["ValueError", "JSONDecodeError", "FloatingPointError"],
+    [
+        ValueError("a bug"),
+        json.JSONDecodeError("a bug", "{", 0),
+        FloatingPointError("a bug"),
+        FileNotFoundError(2, "No such file or directory", "/deep/inside"),
+        OSError(28, "No space left on device", "/r/x/adapter"),
+    ],
+    ids=["ValueError", "JSONDecodeError", "FloatingPointError", "FileNotFoundError", "OSError"],
 )
 def test_any_other_error_keeps_its_traceback(monkeypatch, exc):
     _failing_step(monkeypatch, exc)

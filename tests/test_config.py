@@ -1,24 +1,21 @@
 """Tests of the arca.config package: loading (types, overrides, files), the sections' run ids and
-hash, the generated JSON schema, and the value checks.
+hash, and the value checks.
 
 Every error must name where the problem is (the file or ``--set``, the key, the bad value); the
-tests match those names. Whole-workflow config behaviour (Snakemake's merge order, the schema
-file being current, sweeps) is tested in test_workflow.py and test_overrides.py.
+tests match those names. Whole-workflow config behaviour (Snakemake's merge order,
+sweeps) is tested in test_workflow.py and test_overrides.py.
 """
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from test_bench import _cfg
+from helpers import bench_cfg
 
 from arca.config import (
     Config,
     ConfigError,
     dump_config,
     from_dict,
-    json_schema,
     load_config,
     parse_override,
     to_dict,
@@ -33,11 +30,11 @@ from arca.rollout import TransformersGenerator
 
 
 def test_min_new_tokens_is_validated():
-    assert _cfg("uniform", 2, 2, rollout__min_new_tokens=5).rollout.min_new_tokens == 5
+    assert bench_cfg("uniform", 2, 2, rollout__min_new_tokens=5).rollout.min_new_tokens == 5
     with pytest.raises(ConfigError, match="rollout.min_new_tokens"):
-        _cfg("uniform", 2, 2, rollout__min_new_tokens=6)
+        bench_cfg("uniform", 2, 2, rollout__min_new_tokens=6)
     with pytest.raises(ConfigError, match="rollout.min_new_tokens"):
-        _cfg("uniform", 2, 2, rollout__min_new_tokens=-1)
+        bench_cfg("uniform", 2, 2, rollout__min_new_tokens=-1)
 
 
 def test_compare_must_name_another_cell(tmp_path):
@@ -184,17 +181,3 @@ def test_training_hash_follows_the_training_sections_only():
     assert training_hash(other_eval) == h
     other_lr = from_dict({**to_dict(cfg), "train": {**to_dict(cfg.train), "lr": cfg.train.lr * 2}})
     assert training_hash(other_lr) != h
-
-
-# ----------------------------------------------------------------------------- schema
-def test_json_schema_follows_the_types():
-    schema = json_schema()
-    assert schema["type"] == "object" and schema["additionalProperties"] is False
-    props = schema["properties"]
-    rollout = props["rollout"]["properties"]
-    assert rollout["decoder"] == {"enum": ["lean", "generate"]}
-    assert rollout["k"] == {"type": "integer"}
-    lr = props["train"]["properties"]["lr"]
-    assert lr["anyOf"][0] == {"type": "number"} and re.fullmatch(lr["anyOf"][1]["pattern"], "1e-4")
-    assert props["lora"]["properties"]["target_modules"] == {"type": "array", "items": {"type": "string"}}
-    assert set(props) == set(to_dict(Config()))  # one property per section, nothing else

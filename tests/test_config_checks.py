@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import run_snakemake
+from helpers import run_snakemake
 
 from arca import cli
 from arca.config import ConfigError, from_dict, load_config
@@ -194,10 +194,10 @@ def test_a_mapping_valued_set_changes_only_the_keys_it_names():
 def test_snakemakes_config_of_a_date_is_a_config_error():
     import datetime
 
-    from arca import grid
+    from arca import snakerules
 
     with pytest.raises(ConfigError, match="not plain data"):
-        grid.as_config({"name": datetime.date(2024, 1, 1)})
+        snakerules.as_config({"name": datetime.date(2024, 1, 1)})
 
 
 def test_snakemake_refuses_a_duplicate_key_like_the_cli(tmp_path):

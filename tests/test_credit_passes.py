@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_scoring import ROWS, make_rollouts, tiny_model
+from helpers import ROWS, make_rollouts, tiny_model
 
 from arca import credit, credit_passes
 from arca.config import Config

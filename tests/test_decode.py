@@ -23,6 +23,7 @@ import torch
 from arca.config import load_config
 from arca.decode import LeanDecoder, UnsupportedModelError, process_scores
 from arca.models import wrap_lora
+from arca.paths import paths_of
 from arca.pretrain import char_tokenizer, pretrain
 from arca.prompts import build_prompt
 from arca.rollout import TransformersGenerator
@@ -85,8 +86,8 @@ def qwen3(tmp_path_factory):
         }
     )
     cfg = from_dict(raw, source="test")
-    cfg.data_dir.mkdir(parents=True)
-    (cfg.data_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in arithmetic_records(64)))
+    paths_of(cfg).data.root.mkdir(parents=True)
+    (paths_of(cfg).data.root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in arithmetic_records(64)))
     out = root / "base"
     out.mkdir()
     model, tok, _ = pretrain(cfg, out)

@@ -9,6 +9,7 @@ import torch
 
 from arca.config import ConfigError, load_config
 from arca.models import load_base_model, load_policy, resolve_device
+from arca.paths import paths_of
 from arca.pretrain import char_tokenizer, pretrain_model
 
 ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,?:\n\\{}$"
@@ -52,12 +53,12 @@ def test_unknown_device_names_the_key():
 # ----------------------------------------------------------------------------- bf16 on CPU
 @pytest.fixture()
 def tiny_base(tmp_path):
-    """A tiny random Qwen3 base folder at ``cfg.base_dir`` (smoke sizes), saved in float32."""
+    """A tiny random Qwen3 base folder at ``paths_of(cfg).base`` (smoke sizes), saved in float32."""
     cfg = load_config("configs/smoke.yaml", [f"paths.results={tmp_path}", "device=auto"])
     tok = char_tokenizer([ALPHABET])
     torch.manual_seed(0)
-    pretrain_model(cfg, len(tok), tok).save_pretrained(cfg.base_dir)
-    tok.save_pretrained(cfg.base_dir)
+    pretrain_model(cfg, len(tok), tok).save_pretrained(paths_of(cfg).base)
+    tok.save_pretrained(paths_of(cfg).base)
     return cfg
 
 

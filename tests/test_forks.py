@@ -8,6 +8,7 @@ import re
 from collections import Counter
 
 import pytest
+from helpers import fork_task
 
 from arca.config import Config
 from arca.data.fork_tree import branches
@@ -15,13 +16,9 @@ from arca.data.forks import FAMILIES, generate_forked
 from arca.data.generated import make_splits
 
 
-def _task(family: str, seed: int = 0):
-    return FAMILIES[family][0](random.Random(seed))
-
-
 # ----------------------------------------------------------------------------- branches
 def test_branches_of_a_hand_made_more_diff_problem():
-    task = _task("more_diff")
+    task = fork_task("more_diff")
     got = {b["text"]: b for b in branches(task)}
     # "How many more": a-b is right, a+b the bug; the operator is the first character that differs.
     a, b = (int(x) for x in re.findall(r"has (\d+) ", task.problem))
@@ -37,7 +34,7 @@ def test_branches_of_a_hand_made_more_diff_problem():
 
 
 def test_fork_tokens_with_a_harmless_operand_order():
-    task = _task("each", seed=3)
+    task = fork_task("each", seed=3)
     for b in branches(task):
         # operand order at 0 (harmless), operator at 1 (decisive), connector after the result
         assert b["decisive"] == [1]

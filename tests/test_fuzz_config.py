@@ -13,9 +13,9 @@ import typing
 from pathlib import Path
 
 import yaml
+from helpers import run_snakemake
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_workflow import run_snakemake
 
 from arca import cli
 from arca.config import Config, from_dict

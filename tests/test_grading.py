@@ -7,18 +7,10 @@ import sys
 import time
 
 import pytest
+from helpers import DEEP_BOX, TIMEOUT, latexish
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from arca.grading import extract_boxed, gold_answer, grade_both, grade_lines, grade_paper, normalize_answer
-
-TIMEOUT = 2.0  # short per-item limit so the pathological cases keep the suite fast
-SLACK = 1.5  # kill + bookkeeping on a loaded 2-core machine
-
-TOWER = r"\boxed{9^{9^{9^{9}}}}"
-BIG_EXPR = "\\boxed{" + "+".join(["12345678"] * 11_200) + "}"  # ~100 kB
-DEEP_TEXT = "{" * 5000 + "5" + "}" * 5000
-DEEP_BOX = "\\boxed{" * 5000 + "5" + "}" * 5000
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -255,46 +247,6 @@ def test_grade_cli_subprocess():
 
 
 # ----------------------------------------------------------------------------- properties
-_TOKENS = [
-    "\\boxed",
-    "\\fbox",
-    "\\boxedx",
-    "{",
-    "}",
-    "\\{",
-    "\\}",
-    "\\",
-    " ",
-    "$",
-    "\\frac",
-    "\\dfrac",
-    "\\left",
-    "\\right",
-    "\\text",
-    "\\,",
-    "\\!",
-    "\\;",
-    "^",
-    "9",
-    "1",
-    "0.5",
-    "x",
-    "=",
-    ".",
-    ",",
-    "(",
-    "]",
-    "\n",
-    "\\sqrt",
-    "\\infty",
-    "\\pi",
-    "%",
-    "-",
-]
-latexish = st.one_of(
-    st.lists(st.sampled_from(_TOKENS), max_size=60).map("".join),
-    st.text(max_size=80),
-)
 
 
 @settings(max_examples=150, deadline=None)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_forks import _task
+from helpers import fork_task
 
 from arca.data.fork_tree import branches, sample_choices
 from arca.data.forks import FAMILIES
@@ -55,7 +55,7 @@ def test_a_completion_that_fits_no_branch_gets_no_label():
 
 
 def test_unforked_problem_aligns_with_distractors_only():
-    task = _task("none", seed=2)
+    task = fork_task("none", seed=2)
     bs = branches(task)
     a = align(bs[0]["text"], bs)
     assert a is not None and a.correct and a.answer == bs[0]["answer"]

@@ -6,8 +6,8 @@ import threading
 import time
 
 import pytest
+from helpers import BIG_EXPR, DEEP_BOX, DEEP_TEXT, SLACK, TIMEOUT, TOWER, latexish
 from hypothesis import HealthCheck, given, settings
-from test_grading import BIG_EXPR, DEEP_BOX, DEEP_TEXT, SLACK, TIMEOUT, TOWER, latexish
 
 from arca.grading import grade_paper
 from arca.math_verify_pool import MathVerifyGrader, grade_math_verify

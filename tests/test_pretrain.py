@@ -1,76 +1,21 @@
 """Tests of arca.pretrain: the character tokenizer, example encoding, and pretraining the tiny base.
 
 A tiny model and a few dozen steps on hand-made arithmetic records keep these within seconds.
-The helpers here (``make_cfg``, ``write_data``) also set up the tiny base that ``built``
+The helpers here (``tiny_cfg``, ``write_data``) also set up the tiny base that ``built``
 (tests/conftest.py) shares with the loading and LoRA tests of test_models.py.
 """
 
 from __future__ import annotations
 
 import json
-import random
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_PRETRAIN, arithmetic_records, tiny_cfg, write_data
 
 from arca import models, pretrain
-from arca.config import Config, from_dict, to_dict
+from arca.paths import paths_of
 from arca.prompts import build_prompt
-
-TINY_PRETRAIN = {
-    "hidden_size": 32,
-    "num_layers": 2,
-    "num_heads": 2,
-    "num_kv_heads": 1,
-    "intermediate_size": 64,
-    "steps": 40,
-    "batch_size": 8,
-    "seq_len": 160,
-    "lr": 1e-2,
-    "warmup_steps": 4,
-    "seed": 3,
-}
-
-
-def arithmetic_records(n: int, seed: int = 0) -> list[dict]:
-    """Small two-operation problems with worked solutions, in the train.jsonl record schema."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        a, b, c = rng.randint(1, 99), rng.randint(1, 99), rng.randint(1, 9)
-        s1 = a + b
-        ans = s1 - c
-        rows.append(
-            {
-                "id": f"gen-{i}",
-                "problem": f"{a}+{b}-{c}",
-                "solution": f"{a}+{b}={s1}, {s1}-{c}={ans}. \\boxed{{{ans}}}",
-                "answer": str(ans),
-                "level": 1,
-                "subject": "arithmetic",
-            }
-        )
-    return rows
-
-
-def make_cfg(results: Path, name: str = "tiny", **model_overrides) -> Config:
-    raw = to_dict(Config())
-    raw["name"] = name
-    raw["device"] = "cpu"
-    raw["paths"] = {"results": str(results), "cache": str(results / "cache")}
-    raw["model"]["pretrain"].update(TINY_PRETRAIN)
-    raw["model"].update(model_overrides)
-    raw["lora"]["rank"] = 4
-    raw["train"]["threads"] = 1
-    return from_dict(raw, source="test")
-
-
-def write_data(cfg: Config, n: int = 64) -> None:
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    with open(cfg.data_dir / "train.jsonl", "w", encoding="utf-8") as f:
-        for row in arithmetic_records(n):
-            f.write(json.dumps(row) + "\n")
 
 
 def test_char_tokenizer_round_trip():
@@ -117,7 +62,7 @@ def ids_of(tok, text: str) -> list[int]:
 def test_pretrain_build_writes_loadable_base(built):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = built.base_dir
+    base = paths_of(built).base
     for name in (
         "config.json",
         "model.safetensors",
@@ -157,11 +102,11 @@ def test_pretrain_is_deterministic(tmp_path):
 
     weights = []
     for run in ("a", "b"):
-        cfg = make_cfg(tmp_path / run)
+        cfg = tiny_cfg(tmp_path / run)
         cfg.model.pretrain.steps = 6
         write_data(cfg, n=24)
         models.build_base(cfg)
-        weights.append(load_file(cfg.base_dir / "model.safetensors"))
+        weights.append(load_file(paths_of(cfg).base / "model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
@@ -169,7 +114,7 @@ def test_pretrain_is_deterministic(tmp_path):
 
 def test_missing_train_data_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="prepare-data"):
-        models.build_base(make_cfg(tmp_path))
+        models.build_base(tiny_cfg(tmp_path))
 
 
 # ---------------------------------------------------------------------------- training helpers

@@ -4,6 +4,7 @@ import pytest
 
 from arca.config import ConfigError, load_config
 from arca.data import make_splits, prepare_data, read_records
+from arca.paths import paths_of
 from arca.prompts import PROMPT_TEMPLATE, PromptFormat, build_prompt, prompt_format, read_shots
 
 
@@ -75,28 +76,28 @@ def _cfg(tmp_path, *extra):
 def test_prompt_format_reads_the_shots_prepare_data_wrote(tmp_path):
     cfg = _cfg(tmp_path, "data.few_shot=2", "data.n_train=50", "data.n_test=10")
     prepare_data(cfg)
-    shots = read_records(cfg.data_dir / "shots.jsonl")
+    shots = read_records(paths_of(cfg).data.root / "shots.jsonl")
     fmt = prompt_format(cfg, tokenizer=None)
     assert fmt.shots == tuple((r["problem"], r["solution"]) for r in shots)
     # the shots are the end of the train split and are not trained on
     train, _ = make_splits(cfg.data)
-    assert read_records(cfg.data_dir / "train.jsonl") + shots == train and len(shots) == 2
+    assert read_records(paths_of(cfg).data.root / "train.jsonl") + shots == train and len(shots) == 2
 
 
 def test_zero_shot_writes_no_shots_file(tmp_path):
     cfg = _cfg(tmp_path, "data.n_train=50", "data.n_test=10")
     prepare_data(cfg)
-    assert not (cfg.data_dir / "shots.jsonl").exists()
+    assert not (paths_of(cfg).data.root / "shots.jsonl").exists()
     assert prompt_format(cfg, tokenizer=None) == PromptFormat()
 
 
 def test_missing_or_stale_shots_file_is_a_clear_error(tmp_path):
     cfg = _cfg(tmp_path, "data.few_shot=2", "data.n_train=50", "data.n_test=10")
     with pytest.raises(FileNotFoundError, match="data.few_shot is 2 .*shots.jsonl does not exist: rerun prepare-data"):
-        read_shots(cfg.data_dir, 2)
+        read_shots(paths_of(cfg).data.shots, 2)
     prepare_data(cfg)
     with pytest.raises(ValueError, match="data.few_shot is 3 .* holds 2 examples: rerun prepare-data"):
-        read_shots(cfg.data_dir, 3)
+        read_shots(paths_of(cfg).data.shots, 3)
 
 
 def test_chat_template_without_a_template_is_a_clear_error(tmp_path):

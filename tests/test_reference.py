@@ -14,9 +14,8 @@ import pytest
 import yaml
 
 from arca import cli
+from arca.paths import paths_of
 from arca.report.reference import (
-    CLAIMS_FILE,
-    COMPARISON_FILE,
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     INCONCLUSIVE,
@@ -103,7 +102,7 @@ def test_keys_name_every_compared_table():
 
 
 def test_save_then_compare_round_trip_and_cli_status(tmp_path, monkeypatch, capsys):
-    from test_report import make_sweep
+    from helpers import make_sweep
 
     from arca.report.figures import figures_main
     from arca.report.tables import aggregate_main
@@ -124,11 +123,11 @@ def test_save_then_compare_round_trip_and_cli_status(tmp_path, monkeypatch, caps
     cfg_file.write_text(yaml.safe_dump(to_dict(cfg)))
     argv = ["compare-reference", "--config", str(cfg_file), "--reference", str(tmp_path / "ref")]
     assert cli.main(argv) == 0
-    assert "matches the reference" in (cfg.out_dir / COMPARISON_FILE).read_text()
-    verdict = reference_verdict(tmp_path / "ref", cfg.out_dir / "tables")
+    assert "matches the reference" in paths_of(cfg).reference_comparison.read_text()
+    verdict = reference_verdict(tmp_path / "ref", paths_of(cfg).root / "tables")
     assert verdict.claims and verdict.reproduced
     assert any("gini rises with rank: r2 < r8" in c.claim for c in verdict.claims)  # SPEC's Gini 0.35 < 0.45
-    assert "claims reproduced" in (cfg.out_dir / CLAIMS_FILE).read_text()
+    assert "claims reproduced" in paths_of(cfg).reference_claims.read_text()
     # one changed number in a copy of the reference: --exact lists it and exits with status 1
     changed = tmp_path / "ref2"
     shutil.copytree(tmp_path / "ref", changed)
@@ -147,7 +146,7 @@ def test_save_then_compare_round_trip_and_cli_status(tmp_path, monkeypatch, caps
     assert cli.main([*argv[:-1], str(changed)]) == 0
     out = capsys.readouterr().out
     assert "claims reproduced." in out and "1 numbers differ" in out and "label=uniform, rank=8" not in out
-    assert "label=uniform, rank=8" in (cfg.out_dir / COMPARISON_FILE).read_text()
+    assert "label=uniform, rank=8" in paths_of(cfg).reference_comparison.read_text()
 
 
 def test_cli_defaults_are_the_modules():
@@ -374,7 +373,7 @@ def test_cli_prints_the_claim_table_first_and_exits_1_unless_every_claim_holds(t
     assert "| null r8 minus base, greedy accuracy: flat (within ±0.1) | performance.csv | +0.020 | +0.150 |" in out
     # the tables of this fake lack what the number-by-number list needs: said, and the verdict stands
     assert "Number by number: not compared" in out
-    assert (tables.parent / CLAIMS_FILE).read_text() == out
+    assert (tables.parent / "reference_claims.md").read_text() == out
     # --exact is the number-by-number list, which needs every table
     assert cli.main([*argv, "--exact"]) == 2
     assert "missing table" in capsys.readouterr().err

@@ -7,185 +7,20 @@ the tables against numbers computed here independently of the module.
 
 from __future__ import annotations
 
-import json
 import math
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import N_SAMPLES, SEEDS, SPEC, STEPS, K, greedy_of, make_sweep, step_values
 
-from arca import grid
-from arca.config import from_dict
+from arca.paths import paths_of
 from arca.report.heatmap import NEWLINE_MARK, agreement, rank_correlation, render_heatmap
 from arca.report.paper import PAPER_REPORTED, match_paper_ranks
 from arca.report.tables import aggregate_main
-from arca.stats import pass_at_k
 
 # ----------------------------------------------------------------------------- a tiny sweep
-PROBLEMS = [f"p{j}" for j in range(6)]
-N_SAMPLES, K = 4, 2
-SEEDS = [1, 2]
-# (label, method, rank): per-seed greedy correctness, per-problem correct-sample counts, and the
-# per-step gini / eff_ratio / reward of seed 1 (seed 2 adds 0.02 to each).
-SPEC = {
-    ("uniform", "uniform", 8): ([1, 1, 1, 0, 0, 0], [4, 2, 1, 0, 0, 3], (0.0, 1.0, 0.30)),
-    ("surprisal", "surprisal", 8): ([1, 0, 0, 0, 0, 0], [3, 1, 0, 0, 0, 1], (0.90, 0.08, 0.20)),
-    ("arca", "arca", 2): ([1, 1, 0, 0, 0, 0], [4, 1, 1, 0, 1, 2], (0.35, 0.50, 0.25)),
-    ("arca", "arca", 8): ([1, 1, 1, 1, 0, 0], [4, 3, 2, 1, 0, 4], (0.45, 0.40, 0.35)),
-    ("arca_permuted", "arca_permuted", 8): ([0, 1, 1, 0, 0, 1], [2, 2, 2, 2, 2, 2], (0.45, 0.40, 0.28)),
-}
-BASE_GREEDY, BASE_COUNTS = [1, 0, 0, 0, 0, 0], [2, 0, 0, 0, 1, 0]
-STEPS = 3
-
-
-def _greedy_of(spec_greedy, seed):
-    # Seed 2 gets problem p3 right in addition (so seeds differ).
-    g = list(spec_greedy)
-    if seed == 2:
-        g[3] = 1
-    return g
-
-
-def _step_values(base, seed):
-    return [base + 0.01 * step + (0.02 if seed == 2 else 0.0) for step in range(STEPS)]
-
-
-def _write_eval(eval_dir: Path, identity: dict, greedy, counts, trainable, config_hash=None):
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    samples = []
-    for pid, g, c in zip(PROBLEMS, greedy, counts):
-        common = dict(protocol="generated", problem_id=pid, level=1 + int(pid[1:]) % 5, subject="arithmetic", gold="1")
-        samples.append(
-            {
-                **common,
-                "mode": "greedy",
-                "sample": 0,
-                "completion": "x <a&b>",
-                "answer": "1" if g else "2",
-                "paper": bool(g),
-                "math_verify": bool(g),
-            }
-        )
-        for s in range(N_SAMPLES):
-            ok = s < c
-            samples.append(
-                {
-                    **common,
-                    "mode": "sample",
-                    "sample": s,
-                    "completion": "y",
-                    "answer": None if not ok else "1",
-                    "paper": ok,
-                    "math_verify": ok,
-                }
-            )
-    (eval_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
-    greedy_acc = float(np.mean(greedy))
-    pak = float(np.mean([pass_at_k(N_SAMPLES, c, K) for c in counts]))
-    summary = {
-        **identity,
-        "trainable_params": trainable,
-        "config_hash": config_hash,
-        "protocols": {
-            "generated": {
-                "n_problems": len(PROBLEMS),
-                "primary_grader": "paper",
-                "greedy": {"paper": greedy_acc, "math_verify": greedy_acc},
-                "pass_at_k": {"k": K, "paper": pak, "math_verify": pak},
-                "pass_at_1": {
-                    "paper": float(np.mean(counts)) / N_SAMPLES,
-                    "math_verify": float(np.mean(counts)) / N_SAMPLES,
-                },
-                "agreement": 1.0,
-                "by_level": {"1": {"n": 2, "greedy": 0.5, "pass_at_k": 0.5}},
-                "by_subject": {"arithmetic": {"n": 6, "greedy": greedy_acc, "pass_at_k": pak}},
-            }
-        },
-    }
-    (eval_dir / "summary.json").write_text(json.dumps(summary))
-
-
-def make_sweep(root: Path):
-    cfg = from_dict(
-        {
-            "name": "tiny",
-            "paths": {"results": str(root)},
-            "eval": {"protocols": ["generated"], "pass_k": K},
-            "sweep": {
-                "cells": [
-                    {
-                        "method": m,
-                        "ranks": sorted({r for (lab, mm, r) in SPEC if lab == label}),
-                        "label": label,
-                        "compare": ["arca"] if label == "arca_permuted" else [],
-                    }
-                    for label, m in dict.fromkeys((lab, mm) for (lab, mm, _) in SPEC)
-                ],
-                "seeds": SEEDS,
-            },
-        },
-        source="test",
-    )
-    for (label, method, rank), (greedy, counts, (gini, eff, reward)) in SPEC.items():
-        for seed in SEEDS:
-            run = f"{label}_r{rank}_s{seed}"
-            run_dir = cfg.run_dir(run)
-            run_dir.mkdir(parents=True)
-            is_arca = method.startswith("arca")
-            lines = []
-            for step, (g, e, r) in enumerate(
-                zip(_step_values(gini, seed), _step_values(eff, seed), _step_values(reward, seed)), 1
-            ):
-                lines.append(
-                    {
-                        "step": step,
-                        "run": run,
-                        "label": label,
-                        "method": method,
-                        "rank": rank,
-                        "seed": seed,
-                        "loss": 0.1,
-                        "reward_mean": r,
-                        "reward_std": 0.4,
-                        "lr": 1e-4,
-                        "grad_norm": 0.5 + 0.4 * step,
-                        "gen_seconds": 0.5,
-                        "update_seconds": 0.2,
-                        "step_seconds": 0.7,
-                        "completion_len_mean": 20.0,
-                        "surprisal_mean": 1.5,
-                        "gini": g,
-                        "eff_ratio": e,
-                        "fallback_frac": 0.0,
-                        "residual_mean": 0.3 if is_arca else None,
-                        "residual_max": 0.9 if is_arca else None,
-                    }
-                )
-            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-            (run_dir / "curve.jsonl").write_text("")  # eval.every 0: no learning curve
-            conc = {"uniform": [0.25] * 4, "surprisal": [0.97, 0.01, 0.01, 0.01]}.get(method, [0.4, 0.3, 0.2, 0.1])
-            weights = [conc, list(reversed(conc)), [1.0]]
-            (run_dir / "final_weights.json").write_text(
-                json.dumps({"run": run, "method": method, "step": STEPS, "weights": weights})
-            )
-            _write_eval(
-                cfg.eval_dir(run),
-                {"run": run, "label": label, "method": method, "rank": rank, "seed": seed},
-                _greedy_of(greedy, seed),
-                counts,
-                trainable=1000 * rank,
-                config_hash=grid.run_hash(cfg, run),
-            )
-    _write_eval(
-        cfg.eval_dir("base"),
-        {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
-        BASE_GREEDY,
-        BASE_COUNTS,
-        trainable=None,
-    )
-    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -202,13 +37,13 @@ def _row(df, label, rank=None):
 
 
 def test_performance_numbers(sweep):
-    perf = pd.read_csv(sweep.out_dir / "tables" / "performance.csv")
+    perf = pd.read_csv(paths_of(sweep).root / "tables" / "performance.csv")
     assert len(perf) == len(SPEC) + 1
     for (label, _, rank), (greedy, counts, (_, _, reward)) in SPEC.items():
         row = _row(perf, label, rank)
-        exp_greedy = np.mean([_greedy_of(greedy, s) for s in SEEDS])
+        exp_greedy = np.mean([greedy_of(greedy, s) for s in SEEDS])
         exp_pak = np.mean([1 - math.comb(N_SAMPLES - c, K) / math.comb(N_SAMPLES, K) for c in counts])
-        exp_reward = np.mean([np.mean(_step_values(reward, s)) for s in SEEDS])
+        exp_reward = np.mean([np.mean(step_values(reward, s)) for s in SEEDS])
         assert row["greedy"] == pytest.approx(exp_greedy, abs=1e-6)
         assert row["pass_at_k"] == pytest.approx(exp_pak, abs=1e-6)
         assert row["train_reward"] == pytest.approx(exp_reward, abs=1e-6)
@@ -220,20 +55,20 @@ def test_performance_numbers(sweep):
     assert uni["pass_at_k"] == pytest.approx((1 + 5 / 6 + 0.5 + 1) / 6, abs=1e-6)
     base = _row(perf, "base")
     assert base["greedy"] == pytest.approx(1 / 6, abs=1e-6)
-    md = (sweep.out_dir / "tables" / "performance.md").read_text()
+    md = (paths_of(sweep).root / "tables" / "performance.md").read_text()
     assert "| uniform | 8 | 0.583 [" in md and "pass@2" in md
     assert "greedy IQM over runs" in md
-    tex = (sweep.out_dir / "tables" / "performance.tex").read_text()
+    tex = (paths_of(sweep).root / "tables" / "performance.tex").read_text()
     assert r"arca\_permuted" in tex and r"\toprule" in tex
 
 
 def test_concentration_numbers(sweep):
-    conc = pd.read_csv(sweep.out_dir / "tables" / "concentration.csv")
+    conc = pd.read_csv(paths_of(sweep).root / "tables" / "concentration.csv")
     assert len(conc) == len(SPEC)
     for (label, _, rank), (_, _, (gini, eff, _)) in SPEC.items():
         row = _row(conc, label, rank)
-        assert row["gini"] == pytest.approx(np.mean([_step_values(gini, s) for s in SEEDS]), abs=1e-6)
-        assert row["eff_ratio"] == pytest.approx(np.mean([_step_values(eff, s) for s in SEEDS]), abs=1e-6)
+        assert row["gini"] == pytest.approx(np.mean([step_values(gini, s) for s in SEEDS]), abs=1e-6)
+        assert row["eff_ratio"] == pytest.approx(np.mean([step_values(eff, s) for s in SEEDS]), abs=1e-6)
         # Two seeds 0.02 apart: the seed bootstrap interval spans exactly the two seed means.
         assert row["gini_hi"] - row["gini_lo"] == pytest.approx(0.02, abs=1e-6)
         # grad norms 0.9, 1.3, 1.7 against train.grad_clip 1.0: clipping acted on 2 of 3 steps
@@ -241,11 +76,11 @@ def test_concentration_numbers(sweep):
 
 
 def test_runs_and_curves(sweep):
-    tables = sweep.out_dir / "tables"
+    tables = paths_of(sweep).root / "tables"
     runs = pd.read_csv(tables / "runs.csv")
     assert set(runs["run"]) == set(sweep.run_ids()) | {"base"}
     r = runs[runs["run"] == "surprisal_r8_s2"].iloc[0]
-    assert r["greedy"] == pytest.approx(2 / 6) and r["gini"] == pytest.approx(np.mean(_step_values(0.9, 2)))
+    assert r["greedy"] == pytest.approx(2 / 6) and r["gini"] == pytest.approx(np.mean(step_values(0.9, 2)))
     assert r["trainable_params"] == 8000 and r["steps"] == STEPS
     curves = pd.read_csv(tables / "curves.csv")
     assert len(curves) == len(sweep.run_ids()) * STEPS
@@ -253,7 +88,7 @@ def test_runs_and_curves(sweep):
 
 
 def test_paired_and_comparison(sweep):
-    tables = sweep.out_dir / "tables"
+    tables = paths_of(sweep).root / "tables"
     paired = pd.read_csv(tables / "paired.csv")
     assert set(paired["label"]) == {"surprisal", "arca", "arca_permuted"}
     vs_uni = paired[paired["vs_uniform"]]
@@ -261,13 +96,13 @@ def test_paired_and_comparison(sweep):
     # the ablation pair from the cell's `compare`: arca_permuted r8 minus arca r8, on the same problems
     abl = paired[~paired["vs_uniform"]]
     assert len(abl) == 1 and abl.iloc[0]["label"] == "arca_permuted" and abl.iloc[0]["reference"] == "arca_r8"
-    perm_mean = np.mean([_greedy_of(SPEC[("arca_permuted", "arca_permuted", 8)][0], s) for s in SEEDS])
-    arca_mean = np.mean([_greedy_of(SPEC[("arca", "arca", 8)][0], s) for s in SEEDS])
+    perm_mean = np.mean([greedy_of(SPEC[("arca_permuted", "arca_permuted", 8)][0], s) for s in SEEDS])
+    arca_mean = np.mean([greedy_of(SPEC[("arca", "arca", 8)][0], s) for s in SEEDS])
     assert abl.iloc[0]["diff"] == pytest.approx(perm_mean - arca_mean, abs=1e-6)
     assert "Ablation pairs" in (tables / "paper_comparison.md").read_text()
     sur = _row(paired, "surprisal", 8)
     assert sur["diff"] == pytest.approx(
-        np.mean([_greedy_of(SPEC[("surprisal", "surprisal", 8)][0], s) for s in SEEDS]) - 7 / 12, abs=1e-6
+        np.mean([greedy_of(SPEC[("surprisal", "surprisal", 8)][0], s) for s in SEEDS]) - 7 / 12, abs=1e-6
     )
     assert sur["diff"] < 0 and sur["diff_lo"] <= sur["diff"] <= sur["diff_hi"]
     text = (tables / "paper_comparison.md").read_text()
@@ -289,7 +124,7 @@ def test_match_paper_ranks():
 
 def test_missing_input_names_the_path(tmp_path):
     cfg = make_sweep(tmp_path)
-    missing = cfg.eval_dir("arca_r2_s1") / "samples.jsonl"
+    missing = paths_of(cfg).eval("arca_r2_s1").root / "samples.jsonl"
     missing.unlink()
     with pytest.raises(FileNotFoundError, match="arca_r2_s1/samples.jsonl"):
         aggregate_main(cfg, None)
@@ -298,18 +133,18 @@ def test_missing_input_names_the_path(tmp_path):
 def _run_greedy(label, rank):
     """The per-run greedy accuracies of a cell of SPEC, by seed."""
     greedy = SPEC[next(key for key in SPEC if key[0] == label and key[2] == rank)][0]
-    return [float(np.mean(_greedy_of(greedy, s))) for s in SEEDS]
+    return [float(np.mean(greedy_of(greedy, s))) for s in SEEDS]
 
 
 def test_performance_iqm_over_runs(sweep):
-    perf = pd.read_csv(sweep.out_dir / "tables" / "performance.csv")
+    perf = pd.read_csv(paths_of(sweep).root / "tables" / "performance.csv")
     cols = list(perf.columns)
     assert cols[cols.index("greedy_hi") + 1 : cols.index("greedy_hi") + 4] == [
         "greedy_iqm",
         "greedy_iqm_lo",
         "greedy_iqm_hi",
     ]
-    runs = pd.read_csv(sweep.out_dir / "tables" / "runs.csv")
+    runs = pd.read_csv(paths_of(sweep).root / "tables" / "runs.csv")
     for label, _, rank in SPEC:
         row = _row(perf, label, rank)
         # Two runs: nothing is trimmed, the IQM is the mean of the runs' accuracies (runs.csv's `greedy`).
@@ -323,7 +158,7 @@ def test_performance_iqm_over_runs(sweep):
 
 
 def test_paired_probability_of_improvement(sweep):
-    tables = sweep.out_dir / "tables"
+    tables = paths_of(sweep).root / "tables"
     paired = pd.read_csv(tables / "paired.csv")
     assert list(paired.columns[-6:]) == ["diff", "diff_lo", "diff_hi", "p_improve", "p_improve_lo", "p_improve_hi"]
     # By hand, over all pairs of runs (uniform's runs score 3/6 and 4/6):
@@ -356,26 +191,27 @@ def test_tables_are_byte_reproducible(sweep, tmp_path):
     again = make_sweep(tmp_path)
     aggregate_main(again, None)
     for name in ("performance.csv", "performance.md", "paired.csv", "paired.md"):
-        ours = (again.out_dir / "tables" / name).read_text().replace(str(again.out_dir), "")
-        first = (sweep.out_dir / "tables" / name).read_text().replace(str(sweep.out_dir), "")
+        ours = (paths_of(again).root / "tables" / name).read_text().replace(str(paths_of(again).root), "")
+        first = (paths_of(sweep).root / "tables" / name).read_text().replace(str(paths_of(sweep).root), "")
         assert ours == first, name
 
 
 # ----------------------------------------------------------------------------- figures
 def test_figures_written(sweep):
-    from arca.report.figures import FIGURES, figures_main
+    from arca.paths import FIGURES
+    from arca.report.figures import figures_main
 
     paths = figures_main(sweep, None)
     for name in FIGURES:
         for ext in ("png", "pdf"):
-            p = sweep.out_dir / "figures" / f"{name}.{ext}"
+            p = paths_of(sweep).root / "figures" / f"{name}.{ext}"
             assert p in paths and p.is_file() and p.stat().st_size > 1000, p
-    assert (sweep.out_dir / "figures" / "gini_bars.png").read_bytes()[:4] == b"\x89PNG"
-    assert "performance_profile" in FIGURES and FIGURES == grid.FIGURES
+    assert (paths_of(sweep).root / "figures" / "gini_bars.png").read_bytes()[:4] == b"\x89PNG"
+    assert "performance_profile" in FIGURES
     for ext in ("png", "pdf"):
-        assert sweep.out_dir / "figures" / f"performance_profile.{ext}" in paths
-    assert (sweep.out_dir / "figures" / "performance_profile.png").read_bytes()[:4] == b"\x89PNG"
-    assert not list((sweep.out_dir / "figures").glob(".*tmp*"))  # no temporaries left behind
+        assert paths_of(sweep).root / "figures" / f"performance_profile.{ext}" in paths
+    assert (paths_of(sweep).root / "figures" / "performance_profile.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list((paths_of(sweep).root / "figures").glob(".*tmp*"))  # no temporaries left behind
 
 
 def test_lorenz_curve_shape():
@@ -599,7 +435,7 @@ def test_performance_profile_figure_values(sweep, tmp_path, monkeypatch):
     kept = {}
     monkeypatch.setattr(performance, "save_figure", lambda fig, out, name: kept.setdefault(name, fig) and [])
     apply_style()
-    runs = read_table(sweep.out_dir / "tables" / "runs.csv")
+    runs = read_table(paths_of(sweep).root / "tables" / "runs.csv")
     performance.performance_profile(runs, tmp_path)
     ax = kept["performance_profile"].axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}

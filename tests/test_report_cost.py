@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from arca import grid
 from arca.config import load_config
+from arca.paths import paths_of
 from arca.report.cost import COLUMNS, cost_rows, cost_table, read_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,13 +42,13 @@ def cfg(tmp_path):
 
 
 def test_cost_table_rows_per_run_and_cells(cfg):
-    _bench(grid.benchmark(cfg, "build_base"), ("120.0", "900"))
-    _bench(grid.benchmark(cfg, "mc_values"), ("40.0", "600"))
-    _bench(grid.benchmark(cfg, "evaluate", "base"), ("10.0", "800"))
+    _bench(paths_of(cfg).benchmark("build_base"), ("120.0", "900"))
+    _bench(paths_of(cfg).benchmark("mc_values"), ("40.0", "600"))
+    _bench(paths_of(cfg).benchmark("evaluate", "base"), ("10.0", "800"))
     for i, run in enumerate(cfg.run_ids()):
-        _bench(grid.benchmark(cfg, "train", run), (f"{30 + i}", f"{1000 + i}"))
+        _bench(paths_of(cfg).benchmark("train", run), (f"{30 + i}", f"{1000 + i}"))
         if run != "arca_r4_s2":  # one evaluation run by hand: no record
-            _bench(grid.benchmark(cfg, "evaluate", run), ("5.0", "700"))
+            _bench(paths_of(cfg).benchmark("evaluate", run), ("5.0", "700"))
     df = cost_table(cfg)
     assert list(df.columns) == COLUMNS
     assert list(df["run"]) == ["base", *cfg.run_ids()]

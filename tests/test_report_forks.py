@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_report import _write_eval, make_sweep
+from helpers import make_sweep, write_eval
 
-from arca import grid
-from arca.analysis import fork_marks
-from arca.config import from_dict
-from arca.report.curves import curve_auc, first_step_reaching
+from arca.config import from_dict, run_hash
+from arca.heatmap_rollouts import fork_marks
+from arca.paths import paths_of
 from arca.report.heatmap import pick_shown, render_heatmap
+from arca.report.sample_efficiency import curve_auc, first_step_reaching
 from arca.report.tables import aggregate_main, read_table
 
 SEEDS = [1, 2]
@@ -159,7 +159,7 @@ def make_fork_sweep(root: Path):
     for label, method in CELLS:
         for seed in SEEDS:
             run = f"{label}_r{RANK}_s{seed}"
-            run_dir = cfg.run_dir(run)
+            run_dir = paths_of(cfg).run(run).root
             run_dir.mkdir(parents=True)
             lines = _metrics_lines(run, label, method, seed)
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -179,15 +179,15 @@ def make_fork_sweep(root: Path):
                 for step, g in zip(CURVE_STEPS, GREEDY[(label, seed)])
             ]
             (run_dir / "curve.jsonl").write_text("".join(json.dumps(x) + "\n" for x in curve))
-            _write_eval(
-                cfg.eval_dir(run), identity, greedy6, counts6, trainable=1000, config_hash=grid.run_hash(cfg, run)
+            write_eval(
+                paths_of(cfg).eval(run).root, identity, greedy6, counts6, trainable=1000, config_hash=run_hash(cfg, run)
             )
-            summary_path = cfg.eval_dir(run) / "summary.json"
+            summary_path = paths_of(cfg).eval(run).root / "summary.json"
             summary = json.loads(summary_path.read_text())
             summary["credit_precision"] = _probe(label, seed)
             summary_path.write_text(json.dumps(summary))
-    _write_eval(
-        cfg.eval_dir("base"),
+    write_eval(
+        paths_of(cfg).eval("base").root,
         {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
         greedy6,
         counts6,
@@ -215,7 +215,7 @@ def _steps_mean(values) -> float:
 
 # ----------------------------------------------------------------------------- credit precision
 def test_credit_precision_training_ratios(forks):
-    df = read_table(forks.out_dir / "tables" / "credit_precision.csv")
+    df = read_table(paths_of(forks).root / "tables" / "credit_precision.csv")
     assert list(df["block"]).count("sweep") == len(CELLS)
     arca = _row(df, "arca", "sweep")
     # ratio of means (steps, then seeds), not a mean of ratios: (0.25 + 0.5) / 2 over (0.2 + 0.2) / 2
@@ -235,7 +235,7 @@ def test_credit_precision_training_ratios(forks):
 
 
 def test_credit_precision_probe_blocks(forks):
-    df = read_table(forks.out_dir / "tables" / "credit_precision.csv")
+    df = read_table(paths_of(forks).root / "tables" / "credit_precision.csv")
     # the sweep block: each cell's own method under its own final models
     assert _row(df, "arca", "sweep")["probe_decisive_ratio"] == pytest.approx(0.6 / PROBE_UNIFORM)
     assert _row(df, "oracle", "sweep")["probe_decisive_ratio"] == pytest.approx(0.9 / PROBE_UNIFORM)
@@ -255,7 +255,7 @@ def test_credit_precision_probe_blocks(forks):
     assert _row(df, "oracle", "probe_all")["probe_vs_oracle"] == pytest.approx(0.5 / 0.9)
     top20 = _row(df, "entropy_top20", "probe_all")
     assert math.isnan(top20["probe_decisive_ratio_neg"]) and top20["probe_decisive_auroc"] == pytest.approx(0.55)
-    md = (forks.out_dir / "tables" / "credit_precision.md").read_text()
+    md = (paths_of(forks).root / "tables" / "credit_precision.md").read_text()
     assert "under the final models of uniform_r8 (2 seeds)" in md
     assert "| arca | 0.400 | 4.00 [" in md and "No planted-fork labels" not in md
 
@@ -264,20 +264,20 @@ def test_credit_precision_without_forks(tmp_path):
     """A clean corpus (no branches, no precision keys, no probe): the table exists, its numbers are empty."""
     cfg = make_sweep(tmp_path)
     aggregate_main(cfg, None)
-    df = read_table(cfg.out_dir / "tables" / "credit_precision.csv")
+    df = read_table(paths_of(cfg).root / "tables" / "credit_precision.csv")
     assert len(df) == len(cfg.sweep.cells) + 1  # arca has two ranks
     assert (df["block"] == "sweep").all()
     assert df["train_decisive_ratio"].isna().all() and df["probe_decisive_auroc"].isna().all()
-    assert "No planted-fork labels" in (cfg.out_dir / "tables" / "credit_precision.md").read_text()
-    eff = read_table(cfg.out_dir / "tables" / "sample_efficiency.csv")
+    assert "No planted-fork labels" in (paths_of(cfg).root / "tables" / "credit_precision.md").read_text()
+    eff = read_table(paths_of(cfg).root / "tables" / "sample_efficiency.csv")
     assert len(eff) == len(df) and eff["auc_greedy"].isna().all()
-    assert "No learning curves" in (cfg.out_dir / "tables" / "sample_efficiency.md").read_text()
-    assert read_table(cfg.out_dir / "tables" / "learning_curves.csv").empty
+    assert "No learning curves" in (paths_of(cfg).root / "tables" / "sample_efficiency.md").read_text()
+    assert read_table(paths_of(cfg).root / "tables" / "learning_curves.csv").empty
 
 
 # ----------------------------------------------------------------------------- learning curves
 def test_learning_curves_table(forks):
-    lc = read_table(forks.out_dir / "tables" / "learning_curves.csv")
+    lc = read_table(paths_of(forks).root / "tables" / "learning_curves.csv")
     assert list(lc.columns[:6]) == ["label", "method", "rank", "seed", "run", "step"]
     assert len(lc) == len(CELLS) * len(SEEDS) * len(CURVE_STEPS)
     assert "null" in set(lc["label"])  # the null control's label is not read as a missing value
@@ -286,7 +286,7 @@ def test_learning_curves_table(forks):
 
 
 def test_sample_efficiency_by_hand(forks):
-    eff = read_table(forks.out_dir / "tables" / "sample_efficiency.csv")
+    eff = read_table(paths_of(forks).root / "tables" / "sample_efficiency.csv")
     uni, arca, null = (_row(eff, lab) for lab in ("uniform", "arca", "null"))
     # uniform: seed 1 curve 0.25, 0.5, 0.75 -> (0.375 * 10 + 0.625 * 10) / 20 = 0.5; seed 2 0.25, 0.25, 0.5 -> 0.3125
     assert uni["auc_greedy"] == pytest.approx((0.5 + 0.3125) / 2)
@@ -311,7 +311,7 @@ def test_sample_efficiency_by_hand(forks):
     assert arca["auc_sampled_mdd"] == pytest.approx(0.0)
     # the null control never moves: never reaches the threshold
     assert math.isnan(null["steps_to_threshold"]) and null["auc_greedy"] == pytest.approx(0.25)
-    md = (forks.out_dir / "tables" / "sample_efficiency.md").read_text()
+    md = (paths_of(forks).root / "tables" / "sample_efficiency.md").read_text()
     assert "not reached" in md and "Threshold: 0.438" in md
     assert "Seed-to-seed spread of uniform_r8's greedy AUC: sd 0.133, min 0.312, max 0.500 over 2 seeds" in md
 
@@ -329,12 +329,8 @@ def test_curve_auc_and_threshold_helpers():
 
 # ----------------------------------------------------------------------------- outputs
 def test_aggregate_writes_every_declared_table(forks):
-    from arca import grid
-    from arca.report import figures
-
-    for path in grid.table_outputs(forks).values():
-        assert Path(path).is_file(), path
-    assert figures.FIGURES == grid.FIGURES  # the figures step draws exactly what the workflow declares
+    for path in paths_of(forks).table_files().values():
+        assert path.is_file(), path
 
 
 # ----------------------------------------------------------------------------- figures
@@ -344,7 +340,7 @@ def test_fork_figures_written(forks):
     paths = figures_main(forks, None)
     for name in ("credit_precision", "learning_curves"):
         for ext in ("png", "pdf"):
-            p = forks.out_dir / "figures" / f"{name}.{ext}"
+            p = paths_of(forks).root / "figures" / f"{name}.{ext}"
             assert p in paths and p.stat().st_size > 1000, p
 
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
+from helpers import ALPHABET, EOS1, PAD0
 
 from arca.config import load_config
+from arca.paths import paths_of
 from arca.pretrain import char_tokenizer, pretrain_model
 from arca.rollout import Rollouts, TransformersGenerator
-
-ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyz.,\n\\{}:"
 
 
 @pytest.fixture(scope="module")
@@ -60,26 +60,24 @@ def test_top_k_one_samples_the_greedy_completion(cfg, tok):
         assert not torch.equal(free.completion_ids, greedy.completion_ids)
 
 
-def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path, monkeypatch):
-    import arca.grading
+def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path):
     from arca.evaluate import evaluate_protocol
     from arca.models import wrap_lora
     from arca.train import lr_scheduler, train_step
 
     tok = char_tokenizer([ALPHABET])
-    monkeypatch.setattr(arca.grading, "grade_paper", lambda completion, gold: True)
     cfg.rollout.top_k, cfg.eval.top_k = 7, 11
     torch.manual_seed(0)
     model = wrap_lora(pretrain_model(cfg, len(tok), tok), cfg.lora)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     gen = RecordingGenerator()
     problems = [{"problem": "1+1", "answer": "2"}] * cfg.train.prompts_per_step
-    train_step(cfg, model, gen, opt, lr_scheduler(cfg, opt), problems, 0, 0)
+    train_step(cfg, model, gen, opt, lr_scheduler(cfg, opt), problems, 0, 0, reward=lambda completion, gold: True)
     assert gen.calls[-1]["top_k"] == 7 and gen.calls[-1]["top_p"] == cfg.rollout.top_p
 
-    cfg.data_dir.mkdir(parents=True)
+    paths_of(cfg).data.root.mkdir(parents=True)
     rec = {"id": "t/0", "problem": "1+1", "solution": r"\boxed{2}", "answer": "2", "level": 1, "subject": "s"}
-    (cfg.data_dir / "test.jsonl").write_text(json.dumps(rec) + "\n")
+    (paths_of(cfg).data.root / "test.jsonl").write_text(json.dumps(rec) + "\n")
     gen.calls.clear()
     evaluate_protocol(
         cfg,
@@ -92,7 +90,6 @@ def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path, monkeypa
 
 
 # ----------------------------------------------------------------------------- the completion mask
-PAD0, EOS1 = 0, 1
 
 
 @pytest.mark.parametrize(

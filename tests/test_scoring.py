@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from helpers import PAD, ROWS, make_rollouts, tiny_model
 
 from arca import credit
 from arca.rollout import Rollouts
@@ -24,8 +25,6 @@ from arca.scoring import (
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-VOCAB = 20
-PAD = 0
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -119,49 +118,6 @@ def test_token_entropies_match_direct(chunk):
 
 
 # ----------------------------------------------------------------------------- a tiny real causal LM
-def tiny_model(seed=0, attn="sdpa"):
-    torch.manual_seed(seed)
-    cfg = transformers.Qwen3Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=PAD,
-        eos_token_id=1,
-        bos_token_id=2,
-        tie_word_embeddings=False,
-    )
-    cfg._attn_implementation = attn
-    model = transformers.Qwen3ForCausalLM(cfg)
-    model.eval()
-    return model
-
-
-# (prompt, completion, number of real completion tokens)
-ROWS = [
-    ([5, 6, 7, 8, 9], [10, 11, 12, 1], 4),  # longest prompt, completion ends with EOS
-    ([4, 3], [13, 14, 15, 16], 4),  # short prompt (3 left pads), full completion
-    ([7, 8, 9], [17, 1, PAD, PAD], 2),  # EOS then padding
-    ([11], [18, PAD, PAD, PAD], 1),  # one-token prompt, one-token completion
-]
-
-
-def make_rollouts(rows=ROWS) -> Rollouts:
-    P = max(len(p) for p, _, _ in rows)
-    T = max(len(c) for _, c, _ in rows)
-    pid, pm, cid, cm = [], [], [], []
-    for p, c, n in rows:
-        pid.append([PAD] * (P - len(p)) + p)  # left padding
-        pm.append([0] * (P - len(p)) + [1] * len(p))
-        cid.append(c + [PAD] * (T - len(c)))
-        cm.append([1.0] * n + [0.0] * (T - n))
-    return Rollouts(torch.tensor(pid), torch.tensor(pm), torch.tensor(cid), torch.tensor(cm), ["x"] * len(rows))
-
-
 def slow_row_logprobs(model, prompt, completion, n):
     """Unpadded prompt+completion alone; logits at position len(prompt)-1+t-1 predict y_t."""
     ids = torch.tensor([prompt + completion[:n]])

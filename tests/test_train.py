@@ -21,10 +21,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from arca import cards, credit, grid, models, probe, train
-from arca.config import load_config, training_hash
+from arca import cards, credit, models, probe, train
+from arca.config import for_run, load_config, training_hash
 from arca.data import prepare_data, read_records
-from arca.paths import RunPaths
+from arca.paths import RunPaths, paths_of
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -78,17 +78,17 @@ def results(tmp_path_factory) -> Path:
 
 
 def run_cfg(results: Path, run: str, *extra: str):
-    return grid.for_run(load_config([SMOKE], overrides(results, *extra)), run)
+    return for_run(load_config([SMOKE], overrides(results, *extra)), run)
 
 
 @pytest.fixture
 def toy_reward(monkeypatch):
     """Rewards that vary within a group (see tests/train_toy_reward.py), so adapters move."""
+    import functools
+
     from train_toy_reward import toy_reward as reward
 
-    import arca.grading
-
-    monkeypatch.setattr(arca.grading, "grade_paper", reward)
+    monkeypatch.setattr(train, "train_run", functools.partial(train.train_run, reward=reward))
 
 
 def adapter_tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -481,11 +481,11 @@ def test_two_arca_steps_on_smollm2(tmp_path, toy_reward, monkeypatch):
     prepare_data(cfg)
     models.build_base(cfg)
     run = next(r for r in cfg.run_ids() if r.startswith("arca_"))
-    rcfg = grid.for_run(cfg, run)
+    rcfg = for_run(cfg, run)
     state = train.train_run(rcfg, run, run_dir=tmp_path / "run")
     assert state.step == 2
     # the config's prompt: SmolLM2's chat turns with one worked example before the problem
-    shot = read_records(cfg.data_dir / "shots.jsonl")[0]
+    shot = read_records(paths_of(cfg).data.root / "shots.jsonl")[0]
     assert len(prompts) == 2 * 2 and all(p.count("<|im_start|>user") == 2 for p in prompts)
     assert all(f"<|im_start|>assistant\n{shot['solution']}<|im_end|>" in p for p in prompts)
     assert all(p.endswith("<|im_start|>assistant\n") for p in prompts)
@@ -622,8 +622,8 @@ def test_adapter_loads_from_another_directory_with_card_and_tokenizer(results, t
 
     run = "arca_r4_s1"
     monkeypatch.chdir(results.parent)
-    cfg = grid.for_run(load_config([SMOKE], overrides(Path(results.name), "train.steps=2")), run)
-    assert not cfg.base_dir.is_absolute()
+    cfg = for_run(load_config([SMOKE], overrides(Path(results.name), "train.steps=2")), run)
+    assert not paths_of(cfg).base.is_absolute()
     adapter = tmp_path / "run" / "adapter"
     train.train_run(cfg, run, run_dir=adapter.parent)
     policy, tok = models.load_policy(cfg, adapter_dir=adapter, is_trainable=False)
@@ -724,7 +724,7 @@ def test_tensorboard_off_by_default_and_outside_the_run_hash(results):
     cfg = load_config([SMOKE], overrides(results))
     assert cfg.monitor.tensorboard is False
     for run in cfg.run_ids():
-        off = grid.for_run(cfg, run)
+        off = for_run(cfg, run)
         on = copy.deepcopy(off)
         on.monitor.tensorboard = True  # switching it on must not retrain anything
         assert training_hash(on) == training_hash(off)
@@ -763,7 +763,7 @@ def test_tensorboard_event_files_when_installed(results, toy_reward, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = "uniform_r4_s1"
-    cfg = grid.for_run(load_config([SMOKE], overrides(results, "monitor.tensorboard=true")), run)
+    cfg = for_run(load_config([SMOKE], overrides(results, "monitor.tensorboard=true")), run)
     train.train_run(cfg, run, run_dir=tmp_path / "r")
     acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
     acc.Reload()

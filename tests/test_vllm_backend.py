@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from arca import vllm_backend as vb
 from arca.config import NonFiniteError, load_config
 from arca.models import wrap_lora
+from arca.paths import paths_of
 from arca.pretrain import char_tokenizer, pretrain_model
 from arca.rollout import TransformersGenerator, completion_mask
 
@@ -341,7 +342,7 @@ def test_generator_with_stand_in_vllm(cfg, tok, fake_vllm, tmp_path):
     _sgd_step(model)
     gen.generate(["3+3="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5)
     (llm_kw,) = fake_vllm["llm"]  # one engine for every step
-    assert llm_kw["model"] == str(cfg.base_dir) and llm_kw["enable_lora"] is True
+    assert llm_kw["model"] == str(paths_of(cfg).base) and llm_kw["enable_lora"] is True
     assert llm_kw["max_lora_rank"] == 8 and cfg.lora.rank == 4  # rounded up to a vLLM rank
     assert llm_kw["gpu_memory_utilization"] == cfg.rollout.vllm_gpu_memory_utilization
     assert (llm_kw["dtype"], llm_kw["seed"]) == ("bfloat16", cfg.train.seed)
@@ -372,14 +373,15 @@ def test_generator_stops_on_a_non_finite_sampled_logprob(cfg, tok, fake_vllm, tm
 
 @pytest.mark.slow
 def test_a_non_finite_sampled_logprob_in_training_names_the_run_and_step(cfg, fake_vllm, tmp_path):
-    from arca import grid, train
+    from arca import train
+    from arca.config import for_run
     from arca.data import prepare_data
     from arca.models import build_base
 
     prepare_data(cfg)
     build_base(cfg)
     run = "uniform_r4_s1"
-    run_cfg = grid.for_run(cfg, run)
+    run_cfg = for_run(cfg, run)
     run_cfg.rollout.backend, run_cfg.eval.every = "vllm", 0  # no held-out curve: the first sampling is step 1's
     fake_vllm["logprobs"] = [-0.5, -1.5, float("inf")]
     with pytest.raises(NonFiniteError) as e:

@@ -1,4 +1,4 @@
-"""The Snakemake workflow, the experiment grid (arca.grid), the configs, the schema and profiles.
+"""The Snakemake workflow, the sweep, the rules' inputs (arca.snakerules), the configs and profiles.
 
 Dry runs only plan the DAG, so they pass before the heavy steps exist. The one executed run uses
 tests/fake_arca.py in place of ``python -m arca`` to check wiring, reruns and the report in
@@ -8,46 +8,41 @@ repository, passed with ``--configfile`` so that the Python steps see it too.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import typing
 from pathlib import Path
 from types import SimpleNamespace
 
-import jsonschema
 import pytest
 import yaml
+from helpers import REPO, run_snakemake, snakemake_env
 
-from arca import grid, snakeconfig
-from arca.config import Config, ConfigError, deep_merge, from_dict, load_config, read_yaml, to_dict
+from arca import snakeconfig, snakerules
+from arca.config import (
+    Config,
+    ConfigError,
+    deep_merge,
+    eval_hash,
+    eval_targets,
+    for_run,
+    from_dict,
+    heatmap_run,
+    load_config,
+    read_yaml,
+    run_hash,
+    to_dict,
+)
+from arca.paths import FIGURES, TABLES, paths_of
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-VENV_BIN = Path(sys.executable).parent
-SNAKEMAKE = str(VENV_BIN / "snakemake") if (VENV_BIN / "snakemake").exists() else shutil.which("snakemake")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _env(extra_path: Path | None = None) -> dict[str, str]:
-    path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    if extra_path is not None:
-        path = f"{extra_path}{os.pathsep}{path}"
-    return {**os.environ, "PATH": path, "HF_HUB_OFFLINE": "1"}
-
-
-def run_snakemake(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
-    # --nolock: dry runs must not collide with a real run in the same working directory.
-    proc = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=600)
-    proc.log = proc.stdout + proc.stderr  # type: ignore[attr-defined]
-    return proc
 
 
 def overlay(tmp_path: Path, name: str = "overlay.yaml", **extra) -> Path:
@@ -90,65 +85,6 @@ def _opt(cmd: list[str], flag: str) -> list[str]:
     return [cmd[i + 1] for i, a in enumerate(cmd) if a == flag]
 
 
-def _schema() -> dict:
-    return yaml.safe_load(SCHEMA.read_text())
-
-
-# ----------------------------------------------------------------------------- schema
-def test_schema_is_generated_from_the_dataclasses_and_current():
-    # regenerate with:
-    #   python -c "from arca.config import json_schema_text as t; print(t(), end='')" \
-    #     > workflow/schemas/config.schema.yaml
-    from arca.config import json_schema_text
-
-    assert SCHEMA.read_text() == json_schema_text()
-    # every section is closed and lists exactly its dataclass's fields
-    _check_mirrors(Config, _schema(), "config")
-
-
-def _check_mirrors(cls: type, node: dict, where: str) -> None:
-    assert node.get("additionalProperties") is False, f"{where}: additionalProperties must be false"
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    assert set(node["properties"]) == set(fields), f"{where}: schema keys differ from {cls.__name__}"
-    hints = typing.get_type_hints(cls)
-    for name in fields:
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            _check_mirrors(tp, node["properties"][name], f"{where}.{name}")
-        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
-            _check_mirrors(typing.get_args(tp)[0], node["properties"][name]["items"], f"{where}.{name}[]")
-
-
-def test_schema_rejects_what_the_loader_rejects():
-    validator = jsonschema.Draft202012Validator(_schema())
-    good = read_yaml(REPO / "configs" / "default.yaml")
-    validator.validate(good)
-    for bad in (
-        {"device": "tpu"},
-        {"train": {"stepz": 3}},
-        {"rollout": {"completion_mask": "x"}},
-        {"train": {"lr": "fast"}},
-    ):
-        raw = deep_merge(good, bad)
-        assert not validator.is_valid(raw), bad
-        with pytest.raises(ConfigError):
-            from_dict(raw)
-
-
-def test_schema_has_no_defaults():
-    # snakemake.utils.validate would copy schema defaults into the config; the dataclasses own them.
-    def keys(node):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                yield k
-                yield from keys(v)
-        elif isinstance(node, list):
-            for v in node:
-                yield from keys(v)
-
-    assert "default" not in set(keys(_schema()))
-
-
 # ----------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_loads_validates_and_is_self_contained(path):
@@ -156,10 +92,31 @@ def test_config_loads_validates_and_is_self_contained(path):
     # Snakemake layers every --configfile on configs/default.yaml; each file is complete, so the
     # Python steps and `python -m arca --config X` by hand see the same config.
     assert load_config([REPO / "configs" / "default.yaml", path]) == cfg
-    validator = jsonschema.Draft202012Validator(_schema())
-    validator.validate(read_yaml(path))
-    validator.validate(deep_merge(read_yaml(REPO / "configs" / "default.yaml"), read_yaml(path)))
     assert cfg.name == path.stem
+
+
+def test_a_config_of_differences_reads_as_its_base_with_them_merged_over(tmp_path):
+    (tmp_path / "full.yaml").write_text("name: full\ntrain: {steps: 7, lr: 0.5}\n")
+    (tmp_path / "diff.yaml").write_text("base: full.yaml\nname: diff\ntrain: {steps: 3}\n")
+    assert read_yaml(tmp_path / "diff.yaml") == {"name": "diff", "train": {"steps": 3, "lr": 0.5}}
+    cfg = load_config(tmp_path / "diff.yaml")
+    assert (cfg.name, cfg.train.steps, cfg.train.lr) == ("diff", 3, 0.5)
+    (tmp_path / "chain.yaml").write_text("base: diff.yaml\n")
+    with pytest.raises(ConfigError, match="complete config file"):
+        read_yaml(tmp_path / "chain.yaml")
+    (tmp_path / "bad.yaml").write_text("base: 3\n")
+    with pytest.raises(ConfigError, match="must name a config file"):
+        read_yaml(tmp_path / "bad.yaml")
+
+
+@pytest.mark.slow
+def test_snakemake_refuses_a_base_it_does_not_merge_first(tmp_path):
+    diff = tmp_path / "diff.yaml"
+    diff.write_text(f"base: {REPO / 'configs' / 'smoke.yaml'}\nname: diff\n")
+    proc = run_snakemake("-n", "--nolock", "--configfile", str(diff))
+    assert proc.returncode != 0 and "does not merge before it" in proc.log, proc.log[-4000:]
+    proc = run_snakemake("-n", "--nolock", "--configfile", "configs/smoke.yaml", str(diff), str(overlay(tmp_path)))
+    assert proc.returncode == 0, proc.log[-4000:]
 
 
 def test_configs_are_the_expected_ones():
@@ -217,14 +174,14 @@ def test_smoke_config_is_small():
     assert len(cfg.sweep.seeds) == 1 and cfg.data.n_train <= 300 and cfg.eval.n_problems <= 10
 
 
-# ----------------------------------------------------------------------------- grid
-def test_grid_run_ids_and_regexes():
+# ----------------------------------------------------------------------------- the sweep and the rules' inputs
+def test_run_ids_and_wildcard_regexes():
     cfg = load_config(REPO / "configs" / "default.yaml")
-    ids = grid.run_ids(cfg)
+    ids = cfg.run_ids()
     assert ids[0] == "uniform_r8_s1" and "arca_r2_s2" in ids and len(ids) == 8 * len(cfg.sweep.seeds)
     assert "oracle_r8_s1" in ids and "null_r8_s3" in ids
-    assert grid.eval_targets(cfg) == ["base", *ids]
-    run_re, eval_re = re.compile(grid.run_regex(cfg)), re.compile(grid.eval_regex(cfg))
+    assert eval_targets(cfg) == ["base", *ids]
+    run_re, eval_re = re.compile(snakerules.run_regex(cfg)), re.compile(snakerules.eval_regex(cfg))
     for run in ids:
         assert run_re.fullmatch(run) and eval_re.fullmatch(run)
     assert eval_re.fullmatch("base") and not run_re.fullmatch("base")
@@ -232,121 +189,102 @@ def test_grid_run_ids_and_regexes():
         assert not run_re.fullmatch(bad) and not eval_re.fullmatch(bad)
 
 
-def test_grid_accepts_snakemake_config_dict():
+def test_snakerules_accepts_snakemake_config_dict():
     raw = deep_merge(read_yaml(REPO / "configs" / "default.yaml"), read_yaml(REPO / "configs" / "smoke.yaml"))
-    assert grid.run_ids(raw) == load_config(REPO / "configs" / "smoke.yaml").run_ids()
+    assert snakerules.as_config(raw).run_ids() == load_config(REPO / "configs" / "smoke.yaml").run_ids()
     with pytest.raises(ConfigError, match="unknown key"):
-        grid.as_config({"train": {"stepz": 3}})
+        snakerules.as_config({"train": {"stepz": 3}})
 
 
-def test_grid_paths():
+def _strs(d):
+    return {k: str(v) for k, v in d.items()}
+
+
+def test_rule_inputs():
     cfg = load_config(REPO / "configs" / "default.yaml", ["paths.results=/r"])
-    assert grid.data_outputs(cfg) == {"train": "/r/default/data/train.jsonl", "test": "/r/default/data/test.jsonl"}
-    assert grid.base_output(cfg) == "/r/default/base"
-    assert grid.train_outputs(cfg, "arca_r2_s1") == {
-        "adapter": "/r/default/runs/arca_r2_s1/adapter",
-        "metrics": "/r/default/runs/arca_r2_s1/metrics.jsonl",
-        "final_weights": "/r/default/runs/arca_r2_s1/final_weights.json",
-        "curve": "/r/default/runs/arca_r2_s1/curve.jsonl",
-    }
-    assert grid.eval_outputs(cfg, "base") == {
-        "summary": "/r/default/eval/base/summary.json",
-        "samples": "/r/default/eval/base/samples.jsonl",
-    }
-    assert "adapter" not in grid.eval_inputs(cfg, "base")
-    assert grid.eval_inputs(cfg, "arca_r2_s1")["adapter"] == "/r/default/runs/arca_r2_s1/adapter"
+    assert "adapter" not in snakerules.eval_inputs(cfg, "base")
+    assert str(snakerules.eval_inputs(cfg, "arca_r2_s1")["adapter"]) == "/r/default/runs/arca_r2_s1/adapter"
     # every run's credit precision is read on the one set of base-model probe rollouts
-    assert (
-        grid.eval_inputs(cfg, "arca_r2_s1")["probe"] == grid.probe_output(cfg) == "/r/default/eval/probe_rollouts.jsonl"
-    )
-    assert "probe" not in grid.eval_inputs(cfg, "base")
-    assert grid.log(cfg, "train", "{run}") == "/r/default/logs/train/{run}.log"
-    assert grid.bench_outputs(cfg) == {"json": "/r/default/bench/summary.json", "md": "/r/default/bench/summary.md"}
-    assert grid.benchmark(cfg, "train", "{run}") == "/r/default/benchmarks/train/{run}.tsv"
-    benchmarks = grid.aggregate_inputs(cfg)["benchmarks"]
+    assert str(snakerules.eval_inputs(cfg, "arca_r2_s1")["probe"]) == "/r/default/eval/probe_rollouts.jsonl"
+    assert "probe" not in snakerules.eval_inputs(cfg, "base")
+    benchmarks = [str(b) for b in snakerules.aggregate_inputs(cfg)["benchmarks"]]
     # the base model's build and its Monte Carlo values, then each run's training and every evaluation
-    assert benchmarks == grid.benchmarks(cfg) and len(benchmarks) == 2 + 2 * len(cfg.run_ids()) + 1
+    assert benchmarks == [str(b) for b in snakerules.benchmarks(cfg)]
+    assert len(benchmarks) == 2 + 2 * len(cfg.run_ids()) + 1
     assert benchmarks[:2] == [
         "/r/default/benchmarks/build_base/build_base.tsv",
         "/r/default/benchmarks/mc_values/mc_values.tsv",
     ]
     assert "/r/default/benchmarks/evaluate/base.tsv" in benchmarks
-    targets = grid.all_targets(cfg)
+    targets = [str(t) for t in snakerules.all_targets(cfg)]
     assert len(targets) == 24 + 18 + 1  # table files, figure files (png + pdf), the heat map
     assert "/r/default/tables/outcomes.md" in targets and "/r/default/tables/tuning.md" in targets
     # the curve points score the probe's decisions: training waits for the probe
-    assert grid.train_inputs(cfg)["probe"] == grid.probe_output(cfg)
+    assert str(snakerules.train_inputs(cfg)["probe"]) == "/r/default/eval/probe_rollouts.jsonl"
     assert "/r/default/tables/cost.csv" in targets and "/r/default/tables/cost.md" in targets
     assert "/r/default/tables/paired.md" in targets and "/r/default/figures/lorenz.pdf" in targets
     assert targets[-1] == "/r/default/figures/credit_heatmap.html"
     assert not any("bench" in t for t in targets), "bench stays outside `all`"
-    assert grid.base_inputs(cfg) == {"train": "/r/default/data/train.jsonl"}
+    assert _strs(snakerules.base_inputs(cfg)) == {"train": "/r/default/data/train.jsonl"}
 
 
-def test_grid_checkpoints_are_not_outputs():
-    cfg = load_config(REPO / "configs" / "smoke.yaml")
-    outs = grid.train_outputs(cfg, "arca_r2_s1").values()
-    assert not any("checkpoint" in o or o.endswith("config.yaml") for o in outs)
-
-
-def test_grid_math500_only_for_math_data():
+def test_math500_only_for_math_data():
     paper = load_config(REPO / "configs" / "paper.yaml")
-    assert grid.data_outputs(paper)["math500"].endswith("paper/data/math500.jsonl")
-    assert "math500" in grid.eval_inputs(paper, "base")
-    assert grid.base_inputs(paper) == {}, "a Hub model needs no training data to build"
+    assert str(paths_of(paper).data.declared()["math500"]).endswith("paper/data/math500.jsonl")
+    assert "math500" in snakerules.eval_inputs(paper, "base")
+    assert snakerules.base_inputs(paper) == {}, "a Hub model needs no training data to build"
+    assert "math500" not in paths_of(load_config(REPO / "configs" / "default.yaml")).data.declared()
     # MATH-500 with generated data is refused before any data or base model is built
     with pytest.raises(ConfigError, match="eval.protocols"):
         load_config(REPO / "configs" / "default.yaml", ["eval.protocols=[generated, math500]"])
 
 
-def test_grid_heatmap_run():
+def test_heatmap_run():
     cfg = load_config(REPO / "configs" / "default.yaml")
-    assert grid.heatmap_run(cfg) == "arca_r2_s1"
+    assert heatmap_run(cfg) == "arca_r2_s1"
     assert (
-        grid.heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=divergence_r8_s2"]))
+        heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=divergence_r8_s2"]))
         == "divergence_r8_s2"
     )
     no_arca = load_config(REPO / "configs" / "default.yaml", ["sweep.cells=[{method: surprisal, ranks: [4]}]"])
-    assert grid.heatmap_run(no_arca) == "surprisal_r4_s1"
+    assert heatmap_run(no_arca) == "surprisal_r4_s1"
     with pytest.raises(ConfigError, match="heatmap_run"):
-        grid.heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=arca_r3_s1"]))
-    inputs = grid.heatmap_rollouts_inputs(cfg)
+        heatmap_run(load_config(REPO / "configs" / "default.yaml", ["sweep.heatmap_run=arca_r3_s1"]))
+    inputs = _strs(snakerules.heatmap_rollouts_inputs(cfg))
     assert inputs["adapter"].endswith("runs/arca_r2_s1/adapter") and inputs["test"].endswith("data/test.jsonl")
-    # the page is drawn from the analysis step's file alone: the report never loads a model
-    assert grid.heatmap_inputs(cfg) == {"rollouts": grid.heatmap_rollouts_output(cfg)}
 
 
-def test_grid_gpu_resources():
-    assert grid.gpu(load_config(REPO / "configs" / "default.yaml")) == {}
-    assert grid.gpu(load_config(REPO / "configs" / "paper.yaml")) == {"gpu": 1}
-    assert grid.gpu(load_config(REPO / "configs" / "default.yaml", ["device=cuda"])) == {"gpu": 1}
-    assert grid.gpu(load_config(REPO / "configs" / "default.yaml", ["resources.gpu=true"])) == {"gpu": 1}
-    assert grid.base_gpu(load_config(REPO / "configs" / "paper.yaml")) == {}, "a Hub download needs no GPU"
-    assert grid.base_gpu(load_config(REPO / "configs" / "default.yaml", ["device=cuda"])) == {"gpu": 1}
+def test_gpu_resources():
+    assert snakerules.gpu(load_config(REPO / "configs" / "default.yaml")) == {}
+    assert snakerules.gpu(load_config(REPO / "configs" / "paper.yaml")) == {"gpu": 1}
+    assert snakerules.gpu(load_config(REPO / "configs" / "default.yaml", ["device=cuda"])) == {"gpu": 1}
+    assert snakerules.gpu(load_config(REPO / "configs" / "default.yaml", ["resources.gpu=true"])) == {"gpu": 1}
+    assert snakerules.base_gpu(load_config(REPO / "configs" / "paper.yaml")) == {}, "a Hub download needs no GPU"
+    assert snakerules.base_gpu(load_config(REPO / "configs" / "default.yaml", ["device=cuda"])) == {"gpu": 1}
 
 
-def test_grid_run_hash_changes_only_the_edited_cell():
+def test_run_hash_changes_only_the_edited_cell():
     base = load_config(REPO / "configs" / "default.yaml")
     raw = to_dict(base)
     raw["sweep"]["cells"][4]["overrides"] = {"credit.sharpen": 1.0}
     edited = from_dict(raw)
-    changed = {r for r in base.run_ids() if grid.run_hash(base, r) != grid.run_hash(edited, r)}
+    changed = {r for r in base.run_ids() if run_hash(base, r) != run_hash(edited, r)}
     assert changed == {r for r in base.run_ids() if r.startswith("arca_")}
     # Evaluation and report settings are not part of any run's hash.
     other = load_config(REPO / "configs" / "default.yaml", ["eval.pass_k=8", "sweep.heatmap_run=arca_r4_s1"])
-    assert all(grid.run_hash(base, r) == grid.run_hash(other, r) for r in base.run_ids())
-    assert grid.eval_hash(base) != grid.eval_hash(other)
+    assert all(run_hash(base, r) == run_hash(other, r) for r in base.run_ids())
+    assert eval_hash(base) != eval_hash(other)
 
 
-def test_grid_report_outputs_caption_every_shown_file():
+def test_report_outputs_caption_every_shown_file():
     cfg = load_config(REPO / "configs" / "default.yaml")
 
     def wrap(path, **meta):
         return ("shown", path, meta)
 
     shown = {}
-    for outputs in (grid.table_outputs(cfg), grid.figure_outputs(cfg)):
-        declared = grid.report_outputs(outputs, wrap, "../report")
+    for outputs in (paths_of(cfg).table_files(), paths_of(cfg).figure_files()):
+        declared = snakerules.report_outputs(outputs, wrap, "../report")
         assert list(declared) == list(outputs)  # every output declared, in order
         for key, value in declared.items():
             if isinstance(value, tuple):
@@ -354,8 +292,8 @@ def test_grid_report_outputs_caption_every_shown_file():
                 shown[key] = value[2]
             else:
                 assert value == outputs[key]
-    markdown = {f"{t}_md" for t in grid.REPORT_TABLES if "md" in grid.TABLES[t]}
-    assert set(shown) == {f"{t}_csv" for t in grid.REPORT_TABLES} | markdown | {f"{f}_png" for f in grid.FIGURES} | {
+    markdown = {f"{t}_md" for t in snakerules.REPORT_TABLES if "md" in TABLES[t]}
+    assert set(shown) == {f"{t}_csv" for t in snakerules.REPORT_TABLES} | markdown | {f"{f}_png" for f in FIGURES} | {
         "paper_comparison_md"
     }
     caption = "../report/tables/performance.rst"
@@ -377,7 +315,7 @@ def test_grid_report_outputs_caption_every_shown_file():
     assert "credit_heatmap.rst" in (rules_dir / "report.smk").read_text()
 
 
-def test_grid_config_files_in_snakemake_merge_order(tmp_path, monkeypatch):
+def test_snakeconfig_files_in_snakemake_merge_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = [str(tmp_path / "a.yaml"), "/elsewhere/b.yaml"]
     workflow = SimpleNamespace(
@@ -394,7 +332,7 @@ def test_grid_config_files_in_snakemake_merge_order(tmp_path, monkeypatch):
     assert snakeconfig.config_files(workflow) == ["configs/default.yaml"]
 
 
-def test_grid_config_param_is_left_out_of_rerun_triggers():
+def test_snakeconfig_param_is_left_out_of_rerun_triggers():
     # Snakemake treats a params function that takes `output` (or input, threads, resources) as
     # derived from the job's files and does not rerun a job when its value changes.
     param = snakeconfig.config_param("--config a.yaml")
@@ -402,7 +340,7 @@ def test_grid_config_param_is_left_out_of_rerun_triggers():
     assert param(None, None) == "--config a.yaml"
 
 
-def test_grid_config_args_round_trip():
+def test_snakeconfig_args_round_trip():
     args = snakeconfig.config_args(
         ["configs/default.yaml", "my dir/x.yaml"],
         {"name": "odd name's", "train": {"steps": 3, "lr": 0.001}, "eval": {"protocols": ["generated"]}},
@@ -438,7 +376,7 @@ def test_dry_run_default_without_configfile(tmp_path):
     assert proc.returncode == 0, proc.log[-4000:]
     cmds = shell_commands(proc.log)
     assert cmds and all(_opt(c, "--config") == ["configs/default.yaml"] for c in cmds)
-    assert all(_config_of(c).out_dir == tmp_path / "r" / "default" for c in cmds)
+    assert all(paths_of(_config_of(c)).root == tmp_path / "r" / "default" for c in cmds)
 
 
 @pytest.mark.slow
@@ -492,7 +430,7 @@ def test_snakemake_config_set_overrides_one_hyperparameter(tmp_path):
     assert expected.train.lr == 1e-4 and expected.eval.pass_k == 3
     # the runs' hashes (train params) follow the override, so a real run retrains every cell
     plain = load_config([REPO / "configs" / "smoke.yaml", ov])
-    assert all(grid.run_hash(expected, r) != grid.run_hash(plain, r) for r in plain.run_ids())
+    assert all(run_hash(expected, r) != run_hash(plain, r) for r in plain.run_ids())
 
     bad = run_snakemake("-n", "--nolock", "--configfile", "configs/smoke.yaml", str(ov), "--config", "set=lora.rank=16")
     assert bad.returncode != 0 and "'lora.rank' is fixed by run id" in bad.log, bad.log[-4000:]
@@ -547,7 +485,7 @@ def test_local_profile_dry_run(tmp_path):
         ({"credit": {"method": "nope"}}, "nope"),
     ],
 )
-def test_schema_rejects_bad_config(tmp_path, bad, message):
+def test_snakefile_rejects_bad_config(tmp_path, bad, message):
     proc = run_snakemake("-n", "--nolock", "--configfile", str(overlay(tmp_path, **bad)))
     assert proc.returncode != 0 and message in proc.log, proc.log[-4000:]
 
@@ -587,7 +525,14 @@ def test_conda_dry_run_plans_one_environment_for_every_job(tmp_path):
     )
     (shim / "conda").chmod(0o755)
     proc = run_snakemake(
-        "-n", "--nolock", "--sdm", "conda", "--configfile", "configs/smoke.yaml", str(overlay(tmp_path)), env=_env(shim)
+        "-n",
+        "--nolock",
+        "--sdm",
+        "conda",
+        "--configfile",
+        "configs/smoke.yaml",
+        str(overlay(tmp_path)),
+        env=snakemake_env(shim),
     )
     assert proc.returncode == 0, proc.log[-4000:]
     created = re.findall(r"^Conda environment (\S+) will be created\.$", proc.log, flags=re.M)
@@ -607,7 +552,7 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
     (shim / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "fake_arca.py"}" "$@"\n')
     (shim / "python").chmod(0o755)
     calls = tmp_path / "calls.txt"
-    env = {**_env(shim), "FAKE_ARCA_CALLS": str(calls)}
+    env = {**snakemake_env(shim), "FAKE_ARCA_CALLS": str(calls)}
     # Three runs are enough to see one cell rerun alone; fewer jobs keep the test quick.
     cells = [{"method": "uniform", "ranks": [4]}, {"method": "arca", "ranks": [2, 4]}]
     ov = overlay(tmp_path, sweep={"cells": cells})
@@ -616,14 +561,14 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
     proc = run_snakemake("--cores", "2", *common, cwd=wf, env=env)
     assert proc.returncode == 0, proc.log[-6000:]
     smoke = load_config([REPO / "configs" / "smoke.yaml", ov])
-    assert all(Path(t).exists() for t in grid.all_targets(smoke))
+    assert all(Path(t).exists() for t in snakerules.all_targets(smoke))
     done = calls.read_text().splitlines()
     trained = sorted(c for c in done if c.startswith("train "))
-    assert trained == sorted(f"train {r} {grid.run_hash(smoke, r)}" for r in smoke.run_ids())
+    assert trained == sorted(f"train {r} {run_hash(smoke, r)}" for r in smoke.run_ids())
     assert len([c for c in done if c.startswith("evaluate ")]) == len(smoke.run_ids()) + 1
     # Snakemake recorded the wall time and memory of every benchmarked job, for the cost table.
-    assert all(Path(b).is_file() for b in grid.benchmarks(smoke))
-    assert set(grid.aggregate_inputs(smoke)["benchmarks"]) == set(grid.benchmarks(smoke))
+    assert all(Path(b).is_file() for b in snakerules.benchmarks(smoke))
+    assert set(snakerules.aggregate_inputs(smoke)["benchmarks"]) == set(snakerules.benchmarks(smoke))
 
     proc = run_snakemake("-n", *common, cwd=wf, env=env)
     assert proc.returncode == 0 and "Nothing to be done" in proc.log, proc.log[-4000:]
@@ -646,9 +591,9 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
     assert proc.returncode == 0, proc.log[-6000:]
     assert [_opt(c, "--run")[0] for c in shell_commands(proc.log) if c[3] == "train"] == ["uniform_r4_s1"]
     lr = load_config([REPO / "configs" / "smoke.yaml", ov])
-    assert grid.for_run(lr, "uniform_r4_s1").train.lr == 0.5
+    assert for_run(lr, "uniform_r4_s1").train.lr == 0.5
     assert [c for c in calls.read_text().splitlines()[len(done) :] if c.startswith("train ")] == [
-        f"train uniform_r4_s1 {grid.run_hash(lr, 'uniform_r4_s1')}"
+        f"train uniform_r4_s1 {run_hash(lr, 'uniform_r4_s1')}"
     ]
 
     html = tmp_path / "report.html"
@@ -657,11 +602,14 @@ def test_fake_run_reruns_only_the_edited_cell_and_builds_report(tmp_path):
 
     proc = run_snakemake("bench", "--cores", "1", *common, cwd=wf, env=env)
     assert proc.returncode == 0, proc.log[-4000:]
-    assert all(Path(p).exists() for p in grid.bench_outputs(smoke).values())
+    assert all(paths_of(smoke).bench_summary(ext).exists() for ext in ("json", "md"))
 
 
 def test_ablations_config_extends_the_default_sweep():
     default = read_yaml(REPO / "configs" / "default.yaml")
+    # only differences: the file names its base and holds nothing but the name and the sweep
+    written = yaml.safe_load((REPO / "configs" / "ablations.yaml").read_text())
+    assert set(written) == {"base", "name", "sweep"} and written["base"] == "default.yaml"
     abl = read_yaml(REPO / "configs" / "ablations.yaml")
     # one change at a time: outside name and sweep, the ablation experiment is the default one
     assert {k: v for k, v in abl.items() if k not in ("name", "sweep")} == {
@@ -674,12 +622,12 @@ def test_ablations_config_extends_the_default_sweep():
     methods = {c.method for c in cfg.sweep.cells}
     assert {"arca_permuted", "entropy_top20", "arca_layers"} <= methods
     by_label = {c.name: c for c in cfg.sweep.cells}
-    assert grid.for_run(cfg, "arca_s1_r8_s1").credit.sharpen == 1.0
-    assert grid.for_run(cfg, "arca_mean1_r8_s1").credit.normalization == "mean_one"
-    assert grid.for_run(cfg, "uniform_mean1_r8_s1").credit.normalization == "mean_one"
+    assert for_run(cfg, "arca_s1_r8_s1").credit.sharpen == 1.0
+    assert for_run(cfg, "arca_mean1_r8_s1").credit.normalization == "mean_one"
+    assert for_run(cfg, "uniform_mean1_r8_s1").credit.normalization == "mean_one"
     assert (
-        grid.for_run(cfg, "arca_r8_s1").credit.normalization == "sum_to_one"
-        and grid.for_run(cfg, "arca_r8_s1").credit.sharpen == 2.0
+        for_run(cfg, "arca_r8_s1").credit.normalization == "sum_to_one"
+        and for_run(cfg, "arca_r8_s1").credit.sharpen == 2.0
     )
     # every ablation is paired with what it ablates
     assert by_label["arca_permuted"].compare == ["arca"] and by_label["arca_layers"].compare == ["arca"]
@@ -696,7 +644,7 @@ def test_tune_config_runs_every_default_method_at_three_lrs_on_other_seeds():
     cfg = load_config([REPO / "configs" / "tune.yaml"])
     lrs: dict[str, set[float]] = {}
     for cell in cfg.sweep.cells:
-        lrs.setdefault(cell.method, set()).add(grid.for_run(cfg, f"{cell.name}_r8_s101").train.lr)
+        lrs.setdefault(cell.method, set()).add(for_run(cfg, f"{cell.name}_r8_s101").train.lr)
     shared = default["train"]["lr"]
     methods = {c["method"] for c in default["sweep"]["cells"]}
     assert set(lrs) == methods
@@ -782,7 +730,7 @@ def test_bring_your_own_data_set_plans_the_smoke_dag_and_prepares_the_data(tmp_p
     step = subprocess.run(
         [sys.executable, "-m", "arca", "prepare-data", "--config", "configs/smoke.yaml", "--config", str(mine)],
         cwd=REPO,
-        env=_env(),
+        env=snakemake_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -792,13 +740,13 @@ def test_bring_your_own_data_set_plans_the_smoke_dag_and_prepares_the_data(tmp_p
     assert len(test) == 12 and test[0]["answer"] == "3" and test[0]["level"] == 1 and test[0]["subject"] == "Prealgebra"
 
 
-def test_grid_complete_only_when_every_target_of_rule_all_exists(tmp_path):
+def test_complete_only_when_every_target_of_rule_all_exists(tmp_path):
     cfg = load_config([REPO / "configs" / "smoke.yaml"], [f"paths.results={tmp_path}"])
-    targets = [Path(p) for p in grid.all_targets(cfg)]
+    targets = [Path(p) for p in snakerules.all_targets(cfg)]
     for path in targets[:-1]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
-    assert not grid.complete(cfg)
+    assert not snakerules.complete(cfg)
     targets[-1].parent.mkdir(parents=True, exist_ok=True)
     targets[-1].write_text("x")
-    assert grid.complete(cfg)
+    assert snakerules.complete(cfg)

@@ -2,8 +2,8 @@
 
 A tiny base model pretrained for seconds never solves a problem, so every reward would be 0, every
 advantage 0 and the adapter would never move: resume and determinism tests would then compare
-untouched adapters and could not fail. This wrapper swaps the paper grader for a deterministic
-function of the completion text (reward 1 when it holds an even number of digits), so groups
+untouched adapters and could not fail. This wrapper trains on a deterministic
+function of the completion text instead of the paper grader (reward 1 when it holds an even number of digits), so groups
 disagree and training really updates the adapter. ``ARCA_TEST_STEP_SLEEP`` (seconds) slows each
 step down so a test can kill the process between checkpoints.
 """
@@ -20,10 +20,11 @@ def toy_reward(completion: str, gold: str) -> bool:
 
 
 def install() -> None:
-    import arca.grading
+    import functools
+
     import arca.train
 
-    arca.grading.grade_paper = toy_reward
+    arca.train.train_run = functools.partial(arca.train.train_run, reward=toy_reward)
     delay = float(os.environ.get("ARCA_TEST_STEP_SLEEP", "0"))
     if delay:
         real = arca.train.train_step

@@ -23,7 +23,8 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from arca import __version__
-from arca.config import Config, InputError
+from arca.config import Config, InputError, MissingInputError, for_run
+from arca.paths import paths_of
 from arca.prompts import PROMPT_TEMPLATE
 
 RUN_INFO = "arca_run.json"  # in the adapter folder: which run, which settings (config hash), how far
@@ -37,7 +38,7 @@ def base_model_reference(cfg: Config) -> str:
     """The base model as an adapter should record it: a Hub id, or an absolute folder path."""
     if cfg.model.source == "hub":
         return cfg.model.name_or_path
-    return str(Path(cfg.base_dir).resolve())
+    return str(paths_of(cfg).base.resolve())
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
@@ -337,7 +338,7 @@ def adapter_run_info(adapter_dir: Path) -> dict:
     """The ``arca_run.json`` a finished run wrote into its adapter folder (its identity and config hash)."""
     path = Path(adapter_dir) / RUN_INFO
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path} not found: {adapter_dir} is not a finished run of this version of arca; retrain it"
         )
     return json.loads(path.read_text(encoding="utf-8"))
@@ -368,16 +369,15 @@ def refresh_card(cfg: Config, run_id: str) -> Path:
     """
     import os
 
-    from arca import grid
     from arca.io import write_text
     from arca.paths import paths_of
 
-    run_cfg = grid.for_run(cfg, run_id)
+    run_cfg = for_run(cfg, run_id)
     adapter = paths_of(run_cfg).run(run_id).adapter
     info = adapter_run_info(adapter)
     summary = read_summary(run_cfg, run_id)
     if summary is None:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{paths_of(run_cfg).eval(run_id).summary} not found: evaluate {run_id} first "
             f"(python -m arca evaluate --run {run_id} with the same --config)"
         )
@@ -399,10 +399,9 @@ def push_adapter(cfg: Config, run_id: str, repo_id: str, private: bool = False, 
     Only for a base model on the Hub: any other base is recorded as a local path, so the uploaded
     adapter would not load. ``api`` stands in for ``huggingface_hub.HfApi()`` (tests).
     """
-    from arca import grid
     from arca.paths import paths_of
 
-    run_cfg = grid.for_run(cfg, run_id)
+    run_cfg = for_run(cfg, run_id)
     adapter = paths_of(run_cfg).run(run_id).adapter
     adapter_run_info(adapter)  # a finished run, or an error saying so
     if run_cfg.model.source != "hub":

@@ -2,23 +2,20 @@
 
 Every step takes ``--config FILE`` (repeatable, deep-merged in order like Snakemake's
 ``--configfile``) and ``--set key.path=value`` overrides. The config is validated before any
-work; the project's own errors (``ArcaError``: bad config, bad input) and OS errors (disk full,
-read-only) end the step with exit code 2 and one line; anything else keeps its traceback.
+work; the project's own errors (``ArcaError``: bad config, bad or missing input) end the step
+with exit code 2 and one line; anything else (a bug, a full disk) keeps its traceback.
 Step implementations live in their modules and are imported lazily so ``--help`` is fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import logging
 import sys
 
-from arca import grid
-from arca.config import ArcaError, ConfigError, apply_overrides, load_config, read_yaml
+from arca.config import ArcaError, ConfigError, apply_overrides, check_run_overrides, for_run, load_config, read_yaml
 from arca.credit import check_config, check_methods_named
-from arca.grid import check_run_overrides
 
 log = logging.getLogger("arca")
 
@@ -88,7 +85,7 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
     "aggregate": ("arca.report.tables:aggregate_main", "gather runs and evals into results/<name>/tables/", []),
     "figures": ("arca.report.figures:figures_main", "draw results/<name>/figures/ from the tables", []),
     "heatmap-rollouts": (
-        "arca.analysis:heatmap_rollouts_main",
+        "arca.heatmap_rollouts:heatmap_rollouts_main",
         "score the heat map's held-out rollouts under every credit method",
         [
             (
@@ -214,8 +211,7 @@ examples:
   python -m arca evaluate --config configs/smoke.yaml --run base --set eval.n_problems=5
   python -m arca <step> --help
 
-exit status: 0 on success, 2 on a bad config, bad input or an OS error such as a full disk
-(one line on stderr),
+exit status: 0 on success, 2 on a bad config or a bad or missing input (one line on stderr),
 1 when compare-reference finds a claim of the reference not reproduced (with --exact: any number
 that differs beyond the tolerance)."""
 
@@ -259,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
 def show_config(cfg, args) -> None:
     from arca.config import dump_config
 
-    print(dump_config(grid.for_run(cfg, args.run) if args.run else cfg), end="")
+    print(dump_config(for_run(cfg, args.run) if args.run else cfg), end="")
 
 
 # Steps that read no config: they run without --config anywhere.
@@ -283,14 +279,9 @@ def default_config_files() -> list[str]:
     return [str(default)]
 
 
-def one_line(e: BaseException) -> str:
-    """The message of the project's own error, or of an OS error with its path and errno, as one line."""
-    if isinstance(e, OSError) and e.errno is not None:
-        where = f"{e.filename}: " if e.filename is not None else ""
-        text = f"{where}{e.strerror or e} (errno {e.errno}, {errno.errorcode.get(e.errno, '?')})"
-    else:
-        text = str(e)
-    return " ".join(text.split())
+def one_line(e: ArcaError) -> str:
+    """The message of the project's own error as one line."""
+    return " ".join(str(e).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             check_run_overrides(cfg, run, args.overrides)
         func = getattr(importlib.import_module(module_name), func_name)
         func(cfg, args)
-    except (ArcaError, OSError) as e:
+    except ArcaError as e:
         if args.verbose:
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)

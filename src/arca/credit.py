@@ -39,8 +39,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from arca import credit_literature as lit
-from arca import grid
-from arca.config import Config, ConfigError, Normalization, did_you_mean, make_run_id
+from arca.config import Config, ConfigError, Normalization, did_you_mean, for_run, make_run_id
 
 ENTROPIES = "entropies"
 STEP_ENTROPIES = "step_entropies"
@@ -436,7 +435,7 @@ def check_config(cfg: Config, source: str = "<config>") -> None:
             check(
                 cell.method,
                 f"sweep.cells[{i}].method",
-                grid.for_run(cfg, make_run_id(cell.name, cell.ranks[0], cfg.sweep.seeds[0])),
+                for_run(cfg, make_run_id(cell.name, cell.ranks[0], cfg.sweep.seeds[0])),
             )
 
 

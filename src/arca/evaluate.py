@@ -18,20 +18,19 @@ Writes ``eval/<run>/samples.jsonl`` (one line per graded completion) and ``eval/
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from typing import Any
 
 import torch
 
-from arca import grading, grid
+from arca import grading
 from arca.backends import make_generator
 from arca.cards import check_adapter_hash
-from arca.config import Config, parse_run_id, training_hash
+from arca.config import BASE, Config, MissingInputError, for_run, run_identity, training_hash
 from arca.data import read_records
-from arca.grading import gold_answer, grade_both, math_verify_failures
+from arca.grading import grade_both, math_verify_failures
 from arca.io import read_jsonl, write_json, write_jsonl
-from arca.labels import OUTCOMES, align, problem_outcome
+from arca.labels import align
 from arca.models import count_trainable, load_base_model, load_policy, resolve_device
 from arca.paths import paths_of
 from arca.probe import probe_precision, probe_problems
@@ -43,54 +42,6 @@ log = logging.getLogger(__name__)
 PRIMARY_GRADER = {"paper200": "paper", "generated": "paper", "math500": "math_verify"}
 GRADERS = ("paper", "math_verify")
 EVAL_SEED = 20260529  # fixed sampling seed: every model is evaluated on the same random stream
-
-
-CURVE_SEED = 20261203  # the learning curve's sampling seed, the same at every point and in every run
-
-
-def curve_point(cfg: Config, generator, problems: list[dict], step: int) -> dict:
-    """Held-out accuracy at one point of training: greedy and one sample at ``eval.temperature``.
-
-    Graded with the paper's string grader. The global RNG is saved and restored around the
-    sampling, so evaluating a curve leaves the training run's random stream untouched.
-    """
-    e = cfg.eval
-    fmt = prompt_format(cfg, generator.tokenizer)
-    prompts = [fmt(p["problem"]) for p in problems]
-    golds = [gold_answer(p["answer"]) for p in problems]
-    with torch.random.fork_rng(devices=[]):
-        greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)
-        sampled = generator.generate(
-            prompts, 1, e.temperature, e.top_p, e.max_new_tokens, seed=CURVE_SEED, top_k=e.top_k
-        )
-    # grading.grade_paper, looked up at each call: the training tests swap in a toy reward
-    g_ok = [int(grading.grade_paper(t, g)) for t, g in zip(greedy.texts, golds)]
-    s_ok = [int(grading.grade_paper(t, g)) for t, g in zip(sampled.texts, golds)]
-    n = max(1, len(problems))
-    # per-problem verdicts (in the order of the test split) let the report pair runs problem by problem
-    return {
-        "step": step,
-        "greedy": sum(g_ok) / n,
-        "sampled": sum(s_ok) / n,
-        "n": len(problems),
-        "greedy_correct": g_ok,
-        "sampled_correct": s_ok,
-        **{f"greedy_{k}": v for k, v in outcome_means(greedy.texts, problems, g_ok).items()},
-    }
-
-
-def outcome_means(texts: list[str], problems: list[dict], correct: list[int]) -> dict[str, float | None]:
-    """The planted-fork outcomes of a set of completions (``arca.labels.problem_outcome``), as means
-    over the problems each is defined on (None where none; empty without forks), so a method's
-    spill-over onto the collateral problems shows along the curve."""
-    if not any(p.get("branches") for p in problems):
-        return {}
-    scores = [problem_outcome(t, p, bool(ok)) for t, p, ok in zip(texts, problems, correct)]
-    means = {}
-    for key in OUTCOMES:
-        seen = [sc[key] for sc in scores if not math.isnan(sc[key])]
-        means[key] = sum(seen) / len(seen) if seen else None
-    return means
 
 
 def fork_summary(rows: list[dict], problems: list[dict]) -> dict:
@@ -270,16 +221,15 @@ def protocol_summary(cfg: Config, generator, protocol: str, grader, name: str = 
 def load_target(cfg: Config, run: str) -> tuple[Config, dict, Any, Any, int | None]:
     """The config, identity, model and tokenizer of ``run`` (a run id, or ``base``), and its
     trainable parameter count (None for the base model)."""
-    if run == grid.BASE:
+    if run == BASE:
         identity = {"run": run, "label": run, "method": run, "rank": None, "seed": None}
         model, tok = load_base_model(cfg)
         return cfg, identity, model, tok, None
-    run_cfg = grid.for_run(cfg, run)
-    label, rank, seed = parse_run_id(run)
-    identity = {"run": run, "label": label, "method": run_cfg.credit.method, "rank": rank, "seed": seed}
+    run_cfg = for_run(cfg, run)
+    identity = run_identity(run, run_cfg.credit.method)
     adapter = paths_of(cfg).run(run).adapter
     if not adapter.is_dir():
-        raise FileNotFoundError(f"no trained adapter at {adapter}; run `python -m arca train --run {run}` first")
+        raise MissingInputError(f"no trained adapter at {adapter}; run `python -m arca train --run {run}` first")
     check_adapter_hash(adapter, run, training_hash(run_cfg))
     model, tok = load_policy(run_cfg, adapter_dir=adapter)
     return run_cfg, identity, model, tok, count_trainable(model)
@@ -311,7 +261,7 @@ def evaluate_main(cfg: Config, args) -> None:
             s["primary_grader"],
         )
     precision = {}
-    if run != grid.BASE and cfg.eval.probe_problems > 0:
+    if run != BASE and cfg.eval.probe_problems > 0:
         probe_rows = read_jsonl(paths_of(cfg).probe_rollouts)
         precision = probe_precision(run_cfg, model, tok, probe_rows, probe_problems(cfg))
     out = paths_of(cfg).eval(run)

@@ -250,3 +250,17 @@ DECISION_PREFIX = "decision:"
 def decision_names(branches: list[dict]) -> list[str]:
     """The problem's decisive forks by name: those some branch takes wrongly."""
     return sorted({name for b in branches for name in b.get("bugs", ())})
+
+
+def outcome_means(texts: list[str], problems: list[dict], correct: list[int]) -> dict[str, float | None]:
+    """The planted-fork outcomes of a set of completions (``problem_outcome``), as means
+    over the problems each is defined on (None where none; empty without forks), so a method's
+    spill-over onto the collateral problems shows along the curve."""
+    if not any(p.get("branches") for p in problems):
+        return {}
+    scores = [problem_outcome(t, p, bool(ok)) for t, p, ok in zip(texts, problems, correct)]
+    means = {}
+    for key in OUTCOMES:
+        seen = [sc[key] for sc in scores if not math.isnan(sc[key])]
+        means[key] = sum(seen) / len(seen) if seen else None
+    return means

@@ -37,8 +37,18 @@ from typing import Any
 
 import torch
 
-from arca.config import Config, ConfigError, InputError, LoraConfig, NonFiniteError, dump_config, require_hub
+from arca.config import (
+    Config,
+    ConfigError,
+    InputError,
+    LoraConfig,
+    MissingInputError,
+    NonFiniteError,
+    dump_config,
+    require_hub,
+)
 from arca.io import atomic_path, write_json
+from arca.paths import paths_of
 from arca.pretrain import finish_tokenizer, pretrain, sync_generation_config
 
 log = logging.getLogger(__name__)
@@ -238,32 +248,32 @@ def _write_base(cfg: Config, tmp: Path) -> dict:
 
 
 def build_base(cfg: Config, args: Any = None) -> Path:
-    """CLI step ``build-base``: write ``cfg.base_dir`` (model, tokenizer, config_arca.yaml, info.json).
+    """CLI step ``build-base``: write ``paths_of(cfg).base`` (model, tokenizer, config_arca.yaml, info.json).
 
     The folder appears only when complete: everything is written to a temporary sibling first.
     """
     start = time.perf_counter()
-    with atomic_path(cfg.base_dir) as tmp:
+    with atomic_path(paths_of(cfg).base) as tmp:
         tmp.mkdir(parents=True)
         info = _write_base(cfg, tmp)
         info["build_seconds"] = time.perf_counter() - start
         (tmp / "config_arca.yaml").write_text(dump_config(cfg), encoding="utf-8")
         write_json(tmp / "info.json", info)
-    log.info("wrote %s (%s, %d parameters)", cfg.base_dir, info["source"], info["n_params"])
-    return cfg.base_dir
+    log.info("wrote %s (%s, %d parameters)", paths_of(cfg).base, info["source"], info["n_params"])
+    return paths_of(cfg).base
 
 
 # ============================================================================ loading and LoRA
 def load_base_model(cfg: Config, device: str | torch.device | None = None):
-    """``(model, tokenizer)`` from ``cfg.base_dir`` in ``model.dtype`` on ``device`` (default ``cfg.device``).
+    """``(model, tokenizer)`` from ``paths_of(cfg).base`` in ``model.dtype`` on ``device`` (default ``cfg.device``).
 
     The model is returned in eval mode with every parameter frozen; the tokenizer pads on the left.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = cfg.base_dir
+    base = paths_of(cfg).base
     if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"{base} holds no base model; run `python -m arca build-base` first")
+        raise MissingInputError(f"{base} holds no base model; run `python -m arca build-base` first")
     dev = resolve_device(cfg.device if device is None else device)
     tok = finish_tokenizer(AutoTokenizer.from_pretrained(base))
     model = AutoModelForCausalLM.from_pretrained(

@@ -1,9 +1,8 @@
 """Every output path of an experiment, named once: ``results/<name>/...`` as frozen dataclasses.
 
-``grid`` builds the Snakemake rules' inputs and outputs from these objects, and every step
-(``train``, ``evaluate``, the probe, ``analysis``, ``smoke``, ``pretrain``) takes the files it
-reads and writes from them, so a rule's declared output and the file its step writes cannot drift
-apart. The layout::
+The Snakemake rules name their inputs and outputs through these objects (``P = paths_of(CFG)``),
+and every step and report module takes the files it reads and writes from them, so a rule's
+declared output and the file its step writes cannot drift apart. The layout::
 
     results/<name>/
       data/{train,test,math500,shots}.jsonl prepare-data
@@ -31,12 +30,50 @@ from arca.config import Config
 
 PRETRAIN_LOSS = "pretrain_loss.jsonl"  # the pretraining curve, inside the base model's folder
 
+# Every table ``aggregate`` writes, with its formats, and every figure ``figures`` draws.
+TABLES = {
+    "performance": ("csv", "md", "tex"),
+    "concentration": ("csv", "md", "tex"),
+    "paired": ("csv", "md"),
+    "paper_comparison": ("md",),
+    "runs": ("csv",),
+    "curves": ("csv",),
+    "credit_precision": ("csv", "md"),
+    "learning_curves": ("csv",),
+    "sample_efficiency": ("csv", "md"),
+    "outcomes": ("csv", "md"),
+    "mc_agreement": ("csv", "md"),
+    "tuning": ("csv", "md"),
+    "cost": ("csv", "md"),
+}
+FIGURES = (
+    "gini_bars",
+    "concentration_curves",
+    "reward_curves",
+    "accuracy",
+    "lorenz",
+    "accuracy_vs_params",
+    "credit_precision",
+    "learning_curves",
+    "performance_profile",
+)
+FIGURE_FORMATS = ("png", "pdf")
+
+# The jobs whose wall time and peak memory Snakemake records (their `benchmark:` files) for the cost table.
+BENCHMARKED = ("build_base", "mc_values", "train", "evaluate")
+
+
+def table_file(name: str, ext: str) -> str:
+    """A table's file name, in ``tables/`` and in a reference folder that copies it."""
+    return f"{name}.{ext}"
+
 
 @dataclass(frozen=True)
 class DataPaths:
     """``data/``: the problem sets ``prepare-data`` writes."""
 
     root: Path
+    with_math500: bool = False  # MATH-500 is written only for MATH data evaluated on that protocol
 
     @property
     def train(self) -> Path:
@@ -54,6 +91,11 @@ class DataPaths:
     def shots(self) -> Path:
         """The few-shot worked examples (``data.few_shot``), written beside the splits, never declared."""
         return self.root / "shots.jsonl"
+
+    def declared(self) -> dict[str, Path]:
+        """The prepare-data rule's outputs by name."""
+        out = {"train": self.train, "test": self.test}
+        return {**out, "math500": self.math500} if self.with_math500 else out
 
 
 @dataclass(frozen=True)
@@ -151,10 +193,11 @@ class Paths:
     """``results/<name>/`` of one experiment (``paths_of(cfg)``)."""
 
     root: Path
+    with_math500: bool = False
 
     @property
     def data(self) -> DataPaths:
-        return DataPaths(self.root / "data")
+        return DataPaths(self.root / "data", self.with_math500)
 
     @property
     def base(self) -> Path:
@@ -195,7 +238,11 @@ class Paths:
         return self.root / "tables"
 
     def table(self, name: str, ext: str) -> Path:
-        return self.tables / f"{name}.{ext}"
+        return self.tables / table_file(name, ext)
+
+    def table_files(self) -> dict[str, Path]:
+        """Every table of ``TABLES``: ``{"performance_csv": .../tables/performance.csv, ...}``."""
+        return {f"{name}_{ext}": self.table(name, ext) for name, exts in TABLES.items() for ext in exts}
 
     @property
     def report(self) -> Path:
@@ -209,6 +256,10 @@ class Paths:
     def figure(self, name: str, ext: str) -> Path:
         return self.figures / f"{name}.{ext}"
 
+    def figure_files(self) -> dict[str, Path]:
+        """Every figure of ``FIGURES`` in every format: ``{"gini_bars_png": ..., ...}``."""
+        return {f"{name}_{ext}": self.figure(name, ext) for name in FIGURES for ext in FIGURE_FORMATS}
+
     @property
     def heatmap(self) -> Path:
         return self.figure("credit_heatmap", "html")
@@ -221,6 +272,16 @@ class Paths:
         """``bench/summary.json`` and ``summary.md``: the training-step benchmark."""
         return self.bench / f"summary.{ext}"
 
+    @property
+    def reference_claims(self) -> Path:
+        """``compare-reference``'s verdict on the reference's claims."""
+        return self.root / "reference_claims.md"
+
+    @property
+    def reference_comparison(self) -> Path:
+        """``compare-reference --exact``: every number that differs from the reference."""
+        return self.root / "reference_comparison.md"
+
     def log(self, rule: str, name: str = "") -> Path:
         """``logs/<rule>/<name or rule>.log``; ``name`` may hold a wildcard."""
         return self.root / "logs" / rule / f"{name or rule}.log"
@@ -232,4 +293,5 @@ class Paths:
 
 def paths_of(cfg: Config) -> Paths:
     """The output folders of ``cfg``'s experiment: ``<paths.results>/<name>/``."""
-    return Paths(cfg.out_dir)
+    with_math500 = "math500" in cfg.eval.protocols and cfg.data.source == "math"
+    return Paths(Path(cfg.paths.results) / cfg.name, with_math500)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from arca.config import Config, InputError
+from arca.config import Config, InputError, MissingInputError
 from arca.io import read_jsonl
 from arca.optimizer import pretrain_adamw
 from arca.paths import PRETRAIN_LOSS, paths_of
@@ -199,7 +199,7 @@ def pretrain_examples(cfg: Config) -> tuple[Any, list[tuple[list[int], int]]]:
     """The character tokenizer over the training split and its encoded examples (``encode_examples``)."""
     train_file = paths_of(cfg).data.train
     if not train_file.is_file():
-        raise FileNotFoundError(f"{train_file} not found; run `python -m arca prepare-data` first")
+        raise MissingInputError(f"{train_file} not found; run `python -m arca prepare-data` first")
     pairs = pretrain_texts(read_jsonl(train_file))
     if not pairs:
         raise InputError(f"{train_file} holds no records")

@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from arca.config import ConfigError, InputError
+from arca.config import ConfigError, InputError, MissingInputError
 from arca.data import read_records
+from arca.paths import paths_of
 
 PROMPT_TEMPLATE = "Solve this math problem step by step. Put your final answer in \\boxed{{}}.\n\nProblem: {problem}\n"
-SHOTS_FILE = "shots.jsonl"  # the worked examples, next to train.jsonl (written by prepare-data)
 
 
 def build_prompt(problem: str) -> str:
@@ -55,13 +55,13 @@ class PromptFormat:
         return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
 
 
-def read_shots(data_dir: Path, n: int) -> tuple[tuple[str, str], ...]:
-    """The ``n`` worked examples prepare-data wrote to ``<data_dir>/shots.jsonl`` (none when n is 0)."""
+def read_shots(path: Path, n: int) -> tuple[tuple[str, str], ...]:
+    """The ``n`` worked examples prepare-data wrote to ``path`` (``data/shots.jsonl``; none when n is 0)."""
     if n == 0:
         return ()
-    path = Path(data_dir) / SHOTS_FILE
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data.few_shot is {n} but {path} does not exist: rerun prepare-data")
+        raise MissingInputError(f"data.few_shot is {n} but {path} does not exist: rerun prepare-data")
     shots = read_records(path)
     if len(shots) != n:
         raise InputError(f"data.few_shot is {n} but {path} holds {len(shots)} examples: rerun prepare-data")
@@ -78,4 +78,4 @@ def prompt_format(cfg, tokenizer) -> PromptFormat:
                 f"{cfg.model.name_or_path or cfg.model.gguf_package!r} has no chat template"
             )
         chat = tokenizer
-    return PromptFormat(read_shots(cfg.data_dir, cfg.data.few_shot), chat)
+    return PromptFormat(read_shots(paths_of(cfg).data.shots, cfg.data.few_shot), chat)

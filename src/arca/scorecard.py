@@ -20,8 +20,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from arca import credit as credit_lib
-from arca import grid
-from arca.config import Config, ConfigError, SweepCell
+from arca.config import BASE, Config, ConfigError, SweepCell
 from arca.data import prepare_data
 from arca.evaluate import evaluate_main
 from arca.io import write_text
@@ -92,16 +91,16 @@ def scorecard_config(cfg: Config, name: str) -> Config:
 def run_experiment(cfg: Config) -> None:
     """The DAG's steps for ``cfg`` in order, in this process (finished runs are kept)."""
     prepare_data(cfg, None)
-    if not (cfg.base_dir / "config.json").is_file():
+    if not (paths_of(cfg).base / "config.json").is_file():
         build_base(cfg, None)
     p = paths_of(cfg)
     if cfg.eval.every > 0 and cfg.eval.probe_problems > 0:
         probe_main(cfg, Namespace(out=None))
         if cfg.eval.mc_problems > 0 and not p.mc_values.is_file():
             mc_values_main(cfg, Namespace(out=None))
-    for run in grid.run_ids(cfg):
+    for run in cfg.run_ids():
         train_main(cfg, Namespace(run=run, force=False))
-    for target in [grid.BASE, *grid.run_ids(cfg)]:
+    for target in [BASE, *cfg.run_ids()]:
         evaluate_main(cfg, Namespace(run=target))
     aggregate_main(cfg, None)
 
@@ -113,7 +112,7 @@ def scorecard_main(cfg: Config, args) -> Path:
     sc = scorecard_config(cfg, name)
     credit_lib.check_config(sc, f"scorecard of {name}")
     run_experiment(sc)
-    tables = sc.out_dir / "tables"
+    tables = paths_of(sc).tables
     note = f"Experiment `{sc.name}`: seeds {sc.sweep.seeds}, rank(s) {sc.sweep.cells[0].ranks}."
     page = scorecard_markdown(name, method_summary(read_tables(tables)), note)
     out = Path(getattr(args, "out", None) or tables.parent / "scorecard.md")

@@ -21,16 +21,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from arca.config import (
+    BASE_KEY,
     Config,
     ConfigError,
     apply_overrides,
+    base_of,
     check_keys,
+    check_run_overrides,
     from_dict,
     parse_override,
     read_yaml,
     set_dotted,
 )
-from arca.grid import as_config, check_run_overrides
+from arca.snakerules import as_config
 
 
 def config_files(workflow: Any) -> list[str]:
@@ -137,7 +140,7 @@ def apply_set(config: dict) -> list[str]:
     """Apply (in place) and remove the ``set`` entry of Snakemake's merged ``config``; return it.
 
     The Snakefile calls this before validating, so the DAG is planned from the overridden config
-    and the schema never sees a ``set`` key.
+    and the config check never sees a ``set`` key.
     """
     entries = set_entries(config)
     config.pop(SET_KEY, None)
@@ -215,9 +218,19 @@ def checked_config(workflow: Any, config: Mapping[str, Any]) -> Config:
     Each config file and each ``--config`` value is checked on its own first, so that a key or
     type error names the one it came from; a value error names them all.
     """
+    files = config_files(workflow)
+    for i, path in enumerate(files):
+        base = base_of(Path(path))
+        if base is not None and not any(Path(f).resolve() == base.resolve() for f in files[:i]):
+            raise ConfigError(
+                f"{path}: key '{BASE_KEY}' names {base}, which Snakemake does not merge before it: "
+                f"pass it with --configfile before {path}"
+            )
     for source, layer in config_layers(workflow):
         check_keys(layer, source)
-    return from_dict(json.loads(json.dumps(dict(config))), source=config_source(workflow))
+    # Snakemake merged each file as written: a file's `base:` key is no config value.
+    plain = {k: v for k, v in dict(config).items() if k != BASE_KEY}
+    return from_dict(json.loads(json.dumps(plain)), source=config_source(workflow))
 
 
 def fail(error: Exception) -> None:

@@ -1,6 +1,6 @@
 """The GRPO training loop with LoRA and token-level credit (``python -m arca train --run R``).
 
-One optimizer step (DESIGN.md "One training step"):
+One optimizer step (docs/architecture.md "One training step"):
   1. sample K completions per prompt, adapter on, model in eval mode;
   2. grade them -> rewards -> group-normalized advantages;
   3. per micro-batch: at most ONE no-grad adapter-off pass (reference log-probs and base final
@@ -31,22 +31,31 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from arca import credit as credit_lib
-from arca import credit_passes, grading, grid
+from arca import credit_passes
 from arca.backends import make_generator
 from arca.cards import adapter_run_info
-from arca.config import Config, ConfigError, NonFiniteError, dump_config, parse_run_id, training_hash
+from arca.config import (
+    Config,
+    ConfigError,
+    NonFiniteError,
+    dump_config,
+    for_run,
+    parse_run_id,
+    run_identity,
+    training_hash,
+)
 from arca.data import read_records
 from arca.diagnostics import effective_token_ratio, gini, nanmean
-from arca.evaluate import curve_point
-from arca.grading import gold_answer
+from arca.grading import gold_answer, grade_paper
 from arca.grpo import group_advantages, weighted_pg_loss
 from arca.io import JsonlAppender, folder_lock, progress_bar, read_jsonl, write_text
 from arca.labels import label_metrics, rollout_labels
+from arca.learning_curve import curve_point
 from arca.models import count_trainable, load_policy, resolve_device
 from arca.optimizer import grpo_adamw
 from arca.paths import RunPaths, paths_of
@@ -129,149 +138,231 @@ def _check_adapter_finite(params: list[torch.Tensor], step: int) -> None:
         )
 
 
-def train_step(
-    cfg: Config, model, generator, opt, sched, problems: list[dict], step: int, seed: int
-) -> tuple[dict, list[list[float]]]:
-    """One optimizer step on ``problems`` (prompts_per_step records).
+Reward = Callable[[str, str], bool]  # (completion, gold answer) -> solved
 
-    Returns the step's metrics and the masked token weights of every sequence.
-    """
-    method = credit_lib.REGISTRY[cfg.credit.method]
-    K = cfg.rollout.k
+
+def sample_rollouts(cfg: Config, generator, problems: list[dict]):
+    """K completions per problem with the adapter on, under the rollout settings."""
     fmt = prompt_format(cfg, generator.tokenizer)  # once per step (it reads shots.jsonl), not once per prompt
-    t0 = time.perf_counter()
     fixed = {"min_new_tokens": cfg.rollout.min_new_tokens} if cfg.rollout.min_new_tokens > 0 else {}
-    r = generator.generate(
+    return generator.generate(
         [fmt(p["problem"]) for p in problems],
-        K,
+        cfg.rollout.k,
         cfg.rollout.temperature,
         cfg.rollout.top_p,
         cfg.rollout.max_new_tokens,
         top_k=cfg.rollout.top_k,
         **fixed,
     )
-    t_gen = time.perf_counter() - t0
-    golds = [gold_answer(p["answer"]) for p in problems for _ in range(K)]
-    # grading.grade_paper, looked up at each call: the training tests swap in a toy reward
-    rewards = torch.tensor([float(grading.grade_paper(c, g)) for c, g in zip(r.texts, golds)])  # [N]
-    # the null control trains on shuffled rewards; metrics report the true ones
-    adv = group_advantages(shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards, K)  # [N]
-    labels = rollout_labels(generator.tokenizer, r, problems, K) if any(p.get("branches") for p in problems) else None
+
+
+def grade_rollouts(texts: list[str], problems: list[dict], k: int, reward: Reward) -> torch.Tensor:
+    """The reward of every completion (``k`` per problem, problem-major), as floats. Returns ``[N]``."""
+    golds = [gold_answer(p["answer"]) for p in problems for _ in range(k)]
+    return torch.tensor([float(reward(c, g)) for c, g in zip(texts, golds)])
+
+
+def step_labels(cfg: Config, method, tokenizer, r, problems: list[dict]):
+    """The planted forks' labels of the rollouts (None when the problems have no forks)."""
+    labels = rollout_labels(tokenizer, r, problems, cfg.rollout.k) if any(p.get("branches") for p in problems) else None
     if credit_lib.LABELS in method.needs and labels is None:
-        raise ValueError(
+        raise ConfigError(
             f"credit method '{cfg.credit.method}' needs the planted forks' labels, but these problems "
             "have none: set data.forks.p_bug > 0 (generated data)"
         )
+    return labels
 
+
+@dataclass
+class UpdateParts:
+    """What the micro-batches of one update leave for the step's metrics."""
+
+    loss: float = 0.0
+    weights: list[torch.Tensor] = field(default_factory=list)  # [b, T] each
+    masks: list[torch.Tensor] = field(default_factory=list)  # [b, T] each
+    fallbacks: list[torch.Tensor] = field(default_factory=list)  # [b] each
+    surprisal: list[torch.Tensor] = field(default_factory=list)  # scalar each
+    residual: list[torch.Tensor] = field(default_factory=list)  # residual norms of real tokens
+    entropy_passes: int = 0
+
+
+def _micro_batch(
+    cfg, method, model, part, adv, lab, inputs_seed: int, step_ents, step: int, n_total: int, clock, extra=None
+):
+    """Credit weights, loss and backward of one micro-batch (``extra``: its ``credit_passes.Batch``
+    when the method needs the literature's extra passes). Returns ``(loss, weights, mask, fallback,
+    policy scores, credit inputs)``."""
+    ref = None
+    if method.needs_reference_pass:
+        with clock.phase("reference"):
+            ref = reference_scores(model, part, credit_lib.REF_LOGPROBS in method.needs, cfg.train.share_prompt)
+    with clock.phase("forward"):
+        pol = policy_scores(
+            model,
+            part,
+            bool(method.needs & credit_lib.NEEDS_ENTROPIES),
+            credit_lib.HIDDEN in method.needs,
+            want_lora_delta=credit_lib.LORA_DELTA in method.needs,
+            share_prompt=cfg.train.share_prompt,
+        )
+        mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
+        _check_finite(pol.logprobs.detach(), mask, "log-probs", step + 1)
+        inputs = credit_inputs(part, pol, ref, seed=inputs_seed, step_ents=step_ents, labels=lab)
+        if extra is not None:
+            inputs = credit_passes.complete(cfg, method.needs, model, part, inputs, extra)
+        w, fb = credit_lib.token_weights(cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps)  # [b, T], [b]
+        w_loss = credit_lib.loss_weights(w, mask, cfg.credit.normalization)  # [b, T]
+        loss = weighted_pg_loss(pol.logprobs, w_loss, mask, adv.to(w.device), n_total=n_total)
+    if not torch.isfinite(loss.detach()):
+        raise NonFiniteError(f"step {step + 1}: non-finite loss; stopping (last checkpoint kept)")
+    with clock.phase("backward"):
+        loss.backward()
+    return float(loss.detach()), w, mask, fb, pol, inputs
+
+
+def _update(
+    cfg: Config, method, model, r, adv: torch.Tensor, labels, step: int, seed: int, clock, extra=None
+) -> UpdateParts:
+    """Losses and gradients of every micro-batch of the step's rollouts (the gradient accumulates);
+    ``extra`` is the step's ``credit_passes.Batch`` (None: the method needs no extra pass)."""
+    N, mb = len(r), cfg.train.micro_batch_prompts * cfg.rollout.k
+    out = UpdateParts()
+    # A step-wide statistic over several micro-batches needs every entropy before the first loss.
+    step_ents = None
+    if credit_lib.STEP_ENTROPIES in method.needs and N > mb:
+        with clock.phase("forward"):
+            step_ents = step_entropies(model, r, mb)
+        out.entropy_passes = -(-N // mb)
+    for s in range(0, N, mb):
+        lab = labels.select(slice(s, s + mb)) if labels is not None and credit_lib.LABELS in method.needs else None
+        part, inputs_seed = r.select(slice(s, s + mb)), seed * 1_000_003 + step * 1009 + s
+        loss, w, mask, fb, pol, inputs = _micro_batch(
+            cfg, method, model, part, adv[s : s + mb], lab, inputs_seed, step_ents, step, N, clock, _rows(extra, s, mb)
+        )
+        out.loss += loss
+        out.weights.append(w.detach().cpu())
+        out.masks.append(mask.cpu())
+        out.fallbacks.append(fb.cpu())
+        out.surprisal.append((-pol.logprobs.detach() * mask).sum().cpu() / mask.sum().clamp(min=1).cpu())
+        if credit_lib.HIDDEN in method.needs:
+            out.residual.append(credit_lib.arca_signal(inputs)[mask > 0].cpu())
+        elif credit_lib.LORA_DELTA in method.needs:
+            out.residual.append(credit_lib.arca_layers_signal(inputs)[mask > 0].cpu())
+    return out
+
+
+def _extra_batch(cfg: Config, problems: list[dict], rewards, adv, generator, seed: int, step: int):
+    """The step's ``credit_passes.Batch``: the rewards the advantages come from, the prompts and golds."""
+    K, fmt = cfg.rollout.k, prompt_format(cfg, generator.tokenizer)
+    trained = shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards
+    prompts = [fmt(p["problem"]) for p in problems for _ in range(K)]
+    golds = [gold_answer(p["answer"]) for p in problems for _ in range(K)]
+    return credit_passes.Batch(trained, adv, K, prompts, golds, generator)
+
+
+def _rows(extra, s: int, mb: int):
+    """Rows ``s:s+mb`` of a ``credit_passes.Batch`` (None stays None)."""
+    if extra is None:
+        return None
+    return credit_passes.Batch(
+        extra.rewards[s : s + mb],
+        extra.advantages[s : s + mb],
+        extra.k,
+        extra.prompts[s : s + mb],
+        extra.golds[s : s + mb],
+        extra.generator,
+    )
+
+
+def _optimizer_step(cfg: Config, model, opt, sched, step: int) -> tuple[float, float, float]:
+    """Clip, AdamW step, schedule step. Returns ``(lr, grad_norm, update_norm)``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+    if not torch.isfinite(grad_norm):
+        raise NonFiniteError(f"step {step + 1}: non-finite gradient norm; stopping (last checkpoint kept)")
+    lr = sched.get_last_lr()[0]
+    before = [p.detach().clone() for p in params]
+    opt.step()
+    _check_adapter_finite(params, step + 1)  # before anything can write these weights
+    sched.step()
+    # the step actually taken (Adam rescales the gradient): ||theta_after - theta_before||_2
+    update_norm = float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(params, before))))
+    return lr, float(grad_norm), update_norm
+
+
+def train_step(
+    cfg: Config,
+    model,
+    generator,
+    opt,
+    sched,
+    problems: list[dict],
+    step: int,
+    seed: int,
+    reward: Reward = grade_paper,
+) -> tuple[dict, list[list[float]]]:
+    """One optimizer step on ``problems`` (prompts_per_step records), as docs/architecture.md
+    "One training step" lists it. Returns the step's metrics and the masked token weights of every
+    sequence."""
+    method = credit_lib.REGISTRY[cfg.credit.method]
+    K = cfg.rollout.k
+    t0 = time.perf_counter()
+    r = sample_rollouts(cfg, generator, problems)
+    t_gen = time.perf_counter() - t0
+    rewards = grade_rollouts(r.texts, problems, K, reward)  # [N]
+    # the null control trains on shuffled rewards; metrics report the true ones
+    adv = group_advantages(shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards, K)  # [N]
+    labels = step_labels(cfg, method, generator.tokenizer, r, problems)
     if torch.cuda.is_available():  # hand the generation's KV cache back before the update
         torch.cuda.empty_cache()
     t1 = time.perf_counter()
     clock = PhaseClock(next(model.parameters()).device)
     model.train()  # scoring passes in train mode: LoRA dropout active, as in the author's code
     opt.zero_grad(set_to_none=True)
-    N, mb = len(r), cfg.train.micro_batch_prompts * K
-    need_ref = method.needs_reference_pass
-    need_ent = bool(method.needs & credit_lib.NEEDS_ENTROPIES)
-    # A step-wide statistic over several micro-batches needs every entropy before the first loss.
-    step_ents = None
-    if credit_lib.STEP_ENTROPIES in method.needs and N > mb:
-        with clock.phase("forward"):
-            step_ents = step_entropies(model, r, mb)
-    loss_total, all_w, all_m, fallbacks, surprisal, residual = 0.0, [], [], [], [], []
-    for s in range(0, N, mb):
-        part = r.select(slice(s, s + mb))
-        ref = None
-        if need_ref:
-            with clock.phase("reference"):
-                ref = reference_scores(model, part, credit_lib.REF_LOGPROBS in method.needs, cfg.train.share_prompt)
-        with clock.phase("forward"):
-            pol = policy_scores(
-                model,
-                part,
-                need_ent,
-                credit_lib.HIDDEN in method.needs,
-                want_lora_delta=credit_lib.LORA_DELTA in method.needs,
-                share_prompt=cfg.train.share_prompt,
-            )
-            mask = part.completion_mask.to(pol.logprobs.device)  # [b, T]
-            _check_finite(pol.logprobs.detach(), mask, "log-probs", step + 1)
-            lab = labels.select(slice(s, s + mb)) if labels is not None and credit_lib.LABELS in method.needs else None
-            inputs = credit_inputs(
-                part, pol, ref, seed=seed * 1_000_003 + step * 1009 + s, step_ents=step_ents, labels=lab
-            )
-            if method.needs & credit_lib.EXTRA_NEEDS:  # the literature's extra passes (arca.credit_passes)
-                rows = range(s, s + len(part))
-                trained = shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards
-                batch = credit_passes.Batch(
-                    trained[s : s + mb],  # the rewards the advantages come from
-                    adv[s : s + mb],
-                    K,
-                    [fmt(problems[i // K]["problem"]) for i in rows],
-                    [golds[i] for i in rows],
-                    generator,
-                )
-                inputs = credit_passes.complete(cfg, method.needs, model, part, inputs, batch)
-            w, fb = credit_lib.token_weights(
-                cfg.credit.method, inputs, cfg.credit.sharpen, cfg.credit.eps
-            )  # [b, T], [b]
-            w_loss = credit_lib.loss_weights(w, mask, cfg.credit.normalization)  # [b, T]
-            loss = weighted_pg_loss(pol.logprobs, w_loss, mask, adv[s : s + mb].to(w.device), n_total=N)
-        if not torch.isfinite(loss.detach()):
-            raise NonFiniteError(f"step {step + 1}: non-finite loss; stopping (last checkpoint kept)")
-        with clock.phase("backward"):
-            loss.backward()
-        loss_total += float(loss.detach())
-        all_w.append(w.detach().cpu())
-        all_m.append(mask.cpu())
-        fallbacks.append(fb.cpu())
-        surprisal.append((-pol.logprobs.detach() * mask).sum().cpu() / mask.sum().clamp(min=1).cpu())
-        if credit_lib.HIDDEN in method.needs:
-            res = credit_lib.arca_signal(inputs)[mask > 0]  # residual norms of real tokens
-            residual.append(res.cpu())
-        elif credit_lib.LORA_DELTA in method.needs:
-            residual.append(credit_lib.arca_layers_signal(inputs)[mask > 0].cpu())
+    extra = (
+        _extra_batch(cfg, problems, rewards, adv, generator, seed, step)
+        if method.needs & credit_lib.EXTRA_NEEDS
+        else None
+    )
+    parts = _update(cfg, method, model, r, adv, labels, step, seed, clock, extra)
     with clock.phase("optimizer"):
-        params = [p for p in model.parameters() if p.requires_grad]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        if not torch.isfinite(grad_norm):
-            raise NonFiniteError(f"step {step + 1}: non-finite gradient norm; stopping (last checkpoint kept)")
-        lr = sched.get_last_lr()[0]
-        before = [p.detach().clone() for p in params]
-        opt.step()
-        _check_adapter_finite(params, step + 1)  # before anything can write these weights
-        sched.step()
-        # the step actually taken (Adam rescales the gradient): ||theta_after - theta_before||_2
-        update_norm = float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(params, before))))
+        lr, grad_norm, update_norm = _optimizer_step(cfg, model, opt, sched, step)
     t_upd = time.perf_counter() - t1
-
-    W = _pad_cat(all_w)
-    M = _pad_cat(all_m)  # [N, T]
-    res = torch.cat(residual) if residual else None
+    W, M = _pad_cat(parts.weights), _pad_cat(parts.masks)  # [N, T]
+    passes = -(-len(r) // (cfg.train.micro_batch_prompts * K))
     metrics = {
         "step": step + 1,
-        "loss": loss_total,
+        "loss": parts.loss,
         "reward_mean": float(rewards.mean()),
-        "reward_std": float(rewards.std(unbiased=True)) if N > 1 else 0.0,
+        "reward_std": float(rewards.std(unbiased=True)) if len(r) > 1 else 0.0,
         "lr": lr,
-        "grad_norm": float(grad_norm),
+        "grad_norm": grad_norm,
         "update_norm": update_norm,
         "gen_seconds": t_gen,
         "update_seconds": t_upd,
         "step_seconds": time.perf_counter() - t0,
         **{f"{phase}_seconds": clock.seconds.get(phase, 0.0) for phase in UPDATE_PHASES},
-        "completion_len_mean": float(M.sum(dim=1).mean()),
-        "surprisal_mean": float(torch.stack(surprisal).mean()),
-        "gini": nanmean(gini(W, M)),
-        "eff_ratio": nanmean(effective_token_ratio(W, M)),
-        "fallback_frac": float(torch.cat(fallbacks).float().mean()),
-        "residual_mean": float(res.mean()) if res is not None and res.numel() else None,
-        "residual_max": float(res.max()) if res is not None and res.numel() else None,
+        **_weight_metrics(parts, W, M),
         # Extra forward passes beyond the gradient passes: the one-pass and zero-pass guarantees.
-        "reference_passes": -(-N // mb) if need_ref else 0,
-        "entropy_passes": -(-N // mb) if step_ents is not None else 0,
+        "reference_passes": passes if method.needs_reference_pass else 0,
+        "entropy_passes": parts.entropy_passes,
         **label_metrics(labels, W, M, adv),
     }
     return metrics, [[float(x) for x in w[m > 0]] for w, m in zip(W, M)]
+
+
+def _weight_metrics(parts: UpdateParts, W: torch.Tensor, M: torch.Tensor) -> dict:
+    """Completion length, surprisal, concentration of the weights, fall-backs and residual norms."""
+    res = torch.cat(parts.residual) if parts.residual else None
+    return {
+        "completion_len_mean": float(M.sum(dim=1).mean()),
+        "surprisal_mean": float(torch.stack(parts.surprisal).mean()),
+        "gini": nanmean(gini(W, M)),
+        "eff_ratio": nanmean(effective_token_ratio(W, M)),
+        "fallback_frac": float(torch.cat(parts.fallbacks).float().mean()),
+        "residual_mean": float(res.mean()) if res is not None and res.numel() else None,
+        "residual_max": float(res.max()) if res is not None and res.numel() else None,
+    }
 
 
 def _pad_cat(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -325,6 +416,7 @@ class Progress:
     tb: Any = None
     probe_rows: list[dict] = field(default_factory=list)  # the credit-precision probe's rollouts (or none)
     probe_set: list[dict] = field(default_factory=list)  # ... and their problems
+    reward: Reward = grade_paper  # the run's grader, for the held-out curve points too
 
     def step_done(self, m: dict) -> None:
         self.state.metrics.append({**m, **self.identity})
@@ -332,7 +424,7 @@ class Progress:
         log_scalars(self.tb, m, self.state.step, "train/")
 
     def curve(self, generator, step: int) -> None:
-        point = curve_point(self.cfg, generator, self.curve_set, step)
+        point = curve_point(self.cfg, generator, self.curve_set, step, self.reward)
         if self.probe_rows:  # the decisions' log-probs on the fixed probe rollouts (the effective step)
             point.update(
                 decision_logprobs(self.cfg, generator.model, generator.tokenizer, self.probe_rows, self.probe_set)
@@ -356,31 +448,37 @@ def training_probe(cfg: Config) -> tuple[list[dict], list[dict]]:
     return read_jsonl(path), probe_problems(cfg)
 
 
-def train_run(cfg: Config, run_id: str, run_dir: Path | None = None, stop_after: int | None = None) -> RunState:
+def train_run(
+    cfg: Config,
+    run_id: str,
+    run_dir: Path | None = None,
+    stop_after: int | None = None,
+    reward: Reward = grade_paper,
+) -> RunState:
     """Train one run (``cfg`` already resolved for it) in ``run_dir`` (default: its folder from
-    ``arca.paths``); ``stop_after`` ends early (tests)."""
+    ``arca.paths``) on ``reward`` (the paper's grader); ``stop_after`` ends early (tests)."""
     run = RunPaths(Path(run_dir)) if run_dir is not None else paths_of(cfg).run(run_id)
-    label, _, _ = parse_run_id(run_id)
+    parse_run_id(run_id)  # a malformed run id fails before any work
     run_hash = training_hash(cfg)
     if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(cfg.train.threads)
     records = read_records(paths_of(cfg).data.train)
     with folder_lock(run.lock, f"run folder {run.root}"):  # one trainer per run folder
-        return _train_locked(cfg, run, run_id, label, records, run_hash, stop_after)
+        return _train_locked(cfg, run, run_id, records, run_hash, stop_after, reward)
 
 
 def _train_locked(
-    cfg: Config, run: RunPaths, run_id: str, label: str, records: list[dict], run_hash: str, stop_after: int | None
+    cfg: Config,
+    run: RunPaths,
+    run_id: str,
+    records: list[dict],
+    run_hash: str,
+    stop_after: int | None,
+    reward: Reward,
 ) -> RunState:
     write_text(run.config, dump_config(cfg))
     t = _start(cfg, run, run_hash)
-    identity = {
-        "run": run_id,
-        "label": label,
-        "method": cfg.credit.method,
-        "rank": cfg.lora.rank,
-        "seed": cfg.train.seed,
-    }
+    identity = run_identity(run_id, cfg.credit.method)
     curve_set = read_records(paths_of(cfg).data.test)[: cfg.eval.curve_problems] if cfg.eval.every > 0 else []
     probe_rows, probe_set = training_probe(cfg)
     # The live/ files start from what the checkpoint holds. They are not the declared outputs:
@@ -396,9 +494,10 @@ def _train_locked(
             run,
             t,
             records,
-            Progress(cfg, t.state, identity, curve_set, live_metrics, live_curve, tb, probe_rows, probe_set),
+            Progress(cfg, t.state, identity, curve_set, live_metrics, live_curve, tb, probe_rows, probe_set, reward),
             run_hash,
             stop_after,
+            reward,
         )
     if tb is not None:
         tb.close()
@@ -415,6 +514,7 @@ def _loop(
     progress: Progress,
     run_hash: str,
     stop_after: int | None,
+    reward: Reward,
 ) -> None:
     """Optimizer steps from ``t.state.step`` to ``train.steps`` (or ``stop_after``), with the
     held-out curve points and checkpoints."""
@@ -427,7 +527,7 @@ def _loop(
         idx = torch.randint(len(records), (cfg.train.prompts_per_step,), generator=t.data_gen).tolist()
         try:
             m, state.last_weights = train_step(
-                cfg, t.model, t.generator, t.opt, t.sched, [records[i] for i in idx], state.step, cfg.train.seed
+                cfg, t.model, t.generator, t.opt, t.sched, [records[i] for i in idx], state.step, cfg.train.seed, reward
             )
         except NonFiniteError as e:  # name the run (a sweep's logs interleave many) and the step
             where = "" if str(e).startswith("step ") else f"step {state.step + 1}: "
@@ -449,7 +549,7 @@ def _loop(
 
 def train_main(cfg: Config, args) -> None:
     """CLI step: train (or resume) the run ``args.run`` of the sweep."""
-    run_cfg = grid.for_run(cfg, args.run)
+    run_cfg = for_run(cfg, args.run)
     run = paths_of(run_cfg).run(args.run)
     if finished_run(run) and not getattr(args, "force", False):
         info = adapter_run_info(run.adapter)

@@ -26,6 +26,7 @@ import yaml
 from arca.config import load_config
 from arca.data import prepare_data, read_records
 from arca.models import build_base, load_base_model, wrap_lora
+from arca.paths import paths_of
 from arca.prompts import build_prompt
 from arca.rollout import TransformersGenerator
 from arca.train import policy_scores
@@ -63,7 +64,7 @@ def cfg(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prompts(cfg):
-    return [build_prompt(p["problem"]) for p in read_records(cfg.data_dir / "test.jsonl")[:N_PROMPTS]]
+    return [build_prompt(p["problem"]) for p in read_records(paths_of(cfg).data.root / "test.jsonl")[:N_PROMPTS]]
 
 
 def random_b_policy(cfg, seed: int, scale: float = 0.2):
@@ -269,7 +270,7 @@ def test_bench_generation_both_backends(cfg):
         # forced length: every completion has exactly max_new_tokens tokens
         assert v["tokens"] == cfg.train.prompts_per_step * cfg.rollout.k * cfg.rollout.max_new_tokens
     assert s["machine"]["vllm"]
-    assert "| vllm |" in (cfg.out_dir / "bench" / "generation.md").read_text()
+    assert "| vllm |" in (paths_of(cfg).root / "bench" / "generation.md").read_text()
 
 
 def test_a_nan_in_the_weights_vllm_loads_stops_sampling(cfg, prompts, tmp_path):
@@ -283,10 +284,10 @@ def test_a_nan_in_the_weights_vllm_loads_stops_sampling(cfg, prompts, tmp_path):
     from arca.config import NonFiniteError
 
     poisoned = load_config(REPO / "configs" / "smoke.yaml", [f"paths.results={tmp_path}", "rollout.backend=vllm"])
-    shutil.copytree(cfg.base_dir, poisoned.base_dir)
-    weights = load_file(str(poisoned.base_dir / "model.safetensors"))
+    shutil.copytree(paths_of(cfg).base, paths_of(poisoned).base)
+    weights = load_file(str(paths_of(poisoned).base / "model.safetensors"))
     weights["model.norm.weight"] = torch.full_like(weights["model.norm.weight"], float("nan"))
-    save_file(weights, str(poisoned.base_dir / "model.safetensors"), metadata={"format": "pt"})
+    save_file(weights, str(paths_of(poisoned).base / "model.safetensors"), metadata={"format": "pt"})
     model, tok = random_b_policy(cfg, 6)
     gen = VLLMGenerator(poisoned, model, tok)
     try:

@@ -3,15 +3,15 @@
 
 rule heatmap_rollouts:
     input:
-        **grid.heatmap_rollouts_inputs(CFG),
+        **snakerules.heatmap_rollouts_inputs(CFG),
     output:
-        grid.heatmap_rollouts_output(CFG),
+        P.heatmap_rollouts,
     log:
-        grid.log(CFG, "heatmap_rollouts"),
+        P.log("heatmap_rollouts"),
     params:
         config=CONFIG,
-        # The run shown; the step picks the same one with arca.grid.heatmap_run.
-        run=grid.heatmap_run(CFG),
+        # The run shown; the step picks the same one with arca.config.heatmap_run.
+        run=heatmap_run(CFG),
     threads: 1
     resources:
         mem_mb=CFG.resources.eval_mem_mb,

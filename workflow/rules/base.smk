@@ -3,20 +3,20 @@
 
 rule build_base:
     input:
-        **grid.base_inputs(CFG),
+        **snakerules.base_inputs(CFG),
     output:
-        directory(grid.base_output(CFG)),
+        directory(P.base),
     log:
-        grid.log(CFG, "build_base"),
+        P.log("build_base"),
     benchmark:
-        grid.benchmark(CFG, "build_base")
+        P.benchmark("build_base")
     params:
         config=CONFIG,
     threads: CFG.model.pretrain.threads
     resources:
         mem_mb=CFG.resources.train_mem_mb,
         runtime=CFG.resources.runtime_min,
-        **grid.base_gpu(CFG),
+        **snakerules.base_gpu(CFG),
     conda:
         "../envs/arca.yaml"
     shell:

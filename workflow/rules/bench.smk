@@ -4,11 +4,12 @@
 
 rule bench:
     input:
-        **grid.bench_inputs(CFG),
+        **snakerules.train_inputs(CFG),
     output:
-        **grid.bench_outputs(CFG),
+        json=P.bench_summary("json"),
+        md=P.bench_summary("md"),
     log:
-        grid.log(CFG, "bench"),
+        P.log("bench"),
     params:
         config=CONFIG,
     threads: CFG.resources.train_threads

@@ -3,9 +3,9 @@
 
 rule prepare_data:
     output:
-        **grid.data_outputs(CFG),
+        **P.data.declared(),
     log:
-        grid.log(CFG, "prepare_data"),
+        P.log("prepare_data"),
     params:
         config=CONFIG,
     threads: 1

@@ -3,19 +3,20 @@
 
 rule evaluate:
     input:
-        unpack(lambda wildcards: grid.eval_inputs(CFG, wildcards.target)),
+        unpack(lambda wildcards: snakerules.eval_inputs(CFG, wildcards.target)),
     output:
-        **grid.eval_outputs(CFG),
+        summary=P.eval("{target}").summary,
+        samples=P.eval("{target}").samples,
     log:
-        grid.log(CFG, "evaluate", "{target}"),
+        P.log("evaluate", "{target}"),
     benchmark:
-        grid.benchmark(CFG, "evaluate", "{target}")
+        P.benchmark("evaluate", "{target}")
     params:
         config=CONFIG,
         # Evaluation settings that are not input files: changing them reruns every evaluation.
-        eval_hash=grid.eval_hash(CFG),
+        eval_hash=eval_hash(CFG),
     wildcard_constraints:
-        target=grid.eval_regex(CFG),
+        target=snakerules.eval_regex(CFG),
     threads: CFG.resources.train_threads
     resources:
         mem_mb=CFG.resources.eval_mem_mb,
@@ -30,11 +31,12 @@ rule evaluate:
 # The fixed held-out rollouts of the credit-precision probe: the base model's samples, once.
 rule probe_rollouts:
     input:
-        **grid.probe_inputs(CFG),
+        base=P.base,
+        test=P.data.test,
     output:
-        grid.probe_output(CFG),
+        P.probe_rollouts,
     log:
-        grid.log(CFG, "probe_rollouts"),
+        P.log("probe_rollouts"),
     params:
         config=CONFIG,
     threads: CFG.resources.train_threads
@@ -52,13 +54,16 @@ rule probe_rollouts:
 # rollouts of the first eval.mc_problems problems (every evaluation scores credit against it).
 rule mc_values:
     input:
-        **grid.mc_inputs(CFG),
+        base=P.base,
+        test=P.data.test,
+        probe=P.probe_rollouts,
     output:
-        **grid.mc_outputs(CFG),
+        values=P.mc_values,
+        summary=P.mc_summary,
     log:
-        grid.log(CFG, "mc_values"),
+        P.log("mc_values"),
     benchmark:
-        grid.benchmark(CFG, "mc_values")
+        P.benchmark("mc_values")
     params:
         config=CONFIG,
     threads: CFG.resources.train_threads

@@ -1,15 +1,15 @@
 # Tables, figures and the token-credit heat map; registered for `snakemake --report`. Which files
 # the report shows, with which caption (under ../report/, relative to this file) and category, is
-# listed once in arca.grid (REPORT_TABLES, FIGURE_GROUPS).
+# listed once in arca.snakerules (REPORT_TABLES, FIGURE_GROUPS).
 
 
 rule aggregate:
     input:
-        **grid.aggregate_inputs(CFG),
+        **snakerules.aggregate_inputs(CFG),
     output:
-        **grid.report_outputs(grid.table_outputs(CFG), report, "../report"),
+        **snakerules.report_outputs(P.table_files(), report, "../report"),
     log:
-        grid.log(CFG, "aggregate"),
+        P.log("aggregate"),
     params:
         config=CONFIG,
     threads: 1
@@ -24,11 +24,11 @@ rule aggregate:
 
 rule figures:
     input:
-        **grid.figure_inputs(CFG),
+        **snakerules.figure_inputs(CFG),
     output:
-        **grid.report_outputs(grid.figure_outputs(CFG), report, "../report"),
+        **snakerules.report_outputs(P.figure_files(), report, "../report"),
     log:
-        grid.log(CFG, "figures"),
+        P.log("figures"),
     params:
         config=CONFIG,
     threads: 1
@@ -43,15 +43,15 @@ rule figures:
 
 rule heatmap:
     input:
-        **grid.heatmap_inputs(CFG),
+        rollouts=P.heatmap_rollouts,
     output:
         report(
-            grid.heatmap_output(CFG),
+            P.heatmap,
             caption="../report/figures/credit_heatmap.rst",
             category="Token credit",
         ),
     log:
-        grid.log(CFG, "heatmap"),
+        P.log("heatmap"),
     params:
         config=CONFIG,
     threads: 1

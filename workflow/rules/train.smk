@@ -5,19 +5,22 @@
 
 rule train:
     input:
-        **grid.train_inputs(CFG),
+        **snakerules.train_inputs(CFG),
     output:
-        **grid.train_outputs(CFG, wrap_dir=directory),
+        adapter=directory(P.run("{run}").adapter),
+        metrics=P.run("{run}").metrics,
+        final_weights=P.run("{run}").final_weights,
+        curve=P.run("{run}").curve,
     log:
-        grid.log(CFG, "train", "{run}"),
+        P.log("train", "{run}"),
     benchmark:
-        grid.benchmark(CFG, "train", "{run}")
+        P.benchmark("train", "{run}")
     params:
         config=CONFIG,
         # Fingerprint of this run's resolved settings: editing one cell reruns only that cell.
-        run_hash=lambda wildcards: grid.run_hash(CFG, wildcards.run),
+        run_hash=lambda wildcards: run_hash(CFG, wildcards.run),
     wildcard_constraints:
-        run=grid.run_regex(CFG),
+        run=snakerules.run_regex(CFG),
     threads: CFG.resources.train_threads
     resources:
         mem_mb=CFG.resources.train_mem_mb,

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from arca.config import Config, from_dict, to_dict
+from arca.paths import paths_of
 from arca.train import UPDATE_PHASES
 
 log = logging.getLogger(__name__)
@@ -96,11 +97,11 @@ def ensure_inputs(cfg: Config) -> None:
     from arca.data import prepare_data
     from arca.models import build_base
 
-    if not (cfg.data_dir / "train.jsonl").is_file():
-        log.info("bench: %s is missing; running prepare-data first", cfg.data_dir / "train.jsonl")
+    if not (paths_of(cfg).data.train).is_file():
+        log.info("bench: %s is missing; running prepare-data first", paths_of(cfg).data.train)
         prepare_data(cfg)
-    if not (cfg.base_dir / "config.json").is_file():
-        log.info("bench: no base model in %s; running build-base first (this may take minutes)", cfg.base_dir)
+    if not (paths_of(cfg).base / "config.json").is_file():
+        log.info("bench: no base model in %s; running build-base first (this may take minutes)", paths_of(cfg).base)
         build_base(cfg)
 
 
@@ -239,7 +240,7 @@ def machine_info(device: torch.device) -> dict:
 def problems_per_step(cfg: Config, n_steps: int) -> list[list[dict]]:
     from arca.data import read_records
 
-    records = read_records(cfg.data_dir / "train.jsonl")
+    records = read_records(paths_of(cfg).data.train)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     return [
         [records[i] for i in torch.randint(len(records), (cfg.train.prompts_per_step,), generator=gen).tolist()]

@@ -19,6 +19,7 @@ from arca.bench.common import (
 )
 from arca.bench.tables import format_generation_table
 from arca.config import Config, from_dict, to_dict
+from arca.paths import paths_of
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def bench_generation(cfg: Config, backends: tuple[str, ...] = BACKENDS, steps: i
     for gen in gens.values():
         if hasattr(gen, "close"):
             gen.close()
-    out_dir = cfg.out_dir / "bench"
+    out_dir = paths_of(cfg).bench
     write_json(out_dir / "generation.json", summary)
     write_text(out_dir / "generation.md", format_generation_table(summary))
     return summary

@@ -11,6 +11,7 @@ import torch
 
 from arca.bench.common import median, ratio, top_rank
 from arca.config import Config
+from arca.paths import paths_of
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def _median_prompt_width(cfg: Config, step_problems: list[list[dict]]) -> int:
     from arca.pretrain import finish_tokenizer
     from arca.prompts import prompt_format
 
-    tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
+    tok = finish_tokenizer(AutoTokenizer.from_pretrained(paths_of(cfg).base))
     fmt = prompt_format(cfg, tok)
     widths = [
         max(len(tok(fmt(q["problem"]), add_special_tokens=False)["input_ids"]) for q in probs)
@@ -226,7 +227,7 @@ def hardware_summary(
 
     from arca.decode import shared_prefix_length
 
-    mc = AutoConfig.from_pretrained(cfg.base_dir)
+    mc = AutoConfig.from_pretrained(paths_of(cfg).base)
     n, t = cfg.train.prompts_per_step * cfg.rollout.k, cfg.rollout.max_new_tokens
     p = _median_prompt_width(cfg, step_problems)
     u = int(statistics.median(len({q["id"] for q in probs}) for probs in step_problems))

@@ -28,6 +28,7 @@ from arca.bench.hardware import compare_decoders, hardware_summary
 from arca.bench.tables import format_table
 from arca.bench.trl_peer import run_trl
 from arca.config import Config
+from arca.paths import paths_of
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,6 @@ def bench(
         "differences_from_trl": DIFFERENCES_FROM_TRL,
         "seconds": time.perf_counter() - t_start,
     }
-    write_json(cfg.out_dir / "bench" / "summary.json", summary)
-    write_text(cfg.out_dir / "bench" / "summary.md", format_table(summary))
+    write_json(paths_of(cfg).bench_summary("json"), summary)
+    write_text(paths_of(cfg).bench_summary("md"), format_table(summary))
     return summary

@@ -9,6 +9,7 @@ import torch
 
 from arca.bench.common import PeakMemory
 from arca.config import Config
+from arca.paths import paths_of
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _grpo_args(cfg: Config, device: torch.device, total: int):
 
     P, K, L = cfg.train.prompts_per_step, cfg.rollout.k, cfg.rollout.max_new_tokens
     return GRPOConfig(
-        output_dir=str(cfg.out_dir / "bench" / "trl_out"),
+        output_dir=str(paths_of(cfg).bench / "trl_out"),
         per_device_train_batch_size=P * K,
         gradient_accumulation_steps=1,
         num_generations=K,
@@ -143,11 +144,11 @@ def run_trl(
 
     total = 1 + blocks * steps
     P, K, L = cfg.train.prompts_per_step, cfg.rollout.k, cfg.rollout.max_new_tokens
-    tok = finish_tokenizer(AutoTokenizer.from_pretrained(cfg.base_dir))
+    tok = finish_tokenizer(AutoTokenizer.from_pretrained(paths_of(cfg).base))
     ds = _trl_dataset(step_problems[:total], prompt_format(cfg, tok))
     torch.manual_seed(cfg.train.seed)
     model = AutoModelForCausalLM.from_pretrained(
-        cfg.base_dir, dtype=torch_dtype(cfg.model.dtype), attn_implementation=cfg.model.attn_implementation
+        paths_of(cfg).base, dtype=torch_dtype(cfg.model.dtype), attn_implementation=cfg.model.attn_implementation
     )
     args = _grpo_args(cfg, device, total)
     timed: list[dict] = []

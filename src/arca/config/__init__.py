@@ -5,13 +5,13 @@ A config is one or more YAML files deep-merged in order (the way Snakemake merge
 against the dataclasses below: unknown keys, wrong types and bad values raise ``ConfigError``
 whose message names the dotted key path and the file it came from, before any work starts.
 
-The sweep (methods x ranks x seeds) lives in ``sweep``; ``arca.grid.for_run(cfg, run_id)`` gives the
+The sweep (methods x ranks x seeds) lives in ``sweep``; ``for_run(cfg, run_id)`` gives the
 resolved config of one training cell, and ``run_hash`` fingerprints it so that changing one
 method's settings changes only that method's cells.
 
 The package's modules: ``sections`` (the dataclasses, closed sets and run ids), ``loading``
-(files, overrides, coercion), ``checks`` (value checks) and ``schema`` (the generated JSON
-schema). Everything public is importable from ``arca.config`` itself.
+(files, overrides, coercion), ``checks`` (value checks), ``ranges`` (numeric ranges, safe paths)
+and ``sweep`` (the sweep's meaning). Everything public is importable from ``arca.config`` itself.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from arca.config.checks import (  # noqa: F401
     validate,
 )
 from arca.config.loading import (  # noqa: F401
+    BASE_KEY,
     FLOAT_STRING,
     apply_overrides,
+    base_of,
     check_keys,
     deep_merge,
     did_you_mean,
@@ -34,11 +36,6 @@ from arca.config.loading import (  # noqa: F401
     parse_override,
     read_yaml,
     set_dotted,
-)
-from arca.config.schema import (  # noqa: F401
-    SCHEMA_HEADER,
-    json_schema,
-    json_schema_text,
 )
 from arca.config.sections import (  # noqa: F401
     RUN_ID_RE,
@@ -58,6 +55,7 @@ from arca.config.sections import (  # noqa: F401
     InputError,
     LoraConfig,
     MaskRule,
+    MissingInputError,
     ModelConfig,
     ModelSource,
     MonitorConfig,
@@ -75,4 +73,15 @@ from arca.config.sections import (  # noqa: F401
     parse_run_id,
     to_dict,
     training_hash,
+)
+from arca.config.sweep import (  # noqa: F401
+    BASE,
+    check_run_overrides,
+    eval_hash,
+    eval_targets,
+    for_run,
+    heatmap_run,
+    run_fixed_keys,
+    run_hash,
+    run_identity,
 )

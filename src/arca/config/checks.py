@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from arca.config.ranges import check_paths, check_ranges, short
-from arca.config.sections import Config, ConfigError
+from arca.config.sections import Config, ConfigError, PretrainConfig
 
 # The modules of the Qwen3 model that ``build-base`` pretrains which a LoRA adapter can wrap.
 PRETRAIN_MODULES = (
@@ -77,7 +77,11 @@ def _check_model(cfg: Config, source: str) -> None:
             "model.name_or_path",
             f"is a local path ({m.name_or_path}); use model.source: local",
         )
-    p = m.pretrain
+    _check_pretrain(m.pretrain, source)
+    _check_lora(cfg, source)
+
+
+def _check_pretrain(p: PretrainConfig, source: str) -> None:
     for k in (
         "hidden_size",
         "num_layers",
@@ -103,6 +107,8 @@ def _check_model(cfg: Config, source: str) -> None:
         "must be divisible by model.pretrain.num_kv_heads",
     )
 
+
+def _check_lora(cfg: Config, source: str) -> None:
     _check(cfg.lora.rank > 0, source, "lora.rank", f"must be > 0, got {short(cfg.lora.rank)}")
     _check(
         cfg.lora.alpha is None or cfg.lora.alpha > 0,
@@ -112,7 +118,7 @@ def _check_model(cfg: Config, source: str) -> None:
     )
     _check(0.0 <= cfg.lora.dropout < 1.0, source, "lora.dropout", f"must be in [0, 1), got {short(cfg.lora.dropout)}")
     _check(len(cfg.lora.target_modules) > 0, source, "lora.target_modules", "must not be empty")
-    if m.source == "pretrain":  # the model is known before it exists: refuse a typo before any work
+    if cfg.model.source == "pretrain":  # the model is known before it exists: refuse a typo before any work
         unknown = [t for t in cfg.lora.target_modules if t.rsplit(".", 1)[-1] not in PRETRAIN_MODULES]
         _check(
             not unknown,

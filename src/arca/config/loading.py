@@ -231,10 +231,36 @@ def set_dotted(raw: dict, key: str, value: Any, source: str) -> None:
 
 
 YTE_KEY = "__use_yte__"
+# A config file of differences names the file it is layered on: `base: default.yaml` (relative to
+# its own folder). Reading it gives the base's content with its own keys merged over it.
+BASE_KEY = "base"
 
 
 def read_yaml(path: Path) -> dict:
+    """A config file as a dict, its ``base:`` (if any) read first and merged under it."""
     path = Path(path)
+    raw = _read_plain_yaml(path)
+    base = base_of(path, raw)
+    if base is None:
+        return raw
+    return deep_merge(read_yaml(base), {k: v for k, v in raw.items() if k != BASE_KEY})
+
+
+def base_of(path: Path, raw: dict | None = None) -> Path | None:
+    """The file ``path`` names as its ``base:`` (None when it is complete on its own)."""
+    raw = _read_plain_yaml(Path(path)) if raw is None else raw
+    if BASE_KEY not in raw:
+        return None
+    name = raw[BASE_KEY]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}: key '{BASE_KEY}' must name a config file, got {name!r}")
+    base = Path(path).parent / name
+    if base.resolve() == Path(path).resolve() or BASE_KEY in _read_plain_yaml(base):
+        raise ConfigError(f"{path}: key '{BASE_KEY}' must name a complete config file (one without '{BASE_KEY}')")
+    return base
+
+
+def _read_plain_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

@@ -1,5 +1,5 @@
 """The config's sections as typed dataclasses with defaults, the closed sets of values, and the
-sweep's run ids (``arca.grid.for_run`` resolves one training cell)."""
+sweep's run ids (``arca.config.sweep.for_run`` resolves one training cell)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 
@@ -28,6 +27,10 @@ class NonFiniteError(ArcaError, FloatingPointError):
 
 class InputError(ArcaError):
     """A bad input file (data, results, checkpoints), with the path (and line) in its message."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """An input file a step needs is absent; the message names it and the step that writes it."""
 
 
 # Closed sets of values, checked when a config is loaded (the modules that act on them read the
@@ -318,25 +321,6 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
-
-    # ------------------------------------------------------------------ derived paths
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.paths.results) / self.name
-
-    @property
-    def data_dir(self) -> Path:
-        return self.out_dir / "data"
-
-    @property
-    def base_dir(self) -> Path:
-        return self.out_dir / "base"
-
-    def run_dir(self, run_id: str) -> Path:
-        return self.out_dir / "runs" / run_id
-
-    def eval_dir(self, run_id: str) -> Path:
-        return self.out_dir / "eval" / run_id
 
     # ------------------------------------------------------------------ the sweep
     def run_ids(self) -> list[str]:

@@ -20,6 +20,7 @@ from arca.config import InputError, dump_config
 from arca.data.generated import generate_disjoint, generate_problems, make_splits
 from arca.data.math import FIELDS, count_no_gold, first_n, load_math, random_subset, read_records, validate_record
 from arca.io import write_jsonl, write_text
+from arca.paths import paths_of
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ class Record:
 
 
 def prepare_data(cfg, args=None) -> None:
-    """Write the train/test (and MATH-500) records and the resolved config to ``cfg.data_dir``."""
-    out = cfg.data_dir
+    """Write the train/test (and MATH-500, few-shot) records and the resolved config to ``data/``."""
+    out = paths_of(cfg).data
     splits: dict[str, list[dict]] = {}
     if cfg.data.source == "generated":
         splits["train"], splits["test"] = make_splits(cfg.data)
@@ -80,9 +81,10 @@ def prepare_data(cfg, args=None) -> None:
             raise InputError(f"key 'data.few_shot': {n} examples leave no training problem ({len(splits['train'])})")
         splits["train"], splits["shots"] = splits["train"][:-n], splits["train"][-n:]
     for name, records in splits.items():
-        write_jsonl(out / f"{name}.jsonl", records)
-        log.info("wrote %d %s problems to %s", len(records), name, out / f"{name}.jsonl")
-    write_text(out / "config.yaml", dump_config(cfg))
+        path = getattr(out, name)  # DataPaths.train, .test, .math500, .shots
+        write_jsonl(path, records)
+        log.info("wrote %d %s problems to %s", len(records), name, path)
+    write_text(out.root / "config.yaml", dump_config(cfg))
 
 
 def _math_sources(cfg) -> list[tuple[str, str, str, str]]:

@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from arca.config import InputError, is_local_path, require_hub
+from arca.config import InputError, MissingInputError, is_local_path, require_hub
 from arca.grading import extract_boxed
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def load_math(ref: str, split: str, key: str | None = None) -> tuple[list[dict],
     if is_local_path(ref):
         path = Path(ref).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"key '{key}': data file not found: {path}")
+            raise MissingInputError(f"key '{key}': data file not found: {path}")
         if path.suffix == ".parquet":
             rows = _iter_parquet(path)
         elif path.suffix in (".jsonl", ".json"):
@@ -227,7 +227,7 @@ def read_records(path: str | Path) -> list[dict]:
     """Read a normalized-records JSONL file (``prepare-data`` output), validating every line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"records file not found: {path}")
+        raise MissingInputError(f"records file not found: {path}")
     records: list[dict] = []
     first_seen: dict[str, str] = {}
     for where, obj in _iter_jsonl(path):

@@ -1,7 +1,7 @@
 """The cost table: wall time and peak memory of every job Snakemake benchmarked, per run and per cell.
 
 Reads the ``benchmark:`` records of ``build_base``, ``mc_values``, ``train`` and ``evaluate`` (paths from
-``arca.grid.benchmark``). Snakemake writes each as a tab-separated file with one line per repeat;
+``arca.paths.Paths.benchmark``). Snakemake writes each as a tab-separated file with one line per repeat;
 ``s`` is the wall time in seconds and ``max_rss`` the peak resident memory in MB, summed over the
 job's processes (``NA`` when the job ended before the first sample). A job run by hand, outside
 Snakemake, has no record: its cells stay empty rather than failing the report.
@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from arca import grid
-from arca.config import Config, InputError, parse_run_id
+from arca.config import BASE, Config, InputError, for_run, run_identity
+from arca.paths import BENCHMARKED, paths_of
 
-BASE = grid.BASE
 IDENTITY = ["run", "label", "method", "rank", "seed"]
-COLUMNS = IDENTITY + [f"{rule}_{what}" for rule in grid.BENCHMARKED for what in ("s", "max_rss_mb")]
+COLUMNS = IDENTITY + [f"{rule}_{what}" for rule in BENCHMARKED for what in ("s", "max_rss_mb")]
 
 
 def read_benchmark(path: str | Path) -> tuple[float, float]:
@@ -46,18 +45,17 @@ def cost_table(cfg: Config) -> pd.DataFrame:
     """One row for the base model (its build and evaluation), then one per run (training and
     evaluation), in sweep order; columns ``COLUMNS``."""
     base = {"run": BASE, "label": BASE, "method": BASE, "rank": None, "seed": None}
-    _costs(base, "build_base", grid.benchmark(cfg, "build_base"))
-    _costs(base, "mc_values", grid.benchmark(cfg, "mc_values") if cfg.eval.mc_problems > 0 else None)
+    _costs(base, "build_base", paths_of(cfg).benchmark("build_base"))
+    _costs(base, "mc_values", paths_of(cfg).benchmark("mc_values") if cfg.eval.mc_problems > 0 else None)
     _costs(base, "train", None)
-    _costs(base, "evaluate", grid.benchmark(cfg, "evaluate", BASE))
+    _costs(base, "evaluate", paths_of(cfg).benchmark("evaluate", BASE))
     rows = [base]
     for run in cfg.run_ids():
-        label, rank, seed = parse_run_id(run)
-        row = {"run": run, "label": label, "method": grid.for_run(cfg, run).credit.method, "rank": rank, "seed": seed}
+        row = run_identity(run, for_run(cfg, run).credit.method)
         _costs(row, "build_base", None)
         _costs(row, "mc_values", None)
-        _costs(row, "train", grid.benchmark(cfg, "train", run))
-        _costs(row, "evaluate", grid.benchmark(cfg, "evaluate", run))
+        _costs(row, "train", paths_of(cfg).benchmark("train", run))
+        _costs(row, "evaluate", paths_of(cfg).benchmark("evaluate", run))
         rows.append(row)
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("rank", "seed"):
@@ -80,7 +78,7 @@ def _cells(df: pd.DataFrame, rule: str, how: str) -> list[str]:
 def cost_rows(cfg: Config, df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """The Markdown layout: the base model, one line per (label, rank) cell in sweep order with the
     mean seconds and largest peak over its seeds, and a total line (seconds summed over every job)."""
-    headers = ["cell", "jobs"] + [f"{rule} {unit}" for rule in grid.BENCHMARKED for unit in ("s", "max RSS MB")]
+    headers = ["cell", "jobs"] + [f"{rule} {unit}" for rule in BENCHMARKED for unit in ("s", "max RSS MB")]
     groups = [("base model", df[df["run"] == BASE])]
     runs = df[df["run"] != BASE]
     for cell in cfg.sweep.cells:
@@ -89,10 +87,10 @@ def cost_rows(cfg: Config, df: pd.DataFrame) -> tuple[list[str], list[list[str]]
             if len(group):
                 groups.append((f"{cell.name} r{rank}", group))
     rows = [
-        [name, str(len(group))] + [c for rule in grid.BENCHMARKED for c in _cells(group, rule, "mean")]
+        [name, str(len(group))] + [c for rule in BENCHMARKED for c in _cells(group, rule, "mean")]
         for name, group in groups
     ]
-    rows.append(["total", str(len(df))] + [c for rule in grid.BENCHMARKED for c in _cells(df, rule, "sum")])
+    rows.append(["total", str(len(df))] + [c for rule in BENCHMARKED for c in _cells(df, rule, "sum")])
     return headers, rows
 
 

@@ -13,6 +13,7 @@ import re
 from collections import OrderedDict
 from pathlib import Path
 
+from arca.config import MissingInputError
 from arca.report.leaderboard import leaderboard_region
 
 log = logging.getLogger("arca")
@@ -79,13 +80,13 @@ def render_region(name: str, root: Path) -> str:
     if what == "leaderboard":  # one row per method from the reference's CSV tables (arca.report.leaderboard)
         return leaderboard_region(folder, shown=(REFERENCE / config).as_posix())
     if not what or not folder.is_dir():
-        raise FileNotFoundError(f"arca:{name}: expected <config>/<table> with a folder {folder}")
+        raise MissingInputError(f"arca:{name}: expected <config>/<table> with a folder {folder}")
     if what == "findings":
         return findings(folder)
     path = folder / f"{what}.md"
     if not path.is_file():
         tables = ", ".join(sorted(p.stem for p in folder.glob("*.md")))
-        raise FileNotFoundError(f"arca:{name}: no {path} (tables there: {tables})")
+        raise MissingInputError(f"arca:{name}: no {path} (tables there: {tables})")
     return _table(path)
 
 

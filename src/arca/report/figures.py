@@ -1,4 +1,4 @@
-"""``python -m arca figures``: draw ``<out_dir>/figures/*.{png,pdf}`` from the tables.
+"""``python -m arca figures``: draw ``results/<name>/figures/*.{png,pdf}`` from the tables.
 
 Reads only what ``aggregate`` wrote (``tables/runs.csv``, ``tables/curves.csv``,
 ``tables/credit_precision.csv``, ``tables/learning_curves.csv`` and, for the confidence intervals,
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from arca.config import Config
+from arca.config import Config, MissingInputError
+from arca.paths import paths_of
 from arca.report.figures_concentration import concentration_curves, gini_bars, lorenz
 from arca.report.figures_credit import credit_precision
 from arca.report.figures_performance import (
@@ -44,34 +45,22 @@ from arca.report.tables import read_table
 
 log = logging.getLogger(__name__)
 
-FIGURES = (
-    "gini_bars",
-    "concentration_curves",
-    "reward_curves",
-    "accuracy",
-    "lorenz",
-    "accuracy_vs_params",
-    "credit_precision",
-    "learning_curves",
-    "performance_profile",
-)
-
 
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise FileNotFoundError(f"figures: missing table {path} (run `python -m arca aggregate` first)")
+        raise MissingInputError(f"figures: missing table {path} (run `python -m arca aggregate` first)")
     return read_table(path)
 
 
 # ----------------------------------------------------------------------------- the step
 def figures_main(cfg: Config, args=None) -> list[Path]:
-    """Draw every figure of ``FIGURES`` into ``<out_dir>/figures/``; returns the files written."""
+    """Draw every figure of ``arca.paths.FIGURES`` into ``figures/``; returns the files written."""
     apply_style()
-    tables = cfg.out_dir / "tables"
-    runs = _read_csv(tables / "runs.csv")
-    curves = _read_csv(tables / "curves.csv")
-    perf = _read_csv(tables / "performance.csv")
-    out = cfg.out_dir / "figures"
+    p = paths_of(cfg)
+    runs = _read_csv(p.table("runs", "csv"))
+    curves = _read_csv(p.table("curves", "csv"))
+    perf = _read_csv(p.table("performance", "csv"))
+    out = p.figures
     paths = []
     paths += gini_bars(runs, out)
     paths += concentration_curves(curves, out)
@@ -79,8 +68,8 @@ def figures_main(cfg: Config, args=None) -> list[Path]:
     paths += accuracy(perf, out)
     paths += lorenz(runs, cfg, out)
     paths += accuracy_vs_params(perf, out)
-    paths += credit_precision(_read_csv(tables / "credit_precision.csv"), curves, out)
-    paths += learning_curves(_read_csv(tables / "learning_curves.csv"), out)
+    paths += credit_precision(_read_csv(p.table("credit_precision", "csv")), curves, out)
+    paths += learning_curves(_read_csv(p.table("learning_curves", "csv")), out)
     paths += performance_profile(runs, out)
     log.info("wrote %d figure files to %s", len(paths), out)
     return paths

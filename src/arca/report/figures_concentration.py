@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arca.config import Config
+from arca.config import Config, MissingInputError
+from arca.paths import paths_of
 from arca.report.figures_common import cell_ticks, integer_steps, legend_right, mean_curve, ranks_of, trained_cells
 from arca.report.paper import MIDDLE_BAND
 from arca.report.style import MIDDLE_BAND_COLOR, cell_name, color_for, plt, rank_style, save_figure
@@ -77,7 +78,7 @@ def lorenz_curve(weights) -> np.ndarray:
 
 def read_final_weights(path: Path) -> list[list[float]]:
     if not path.is_file():
-        raise FileNotFoundError(f"figures: missing {path} (written by `python -m arca train`)")
+        raise MissingInputError(f"figures: missing {path} (written by `python -m arca train`)")
     return json.loads(path.read_text(encoding="utf-8"))["weights"]
 
 
@@ -88,7 +89,7 @@ def lorenz(runs: pd.DataFrame, cfg: Config, out: Path) -> list[Path]:
     for label, method, rank in cells:
         seqs = []
         for run in runs[(runs["label"] == label) & (runs["rank"] == rank)]["run"]:
-            seqs += [w for w in read_final_weights(cfg.run_dir(run) / "final_weights.json") if len(w) > 1]
+            seqs += [w for w in read_final_weights(paths_of(cfg).run(run).final_weights) if len(w) > 1]
         if not seqs:
             continue
         ls, _ = rank_style(rank, ranks_of(cells, label))

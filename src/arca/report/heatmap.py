@@ -1,6 +1,6 @@
 """``python -m arca heatmap``: where each credit method puts its weight, token by token.
 
-The model run is the analysis step's (``arca.analysis``): it samples held-out completions with
+The model run is the heatmap-rollouts step's (``arca.heatmap_rollouts``): it samples held-out completions with
 the heat-map run's adapter and writes the weights every registered credit method gives their
 tokens, all on the same rollouts, to ``analysis/heatmap_rollouts.jsonl``. This module only reads
 that file: ``render_heatmap`` turns it into one self-contained HTML page (inline CSS, no
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from arca import grid
-from arca.config import Config, InputError
+from arca.config import Config, InputError, MissingInputError, heatmap_run
 from arca.io import read_jsonl, write_text
+from arca.paths import paths_of
 
 log = logging.getLogger(__name__)
 
@@ -255,17 +255,17 @@ def render_heatmap(
 
 def heatmap_main(cfg: Config, args=None) -> Path:
     """Render the heat-map page from the analysis step's rollouts (no model runs here)."""
-    source = Path(grid.heatmap_rollouts_output(cfg))
+    source = paths_of(cfg).heatmap_rollouts
     if not source.is_file():
-        raise FileNotFoundError(f"heatmap: missing {source} (run `python -m arca heatmap-rollouts` first)")
+        raise MissingInputError(f"heatmap: missing {source} (run `python -m arca heatmap-rollouts` first)")
     rollouts = read_jsonl(source)
-    run = grid.heatmap_run(cfg)
+    run = heatmap_run(cfg)
     page = render_heatmap(
         pick_shown(rollouts, N_ROLLOUTS),
         title=f"Token credit by method, rollouts of run {run}",
         agreement_over=rollouts,
     )
-    path = Path(grid.heatmap_output(cfg))
+    path = paths_of(cfg).heatmap
     write_text(path, page)
     for method, (rho, n) in agreement(rollouts).items():
         log.info("rank agreement with arca: %s rho %.3f over %d rollouts", method, rho, n)

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arca import grid
-from arca.config import Config, InputError, parse_run_id
+from arca.config import Config, InputError, MissingInputError, for_run, parse_run_id, run_hash
 from arca.io import read_jsonl
 from arca.paths import paths_of
 from arca.report.branch_scores import outcome_scores
@@ -91,7 +90,7 @@ class RunRecord:
 
 def _require(path: Path) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"aggregate: missing input {path}")
+        raise MissingInputError(f"aggregate: missing input {path}")
     return path
 
 
@@ -172,11 +171,11 @@ def load_eval(cfg: Config, run: str, problems: dict[str, dict] | None = None) ->
 
     With ``problems`` (``test_problems``) that carry branches, the scores also hold the outcome
     columns of ``arca.report.branch_scores``."""
-    eval_dir = cfg.eval_dir(run)
-    summary = read_summary(eval_dir / "summary.json")
+    evaluation = paths_of(cfg).eval(run)
+    summary = read_summary(evaluation.summary)
     proto, grader = primary_protocol(cfg, summary)
     k = int(summary["protocols"][proto].get("pass_at_k", {}).get("k", cfg.eval.pass_k))
-    samples_path = _require(eval_dir / "samples.jsonl")
+    samples_path = _require(evaluation.samples)
     samples = read_jsonl(samples_path)
     scores = per_problem_scores(samples, proto, grader, k, samples_path)
     if problems and any(p.get("branches") for p in problems.values()):
@@ -188,11 +187,11 @@ def check_run_hash(cfg: Config, run: str, summary: dict) -> None:
     """Refuse a run whose evaluation (and training) used other settings than this sweep's.
 
     ``summary.json`` records the config hash of the adapter it evaluated, ``final_weights.json``
-    the one the run trained with (older outputs lack it); both must equal ``grid.run_hash(cfg, run)``.
+    the one the run trained with (older outputs lack it); both must equal ``run_hash(cfg, run)``.
     """
-    expected = grid.run_hash(cfg, run)
-    sources = [(cfg.eval_dir(run) / "summary.json", summary.get("config_hash"))]
-    fw = cfg.run_dir(run) / "final_weights.json"
+    expected = run_hash(cfg, run)
+    sources = [(paths_of(cfg).eval(run).summary, summary.get("config_hash"))]
+    fw = paths_of(cfg).run(run).final_weights
     if fw.is_file():
         sources.append((fw, json.loads(fw.read_text(encoding="utf-8")).get("config_hash", expected)))
     for path, got in sources:
@@ -200,7 +199,7 @@ def check_run_hash(cfg: Config, run: str, summary: dict) -> None:
             raise InputError(
                 f"{path}: run '{run}' has config hash {got}, but this sweep's settings give {expected}: "
                 "it was trained or evaluated with other settings (by hand with --set?); rerun it "
-                f"with this config (snakemake --cores all --forcerun {cfg.run_dir(run) / 'adapter'}, "
+                f"with this config (snakemake --cores all --forcerun {paths_of(cfg).run(run).adapter}, "
                 "with your --configfile)"
             )
 
@@ -210,14 +209,14 @@ def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int
     runs, problems = [], test_problems(cfg)
     for run in cfg.run_ids():
         label, rank, seed = parse_run_id(run)
-        metrics = read_metrics(cfg.run_dir(run) / "metrics.jsonl")
+        metrics = read_metrics(paths_of(cfg).run(run).metrics)
         summary, scores, proto, grader = load_eval(cfg, run, problems)
         check_run_hash(cfg, run, summary)
         method = summary.get("method") or str(metrics["method"].iloc[0])
-        curve = read_curve(cfg.run_dir(run) / "curve.jsonl")
+        curve = read_curve(paths_of(cfg).run(run).curve)
         runs.append(
             RunRecord(
-                run, label, method, rank, seed, summary, scores, metrics, grid.for_run(cfg, run).train.grad_clip, curve
+                run, label, method, rank, seed, summary, scores, metrics, for_run(cfg, run).train.grad_clip, curve
             )
         )
     summary, scores, proto, grader = load_eval(cfg, BASE, problems)

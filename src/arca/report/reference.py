@@ -56,9 +56,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arca import PORTABLE_KERNELS, grid
-from arca.config import Config, InputError
+from arca import PORTABLE_KERNELS
+from arca.config import Config, InputError, MissingInputError, run_hash
 from arca.io import atomic_path, write_json, write_text
+from arca.paths import paths_of, table_file
 from arca.stats import Estimate, bootstrap_mean_ci
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,6 @@ IGNORED_COLUMNS = frozenset({"step_seconds", "gen_seconds", "update_seconds"})
 # about 5 and flag everything larger; CSV cells carry 8 significant digits.
 DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-5
-# what compare-reference writes into results/<name>/: the verdict, and the number-by-number list
-CLAIMS_FILE = "reference_claims.md"
-COMPARISON_FILE = "reference_comparison.md"
 
 
 def reference_dir(cfg: Config, root: str | Path = Path("results") / "reference") -> Path:
@@ -131,18 +129,18 @@ def _provenance(cfg: Config) -> dict:
         "kernels": {key: os.environ.get(key) for key in PORTABLE_KERNELS},
         "train_threads": cfg.train.threads,
         "pretrain_threads": cfg.model.pretrain.threads,
-        "run_hashes": {run: grid.run_hash(cfg, run) for run in cfg.run_ids()},
+        "run_hashes": {run: run_hash(cfg, run) for run in cfg.run_ids()},
     }
 
 
 def save_reference(cfg: Config, dest: Path) -> list[str]:
     """Copy the finished tables and key figures of ``cfg`` into ``dest`` (replaced as a whole)."""
-    tables, figures = cfg.out_dir / "tables", cfg.out_dir / "figures"
-    files = [tables / f"{t}.csv" for t in KEYS] + [tables / f"{t}.md" for t in MARKDOWN]
+    tables, figures = paths_of(cfg).tables, paths_of(cfg).figures
+    files = [tables / table_file(t, "csv") for t in KEYS] + [tables / table_file(t, "md") for t in MARKDOWN]
     files += [figures / f"{f}.png" for f in FIGURES]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"save-reference: the experiment is not finished, missing {missing[:3]}"
             f"{' ...' if len(missing) > 3 else ''} (run snakemake for config '{cfg.name}' first)"
         )
@@ -169,7 +167,7 @@ def _read(path: Path) -> pd.DataFrame:
     from arca.report.tables import read_table
 
     if not path.is_file():
-        raise FileNotFoundError(f"compare-reference: missing table {path}")
+        raise MissingInputError(f"compare-reference: missing table {path}")
     return read_table(path)
 
 
@@ -262,12 +260,12 @@ def compare_reference(
 ) -> list[Difference]:
     """All differences between ``cfg``'s finished tables and the reference folder."""
     if not ref_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"compare-reference: no reference folder {ref_dir} (save one with python -m arca save-reference)"
         )
     diffs: list[Difference] = []
     for table in KEYS:
-        ref_path, our_path = ref_dir / f"{table}.csv", cfg.out_dir / "tables" / f"{table}.csv"
+        ref_path, our_path = ref_dir / table_file(table, "csv"), paths_of(cfg).table(table, "csv")
         diffs += compare_table(table, _read(ref_path), _read(our_path), atol, rtol, ref_path, our_path)
     return diffs
 
@@ -280,7 +278,7 @@ def comparison_markdown(
     prov_path = ref_dir / "provenance.json"
     prov = json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.is_file() else {}
     head = [
-        f"# `{cfg.out_dir / 'tables'}` against `{ref_dir}`\n",
+        f"# `{paths_of(cfg).tables}` against `{ref_dir}`\n",
         f"Tolerance: |ours - reference| <= {atol:g} + {rtol:g} x |reference|; timing columns not compared. "
         f"Reference made with arca {prov.get('arca_version', '?')}, torch {prov.get('torch', '?')} on "
         f"{prov.get('cpu', '?')} (kernels {prov.get('torch_cpu_capability', '?')}).\n",
@@ -398,11 +396,11 @@ def _tables(folder: Path, required: tuple[str, ...]) -> dict[str, pd.DataFrame]:
     """The ``VERDICT_TABLES`` present in ``folder``; a missing ``required`` one is an error."""
     out = {}
     for table in VERDICT_TABLES:
-        path = folder / f"{table}.csv"
+        path = folder / table_file(table, "csv")
         if path.is_file():
             out[table] = _read(path)
         elif table in required:
-            raise FileNotFoundError(f"compare-reference: missing table {path}")
+            raise MissingInputError(f"compare-reference: missing table {path}")
     return out
 
 
@@ -449,8 +447,8 @@ def _difference_claims(table: str, ref: pd.DataFrame, ours: pd.DataFrame, ref_di
     columns = [
         c for c in ref.columns if c in DIFFERENCE_NAMES and f"{c}_lo" in ref.columns and f"{c}_hi" in ref.columns
     ]
-    r = _indexed(ref, table, ref_dir / f"{table}.csv")
-    o = _indexed(ours, table, our_dir / f"{table}.csv")
+    r = _indexed(ref, table, ref_dir / table_file(table, "csv"))
+    o = _indexed(ours, table, our_dir / table_file(table, "csv"))
     claims = []
     for key, row in r.iterrows():
         label, rank, other = key
@@ -515,8 +513,8 @@ def _gain_claims(ref_runs: pd.DataFrame, our_runs: pd.DataFrame) -> list[Claim]:
 
 
 def _null_claims(ref_perf: pd.DataFrame, our_perf: pd.DataFrame, ref_dir: Path, our_dir: Path) -> list[Claim]:
-    r = _indexed(ref_perf, "performance", ref_dir / "performance.csv")
-    o = _indexed(our_perf, "performance", our_dir / "performance.csv")
+    r = _indexed(ref_perf, "performance", ref_dir / table_file("performance", "csv"))
+    o = _indexed(our_perf, "performance", our_dir / table_file("performance", "csv"))
 
     def base_greedy(df: pd.DataFrame) -> float:
         keys = [k for k in df.index if k[0] == BASE_LABEL]
@@ -561,7 +559,7 @@ def _ordering_claims(
     q = ORDER_QUANTITY
     if ref_conc is None or q not in ref_conc.columns:
         return [], []
-    r = _indexed(ref_conc, "concentration", ref_dir / "concentration.csv")
+    r = _indexed(ref_conc, "concentration", ref_dir / table_file("concentration", "csv"))
     ranks = sorted((k[1] for k in r.index if k[0] == ORDER_LABEL), key=_rank_order)
     if len(ranks) < 2:
         return [], []
@@ -583,7 +581,7 @@ def _ordering_claims(
     direction = steps[0]
     chain = f" {_ORDER_SYMBOLS[direction]} ".join(f"r{k}" for k in ranks)
     claim = f"{ORDER_LABEL}'s {q} {'rises' if direction > 0 else 'falls'} with rank: {chain}"
-    o = None if our_conc is None else _indexed(our_conc, "concentration", our_dir / "concentration.csv")
+    o = None if our_conc is None else _indexed(our_conc, "concentration", our_dir / table_file("concentration", "csv"))
     missing = [k for k in ranks if o is None or (ORDER_LABEL, k) not in o.index or q not in o.columns]
     if missing:
         ours, verdict = "missing " + ", ".join(f"r{k}" for k in missing), NOT_REPRODUCED
@@ -605,7 +603,7 @@ def _spread_checks(
 ) -> list[SpreadCheck]:
     cells = _with_keys(ref_perf)[["label", "rank"]].drop_duplicates()
     runs = _with_keys(ref_runs)
-    o = _indexed(our_perf, "performance", our_dir / "performance.csv")
+    o = _indexed(our_perf, "performance", our_dir / table_file("performance", "csv"))
     checks = []
     for label, rank in cells.itertuples(index=False):
         seeds = runs[(runs["label"] == label) & (runs["rank"] == rank)]
@@ -624,7 +622,7 @@ def reference_verdict(ref_dir: Path, our_dir: Path) -> Verdict:
     """The claims of the reference folder's tables checked on the tables in ``our_dir``, and the
     headline numbers of ``our_dir`` against the reference's seed spread."""
     if not ref_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"compare-reference: no reference folder {ref_dir} (save one with python -m arca save-reference)"
         )
     ref = _tables(ref_dir, required=("performance", "runs"))
@@ -694,7 +692,7 @@ def compare_reference_main(cfg: Config, args) -> None:
     """The verdict (exit status 1 unless every claim is reproduced); with ``--exact`` instead the
     number-by-number list (exit status 1 when any number differs)."""
     ref = Path(args.reference) if args.reference else reference_dir(cfg)
-    out = cfg.out_dir / COMPARISON_FILE
+    out = paths_of(cfg).reference_comparison
     if getattr(args, "exact", False):
         diffs = compare_reference(cfg, ref, args.atol, args.rtol)
         text = comparison_markdown(cfg, ref, diffs, args.atol, args.rtol)
@@ -705,7 +703,7 @@ def compare_reference_main(cfg: Config, args) -> None:
             raise ReferenceMismatch(f"{len(diffs)} numbers differ from {ref} beyond the tolerance (see {out})")
         return
 
-    verdict = reference_verdict(ref, cfg.out_dir / "tables")
+    verdict = reference_verdict(ref, paths_of(cfg).tables)
     tolerance = f"|ours - reference| <= {args.atol:g} + {args.rtol:g} x |reference|"
     try:  # the number-by-number list is still written, for reading; it does not decide the status
         diffs = compare_reference(cfg, ref, args.atol, args.rtol)
@@ -718,8 +716,8 @@ def compare_reference_main(cfg: Config, args) -> None:
             if diffs
             else f"every number of the {len(KEYS)} tables matches (`{out}`).\n"
         )
-    text = verdict_markdown(ref, cfg.out_dir / "tables", verdict, exact)
-    claims_out = cfg.out_dir / CLAIMS_FILE
+    text = verdict_markdown(ref, paths_of(cfg).tables, verdict, exact)
+    claims_out = paths_of(cfg).reference_claims
     write_text(claims_out, text)
     print(text, end="")
     log.info("wrote %s", claims_out)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from arca.config import Config
 from arca.paths import paths_of
-from arca.report.reference import CLAIMS_FILE
 
 CLAIMS_HEADING = "## The paper's claims"
 
@@ -34,7 +33,7 @@ def run_summary(cfg: Config, report: Path | None) -> str:
     claims = _claims(out.table("paper_comparison", "md"))
     if claims:
         parts += [claims, "", f"(the paper's numbers beside ours: {out.table('paper_comparison', 'md')})", ""]
-    reference = out.root / CLAIMS_FILE
+    reference = out.reference_claims
     if reference.is_file():
         parts += [f"Claims of the committed reference checked on this run: {reference}", ""]
     else:

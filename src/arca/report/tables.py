@@ -1,4 +1,4 @@
-"""``python -m arca aggregate``: gather every run and evaluation into ``<out_dir>/tables/``.
+"""``python -m arca aggregate``: gather every run and evaluation into ``results/<name>/tables/``.
 
 Inputs, per run of ``cfg.run_ids()`` (and ``eval/base`` for the base model):
 ``runs/<run>/metrics.jsonl``, ``runs/<run>/curve.jsonl`` (empty when ``eval.every`` is 0),
@@ -43,20 +43,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arca import grid
 from arca.config import Config
 from arca.io import write_text
-from arca.paths import paths_of
+from arca.paths import Paths, paths_of
 from arca.report import cost
-from arca.report.curves import (
-    learning_curves_table,
-    sample_efficiency_markdown,
-    sample_efficiency_table,
-)
+from arca.report.credit_precision import credit_precision_markdown, credit_precision_table
 from arca.report.mc_agreement import mc_agreement_markdown, mc_agreement_table, read_mc_summary
 from arca.report.outcomes import family_decisions, outcomes_markdown, outcomes_table
 from arca.report.paper import our_setting, paper_comparison
-from arca.report.precision import credit_precision_markdown, credit_precision_table
 from arca.report.records import (
     BASE,
     Cell,
@@ -75,6 +69,11 @@ from arca.report.render import (
     markdown_table,
     paired_rows,
     performance_rows,
+)
+from arca.report.sample_efficiency import (
+    learning_curves_table,
+    sample_efficiency_markdown,
+    sample_efficiency_table,
 )
 from arca.report.tuning import tuning_markdown, tuning_table
 from arca.stats import (
@@ -253,32 +252,22 @@ def read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
-def aggregate_main(cfg: Config, args=None) -> None:
-    """Read every run and evaluation of the sweep; write ``<out_dir>/tables/``."""
-    runs, base, protocol, grader, k = load_records(cfg)
-    cells = group_cells(cfg, runs)
-    out = cfg.out_dir / "tables"
-    perf = performance_table(cells, base, protocol, grader, k)
-    conc = concentration_table(cells)
-    paired = paired_table(cells, protocol, grader)
-    curves = pd.concat([r.metrics for r in runs], ignore_index=True)
-
-    write_text(out / "runs.csv", _csv(runs_table(runs, base, protocol, grader, k)))
-    write_text(out / "curves.csv", _csv(curves))
+def _write_paper_tables(out: Paths, perf: pd.DataFrame, conc: pd.DataFrame, protocol: str, grader: str) -> None:
+    """The paper's Table 2 (performance) and Table 3 (concentration) as CSV, Markdown and LaTeX."""
     caption = (
         f"Performance on protocol {protocol} (grader {grader}); mean and 95% bootstrap CI over seeds and problems. "
         "Greedy IQM: interquartile mean of the runs' greedy accuracies (the plain mean below 4 runs), "
         "95% bootstrap CI over runs."
     )
     headers, rows = performance_rows(perf)
-    write_text(out / "performance.csv", _csv(perf))
-    write_text(out / "performance.md", markdown_table(headers, rows))
-    write_text(out / "performance.tex", latex_table(headers, rows, caption, "tab:performance"))
+    write_text(out.table("performance", "csv"), _csv(perf))
+    write_text(out.table("performance", "md"), markdown_table(headers, rows))
+    write_text(out.table("performance", "tex"), latex_table(headers, rows, caption, "tab:performance"))
     headers, rows = concentration_rows(conc)
-    write_text(out / "concentration.csv", _csv(conc))
-    write_text(out / "concentration.md", markdown_table(headers, rows))
+    write_text(out.table("concentration", "csv"), _csv(conc))
+    write_text(out.table("concentration", "md"), markdown_table(headers, rows))
     write_text(
-        out / "concentration.tex",
+        out.table("concentration", "tex"),
         latex_table(
             headers,
             rows,
@@ -286,32 +275,48 @@ def aggregate_main(cfg: Config, args=None) -> None:
             "tab:concentration",
         ),
     )
+
+
+def aggregate_main(cfg: Config, args=None) -> None:
+    """Read every run and evaluation of the sweep; write ``tables/``."""
+    runs, base, protocol, grader, k = load_records(cfg)
+    cells = group_cells(cfg, runs)
+    out = paths_of(cfg)
+    perf = performance_table(cells, base, protocol, grader, k)
+    conc = concentration_table(cells)
+    paired = paired_table(cells, protocol, grader)
+    curves = pd.concat([r.metrics for r in runs], ignore_index=True)
+
+    write_text(out.table("runs", "csv"), _csv(runs_table(runs, base, protocol, grader, k)))
+    write_text(out.table("curves", "csv"), _csv(curves))
+    _write_paper_tables(out, perf, conc, protocol, grader)
     headers, rows = paired_rows(paired)
-    write_text(out / "paired.csv", _csv(paired))
+    write_text(out.table("paired", "csv"), _csv(paired))
     note = "" if not paired.empty else "No uniform cell in the sweep: nothing to pair against.\n"
-    write_text(out / "paired.md", note + markdown_table(headers, rows))
+    write_text(out.table("paired", "md"), note + markdown_table(headers, rows))
     write_text(
-        out / "paper_comparison.md",
+        out.table("paper_comparison", "md"),
         paper_comparison(perf, conc, paired, protocol, grader, k, len(cfg.sweep.seeds), our_setting(cfg)),
     )
     precision = credit_precision_table(cells)
-    write_text(out / "credit_precision.csv", _csv(precision))
-    write_text(out / "credit_precision.md", credit_precision_markdown(precision))
-    write_text(out / "learning_curves.csv", _csv(learning_curves_table(runs)))
+    write_text(out.table("credit_precision", "csv"), _csv(precision))
+    write_text(out.table("credit_precision", "md"), credit_precision_markdown(precision))
+    write_text(out.table("learning_curves", "csv"), _csv(learning_curves_table(runs)))
     efficiency = sample_efficiency_table(cells)
-    write_text(out / "sample_efficiency.csv", _csv(efficiency))
-    write_text(out / "sample_efficiency.md", sample_efficiency_markdown(efficiency))
+    write_text(out.table("sample_efficiency", "csv"), _csv(efficiency))
+    write_text(out.table("sample_efficiency", "md"), sample_efficiency_markdown(efficiency))
     outcomes = outcomes_table(cells, base)
-    write_text(out / "outcomes.csv", _csv(outcomes))
-    write_text(out / "outcomes.md", outcomes_markdown(outcomes, family_decisions(cells, base, test_problems(cfg))))
+    write_text(out.table("outcomes", "csv"), _csv(outcomes))
+    write_text(
+        out.table("outcomes", "md"), outcomes_markdown(outcomes, family_decisions(cells, base, test_problems(cfg)))
+    )
     agreement = mc_agreement_table(cells)
-    write_text(out / "mc_agreement.csv", _csv(agreement))
-    write_text(out / "mc_agreement.md", mc_agreement_markdown(agreement, read_mc_summary(paths_of(cfg).mc_summary)))
+    write_text(out.table("mc_agreement", "csv"), _csv(agreement))
+    write_text(out.table("mc_agreement", "md"), mc_agreement_markdown(agreement, read_mc_summary(out.mc_summary)))
     tuning = tuning_table(cfg, efficiency)
-    write_text(out / "tuning.csv", _csv(tuning))
-    write_text(out / "tuning.md", tuning_markdown(tuning))
+    write_text(out.table("tuning", "csv"), _csv(tuning))
+    write_text(out.table("tuning", "md"), tuning_markdown(tuning))
     costs = cost.cost_table(cfg)
-    paths = grid.table_outputs(cfg)
-    write_text(paths["cost_csv"], _csv(costs))
-    write_text(paths["cost_md"], cost.NOTE + markdown_table(*cost.cost_rows(cfg, costs)))
-    log.info("wrote %d cells (%d runs) to %s", len(cells), len(runs), out)
+    write_text(out.table("cost", "csv"), _csv(costs))
+    write_text(out.table("cost", "md"), cost.NOTE + markdown_table(*cost.cost_rows(cfg, costs)))
+    log.info("wrote %d cells (%d runs) to %s", len(cells), len(runs), out.tables)

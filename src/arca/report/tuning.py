@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from arca import grid
-from arca.config import Config, make_run_id
+from arca.config import Config, for_run, make_run_id
 from arca.report.render import ci_columns, est, fmt_rank, markdown_table
 
 TUNING_COLUMNS = [
@@ -54,7 +53,7 @@ def tuning_table(cfg: Config, efficiency: pd.DataFrame) -> pd.DataFrame:
                 "setting": setting_name(cell.method, cell.overrides),
                 "method": cell.method,
                 "rank": int(r["rank"]),
-                "lr": grid.for_run(cfg, run).train.lr,
+                "lr": for_run(cfg, run).train.lr,
                 "label": cell.name,
                 "n_seeds": r["n_seeds"],
                 **ci_columns("auc_greedy", est(r, "auc_greedy")),

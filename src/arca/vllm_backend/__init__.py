@@ -12,7 +12,7 @@ prompt-major rows, left-padded prompts, right-padded completions, and the mask o
 ``arca.rollout.completion_mask`` under the same rule (``rollout.completion_mask``).
 
 How the current adapter reaches vLLM: LoRA requests, not merged-weight sync.
-The vLLM engine is created once on the frozen base folder (``cfg.base_dir``) with
+The vLLM engine is created once on the frozen base folder (``paths_of(cfg).base``) with
 ``enable_lora=True``. Before each ``generate`` whose adapter has changed (once per training
 step), the training loop's peft adapter is saved to a fresh folder and passed as
 ``LoRARequest(name, int_id, path)`` with an ``int_id`` that increases every time, so vLLM treats

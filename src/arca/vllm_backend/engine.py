@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from arca.paths import paths_of
 from arca.rollout import Rollouts, eos_token_ids
 from arca.vllm_backend.adapters import AdapterSync
 from arca.vllm_backend.convert import (
@@ -75,7 +76,7 @@ def _import_vllm():
 
 
 class VLLMGenerator:
-    """``Generator`` on a vLLM engine over ``cfg.base_dir``; the policy's adapter goes in as a LoRA request.
+    """``Generator`` on a vLLM engine over ``paths_of(cfg).base``; the policy's adapter goes in as a LoRA request.
 
     ``model`` is the training loop's peft model (its adapter is what gets sampled); ``tokenizer``
     encodes prompts and decodes completions, so vLLM never needs to tokenize.
@@ -105,7 +106,7 @@ class VLLMGenerator:
         the in-process executor."""
         cfg = self.cfg
         kw = dict(
-            model=str(cfg.base_dir),
+            model=str(paths_of(cfg).base),
             enable_lora=True,
             max_lora_rank=vllm_lora_rank(cfg.lora.rank),
             max_loras=1,

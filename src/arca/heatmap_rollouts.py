@@ -1,4 +1,4 @@
-"""Analysis steps: model runs whose per-token results the report shows but does not compute.
+"""``python -m arca heatmap-rollouts``: the model run whose per-token results the heat map shows.
 
 ``heatmap-rollouts`` samples held-out completions with the heat-map run's adapter and scores them
 under every registered credit method, all on the same rollouts, so methods are compared on
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from arca import credit_passes, grid
+from arca import credit_passes
 from arca.backends import make_generator
-from arca.config import Config
+from arca.config import Config, MissingInputError, for_run, heatmap_run
 from arca.credit import LABELS, REGISTRY, token_weights
 from arca.data import read_records
 from arca.diagnostics import gini
@@ -52,11 +52,11 @@ def fork_marks(tokens: list[str], completion: str, branches: list[dict] | None) 
 
 def heatmap_rollouts(cfg: Config) -> list[dict]:
     """Sample held-out completions with the heat-map run's adapter; weigh them by every method."""
-    run = grid.heatmap_run(cfg)
-    rcfg = grid.for_run(cfg, run)
+    run = heatmap_run(cfg)
+    rcfg = for_run(cfg, run)
     adapter = paths_of(cfg).run(run).adapter
     if not adapter.is_dir():
-        raise FileNotFoundError(f"heatmap-rollouts: missing adapter {adapter} (train run {run} first)")
+        raise MissingInputError(f"heatmap-rollouts: missing adapter {adapter} (train run {run} first)")
     problems = read_records(paths_of(cfg).data.test)[:N_HEATMAP]
     model, tok = load_policy(rcfg, adapter, is_trainable=False)
     model.eval()
@@ -117,5 +117,5 @@ def heatmap_rollouts_main(cfg: Config, args=None) -> Path:
     path = Path(out) if out else paths_of(cfg).heatmap_rollouts
     rows = heatmap_rollouts(cfg)
     write_jsonl(path, rows)
-    log.info("wrote %d scored rollouts of run %s to %s", len(rows), grid.heatmap_run(cfg), path)
+    log.info("wrote %d scored rollouts of run %s to %s", len(rows), heatmap_run(cfg), path)
     return path

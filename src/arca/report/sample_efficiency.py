@@ -44,7 +44,7 @@ _TOL = 1e-9  # accuracies are k / n; the threshold may equal one exactly
 
 def learning_curves_table(runs: list[RunRecord]) -> pd.DataFrame:
     """Long format: one row per (run, curve step), the held-out greedy and sampled accuracy and the
-    greedy completions' planted-fork outcomes (``arca.evaluate.outcome_means``)."""
+    greedy completions' planted-fork outcomes (``arca.labels.outcome_means``)."""
     rows = [
         {
             "label": r.label,

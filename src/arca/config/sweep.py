@@ -1,0 +1,112 @@
+"""The sweep's meaning: which runs and evaluation targets exist, a run's resolved config, fingerprints.
+
+A run id ``<label>_r<rank>_s<seed>`` names one training cell; ``for_run`` gives its config (the
+cell's method, rank, seed and overrides set last), ``run_hash`` fingerprints it so that editing one
+cell reruns only that cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from arca.config.loading import from_dict, parse_override, set_dotted
+from arca.config.sections import Config, ConfigError, parse_run_id, to_dict, training_hash
+
+BASE = "base"  # the evaluation target that means "the base model, no adapter"
+
+
+def eval_targets(cfg: Config) -> list[str]:
+    """What ``evaluate`` runs on: the base model and every training run."""
+    return [BASE, *cfg.run_ids()]
+
+
+def run_identity(run_id: str, method: str) -> dict:
+    """What every record of a run carries: ``{"run", "label", "method", "rank", "seed"}``."""
+    label, rank, seed = parse_run_id(run_id)
+    return {"run": run_id, "label": label, "method": method, "rank": rank, "seed": seed}
+
+
+def for_run(cfg: Config, run_id: str) -> Config:
+    """The resolved config of one training cell (method, rank, seed and the cell's overrides set)."""
+    label, rank, seed = parse_run_id(run_id)
+    for cell in cfg.sweep.cells:
+        if cell.name == label and rank in cell.ranks and seed in cfg.sweep.seeds:
+            raw = to_dict(cfg)
+            raw["credit"]["method"] = cell.method
+            raw["lora"]["rank"] = rank
+            raw["train"]["seed"] = seed
+            for key, value in cell.overrides.items():
+                set_dotted(raw, key, value, source=f"sweep cell '{cell.name}'")
+            return from_dict(raw, source=f"run {run_id}")
+    raise ConfigError(f"run id '{run_id}' is not in the sweep of config '{cfg.name}' (known: {cfg.run_ids()})")
+
+
+def run_fixed_keys(cfg: Config, run_id: str) -> dict[str, str]:
+    """The keys a run id decides, each with what decides it: ``{"credit.method": "method 'arca'", ...}``.
+
+    ``for_run`` sets them after every config file and ``--set``, so an override of one of them
+    would be silently replaced; ``check_run_overrides`` turns that into an error.
+    """
+    label, rank, seed = parse_run_id(run_id)
+    for_run(cfg, run_id)  # an unknown run id fails here, naming the sweep
+    cell = next(c for c in cfg.sweep.cells if c.name == label)
+    fixed = {"credit.method": f"method {cell.method!r}", "lora.rank": f"rank {rank}", "train.seed": f"seed {seed}"}
+    for key, value in cell.overrides.items():
+        fixed[key] = f"sweep cell {cell.name!r} override {key}={value!r}"
+    return fixed
+
+
+def check_run_overrides(cfg: Config, run_id: str, overrides: list[str], source: str = "--set") -> None:
+    """Refuse an override of a key the run id fixes (method, rank, seed, the cell's overrides).
+
+    Also catches a whole section set at once (``--set credit={method: x}``) that contains one.
+    """
+    fixed = run_fixed_keys(cfg, run_id)
+    ids = cfg.run_ids()
+    hint = (
+        f"pick the run id of the cell you want (runs: {', '.join(ids[:6])}{', ...' if len(ids) > 6 else ''})"
+        if source == "--set"
+        else "the sweep sets it per run: edit the sweep's cells (their overrides) instead"
+    )
+    for entry in overrides:
+        key, _ = parse_override(entry, source)
+        for fixed_key, why in fixed.items():
+            if key == fixed_key or fixed_key.startswith(key + ".") or key.startswith(fixed_key + "."):
+                raise ConfigError(
+                    f"{source} {entry}: key '{fixed_key}' is fixed by run id '{run_id}' ({why}) "
+                    f"and cannot be overridden; {hint}"
+                )
+
+
+def run_hash(cfg: Config, run_id: str) -> str:
+    """The training fingerprint of one run; a train param so that only changed cells rerun."""
+    return training_hash(for_run(cfg, run_id))
+
+
+def eval_hash(cfg: Config) -> str:
+    """Fingerprint of the settings every evaluation depends on beyond its input files."""
+    raw = to_dict(cfg)
+    relevant = {
+        "eval": raw["eval"],
+        "device": raw["device"],
+        "chat_template": raw["model"]["chat_template"],
+        "max_prompt_tokens": raw["data"]["max_prompt_tokens"],
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def heatmap_run(cfg: Config) -> str:
+    """The run whose rollouts the credit heat map shows: ``sweep.heatmap_run``, else the first
+    ARCA run, else the first run."""
+    ids = cfg.run_ids()
+    if cfg.sweep.heatmap_run:
+        if cfg.sweep.heatmap_run not in ids:
+            raise ConfigError(
+                f"key 'sweep.heatmap_run' names {cfg.sweep.heatmap_run!r}, which is not in the sweep {ids}"
+            )
+        return cfg.sweep.heatmap_run
+    for run in ids:
+        if for_run(cfg, run).credit.method == "arca":
+            return run
+    return ids[0]
