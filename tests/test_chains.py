@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from arca.data.chains import DECISIVE_WORDS, WORDS, chain_task
+from arca.data.chains import chain_task
 from arca.data.fork_tree import branches
 from arca.data.forks import generate_forked
 from arca.labels import align, first_error

@@ -70,7 +70,7 @@ def test_an_installed_packages_method_is_found_by_its_entry_point(package, monke
 def test_scorecard_config_has_the_three_cells_under_its_own_name():
     cfg = load_config([str(ROOT / "configs" / "smoke.yaml")], [])
     sc = scorecard.scorecard_config(cfg, "confidence")
-    assert [(c.method, c.ranks) for c in sc.sweep.cells] == [("uniform", [4]), ("oracle", [4]), ("confidence", [4])]
+    assert [(c.method, c.ranks) for c in sc.sweep.cells] == [("uniform", [4]), ("oracle_decisive", [4]), ("confidence", [4])]
     assert sc.name == "smoke-scorecard-confidence" and sc.sweep.seeds == cfg.sweep.seeds
     assert sc.train == cfg.train and sc.data == cfg.data  # the same task and training
 
@@ -98,7 +98,7 @@ def test_scorecard_end_to_end_on_the_smoke_task(package, tmp_path):
     for section in ("Credit precision", "Held-out accuracy", "Concentration and cost"):
         assert f"## {section}" in page
     rows = {line.split(" | ")[0].strip("| "): line for line in page.splitlines() if line.startswith("| ")}
-    assert {"uniform r4", "oracle r4", "confidence r4"} <= set(rows)
+    assert {"uniform r4", "oracle_decisive r4", "confidence r4"} <= set(rows)
     # the smoke model aligns no completion with a fork, so precision stays empty ("-") at this size;
     # the numbers the page does show: concentration and cost, and paired differences against uniform
     mine = [line for line in page.splitlines() if line.startswith("| confidence r4 |")]  # one per table

@@ -61,6 +61,9 @@ SPAN_DROP = "span_drop"
 MC_VALUES = "mc_values"
 # What the passes in ``arca.credit_passes`` compute (beyond the gradient and reference passes).
 EXTRA_NEEDS = frozenset({GROUPS, INPUT_GRAD, SPAN_DROP, MC_VALUES})
+# The ceiling the reports set beside every method: the first-error oracle whose successes credit their
+# decisive tokens (on the default chains it beats the variant with uniform successes; docs/headroom.md).
+CEILING = "oracle_decisive"
 # What needs the adapter-off (reference) forward pass.
 NEEDS_REFERENCE_PASS = frozenset({REF_LOGPROBS, HIDDEN})
 # What needs the policy entropies of the gradient pass.

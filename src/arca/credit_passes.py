@@ -203,14 +203,26 @@ def segment_value_steps(cfg: Config, batch: Batch, r: Rollouts) -> torch.Tensor:
     return out * (r.completion_mask > 0)
 
 
-def complete_for_registry(cfg: Config, model, r: Rollouts, x: credit_lib.CreditInputs, batch: Batch | None):
+def complete_for_registry(
+    cfg: Config, model, r: Rollouts, x: credit_lib.CreditInputs, batch: Batch | None, wanted=None
+):
     """``x`` with every extra input that some registered method needs and ``batch`` allows (analysis steps).
 
-    Returns the completed inputs and the names of the methods that still lack an input.
+    ``wanted`` (names) limits the methods completed for; the others count as lacking. Returns the
+    completed inputs and the names of the methods that still lack an input.
     """
-    methods = credit_lib.REGISTRY.items()
-    lacking = {name for name, spec in methods if not can_complete(spec.needs, batch)}
+    methods = [(n, spec) for n, spec in credit_lib.REGISTRY.items() if wanted is None or n in wanted]
+    lacking = set(credit_lib.REGISTRY) - {n for n, spec in methods if can_complete(spec.needs, batch)}
     needs = frozenset().union(*(spec.needs for name, spec in methods if name not in lacking))
     if batch is None or not needs & credit_lib.EXTRA_NEEDS:
         return x, lacking
     return complete(cfg, needs, model, r, x, batch), lacking
+
+
+def probe_methods(cfg: Config) -> set[str]:
+    """The methods a credit-precision probe scores: every one without an extra model pass (at most
+    the group's counts), plus the sweep's own (a pass per span or an input gradient is paid only by
+    the experiments that train the method)."""
+    costly = credit_lib.EXTRA_NEEDS - {credit_lib.GROUPS}
+    free = {n for n, spec in credit_lib.REGISTRY.items() if not spec.needs & costly}
+    return free | {c.method for c in cfg.sweep.cells}

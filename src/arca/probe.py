@@ -123,9 +123,10 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
     inputs.decisive = labels.decisive.to(inputs.mask.device)  # [N, T]
     inputs.first_error = labels.first_error.to(inputs.mask.device)  # [N, T]
     rewards = torch.tensor([float(r["reward"]) for r in rows])  # [N]
-    # no generator here: a method that needs rollouts of its own (vineppo) is left out
+    # no generator here: a method that needs rollouts of its own (vineppo) is left out, and so is
+    # a method with extra model passes outside the sweep (credit_passes.probe_methods)
     inputs, lacking = credit_passes.complete_for_registry(
-        cfg, model, batch, inputs, credit_passes.Batch(rewards, adv, cfg.rollout.k)
+        cfg, model, batch, inputs, credit_passes.Batch(rewards, adv, cfg.rollout.k), credit_passes.probe_methods(cfg)
     )
     out = {"labeled_frac": float(labels.aligned.float().mean()), "n_rollouts": len(rows), "methods": {}}
     abs_adv = mc_abs_advantages(load_mc_values(cfg), rows, batch.completion_mask.shape[1])  # [N, T] or None

@@ -76,13 +76,14 @@ def register(name: str, method: credit_lib.CreditMethod) -> None:
 
 
 def scorecard_config(cfg: Config, name: str) -> Config:
-    """``cfg`` with the three cells (uniform, oracle where the task has labels, ``name``) under its own name."""
+    """``cfg`` with the three cells (uniform, the ceiling ``credit.CEILING`` where the task has labels,
+    ``name``) under its own name."""
     ranks = next((c.ranks for c in cfg.sweep.cells if c.name == "uniform"), None) or [
         max(r for c in cfg.sweep.cells for r in c.ranks)
     ]
     cells = [SweepCell("uniform", list(ranks))]
     if cfg.data.source == "generated" and cfg.data.forks.p_bug > 0:
-        cells.append(SweepCell("oracle", list(ranks)))
+        cells.append(SweepCell(credit_lib.CEILING, list(ranks)))
     cells.append(SweepCell(name, list(ranks)))
     sweep = dataclasses.replace(cfg.sweep, cells=cells, heatmap_run="")
     return dataclasses.replace(cfg, name=f"{cfg.name}-scorecard-{name}", sweep=sweep)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from arca.credit import CEILING
 from arca.report.render import fmt_num, markdown_table
 
 TABLES = ("credit_precision", "sample_efficiency", "performance", "paired", "concentration", "mc_agreement", "runs")
@@ -159,7 +160,7 @@ def leaderboard_markdown(rows: list[dict]) -> str:
 def scorecard_markdown(method: str, rows: list[dict], note: str = "") -> str:
     """The scorecard page of the cell labelled ``method`` beside uniform and the oracle: credit, accuracy,
     concentration, cost."""
-    pick = [r for r in rows if r["label"] in ("uniform", "oracle")] + [r for r in rows if r["label"] == method]
+    pick = [r for r in rows if r["label"] in ("uniform", CEILING)] + [r for r in rows if r["label"] == method]
     precision = [
         [
             _cell_name(r),

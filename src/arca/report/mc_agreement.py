@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from arca.credit import CEILING
 from arca.report.records import Cell
 from arca.report.render import ci_columns, est, fmt_num, fmt_rank, markdown_table
 from arca.stats import bootstrap_mean_ci
 
 METRICS = ("mc_spearman", "mc_top_share")
-BESIDE = ("uniform", "oracle")  # scored under each cell's models too, for scale
+BESIDE = ("uniform", CEILING)  # scored under each cell's models too, for scale
 MC_COLUMNS = ["label", "method", "rank", "n_seeds", "mc_rows", "mc_top_share_uniform"] + [
     f"{who}_{m}{s}" for who in ("own", *BESIDE) for m in METRICS for s in ("", "_lo", "_hi")
 ]
