@@ -70,7 +70,11 @@ def test_an_installed_packages_method_is_found_by_its_entry_point(package, monke
 def test_scorecard_config_has_the_three_cells_under_its_own_name():
     cfg = load_config([str(ROOT / "configs" / "smoke.yaml")], [])
     sc = scorecard.scorecard_config(cfg, "confidence")
-    assert [(c.method, c.ranks) for c in sc.sweep.cells] == [("uniform", [4]), ("oracle_decisive", [4]), ("confidence", [4])]
+    assert [(c.method, c.ranks) for c in sc.sweep.cells] == [
+        ("uniform", [4]),
+        ("oracle_decisive", [4]),
+        ("confidence", [4]),
+    ]
     assert sc.name == "smoke-scorecard-confidence" and sc.sweep.seeds == cfg.sweep.seeds
     assert sc.train == cfg.train and sc.data == cfg.data  # the same task and training
 
