@@ -179,7 +179,7 @@ def test_run_ids_and_wildcard_regexes():
     cfg = load_config(REPO / "configs" / "default.yaml")
     ids = cfg.run_ids()
     assert ids[0] == "uniform_r8_s1" and "arca_r2_s2" in ids and len(ids) == 8 * len(cfg.sweep.seeds)
-    assert "oracle_r8_s1" in ids and "null_r8_s3" in ids
+    assert "oracle_decisive_r8_s1" in ids and "null_r8_s3" in ids
     assert eval_targets(cfg) == ["base", *ids]
     run_re, eval_re = re.compile(snakerules.run_regex(cfg)), re.compile(snakerules.eval_regex(cfg))
     for run in ids:
