@@ -371,10 +371,11 @@ VOCAB = 20
 PAD = 0
 
 
-def tiny_model(seed=0, attn="sdpa"):
+def tiny_qwen3(vocab_size: int = VOCAB, seed: int = 0, attn: str = "sdpa"):
+    """A 2-layer, 32-wide Qwen3 causal LM with random weights (pad 0, eos 1, bos 2), in train mode."""
     torch.manual_seed(seed)
     cfg = transformers.Qwen3Config(
-        vocab_size=VOCAB,
+        vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -388,7 +389,11 @@ def tiny_model(seed=0, attn="sdpa"):
         tie_word_embeddings=False,
     )
     cfg._attn_implementation = attn
-    model = transformers.Qwen3ForCausalLM(cfg)
+    return transformers.Qwen3ForCausalLM(cfg)
+
+
+def tiny_model(seed=0, attn="sdpa"):
+    model = tiny_qwen3(VOCAB, seed, attn)
     model.eval()
     return model
 

@@ -14,7 +14,7 @@ import json
 
 import pytest
 import torch
-from helpers import bench_cfg
+from helpers import bench_cfg, tiny_qwen3
 
 from arca import credit
 from arca.config import Config, from_dict, to_dict
@@ -30,22 +30,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def _lora_model(seed: int = 0):
-    torch.manual_seed(seed)
-    config = transformers.Qwen3Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        bos_token_id=2,
-        tie_word_embeddings=False,
-    )
-    base = transformers.Qwen3ForCausalLM(config)
+    base = tiny_qwen3(VOCAB, seed)
     model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_dropout=0.0))
     with torch.no_grad():  # B != 0 so that the adapter changes the model
         for name, p in model.named_parameters():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_qwen3
 
 from arca import credit, credit_passes
 from arca.config import Config
@@ -39,22 +40,7 @@ def _tokenizer():
 
 
 def _model():
-    torch.manual_seed(0)
-    config = transformers.Qwen3Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        bos_token_id=2,
-        tie_word_embeddings=False,
-    )
-    return transformers.Qwen3ForCausalLM(config)
+    return tiny_qwen3(VOCAB, 0)
 
 
 def _trainer(tmp_path, method: str, lora: bool = False):
