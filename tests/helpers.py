@@ -106,7 +106,7 @@ def snakemake_env(extra_path: Path | None = None) -> dict[str, str]:
     path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     if extra_path is not None:
         path = f"{extra_path}{os.pathsep}{path}"
-    return {**os.environ, "PATH": path, "HF_HUB_OFFLINE": "1"}
+    return {**os.environ, "PATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def run_snakemake(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -14,21 +14,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REPO, VENV_BIN, snakemake_env
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-ENV = {
-    **os.environ,
-    "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-}
+ENV = snakemake_env()
 
 # Runs in every Python process of the killed run (Snakemake and its jobs); only the process that
 # renames onto ARCA_KILL_AT acts. It kills the group before the rename happens, itself included.

@@ -18,17 +18,12 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from helpers import REPO, VENV_BIN, snakemake_env
 
 from arca.credit import MC_VALUES, REGISTRY
+from arca.paths import FIGURES
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-ENV = {
-    **os.environ,
-    "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-}
+ENV = snakemake_env()
 # The x86 kernel choices results/reference/smoke/ was made with (docs/reproducibility.md):
 # torch's AVX2 kernels and MKL's AVX2 code path exist on every x86-64 CPU of the last decade, so the
 # smoke DAG computes the same bits on each of them, and its tables can be checked number by number.
@@ -64,17 +59,7 @@ def test_smoke_dag_end_to_end(tmp_path):
     for name in ("performance", "concentration"):
         for ext in ("csv", "md", "tex"):
             assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0
-    for fig in (
-        "gini_bars",
-        "concentration_curves",
-        "reward_curves",
-        "accuracy",
-        "lorenz",
-        "accuracy_vs_params",
-        "credit_precision",
-        "learning_curves",
-        "performance_profile",
-    ):
+    for fig in FIGURES:
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
         assert (out / "figures" / f"{fig}.pdf").stat().st_size > 1000
     with open(out / "tables" / "performance.csv") as f:
