@@ -37,6 +37,18 @@ class Batch:
     golds: list[str] | None = None  # [B] the gold answers (Monte Carlo values)
     generator: Any = None  # the policy's ``arca.rollout.Generator`` (Monte Carlo values)
 
+    def select(self, start: int, stop: int) -> Batch:
+        """Rows ``start:stop`` (one micro-batch of the step)."""
+        cut = slice(start, stop)
+        return Batch(
+            self.rewards[cut],
+            self.advantages[cut],
+            self.k,
+            None if self.prompts is None else self.prompts[cut],
+            None if self.golds is None else self.golds[cut],
+            self.generator,
+        )
+
 
 def can_complete(needs: frozenset[str], batch: Batch | None) -> bool:
     """Whether ``complete`` can compute every extra input of ``needs`` from ``batch``."""

@@ -237,7 +237,18 @@ def _update(
         lab = labels.select(slice(s, s + mb)) if labels is not None and credit_lib.LABELS in method.needs else None
         part, inputs_seed = r.select(slice(s, s + mb)), seed * 1_000_003 + step * 1009 + s
         loss, w, mask, fb, pol, inputs = _micro_batch(
-            cfg, method, model, part, adv[s : s + mb], lab, inputs_seed, step_ents, step, N, clock, _rows(extra, s, mb)
+            cfg,
+            method,
+            model,
+            part,
+            adv[s : s + mb],
+            lab,
+            inputs_seed,
+            step_ents,
+            step,
+            N,
+            clock,
+            extra and extra.select(s, s + mb),
         )
         out.loss += loss
         out.weights.append(w.detach().cpu())
@@ -251,27 +262,12 @@ def _update(
     return out
 
 
-def _extra_batch(cfg: Config, problems: list[dict], rewards, adv, generator, seed: int, step: int):
+def _extra_batch(cfg: Config, problems: list[dict], trained: torch.Tensor, adv: torch.Tensor, generator):
     """The step's ``credit_passes.Batch``: the rewards the advantages come from, the prompts and golds."""
     K, fmt = cfg.rollout.k, prompt_format(cfg, generator.tokenizer)
-    trained = shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards
     prompts = [fmt(p["problem"]) for p in problems for _ in range(K)]
     golds = [gold_answer(p["answer"]) for p in problems for _ in range(K)]
     return credit_passes.Batch(trained, adv, K, prompts, golds, generator)
-
-
-def _rows(extra, s: int, mb: int):
-    """Rows ``s:s+mb`` of a ``credit_passes.Batch`` (None stays None)."""
-    if extra is None:
-        return None
-    return credit_passes.Batch(
-        extra.rewards[s : s + mb],
-        extra.advantages[s : s + mb],
-        extra.k,
-        extra.prompts[s : s + mb],
-        extra.golds[s : s + mb],
-        extra.generator,
-    )
 
 
 def _optimizer_step(cfg: Config, model, opt, sched, step: int) -> tuple[float, float, float]:
@@ -311,7 +307,8 @@ def train_step(
     t_gen = time.perf_counter() - t0
     rewards = grade_rollouts(r.texts, problems, K, reward)  # [N]
     # the null control trains on shuffled rewards; metrics report the true ones
-    adv = group_advantages(shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards, K)  # [N]
+    trained = shuffled_rewards(rewards, seed, step) if cfg.train.shuffle_rewards else rewards  # [N]
+    adv = group_advantages(trained, K)  # [N]
     labels = step_labels(cfg, method, generator.tokenizer, r, problems)
     if torch.cuda.is_available():  # hand the generation's KV cache back before the update
         torch.cuda.empty_cache()
@@ -319,11 +316,7 @@ def train_step(
     clock = PhaseClock(next(model.parameters()).device)
     model.train()  # scoring passes in train mode: LoRA dropout active, as in the author's code
     opt.zero_grad(set_to_none=True)
-    extra = (
-        _extra_batch(cfg, problems, rewards, adv, generator, seed, step)
-        if method.needs & credit_lib.EXTRA_NEEDS
-        else None
-    )
+    extra = _extra_batch(cfg, problems, trained, adv, generator) if method.needs & credit_lib.EXTRA_NEEDS else None
     parts = _update(cfg, method, model, r, adv, labels, step, seed, clock, extra)
     with clock.phase("optimizer"):
         lr, grad_norm, update_norm = _optimizer_step(cfg, model, opt, sched, step)
