@@ -11,7 +11,7 @@
 from snakemake.utils import min_version
 
 from arca import credit, snakeconfig, snakerules
-from arca.config import ConfigError, eval_hash, heatmap_run, run_hash
+from arca.config import ConfigError, curve_start_hash, eval_hash, heatmap_run, run_hash
 from arca.paths import paths_of
 from arca.report.summary import run_summary
 

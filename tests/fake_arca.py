@@ -83,6 +83,8 @@ def main(argv: list[str]) -> int:
         files, dirs = list(p.eval(run).declared().values()), []
     elif step == "probe-rollouts":
         files, dirs = [_declared(args.out, p.probe_rollouts)], []
+    elif step == "curve-start":
+        files, dirs = [_declared(args.out, p.curve_start)], []
     elif step == "mc-values":
         files, dirs = [_declared(args.out, p.mc_values), p.mc_summary], []
     elif step == "aggregate":

@@ -218,6 +218,7 @@ def test_rule_outputs_are_the_paths_the_steps_write(tmp_path):
         "train": {f for r in cfg.run_ids() for f in p.run(r).declared().values()},
         "evaluate": {f for t in eval_targets(cfg) for f in p.eval(t).declared().values()},
         "probe_rollouts": {p.probe_rollouts},
+        "curve_start": {p.curve_start},
         "mc_values": {p.mc_values, p.mc_summary},
         "heatmap_rollouts": {p.heatmap_rollouts},
         "aggregate": {p.table(n, e) for n, exts in TABLES.items() for e in exts},
@@ -233,6 +234,7 @@ def test_rule_outputs_are_the_paths_the_steps_write(tmp_path):
             outs[cmd[3]] = cmd[cmd.index("--out") + 1]
     assert outs == {
         "probe-rollouts": str(p.probe_rollouts),
+        "curve-start": str(p.curve_start),
         "mc-values": str(p.mc_values),
         "heatmap-rollouts": str(p.heatmap_rollouts),
     }

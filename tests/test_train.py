@@ -529,6 +529,63 @@ def test_learning_curve_leaves_training_untouched(results, toy_reward, tmp_path)
     assert all(PRECISION_KEYS <= r.keys() for r in metrics(tmp_path / "plain"))
 
 
+def test_every_run_starts_its_curve_at_the_shared_base_point(results, tmp_path):
+    """Step 0 is the base model in every run (B = 0): ``curve-start`` computes it once and each run
+    copies it, and the copy is what the run computes itself, to the bit."""
+    from arca import learning_curve
+    from arca.grading import grade_paper
+
+    extra = ("eval.every=2", "eval.curve_problems=5", "train.steps=2")
+    cfg = run_cfg(results, "arca_r2_s1", *extra)
+    start = paths_of(cfg).curve_start
+    assert not start.exists() and learning_curve.start_point(cfg, grade_paper, True) is None
+    for run in ("uniform_r4_s1", "arca_r2_s1"):  # computed in the run: other method, rank and seed
+        train.train_run(run_cfg(results, run, *extra), run, run_dir=tmp_path / f"own_{run}")
+    try:
+        learning_curve.curve_start_main(cfg, SimpleNamespace(out=None))
+        shared = learning_curve.start_point(cfg, grade_paper, True)
+        assert shared is not None and set(probe.DECISION_LOGPROB_KEYS) <= shared.keys()
+        for run in ("uniform_r4_s1", "arca_r2_s1"):
+            train.train_run(run_cfg(results, run, *extra), run, run_dir=tmp_path / f"shared_{run}")
+            own = (tmp_path / f"own_{run}" / "curve.jsonl").read_text().splitlines()
+            copied = (tmp_path / f"shared_{run}" / "curve.jsonl").read_text().splitlines()
+            assert copied == own and json.loads(own[0]) == {**shared, **json.loads(own[0])}
+        # made under other settings, with another grader, or without the probe: the run computes its own
+        assert (
+            learning_curve.start_point(run_cfg(results, "arca_r2_s1", *extra, "eval.top_p=0.9"), grade_paper, True)
+            is None
+        )
+        assert learning_curve.start_point(cfg, lambda text, gold: True, True) is None
+        assert learning_curve.start_point(cfg, grade_paper, False) is None
+    finally:
+        start.unlink(missing_ok=True)
+
+
+def test_a_fresh_adapter_samples_and_scores_as_the_base_model_bit_for_bit(results):
+    """What sharing the step-0 point rests on (the smoke base solves nothing, so the curve's
+    verdicts alone would not show it): the same texts, greedy and sampled, and the same log-probs."""
+    from arca.backends import make_generator
+    from arca.learning_curve import CURVE_SEED
+    from arca.scoring import policy_scores
+
+    cfg = run_cfg(results, "arca_r2_s1")
+    (policy, tok), (base, _) = models.load_policy(cfg), models.load_base_model(cfg)
+    rows, problems = train.training_probe(cfg)
+    batch, _ = probe.labelled_probe(cfg, tok, rows, problems)
+    prompts = [p["problem"] for p in problems]
+    out = {}
+    for name, model in (("policy", policy), ("base", base)):
+        gen = make_generator(cfg, model, tok)
+        greedy = gen.generate(prompts, 1, 1.0, 1.0, 16, greedy=True).texts
+        sampled = gen.generate(prompts, 2, 1.0, 0.95, 16, seed=CURVE_SEED, top_k=50).texts
+        model.eval()
+        with torch.no_grad():
+            lp = policy_scores(model, batch, False, False, share_prompt=True).logprobs
+        out[name] = (greedy, sampled, lp)
+    assert out["policy"][0] == out["base"][0] and out["policy"][1] == out["base"][1]
+    assert torch.equal(out["policy"][2], out["base"][2])
+
+
 def test_update_norm_is_the_step_taken(results, toy_reward, captured, tmp_path):
     run = "uniform_r4_s1"
     train.train_run(run_cfg(results, run, "train.steps=1", "train.warmup_steps=0"), run, run_dir=tmp_path / "run")

@@ -389,6 +389,7 @@ def test_python_steps_get_the_config_snakemake_planned_with(tmp_path):
     assert steps == {
         "prepare-data",
         "build-base",
+        "curve-start",
         "train",
         "evaluate",
         "probe-rollouts",

@@ -58,6 +58,16 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
             ),
         ],
     ),
+    "curve-start": (
+        "arca.learning_curve:curve_start_main",
+        "the base model's held-out point: step 0 of every run's learning curve",
+        [
+            (
+                ("--out",),
+                dict(default=None, metavar="FILE", help="where to write it (default: its path under results/<name>/)"),
+            ),
+        ],
+    ),
     "mc-values": (
         "arca.mc_values:mc_values_main",
         "estimate the base model's value of every prefix of the probe rollouts (Monte Carlo)",

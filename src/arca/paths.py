@@ -12,6 +12,7 @@ declared output and the file its step writes cannot drift apart. The layout::
                                             live/ and tensorboard/ (never declared outputs)
       eval/<run or base>/                   evaluate: summary.json, samples.jsonl
       eval/probe_rollouts.jsonl             probe-rollouts
+      eval/curve_start.json                 curve-start (step 0 of every run's learning curve)
       eval/mc_values.jsonl, mc_summary.json mc-values
       analysis/heatmap_rollouts.jsonl       heatmap-rollouts
       tables/, figures/, bench/             aggregate, figures and heatmap, bench
@@ -214,6 +215,11 @@ class Paths:
     def probe_rollouts(self) -> Path:
         """The credit-precision probe's fixed held-out rollouts (the base model's samples)."""
         return self.root / "eval" / "probe_rollouts.jsonl"
+
+    @property
+    def curve_start(self) -> Path:
+        """The base model's held-out point, step 0 of every run's learning curve (``arca.learning_curve``)."""
+        return self.root / "eval" / "curve_start.json"
 
     @property
     def mc_values(self) -> Path:

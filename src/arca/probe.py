@@ -187,7 +187,8 @@ def decision_logprobs(cfg: Config, model, tokenizer, rows: list[dict], problems:
     model.eval()
     try:
         with torch.no_grad():
-            lp = policy_scores(model, batch, False, False).logprobs.float().cpu()  # [N, T]
+            # each prompt once for its K rows: a third of the full pass's time, equal up to rounding
+            lp = policy_scores(model, batch, False, False, share_prompt=True).logprobs.float().cpu()  # [N, T]
     finally:
         model.train(was_training)
     mask = batch.completion_mask > 0  # [N, T]

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from arca.config import BASE, BASE_KEY, Config, ConfigError, eval_targets, from_dict, heatmap_run
+from arca.config import BASE, BASE_KEY, Config, ConfigError, eval_targets, from_dict, heatmap_run, shares_curve_start
 from arca.config.ranges import short
 from arca.paths import paths_of
 
@@ -96,12 +96,21 @@ def base_inputs(cfg: Config) -> dict[str, Path]:
 
 
 def train_inputs(cfg: Config) -> dict[str, Path]:
-    """Base model and data, plus the probe rollouts when the curve points score the probe's decisions."""
+    """Base model and data, plus the probe rollouts when the curve points score the probe's
+    decisions, and the shared step-0 point where runs take it from ``curve-start``."""
     p = paths_of(cfg)
     out = {"base": p.base, "train": p.data.train, "test": p.data.test}
     if cfg.eval.every > 0 and cfg.eval.probe_problems > 0:
         out["probe"] = p.probe_rollouts
+    if shares_curve_start(cfg):
+        out["curve_start"] = p.curve_start
     return out
+
+
+def curve_start_inputs(cfg: Config) -> dict[str, Path]:
+    """Base model and test data, plus the probe rollouts when the curve points score the probe's decisions."""
+    p = paths_of(cfg)
+    return {"base": p.base, "test": p.data.test, **({"probe": p.probe_rollouts} if cfg.eval.probe_problems > 0 else {})}
 
 
 def eval_inputs(cfg: Config, target: str) -> dict[str, Path]:

@@ -55,11 +55,11 @@ from arca.grading import gold_answer, grade_paper
 from arca.grpo import group_advantages, weighted_pg_loss
 from arca.io import JsonlAppender, folder_lock, progress_bar, read_jsonl, write_text
 from arca.labels import label_metrics, rollout_labels
-from arca.learning_curve import curve_point
+from arca.learning_curve import curve_problems, heldout_point, start_point
 from arca.models import count_trainable, load_policy, resolve_device
 from arca.optimizer import grpo_adamw
 from arca.paths import RunPaths, paths_of
-from arca.probe import decision_logprobs, probe_problems
+from arca.probe import probe_problems
 from arca.prompts import prompt_format
 from arca.run_files import RunState, finish_run, load_checkpoint, log_scalars, save_checkpoint, tensorboard_writer
 from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
@@ -417,11 +417,11 @@ class Progress:
         log_scalars(self.tb, m, self.state.step, "train/")
 
     def curve(self, generator, step: int) -> None:
-        point = curve_point(self.cfg, generator, self.curve_set, step, self.reward)
-        if self.probe_rows:  # the decisions' log-probs on the fixed probe rollouts (the effective step)
-            point.update(
-                decision_logprobs(self.cfg, generator.model, generator.tokenizer, self.probe_rows, self.probe_set)
-            )
+        # step 0 is the base model in every run: shared from `curve-start` where it can be
+        shared = start_point(self.cfg, self.reward, bool(self.probe_rows)) if step == 0 else None
+        point = shared or heldout_point(
+            self.cfg, generator, self.curve_set, step, self.reward, self.probe_rows, self.probe_set
+        )
         self.state.curve.append({**point, **self.identity})
         self.live_curve.append(self.state.curve[-1])
         log_scalars(self.tb, self.state.curve[-1], step, "heldout/")
@@ -472,7 +472,7 @@ def _train_locked(
     write_text(run.config, dump_config(cfg))
     t = _start(cfg, run, run_hash)
     identity = run_identity(run_id, cfg.credit.method)
-    curve_set = read_records(paths_of(cfg).data.test)[: cfg.eval.curve_problems] if cfg.eval.every > 0 else []
+    curve_set = curve_problems(cfg)
     probe_rows, probe_set = training_probe(cfg)
     # The live/ files start from what the checkpoint holds. They are not the declared outputs:
     # Snakemake must never see a declared output that is still being written (a killed Snakemake

@@ -75,3 +75,27 @@ rule mc_values:
         "../envs/arca.yaml"
     shell:
         "python -m arca mc-values {params.config} --out {output.values:q} > {log:q} 2>&1"
+
+
+# Step 0 of every run's learning curve: the base model's held-out point, once for the sweep (the
+# adapter starts at B = 0, so every run would compute the same numbers).
+rule curve_start:
+    input:
+        **snakerules.curve_start_inputs(CFG),
+    output:
+        P.curve_start,
+    log:
+        P.log("curve_start"),
+    params:
+        config=CONFIG,
+        # Evaluation and sampler settings that are not input files: changing them reruns it.
+        fingerprint=curve_start_hash(CFG),
+    threads: CFG.resources.train_threads
+    resources:
+        mem_mb=CFG.resources.eval_mem_mb,
+        runtime=CFG.resources.runtime_min,
+        **GPU,
+    conda:
+        "../envs/arca.yaml"
+    shell:
+        "python -m arca curve-start {params.config} --out {output:q} > {log:q} 2>&1"

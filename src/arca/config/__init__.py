@@ -77,6 +77,7 @@ from arca.config.sections import (  # noqa: F401
 from arca.config.sweep import (  # noqa: F401
     BASE,
     check_run_overrides,
+    curve_start_hash,
     eval_hash,
     eval_targets,
     for_run,
@@ -84,4 +85,5 @@ from arca.config.sweep import (  # noqa: F401
     run_fixed_keys,
     run_hash,
     run_identity,
+    shares_curve_start,
 )

@@ -216,7 +216,7 @@ class EvalConfig:
     """Evaluation protocols (see ``arca.evaluate``)."""
 
     protocols: list[Protocol] = field(default_factory=lambda: ["generated"])
-    n_problems: int = 200
+    n_problems: int = 100
     pass_k: int = 4
     temperature: float = 1.0
     top_p: float = 0.95

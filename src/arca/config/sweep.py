@@ -96,6 +96,21 @@ def eval_hash(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def curve_start_hash(cfg: Config) -> str:
+    """Fingerprint of what the shared step-0 curve point depends on beyond the base model and the
+    data: the evaluation settings and the sampler (backend, decoder, batch size, precision)."""
+    r, m = cfg.rollout, cfg.model
+    relevant = [eval_hash(cfg), r.backend, r.decoder, r.batch_size, r.k, m.dtype, m.attn_implementation]
+    return hashlib.sha256(json.dumps(relevant).encode()).hexdigest()[:16]
+
+
+def shares_curve_start(cfg: Config) -> bool:
+    """Whether runs take their step-0 curve point from ``curve-start`` (computed once on the base
+    model): with curve points, on the transformers backend, whose adapter at B = 0 computes the
+    base model's numbers exactly."""
+    return cfg.eval.every > 0 and cfg.rollout.backend == "transformers"
+
+
 def heatmap_run(cfg: Config) -> str:
     """The run whose rollouts the credit heat map shows: ``sweep.heatmap_run``, else the first
     ARCA run, else the first run."""
