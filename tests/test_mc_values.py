@@ -107,3 +107,49 @@ def test_agreement_of_a_method_that_follows_the_advantages_beats_uniform():
     flat = mc_agreement(torch.ones(1, 6, dtype=torch.float64), mask, adv)
     assert follow["mc_spearman"] > 0.9 and flat["mc_spearman"] == 0.0
     assert follow["mc_top_share"] > flat["mc_top_share"] == pytest.approx(1 / 6)
+
+
+def _run(seed: int, own: dict, final: dict | None):
+    import pandas as pd
+
+    from arca.report.records import RunRecord
+
+    methods = {"arca": own, "uniform": {"mc_spearman": 0.0, "mc_top_share": 0.1}, "oracle_decisive": own}
+    summary = {"credit_precision": {"methods": methods}, "mc_final": final}
+    return RunRecord(f"arca_r8_s{seed}", "arca", "arca", 8, seed, summary, pd.DataFrame())
+
+
+def test_the_agreement_table_scores_final_model_values_only_where_a_seed_has_them():
+    from arca.report.mc_agreement import mc_agreement_markdown, mc_agreement_table
+    from arca.report.records import Cell
+
+    base = {"mc_spearman": 0.3, "mc_top_share": 0.4, "mc_rows": 8, "mc_top_share_uniform": 0.12}
+    first = Cell(
+        "arca",
+        "arca",
+        8,
+        [
+            _run(
+                1, {**base, "mc_final_spearman": 0.5, "mc_final_top_share": 0.6}, {"first_error_is_largest_drop": 0.75}
+            ),
+            _run(2, base, None),  # the second seed: base-model values only
+        ],
+    )
+    (row,) = mc_agreement_table([first]).to_dict("records")
+    assert row["n_final_seeds"] == 1 and row["final_first_error_is_largest_drop"] == 0.75
+    assert row["own_mc_final_spearman"] == row["own_mc_final_spearman_lo"] == 0.5  # one seed: no spread
+    assert row["own_mc_final_top_share"] == 0.6 and row["own_mc_spearman"] == pytest.approx(0.3)
+    text = mc_agreement_markdown(mc_agreement_table([first]), {})
+    assert "Under each cell's final models" in text and "| arca | 8 | 1 | 0.500" in text
+    none = Cell("arca", "arca", 8, [_run(1, base, None)])
+    assert "Under each cell's final models" not in mc_agreement_markdown(mc_agreement_table([none]), {})
+
+
+def test_final_model_values_go_to_the_first_seeds_of_the_sweep():
+    from arca.config import load_config
+    from arca.evaluate import final_mc
+
+    cfg = load_config(["configs/default.yaml"], ["eval.mc_final_seeds=2", "sweep.seeds=[3, 1, 2]"])
+    assert [s for s in (1, 2, 3, None) if final_mc(cfg, s)] == [1, 3]  # the first two in the sweep's order
+    off = load_config(["configs/default.yaml"], ["eval.mc_final_seeds=2", "eval.mc_problems=0"])
+    assert not any(final_mc(off, s) for s in off.sweep.seeds)

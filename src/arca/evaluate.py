@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from arca import grading
+from arca import grading, mc_values
 from arca.backends import make_generator
 from arca.cards import check_adapter_hash
 from arca.config import BASE, Config, MissingInputError, for_run, run_identity, training_hash
@@ -235,6 +235,14 @@ def load_target(cfg: Config, run: str) -> tuple[Config, dict, Any, Any, int | No
     return run_cfg, identity, model, tok, count_trainable(model)
 
 
+def final_mc(cfg: Config, seed: int | None) -> bool:
+    """Whether a run of ``seed`` gets Monte Carlo values under its own final model: one of the
+    sweep's first ``eval.mc_final_seeds`` seeds, with the probe and Monte Carlo values on."""
+    e = cfg.eval
+    on = e.mc_problems > 0 and e.probe_problems > 0
+    return on and seed is not None and seed in cfg.sweep.seeds[: e.mc_final_seeds]
+
+
 def evaluate_main(cfg: Config, args) -> None:
     """CLI step: evaluate ``args.run`` (a run id of the sweep, or ``base``)."""
     run = args.run
@@ -260,10 +268,15 @@ def evaluate_main(cfg: Config, args) -> None:
             s["pass_at_k"][s["primary_grader"]],
             s["primary_grader"],
         )
-    precision = {}
+    precision, mc_final = {}, None
     if run != BASE and cfg.eval.probe_problems > 0:
         probe_rows = read_jsonl(paths_of(cfg).probe_rollouts)
-        precision = probe_precision(run_cfg, model, tok, probe_rows, probe_problems(cfg))
+        final_values = None
+        if final_mc(cfg, identity["seed"]):  # the ground truth under this run's own final model too
+            values, mc_final = mc_values.estimate(run_cfg, model, tok, mc_values.mc_rows(cfg, probe_rows))
+            final_values = {(v["problem_id"], int(v["sample"])): v["values"] for v in values}
+            log.info("%s: Monte Carlo values under the final model: %s", run, mc_final)
+        precision = probe_precision(run_cfg, model, tok, probe_rows, probe_problems(cfg), final_values)
     out = paths_of(cfg).eval(run)
     write_jsonl(out.samples, rows)
     write_json(
@@ -274,5 +287,6 @@ def evaluate_main(cfg: Config, args) -> None:
             "config_hash": training_hash(run_cfg),
             "protocols": protocols,
             "credit_precision": precision,
+            "mc_final": mc_final,
         },
     )

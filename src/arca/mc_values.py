@@ -85,13 +85,9 @@ def largest_drop_is_first_error(text: str, pieces: list[str], values: list[float
     return starts[worst] <= err < end
 
 
-def mc_values_main(cfg: Config, args) -> None:
-    """CLI step: V_t of the first ``eval.mc_problems`` problems' probe rollouts under the base model."""
-    paths = paths_of(cfg)
-    model, tok = load_base_model(cfg)
-    if resolve_device(cfg.device).type == "cpu":
-        torch.set_num_threads(cfg.train.threads)
-    rows = mc_rows(cfg, read_jsonl(paths.probe_rollouts))
+def estimate(cfg: Config, model, tok, rows: list[dict]) -> tuple[list[dict], dict]:
+    """V_0..V_L (and their standard errors) of the probe ``rows`` under ``model``, and a summary:
+    the cost and the check of the first-error labels against the largest value drop."""
     problems = {p["id"]: p for p in probe_problems(cfg)}
     fmt = prompt_format(cfg, tok)
     pieces = [token_texts(tok, r["completion_ids"], r["mask"]) for r in rows]
@@ -109,7 +105,6 @@ def mc_values_main(cfg: Config, args) -> None:
         if hit is not None:
             checks.append(hit)
         out.append({"problem_id": r["problem_id"], "sample": r["sample"], "values": values, "se": se})
-    write_jsonl(args.out or paths.mc_values, out)
     summary = {
         "rows": len(out),
         "samples_per_prefix": cfg.eval.mc_samples,
@@ -119,6 +114,17 @@ def mc_values_main(cfg: Config, args) -> None:
         "first_error_is_largest_drop": sum(checks) / len(checks) if checks else None,
         "mean_se": _mean([s for o in out for s in o["se"][:-1]]),
     }
+    return out, summary
+
+
+def mc_values_main(cfg: Config, args) -> None:
+    """CLI step: V_t of the first ``eval.mc_problems`` problems' probe rollouts under the base model."""
+    paths = paths_of(cfg)
+    model, tok = load_base_model(cfg)
+    if resolve_device(cfg.device).type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    out, summary = estimate(cfg, model, tok, mc_rows(cfg, read_jsonl(paths.probe_rollouts)))
+    write_jsonl(args.out or paths.mc_values, out)
     write_json(paths.mc_summary, summary)
     log.info("mc-values: %s", summary)
 

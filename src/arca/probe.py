@@ -104,11 +104,15 @@ def labelled_probe(cfg: Config, tokenizer, rows: list[dict], problems: list[dict
     return batch, rollout_labels(tokenizer, batch, ordered, cfg.rollout.k)
 
 
-def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: list[dict]) -> dict[str, dict]:
+def probe_precision(
+    cfg: Config, model, tokenizer, rows: list[dict], problems: list[dict], final_values: dict | None = None
+) -> dict[str, dict]:
     """Credit precision of every registered method on the probe rollouts, under ``model`` (no gradient).
 
     All methods see the same rollouts, labels and advantages (the group advantages of the probe's
-    rewards); the model is in eval mode, so no dropout enters the signals.
+    rewards); the model is in eval mode, so no dropout enters the signals. Agreement with the Monte
+    Carlo advantages under the base model (``mc_*``) and, given ``final_values`` (V_t under
+    ``model`` itself), with those too (``mc_final_*``).
     """
     batch, labels = labelled_probe(cfg, tokenizer, rows, problems)
     if labels is None:
@@ -129,7 +133,9 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
         cfg, model, batch, inputs, credit_passes.Batch(rewards, adv, cfg.rollout.k), credit_passes.probe_methods(cfg)
     )
     out = {"labeled_frac": float(labels.aligned.float().mean()), "n_rollouts": len(rows), "methods": {}}
-    abs_adv = mc_abs_advantages(load_mc_values(cfg), rows, batch.completion_mask.shape[1])  # [N, T] or None
+    width = batch.completion_mask.shape[1]
+    abs_adv = mc_abs_advantages(load_mc_values(cfg), rows, width)  # [N, T] or None
+    final_adv = mc_abs_advantages(final_values or {}, rows, width)  # [N, T] or None
     for name in credit_lib.REGISTRY:
         if name in lacking:
             continue
@@ -139,6 +145,9 @@ def probe_precision(cfg: Config, model, tokenizer, rows: list[dict], problems: l
         )
         if abs_adv is not None:
             out["methods"][name].update(mc_agreement(w.cpu(), batch.completion_mask, abs_adv))
+        if final_adv is not None:
+            agree = mc_agreement(w.cpu(), batch.completion_mask, final_adv)
+            out["methods"][name].update({k.replace("mc_", "mc_final_", 1): v for k, v in agree.items()})
     return out
 
 

@@ -111,6 +111,7 @@ RANGES: dict[str, Range] = {
     "eval.probe_problems": Range(0, 10**9),
     "eval.mc_problems": Range(0, 10**9),
     "eval.mc_samples": COUNT,
+    "eval.mc_final_seeds": Range(0, 10**9),
     "sweep.cells[].ranks[]": RANK,
     "sweep.seeds[]": SEED,
     "resources.train_mem_mb": Range(1, 2**40),

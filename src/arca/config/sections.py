@@ -238,6 +238,8 @@ class EvalConfig:
     # the first ``mc_problems`` probe problems, from ``mc_samples`` base-model continuations (0 = off).
     mc_problems: int = 0
     mc_samples: int = 8
+    # ... and under the final models of each cell's first ``mc_final_seeds`` seeds too (0 = base model only)
+    mc_final_seeds: int = 0
 
 
 @dataclass

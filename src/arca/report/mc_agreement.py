@@ -6,6 +6,9 @@ evaluation scores every registered method's weights (under the run's final model
 (``arca.diagnostics.mc_agreement``). Per cell, for the cell's own method and, beside it, for the
 uniform and first-error-oracle weights under the same models: the rank correlation with |A_t| and
 the share of weight on the top 10% tokens by |A_t|, mean over seeds with a bootstrap interval.
+Where the evaluation also estimated the values under the run's own final model
+(``eval.mc_final_seeds``), the cell's method is scored against those too, and the first-error
+labels are checked against the final model's largest value drop.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import pandas as pd
 from arca.credit import CEILING
 from arca.report.records import Cell
 from arca.report.render import ci_columns, est, fmt_num, fmt_rank, markdown_table
-from arca.stats import bootstrap_mean_ci
+from arca.stats import NAN_ESTIMATE, bootstrap_mean_ci
 
 METRICS = ("mc_spearman", "mc_top_share")
 BESIDE = ("uniform", CEILING)  # scored under each cell's models too, for scale
-MC_COLUMNS = ["label", "method", "rank", "n_seeds", "mc_rows", "mc_top_share_uniform"] + [
-    f"{who}_{m}{s}" for who in ("own", *BESIDE) for m in METRICS for s in ("", "_lo", "_hi")
-]
+FINAL_METRICS = ("mc_final_spearman", "mc_final_top_share")  # against V_t under the run's final model
+MC_COLUMNS = ["label", "method", "rank", "n_seeds", "mc_rows", "mc_top_share_uniform"]
+MC_COLUMNS += [f"{who}_{m}{s}" for who in ("own", *BESIDE) for m in METRICS for s in ("", "_lo", "_hi")]
+MC_COLUMNS += ["n_final_seeds", "final_first_error_is_largest_drop"]
+MC_COLUMNS += [f"own_{m}{s}" for m in FINAL_METRICS for s in ("", "_lo", "_hi")]
 
 
 def _per_seed(cell: Cell, method: str, key: str) -> np.ndarray:
@@ -55,6 +60,14 @@ def mc_agreement_table(cells: list[Cell]) -> pd.DataFrame:
         for who, method in (("own", c.method), *((b, b) for b in BESIDE)):
             for m in METRICS:
                 row.update(ci_columns(f"{who}_{m}", bootstrap_mean_ci(_per_seed(c, method, m)[:, None])))
+        finals = [r.summary["mc_final"] for r in c.runs if r.summary.get("mc_final")]
+        checks = [f["first_error_is_largest_drop"] for f in finals if f.get("first_error_is_largest_drop") is not None]
+        row["n_final_seeds"] = len(finals)
+        row["final_first_error_is_largest_drop"] = float(np.mean(checks)) if checks else math.nan
+        for m in FINAL_METRICS:
+            x = _per_seed(c, c.method, m)
+            x = x[np.isfinite(x)]  # the seeds whose evaluation estimated them
+            row.update(ci_columns(f"own_{m}", bootstrap_mean_ci(x[:, None]) if x.size else NAN_ESTIMATE))
         rows.append(row)
     df = pd.DataFrame(rows, columns=MC_COLUMNS)
     df["rank"] = df["rank"].astype("Int64")
@@ -95,4 +108,27 @@ def mc_agreement_markdown(df: pd.DataFrame, summary: dict) -> str:
     )
     headers = ["cell", "rank", "seeds", "rho", "top share", "uniform top", "uniform rho", "uniform top share"]
     headers += ["oracle rho", "oracle top share"]
-    return header + markdown_table(headers, rows)
+    return header + markdown_table(headers, rows) + _final_markdown(df)
+
+
+def _final_markdown(df: pd.DataFrame) -> str:
+    """The cells' methods against the values under their own final models (none: empty)."""
+    final = df[df["n_final_seeds"] > 0]
+    if final.empty:
+        return ""
+    rows = [
+        [
+            r["label"],
+            fmt_rank(r["rank"]),
+            str(int(r["n_final_seeds"])),
+            *(est(r, f"own_{m}").fmt() for m in FINAL_METRICS),
+            fmt_num(100 * r["final_first_error_is_largest_drop"], 0),
+        ]
+        for _, r in final.iterrows()
+    ]
+    return (
+        "\nUnder each cell's final models (values re-estimated with the same rollouts, prefixes and M "
+        "under the trained policy, on the cell's first seeds): the cell's method against those |A_t|, and "
+        "how often a failed completion's first-error label is the final model's largest value drop.\n\n"
+        + markdown_table(["cell", "rank", "seeds", "rho", "top share", "first error = largest drop %"], rows)
+    )
