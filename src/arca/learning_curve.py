@@ -14,6 +14,7 @@ from arca.config import Config
 from arca.grading import gold_answer
 from arca.labels import outcome_means
 from arca.prompts import prompt_format
+from arca.sampling import Sampling
 
 CURVE_SEED = 20261203  # the learning curve's sampling seed, the same at every point and in every run
 
@@ -29,10 +30,8 @@ def curve_point(cfg: Config, generator, problems: list[dict], step: int, grade: 
     prompts = [fmt(p["problem"]) for p in problems]
     golds = [gold_answer(p["answer"]) for p in problems]
     with torch.random.fork_rng(devices=[]):
-        greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)
-        sampled = generator.generate(
-            prompts, 1, e.temperature, e.top_p, e.max_new_tokens, seed=CURVE_SEED, top_k=e.top_k
-        )
+        greedy = generator.generate(prompts, Sampling.greedy_decoding(e.max_new_tokens))
+        sampled = generator.generate(prompts, Sampling.from_eval(e, 1, CURVE_SEED))
     g_ok = [int(grade(t, g)) for t, g in zip(greedy.texts, golds)]
     s_ok = [int(grade(t, g)) for t, g in zip(sampled.texts, golds)]
     n = max(1, len(problems))

@@ -62,6 +62,7 @@ from arca.paths import RunPaths, paths_of
 from arca.probe import decision_logprobs, probe_problems
 from arca.prompts import prompt_format
 from arca.run_files import RunState, finish_run, load_checkpoint, log_scalars, save_checkpoint, tensorboard_writer
+from arca.sampling import Sampling
 from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
 
 log = logging.getLogger(__name__)
@@ -144,16 +145,7 @@ Reward = Callable[[str, str], bool]  # (completion, gold answer) -> solved
 def sample_rollouts(cfg: Config, generator, problems: list[dict]):
     """K completions per problem with the adapter on, under the rollout settings."""
     fmt = prompt_format(cfg, generator.tokenizer)  # once per step (it reads shots.jsonl), not once per prompt
-    fixed = {"min_new_tokens": cfg.rollout.min_new_tokens} if cfg.rollout.min_new_tokens > 0 else {}
-    return generator.generate(
-        [fmt(p["problem"]) for p in problems],
-        cfg.rollout.k,
-        cfg.rollout.temperature,
-        cfg.rollout.top_p,
-        cfg.rollout.max_new_tokens,
-        top_k=cfg.rollout.top_k,
-        **fixed,
-    )
+    return generator.generate([fmt(p["problem"]) for p in problems], Sampling.from_rollout(cfg.rollout))
 
 
 def grade_rollouts(texts: list[str], problems: list[dict], k: int, reward: Reward) -> torch.Tensor:
