@@ -19,7 +19,7 @@ import torch
 import transformers
 from hypothesis import strategies as st
 
-from arca.config import Config, from_dict, run_hash, to_dict
+from arca.config import BASE, Config, from_dict, run_hash, run_identity, to_dict
 from arca.data.forks import FAMILIES
 from arca.paths import paths_of
 from arca.rollout import Rollouts
@@ -319,11 +319,7 @@ def make_sweep(root: Path):
                 lines.append(
                     {
                         "step": step,
-                        "run": run,
-                        "label": label,
-                        "method": method,
-                        "rank": rank,
-                        "seed": seed,
+                        **run_identity(run, method),
                         "loss": 0.1,
                         "reward_mean": r,
                         "reward_std": 0.4,
@@ -350,7 +346,7 @@ def make_sweep(root: Path):
             )
             write_eval(
                 paths_of(cfg).eval(run).root,
-                {"run": run, "label": label, "method": method, "rank": rank, "seed": seed},
+                run_identity(run, method),
                 greedy_of(greedy, seed),
                 counts,
                 trainable=1000 * rank,
@@ -358,7 +354,7 @@ def make_sweep(root: Path):
             )
     write_eval(
         paths_of(cfg).eval("base").root,
-        {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
+        run_identity(BASE),
         BASE_GREEDY,
         BASE_COUNTS,
         trainable=None,

@@ -214,7 +214,7 @@ def load_target(cfg: Config, run: str) -> tuple[Config, dict, Any, Any, int | No
     """The config, identity, model and tokenizer of ``run`` (a run id, or ``base``), and its
     trainable parameter count (None for the base model)."""
     if run == BASE:
-        identity = {"run": run, "label": run, "method": run, "rank": None, "seed": None}
+        identity = run_identity(BASE)
         model, tok = load_base_model(cfg)
         return cfg, identity, model, tok, None
     run_cfg = for_run(cfg, run)

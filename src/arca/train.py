@@ -40,6 +40,7 @@ from arca import credit_passes
 from arca.backends import make_generator
 from arca.cards import adapter_run_info
 from arca.config import (
+    STEP_COLUMNS,
     Config,
     ConfigError,
     NonFiniteError,
@@ -404,7 +405,11 @@ class Progress:
     reward: Reward = grade_paper  # the run's grader, for the held-out curve points too
 
     def step_done(self, m: dict) -> None:
-        self.state.metrics.append({**m, **self.identity})
+        line = {**m, **self.identity}
+        missing = [c for c in STEP_COLUMNS if c not in line]
+        if missing:  # the report reads every one of them from every line
+            raise KeyError(f"a training step's metrics lack {missing} (arca.config.STEP_COLUMNS)")
+        self.state.metrics.append(line)
         self.live_metrics.append(self.state.metrics[-1])
         log_scalars(self.tb, m, self.state.step, "train/")
 
