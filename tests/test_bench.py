@@ -14,10 +14,10 @@ import json
 
 import pytest
 import torch
-from helpers import bench_cfg, tiny_qwen3
+from helpers import bench_cfg, small_config_dict, tiny_qwen3
 
 from arca import credit
-from arca.config import Config, from_dict, to_dict
+from arca.config import Config, from_dict
 from arca.paths import paths_of
 from arca.rollout import Rollouts
 from arca.sampling import Sampling
@@ -242,7 +242,7 @@ def test_mean_one_loss_keeps_the_token_sum_scale():
 
 # ----------------------------------------------------------------------------- bench
 def _tiny_bench_cfg(results) -> Config:
-    raw = to_dict(Config())
+    raw = small_config_dict()
     raw["name"] = "tinybench"
     raw["device"] = "cpu"
     raw["paths"] = {"results": str(results), "cache": str(results / "cache")}

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import make_sweep, write_eval
+from helpers import SMALL, make_sweep, write_eval
 
-from arca.config import BASE, from_dict, run_hash, run_identity
+from arca.config import BASE, deep_merge, from_dict, run_hash, run_identity
 from arca.heatmap_rollouts import fork_marks
 from arca.paths import paths_of
 from arca.report.heatmap import pick_shown, render_heatmap
@@ -143,12 +143,15 @@ def _probe(label: str, seed: int) -> dict:
 
 def make_fork_sweep(root: Path):
     cfg = from_dict(
-        {
-            "name": "forks",
-            "paths": {"results": str(root)},
-            "eval": {"protocols": ["generated"], "pass_k": 2, "every": 10, "curve_problems": 4},
-            "sweep": {"cells": [{"method": m, "ranks": [RANK], "label": lab} for lab, m in CELLS], "seeds": SEEDS},
-        },
+        deep_merge(
+            SMALL,
+            {
+                "name": "forks",
+                "paths": {"results": str(root)},
+                "eval": {"protocols": ["generated"], "pass_k": 2, "every": 10, "curve_problems": 4},
+                "sweep": {"cells": [{"method": m, "ranks": [RANK], "label": lab} for lab, m in CELLS], "seeds": SEEDS},
+            },
+        ),
         source="test",
     )
     greedy6, counts6 = [1, 0, 1, 0, 0, 0], [2, 1, 0, 0, 0, 1]  # the eval tables' inputs; not under test here
