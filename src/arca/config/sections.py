@@ -172,10 +172,9 @@ class TrainConfig:
     # Null control: rewards shuffled among the step's completions before the advantages, so the
     # update keeps its size and noise but carries no information about which answer was right.
     shuffle_rewards: bool = False
-    # The gradient pass runs each distinct prompt once for the K completions sharing it (their
-    # keys and values and, in train mode, the prompt positions' LoRA-dropout draw are shared):
-    # about half the work of the full pass per row, the same log-probs up to rounding. false =
-    # the full pass per row, as the author's code (and TRL) run it.
+    # The gradient and adapter-off passes run each prompt once per group of K (docs/performance.md,
+    # "The gradient pass", states what that changes); false = the full pass per row, as the
+    # author's code (and TRL) run it.
     share_prompt: bool = True
 
 
