@@ -19,8 +19,8 @@ import torch
 import transformers
 from hypothesis import strategies as st
 
-from arca.config import Config, from_dict, run_hash, to_dict
-from arca.data.forks import FAMILIES
+from arca.config import BASE, Config, deep_merge, from_dict, run_hash, run_identity, to_dict
+from arca.data.forks import FAMILIES, SINGLE_DECISION
 from arca.paths import paths_of
 from arca.rollout import Rollouts
 from arca.stats import pass_at_k
@@ -67,8 +67,30 @@ def arithmetic_records(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+# What the tests' small configs set apart from the defaults (configs/default.yaml): no learning
+# curve, credit-precision probe or Monte Carlo values, the clean corpus (no planted forks), 50
+# steps at lr 5e-4 and the paper's five cells, so that a test of one step runs that step only.
+SMALL = {
+    "data": {"forks": {"p_bug": 0.0, "families": list(SINGLE_DECISION)}},
+    "train": {"steps": 50, "lr": 5e-4},
+    "eval": {"every": 0, "probe_problems": 0, "mc_problems": 0},
+    "sweep": {
+        "cells": [
+            {"method": m, "ranks": r, "label": "", "overrides": {}, "compare": []}
+            for m, r in (("uniform", [8]), ("surprisal", [8]), ("entropy_reduction", [8]), ("divergence", [8]))
+        ]
+        + [{"method": "arca", "ranks": [2, 8], "label": "", "overrides": {}, "compare": []}]
+    },
+}
+
+
+def small_config_dict() -> dict:
+    """``to_dict`` of the default config with ``SMALL`` merged over it."""
+    return deep_merge(to_dict(Config()), SMALL)
+
+
 def tiny_cfg(results: Path, name: str = "tiny", **model_overrides) -> Config:
-    raw = to_dict(Config())
+    raw = small_config_dict()
     raw["name"] = name
     raw["device"] = "cpu"
     raw["paths"] = {"results": str(results), "cache": str(results / "cache")}
@@ -88,7 +110,7 @@ def write_data(cfg: Config, n: int = 64) -> None:
 
 # ----------------------------------------------------------------------------- a default config for one training step
 def bench_cfg(method: str, prompts: int, micro: int, k: int = 2, **extra) -> Config:
-    raw = to_dict(Config())
+    raw = small_config_dict()
     raw["device"] = "cpu"
     raw["credit"]["method"] = method
     raw["rollout"]["k"] = k
@@ -287,23 +309,26 @@ def write_eval(eval_dir: Path, identity: dict, greedy, counts, trainable, config
 
 def make_sweep(root: Path):
     cfg = from_dict(
-        {
-            "name": "tiny",
-            "paths": {"results": str(root)},
-            "eval": {"protocols": ["generated"], "pass_k": K},
-            "sweep": {
-                "cells": [
-                    {
-                        "method": m,
-                        "ranks": sorted({r for (lab, mm, r) in SPEC if lab == label}),
-                        "label": label,
-                        "compare": ["arca"] if label == "arca_permuted" else [],
-                    }
-                    for label, m in dict.fromkeys((lab, mm) for (lab, mm, _) in SPEC)
-                ],
-                "seeds": SEEDS,
+        deep_merge(
+            SMALL,
+            {
+                "name": "tiny",
+                "paths": {"results": str(root)},
+                "eval": {"protocols": ["generated"], "pass_k": K},
+                "sweep": {
+                    "cells": [
+                        {
+                            "method": m,
+                            "ranks": sorted({r for (lab, mm, r) in SPEC if lab == label}),
+                            "label": label,
+                            "compare": ["arca"] if label == "arca_permuted" else [],
+                        }
+                        for label, m in dict.fromkeys((lab, mm) for (lab, mm, _) in SPEC)
+                    ],
+                    "seeds": SEEDS,
+                },
             },
-        },
+        ),
         source="test",
     )
     for (label, method, rank), (greedy, counts, (gini, eff, reward)) in SPEC.items():
@@ -319,11 +344,7 @@ def make_sweep(root: Path):
                 lines.append(
                     {
                         "step": step,
-                        "run": run,
-                        "label": label,
-                        "method": method,
-                        "rank": rank,
-                        "seed": seed,
+                        **run_identity(run, method),
                         "loss": 0.1,
                         "reward_mean": r,
                         "reward_std": 0.4,
@@ -350,7 +371,7 @@ def make_sweep(root: Path):
             )
             write_eval(
                 paths_of(cfg).eval(run).root,
-                {"run": run, "label": label, "method": method, "rank": rank, "seed": seed},
+                run_identity(run, method),
                 greedy_of(greedy, seed),
                 counts,
                 trainable=1000 * rank,
@@ -358,7 +379,7 @@ def make_sweep(root: Path):
             )
     write_eval(
         paths_of(cfg).eval("base").root,
-        {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
+        run_identity(BASE),
         BASE_GREEDY,
         BASE_COUNTS,
         trainable=None,

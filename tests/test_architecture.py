@@ -7,7 +7,8 @@ hide an arrow that goes the wrong way. The layers, bottom to top:
    ``paths`` (every output path of an experiment) beside it, knowing only ``config``.
 1. ``io`` (atomic writes).
 2. Pure functions on tensors and records: credit, grpo, diagnostics, grading, prompts, data,
-   labels, stats, cards (what an adapter folder records), optimizer (the one AdamW factory).
+   labels, stats, cards (what an adapter folder records), optimizer (the one AdamW factory),
+   sampling (the settings of one ``generate`` call).
 3. Model passes and sampling: scoring, models, pretrain, rollout and its backends.
 4. Steps: train (with run_files, its run folder), evaluate, probe, analysis, bench, smoke.
 5. ``report``: reads result files only, never a model.
@@ -42,6 +43,7 @@ LAYERS = {
     "arca.stats": 2,
     "arca.cards": 2,
     "arca.optimizer": 2,
+    "arca.sampling": 2,
     "arca.scoring": 3,
     "arca.models": 3,
     "arca.pretrain": 3,

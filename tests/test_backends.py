@@ -18,6 +18,7 @@ from arca.backends import make_generator
 from arca.config import load_config
 from arca.pretrain import char_tokenizer
 from arca.rollout import TransformersGenerator
+from arca.sampling import Sampling
 
 
 @pytest.fixture()
@@ -51,7 +52,7 @@ def test_generator_mask_follows_the_config(cfg, rule, expected):
     cfg.rollout.completion_mask = rule
     cfg.rollout.decoder = "generate"  # FixedModel stands in for model.generate
     gen = make_generator(cfg, FixedModel([enc("12") + [EOS1, EOS1], enc("3456")]), tok)
-    r = gen.generate(["a", "b"], 1, 1.0, 1.0, 4)
+    r = gen.generate(["a", "b"], Sampling(1, 4))
     assert r.completion_mask.tolist() == expected
     assert r.texts == ["12", "3456"]  # the EOS is never in the text
 

@@ -14,12 +14,13 @@ import json
 
 import pytest
 import torch
-from helpers import bench_cfg, tiny_qwen3
+from helpers import bench_cfg, small_config_dict, tiny_qwen3
 
 from arca import credit
-from arca.config import Config, from_dict, to_dict
+from arca.config import Config, from_dict
 from arca.paths import paths_of
 from arca.rollout import Rollouts
+from arca.sampling import Sampling
 from arca.train import lr_scheduler, train_step
 
 transformers = pytest.importorskip("transformers")
@@ -48,8 +49,8 @@ class FakeGenerator:
     def __init__(self, seed: int = 0):
         self.gen = torch.Generator().manual_seed(seed)
 
-    def generate(self, prompts, n, temperature, top_p, max_new_tokens, **kw) -> Rollouts:
-        N, P, T = len(prompts) * n, 4, max_new_tokens
+    def generate(self, prompts, sampling, progress=None) -> Rollouts:
+        N, P, T = len(prompts) * sampling.n, 4, sampling.max_new_tokens
         prompt_ids = torch.randint(3, VOCAB, (N, P), generator=self.gen)
         prompt_mask = torch.ones(N, P, dtype=torch.long)
         prompt_ids[0, 0], prompt_mask[0, 0] = PAD, 0  # one left pad
@@ -203,7 +204,7 @@ def test_entropy_top20_threshold_spans_the_whole_step():
     # per-micro-batch thresholds really would differ here (the test has teeth)
     cfg = bench_cfg("entropy_top20", 4, 1)
     model = _lora_model()
-    r = FakeGenerator().generate([f"p{i}" for i in range(4)], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
+    r = FakeGenerator().generate([f"p{i}" for i in range(4)], Sampling.from_rollout(cfg.rollout))
     from arca.scoring import credit_inputs_for_rollouts
 
     per_mb = []
@@ -221,7 +222,7 @@ def test_mean_one_loss_keeps_the_token_sum_scale():
     cfg = bench_cfg("uniform", 2, 2)
     model = _lora_model()
     model.train()
-    r = FakeGenerator().generate(["p0", "p1"], cfg.rollout.k, 1.0, 1.0, cfg.rollout.max_new_tokens)
+    r = FakeGenerator().generate(["p0", "p1"], Sampling.from_rollout(cfg.rollout))
     from arca.grpo import group_advantages
     from arca.scoring import policy_scores
 
@@ -241,7 +242,7 @@ def test_mean_one_loss_keeps_the_token_sum_scale():
 
 # ----------------------------------------------------------------------------- bench
 def _tiny_bench_cfg(results) -> Config:
-    raw = to_dict(Config())
+    raw = small_config_dict()
     raw["name"] = "tinybench"
     raw["device"] = "cpu"
     raw["paths"] = {"results": str(results), "cache": str(results / "cache")}

@@ -9,7 +9,7 @@ sweeps) is tested in test_workflow.py and test_overrides.py.
 from __future__ import annotations
 
 import pytest
-from helpers import bench_cfg
+from helpers import REPO, bench_cfg
 
 from arca.config import (
     Config,
@@ -18,6 +18,7 @@ from arca.config import (
     from_dict,
     load_config,
     parse_override,
+    run_identity,
     to_dict,
     training_hash,
 )
@@ -171,6 +172,37 @@ def test_run_ids_round_trip_and_bad_ids_are_named():
     for bad in ("arca_r8", "arca_rx_s1", "_r8_s1", "arca r8_s1"):
         with pytest.raises(ConfigError, match=f"run id '{bad}' is not of the form"):
             parse_run_id(bad)
+
+
+def _leaves(d: dict, prefix: str = "") -> dict:
+    """``{dotted key: value}`` of every leaf of a nested mapping (lists are leaves)."""
+    out = {}
+    for k, v in d.items():
+        out.update(_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def test_dataclass_defaults_are_default_yaml_key_by_key():
+    # configs/default.yaml documents the defaults: it writes every key, each with the dataclass's value
+    written = _leaves(read_yaml(REPO / "configs" / "default.yaml"))
+    defaults = _leaves(to_dict(Config()))
+    assert sorted(written) == sorted(defaults)
+    assert {k: (v, written[k]) for k, v in defaults.items() if written[k] != v} == {}
+
+
+def test_run_identity_of_a_run_and_of_the_base_model():
+    assert run_identity("arca_permuted_r8_s3", "arca") == {
+        "run": "arca_permuted_r8_s3",
+        "label": "arca_permuted",
+        "method": "arca",
+        "rank": 8,
+        "seed": 3,
+    }
+    base = run_identity("base")
+    assert base == {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None}
+    assert list(base) == ["run", "label", "method", "rank", "seed"]  # the order every record is written in
+    with pytest.raises(ConfigError, match="run id 'arca' is not of the form"):
+        run_identity("arca", "arca")
 
 
 def test_training_hash_follows_the_training_sections_only():

@@ -187,7 +187,7 @@ def test_set_refuses_yaml_11_numbers(entry, problem):
 
 def test_a_mapping_valued_set_changes_only_the_keys_it_names():
     cfg = load_config(overrides=["train.steps=7", "train={}", "credit={sharpen: 1.5}"])
-    assert cfg.train.steps == 7 and cfg.train.lr == 5e-4  # train={} reset nothing
+    assert cfg.train.steps == 7 and cfg.train.lr == 1e-3  # train={} reset nothing (1e-3: the default)
     assert cfg.credit.sharpen == 1.5 and cfg.credit.eps == 1e-8
 
 

@@ -71,8 +71,9 @@ class FakeGenerator:
         self.tokenizer = SimpleNamespace(decode=lambda ids: "".join("ab"[i - 3] for i in ids))
         self.calls = []
 
-    def generate(self, prompts, n, temperature, top_p, max_new_tokens, seed=None, top_k=0):
-        self.calls.append((len(prompts), n, max_new_tokens))
+    def generate(self, prompts, sampling):
+        n = sampling.n
+        self.calls.append((len(prompts), n, sampling.max_new_tokens))
         texts = []
         for p in prompts:
             for j in range(n):

@@ -27,6 +27,7 @@ from arca.paths import paths_of
 from arca.pretrain import char_tokenizer, pretrain
 from arca.prompts import build_prompt
 from arca.rollout import TransformersGenerator
+from arca.sampling import Sampling
 
 # the training prompt around problems of different lengths (left padding), and of one length
 PROMPTS = [build_prompt(p) for p in ["12+7-3", "5+60-1", "88+9-4", "3+4-2", "40+40-8"]]
@@ -150,7 +151,7 @@ def run_both(model, tok, prompts, n, setting, batch_size=64, max_new_tokens=32):
     for decoder in ("generate", "lean"):
         gen = TransformersGenerator(model, tok, batch_size=batch_size, decoder=decoder)
         torch.manual_seed(99)  # greedy runs without a seed: the RNG must still end where generate leaves it
-        r = gen.generate(prompts, n, temperature, top_p, max_new_tokens, **kw)
+        r = gen.generate(prompts, Sampling(n, max_new_tokens, temperature, top_p, **kw))
         out[decoder] = (r, torch.get_rng_state())
     return out["generate"], out["lean"]
 
@@ -261,12 +262,12 @@ def test_lean_decoder_follows_the_current_weights(qwen3):
     # the decoder reads the adapter at every call: a training step's update shows in the next rollout
     model, tok = qwen3
     gen = TransformersGenerator(model, tok, decoder="lean")
-    before = gen.generate(PROMPTS, 1, 1.0, 1.0, 32, greedy=True).completion_ids
+    before = gen.generate(PROMPTS, Sampling.greedy_decoding(32)).completion_ids
     saved = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     try:
         random_lora_b(model, seed=5)
-        after = gen.generate(PROMPTS, 1, 1.0, 1.0, 32, greedy=True)
-        ref = TransformersGenerator(model, tok, decoder="generate").generate(PROMPTS, 1, 1.0, 1.0, 32, greedy=True)
+        after = gen.generate(PROMPTS, Sampling.greedy_decoding(32))
+        ref = TransformersGenerator(model, tok, decoder="generate").generate(PROMPTS, Sampling.greedy_decoding(32))
         assert torch.equal(after.completion_ids, ref.completion_ids)
         assert not torch.equal(after.completion_ids, before)
     finally:
@@ -356,7 +357,7 @@ def test_shared_prompt_reference_pass_equals_the_full_pass(request, arch, max_ne
     prompts = [build_prompt("1" * (40 + 3 * i) + "+2") for i in range(4)]  # 40+ tokens: a shared block exists
     gen = TransformersGenerator(model, tok, decoder="lean")
     r = gen.generate(
-        prompts, 4, 1.0, 0.95, max_new_tokens, seed=3, top_k=50, min_new_tokens=max_new_tokens if forced else 0
+        prompts, Sampling(4, max_new_tokens, 1.0, 0.95, 50, seed=3, min_new_tokens=max_new_tokens * forced)
     )
     model.train()  # as in the update: train mode, adapter off, no gradient
     try:
@@ -450,7 +451,7 @@ def test_lean_logits_follow_the_model_up_to_rounding(qwen3, monkeypatch):
     seen = []
     monkeypatch.setattr(dec, "process_scores", lambda logits, *a: seen.append(logits.clone()) or real(logits, *a))
     real = process_scores
-    r = TransformersGenerator(model, tok, decoder="lean").generate(PROMPTS, 2, 1.0, 0.95, 24, seed=5, top_k=50)
+    r = TransformersGenerator(model, tok, decoder="lean").generate(PROMPTS, Sampling(2, 24, 1.0, 0.95, 50, seed=5))
     P, T = r.prompt_ids.shape[1], r.completion_ids.shape[1]
     ids = torch.cat([r.prompt_ids, r.completion_ids], dim=1)
     am = torch.cat([r.prompt_mask, r.completion_mask.long()], dim=1)
@@ -485,7 +486,7 @@ def test_sampled_tokens_follow_generates_distribution(qwen3):
 
     def counts(decoder, seed, temperature=1.0):
         r = TransformersGenerator(model, tok, batch_size=400, decoder=decoder).generate(
-            PROMPTS[:1], 1200, temperature, 1.0, 4, seed=seed, min_new_tokens=4
+            PROMPTS[:1], Sampling(1200, 4, temperature, seed=seed, min_new_tokens=4)
         )
         return [torch.bincount(r.completion_ids[:, t], minlength=len(tok)).tolist() for t in range(1, 4)]
 
@@ -501,7 +502,7 @@ def test_shared_prompt_gradient_pass_equals_the_full_pass(request, arch):
     from arca.scoring import policy_scores
 
     model, tok = request.getfixturevalue(arch)
-    r = TransformersGenerator(model, tok, decoder="lean").generate(PROMPTS, 4, 1.0, 0.95, 20, seed=4, top_k=50)
+    r = TransformersGenerator(model, tok, decoder="lean").generate(PROMPTS, Sampling(4, 20, 1.0, 0.95, 50, seed=4))
     lora = [p for n, p in model.named_parameters() if "lora_" in n]
     out = {}
     model.eval()  # no dropout: both passes compute the same function
@@ -524,7 +525,7 @@ def test_shared_prompt_gradient_pass_uses_dropout_and_the_lean_layers(qwen3, mon
     from arca.scoring import policy_scores
 
     model, tok = qwen3
-    r = TransformersGenerator(model, tok, decoder="lean").generate(PROMPTS, 4, 1.0, 0.95, 12, seed=6, top_k=50)
+    r = TransformersGenerator(model, tok, decoder="lean").generate(PROMPTS, Sampling(4, 12, 1.0, 0.95, 50, seed=6))
     calls = []
     real = dec.LeanDecoder.final_hidden
     monkeypatch.setattr(
@@ -552,7 +553,7 @@ def test_adapter_at_zero_gives_the_reference_pass_bit_for_bit(qwen3, share):
     from arca.scoring import policy_scores, reference_scores
 
     model, tok = qwen3
-    r = TransformersGenerator(model, tok, decoder="lean").generate(PROMPTS, 4, 1.0, 0.95, 40, seed=8, top_k=50)
+    r = TransformersGenerator(model, tok, decoder="lean").generate(PROMPTS, Sampling(4, 40, 1.0, 0.95, 50, seed=8))
     saved = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     model.train()  # LoRA dropout on, as in the update
     try:
@@ -586,7 +587,7 @@ def test_non_finite_logits_raise_the_projects_error(llama, decoder, greedy):
             head[0, 0] = float("nan")  # one weight: token 0's logit is NaN in every row
         gen = TransformersGenerator(model, tok, batch_size=8, decoder=decoder)
         with pytest.raises(NonFiniteError, match="non-finite logits"):
-            gen.generate(["1+1=", "2+2="], 2, 1.0, 0.95, 8, greedy=greedy)
+            gen.generate(["1+1=", "2+2="], Sampling(2, 8, 1.0, 0.95, greedy=greedy))
     finally:
         with torch.no_grad():
             head.copy_(saved)

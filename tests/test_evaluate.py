@@ -35,8 +35,8 @@ class AnsweringGenerator:
     def __init__(self, answers: dict[str, str]):
         self.answers = answers
 
-    def generate(self, prompts, n, temperature, top_p, max_new_tokens, **kw) -> Rollouts:
-        texts = [self.answers[p] for p in prompts for _ in range(n)]
+    def generate(self, prompts, sampling, progress=None) -> Rollouts:
+        texts = [self.answers[p] for p in prompts for _ in range(sampling.n)]
         N = len(texts)
         one = torch.ones(N, 1, dtype=torch.long)
         return Rollouts(one, one, one, torch.ones(N, 1), texts)

@@ -12,7 +12,7 @@ from helpers import fork_task
 
 from arca.config import Config
 from arca.data.fork_tree import branches
-from arca.data.forks import FAMILIES, generate_forked
+from arca.data.forks import FAMILIES, SINGLE_DECISION, generate_forked
 from arca.data.generated import make_splits
 
 
@@ -82,7 +82,7 @@ def test_pretraining_bug_rate_matches_p_bug():
 
 def test_test_split_is_correct_and_no_family_holds_more_than_15_percent():
     cfg = Config()
-    cfg.data.forks.p_bug = 0.6
+    cfg.data.forks.p_bug, cfg.data.forks.families = 0.6, list(SINGLE_DECISION)
     cfg.data.n_train, cfg.data.n_test = 3000, 400
     train, test = make_splits(cfg.data)
     assert not {r["problem"] for r in test} & {r["problem"] for r in train}
@@ -95,7 +95,7 @@ def test_test_split_is_correct_and_no_family_holds_more_than_15_percent():
 
 def test_p_bug_zero_is_the_clean_corpus():
     cfg = Config()
-    assert cfg.data.forks.p_bug == 0
+    cfg.data.forks.p_bug = 0.0
     from arca.data.generated import generate_disjoint, generate_problems
 
     train, test = make_splits(cfg.data)

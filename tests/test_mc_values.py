@@ -66,8 +66,9 @@ class _ScriptedGenerator:
     def __init__(self):
         self.calls = []
 
-    def generate(self, prompts, n, temperature, top_p, max_new_tokens, seed=0, top_k=0):
-        self.calls.append((len(prompts), n, max_new_tokens))
+    def generate(self, prompts, sampling):
+        n = sampling.n
+        self.calls.append((len(prompts), n, sampling.max_new_tokens))
         texts = []
         for p in prompts:
             done = p.split("Q:")[-1]

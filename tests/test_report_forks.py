@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import make_sweep, write_eval
+from helpers import SMALL, make_sweep, write_eval
 
-from arca.config import from_dict, run_hash
+from arca.config import BASE, deep_merge, from_dict, run_hash, run_identity
 from arca.heatmap_rollouts import fork_marks
 from arca.paths import paths_of
 from arca.report.heatmap import pick_shown, render_heatmap
@@ -99,11 +99,7 @@ def _metrics_lines(run: str, label: str, method: str, seed: int) -> list[dict]:
         lines.append(
             {
                 "step": step,
-                "run": run,
-                "label": label,
-                "method": method,
-                "rank": RANK,
-                "seed": seed,
+                **run_identity(run, method),
                 "loss": 0.1,
                 "reward_mean": 0.3,
                 "grad_norm": 0.5,
@@ -147,12 +143,15 @@ def _probe(label: str, seed: int) -> dict:
 
 def make_fork_sweep(root: Path):
     cfg = from_dict(
-        {
-            "name": "forks",
-            "paths": {"results": str(root)},
-            "eval": {"protocols": ["generated"], "pass_k": 2, "every": 10, "curve_problems": 4},
-            "sweep": {"cells": [{"method": m, "ranks": [RANK], "label": lab} for lab, m in CELLS], "seeds": SEEDS},
-        },
+        deep_merge(
+            SMALL,
+            {
+                "name": "forks",
+                "paths": {"results": str(root)},
+                "eval": {"protocols": ["generated"], "pass_k": 2, "every": 10, "curve_problems": 4},
+                "sweep": {"cells": [{"method": m, "ranks": [RANK], "label": lab} for lab, m in CELLS], "seeds": SEEDS},
+            },
+        ),
         source="test",
     )
     greedy6, counts6 = [1, 0, 1, 0, 0, 0], [2, 1, 0, 0, 0, 1]  # the eval tables' inputs; not under test here
@@ -165,7 +164,7 @@ def make_fork_sweep(root: Path):
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
             weights = {"run": run, "method": method, "step": 3, "weights": [[0.5, 0.5]]}
             (run_dir / "final_weights.json").write_text(json.dumps(weights))
-            identity = {"run": run, "label": label, "method": method, "rank": RANK, "seed": seed}
+            identity = run_identity(run, method)
             curve = [
                 {
                     "step": step,
@@ -188,7 +187,7 @@ def make_fork_sweep(root: Path):
             summary_path.write_text(json.dumps(summary))
     write_eval(
         paths_of(cfg).eval("base").root,
-        {"run": "base", "label": "base", "method": "base", "rank": None, "seed": None},
+        run_identity(BASE),
         greedy6,
         counts6,
         trainable=None,

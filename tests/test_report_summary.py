@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from arca.config import from_dict
+from helpers import SMALL
+
+from arca.config import deep_merge, from_dict
 from arca.paths import paths_of
 from arca.report.paper import our_setting, paper_comparison
 from arca.report.summary import run_summary
@@ -13,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cfg(tmp_path: Path, **model):
-    raw = {"name": "exp", "paths": {"results": str(tmp_path / "results")}}
+    raw = deep_merge(SMALL, {"name": "exp", "paths": {"results": str(tmp_path / "results")}})
     if model:
         raw["model"] = model
     return from_dict(raw)

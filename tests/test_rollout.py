@@ -12,6 +12,7 @@ from arca.config import load_config
 from arca.paths import paths_of
 from arca.pretrain import char_tokenizer, pretrain_model
 from arca.rollout import Rollouts, TransformersGenerator
+from arca.sampling import Sampling
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,9 @@ class RecordingGenerator:
     def __init__(self):
         self.calls: list[dict] = []
 
-    def generate(self, prompts, n, temperature, top_p, max_new_tokens, **kw) -> Rollouts:
-        self.calls.append({"n": n, "temperature": temperature, "top_p": top_p, **kw})
-        N = len(prompts) * n
+    def generate(self, prompts, sampling: Sampling, progress=None) -> Rollouts:
+        self.calls.append(sampling)
+        N = len(prompts) * sampling.n
         comp = torch.full((N, 2), 5)
         return Rollouts(
             torch.ones(N, 1, dtype=torch.long),
@@ -52,11 +53,11 @@ def test_top_k_one_samples_the_greedy_completion(cfg, tok):
     torch.manual_seed(0)
     gen = TransformersGenerator(pretrain_model(cfg, len(tok), tok), tok)
     prompts = ["1+2=", "7*3="]
-    greedy = gen.generate(prompts, 1, 1.0, 1.0, 12, greedy=True)
+    greedy = gen.generate(prompts, Sampling.greedy_decoding(12))
     for seed in (1, 2):
-        top1 = gen.generate(prompts, 1, 1.0, 1.0, 12, seed=seed, top_k=1)
+        top1 = gen.generate(prompts, Sampling(1, 12, seed=seed, top_k=1))
         assert torch.equal(top1.completion_ids, greedy.completion_ids)
-        free = gen.generate(prompts, 1, 1.0, 1.0, 12, seed=seed, top_k=0)
+        free = gen.generate(prompts, Sampling(1, 12, seed=seed, top_k=0))
         assert not torch.equal(free.completion_ids, greedy.completion_ids)
 
 
@@ -73,7 +74,7 @@ def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path):
     gen = RecordingGenerator()
     problems = [{"problem": "1+1", "answer": "2"}] * cfg.train.prompts_per_step
     train_step(cfg, model, gen, opt, lr_scheduler(cfg, opt), problems, 0, 0, reward=lambda completion, gold: True)
-    assert gen.calls[-1]["top_k"] == 7 and gen.calls[-1]["top_p"] == cfg.rollout.top_p
+    assert gen.calls[-1].top_k == 7 and gen.calls[-1].top_p == cfg.rollout.top_p
 
     paths_of(cfg).data.root.mkdir(parents=True)
     rec = {"id": "t/0", "problem": "1+1", "solution": r"\boxed{2}", "answer": "2", "level": 1, "subject": "s"}
@@ -85,8 +86,8 @@ def test_training_and_evaluation_sample_with_their_top_k(cfg, tmp_path):
         "generated",
         lambda golds, comps: [{"answer": None, "paper": False, "math_verify": False}] * len(golds),
     )
-    sampled = [c for c in gen.calls if not c.get("greedy")]
-    assert [c["top_k"] for c in sampled] == [11] and sampled[0]["top_p"] == cfg.eval.top_p
+    sampled = [c for c in gen.calls if not c.greedy]
+    assert [c.top_k for c in sampled] == [11] and sampled[0].top_p == cfg.eval.top_p
 
 
 # ----------------------------------------------------------------------------- the completion mask
@@ -137,9 +138,9 @@ def test_completion_mask_default_is_the_authors_and_unknown_rule_fails():
 def test_progress_bar_with_eta_goes_to_stderr_and_changes_nothing(cfg, tok, capsys):
     torch.manual_seed(0)
     gen = TransformersGenerator(pretrain_model(cfg, len(tok), tok), tok, batch_size=2)
-    quiet = gen.generate(["1+2=", "7*3=", "4-1="], 2, 1.0, 1.0, 6, seed=3)
+    quiet = gen.generate(["1+2=", "7*3=", "4-1="], Sampling(2, 6, seed=3))
     assert capsys.readouterr().err == ""
-    shown = gen.generate(["1+2=", "7*3=", "4-1="], 2, 1.0, 1.0, 6, seed=3, progress="base generated samples")
+    shown = gen.generate(["1+2=", "7*3=", "4-1="], Sampling(2, 6, seed=3), progress="base generated samples")
     err = capsys.readouterr().err
     assert "base generated samples" in err and "6/6" in err and "completion/s" in err and "<" in err  # rate, ETA
     assert torch.equal(quiet.completion_ids, shown.completion_ids)

@@ -22,36 +22,13 @@ import pytest
 import torch
 
 from arca import cards, credit, models, probe, train
-from arca.config import for_run, load_config, training_hash
+from arca.config import STEP_COLUMNS, for_run, load_config, training_hash
 from arca.data import prepare_data, read_records
 from arca.paths import RunPaths, paths_of
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 TOY = Path(__file__).with_name("train_toy_reward.py")
-METRIC_KEYS = {
-    "step",
-    "loss",
-    "reward_mean",
-    "reward_std",
-    "lr",
-    "grad_norm",
-    "gen_seconds",
-    "update_seconds",
-    "step_seconds",
-    "completion_len_mean",
-    "surprisal_mean",
-    "gini",
-    "eff_ratio",
-    "fallback_frac",
-    "residual_mean",
-    "residual_max",
-    "run",
-    "label",
-    "method",
-    "rank",
-    "seed",
-}
 
 
 def overrides(results: Path, *extra: str) -> list[str]:
@@ -150,7 +127,7 @@ def test_two_steps_train_lora_only(method, results, toy_reward, captured, tmp_pa
     rows = metrics(tmp_path / "run", drop_timing=False)
     assert [r["step"] for r in rows] == [1, 2] and len(state.metrics) == 2
     for r in rows:
-        assert METRIC_KEYS <= r.keys(), METRIC_KEYS - r.keys()
+        assert set(STEP_COLUMNS) <= r.keys(), set(STEP_COLUMNS) - r.keys()
         for k, v in r.items():
             if isinstance(v, float):
                 assert math.isfinite(v), (k, v)

@@ -17,7 +17,8 @@ from arca.config import NonFiniteError, load_config
 from arca.models import wrap_lora
 from arca.paths import paths_of
 from arca.pretrain import char_tokenizer, pretrain_model
-from arca.rollout import TransformersGenerator, completion_mask
+from arca.rollout import TransformersGenerator, completion_mask, encode_prompts
+from arca.sampling import Sampling
 
 ALPHABET = "0123456789+-*/=() abcdefghijklmnopqrstuvwxyz.,\n\\{}:"
 
@@ -87,9 +88,10 @@ class RecordingModel(torch.nn.Module):
 def test_sampling_kwargs_match_transformers_backend(tok, greedy, top_k):
     model = RecordingModel()
     gen = TransformersGenerator(model, tok, decoder="generate")
-    gen.generate(["1+1="], n=3, temperature=0.7, top_p=0.9, max_new_tokens=11, greedy=greedy, top_k=top_k)
+    sampling = Sampling(3, 11, temperature=0.7, top_p=0.9, top_k=top_k, greedy=greedy)
+    gen.generate(["1+1="], sampling)
     hf = model.calls[0]
-    kw = vb.sampling_params_kwargs(3, 0.7, 0.9, 11, greedy, seed=None, stop_token_ids=gen.eos_ids, top_k=top_k)
+    kw = vb.sampling_params_kwargs(sampling, stop_token_ids=gen.eos_ids)
     assert kw["max_tokens"] == hf["max_new_tokens"] == 11
     assert kw["stop_token_ids"] == hf["eos_token_id"] == [tok.eos_token_id]
     if greedy:
@@ -104,7 +106,7 @@ def test_sampling_kwargs_match_transformers_backend(tok, greedy, top_k):
         assert hf["top_k"] == top_k
         assert kw["top_k"] == (top_k if top_k > 0 else -1)
     assert "seed" not in kw
-    assert vb.sampling_params_kwargs(2, 1.0, 0.95, 8, seed=7)["seed"] == 7
+    assert vb.sampling_params_kwargs(Sampling(2, 8, 1.0, 0.95, seed=7))["seed"] == 7
 
 
 def test_lora_rank_rounds_up_to_a_supported_rank():
@@ -120,13 +122,10 @@ def test_build_requests_are_token_prompts():
     assert all(type(t) is int for r in reqs for t in r["prompt_token_ids"])
 
 
-def test_encode_prompts_truncates_like_transformers_backend(tok):
+def test_prompt_token_lists_are_the_truncated_prompts_without_padding(tok):
     prompts = ["1+2=3 and more text", "7"]
-    lists, ids, am = vb.encode_prompts(tok, prompts, max_prompt_tokens=5)
-    hf_ids, hf_am = TransformersGenerator(
-        RecordingModel(), tok, max_prompt_tokens=5, decoder="generate"
-    ).encode_prompts(prompts)
-    assert torch.equal(ids, hf_ids) and torch.equal(am, hf_am)
+    ids, am = encode_prompts(tok, prompts, max_prompt_tokens=5)  # the transformers backend's batch
+    lists = vb.prompt_token_lists(ids, am)
     assert (
         lists[0] == tok("1+2=3", add_special_tokens=False)["input_ids"]
         and lists[1] == tok("7", add_special_tokens=False)["input_ids"]
@@ -137,7 +136,7 @@ def test_encode_prompts_truncates_like_transformers_backend(tok):
 def test_parse_outputs_order_padding_mask_and_texts(tok):
     eos, pad = tok.eos_token_id, tok.pad_token_id
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    _, p_ids, p_mask = vb.encode_prompts(tok, ["ab", "c"], 512)
+    p_ids, p_mask = encode_prompts(tok, ["ab", "c"], 512)
     outs = [
         RequestOutput("0", enc("ab"), [CompletionOutput(0, enc("12") + [eos]), CompletionOutput(1, enc("345"))]),
         RequestOutput("1", enc("c"), [CompletionOutput(0, [eos]), CompletionOutput(1, enc("6") + [eos] + enc("7"))]),
@@ -155,7 +154,7 @@ def test_parse_outputs_order_padding_mask_and_texts(tok):
 
 def test_parse_outputs_pad_equal_to_eos_and_greedy_repeat(tok):
     eos = tok.eos_token_id
-    _, p_ids, p_mask = vb.encode_prompts(tok, ["a"], 512)
+    p_ids, p_mask = encode_prompts(tok, ["a"], 512)
     # pad id == eos id (tokenizers without a pad token): padding must not count as generated
     r = vb.parse_outputs([RequestOutput("0", [5], [CompletionOutput(0, [6])])], 3, {eos}, eos, p_ids, p_mask, tok)
     assert len(r) == 3 and r.completion_mask.tolist() == [[1.0]] * 3  # one greedy sample -> n rows
@@ -171,7 +170,7 @@ def test_parse_outputs_pad_equal_to_eos_and_greedy_repeat(tok):
 )
 def test_parse_outputs_mask_rule_and_a_dropped_stop_token(tok, rule, expected):
     eos = tok.eos_token_id
-    _, p_ids, p_mask = vb.encode_prompts(tok, ["a"], 512)
+    p_ids, p_mask = encode_prompts(tok, ["a"], 512)
     # pad == EOS (as Qwen3): sample 0 returns its EOS, sample 1 stopped on it but vLLM left it out
     # (it is put back, so both rows are [6, EOS], as generate() gives), sample 2 hit the length limit
     outs = [
@@ -191,7 +190,7 @@ def test_parse_outputs_mask_rule_and_a_dropped_stop_token(tok, rule, expected):
 
 
 def test_parse_outputs_nothing_generated(tok):
-    _, p_ids, p_mask = vb.encode_prompts(tok, ["a"], 512)
+    p_ids, p_mask = encode_prompts(tok, ["a"], 512)
     r = vb.parse_outputs(
         [RequestOutput("0", [5], [CompletionOutput(0, []), CompletionOutput(1, [])])],
         2,
@@ -338,9 +337,9 @@ def test_generator_with_stand_in_vllm(cfg, tok, fake_vllm, tmp_path):
     cfg.model.dtype = "bfloat16"
     model = tiny_policy(cfg, tok)
     gen = vb.VLLMGenerator(cfg, model, tok, adapter_root=tmp_path / "lora")
-    r = gen.generate(["1+1=", "2+2="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5, top_k=50)
+    r = gen.generate(["1+1=", "2+2="], Sampling(2, 5, 1.0, 0.95, top_k=50))
     _sgd_step(model)
-    gen.generate(["3+3="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5)
+    gen.generate(["3+3="], Sampling(2, 5, 1.0, 0.95))
     (llm_kw,) = fake_vllm["llm"]  # one engine for every step
     assert llm_kw["model"] == str(paths_of(cfg).base) and llm_kw["enable_lora"] is True
     assert llm_kw["max_lora_rank"] == 8 and cfg.lora.rank == 4  # rounded up to a vLLM rank
@@ -348,7 +347,7 @@ def test_generator_with_stand_in_vllm(cfg, tok, fake_vllm, tmp_path):
     assert (llm_kw["dtype"], llm_kw["seed"]) == ("bfloat16", cfg.train.seed)
     (p1, s1, l1), (p2, s2, l2) = fake_vllm["generate"]
     assert p1[0]["prompt_token_ids"] == tok("1+1=", add_special_tokens=False)["input_ids"]
-    assert s1.kw == vb.sampling_params_kwargs(2, 1.0, 0.95, 5, stop_token_ids=gen.eos_ids, top_k=50, logprobs=True)
+    assert s1.kw == vb.sampling_params_kwargs(Sampling(2, 5, 1.0, 0.95, top_k=50), gen.eos_ids, logprobs=True)
     assert s1.kw["logprobs"] == 0  # the sampled token's log-prob only, for the finiteness check
     assert (s1.kw["top_k"], s2.kw["top_k"]) == (50, -1)  # passed through; the default is off
     assert (l1.lora_int_id, l2.lora_int_id) == (1, 2)  # a new id after the optimizer step: vLLM reloads
@@ -365,9 +364,9 @@ def test_generator_stops_on_a_non_finite_sampled_logprob(cfg, tok, fake_vllm, tm
     fake_vllm["logprobs"] = [-0.5, float("nan"), -0.25]
     with pytest.raises(NonFiniteError, match=r"^sampling: non-finite logits from the model at completion token 1 "):
         if with_logprobs_asked:
-            gen.generate_with_logprobs(["1+1="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5)
+            gen.generate_with_logprobs(["1+1="], Sampling(2, 5, 1.0, 0.95))
         else:
-            gen.generate(["1+1="], n=2, temperature=1.0, top_p=0.95, max_new_tokens=5, greedy=True)
+            gen.generate(["1+1="], Sampling(2, 5, 1.0, 0.95, greedy=True))
     gen.close()
 
 

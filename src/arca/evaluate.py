@@ -35,6 +35,7 @@ from arca.models import count_trainable, load_base_model, load_policy, resolve_d
 from arca.paths import paths_of
 from arca.probe import probe_precision, probe_problems
 from arca.prompts import prompt_format
+from arca.sampling import Sampling
 from arca.stats import pass_at_k
 
 log = logging.getLogger(__name__)
@@ -157,17 +158,8 @@ def evaluate_protocol(cfg: Config, generator, protocol: str, grader, name: str =
     prompts = [fmt(p["problem"]) for p in problems]
     e = cfg.eval
     label = f"{name} {protocol}".strip()
-    greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True, progress=f"{label} greedy")
-    sampled = generator.generate(
-        prompts,
-        e.pass_k,
-        e.temperature,
-        e.top_p,
-        e.max_new_tokens,
-        seed=EVAL_SEED,
-        top_k=e.top_k,
-        progress=f"{label} {e.pass_k} samples",
-    )
+    greedy = generator.generate(prompts, Sampling.greedy_decoding(e.max_new_tokens), f"{label} greedy")
+    sampled = generator.generate(prompts, Sampling.from_eval(e, e.pass_k, EVAL_SEED), f"{label} {e.pass_k} samples")
     log.info("%s: grading %d completions", label, len(prompts) * (1 + e.pass_k))
     items = [(p, "greedy", 0, t) for p, t in zip(problems, greedy.texts)]
     items += [(problems[i // e.pass_k], "sample", i % e.pass_k, t) for i, t in enumerate(sampled.texts)]
@@ -222,7 +214,7 @@ def load_target(cfg: Config, run: str) -> tuple[Config, dict, Any, Any, int | No
     """The config, identity, model and tokenizer of ``run`` (a run id, or ``base``), and its
     trainable parameter count (None for the base model)."""
     if run == BASE:
-        identity = {"run": run, "label": run, "method": run, "rank": None, "seed": None}
+        identity = run_identity(BASE)
         model, tok = load_base_model(cfg)
         return cfg, identity, model, tok, None
     run_cfg = for_run(cfg, run)

@@ -26,6 +26,7 @@ from arca.labels import align, completion_pieces, rollout_labels, token_flags
 from arca.models import load_policy, resolve_device
 from arca.paths import paths_of
 from arca.prompts import prompt_format
+from arca.sampling import Sampling
 from arca.scoring import credit_inputs_for_rollouts
 
 log = logging.getLogger(__name__)
@@ -66,16 +67,9 @@ def heatmap_rollouts(cfg: Config) -> list[dict]:
         torch.set_num_threads(rcfg.train.threads)
     gen = make_generator(rcfg, model, tok)  # rollout.backend, as in training
     fmt = prompt_format(rcfg, tok)
-    ro = gen.generate(
-        [fmt(p["problem"]) for p in problems],
-        1,
-        rcfg.rollout.temperature,
-        rcfg.rollout.top_p,
-        rcfg.rollout.max_new_tokens,
-        greedy=False,
-        seed=0,
-        top_k=rcfg.rollout.top_k,
-    )
+    # one sample per problem under the training rollout's settings, with no forced length
+    sampling = Sampling.from_rollout(rcfg.rollout, n=1, seed=0, min_new_tokens=0)
+    ro = gen.generate([fmt(p["problem"]) for p in problems], sampling)
     inputs = credit_inputs_for_rollouts(model, ro, seed=0)
     labels = rollout_labels(tok, ro, problems, 1)  # None on a corpus without planted forks
     if labels is not None:

@@ -26,6 +26,7 @@ from arca.models import load_base_model, resolve_device
 from arca.paths import paths_of
 from arca.probe import decision_logprobs, probe_problems
 from arca.prompts import prompt_format
+from arca.sampling import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,8 @@ def curve_point(cfg: Config, generator, problems: list[dict], step: int, grade: 
     prompts = [fmt(p["problem"]) for p in problems]
     golds = [gold_answer(p["answer"]) for p in problems]
     with torch.random.fork_rng(devices=[]):
-        greedy = generator.generate(prompts, 1, 1.0, 1.0, e.max_new_tokens, greedy=True)
-        sampled = generator.generate(
-            prompts, 1, e.temperature, e.top_p, e.max_new_tokens, seed=CURVE_SEED, top_k=e.top_k
-        )
+        greedy = generator.generate(prompts, Sampling.greedy_decoding(e.max_new_tokens))
+        sampled = generator.generate(prompts, Sampling.from_eval(e, 1, CURVE_SEED))
     g_ok = [int(grade(t, g)) for t, g in zip(greedy.texts, golds)]
     s_ok = [int(grade(t, g)) for t, g in zip(sampled.texts, golds)]
     n = max(1, len(problems))

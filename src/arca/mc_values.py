@@ -27,6 +27,7 @@ from arca.models import load_base_model, resolve_device
 from arca.paths import paths_of
 from arca.probe import probe_problems
 from arca.prompts import prompt_format
+from arca.sampling import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,7 @@ def sample_values(
         prefixes = ["".join(pieces[i][:t]) for i in idx]
         r = generator.generate(
             [prompts[i] + pre for i, pre in zip(idx, prefixes)],
-            m,
-            e.temperature,
-            e.top_p,
-            max(1, e.max_new_tokens - t),
-            seed=MC_SEED + t,
-            top_k=e.top_k,
+            Sampling.from_eval(e, m, MC_SEED + t, max_new_tokens=max(1, e.max_new_tokens - t)),
         )
         for j, i in enumerate(idx):
             texts = r.texts[j * m : (j + 1) * m]

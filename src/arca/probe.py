@@ -26,7 +26,8 @@ from arca.labels import align, rollout_labels
 from arca.models import load_base_model, resolve_device
 from arca.paths import paths_of
 from arca.prompts import prompt_format
-from arca.rollout import Rollouts, pad_right
+from arca.rollout import Rollouts, encode_prompts, pad_right
+from arca.sampling import Sampling
 from arca.scoring import credit_inputs_for_rollouts, policy_scores
 
 log = logging.getLogger(__name__)
@@ -47,15 +48,7 @@ def sample_probe(cfg: Config, generator, problems: list[dict]) -> list[dict]:
     """
     e, k = cfg.eval, cfg.rollout.k
     fmt = prompt_format(cfg, generator.tokenizer)
-    r = generator.generate(
-        [fmt(p["problem"]) for p in problems],
-        k,
-        e.temperature,
-        e.top_p,
-        e.max_new_tokens,
-        seed=PROBE_SEED,
-        top_k=e.top_k,
-    )
+    r = generator.generate([fmt(p["problem"]) for p in problems], Sampling.from_eval(e, k, PROBE_SEED))
     rows = []
     for i, (ids, m, text) in enumerate(zip(r.completion_ids.tolist(), r.completion_mask.tolist(), r.texts)):
         p = problems[i // k]
@@ -76,22 +69,11 @@ def sample_probe(cfg: Config, generator, problems: list[dict]) -> list[dict]:
 def probe_batch(rows: list[dict], problems: list[dict], tokenizer, pad_id: int, max_prompt_tokens: int, fmt):
     """The probe's rows as a ``Rollouts`` batch (prompts re-encoded by ``fmt``, completions as sampled)."""
     by_id = {p["id"]: p for p in problems}
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer(
-            [fmt(by_id[r["problem_id"]]["problem"]) for r in rows],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_prompt_tokens,
-            add_special_tokens=False,
-        )
-    finally:
-        tokenizer.padding_side = side
+    prompt_rows = [fmt(by_id[r["problem_id"]]["problem"]) for r in rows]
+    ids, am = encode_prompts(tokenizer, prompt_rows, max_prompt_tokens)  # [N, P]
     comp = pad_right([torch.tensor(r["completion_ids"]) for r in rows], pad_id).long()  # [N, T]
     mask = pad_right([torch.tensor(r["mask"], dtype=torch.float32) for r in rows], 0.0).float()  # [N, T]
-    return Rollouts(enc["input_ids"], enc["attention_mask"], comp, mask, [r["text"] for r in rows])
+    return Rollouts(ids, am, comp, mask, [r["text"] for r in rows])
 
 
 def labelled_probe(cfg: Config, tokenizer, rows: list[dict], problems: list[dict]):

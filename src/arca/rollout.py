@@ -22,6 +22,7 @@ import torch
 
 from arca.config import Decoder, MaskRule
 from arca.decode.sampling import check_scores
+from arca.sampling import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +49,10 @@ class Rollouts:
 class Generator(Protocol):
     tokenizer: Any  # the policy's tokenizer (the prompt format renders chat templates with it)
 
-    def generate(
-        self,
-        prompts: list[str],
-        n: int,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
-        greedy: bool = False,
-        seed: int | None = None,
-        top_k: int = 0,
-        min_new_tokens: int = 0,
-        progress: str | None = None,
-    ) -> Rollouts: ...  # progress: label of a progress bar with ETA on stderr (None: no bar)
+    def generate(self, prompts: list[str], sampling: Sampling, progress: str | None = None) -> Rollouts:
+        """``sampling.n`` completions of each prompt (``arca.sampling``); ``progress``: label of a
+        progress bar with ETA on stderr (None: no bar)."""
+        ...
 
 
 # Values of ``rollout.completion_mask``; the first is the paper's.
@@ -137,6 +129,26 @@ def eos_token_ids(tokenizer, model=None) -> set[int]:
     return ids
 
 
+def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt ids and mask [N, P], left-padded (generation then continues every row at the same column),
+    each prompt cut to its first ``max_prompt_tokens`` tokens, no special tokens added (the prompt
+    format writes them). The tokenizer's own padding side is left as it was."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(
+            prompts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_prompt_tokens,
+            add_special_tokens=False,
+        )
+    finally:
+        tokenizer.padding_side = side
+    return enc["input_ids"], enc["attention_mask"]
+
+
 class TransformersGenerator:
     """Sampling with the model's weights in this process, in batches of ``batch_size`` completions.
 
@@ -176,58 +188,26 @@ class TransformersGenerator:
             except UnsupportedModelError as e:  # the same tokens either way; generate() covers every model
                 log.warning("%s; using generate() instead", e)
 
-    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded prompt ids and mask [N, P] (left padding keeps generation contiguous)."""
-        side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "left"
-        try:
-            enc = self.tokenizer(
-                prompts,
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=self.max_prompt_tokens,
-                add_special_tokens=False,
-            )
-        finally:
-            self.tokenizer.padding_side = side
-        return enc["input_ids"], enc["attention_mask"]
-
     @torch.no_grad()
-    def generate(
-        self,
-        prompts: list[str],
-        n: int,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
-        greedy: bool = False,
-        seed: int | None = None,
-        top_k: int = 0,
-        min_new_tokens: int = 0,
-        progress: str | None = None,
-    ) -> Rollouts:
-        """``min_new_tokens`` > 0 suppresses EOS until that many tokens exist (fixed-length benchmarks);
-        ``progress`` names a progress bar (completions done, rate, ETA) drawn on stderr."""
+    def generate(self, prompts: list[str], sampling: Sampling, progress: str | None = None) -> Rollouts:
+        """``sampling.n`` completions of each prompt; ``progress`` names a progress bar (completions
+        done, rate, ETA) drawn on stderr."""
         from arca.io import progress_bar
 
-        if seed is not None:
-            torch.manual_seed(seed)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
         was_training = self.model.training
         self.model.eval()  # sampling in eval mode (no LoRA dropout), as in the author's code
         device = next(self.model.parameters()).device
         try:
-            ids, am = self.encode_prompts([p for p in prompts for _ in range(n)])  # [N, P]
+            prompt_rows = [p for p in prompts for _ in range(sampling.n)]
+            ids, am = encode_prompts(self.tokenizer, prompt_rows, self.max_prompt_tokens)  # [N, P]
             outs = []
             bar = progress_bar(ids.shape[0], progress, unit="completion") if progress else None
             for start in range(0, ids.shape[0], self.batch_size):
                 b_ids = ids[start : start + self.batch_size].to(device)
                 b_am = am[start : start + self.batch_size].to(device)
-                outs.extend(
-                    self._decode_batch(
-                        b_ids, b_am, temperature, top_p, max_new_tokens, greedy, top_k, min_new_tokens
-                    ).cpu()
-                )  # [b, T] each
+                outs.extend(self._decode_batch(b_ids, b_am, sampling).cpu())  # [b, T] each
                 if bar is not None:
                     bar.update(b_ids.shape[0])
         finally:
@@ -240,42 +220,23 @@ class TransformersGenerator:
         mask = completion_mask(comp, self.eos_ids, self.pad_id, rule=self.mask_rule)  # [N, T]
         return Rollouts(ids, am, comp, mask, self.decode(comp, mask))
 
-    def _decode_batch(
-        self,
-        ids: torch.Tensor,
-        am: torch.Tensor,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
-        greedy: bool,
-        top_k: int,
-        min_new_tokens: int,
-    ) -> torch.Tensor:
+    def _decode_batch(self, ids: torch.Tensor, am: torch.Tensor, s: Sampling) -> torch.Tensor:
         """Completion ids [b, T] of one batch of left-padded prompts [b, P], padded after each row's EOS."""
         if self.lean is not None:
-            return self.lean.generate(
-                ids,
-                am,
-                max_new_tokens,
-                sorted(self.eos_ids),
-                self.pad_id,
-                greedy=greedy,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                min_new_tokens=min_new_tokens,
-            )
+            return self.lean.generate(ids, am, sorted(self.eos_ids), self.pad_id, s)
         # transformers reads top_k=0 as "no top-k filter"
         kwargs = (
-            dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
+            dict(do_sample=False)
+            if s.greedy
+            else dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
         )
-        if min_new_tokens > 0:
-            kwargs["min_new_tokens"] = min_new_tokens
+        if s.min_new_tokens > 0:
+            kwargs["min_new_tokens"] = s.min_new_tokens
         out = self.model.generate(
             logits_processor=[FiniteScores()],  # reads the scores, changes nothing
             input_ids=ids,
             attention_mask=am,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=s.max_new_tokens,
             pad_token_id=self.pad_id,
             eos_token_id=sorted(self.eos_ids),
             use_cache=True,

@@ -181,9 +181,9 @@ def policy_scores(
     """Gradient pass, adapter on: log-probs (with grad) plus detached entropies / hidden states.
 
     ``want_lora_delta`` collects the summed LoRA residual deltas with hooks in this same pass.
-    ``share_prompt`` runs each distinct prompt once for the K rows sharing it
-    (``LeanDecoder.final_hidden(exact=False)``), where the lean decoder supports the model and no
-    hook needs peft's modules; else (and by default) the full pass runs.
+    ``share_prompt`` runs each distinct prompt once for the K rows sharing it (docs/performance.md,
+    "The gradient pass"; ``LeanDecoder.final_hidden(exact=False)``), where the lean decoder supports
+    the model and no hook needs peft's modules; else (and by default) the full pass runs.
     """
     delta = None
     h = _shared_prompt_hidden(model, r, exact=False) if share_prompt and not want_lora_delta else None

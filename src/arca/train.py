@@ -40,6 +40,7 @@ from arca import credit_passes
 from arca.backends import make_generator
 from arca.cards import adapter_run_info
 from arca.config import (
+    STEP_COLUMNS,
     Config,
     ConfigError,
     NonFiniteError,
@@ -62,6 +63,7 @@ from arca.paths import RunPaths, paths_of
 from arca.probe import probe_problems
 from arca.prompts import prompt_format
 from arca.run_files import RunState, finish_run, load_checkpoint, log_scalars, save_checkpoint, tensorboard_writer
+from arca.sampling import Sampling
 from arca.scoring import credit_inputs, policy_scores, reference_scores, step_entropies
 
 log = logging.getLogger(__name__)
@@ -144,16 +146,7 @@ Reward = Callable[[str, str], bool]  # (completion, gold answer) -> solved
 def sample_rollouts(cfg: Config, generator, problems: list[dict]):
     """K completions per problem with the adapter on, under the rollout settings."""
     fmt = prompt_format(cfg, generator.tokenizer)  # once per step (it reads shots.jsonl), not once per prompt
-    fixed = {"min_new_tokens": cfg.rollout.min_new_tokens} if cfg.rollout.min_new_tokens > 0 else {}
-    return generator.generate(
-        [fmt(p["problem"]) for p in problems],
-        cfg.rollout.k,
-        cfg.rollout.temperature,
-        cfg.rollout.top_p,
-        cfg.rollout.max_new_tokens,
-        top_k=cfg.rollout.top_k,
-        **fixed,
-    )
+    return generator.generate([fmt(p["problem"]) for p in problems], Sampling.from_rollout(cfg.rollout))
 
 
 def grade_rollouts(texts: list[str], problems: list[dict], k: int, reward: Reward) -> torch.Tensor:
@@ -412,7 +405,11 @@ class Progress:
     reward: Reward = grade_paper  # the run's grader, for the held-out curve points too
 
     def step_done(self, m: dict) -> None:
-        self.state.metrics.append({**m, **self.identity})
+        line = {**m, **self.identity}
+        missing = [c for c in STEP_COLUMNS if c not in line]
+        if missing:  # the report reads every one of them from every line
+            raise KeyError(f"a training step's metrics lack {missing} (arca.config.STEP_COLUMNS)")
+        self.state.metrics.append(line)
         self.live_metrics.append(self.state.metrics[-1])
         log_scalars(self.tb, m, self.state.step, "train/")
 

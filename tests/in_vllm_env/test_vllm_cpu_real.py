@@ -29,6 +29,7 @@ from arca.models import build_base, load_base_model, wrap_lora
 from arca.paths import paths_of
 from arca.prompts import build_prompt
 from arca.rollout import TransformersGenerator
+from arca.sampling import Sampling
 from arca.train import policy_scores
 from arca.vllm_backend import VLLMGenerator
 
@@ -89,8 +90,9 @@ def engine(cfg):
 
 def greedy_pair(engine, model, tok, prompts, **kw):
     engine.use_model(model)
-    v = engine.generate(prompts, 1, 1.0, 1.0, MAX_NEW, greedy=True, **kw)
-    t = TransformersGenerator(model, tok, 64, 512).generate(prompts, 1, 1.0, 1.0, MAX_NEW, greedy=True, **kw)
+    sampling = Sampling(1, MAX_NEW, greedy=True, **kw)
+    v = engine.generate(prompts, sampling)
+    t = TransformersGenerator(model, tok, 64, 512).generate(prompts, sampling)
     return v, t
 
 
@@ -122,12 +124,12 @@ def test_min_new_tokens_and_sampling_filters(cfg, engine, prompts):
     assert_same(v, t)
     assert v.completion_mask.sum().item() == len(prompts) * MAX_NEW  # EOS held back: every row full length
     # top-k 1 and a tiny top-p leave only the most likely token: sampling must then equal greedy
-    g = engine.generate(prompts, 2, 1.0, 1.0, MAX_NEW, greedy=True)
+    g = engine.generate(prompts, Sampling(2, MAX_NEW, greedy=True))
     for kw in (dict(top_p=1.0, top_k=1), dict(top_p=1e-6, top_k=0)):
-        s = engine.generate(prompts, 2, 1.0, kw["top_p"], MAX_NEW, seed=3, top_k=kw["top_k"])
+        s = engine.generate(prompts, Sampling(2, MAX_NEW, 1.0, seed=3, **kw))
         assert torch.equal(s.completion_ids, g.completion_ids), kw
     # and at T=1 without filters the samples differ from greedy and among themselves
-    s = engine.generate(prompts, 2, 1.0, 1.0, MAX_NEW, seed=3, top_k=0)
+    s = engine.generate(prompts, Sampling(2, MAX_NEW, 1.0, 1.0, 0, seed=3))
     assert s.texts != g.texts and s.texts[0::2] != s.texts[1::2]
 
 
@@ -137,10 +139,10 @@ def test_samples_follow_the_updated_adapter(cfg, engine, prompts):
     model), under a new LoRA id, and differ from the output before the change."""
     model, tok = random_b_policy(cfg, 3)
     engine.use_model(model)
-    before = engine.generate(prompts, 1, 1.0, 1.0, MAX_NEW, greedy=True)
+    before = engine.generate(prompts, Sampling.greedy_decoding(MAX_NEW))
     id0 = engine.sync.current[1]
     # the step: log-likelihood of vLLM's own samples (always has a gradient, unlike GRPO on equal rewards)
-    r = engine.generate(prompts[:4], 4, 1.0, 0.95, MAX_NEW, seed=1, top_k=50)
+    r = engine.generate(prompts[:4], Sampling(4, MAX_NEW, 1.0, 0.95, 50, seed=1))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2, weight_decay=0.0)
     model.train()
     lp = policy_scores(model, r, False, False).logprobs  # [N, T]
@@ -169,7 +171,7 @@ def test_samples_follow_the_updated_adapter(cfg, engine, prompts):
 def test_vllm_logprobs_match_the_training_pass(cfg, engine, prompts):
     model, tok = random_b_policy(cfg, 5)
     engine.use_model(model)
-    r, lp_vllm = engine.generate_with_logprobs(prompts[:8], 4, 1.0, 0.95, MAX_NEW, seed=7, top_k=50)  # [N, T]
+    r, lp_vllm = engine.generate_with_logprobs(prompts[:8], Sampling(4, MAX_NEW, 1.0, 0.95, 50, seed=7))  # [N, T]
     model.eval()  # no LoRA dropout: the same function vLLM computed
     with torch.no_grad():
         lp_train = policy_scores(model, r, False, False).logprobs  # [N, T]
@@ -190,16 +192,15 @@ def test_asking_for_logprobs_changes_no_sampled_token(cfg, engine, prompts):
     the samples must be those drawn without them, and each sample's sum must be there and finite."""
     from vllm import SamplingParams
 
-    from arca.vllm_backend import build_requests, encode_prompts, sampling_params_kwargs
+    from arca.rollout import encode_prompts
+    from arca.vllm_backend import build_requests, prompt_token_lists, sampling_params_kwargs
 
     base, tok = load_base_model(cfg)
     engine.use_model(base)  # no adapter: the engine alone
-    lists, _, _ = encode_prompts(tok, prompts[:8], engine.max_prompt_tokens)
+    lists = prompt_token_lists(*encode_prompts(tok, prompts[:8], engine.max_prompt_tokens))
 
     def sample(logprobs: bool):
-        kw = sampling_params_kwargs(
-            4, 1.0, 0.95, MAX_NEW, seed=11, stop_token_ids=engine.eos_ids, top_k=50, logprobs=logprobs
-        )
+        kw = sampling_params_kwargs(Sampling(4, MAX_NEW, 1.0, 0.95, 50, seed=11), engine.eos_ids, logprobs)
         return engine._engine().generate(build_requests(lists), SamplingParams(**kw), use_tqdm=False)
 
     plain, checked = sample(False), sample(True)
@@ -295,6 +296,6 @@ def test_a_nan_in_the_weights_vllm_loads_stops_sampling(cfg, prompts, tmp_path):
             with pytest.raises(
                 NonFiniteError, match="^sampling: non-finite logits from the model at completion token 0 "
             ):
-                gen.generate(prompts[:4], 2, 1.0, 0.95, 8, greedy=greedy, seed=1, top_k=50)
+                gen.generate(prompts[:4], Sampling(2, 8, 1.0, 0.95, 50, greedy=greedy, seed=1))
     finally:
         gen.close()

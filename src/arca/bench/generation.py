@@ -20,6 +20,7 @@ from arca.bench.common import (
 from arca.bench.tables import format_generation_table
 from arca.config import Config, from_dict, to_dict
 from arca.paths import paths_of
+from arca.sampling import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _timed_rounds(
     """
     from arca.prompts import prompt_format
 
-    r, L, K = cfg.rollout, cfg.rollout.max_new_tokens, cfg.rollout.k
+    r, L = cfg.rollout, cfg.rollout.max_new_tokens
     rows: dict[str, list[dict]] = {b: [] for b in gens}
     warmup: dict[str, float] = {}
     fmt = prompt_format(cfg, next(iter(gens.values())).tokenizer)  # the config's prompt, as in training
@@ -66,9 +67,7 @@ def _timed_rounds(
         prompts = [fmt(p["problem"]) for p in problems[i]]
         for b, gen in gens.items():
             t0 = time.perf_counter()
-            out = gen.generate(
-                prompts, K, r.temperature, r.top_p, L, seed=cfg.train.seed + i, top_k=r.top_k, min_new_tokens=L
-            )
+            out = gen.generate(prompts, Sampling.from_rollout(r, seed=cfg.train.seed + i, min_new_tokens=L))
             dt = time.perf_counter() - t0
             tokens = float(out.completion_mask.sum())
             if i == 0:

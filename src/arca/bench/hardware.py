@@ -12,6 +12,7 @@ import torch
 from arca.bench.common import median, ratio, top_rank
 from arca.config import Config
 from arca.paths import paths_of
+from arca.sampling import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +44,7 @@ def compare_decoders(cfg: Config, device: torch.device, step_problems: list[list
         out = {}
         for d in ("generate", "lean") if i % 2 else ("lean", "generate"):
             t0 = time.perf_counter()
-            out[d] = gens[d].generate(
-                prompts,
-                r.k,
-                r.temperature,
-                r.top_p,
-                r.max_new_tokens,
-                seed=cfg.train.seed + i,
-                top_k=r.top_k,
-                min_new_tokens=r.min_new_tokens,
-            )
+            out[d] = gens[d].generate(prompts, Sampling.from_rollout(r, seed=cfg.train.seed + i))
             if i > 0:
                 seconds[d].append(time.perf_counter() - t0)
         identical &= torch.equal(out["generate"].completion_ids, out["lean"].completion_ids)

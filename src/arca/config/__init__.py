@@ -76,6 +76,8 @@ from arca.config.sections import (  # noqa: F401
 )
 from arca.config.sweep import (  # noqa: F401
     BASE,
+    RUN_IDENTITY,
+    STEP_COLUMNS,
     check_run_overrides,
     curve_start_hash,
     eval_hash,

@@ -108,24 +108,8 @@ class ForksConfig:
     the correct answers.
     """
 
-    p_bug: float = 0.0
-    families: list[str] = field(
-        default_factory=lambda: [
-            "none",
-            "precedence_add",
-            "precedence_sub",
-            "subtract_from",
-            "more_diff",
-            "in_all",
-            "fewer_than",
-            "more_than",
-            "half",
-            "each",
-            "share",
-            "cross_plus",
-            "cross_minus",
-        ]
-    )
+    p_bug: float = 0.6
+    families: list[str] = field(default_factory=lambda: ["chain2", "chain_none"])
 
 
 @dataclass
@@ -174,10 +158,10 @@ class RolloutConfig:
 class TrainConfig:
     """GRPO optimisation (docs/method.md: AdamW, warm-up then cosine, grad clip 1.0)."""
 
-    steps: int = 50
+    steps: int = 30
     prompts_per_step: int = 8
     micro_batch_prompts: int = 8  # prompts per gradient micro-batch (accumulation = ratio)
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 5
     min_lr_ratio: float = 0.0
@@ -188,10 +172,9 @@ class TrainConfig:
     # Null control: rewards shuffled among the step's completions before the advantages, so the
     # update keeps its size and noise but carries no information about which answer was right.
     shuffle_rewards: bool = False
-    # The gradient pass runs each distinct prompt once for the K completions sharing it (their
-    # keys and values and, in train mode, the prompt positions' LoRA-dropout draw are shared):
-    # about half the work of the full pass per row, the same log-probs up to rounding. false =
-    # the full pass per row, as the author's code (and TRL) run it.
+    # The gradient and adapter-off passes run each prompt once per group of K (docs/performance.md,
+    # "The gradient pass", states what that changes); false = the full pass per row, as the
+    # author's code (and TRL) run it.
     share_prompt: bool = True
 
 
@@ -229,14 +212,14 @@ class EvalConfig:
     grader_workers: int = 1
     # Learning curves: greedy and one T=1 sample on the first ``curve_problems`` test problems,
     # at step 0 and every ``every`` optimizer steps of training (0 = no curve).
-    every: int = 0
+    every: int = 10
     curve_problems: int = 100
     # Credit precision on a fixed set of held-out rollouts: the base model's K samples on the first
     # ``probe_problems`` test problems, scored by every run's final model (0 = off).
-    probe_problems: int = 0
+    probe_problems: int = 32
     # Monte Carlo ground truth (arca.mc_values): the value of every prefix of the probe rollouts of
     # the first ``mc_problems`` probe problems, from ``mc_samples`` base-model continuations (0 = off).
-    mc_problems: int = 0
+    mc_problems: int = 8
     mc_samples: int = 8
     # ... and under the final models of each cell's first ``mc_final_seeds`` seeds too (0 = base model only)
     mc_final_seeds: int = 0
@@ -270,6 +253,8 @@ class SweepConfig:
             SweepCell("entropy_reduction", [8]),
             SweepCell("divergence", [8]),
             SweepCell("arca", [2, 8]),
+            SweepCell("oracle_decisive", [8]),
+            SweepCell("uniform", [8], label="null", overrides={"train.shuffle_rewards": True}),
         ]
     )
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])

@@ -21,10 +21,42 @@ def eval_targets(cfg: Config) -> list[str]:
     return [BASE, *cfg.run_ids()]
 
 
-def run_identity(run_id: str, method: str) -> dict:
-    """What every record of a run carries: ``{"run", "label", "method", "rank", "seed"}``."""
+# What every record of a run carries, in this order (``run_identity``).
+RUN_IDENTITY = ("run", "label", "method", "rank", "seed")
+
+# The columns of one training step in a run's ``metrics.jsonl`` (the report's order): every step of
+# every method writes them. After them a step writes the seconds of each update phase, its extra
+# passes and, on a corpus with planted forks, the fork-label metrics; the report keeps those too.
+STEP_COLUMNS = (
+    "step",
+    *RUN_IDENTITY,
+    "loss",
+    "reward_mean",
+    "reward_std",
+    "lr",
+    "grad_norm",
+    "gen_seconds",
+    "update_seconds",
+    "step_seconds",
+    "completion_len_mean",
+    "surprisal_mean",
+    "gini",
+    "eff_ratio",
+    "fallback_frac",
+    "residual_mean",
+    "residual_max",
+)
+
+
+def run_identity(run_id: str, method: str = BASE) -> dict:
+    """What every record of a run carries: ``RUN_IDENTITY`` of ``run_id`` trained with ``method``.
+
+    The base model (``run_id`` ``BASE``) is named ``BASE`` in every field and has no rank or seed.
+    """
+    if run_id == BASE:
+        return dict(zip(RUN_IDENTITY, (BASE, BASE, BASE, None, None)))
     label, rank, seed = parse_run_id(run_id)
-    return {"run": run_id, "label": label, "method": method, "rank": rank, "seed": seed}
+    return dict(zip(RUN_IDENTITY, (run_id, label, method, rank, seed)))
 
 
 def for_run(cfg: Config, run_id: str) -> Config:

@@ -26,6 +26,7 @@ from arca.decode.layers import (
     unsupported,
 )
 from arca.decode.sampling import check_logits, next_tokens, process_scores
+from arca.sampling import Sampling
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3")
 
@@ -263,23 +264,15 @@ class LeanDecoder:
 
     @torch.no_grad()
     def generate(
-        self,
-        ids: torch.Tensor,
-        am: torch.Tensor,
-        max_new_tokens: int,
-        eos_ids: list[int],
-        pad_id: int,
-        greedy: bool = False,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        min_new_tokens: int = 0,
+        self, ids: torch.Tensor, am: torch.Tensor, eos_ids: list[int], pad_id: int, s: Sampling
     ) -> torch.Tensor:
-        """Completions [B, T] (T <= max_new_tokens) of left-padded prompts ``ids`` / ``am`` [B, P].
+        """Completions [B, T] (T <= s.max_new_tokens) of left-padded prompts ``ids`` / ``am`` [B, P].
 
         Row b holds its tokens up to and including its first EOS, then ``pad_id``; T is the step at
-        which the last row stopped. The model must be in eval mode.
+        which the last row stopped. The rows are already repeated ``s.n`` times and the global RNG
+        already seeded (``s.seed``) by the caller. The model must be in eval mode.
         """
+        max_new_tokens = s.max_new_tokens
         B, P = ids.shape
         device = ids.device
         blocks = self.blocks(merge=True)
@@ -296,8 +289,10 @@ class LeanDecoder:
         while True:
             # every row is sampled, finished ones too (their draws are thrown away), so the RNG
             # advances exactly as in generate()
-            scores = process_scores(logits, steps, greedy, temperature, top_k, top_p, min_new_tokens, eos_mask)
-            tok = next_tokens(scores, greedy) * unfinished + pad_id * (1 - unfinished)  # [B]
+            scores = process_scores(
+                logits, steps, s.greedy, s.temperature, s.top_k, s.top_p, s.min_new_tokens, eos_mask
+            )  # [B, V]
+            tok = next_tokens(scores, s.greedy) * unfinished + pad_id * (1 - unfinished)  # [B]
             out[:, steps] = tok
             steps += 1
             unfinished = unfinished & ~torch.isin(tok, eos)

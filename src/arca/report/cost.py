@@ -44,7 +44,7 @@ def _costs(row: dict, rule: str, path: str | None) -> None:
 def cost_table(cfg: Config) -> pd.DataFrame:
     """One row for the base model (its build and evaluation), then one per run (training and
     evaluation), in sweep order; columns ``COLUMNS``."""
-    base = {"run": BASE, "label": BASE, "method": BASE, "rank": None, "seed": None}
+    base = run_identity(BASE)
     _costs(base, "build_base", paths_of(cfg).benchmark("build_base"))
     _costs(base, "mc_values", paths_of(cfg).benchmark("mc_values") if cfg.eval.mc_problems > 0 else None)
     _costs(base, "train", None)

@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arca.config import Config, InputError, MissingInputError, for_run, parse_run_id, run_hash
+from arca.config import (
+    STEP_COLUMNS,
+    Config,
+    InputError,
+    MissingInputError,
+    for_run,
+    run_hash,
+    run_identity,
+)
 from arca.io import read_jsonl
 from arca.paths import paths_of
 from arca.report.branch_scores import outcome_scores
@@ -24,30 +32,6 @@ from arca.stats import (
 )
 
 log = logging.getLogger(__name__)
-
-METRIC_COLUMNS = [
-    "step",
-    "run",
-    "label",
-    "method",
-    "rank",
-    "seed",
-    "loss",
-    "reward_mean",
-    "reward_std",
-    "lr",
-    "grad_norm",
-    "gen_seconds",
-    "update_seconds",
-    "step_seconds",
-    "completion_len_mean",
-    "surprisal_mean",
-    "gini",
-    "eff_ratio",
-    "fallback_frac",
-    "residual_mean",
-    "residual_max",
-]
 
 
 def train_mean(metrics: pd.DataFrame, col: str) -> float:
@@ -107,7 +91,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
         raise InputError(f"{path}: no metrics lines")
     df = pd.DataFrame(rows)
     # Keep the contract's column order first; extra keys a producer adds are kept after it.
-    cols = [c for c in METRIC_COLUMNS if c in df.columns] + [c for c in df.columns if c not in METRIC_COLUMNS]
+    cols = [c for c in STEP_COLUMNS if c in df.columns] + [c for c in df.columns if c not in STEP_COLUMNS]
     return df[cols].sort_values("step", kind="stable").reset_index(drop=True)
 
 
@@ -208,7 +192,6 @@ def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int
     """Every run of the sweep and the base model; returns (runs, base, protocol, grader, k)."""
     runs, problems = [], test_problems(cfg)
     for run in cfg.run_ids():
-        label, rank, seed = parse_run_id(run)
         metrics = read_metrics(paths_of(cfg).run(run).metrics)
         summary, scores, proto, grader = load_eval(cfg, run, problems)
         check_run_hash(cfg, run, summary)
@@ -216,11 +199,16 @@ def load_records(cfg: Config) -> tuple[list[RunRecord], RunRecord, str, str, int
         curve = read_curve(paths_of(cfg).run(run).curve)
         runs.append(
             RunRecord(
-                run, label, method, rank, seed, summary, scores, metrics, for_run(cfg, run).train.grad_clip, curve
+                **run_identity(run, method),
+                summary=summary,
+                scores=scores,
+                metrics=metrics,
+                grad_clip=for_run(cfg, run).train.grad_clip,
+                curve=curve,
             )
         )
     summary, scores, proto, grader = load_eval(cfg, BASE, problems)
-    base = RunRecord(BASE, BASE, BASE, None, None, summary, scores)
+    base = RunRecord(**run_identity(BASE), summary=summary, scores=scores)
     k = int(summary["protocols"][proto].get("pass_at_k", {}).get("k", cfg.eval.pass_k))
     for rec in runs + [base]:
         _check_against_summary(rec, proto, grader)

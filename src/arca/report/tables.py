@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arca.config import Config
+from arca.config import RUN_IDENTITY, Config
 from arca.io import write_text
 from arca.paths import Paths, paths_of
 from arca.report import cost
@@ -92,11 +92,7 @@ def runs_table(runs: list[RunRecord], base: RunRecord, protocol: str, grader: st
     rows = []
     for rec in [base] + runs:
         row = {
-            "run": rec.run,
-            "label": rec.label,
-            "method": rec.method,
-            "rank": rec.rank,
-            "seed": rec.seed,
+            **{k: getattr(rec, k) for k in RUN_IDENTITY},
             "config_hash": rec.summary.get("config_hash"),
             "trainable_params": rec.summary.get("trainable_params"),
             "protocol": protocol,

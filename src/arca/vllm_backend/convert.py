@@ -15,6 +15,7 @@ import torch
 
 from arca.config import NonFiniteError
 from arca.rollout import Rollouts, completion_mask, pad_right
+from arca.sampling import Sampling
 
 # The ranks vLLM's LoRA kernels accept for ``max_lora_rank`` (vllm.config.lora.MaxLoRARanks).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -28,38 +29,32 @@ def vllm_lora_rank(rank: int) -> int:
     raise ValueError(f"key 'lora.rank' is {rank}, above the largest rank vLLM supports ({VLLM_LORA_RANKS[-1]})")
 
 
-def sampling_params_kwargs(
-    n: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    greedy: bool = False,
-    seed: int | None = None,
-    stop_token_ids: Sequence[int] | None = None,
-    top_k: int = 0,
-    min_new_tokens: int = 0,
-    logprobs: bool = False,
-) -> dict:
-    """Keyword arguments of ``vllm.SamplingParams`` equal to the transformers backend's settings.
+def sampling_params_kwargs(s: Sampling, stop_token_ids: Sequence[int] | None = None, logprobs: bool = False) -> dict:
+    """Keyword arguments of ``vllm.SamplingParams`` equal to the transformers backend's settings ``s``.
 
     Sampling: temperature, top-k (``top_k`` > 0, else off: -1), top-p. Greedy: temperature 0 and ONE sample per prompt
-    (every greedy sample is the same; ``parse_outputs`` repeats it ``n`` times, which also avoids
+    (every greedy sample is the same; ``parse_outputs`` repeats it ``s.n`` times, which also avoids
     vLLM versions that refuse n > 1 with greedy decoding). ``min_new_tokens`` > 0 becomes
     ``min_tokens`` (greedy or not, as transformers). ``logprobs`` asks for the log-probability of
     each sampled token (``logprobs=0``: no alternatives), read by ``sampled_logprobs`` and
     ``check_sampled_logprobs``.
     """
-    kw: dict[str, Any] = dict(max_tokens=int(max_new_tokens), detokenize=False)
-    if greedy:
+    kw: dict[str, Any] = dict(max_tokens=int(s.max_new_tokens), detokenize=False)
+    if s.greedy:
         kw.update(n=1, temperature=0.0, top_p=1.0, top_k=-1)
     else:
-        kw.update(n=int(n), temperature=float(temperature), top_p=float(top_p), top_k=int(top_k) if top_k > 0 else -1)
-    if min_new_tokens > 0:
-        kw["min_tokens"] = int(min_new_tokens)
+        kw.update(
+            n=int(s.n),
+            temperature=float(s.temperature),
+            top_p=float(s.top_p),
+            top_k=int(s.top_k) if s.top_k > 0 else -1,
+        )
+    if s.min_new_tokens > 0:
+        kw["min_tokens"] = int(s.min_new_tokens)
     if logprobs:
         kw["logprobs"] = 0
-    if seed is not None:
-        kw["seed"] = int(seed)
+    if s.seed is not None:
+        kw["seed"] = int(s.seed)
     if stop_token_ids:
         kw["stop_token_ids"] = sorted(int(t) for t in stop_token_ids)
     return kw
@@ -70,29 +65,9 @@ def build_requests(prompt_token_ids: list[list[int]]) -> list[dict]:
     return [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompt_token_ids]
 
 
-def encode_prompts(
-    tokenizer, prompts: list[str], max_prompt_tokens: int
-) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
-    """Token ids of each prompt (truncated like the transformers backend) and the left-padded batch.
-
-    Returns ``(ids per prompt, prompt_ids [M, P], prompt_mask [M, P])``.
-    """
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer(
-            prompts,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_prompt_tokens,
-            add_special_tokens=False,
-        )
-    finally:
-        tokenizer.padding_side = side
-    ids, am = enc["input_ids"], enc["attention_mask"]  # [M, P]
-    lists = [row[m.bool()].tolist() for row, m in zip(ids, am)]
-    return lists, ids, am
+def prompt_token_lists(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[list[int]]:
+    """The token ids of each left-padded prompt row [M, P] without its padding (what vLLM is given)."""
+    return [row[m.bool()].tolist() for row, m in zip(prompt_ids, prompt_mask)]
 
 
 def decode_completions(tokenizer, comp: torch.Tensor, mask: torch.Tensor, eos_ids: set[int]) -> list[str]:

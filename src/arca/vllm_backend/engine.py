@@ -17,14 +17,15 @@ from pathlib import Path
 import torch
 
 from arca.paths import paths_of
-from arca.rollout import Rollouts, eos_token_ids
+from arca.rollout import Rollouts, encode_prompts, eos_token_ids
+from arca.sampling import Sampling
 from arca.vllm_backend.adapters import AdapterSync
 from arca.vllm_backend.convert import (
     build_requests,
     check_sampled_logprobs,
-    encode_prompts,
     max_model_len,
     parse_outputs,
+    prompt_token_lists,
     sampled_logprobs,
     sampling_params_kwargs,
     vllm_lora_rank,
@@ -130,78 +131,38 @@ class VLLMGenerator:
                 self._llm = LLM(**self.engine_kwargs())
         return self._llm
 
-    def _run(
-        self,
-        prompts: list[str],
-        n: int,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
-        greedy: bool,
-        seed: int | None,
-        top_k: int,
-        min_new_tokens: int,
-        progress: str | None = None,
-    ) -> tuple[Rollouts, list]:
+    def _run(self, prompts: list[str], s: Sampling, progress: str | None = None) -> tuple[Rollouts, list]:
         """Sample, with the sampled tokens' log-probabilities (always: the finiteness check reads them)."""
         _, SamplingParams, LoRARequest = self._vllm
-        lists, p_ids, p_mask = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)
-        params = SamplingParams(
-            **sampling_params_kwargs(
-                n, temperature, top_p, max_new_tokens, greedy, seed, self.eos_ids, top_k, min_new_tokens, True
-            )
-        )
+        p_ids, p_mask = encode_prompts(self.tokenizer, prompts, self.max_prompt_tokens)  # [M, P]
+        params = SamplingParams(**sampling_params_kwargs(s, self.eos_ids, True))
         lora = self.sync.request_args(self.model)
         outputs = self._engine().generate(
-            build_requests(lists),
+            build_requests(prompt_token_lists(p_ids, p_mask)),
             params,
             use_tqdm=progress is not None,
             lora_request=LoRARequest(*lora) if lora else None,
         )
         check_sampled_logprobs(outputs)
         r = parse_outputs(
-            outputs, n, self.eos_ids, self.pad_id, p_ids, p_mask, self.tokenizer, self.cfg.rollout.completion_mask
+            outputs, s.n, self.eos_ids, self.pad_id, p_ids, p_mask, self.tokenizer, self.cfg.rollout.completion_mask
         )
         return r, outputs
 
     @torch.no_grad()
-    def generate(
-        self,
-        prompts: list[str],
-        n: int,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
-        greedy: bool = False,
-        seed: int | None = None,
-        top_k: int = 0,
-        min_new_tokens: int = 0,
-        progress: str | None = None,
-    ) -> Rollouts:
+    def generate(self, prompts: list[str], sampling: Sampling, progress: str | None = None) -> Rollouts:
         """``progress``: vLLM's own progress bar (any name turns it on)."""
-        return self._run(prompts, n, temperature, top_p, max_new_tokens, greedy, seed, top_k, min_new_tokens, progress)[
-            0
-        ]
+        return self._run(prompts, sampling, progress)[0]
 
     @torch.no_grad()
-    def generate_with_logprobs(
-        self,
-        prompts: list[str],
-        n: int,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
-        seed: int | None = None,
-        top_k: int = 0,
-        min_new_tokens: int = 0,
-    ) -> tuple[Rollouts, torch.Tensor]:
-        """Sampled rollouts and vLLM's log-probability of each sampled token [N, T] (NaN where none).
+    def generate_with_logprobs(self, prompts: list[str], sampling: Sampling) -> tuple[Rollouts, torch.Tensor]:
+        """Rollouts under ``sampling`` and vLLM's log-probability of each sampled token [N, T] (NaN where none).
 
         vLLM reports the raw model's log-probabilities (before temperature, top-k and top-p), the
         quantity the training pass recomputes.
         """
-        r, outputs = self._run(prompts, n, temperature, top_p, max_new_tokens, False, seed, top_k, min_new_tokens)
-        return r, sampled_logprobs(outputs, n, r.completion_ids.shape[1])
+        r, outputs = self._run(prompts, sampling)
+        return r, sampled_logprobs(outputs, sampling.n, r.completion_ids.shape[1])
 
     def close(self) -> None:
         self.sync.close()
