@@ -62,12 +62,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("step")
     parser.add_argument("--config", action="append", default=[])
     parser.add_argument("--set", action="append", default=[], dest="overrides")
-    parser.add_argument("--run", default="")
+    parser.add_argument("--run", nargs="+", default=[""])
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv[2:])
     cfg = load_config(args.config, args.overrides)
     p = paths_of(cfg)
-    step, run = args.step, args.run
+    step, run = args.step, " ".join(args.run)  # evaluate takes every seed of a cell
     note = ""
     if step == "prepare-data":
         files, dirs = list(p.data.declared().values()), []
@@ -80,7 +80,7 @@ def main(argv: list[str]) -> int:
         # Undeclared siblings, as the real step writes them.
         dirs.append(out.checkpoints)
     elif step == "evaluate":
-        files, dirs = list(p.eval(run).declared().values()), []
+        files, dirs = [f for r in args.run for f in p.eval(r).declared().values()], []
     elif step == "probe-rollouts":
         files, dirs = [_declared(args.out, p.probe_rollouts)], []
     elif step == "curve-start":

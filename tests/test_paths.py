@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from arca.config import eval_targets, load_config
+from arca.config import BASE, load_config
 from arca.paths import FIGURE_FORMATS, FIGURES, PRETRAIN_LOSS, TABLES, Paths, RunPaths, paths_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,7 +216,8 @@ def test_rule_outputs_are_the_paths_the_steps_write(tmp_path):
         "prepare_data": {p.data.train, p.data.test},
         "build_base": {p.base},
         "train": {f for r in cfg.run_ids() for f in p.run(r).declared().values()},
-        "evaluate": {f for t in eval_targets(cfg) for f in p.eval(t).declared().values()},
+        "evaluate": {f for t in cfg.run_ids() for f in p.eval(t).declared().values()},
+        "evaluate_base": set(p.eval(BASE).declared().values()),
         "probe_rollouts": {p.probe_rollouts},
         "curve_start": {p.curve_start},
         "mc_values": {p.mc_values, p.mc_summary},

@@ -47,8 +47,9 @@ def test_cost_table_rows_per_run_and_cells(cfg):
     _bench(paths_of(cfg).benchmark("evaluate", "base"), ("10.0", "800"))
     for i, run in enumerate(cfg.run_ids()):
         _bench(paths_of(cfg).benchmark("train", run), (f"{30 + i}", f"{1000 + i}"))
-        if run != "arca_r4_s2":  # one evaluation run by hand: no record
-            _bench(paths_of(cfg).benchmark("evaluate", run), ("5.0", "700"))
+    # one evaluation job per cell, its seconds shared among the cell's seeds; arca r4 evaluated by hand: no record
+    _bench(paths_of(cfg).benchmark("evaluate", "uniform_r4"), ("10.0", "700"))
+    _bench(paths_of(cfg).benchmark("evaluate", "arca_r2"), ("12.0", "750"))
     df = cost_table(cfg)
     assert list(df.columns) == COLUMNS
     assert list(df["run"]) == ["base", *cfg.run_ids()]
@@ -60,6 +61,8 @@ def test_cost_table_rows_per_run_and_cells(cfg):
     assert (row["label"], row["method"], row["rank"], row["seed"]) == ("arca", "arca", 2, 1)
     assert math.isnan(row["build_base_s"]) and row["train_s"] == 30 + cfg.run_ids().index("arca_r2_s1")
     assert math.isnan(df.set_index("run").loc["arca_r4_s2"]["evaluate_s"])
+    assert list(df.set_index("run").loc[["arca_r2_s1", "arca_r2_s2"], "evaluate_s"]) == [6.0, 6.0]
+    assert df.set_index("run").loc["uniform_r4_s2", "evaluate_max_rss_mb"] == 700.0
 
     headers, rows = cost_rows(cfg, df)
     assert headers == [
@@ -88,12 +91,13 @@ def test_cost_table_rows_per_run_and_cells(cfg):
         "",
         f"{30 + (i1 + i2) / 2:.1f}",
         str(1000 + max(i1, i2)),
-        "5.0",
-        "700",
+        "",
+        "",
     ]
+    assert by_cell["arca r2"][-2:] == ["6.0", "750"]
     total_train = sum(30 + i for i in range(len(ids)))
     assert by_cell["total"][:7] == ["total", str(1 + len(ids)), "120.0", "900", "40.0", "600", f"{total_train:.1f}"]
-    assert by_cell["total"][8] == f"{10.0 + 5.0 * (len(ids) - 1):.1f}"
+    assert by_cell["total"][8] == f"{10.0 + 10.0 + 12.0:.1f}"  # the jobs' seconds: base, uniform r4, arca r2
 
 
 def test_cost_table_without_any_record_is_empty_not_an_error(cfg):

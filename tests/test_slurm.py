@@ -147,7 +147,8 @@ def test_smoke_dag_through_slurm_equals_the_local_reference(slurm_smoke):
     assert rules == {r: n for r, n in planned.items() if r not in local}, (rules, planned)
     assert (
         rules["train"] == 7
-        and rules["evaluate"] == 8
+        and rules["evaluate"] == 7  # one job per cell
+        and rules["evaluate_base"] == 1
         and local == {"all", "prepare_data", "aggregate", "figures", "heatmap"}
     )
     assert all(jobs[i]["JobState"] == "COMPLETED" for i in ids), {i: jobs[i]["JobState"] for i in ids}

@@ -26,6 +26,7 @@ from arca import snakeconfig, snakerules
 from arca.config import (
     Config,
     ConfigError,
+    cell_runs,
     deep_merge,
     eval_hash,
     eval_targets,
@@ -290,12 +291,15 @@ def test_run_ids_and_wildcard_regexes():
     assert ids[0] == "uniform_r8_s1" and "arca_r2_s2" in ids and len(ids) == 8 * len(cfg.sweep.seeds)
     assert "oracle_decisive_r8_s1" in ids and "null_r8_s3" in ids
     assert eval_targets(cfg) == ["base", *ids]
-    run_re, eval_re = re.compile(snakerules.run_regex(cfg)), re.compile(snakerules.eval_regex(cfg))
+    run_re, cell_re = re.compile(snakerules.run_regex(cfg)), re.compile(snakerules.cell_regex(cfg))
     for run in ids:
-        assert run_re.fullmatch(run) and eval_re.fullmatch(run)
-    assert eval_re.fullmatch("base") and not run_re.fullmatch("base")
-    for bad in ("arca_r3_s1", "arca_r2_s1/x", "uniform_r8", "arca_r2_s"):
-        assert not run_re.fullmatch(bad) and not eval_re.fullmatch(bad)
+        assert run_re.fullmatch(run) and not cell_re.fullmatch(run)
+    # one evaluation job per cell: every seed of it, in the sweep's seed order
+    assert list(cell_runs(cfg)) == [i[: -len("_s1")] for i in ids if i.endswith("_s1")]
+    assert snakerules.evaluated_runs(cfg, "arca_r2") == " ".join(f"arca_r2_s{s}" for s in cfg.sweep.seeds)
+    assert all(cell_re.fullmatch(c) for c in ("uniform_r8", "arca_r2", "null_r8")) and not cell_re.fullmatch("base")
+    for bad in ("arca_r3_s1", "arca_r2_s1/x", "arca_r3", "arca_r2_s"):
+        assert not run_re.fullmatch(bad) and not cell_re.fullmatch(bad)
 
 
 def test_snakerules_accepts_snakemake_config_dict():
@@ -311,15 +315,17 @@ def _strs(d):
 
 def test_rule_inputs():
     cfg = load_config(REPO / "configs" / "default.yaml", ["paths.results=/r"])
-    assert "adapter" not in snakerules.eval_inputs(cfg, "base")
-    assert str(snakerules.eval_inputs(cfg, "arca_r2_s1")["adapter"]) == "/r/default/runs/arca_r2_s1/adapter"
+    assert "adapters" not in snakerules.eval_inputs(cfg, "base")
+    # one evaluation job per cell waits for every seed's adapter
+    adapters = [str(a) for a in snakerules.eval_inputs(cfg, "arca_r2")["adapters"]]
+    assert adapters == [f"/r/default/runs/arca_r2_s{s}/adapter" for s in cfg.sweep.seeds]
     # every run's credit precision is read on the one set of base-model probe rollouts
-    assert str(snakerules.eval_inputs(cfg, "arca_r2_s1")["probe"]) == "/r/default/eval/probe_rollouts.jsonl"
+    assert str(snakerules.eval_inputs(cfg, "arca_r2")["probe"]) == "/r/default/eval/probe_rollouts.jsonl"
     assert "probe" not in snakerules.eval_inputs(cfg, "base")
     benchmarks = [str(b) for b in snakerules.aggregate_inputs(cfg)["benchmarks"]]
     # the base model's build and its Monte Carlo values, then each run's training and every evaluation
     assert benchmarks == [str(b) for b in snakerules.benchmarks(cfg)]
-    assert len(benchmarks) == 2 + 2 * len(cfg.run_ids()) + 1
+    assert len(benchmarks) == 2 + len(cfg.run_ids()) + 1 + len(cell_runs(cfg))
     assert benchmarks[:2] == [
         "/r/default/benchmarks/build_base/build_base.tsv",
         "/r/default/benchmarks/mc_values/mc_values.tsv",
@@ -472,7 +478,7 @@ def test_dry_run_every_config(path, tmp_path):
     cfg = load_config(path)
     counts = job_counts(proc.log)
     assert counts["train"] == len(cfg.run_ids())
-    assert counts["evaluate"] == len(cfg.run_ids()) + 1
+    assert counts["evaluate"] == len(cell_runs(cfg)) and counts["evaluate_base"] == 1
     for rule in ("prepare_data", "build_base", "aggregate", "figures", "heatmap_rollouts", "heatmap", "all"):
         assert counts[rule] == 1, rule
     assert "bench" not in counts
@@ -515,7 +521,7 @@ def test_python_steps_get_the_config_snakemake_planned_with(tmp_path):
         assert _config_of(cmd) == smoke
     trained = sorted(_opt(c, "--run")[0] for c in cmds if c[3] == "train")
     assert trained == sorted(smoke.run_ids())
-    evaluated = sorted(_opt(c, "--run")[0] for c in cmds if c[3] == "evaluate")
+    evaluated = sorted(r for c in cmds if c[3] == "evaluate" for r in c[c.index("--run") + 1 :])
     assert evaluated == sorted(["base", *smoke.run_ids()])
 
 
@@ -563,7 +569,7 @@ def test_slurm_profile_dry_run_for_paper(tmp_path):
     counts = job_counts(proc.log)
     seeds = len(load_config(REPO / "configs" / "paper.yaml").sweep.seeds)
     assert counts["train"] == 7 * seeds
-    assert counts["evaluate"] == 7 * seeds + 1
+    assert counts["evaluate"] == 7 and counts["evaluate_base"] == 1  # one evaluation job per cell
     # One GPU per training and evaluation job, through the plugin's `gpu` resource.
     blocks = proc.log.split("\nrule ")
     for rule in ("train:", "evaluate:"):
@@ -836,7 +842,8 @@ def test_bring_your_own_data_set_plans_the_smoke_dag_and_prepares_the_data(tmp_p
     proc = run_snakemake("-n", "--nolock", "--cores", "1", "--configfile", "configs/smoke.yaml", str(mine))
     assert proc.returncode == 0, proc.log
     counts = job_counts(proc.log)
-    assert counts["train"] == 2 and counts["evaluate"] == 3 and counts["prepare_data"] == 1
+    assert counts["train"] == 2 and counts["evaluate"] == 2 and counts["evaluate_base"] == 1
+    assert counts["prepare_data"] == 1
     step = subprocess.run(
         [sys.executable, "-m", "arca", "prepare-data", "--config", "configs/smoke.yaml", "--config", str(mine)],
         cwd=REPO,

@@ -43,9 +43,9 @@ STEPS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
     ),
     "evaluate": (
         "arca.evaluate:evaluate_main",
-        "evaluate the base model or one run's adapter",
+        "evaluate the base model or runs' adapters",
         [
-            (("--run",), dict(required=True, help="run id, or 'base' for the base model")),
+            (("--run",), dict(required=True, nargs="+", help="run ids, or 'base' for the base model")),
         ],
     ),
     "probe-rollouts": (

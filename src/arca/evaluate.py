@@ -236,8 +236,15 @@ def final_mc(cfg: Config, seed: int | None) -> bool:
 
 
 def evaluate_main(cfg: Config, args) -> None:
-    """CLI step: evaluate ``args.run`` (a run id of the sweep, or ``base``)."""
-    run = args.run
+    """CLI step: evaluate each of ``args.run`` (run ids of the sweep, or ``base``) in turn, in one
+    process (the rule hands it every seed of a cell, so the libraries load once)."""
+    runs = [args.run] if isinstance(args.run, str) else list(args.run)
+    for run in runs:
+        evaluate_one(cfg, run)
+
+
+def evaluate_one(cfg: Config, run: str) -> None:
+    """Evaluate one target (a run id, or ``base``) and write its summary and samples."""
     run_cfg, identity, model, tok, trainable = load_target(cfg, run)
     if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(cfg.train.threads)

@@ -13,7 +13,17 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from arca.config import BASE, BASE_KEY, Config, ConfigError, eval_targets, from_dict, heatmap_run, shares_curve_start
+from arca.config import (
+    BASE,
+    BASE_KEY,
+    Config,
+    ConfigError,
+    cell_runs,
+    eval_targets,
+    from_dict,
+    heatmap_run,
+    shares_curve_start,
+)
 from arca.config.ranges import short
 from arca.paths import paths_of
 
@@ -70,9 +80,14 @@ def run_regex(cfg: Config) -> str:
     return _alternation(cfg.run_ids())
 
 
-def eval_regex(cfg: Config) -> str:
-    """Wildcard constraint of ``{target}`` in evaluation rules (``base`` or a run id)."""
-    return _alternation(eval_targets(cfg))
+def cell_regex(cfg: Config) -> str:
+    """Wildcard constraint of ``{cell}`` (``<label>_r<rank>``) in the evaluation rule."""
+    return _alternation(cell_runs(cfg))
+
+
+def evaluated_runs(cfg: Config, cell: str) -> str:
+    """The run ids one evaluation job scores (every seed of ``cell``), as shell arguments."""
+    return " ".join(cell_runs(cfg)[cell])
 
 
 def gpu(cfg: Config) -> dict[str, int]:
@@ -113,13 +128,15 @@ def curve_start_inputs(cfg: Config) -> dict[str, Path]:
     return {"base": p.base, "test": p.data.test, **({"probe": p.probe_rollouts} if cfg.eval.probe_problems > 0 else {})}
 
 
-def eval_inputs(cfg: Config, target: str) -> dict[str, Path]:
-    """Base model and test data; for a run (not ``base``) also its adapter, the probe and the Monte Carlo values."""
+def eval_inputs(cfg: Config, target: str) -> dict[str, Any]:
+    """Base model and test data; for a cell (not ``base``) also every seed's adapter, the probe and
+    the Monte Carlo values."""
     p = paths_of(cfg)
     data = p.data.declared()
-    out = {"base": p.base, "test": data["test"], **({"math500": data["math500"]} if "math500" in data else {})}
+    out: dict[str, Any] = {"base": p.base, "test": data["test"]}
+    out.update({"math500": data["math500"]} if "math500" in data else {})
     if target != BASE:
-        out["adapter"] = p.run(target).adapter
+        out["adapters"] = [p.run(r).adapter for r in cell_runs(cfg)[target]]
         if cfg.eval.probe_problems > 0:
             out["probe"] = p.probe_rollouts
         if cfg.eval.mc_problems > 0:  # the probe scores every method against the Monte Carlo values
@@ -129,13 +146,13 @@ def eval_inputs(cfg: Config, target: str) -> dict[str, Path]:
 
 def benchmarks(cfg: Config) -> list[Path]:
     """Every benchmark file of the sweep: the base model's build (and Monte Carlo values), each
-    run's training, each evaluation."""
+    run's training, each evaluation job (the base model's, one per cell)."""
     p = paths_of(cfg)
     return [
         p.benchmark("build_base"),
         *([p.benchmark("mc_values")] if cfg.eval.mc_problems > 0 else []),
         *(p.benchmark("train", r) for r in cfg.run_ids()),
-        *(p.benchmark("evaluate", t) for t in eval_targets(cfg)),
+        *(p.benchmark("evaluate", t) for t in [BASE, *cell_runs(cfg)]),
     ]
 
 

@@ -78,6 +78,8 @@ from arca.config.sweep import (  # noqa: F401
     BASE,
     RUN_IDENTITY,
     STEP_COLUMNS,
+    cell_of,
+    cell_runs,
     check_run_overrides,
     curve_start_hash,
     eval_hash,

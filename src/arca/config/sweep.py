@@ -48,6 +48,20 @@ STEP_COLUMNS = (
 )
 
 
+def cell_of(run_id: str) -> str:
+    """The cell id ``<label>_r<rank>`` of a run id: every seed of one (label, rank) line of the sweep."""
+    label, rank, _ = parse_run_id(run_id)
+    return f"{label}_r{rank}"
+
+
+def cell_runs(cfg: Config) -> dict[str, list[str]]:
+    """Cell id -> its run ids (one per seed, in the sweep's seed order), cells in sweep order."""
+    out: dict[str, list[str]] = {}
+    for run in cfg.run_ids():
+        out.setdefault(cell_of(run), []).append(run)
+    return out
+
+
 def run_identity(run_id: str, method: str = BASE) -> dict:
     """What every record of a run carries: ``RUN_IDENTITY`` of ``run_id`` trained with ``method``.
 

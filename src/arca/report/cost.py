@@ -1,5 +1,8 @@
 """The cost table: wall time and peak memory of every job Snakemake benchmarked, per run and per cell.
 
+One ``evaluate`` job scores every seed of a cell; each of its runs is given an equal share of the
+job's wall time and the job's peak memory.
+
 Reads the ``benchmark:`` records of ``build_base``, ``mc_values``, ``train`` and ``evaluate`` (paths from
 ``arca.paths.Paths.benchmark``). Snakemake writes each as a tab-separated file with one line per repeat;
 ``s`` is the wall time in seconds and ``max_rss`` the peak resident memory in MB, summed over the
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from arca.config import BASE, Config, InputError, for_run, run_identity
+from arca.config import BASE, Config, InputError, cell_of, cell_runs, for_run, run_identity
 from arca.paths import BENCHMARKED, paths_of
 
 IDENTITY = ["run", "label", "method", "rank", "seed"]
@@ -36,9 +39,10 @@ def read_benchmark(path: str | Path) -> tuple[float, float]:
     return float(wall), float(rss)
 
 
-def _costs(row: dict, rule: str, path: str | None) -> None:
+def _costs(row: dict, rule: str, path: str | None, share: int = 1) -> None:
+    """The job's seconds (divided among the ``share`` runs one job served) and peak memory."""
     wall, rss = read_benchmark(path) if path else (math.nan, math.nan)
-    row[f"{rule}_s"], row[f"{rule}_max_rss_mb"] = wall, rss
+    row[f"{rule}_s"], row[f"{rule}_max_rss_mb"] = wall / share, rss
 
 
 def cost_table(cfg: Config) -> pd.DataFrame:
@@ -50,12 +54,15 @@ def cost_table(cfg: Config) -> pd.DataFrame:
     _costs(base, "train", None)
     _costs(base, "evaluate", paths_of(cfg).benchmark("evaluate", BASE))
     rows = [base]
+    cells = cell_runs(cfg)
     for run in cfg.run_ids():
         row = run_identity(run, for_run(cfg, run).credit.method)
         _costs(row, "build_base", None)
         _costs(row, "mc_values", None)
         _costs(row, "train", paths_of(cfg).benchmark("train", run))
-        _costs(row, "evaluate", paths_of(cfg).benchmark("evaluate", run))
+        # one evaluation job per cell: each run gets its share of the job's time
+        cell = cell_of(run)
+        _costs(row, "evaluate", paths_of(cfg).benchmark("evaluate", cell), len(cells[cell]))
         rows.append(row)
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("rank", "seed"):
@@ -96,6 +103,7 @@ def cost_rows(cfg: Config, df: pd.DataFrame) -> tuple[list[str], list[list[str]]
 
 NOTE = (
     "Wall time and peak resident memory of each job, from Snakemake's benchmark records: per cell the mean "
-    "seconds and the largest peak over its seeds; the total line sums the seconds of every job. Empty: not "
-    "recorded (a job run outside Snakemake).\n\n"
+    "seconds and the largest peak over its seeds (one evaluation job serves every seed of a cell: each run "
+    "is given its share of that job's seconds); the total line sums the seconds. Empty: not recorded (a job "
+    "run outside Snakemake).\n\n"
 )

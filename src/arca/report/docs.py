@@ -14,7 +14,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from arca.config import MissingInputError
-from arca.report.leaderboard import leaderboard_region
+from arca.report.leaderboard import leaderboard_region, leaderboard_top
 
 log = logging.getLogger("arca")
 
@@ -79,6 +79,8 @@ def render_region(name: str, root: Path) -> str:
     folder = root / REFERENCE / config
     if what == "leaderboard":  # one row per method from the reference's CSV tables (arca.report.leaderboard)
         return leaderboard_region(folder, shown=(REFERENCE / config).as_posix())
+    if what == "top":  # the README's excerpt of the leaderboard: its best cells by learning-curve area
+        return leaderboard_top(folder)
     if not what or not folder.is_dir():
         raise MissingInputError(f"arca:{name}: expected <config>/<table> with a folder {folder}")
     if what == "findings":

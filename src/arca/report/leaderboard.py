@@ -226,3 +226,15 @@ def leaderboard_region(folder: Path, shown: str = "") -> str:
             "saving its tables there (docs/leaderboard.md says how)."
         )
     return LEADERBOARD_NOTE + leaderboard_markdown(method_summary(read_tables(folder))).rstrip("\n")
+
+
+def leaderboard_top(folder: Path, n: int = 3) -> str:
+    """The README's excerpt: the ``n`` cells with the largest gain in learning-curve area over
+    uniform (controls and oracles included, as in the full table), with their final-accuracy difference."""
+    if not folder.is_dir():
+        return "No leaderboard reference yet (docs/leaderboard.md says how to make one)."
+    rows = [r for r in method_summary(read_tables(folder)) if math.isfinite(r["auc_diff"][0])]
+    best = sorted(rows, key=lambda r: -r["auc_diff"][0])[:n]
+    body = [[_cell_name(r), fmt_diff(r["auc"], r["auc_diff"]), fmt_diff(r["final"], r["final_diff"])] for r in best]
+    headers = ["method", "AUC greedy (diff vs uniform [95% CI])", "final greedy (diff vs uniform [95% CI])"]
+    return markdown_table(headers, body).rstrip("\n")
