@@ -296,7 +296,7 @@ def test_run_ids_and_wildcard_regexes():
         assert run_re.fullmatch(run) and not cell_re.fullmatch(run)
     # one evaluation job per cell: every seed of it, in the sweep's seed order
     assert list(cell_runs(cfg)) == [i[: -len("_s1")] for i in ids if i.endswith("_s1")]
-    assert snakerules.evaluated_runs(cfg, "arca_r2") == " ".join(f"arca_r2_s{s}" for s in cfg.sweep.seeds)
+    assert snakerules.evaluated_runs(cfg, "arca_r2") == [f"arca_r2_s{s}" for s in cfg.sweep.seeds]
     assert all(cell_re.fullmatch(c) for c in ("uniform_r8", "arca_r2", "null_r8")) and not cell_re.fullmatch("base")
     for bad in ("arca_r3_s1", "arca_r2_s1/x", "arca_r3", "arca_r2_s"):
         assert not run_re.fullmatch(bad) and not cell_re.fullmatch(bad)

@@ -85,9 +85,9 @@ def cell_regex(cfg: Config) -> str:
     return _alternation(cell_runs(cfg))
 
 
-def evaluated_runs(cfg: Config, cell: str) -> str:
-    """The run ids one evaluation job scores (every seed of ``cell``), as shell arguments."""
-    return " ".join(cell_runs(cfg)[cell])
+def evaluated_runs(cfg: Config, cell: str) -> list[str]:
+    """The run ids one evaluation job scores: every seed of ``cell`` (``{params.runs:q}`` quotes each)."""
+    return cell_runs(cfg)[cell]
 
 
 def gpu(cfg: Config) -> dict[str, int]:

@@ -52,7 +52,7 @@ rule evaluate:
     conda:
         "../envs/arca.yaml"
     shell:
-        "python -m arca evaluate {params.config} --run {params.runs} > {log:q} 2>&1"
+        "python -m arca evaluate {params.config} --run {params.runs:q} > {log:q} 2>&1"
 
 
 # The fixed held-out rollouts of the credit-precision probe: the base model's samples, once.
