@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from arca.config import ConfigError, load_config
+from arca.data.forks import SINGLE_DECISION
 from arca.data import (
     FIELDS,
     Record,
@@ -350,8 +351,12 @@ def test_generated_steps_are_consistent(generated):
         assert len(values) == 1, r["solution"]
 
 
+# the single-decision corpus (not the default's chains): the level mix and the count of distinct problems
+PLAIN = ("data.forks.p_bug=0.0", f"data.forks.families=[{', '.join(SINGLE_DECISION)}]")
+
+
 def test_make_splits_disjoint():
-    cfg = load_config(overrides=["data.n_train=3000", "data.n_test=300", "data.seed=5"])
+    cfg = load_config(overrides=[*PLAIN, "data.n_train=3000", "data.n_test=300", "data.seed=5"])
     train, test = make_splits(cfg.data)
     assert len(train) == 3000 and len(test) == 300
     assert not {r["problem"] for r in train} & {r["problem"] for r in test}
@@ -366,7 +371,7 @@ def test_make_splits_disjoint():
 
 
 def test_make_splits_impossible_request_is_clear():
-    cfg = load_config(overrides=["data.n_train=10", "data.n_test=5000", "data.levels=[1]"])
+    cfg = load_config(overrides=[*PLAIN, "data.n_train=10", "data.n_test=5000", "data.levels=[1]"])
     with pytest.raises(ValueError, match="n_test"):
         make_splits(cfg.data)
 
