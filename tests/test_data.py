@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from arca.config import ConfigError, load_config
-from arca.data.forks import SINGLE_DECISION
 from arca.data import (
     FIELDS,
     Record,
@@ -25,6 +24,7 @@ from arca.data import (
     random_subset,
     read_records,
 )
+from arca.data.forks import SINGLE_DECISION
 from arca.grading import extract_boxed, grade_paper
 
 FIXTURES = Path(__file__).parent / "fixtures"
