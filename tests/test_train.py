@@ -543,6 +543,7 @@ def test_a_fresh_adapter_samples_and_scores_as_the_base_model_bit_for_bit(result
     verdicts alone would not show it): the same texts, greedy and sampled, and the same log-probs."""
     from arca.backends import make_generator
     from arca.learning_curve import CURVE_SEED
+    from arca.sampling import Sampling
     from arca.scoring import policy_scores
 
     cfg = run_cfg(results, "arca_r2_s1")
@@ -553,8 +554,8 @@ def test_a_fresh_adapter_samples_and_scores_as_the_base_model_bit_for_bit(result
     out = {}
     for name, model in (("policy", policy), ("base", base)):
         gen = make_generator(cfg, model, tok)
-        greedy = gen.generate(prompts, 1, 1.0, 1.0, 16, greedy=True).texts
-        sampled = gen.generate(prompts, 2, 1.0, 0.95, 16, seed=CURVE_SEED, top_k=50).texts
+        greedy = gen.generate(prompts, Sampling.greedy_decoding(16)).texts
+        sampled = gen.generate(prompts, Sampling.from_eval(cfg.eval, 2, CURVE_SEED, max_new_tokens=16)).texts
         model.eval()
         with torch.no_grad():
             lp = policy_scores(model, batch, False, False, share_prompt=True).logprobs
