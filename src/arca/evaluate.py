@@ -33,7 +33,7 @@ from arca.io import read_jsonl, write_json, write_jsonl
 from arca.labels import align
 from arca.models import count_trainable, load_base_model, load_policy, resolve_device
 from arca.paths import paths_of
-from arca.probe import probe_precision, probe_problems
+from arca.probe import probe_precision, probe_problems, values_by_row
 from arca.prompts import prompt_format
 from arca.sampling import Sampling
 from arca.stats import pass_at_k
@@ -273,7 +273,7 @@ def evaluate_one(cfg: Config, run: str) -> None:
         final_values = None
         if final_mc(cfg, identity["seed"]):  # the ground truth under this run's own final model too
             values, mc_final = mc_values.estimate(run_cfg, model, tok, mc_values.mc_rows(cfg, probe_rows))
-            final_values = {(v["problem_id"], int(v["sample"])): v["values"] for v in values}
+            final_values = values_by_row(values)
             log.info("%s: Monte Carlo values under the final model: %s", run, mc_final)
         precision = probe_precision(run_cfg, model, tok, probe_rows, probe_problems(cfg), final_values)
     out = paths_of(cfg).eval(run)

@@ -20,7 +20,7 @@ from arca.config import Config
 from arca.config.sweep import curve_start_hash, shares_curve_start
 from arca.data import read_records
 from arca.grading import gold_answer, grade_paper
-from arca.io import read_jsonl, write_text
+from arca.io import read_jsonl, write_json
 from arca.labels import outcome_means
 from arca.models import load_base_model, resolve_device
 from arca.paths import paths_of
@@ -111,8 +111,6 @@ def curve_start_main(cfg: Config, args) -> None:
     point = heldout_point(
         cfg, make_generator(cfg, model, tok), curve_problems(cfg), 0, grade_paper, rows, probe_problems(cfg)
     )
-    write_text(
-        args.out or paths_of(cfg).curve_start,
-        json.dumps({"fingerprint": curve_start_hash(cfg), "probe": bool(rows), "point": point}) + "\n",
-    )
+    saved = {"fingerprint": curve_start_hash(cfg), "probe": bool(rows), "point": point}
+    write_json(args.out or paths_of(cfg).curve_start, saved)
     log.info("curve start: greedy %.3f, sampled %.3f on %d problems", point["greedy"], point["sampled"], point["n"])

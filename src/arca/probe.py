@@ -133,12 +133,17 @@ def probe_precision(
     return out
 
 
+def values_by_row(rows: list[dict]) -> dict[tuple[str, int], list[float]]:
+    """(problem_id, sample) -> V_0..V_L of ``arca.mc_values`` rows."""
+    return {(r["problem_id"], int(r["sample"])): r["values"] for r in rows}
+
+
 def load_mc_values(cfg: Config) -> dict[tuple[str, int], list[float]]:
     """(problem_id, sample) -> V_0..V_L from ``arca.mc_values``' output; empty when it is off or absent."""
     path = paths_of(cfg).mc_values
     if cfg.eval.mc_problems <= 0 or not path.exists():
         return {}
-    return {(r["problem_id"], int(r["sample"])): r["values"] for r in read_jsonl(path)}
+    return values_by_row(read_jsonl(path))
 
 
 def mc_abs_advantages(values: dict, rows: list[dict], width: int) -> torch.Tensor | None:
